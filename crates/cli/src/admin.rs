@@ -1,0 +1,468 @@
+//! Admin commands: thin wrappers over the admin API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use fedkey_core::{Direction, PeerKind, Role, TrustRef};
+use fedkey_store::audit::AuditFilter;
+use serde_json::{Value, json};
+
+use crate::client::{Client, q};
+use crate::config::Settings;
+use crate::local;
+use crate::output::{self, Output};
+
+#[derive(Subcommand)]
+pub enum DirectoryCmd {
+    Create { name: String },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum TrustCmd {
+    /// Create a trust and its first key (an inbound key is printed once).
+    Create {
+        #[arg(long)]
+        directory: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_direction)]
+        direction: Direction,
+        #[arg(long, value_parser = parse_peer, default_value = "generic")]
+        peer_kind: PeerKind,
+        /// Scopes of an inbound trust's keys (repeatable); default: all but groups:privileged.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Read an outbound trust's app-issued key from this file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Read an outbound trust's app-issued key from stdin.
+        #[arg(long)]
+        key_stdin: bool,
+    },
+    List {
+        #[arg(long)]
+        directory: Option<String>,
+    },
+    Show {
+        trust: TrustRef,
+    },
+    Suspend {
+        trust: TrustRef,
+    },
+    Resume {
+        trust: TrustRef,
+    },
+    Delete {
+        trust: TrustRef,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// New current version; the old one stays valid for the overlap.
+    Rotate {
+        trust: TrustRef,
+        /// How long the previous version keeps working (0s = immediately invalid).
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long)]
+        key_stdin: bool,
+    },
+    /// Revoke one version immediately.
+    Revoke {
+        trust: TrustRef,
+        #[arg(long)]
+        version: i64,
+    },
+    List {
+        trust: TrustRef,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    Create {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Lifetime, e.g. 90d; default: no expiry.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Verify the hash chain and every signed checkpoint. Offline (reads the database
+    /// directly) unless a token is configured, then through the API.
+    Verify {
+        /// Pin the checkpoint public key (hex) instead of deriving it with the master key.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Force offline verification even when a token is configured.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Write records as JSON lines (offline, from the database).
+    Export {
+        /// RFC 3339 time or a duration back from now (24h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        directory: Option<String>,
+        #[arg(long)]
+        trust: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_direction(s: &str) -> Result<Direction, String> {
+    s.parse()
+        .map_err(|e: fedkey_core::DomainError| e.to_string())
+}
+fn parse_peer(s: &str) -> Result<PeerKind, String> {
+    s.parse()
+        .map_err(|e: fedkey_core::DomainError| e.to_string())
+}
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+        .map_err(|e: fedkey_core::DomainError| e.to_string())
+}
+
+fn client(s: &Settings) -> anyhow::Result<Client> {
+    Client::new(&s.url, s.token.as_deref())
+}
+
+fn path(r: &TrustRef) -> String {
+    format!("/directories/{}/trusts/{}", r.directory, r.trust)
+}
+
+const KEY_COLUMNS: &[&str] = &[
+    "version",
+    "state",
+    "scopes",
+    "created_at",
+    "activated_at",
+    "expires_at",
+    "last_used_at",
+];
+const TRUST_COLUMNS: &[&str] = &[
+    "ref",
+    "direction",
+    "peer_kind",
+    "status",
+    "scopes",
+    "created_at",
+];
+
+/// Prints a response carrying a one-time key: the key first, then what it belongs to.
+fn print_with_key(out: Output, v: &Value) {
+    match out {
+        Output::Json => output::json(v),
+        Output::Table => {
+            if let Some(k) = v["key"].as_str() {
+                eprintln!(
+                    "The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash."
+                );
+                println!("key: {k}");
+            }
+            if v["trust"].is_object() {
+                output::record(&v["trust"], TRUST_COLUMNS);
+            }
+            output::record(&v["key_version"], KEY_COLUMNS);
+        }
+    }
+}
+
+pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Result<ExitCode> {
+    let api = client(s)?;
+    match c {
+        DirectoryCmd::Create { name } => {
+            let v = api.post("/directories", json!({"name": name})).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(&v, &["name", "created_at", "created_by"]),
+            }
+        }
+        DirectoryCmd::List => {
+            let v = api.get("/directories").await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::table(
+                    v["directories"].as_array().map_or(&[][..], |a| a),
+                    &["name", "created_at", "created_by"],
+                ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<ExitCode> {
+    let api = client(s)?;
+    match c {
+        TrustCmd::Create {
+            directory,
+            name,
+            direction,
+            peer_kind,
+            scopes,
+            description,
+            key_file,
+            key_stdin,
+        } => {
+            let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
+            let mut body = json!({"name": name, "direction": direction, "peer_kind": peer_kind});
+            if !scopes.is_empty() {
+                body["scopes"] = json!(scopes);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            if let Some(k) = &key {
+                body["key"] = json!(k.expose());
+            }
+            let v = api
+                .post(&format!("/directories/{directory}/trusts"), body)
+                .await?;
+            print_with_key(out, &v);
+        }
+        TrustCmd::List { directory } => {
+            let p = match directory {
+                Some(d) => format!("/directories/{d}/trusts"),
+                None => "/trusts".into(),
+            };
+            let v = api.get(&p).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    output::table(v["trusts"].as_array().map_or(&[][..], |a| a), TRUST_COLUMNS)
+                }
+            }
+        }
+        TrustCmd::Show { trust } => {
+            let v = api.get(&path(&trust)).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    output::record(
+                        &v["trust"],
+                        &[
+                            "ref",
+                            "direction",
+                            "peer_kind",
+                            "status",
+                            "scopes",
+                            "description",
+                            "created_at",
+                            "created_by",
+                        ],
+                    );
+                    println!();
+                    output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS);
+                }
+            }
+        }
+        TrustCmd::Suspend { trust } => status(&api, out, &trust, "suspend").await?,
+        TrustCmd::Resume { trust } => status(&api, out, &trust, "resume").await?,
+        TrustCmd::Delete { trust } => {
+            api.call(reqwest::Method::DELETE, &path(&trust), None)
+                .await?;
+            match out {
+                Output::Json => output::json(&json!({"deleted": trust.to_string()})),
+                Output::Table => println!("deleted {trust}"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(api: &Client, out: Output, trust: &TrustRef, what: &str) -> anyhow::Result<()> {
+    let v = api
+        .post(&format!("{}/{what}", path(trust)), json!({}))
+        .await?;
+    match out {
+        Output::Json => output::json(&v),
+        Output::Table => output::record(&v["trust"], TRUST_COLUMNS),
+    }
+    Ok(())
+}
+
+pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCode> {
+    let api = client(s)?;
+    match c {
+        KeyCmd::Rotate {
+            trust,
+            overlap,
+            key_file,
+            key_stdin,
+        } => {
+            let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
+            let mut body = json!({"overlap": overlap});
+            if let Some(k) = &key {
+                body["key"] = json!(k.expose());
+            }
+            let v = api
+                .post(&format!("{}/keys/rotate", path(&trust)), body)
+                .await?;
+            print_with_key(out, &v);
+        }
+        KeyCmd::Revoke { trust, version } => {
+            let v = api
+                .post(
+                    &format!("{}/keys/{version}/revoke", path(&trust)),
+                    json!({}),
+                )
+                .await?;
+            print_with_key(out, &v);
+        }
+        KeyCmd::List { trust } => {
+            let v = api.get(&format!("{}/keys", path(&trust))).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS)
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<ExitCode> {
+    let api = client(s)?;
+    let cols = &[
+        "name",
+        "role",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ];
+    match c {
+        TokenCmd::Create { name, role, ttl } => {
+            let mut body = json!({"name": name, "role": role});
+            if let Some(t) = ttl {
+                body["ttl"] = json!(t);
+            }
+            let v = api.post("/tokens", body).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    eprintln!("The token below is shown once; fedkey keeps only its hash.");
+                    println!("token: {}", v["token"].as_str().unwrap_or_default());
+                    output::record(&v, cols);
+                }
+            }
+        }
+        TokenCmd::List => {
+            let v = api.get("/tokens").await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::table(v["tokens"].as_array().map_or(&[][..], |a| a), cols),
+            }
+        }
+        TokenCmd::Revoke { name } => {
+            let v = api
+                .post(&format!("/tokens/{}/revoke", q(&name)), json!({}))
+                .await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(&v, cols),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        AuditCmd::Verify {
+            public_key,
+            offline,
+        } => {
+            if s.token.is_some() && !offline && public_key.is_none() {
+                let v = client(s)?.get("/audit/verify").await?;
+                match out {
+                    Output::Json => output::json(&v),
+                    Output::Table if v["ok"] == json!(true) => {
+                        println!(
+                            "audit log OK: {} records, {} checkpoints verified, head {}",
+                            v["records"],
+                            v["checkpoints"],
+                            v["head"].as_str().unwrap_or("")
+                        )
+                    }
+                    Output::Table => eprintln!(
+                        "audit verification FAILED: {}",
+                        v["error"].as_str().unwrap_or("")
+                    ),
+                }
+                return Ok(if v["ok"] == json!(true) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                });
+            }
+            let ok = local::audit_verify(s, public_key.as_deref()).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        AuditCmd::Export {
+            since,
+            until,
+            directory,
+            trust,
+            action,
+            out: file,
+        } => {
+            let now = fedkey_core::Clock::now(&fedkey_core::SystemClock::default());
+            let f = AuditFilter {
+                since: since
+                    .as_deref()
+                    .map(|v| local::parse_since(v, now))
+                    .transpose()?,
+                until: until
+                    .as_deref()
+                    .map(|v| local::parse_since(v, now))
+                    .transpose()?,
+                directory,
+                trust,
+                action,
+                ..Default::default()
+            };
+            let n = match file {
+                Some(p) => {
+                    let mut w = std::io::BufWriter::new(std::fs::File::create(&p)?);
+                    local::audit_export(s, f, &mut w).await?
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::new(stdout.lock());
+                    local::audit_export(s, f, &mut w).await?
+                }
+            };
+            eprintln!("exported {n} records");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

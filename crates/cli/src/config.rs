@@ -1,0 +1,215 @@
+//! Configuration in one place. Precedence: defaults < TOML file (`--config`) <
+//! `FEDKEY_*` environment < command-line flags. Secrets may come from files:
+//! `FEDKEY_TOKEN_FILE`, `FEDKEY_DATABASE_URL_FILE` (or `token_file`, `database_url_file`).
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every setting, with its default. See docs/configuration.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Holds the SQLite database and the master key file.
+    pub data_dir: PathBuf,
+    /// `sqlite:PATH` or `postgres://…`; default: SQLite in the data directory.
+    pub database_url: Option<String>,
+    pub database_url_file: Option<PathBuf>,
+    /// Default: `master.key` in the data directory.
+    pub master_key_file: Option<PathBuf>,
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (keys travel in headers!).
+    pub insecure_http: bool,
+    /// How long an authenticated key stays cached in memory (0s disables the cache).
+    pub auth_cache_ttl: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// Admin API base URL for the CLI's admin commands.
+    pub url: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Testing only: lets an admin advance the server clock through the API.
+    pub unsafe_test_clock: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("./fedkey-data"),
+            database_url: None,
+            database_url_file: None,
+            master_key_file: None,
+            listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
+            auth_cache_ttl: "5s".into(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            url: "http://127.0.0.1:8080".into(),
+            token: None,
+            token_file: None,
+            unsafe_test_clock: false,
+        }
+    }
+}
+
+const ENV_KEYS: [&str; 16] = [
+    "data_dir",
+    "database_url",
+    "database_url_file",
+    "master_key_file",
+    "listen",
+    "tls_cert",
+    "tls_key",
+    "insecure_http",
+    "auth_cache_ttl",
+    "log_format",
+    "log_level",
+    "url",
+    "token",
+    "token_file",
+    "unsafe_test_clock",
+    "config",
+];
+
+impl Settings {
+    /// Loads settings. `flags` holds only what was given on the command line.
+    pub fn load(
+        config_file: Option<&Path>,
+        flags: &serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<Settings> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(p) = config_file {
+            if !p.exists() {
+                anyhow::bail!("config file {} does not exist", p.display());
+            }
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        fig = fig
+            .merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..15]))
+            .merge(Serialized::globals(flags));
+        let mut s: Settings = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {}", describe(&e)))?;
+        if let Some(f) = &s.token_file {
+            s.token = Some(read_secret_file(f, "token")?);
+        }
+        if let Some(f) = &s.database_url_file {
+            s.database_url = Some(read_secret_file(f, "database URL")?);
+        }
+        Ok(s)
+    }
+
+    /// Parses TOML text alone (used by the property tests).
+    #[cfg(test)]
+    pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {}", describe(&e)))
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("fedkey.db").display()),
+        }
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    pub fn auth_cache_ttl(&self) -> anyhow::Result<std::time::Duration> {
+        humantime::parse_duration(&self.auth_cache_ttl).map_err(|_| {
+            anyhow::anyhow!(
+                "auth_cache_ttl: {:?} is not a duration (e.g. 5s)",
+                self.auth_cache_ttl
+            )
+        })
+    }
+}
+
+/// Figment errors may quote a value; for secret keys that would leak it, so only the
+/// key and the kind of problem are reported.
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let secret = ["token", "database_url"].iter().any(|k| key.ends_with(k));
+    let what = match &e.kind {
+        figment::error::Kind::UnknownField(f, _) => format!("unknown setting {f:?}"),
+        _ if secret => "invalid value".to_owned(),
+        k => k.to_string(),
+    };
+    if key.is_empty() {
+        what
+    } else {
+        format!("{key}: {what}")
+    }
+}
+
+fn read_secret_file(p: &Path, what: &str) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(p)
+        .map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", p.display()))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_typos_are_errors() {
+        let s = Settings::from_toml("listen = \"127.0.0.1:9000\"\nlog_format = \"json\"").unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000");
+        assert_eq!(s.log_format, LogFormat::Json);
+        let e = Settings::from_toml("lisen = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown setting"), "{e}");
+        let e = Settings::from_toml("insecure_http = \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("insecure_http"), "{e}");
+    }
+
+    #[test]
+    fn secret_values_are_not_echoed() {
+        let e = Settings::from_toml("token = 42").unwrap_err().to_string();
+        assert!(!e.contains("42"), "{e}");
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_the_data_dir() {
+        let s = Settings::default();
+        assert!(s.database_url().starts_with("sqlite://"));
+        assert!(s.master_key_file().ends_with("master.key"));
+    }
+
+    proptest! {
+        #[test]
+        fn config_loader_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Settings::from_toml(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn config_loader_never_panics_on_tomlish_input(k in "[a-z_]{1,20}", v in "\\PC{0,40}") {
+            let _ = Settings::from_toml(&format!("{k} = {v}"));
+            let _ = Settings::from_toml(&format!("{k} = \"{v}\""));
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Local set-up and offline commands: the data directory, master key, database and
+//! store; `init`, `serve`, `audit verify/export` offline, `master-key rotate`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fedkey_core::{SystemClock, Timestamp};
+use fedkey_crypto::{Keyring, MasterKey, Secret};
+use fedkey_store::audit::{AuditFilter, WriterConfig};
+use fedkey_store::install::Install;
+use fedkey_store::keyfile::{KeyringFile, KeyringSource};
+use fedkey_store::{Actor, Db, Store};
+
+use crate::config::Settings;
+
+/// Creates the data directory (mode 0700) when the database lives in it.
+fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
+    let d = &s.data_dir;
+    if !d.exists() {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create data directory {}", d.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the keyring file, creating it only for a brand-new install: if the database
+/// already holds data, a missing key file is an error (the data could not be decrypted).
+async fn keyring_for(s: &Settings, db: &Db, create: bool) -> anyhow::Result<KeyringFile> {
+    let path = s.master_key_file();
+    if path.exists() {
+        return Ok(KeyringFile::open(&path)?);
+    }
+    let has_install = sqlx_install_exists(db).await?;
+    if has_install || !create {
+        anyhow::bail!(
+            "master key file {} not found; without it the stored secrets cannot be decrypted (restore it from backup or pass --master-key-file)",
+            path.display()
+        );
+    }
+    Ok(KeyringFile::create(&path)?)
+}
+
+async fn sqlx_install_exists(db: &Db) -> anyhow::Result<bool> {
+    Ok(read_install_id(db).await.is_ok())
+}
+
+pub struct Opened {
+    pub store: Arc<Store>,
+    pub bootstrap_token: Option<Secret>,
+    pub clock: SystemClock,
+}
+
+/// Everything `init` and `serve` share: data dir, database, master key, store, and the
+/// bootstrap admin token on first start.
+pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
+    ensure_data_dir(s)?;
+    let db = Db::connect(&s.database_url()).await?;
+    let keyring = keyring_for(s, &db, true).await?;
+    let clock = SystemClock::default();
+    let (store, _) = Store::open(
+        db,
+        Arc::new(keyring),
+        Arc::new(clock.clone()),
+        WriterConfig::default(),
+        s.auth_cache_ttl()?,
+    )
+    .await?;
+    let bootstrap_token = store.bootstrap_admin().await?;
+    Ok(Opened {
+        store: Arc::new(store),
+        bootstrap_token,
+        clock,
+    })
+}
+
+pub fn print_bootstrap(token: &Secret) {
+    eprintln!("┌──────────────────────────────────────────────────────────────────────────┐");
+    eprintln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
+    eprintln!("└──────────────────────────────────────────────────────────────────────────┘");
+    println!("admin_token: {}", token.expose());
+}
+
+/// Offline verification of the audit chain and checkpoints.
+pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>) -> anyhow::Result<bool> {
+    let db = Db::connect(&s.database_url()).await?;
+    let (origin, public_key) = install_identity(s, &db, public_key_hex).await?;
+    match fedkey_store::audit::verify(&db, &origin, &public_key).await? {
+        Ok(rep) => {
+            println!(
+                "audit log OK: {} records, {} checkpoints verified, head {}",
+                rep.records,
+                rep.checkpoints,
+                hex::encode(rep.head_hash)
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!(
+                "audit verification FAILED at record {}: {}",
+                e.seq, e.reason
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// The audit origin and the checkpoint public key. With the master key, the public key
+/// is derived from the decrypted signing key (so a swapped public key is caught);
+/// `--public-key` pins it explicitly.
+async fn install_identity(
+    s: &Settings,
+    db: &Db,
+    pinned: Option<&str>,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    let path = s.master_key_file();
+    if let Some(hexkey) = pinned {
+        let pk =
+            hex::decode(hexkey.trim()).map_err(|_| anyhow::anyhow!("--public-key must be hex"))?;
+        let origin = read_install_id(db).await?;
+        return Ok((origin, pk));
+    }
+    if !path.exists() {
+        anyhow::bail!(
+            "master key file {} not found: pass --master-key-file, or pin --public-key HEX",
+            path.display()
+        );
+    }
+    let ring = KeyringFile::open(&path)?.keyring()?;
+    let inst = Install::load(db, &ring)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("this database has not been initialised"))?;
+    Ok((inst.id.clone(), inst.public_key.to_vec()))
+}
+
+async fn read_install_id(db: &Db) -> anyhow::Result<String> {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT value FROM install WHERE name = 'install_id'")
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("this database has not been initialised"))?;
+    Ok(String::from_utf8(row.try_get("value")?)?)
+}
+
+/// Writes the log as JSON lines, oldest first.
+pub async fn audit_export(
+    s: &Settings,
+    filter: AuditFilter,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<u64> {
+    let db = Db::connect(&s.database_url()).await?;
+    let mut f = filter;
+    let mut n = 0;
+    loop {
+        f.limit = 5000;
+        let page = fedkey_store::audit::query(&db, &f).await?;
+        let Some(last) = page.last() else { break };
+        f.after_seq = Some(last.seq);
+        for r in &page {
+            serde_json::to_writer(&mut *out, &r.to_json())?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+/// Adds a new active master key, re-wraps every DEK under it (one row per transaction;
+/// servers keep running and pick up the new keyring file), then retires the old keys.
+pub async fn master_key_rotate(s: &Settings, progress: bool) -> anyhow::Result<()> {
+    let db = Db::connect(&s.database_url()).await?;
+    let file = keyring_for(s, &db, false).await?;
+    let current = file.keyring()?;
+    let mut ring = Keyring::parse(&current.render())?;
+    let new_key = MasterKey::generate()?;
+    let new_id = new_key.id().to_owned();
+    ring.push_active(new_key);
+    // Written before any rewrap: a crash mid-way leaves a keyring that opens everything.
+    file.store(&ring)?;
+    let clock = SystemClock::default();
+    let (store, _) = Store::open(
+        db,
+        Arc::new(KeyringFile::open(file.path())?),
+        Arc::new(clock),
+        WriterConfig::default(),
+        Duration::ZERO,
+    )
+    .await?;
+    let total = store.envelope_count().await?;
+    let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("rewrapping {bar:40} {pos}/{len} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let rep = store
+        .rewrap_all(
+            &Actor {
+                id: "cli:master-key-rotate".into(),
+                role: None,
+                source: None,
+                request_id: None,
+            },
+            &ring,
+            |n| {
+                if let Some(b) = &bar {
+                    b.set_position(n);
+                }
+            },
+        )
+        .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    ring.retain_active_only();
+    file.store(&ring)?;
+    println!(
+        "master key rotated to {new_id}: {} envelopes rewrapped, {} already current, {} total",
+        rep.rewrapped, rep.already_current, rep.total
+    );
+    Ok(())
+}
+
+/// Parses `--since`: RFC 3339 or a duration back from now (`24h`).
+pub fn parse_since(v: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    if let Some(t) = Timestamp::parse_rfc3339(v) {
+        return Ok(t);
+    }
+    humantime::parse_duration(v)
+        .map(|d| now.saturating_sub(d))
+        .map_err(|_| {
+            anyhow::anyhow!("--since: {v:?} is neither an RFC 3339 time nor a duration like 24h")
+        })
+}
+
+pub fn read_key_input(file: Option<&Path>, stdin: bool) -> anyhow::Result<Option<Secret>> {
+    use std::io::Read;
+    let raw = match (file, stdin) {
+        (Some(p), _) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read key file {}", p.display()))?,
+        ),
+        (None, true) => {
+            let mut s = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the key from stdin")?;
+            s
+        }
+        (None, false) => return Ok(None),
+    };
+    let k = raw.trim_end_matches(['\n', '\r']);
+    if k.is_empty() {
+        anyhow::bail!("the key is empty");
+    }
+    Ok(Some(Secret::new(k.to_owned())))
+}

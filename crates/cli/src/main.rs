@@ -1,0 +1,282 @@
+//! `fedkey`: the server (`serve`, `init`) and the admin CLI.
+
+mod admin;
+mod client;
+mod config;
+mod local;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fedkey_server::{AppState, ServeOptions, TlsFiles};
+use serde_json::{Map, Value, json};
+
+use config::{LogFormat, Settings};
+use output::Output;
+
+#[derive(Parser)]
+#[command(
+    name = "fedkey",
+    version,
+    about = "Federation provisioning keys: issue, rotate, audit, and serve SCIM with them"
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "FEDKEY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite database and master key file).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// `sqlite:PATH` or `postgres://…` (default: SQLite in the data directory).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Master key file (default: DATA_DIR/master.key).
+    #[arg(long, global = true)]
+    master_key_file: Option<PathBuf>,
+    /// Admin API URL for admin commands [env: FEDKEY_URL].
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Admin token for admin commands [env: FEDKEY_TOKEN, FEDKEY_TOKEN_FILE].
+    #[arg(long, global = true)]
+    token: Option<String>,
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: Output,
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Set up (if needed) and serve the admin API and SCIM endpoints.
+    Serve(ServeArgs),
+    /// Set up the data directory, database and master key without serving.
+    Init,
+    /// Directories (one per tenant).
+    #[command(subcommand)]
+    Directory(admin::DirectoryCmd),
+    /// Trusts between a directory and a peer.
+    #[command(subcommand)]
+    Trust(admin::TrustCmd),
+    /// Key versions of a trust.
+    #[command(subcommand)]
+    Key(admin::KeyCmd),
+    /// Admin API tokens.
+    #[command(subcommand)]
+    Token(admin::TokenCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(admin::AuditCmd),
+    /// The master key that wraps every stored secret.
+    #[command(subcommand, name = "master-key")]
+    MasterKey(MasterKeyCmd),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address. Keys travel in headers: use TLS.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Testing only: let an admin advance the server clock through the API.
+    #[arg(long, hide = true)]
+    unsafe_test_clock: bool,
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCmd {
+    /// Generate a new master key and rewrap every stored secret under it (online).
+    Rotate,
+}
+
+fn flags(cli: &Cli) -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), v);
+        }
+    };
+    put("data_dir", cli.data_dir.as_ref().map(|p| json!(p)));
+    put("database_url", cli.database_url.as_ref().map(|v| json!(v)));
+    put(
+        "master_key_file",
+        cli.master_key_file.as_ref().map(|p| json!(p)),
+    );
+    put("url", cli.server.as_ref().map(|v| json!(v)));
+    put("token", cli.token.as_ref().map(|v| json!(v)));
+    put("log_format", cli.log_format.map(|v| json!(v)));
+    if let Cmd::Serve(a) = &cli.cmd {
+        put("listen", a.listen.as_ref().map(|v| json!(v)));
+        put("tls_cert", a.tls_cert.as_ref().map(|p| json!(p)));
+        put("tls_key", a.tls_key.as_ref().map(|p| json!(p)));
+        put("insecure_http", a.insecure_http.then_some(json!(true)));
+        put(
+            "unsafe_test_clock",
+            a.unsafe_test_clock.then_some(json!(true)),
+        );
+    }
+    m
+}
+
+fn init_tracing(s: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FEDKEY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", s.log_level)));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match s.log_format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref(), &flags(&cli)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&settings);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Serve(_) => serve(&s).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Init => {
+            let opened = local::open(&s).await?;
+            match (cli.output, &opened.bootstrap_token) {
+                (Output::Json, t) => output::json(&json!({
+                    "admin_token": t.as_ref().map(|t| t.expose()),
+                    "data_dir": s.data_dir,
+                    "database": redact_db_url(&s.database_url()),
+                })),
+                (Output::Table, Some(t)) => local::print_bootstrap(t),
+                (Output::Table, None) => {
+                    println!("already initialised; no new admin token was created")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::MasterKey(MasterKeyCmd::Rotate) => local::master_key_rotate(&s, true)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Cmd::Directory(c) => admin::directory(&s, cli.output, c).await,
+        Cmd::Trust(c) => admin::trust(&s, cli.output, c).await,
+        Cmd::Key(c) => admin::key(&s, cli.output, c).await,
+        Cmd::Token(c) => admin::token(&s, cli.output, c).await,
+        Cmd::Audit(c) => admin::audit(&s, cli.output, c).await,
+    }
+}
+
+fn redact_db_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}://***@{}", &url[..a], &url[b + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve(s: &Settings) -> anyhow::Result<()> {
+    let addr: SocketAddr = s.listen.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "listen: {:?} is not an address like 127.0.0.1:8080",
+            s.listen
+        )
+    })?;
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+    };
+    if tls.is_none() && !fedkey_server::serve::plain_http_allowed(&addr) && !s.insecure_http {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on non-loopback address {addr}: keys travel in headers. Use --tls-cert/--tls-key, or --insecure-http behind a TLS-terminating proxy"
+        );
+    }
+    if let Some(t) = &tls {
+        fedkey_server::serve::tls_acceptor(t)?;
+    }
+    let opened = local::open(s).await?;
+    if let Some(t) = &opened.bootstrap_token {
+        local::print_bootstrap(t);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local_addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("fedkey listening on {scheme}://{local_addr}");
+    tracing::info!(%local_addr, scheme, database = %redact_db_url(&s.database_url()), "serving");
+    if s.unsafe_test_clock {
+        tracing::warn!(
+            "--unsafe-test-clock is on: admins can move this server's clock. Never use this in production."
+        );
+    }
+    let state = AppState {
+        store: opened.store.clone(),
+        test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
+    };
+    let opts = ServeOptions {
+        tls,
+        sweep_interval: std::time::Duration::from_secs(5),
+    };
+    fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
+    opened.store.db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

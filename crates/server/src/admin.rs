@@ -1,0 +1,637 @@
+//! The admin API under `/api/v1`, authenticated by admin tokens with a role. Every
+//! request is audited: changes inside their own transaction, reads and denials through
+//! the group committer — and a request whose record cannot be written is refused.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{StatusCode, request::Parts};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fedkey_audit::Outcome;
+use fedkey_core::{Direction, PeerKind, Role, Timestamp, TrustRef, TrustStatus};
+use fedkey_crypto::Secret;
+use fedkey_store::audit::AuditFilter;
+use fedkey_store::auth::{AdminPrincipal, RequestMeta};
+use fedkey_store::ops::{NewTrust, RotateKey};
+use fedkey_store::{Actor, KeyVersion, Store};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/directories", get(list_directories).post(create_directory))
+        .route("/directories/{d}", get(get_directory))
+        .route(
+            "/directories/{d}/trusts",
+            get(list_trusts).post(create_trust),
+        )
+        .route(
+            "/directories/{d}/trusts/{t}",
+            get(get_trust).delete(delete_trust),
+        )
+        .route("/directories/{d}/trusts/{t}/suspend", post(suspend_trust))
+        .route("/directories/{d}/trusts/{t}/resume", post(resume_trust))
+        .route("/directories/{d}/trusts/{t}/keys", get(list_keys))
+        .route("/directories/{d}/trusts/{t}/keys/rotate", post(rotate_key))
+        .route(
+            "/directories/{d}/trusts/{t}/keys/{v}/revoke",
+            post(revoke_key),
+        )
+        .route("/trusts", get(list_all_trusts))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{name}/revoke", post(revoke_token))
+        .route("/audit", get(audit_page))
+        .route("/audit/verify", get(audit_verify))
+        .route("/test/clock", post(advance_clock))
+        .fallback(crate::error::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::ADMIN_BODY_LIMIT,
+        ))
+}
+
+/// What a role must be able to do for an endpoint.
+#[derive(Clone, Copy)]
+enum Need {
+    Read,
+    Operate,
+    Administer,
+    Audit,
+}
+
+/// An authenticated admin request.
+pub struct Admin {
+    who: AdminPrincipal,
+    meta: RequestMeta,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let meta = parts
+            .extensions
+            .get::<RequestMeta>()
+            .cloned()
+            .unwrap_or_default();
+        match s
+            .store
+            .authenticate_admin(crate::scim::bearer(&parts.headers), &meta)
+            .await
+        {
+            Ok(Ok(who)) => Ok(Admin { who, meta }),
+            Ok(Err(_)) => Err(ApiError::unauthorized()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Admin {
+    fn actor(&self) -> Actor {
+        Actor::token(
+            &self.who.name,
+            self.who.role,
+            self.meta.source.clone(),
+            self.meta.request_id.clone(),
+        )
+    }
+
+    /// Checks the role; a denial is audited before the 403 goes out.
+    async fn require(&self, store: &Store, need: Need, action: &str) -> Result<(), ApiError> {
+        let r = self.who.role;
+        let ok = match need {
+            Need::Read => r.can_read(),
+            Need::Operate => r.can_operate(),
+            Need::Administer => r.can_administer(),
+            Need::Audit => r.can_audit(),
+        };
+        if ok {
+            return Ok(());
+        }
+        store
+            .record(
+                &self.actor(),
+                action,
+                Outcome::Denied,
+                json!({"reason": "role", "role": r}),
+            )
+            .await?;
+        Err(ApiError::forbidden(format!("role {r} may not {action}")))
+    }
+
+    /// Checks the role and records the read (fail-closed).
+    async fn read(
+        &self,
+        store: &Store,
+        need: Need,
+        action: &str,
+        details: Value,
+    ) -> Result<(), ApiError> {
+        self.require(store, need, action).await?;
+        store
+            .record_admin_access(&self.who, &self.meta, action, details)
+            .await?;
+        Ok(())
+    }
+}
+
+fn trust_ref(d: String, t: String) -> Result<TrustRef, ApiError> {
+    format!("{d}/{t}")
+        .parse::<TrustRef>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn ts(t: Option<Timestamp>) -> Value {
+    t.map(|t| json!(t.to_rfc3339())).unwrap_or(Value::Null)
+}
+
+fn key_json(k: &KeyVersion, now: Timestamp) -> Value {
+    json!({
+        "version": k.version,
+        "state": k.state_at(now),
+        "scopes": k.scopes.to_vec(),
+        "created_at": ts(Some(k.created_at)),
+        "created_by": k.created_by,
+        "activated_at": ts(k.activated_at),
+        "expires_at": ts(k.expires_at),
+        "revoked_at": ts(k.revoked_at),
+        "last_used_at": ts(k.last_used_at),
+    })
+}
+
+fn trust_json(t: &fedkey_store::Trust) -> Value {
+    json!({
+        "directory": t.directory,
+        "name": t.name,
+        "ref": format!("{}/{}", t.directory, t.name),
+        "direction": t.direction,
+        "peer_kind": t.peer_kind,
+        "status": t.status,
+        "scopes": t.scopes.to_vec(),
+        "description": t.description,
+        "created_at": ts(Some(t.created_at)),
+        "created_by": t.created_by,
+        "updated_at": ts(Some(t.updated_at)),
+    })
+}
+
+fn dir_json(d: &fedkey_store::Directory) -> Value {
+    json!({"name": d.name, "id": d.id, "created_at": ts(Some(d.created_at)), "created_by": d.created_by})
+}
+
+/// Durations as `24h`, `90m`, `0s`, `1d 12h`.
+fn parse_duration(field: &str, s: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(s.trim()).map_err(|_| {
+        ApiError::bad_request(format!(
+            "{field}: {s:?} is not a duration (e.g. 24h, 90m, 0s)"
+        ))
+    })
+}
+
+// ---- directories ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateDirectory {
+    name: String,
+}
+
+async fn create_directory(
+    a: Admin,
+    State(s): State<AppState>,
+    ApiJson(b): ApiJson<CreateDirectory>,
+) -> Result<impl IntoResponse, ApiError> {
+    a.require(&s.store, Need::Administer, "directory.create")
+        .await?;
+    let d = s.store.create_directory(&a.actor(), &b.name).await?;
+    Ok((StatusCode::CREATED, Json(dir_json(&d))))
+}
+
+async fn list_directories(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    a.read(&s.store, Need::Read, "directory.list", json!({}))
+        .await?;
+    let ds = s.store.list_directories().await?;
+    Ok(Json(
+        json!({"directories": ds.iter().map(dir_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn get_directory(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    a.read(
+        &s.store,
+        Need::Read,
+        "directory.show",
+        json!({"directory": d}),
+    )
+    .await?;
+    Ok(Json(dir_json(&s.store.directory(&d).await?)))
+}
+
+// ---- trusts ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTrust {
+    name: String,
+    direction: Direction,
+    #[serde(default)]
+    peer_kind: Option<PeerKind>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    description: Option<String>,
+    /// The app-issued key of an outbound trust.
+    #[serde(default)]
+    key: Option<Zeroizing<String>>,
+}
+
+async fn create_trust(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+    ApiJson(b): ApiJson<CreateTrust>,
+) -> Result<impl IntoResponse, ApiError> {
+    a.require(&s.store, Need::Administer, "trust.create")
+        .await?;
+    let scopes = match &b.scopes {
+        Some(list) => Some(
+            Store::parse_scopes(b.direction, list)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let (trust, kv, key) = s
+        .store
+        .create_trust(
+            &a.actor(),
+            NewTrust {
+                directory: d,
+                name: b.name,
+                direction: b.direction,
+                peer_kind: b.peer_kind.unwrap_or(PeerKind::Generic),
+                scopes,
+                description: b.description,
+                outbound_key: b.key.map(|k| Secret::new(k.to_string())),
+            },
+        )
+        .await?;
+    let now = s.store.now();
+    let mut body = json!({"trust": trust_json(&trust), "key_version": key_json(&kv, now)});
+    if let Some(k) = key {
+        // Shown exactly once: only the hash is kept.
+        body["key"] = json!(k.expose());
+    }
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_trusts(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    a.read(&s.store, Need::Read, "trust.list", json!({"directory": d}))
+        .await?;
+    let ts = s.store.list_trusts(Some(&d)).await?;
+    Ok(Json(
+        json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn list_all_trusts(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    a.read(&s.store, Need::Read, "trust.list", json!({}))
+        .await?;
+    let ts = s.store.list_trusts(None).await?;
+    Ok(Json(
+        json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn get_trust(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let r = trust_ref(d, t)?;
+    a.read(
+        &s.store,
+        Need::Read,
+        "trust.show",
+        json!({"trust": r.to_string()}),
+    )
+    .await?;
+    let trust = s.store.trust(&r).await?;
+    let keys = s.store.list_keys(&r).await?;
+    let now = s.store.now();
+    Ok(Json(
+        json!({"trust": trust_json(&trust), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn delete_trust(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let r = trust_ref(d, t)?;
+    a.require(&s.store, Need::Administer, "trust.delete")
+        .await?;
+    s.store.delete_trust(&a.actor(), &r).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_status(
+    a: Admin,
+    s: AppState,
+    d: String,
+    t: String,
+    status: TrustStatus,
+) -> Result<Json<Value>, ApiError> {
+    let r = trust_ref(d, t)?;
+    let action = if status == TrustStatus::Active {
+        "trust.resume"
+    } else {
+        "trust.suspend"
+    };
+    a.require(&s.store, Need::Operate, action).await?;
+    let trust = s.store.set_trust_status(&a.actor(), &r, status).await?;
+    Ok(Json(json!({"trust": trust_json(&trust)})))
+}
+
+async fn suspend_trust(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(a, s, d, t, TrustStatus::Suspended).await
+}
+
+async fn resume_trust(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(a, s, d, t, TrustStatus::Active).await
+}
+
+// ---- keys ----
+
+async fn list_keys(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let r = trust_ref(d, t)?;
+    a.read(
+        &s.store,
+        Need::Read,
+        "key.list",
+        json!({"trust": r.to_string()}),
+    )
+    .await?;
+    let keys = s.store.list_keys(&r).await?;
+    let now = s.store.now();
+    Ok(Json(
+        json!({"trust": r.to_string(), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    /// How long the old version keeps working; default 24h, `0s` for an emergency.
+    #[serde(default)]
+    overlap: Option<String>,
+    #[serde(default)]
+    key: Option<Zeroizing<String>>,
+}
+
+/// Longest overlap accepted: a forgotten old key must not live for years.
+const MAX_OVERLAP: Duration = Duration::from_secs(90 * 24 * 3600);
+
+async fn rotate_key(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r = trust_ref(d, t)?;
+    a.require(&s.store, Need::Operate, "key.rotate").await?;
+    let b: RotateBody = crate::extract::optional_json(body)?;
+    let overlap = match &b.overlap {
+        Some(o) => parse_duration("overlap", o)?,
+        None => Duration::from_secs(24 * 3600),
+    };
+    if overlap > MAX_OVERLAP {
+        return Err(ApiError::bad_request("overlap: at most 90 days"));
+    }
+    let (kv, key) = s
+        .store
+        .rotate_key(
+            &a.actor(),
+            &r,
+            RotateKey {
+                overlap,
+                outbound_key: b.key.map(|k| Secret::new(k.to_string())),
+            },
+        )
+        .await?;
+    let mut body = json!({"trust": r.to_string(), "key_version": key_json(&kv, s.store.now())});
+    if let Some(k) = key {
+        body["key"] = json!(k.expose());
+    }
+    Ok(Json(body))
+}
+
+async fn revoke_key(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t, v)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let r = trust_ref(d, t)?;
+    let v: i64 = v
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::bad_request("version must be a positive integer"))?;
+    a.require(&s.store, Need::Operate, "key.revoke").await?;
+    let kv = s.store.revoke_key(&a.actor(), &r, v).await?;
+    Ok(Json(
+        json!({"trust": r.to_string(), "key_version": key_json(&kv, s.store.now())}),
+    ))
+}
+
+// ---- admin tokens ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+fn token_json(t: &fedkey_store::AdminToken) -> Value {
+    json!({
+        "name": t.name, "role": t.role, "created_at": ts(Some(t.created_at)), "created_by": t.created_by,
+        "expires_at": ts(t.expires_at), "revoked_at": ts(t.revoked_at), "last_used_at": ts(t.last_used_at),
+    })
+}
+
+async fn create_token(
+    a: Admin,
+    State(s): State<AppState>,
+    ApiJson(b): ApiJson<CreateToken>,
+) -> Result<impl IntoResponse, ApiError> {
+    a.require(&s.store, Need::Administer, "token.create")
+        .await?;
+    let ttl = b
+        .ttl
+        .as_deref()
+        .map(|t| parse_duration("ttl", t))
+        .transpose()?;
+    let (t, secret) = s
+        .store
+        .create_admin_token(&a.actor(), &b.name, b.role, ttl)
+        .await?;
+    let mut body = token_json(&t);
+    body["token"] = json!(secret.expose());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_tokens(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    a.read(&s.store, Need::Administer, "token.list", json!({}))
+        .await?;
+    let ts = s.store.list_admin_tokens().await?;
+    Ok(Json(
+        json!({"tokens": ts.iter().map(token_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn revoke_token(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    a.require(&s.store, Need::Administer, "token.revoke")
+        .await?;
+    let t = s.store.revoke_admin_token(&a.actor(), &name).await?;
+    Ok(Json(token_json(&t)))
+}
+
+// ---- audit ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    directory: Option<String>,
+    trust: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    s.as_deref()
+        .map(|v| {
+            Timestamp::parse_rfc3339(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{field}: expected RFC 3339 time, e.g. 2026-11-28T00:00:00Z"
+                ))
+            })
+        })
+        .transpose()
+}
+
+async fn audit_page(
+    a: Admin,
+    State(s): State<AppState>,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    a.read(&s.store, Need::Audit, "audit.read", json!({"filter": {"directory": q.directory, "trust": q.trust, "actor": q.actor, "action": q.action}})).await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let f = AuditFilter {
+        since: parse_time("since", &q.since)?,
+        until: parse_time("until", &q.until)?,
+        directory: q.directory,
+        trust: q.trust,
+        actor: q.actor,
+        action: q.action,
+        after_seq: q.after,
+        limit,
+    };
+    let records = fedkey_store::audit::query(&s.store.db, &f).await?;
+    let next = (records.len() as i64 == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(
+        json!({"records": records.iter().map(|r| r.to_json()).collect::<Vec<_>>(), "next_after": next}),
+    ))
+}
+
+async fn audit_verify(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    a.read(&s.store, Need::Audit, "audit.verify", json!({}))
+        .await?;
+    let store = &s.store;
+    match fedkey_store::audit::verify(&store.db, &store.install.id, &store.install.public_key)
+        .await?
+    {
+        Ok(rep) => Ok(Json(
+            json!({"ok": true, "records": rep.records, "checkpoints": rep.checkpoints, "head": hex::encode(rep.head_hash)}),
+        )),
+        Err(e) => Ok(Json(
+            json!({"ok": false, "seq": e.seq, "error": e.to_string()}),
+        )),
+    }
+}
+
+// ---- test clock ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceClock {
+    advance: String,
+}
+
+async fn advance_clock(
+    a: Admin,
+    State(s): State<AppState>,
+    ApiJson(b): ApiJson<AdvanceClock>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(clock) = &s.test_clock else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the test clock is disabled (start with --unsafe-test-clock)",
+        ));
+    };
+    a.require(&s.store, Need::Administer, "test.clock").await?;
+    let d = parse_duration("advance", &b.advance)?;
+    s.store
+        .record(
+            &a.actor(),
+            "test.clock.advance",
+            Outcome::Success,
+            json!({"advance_seconds": d.as_secs()}),
+        )
+        .await?;
+    clock.advance(d);
+    Ok(Json(json!({"now": s.store.now().to_rfc3339()})))
+}

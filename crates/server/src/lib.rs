@@ -1,0 +1,31 @@
+//! fedkey's HTTP surface: the admin API (`/api/v1`), the SCIM base (`/scim/v2/{dir}`),
+//! health and metrics, served over plain HTTP on loopback or TLS (rustls).
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod request;
+pub mod scim;
+pub mod serve;
+pub mod state;
+
+pub use serve::{ServeOptions, TlsFiles, serve};
+pub use state::AppState;
+
+use axum::Router;
+
+/// Largest admin API body; SCIM has its own, larger limit.
+pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", admin::router())
+        .nest("/scim/v2", scim::router())
+        .merge(health::router())
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(request::request_context))
+        .with_state(state)
+}

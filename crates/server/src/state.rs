@@ -1,0 +1,12 @@
+use std::sync::Arc;
+
+use fedkey_core::SystemClock;
+use fedkey_store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    /// Set only with `--unsafe-test-clock`: lets an admin move the server's clock
+    /// forward, for end-to-end tests of expiry. Never enable in production.
+    pub test_clock: Option<SystemClock>,
+}

@@ -1,0 +1,393 @@
+//! Audit storage: appending inside a caller's transaction, the group-commit writer
+//! for high-volume records (authentications), checkpoints, queries and verification.
+//!
+//! Both paths lock the chain head (`audit_head`) inside their transaction, so records
+//! from several writers — or several nodes on PostgreSQL — form one chain.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedkey_audit::{Checkpoint, Event, Outcome, Record, Verifier, VerifyReport};
+use fedkey_core::{Clock, Timestamp};
+use sqlx::{Row, any::AnyRow};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::Tx;
+use crate::install::Install;
+use crate::{Db, StoreError};
+
+/// Appends `events` to the chain inside `tx`. Nothing is durable until the caller
+/// commits, and the caller's change commits only with its audit records.
+pub async fn append_in_tx(
+    tx: &mut Tx,
+    db: &Db,
+    events: Vec<Event>,
+) -> Result<Vec<Record>, StoreError> {
+    let head = sqlx::query(db.backend.lock_audit_head())
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev = hash32(head.try_get("hash")?, "audit_head")?;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let r = e.into_record(seq, prev);
+        prev = r.hash;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(r.seq)
+        .bind(r.ts.0)
+        .bind(r.actor.clone())
+        .bind(r.action.clone())
+        .bind(r.outcome.as_str())
+        .bind(r.directory.clone())
+        .bind(r.trust.clone())
+        .bind(r.key_version)
+        .bind(r.source.clone())
+        .bind(r.request_id.clone())
+        .bind(r.details.clone())
+        .bind(r.prev_hash.to_vec())
+        .bind(r.hash.to_vec())
+        .execute(&mut **tx)
+        .await?;
+        out.push(r);
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(prev.to_vec())
+        .execute(&mut **tx)
+        .await?;
+    Ok(out)
+}
+
+/// Something to mark as used when the audit batch that records its use commits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Touch {
+    KeyVersion { trust_id: String, version: i64 },
+    AdminToken { id: String },
+}
+
+struct Job {
+    event: Event,
+    touch: Option<Touch>,
+    done: oneshot::Sender<Result<i64, String>>,
+}
+
+/// Group commit: concurrent callers' records share one transaction and one fsync. A
+/// caller's `record` returns only once its record is durable (fail-closed).
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub max_batch: usize,
+    /// Sign a checkpoint once this many records have been added since the last one…
+    pub checkpoint_every: i64,
+    /// …or this much time has passed with new records.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            max_batch: 1024,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AuditWriter {
+    pub fn spawn(
+        db: Db,
+        install: Arc<Install>,
+        clock: Arc<dyn Clock>,
+        cfg: WriterConfig,
+    ) -> AuditWriter {
+        let (tx, rx) = mpsc::channel(cfg.max_batch * 8);
+        tokio::spawn(run_writer(db, install, clock, cfg, rx));
+        AuditWriter { tx }
+    }
+
+    /// Records `event` durably; returns its sequence number.
+    pub async fn record(&self, event: Event, touch: Option<Touch>) -> Result<i64, StoreError> {
+        let (done, wait) = oneshot::channel();
+        let unavailable = |m: String| StoreError::AuditUnavailable(Box::new(StoreError::Config(m)));
+        self.tx
+            .send(Job { event, touch, done })
+            .await
+            .map_err(|_| unavailable("audit writer stopped".into()))?;
+        match wait.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(m)) => Err(unavailable(m)),
+            Err(_) => Err(unavailable("audit writer stopped".into())),
+        }
+    }
+}
+
+async fn run_writer(
+    db: Db,
+    install: Arc<Install>,
+    clock: Arc<dyn Clock>,
+    cfg: WriterConfig,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    let mut last_checkpoint = latest_checkpoint_size(&db).await.unwrap_or(0);
+    let mut tick = tokio::time::interval(cfg.checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch: Vec<Job> = Vec::with_capacity(cfg.max_batch);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, cfg.max_batch) => {
+                if n == 0 {
+                    return;
+                }
+                let jobs = std::mem::take(&mut batch);
+                metrics::histogram!("fedkey_audit_batch_size").record(jobs.len() as f64);
+                let result = commit_batch(&db, &install, clock.as_ref(), &jobs, &mut last_checkpoint, cfg.checkpoint_every).await;
+                match result {
+                    Ok(first_seq) => {
+                        metrics::counter!("fedkey_audit_records_total").increment(jobs.len() as u64);
+                        for (i, j) in jobs.into_iter().enumerate() {
+                            let _ = j.done.send(Ok(first_seq + i as i64));
+                        }
+                    }
+                    Err(e) => {
+                        metrics::counter!("fedkey_audit_write_failures_total").increment(1);
+                        tracing::error!(error = %e, detail = ?e, batch = jobs.len(), "audit batch could not be committed");
+                        for j in jobs {
+                            let _ = j.done.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = checkpoint_if_new(&db, &install, clock.as_ref(), &mut last_checkpoint, 1).await {
+                    tracing::warn!(error = %e, "periodic audit checkpoint failed");
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(
+    db: &Db,
+    install: &Install,
+    clock: &dyn Clock,
+    jobs: &[Job],
+    last_checkpoint: &mut i64,
+    every: i64,
+) -> Result<i64, StoreError> {
+    let mut tx = db.begin().await?;
+    let records = append_in_tx(&mut tx, db, jobs.iter().map(|j| j.event.clone()).collect()).await?;
+    let ts = clock.now();
+    let touches: HashSet<&Touch> = jobs.iter().filter_map(|j| j.touch.as_ref()).collect();
+    for t in touches {
+        match t {
+            Touch::KeyVersion { trust_id, version } => {
+                sqlx::query("UPDATE key_versions SET last_used_at = $1 WHERE trust_id = $2 AND version = $3 AND (last_used_at IS NULL OR last_used_at < $1)")
+                    .bind(ts.0).bind(trust_id.clone()).bind(*version).execute(&mut *tx).await?;
+            }
+            Touch::AdminToken { id } => {
+                sqlx::query("UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
+                    .bind(ts.0).bind(id.clone()).execute(&mut *tx).await?;
+            }
+        }
+    }
+    let last = records.last().map(|r| (r.seq, r.hash));
+    if let Some((seq, hash)) = last {
+        if seq - *last_checkpoint >= every {
+            insert_checkpoint(&mut tx, install, seq, hash, ts).await?;
+        }
+    }
+    tx.commit().await?;
+    if let Some((seq, _)) = last {
+        if seq - *last_checkpoint >= every {
+            *last_checkpoint = seq;
+        }
+    }
+    Ok(records.first().map(|r| r.seq).unwrap_or(0))
+}
+
+async fn insert_checkpoint(
+    tx: &mut Tx,
+    install: &Install,
+    size: i64,
+    hash: [u8; 32],
+    ts: Timestamp,
+) -> Result<(), StoreError> {
+    let cp = Checkpoint::sign(&install.id, size, hash, ts, &install.signing);
+    sqlx::query("INSERT INTO audit_checkpoints (size, head_hash, ts, signature) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
+        .bind(cp.size)
+        .bind(cp.head_hash.to_vec())
+        .bind(cp.ts.0)
+        .bind(cp.signature)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Signs a checkpoint of the current head if it has grown by at least `min_new` records.
+pub async fn checkpoint_if_new(
+    db: &Db,
+    install: &Install,
+    clock: &dyn Clock,
+    last: &mut i64,
+    min_new: i64,
+) -> Result<Option<i64>, StoreError> {
+    let mut tx = db.begin().await?;
+    let head = sqlx::query(db.backend.lock_audit_head())
+        .fetch_one(&mut *tx)
+        .await?;
+    let seq: i64 = head.try_get("seq")?;
+    let stored_last = latest_checkpoint_in(&mut tx).await?;
+    *last = (*last).max(stored_last);
+    if seq - *last < min_new || seq == 0 {
+        return Ok(None);
+    }
+    let hash = hash32(head.try_get("hash")?, "audit_head")?;
+    insert_checkpoint(&mut tx, install, seq, hash, clock.now()).await?;
+    tx.commit().await?;
+    *last = seq;
+    Ok(Some(seq))
+}
+
+async fn latest_checkpoint_in(tx: &mut Tx) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COALESCE(MAX(size), 0) AS n FROM audit_checkpoints")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("n")?)
+}
+
+async fn latest_checkpoint_size(db: &Db) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COALESCE(MAX(size), 0) AS n FROM audit_checkpoints")
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// Filters for reading the log; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub directory: Option<String>,
+    pub trust: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Return records with `seq` greater than this (paging cursor).
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// One page of records in `seq` order. Every filter is always bound (NULL = no filter),
+/// so the statement text is fixed.
+pub async fn query(db: &Db, f: &AuditFilter) -> Result<Vec<Record>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash \
+         FROM audit_log WHERE seq > $1 \
+         AND ($2 IS NULL OR directory = $2) AND ($3 IS NULL OR trust = $3) AND ($4 IS NULL OR actor = $4) \
+         AND ($5 IS NULL OR action = $5) AND ($6 IS NULL OR ts >= $6) AND ($7 IS NULL OR ts < $7) \
+         ORDER BY seq LIMIT $8",
+    )
+    .bind(f.after_seq.unwrap_or(0))
+    .bind(f.directory.clone())
+    .bind(f.trust.clone())
+    .bind(f.actor.clone())
+    .bind(f.action.clone())
+    .bind(f.since.map(|t| t.0))
+    .bind(f.until.map(|t| t.0))
+    .bind(f.limit.clamp(1, 10_000))
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(record_from_row).collect()
+}
+
+fn record_from_row(r: &AnyRow) -> Result<Record, StoreError> {
+    let outcome: String = r.try_get("outcome")?;
+    Ok(Record {
+        seq: r.try_get("seq")?,
+        ts: Timestamp(r.try_get("ts")?),
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        outcome: Outcome::parse(&outcome)
+            .ok_or_else(|| StoreError::Corrupt("audit_log.outcome".into()))?,
+        directory: r.try_get("directory")?,
+        trust: r.try_get("trust")?,
+        key_version: r.try_get("key_version")?,
+        source: r.try_get("source")?,
+        request_id: r.try_get("request_id")?,
+        details: r.try_get("details")?,
+        prev_hash: hash32(r.try_get("prev_hash")?, "audit_log.prev_hash")?,
+        hash: hash32(r.try_get("hash")?, "audit_log.hash")?,
+    })
+}
+
+fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
+    v.try_into().map_err(|_| StoreError::Corrupt(what.into()))
+}
+
+pub async fn checkpoints(db: &Db) -> Result<Vec<Checkpoint>, StoreError> {
+    let rows =
+        sqlx::query("SELECT size, head_hash, ts, signature FROM audit_checkpoints ORDER BY size")
+            .fetch_all(&db.pool)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Checkpoint {
+                size: r.try_get("size")?,
+                head_hash: hash32(r.try_get("head_hash")?, "audit_checkpoints.head_hash")?,
+                ts: Timestamp(r.try_get("ts")?),
+                signature: r.try_get("signature")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn head(db: &Db) -> Result<(i64, [u8; 32]), StoreError> {
+    let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&db.pool)
+        .await?;
+    Ok((r.try_get("seq")?, hash32(r.try_get("hash")?, "audit_head")?))
+}
+
+/// Verifies the whole chain and every checkpoint, streaming in pages. `Ok(Err(_))` is a
+/// verification failure naming the first bad record.
+pub async fn verify(
+    db: &Db,
+    origin: &str,
+    public_key: &[u8],
+) -> Result<Result<VerifyReport, fedkey_audit::VerifyError>, StoreError> {
+    let mut v = match Verifier::new(origin, public_key, checkpoints(db).await?) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut after = 0;
+    loop {
+        // Paging by position (not by seq) so a deleted or renumbered row is still seen.
+        let page = query(
+            db,
+            &AuditFilter {
+                after_seq: Some(after),
+                limit: 5000,
+                ..Default::default()
+            },
+        )
+        .await?;
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            if let Err(e) = v.push(r) {
+                return Ok(Err(e));
+            }
+            after = r.seq;
+        }
+    }
+    Ok(v.finish(Some(head(db).await?)))
+}

@@ -1,0 +1,412 @@
+//! Authentication of provisioning keys and admin tokens.
+//!
+//! The presented token is checked for shape, hashed (SHA-256) and looked up by that
+//! verifier — in a small in-process cache, then in the database. The cached entry is
+//! re-read when it is older than the TTL (other nodes' changes) or when this process
+//! changed any key or trust since (generation counter). Expiry is always judged against
+//! the clock, so an overlap ends on time whatever the cache holds. Every attempt,
+//! successful or not, is audited before the caller proceeds.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fedkey_audit::Outcome;
+use fedkey_core::{
+    Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle,
+};
+use fedkey_crypto::token::{self, TokenKind, Verifier};
+use serde_json::json;
+use sqlx::Row;
+
+use crate::StoreError;
+use crate::audit::Touch;
+use crate::ops::{Actor, Store};
+
+/// An authenticated provisioning request: which trust, which key version, what it may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub directory_id: String,
+    pub directory: String,
+    pub trust_id: String,
+    pub trust: String,
+    pub peer_kind: PeerKind,
+    pub version: i64,
+    pub scopes: ScopeSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminPrincipal {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// Why authentication failed. Audited in full; the client only learns "401".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Malformed,
+    Unknown,
+    WrongDirectory,
+    NotInbound,
+    TrustSuspended,
+    Revoked,
+    Expired,
+    Pending,
+    WrongKind,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing_credentials",
+            AuthFailure::Malformed => "malformed_token",
+            AuthFailure::Unknown => "unknown_token",
+            AuthFailure::WrongDirectory => "wrong_directory",
+            AuthFailure::NotInbound => "not_an_inbound_trust",
+            AuthFailure::TrustSuspended => "trust_suspended",
+            AuthFailure::Revoked => "key_revoked",
+            AuthFailure::Expired => "key_expired",
+            AuthFailure::Pending => "key_not_yet_active",
+            AuthFailure::WrongKind => "wrong_token_kind",
+        }
+    }
+}
+
+/// What the database says about a provisioning key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub verifier: Verifier,
+    pub principal: Principal,
+    pub direction: Direction,
+    pub trust_status: TrustStatus,
+    pub state: KeyState,
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+struct TokenRecord {
+    verifier: Verifier,
+    principal: AdminPrincipal,
+    expires_at: Option<Timestamp>,
+    revoked: bool,
+}
+
+#[derive(Clone)]
+enum Cached {
+    Key(Box<KeyRecord>),
+    Token(TokenRecord),
+}
+
+struct Entry {
+    value: Cached,
+    loaded: Instant,
+    generation: u64,
+}
+
+pub(crate) struct AuthCache {
+    ttl: Duration,
+    map: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+const MAX_CACHE_ENTRIES: usize = 100_000;
+
+impl AuthCache {
+    pub(crate) fn new(ttl: Duration) -> AuthCache {
+        AuthCache {
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, v: &Verifier, generation: u64) -> Option<Cached> {
+        let map = self.map.lock().ok()?;
+        let e = map.get(&v.0)?;
+        (e.generation == generation && e.loaded.elapsed() < self.ttl).then(|| e.value.clone())
+    }
+
+    fn put(&self, v: &Verifier, value: Cached, generation: u64) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= MAX_CACHE_ENTRIES {
+                map.clear();
+            }
+            map.insert(
+                v.0,
+                Entry {
+                    value,
+                    loaded: Instant::now(),
+                    generation,
+                },
+            );
+        }
+    }
+}
+
+/// Request context recorded with every authentication attempt.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub source: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Store {
+    /// Resolves a provisioning key to its record (cache, then database); `None` when the
+    /// token is malformed or unknown. No audit: see [`Store::authenticate_provisioning`].
+    pub async fn resolve_key(&self, presented: &str) -> Result<Option<KeyRecord>, StoreError> {
+        if token::parse(presented) != Ok(TokenKind::Provisioning) {
+            return Ok(None);
+        }
+        let v = Verifier::of(presented);
+        let generation = self.generation();
+        if let Some(Cached::Key(k)) = self.auth_cache.get(&v, generation) {
+            return Ok(Some(*k));
+        }
+        let row = sqlx::query(
+            "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
+             t.peer_kind, t.status, d.id AS directory_id, d.name AS directory \
+             FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
+             WHERE k.verifier = $1",
+        )
+        .bind(v.0.to_vec())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get("verifier")?;
+        // The index found it; compare in constant time anyway, so no code path depends on
+        // a variable-time comparison of secret-derived bytes.
+        if !fedkey_crypto::ct_eq(&stored, &v.0) {
+            return Ok(None);
+        }
+        let corrupt = |c: &str| StoreError::Corrupt(c.to_owned());
+        let get = |c: &str| row.try_get::<String, _>(c);
+        let rec = KeyRecord {
+            verifier: v,
+            principal: Principal {
+                directory_id: get("directory_id")?,
+                directory: get("directory")?,
+                trust_id: get("trust_id")?,
+                trust: get("trust")?,
+                peer_kind: get("peer_kind")?
+                    .parse()
+                    .map_err(|_| corrupt("trusts.peer_kind"))?,
+                version: row.try_get("version")?,
+                scopes: ScopeSet::parse_stored(&get("scopes")?)
+                    .map_err(|_| corrupt("key_versions.scopes"))?,
+            },
+            direction: get("direction")?
+                .parse()
+                .map_err(|_| corrupt("trusts.direction"))?,
+            trust_status: get("status")?
+                .parse()
+                .map_err(|_| corrupt("trusts.status"))?,
+            state: get("state")?
+                .parse()
+                .map_err(|_| corrupt("key_versions.state"))?,
+            expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(Timestamp),
+        };
+        self.auth_cache
+            .put(&v, Cached::Key(Box::new(rec.clone())), generation);
+        Ok(Some(rec))
+    }
+
+    /// Decides whether `rec` may access `directory` now. Pure, for benchmarks and tests.
+    pub fn check_key(rec: &KeyRecord, directory: &str, now: Timestamp) -> Result<(), AuthFailure> {
+        if rec.principal.directory != directory {
+            return Err(AuthFailure::WrongDirectory);
+        }
+        if rec.direction != Direction::Inbound {
+            return Err(AuthFailure::NotInbound);
+        }
+        if rec.trust_status != TrustStatus::Active {
+            return Err(AuthFailure::TrustSuspended);
+        }
+        match lifecycle::effective_state(rec.state, rec.expires_at, now) {
+            KeyState::Current | KeyState::Previous => Ok(()),
+            KeyState::Revoked => Err(AuthFailure::Revoked),
+            KeyState::Expired => Err(AuthFailure::Expired),
+            KeyState::Pending => Err(AuthFailure::Pending),
+        }
+    }
+
+    /// Authenticates a provisioning key for `directory` and audits the attempt. The
+    /// outer error means the attempt could not be audited (fail-closed: deny).
+    pub async fn authenticate_provisioning(
+        &self,
+        directory: &str,
+        presented: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<Result<Principal, AuthFailure>, StoreError> {
+        let now = self.now();
+        let (result, rec) = match presented {
+            None => (Err(AuthFailure::Missing), None),
+            Some(p) if token::parse(p).is_err() => (Err(AuthFailure::Malformed), None),
+            Some(p) if token::parse(p) == Ok(TokenKind::Admin) => {
+                (Err(AuthFailure::WrongKind), None)
+            }
+            Some(p) => match self.resolve_key(p).await? {
+                None => (Err(AuthFailure::Unknown), None),
+                Some(rec) => (Self::check_key(&rec, directory, now), Some(rec)),
+            },
+        };
+        let actor = match &rec {
+            Some(r) => format!(
+                "key:{}/{}#{}",
+                r.principal.directory, r.principal.trust, r.principal.version
+            ),
+            None => "anonymous".to_owned(),
+        };
+        let mut ev = self
+            .event(
+                &Actor {
+                    id: actor,
+                    role: None,
+                    source: meta.source.clone(),
+                    request_id: meta.request_id.clone(),
+                },
+                "key.authenticate",
+                Outcome::Success,
+            )
+            .directory(directory.chars().take(64).collect::<String>());
+        if let Some(r) = &rec {
+            ev = ev
+                .trust(r.principal.trust.clone())
+                .key_version(r.principal.version);
+        }
+        match &result {
+            Ok(()) => {}
+            Err(f) => {
+                ev.outcome = Outcome::Denied;
+                let mut d = json!({"reason": f.as_str()});
+                if let (Some(p), None) = (presented, &rec) {
+                    // Lets an admin match a leaked or mistyped token without storing it.
+                    d["presented"] = json!(self.install.fingerprint(p.as_bytes()));
+                }
+                if let Some(r) = &rec {
+                    d["key_directory"] = json!(r.principal.directory);
+                }
+                ev.details = d;
+            }
+        }
+        let touch = match (&result, &rec) {
+            (Ok(()), Some(r)) => Some(Touch::KeyVersion {
+                trust_id: r.principal.trust_id.clone(),
+                version: r.principal.version,
+            }),
+            _ => None,
+        };
+        let outcome = if result.is_ok() { "success" } else { "denied" };
+        metrics::counter!("fedkey_key_authentications_total", "outcome" => outcome).increment(1);
+        self.audit.record(ev, touch).await?;
+        Ok(result.and(rec.map(|r| r.principal).ok_or(AuthFailure::Unknown)))
+    }
+
+    /// Authenticates an admin token. Failures are audited; successes are recorded by the
+    /// operation the token performs.
+    pub async fn authenticate_admin(
+        &self,
+        presented: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<Result<AdminPrincipal, AuthFailure>, StoreError> {
+        let now = self.now();
+        let result = match presented {
+            None => Err(AuthFailure::Missing),
+            Some(p) => match token::parse(p) {
+                Err(_) => Err(AuthFailure::Malformed),
+                Ok(TokenKind::Provisioning) => Err(AuthFailure::WrongKind),
+                Ok(TokenKind::Admin) => match self.resolve_admin(p).await? {
+                    None => Err(AuthFailure::Unknown),
+                    Some(t) if t.revoked => Err(AuthFailure::Revoked),
+                    Some(t) if t.expires_at.is_some_and(|e| e <= now) => Err(AuthFailure::Expired),
+                    Some(t) => Ok(t.principal),
+                },
+            },
+        };
+        match &result {
+            Ok(p) => {
+                // last_used_at rides on the next audit batch; no record of its own.
+                let _ = &p.id;
+            }
+            Err(f) => {
+                let mut d = json!({"reason": f.as_str()});
+                if let Some(p) = presented {
+                    d["presented"] = json!(self.install.fingerprint(p.as_bytes()));
+                }
+                let actor = Actor {
+                    id: "anonymous".into(),
+                    role: None,
+                    source: meta.source.clone(),
+                    request_id: meta.request_id.clone(),
+                };
+                self.audit
+                    .record(
+                        self.event(&actor, "admin.authenticate", Outcome::Denied)
+                            .details(d),
+                        None,
+                    )
+                    .await?;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn resolve_admin(&self, presented: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let v = Verifier::of(presented);
+        let generation = self.generation();
+        if let Some(Cached::Token(t)) = self.auth_cache.get(&v, generation) {
+            return Ok(Some(t));
+        }
+        let row = sqlx::query("SELECT id, name, role, verifier, expires_at, revoked_at FROM admin_tokens WHERE verifier = $1")
+            .bind(v.0.to_vec())
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get("verifier")?;
+        if !fedkey_crypto::ct_eq(&stored, &v.0) {
+            return Ok(None);
+        }
+        let role: String = row.try_get("role")?;
+        let rec = TokenRecord {
+            verifier: v,
+            principal: AdminPrincipal {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                role: role
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("admin_tokens.role".into()))?,
+            },
+            expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(Timestamp),
+            revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        };
+        let _ = rec.verifier;
+        self.auth_cache
+            .put(&v, Cached::Token(rec.clone()), generation);
+        Ok(Some(rec))
+    }
+
+    /// Records an admin request through the group committer, marking the token used.
+    pub async fn record_admin_access(
+        &self,
+        who: &AdminPrincipal,
+        meta: &RequestMeta,
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let actor = Actor::token(
+            &who.name,
+            who.role,
+            meta.source.clone(),
+            meta.request_id.clone(),
+        );
+        let ev = self
+            .event(&actor, action, Outcome::Success)
+            .details(details);
+        self.audit
+            .record(ev, Some(Touch::AdminToken { id: who.id.clone() }))
+            .await
+            .map(|_| ())
+    }
+}

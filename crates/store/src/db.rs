@@ -1,0 +1,150 @@
+//! Connection pool and transactions over sqlx's `Any` driver.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+
+use crate::StoreError;
+
+/// The two supported backends and the handful of places where their SQL differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Config(
+                "database URL must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+
+    /// SQLite writers take the write lock up front; a deferred transaction that reads
+    /// and then writes can fail with SQLITE_BUSY instead of waiting.
+    fn begin_statement(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// Reads the audit chain head, locking it until commit. SQLite's `BEGIN IMMEDIATE`
+    /// already serialises writers.
+    pub(crate) fn lock_audit_head(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+            Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        }
+    }
+
+    /// Locks one trust row so concurrent rotations of it serialise.
+    pub(crate) fn lock_trust(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SELECT id FROM trusts WHERE id = $1",
+            Backend::Postgres => "SELECT id FROM trusts WHERE id = $1 FOR UPDATE",
+        }
+    }
+
+    pub(crate) fn migrations(self) -> &'static [(i64, &'static str)] {
+        match self {
+            Backend::Sqlite => &[(1, include_str!("../migrations/sqlite/0001_foundation.sql"))],
+            Backend::Postgres => &[(
+                1,
+                include_str!("../migrations/postgres/0001_foundation.sql"),
+            )],
+        }
+    }
+
+    /// Serialises concurrent migrators on PostgreSQL (several nodes starting at once).
+    pub(crate) fn migration_lock(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("SELECT pg_advisory_xact_lock(4242424242)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub(crate) pool: AnyPool,
+    pub backend: Backend,
+}
+
+pub type Tx = Transaction<'static, Any>;
+
+impl Db {
+    /// Connects and migrates. `sqlite:` URLs create the file if needed.
+    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+            }
+            _ => url.to_owned(),
+        };
+        let opts = AnyConnectOptions::from_str(&url)
+            .map_err(|e| {
+                StoreError::Config(format!("invalid database URL: {}", redact_url_error(&e)))
+            })?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let max = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL for concurrent readers, FULL so a commit is durable when it returns.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(StoreError::Database)?;
+        let db = Db { pool, backend };
+        crate::migrate::run(&db).await?;
+        Ok(db)
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A cheap liveness probe for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// sqlx errors about URLs may echo the URL, password included; keep only the kind.
+fn redact_url_error(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Configuration(_) => "unsupported or malformed URL",
+        _ => "could not parse",
+    }
+}

@@ -1,0 +1,44 @@
+use fedkey_core::DomainError;
+use thiserror::Error;
+
+/// Errors of the store layer. `Display` is safe for callers except for `Database`,
+/// whose text the server logs and replaces with a generic message.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("the audit log could not record this operation, so it was not performed")]
+    AuditUnavailable(#[source] Box<StoreError>),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("encryption: {0}")]
+    Crypto(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("corrupt data in {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Unique-constraint violations become conflicts named by the caller.
+    pub(crate) fn conflict_or(self, what: impl Into<String>) -> StoreError {
+        match &self {
+            StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                StoreError::Conflict(what.into())
+            }
+            _ => self,
+        }
+    }
+}
+
+impl From<fedkey_crypto::EnvelopeError> for StoreError {
+    fn from(e: fedkey_crypto::EnvelopeError) -> Self {
+        StoreError::Crypto(e.to_string())
+    }
+}

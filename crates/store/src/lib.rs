@@ -1,0 +1,21 @@
+//! Persistence for fedkey: one store over SQLite (embedded default) and PostgreSQL
+//! (multi-node), the domain operations that must commit together with their audit
+//! records, the group-committing audit writer and the key authenticator.
+//!
+//! SQL is written once, with `$N` placeholders that both backends accept; the few
+//! real dialect differences live in [`db::Backend`].
+
+pub mod audit;
+pub mod auth;
+pub mod db;
+pub mod error;
+pub mod install;
+pub mod keyfile;
+mod migrate;
+pub mod model;
+pub mod ops;
+
+pub use db::{Backend, Db};
+pub use error::StoreError;
+pub use model::*;
+pub use ops::{Actor, Store};

@@ -1,0 +1,157 @@
+//! Domain operations. Each change runs in one transaction together with its audit
+//! record: if the record cannot be written, the change does not happen.
+
+mod directories;
+mod keys;
+mod masterkey;
+mod tokens;
+mod trusts;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fedkey_audit::{Event, Outcome};
+use fedkey_core::{Clock, Role, Timestamp};
+use fedkey_crypto::Keyring;
+use serde_json::Value;
+
+use crate::audit::{AuditWriter, WriterConfig};
+use crate::auth::AuthCache;
+use crate::db::Tx;
+use crate::install::Install;
+use crate::keyfile::KeyringSource;
+use crate::{Db, StoreError};
+
+pub use keys::RotateKey;
+pub use masterkey::RewrapReport;
+pub use trusts::NewTrust;
+
+/// Who performs an operation, and from where. Recorded in every audit record.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// `token:NAME`, `system:WHAT` or `cli:local`.
+    pub id: String,
+    pub role: Option<Role>,
+    pub source: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    pub fn system(what: &str) -> Actor {
+        Actor {
+            id: format!("system:{what}"),
+            role: Some(Role::Admin),
+            source: None,
+            request_id: None,
+        }
+    }
+
+    pub fn token(
+        name: &str,
+        role: Role,
+        source: Option<String>,
+        request_id: Option<String>,
+    ) -> Actor {
+        Actor {
+            id: format!("token:{name}"),
+            role: Some(role),
+            source,
+            request_id,
+        }
+    }
+}
+
+pub struct Store {
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    pub install: Arc<Install>,
+    pub audit: AuditWriter,
+    keyring: Arc<dyn KeyringSource>,
+    /// Bumped by every change that can affect authentication; cached credentials from an
+    /// older generation are re-read.
+    generation: AtomicU64,
+    pub(crate) auth_cache: AuthCache,
+}
+
+impl Store {
+    /// Opens the store on a migrated database, creating the install secrets on first
+    /// use. Returns whether this call created them.
+    pub async fn open(
+        db: Db,
+        keyring: Arc<dyn KeyringSource>,
+        clock: Arc<dyn Clock>,
+        cfg: WriterConfig,
+        auth_cache_ttl: std::time::Duration,
+    ) -> Result<(Store, bool), StoreError> {
+        let ring = keyring.keyring()?;
+        let (install, created) = Install::load_or_create(&db, &ring).await?;
+        let install = Arc::new(install);
+        let audit = AuditWriter::spawn(db.clone(), install.clone(), clock.clone(), cfg);
+        let store = Store {
+            db,
+            clock,
+            install,
+            audit,
+            keyring,
+            generation: AtomicU64::new(0),
+            auth_cache: AuthCache::new(auth_cache_ttl),
+        };
+        Ok((store, created))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn keyring(&self) -> Result<Arc<Keyring>, StoreError> {
+        self.keyring.keyring()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn event(&self, actor: &Actor, action: &str, outcome: Outcome) -> Event {
+        Event::new(self.now(), actor.id.clone(), action, outcome)
+            .source(actor.source.clone())
+            .request_id(actor.request_id.clone())
+    }
+
+    /// Records an event that accompanies no change (a read, a denial) through the group
+    /// committer; returns once it is durable.
+    pub async fn record(
+        &self,
+        actor: &Actor,
+        action: &str,
+        outcome: Outcome,
+        details: Value,
+    ) -> Result<(), StoreError> {
+        self.audit
+            .record(self.event(actor, action, outcome).details(details), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Commits `tx` after appending `event`: the change and its record land together.
+    pub(crate) async fn commit_with(&self, mut tx: Tx, event: Event) -> Result<(), StoreError> {
+        crate::audit::append_in_tx(&mut tx, &self.db, vec![event])
+            .await
+            .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::AuditUnavailable(Box::new(e.into())))?;
+        Ok(())
+    }
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(crate) fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp)
+}

@@ -1,0 +1,224 @@
+use fedkey_audit::Outcome;
+use fedkey_core::{
+    Direction, KeyState, PeerKind, ScopeSet, Timestamp, TrustRef, TrustStatus, names,
+};
+use fedkey_crypto::Secret;
+use serde_json::json;
+use sqlx::{Row, any::AnyRow};
+
+use super::keys::NewVersion;
+use super::{Actor, Store, new_id};
+use crate::{KeyVersion, StoreError, Trust};
+
+pub struct NewTrust {
+    pub directory: String,
+    pub name: String,
+    pub direction: Direction,
+    pub peer_kind: PeerKind,
+    /// Defaults to [`ScopeSet::default_inbound`] for inbound trusts, empty for outbound.
+    pub scopes: Option<ScopeSet>,
+    pub description: Option<String>,
+    /// The app-issued key of an outbound trust (required there, refused for inbound).
+    pub outbound_key: Option<Secret>,
+}
+
+const TRUST_SELECT: &str = "SELECT t.id, t.directory_id, d.name AS directory, t.name, t.direction, t.peer_kind, t.status, \
+    t.scopes, t.description, t.created_at, t.created_by, t.updated_at FROM trusts t JOIN directories d ON d.id = t.directory_id";
+
+impl Store {
+    /// Creates a trust and its first key version (current). For an inbound trust the
+    /// generated key is returned; it is never retrievable again.
+    pub async fn create_trust(
+        &self,
+        actor: &Actor,
+        n: NewTrust,
+    ) -> Result<(Trust, KeyVersion, Option<Secret>), StoreError> {
+        names::validate(&n.name)?;
+        let dir = self.directory(&n.directory).await?;
+        let scopes = n.scopes.unwrap_or_else(|| match n.direction {
+            Direction::Inbound => ScopeSet::default_inbound(),
+            Direction::Outbound => ScopeSet::default(),
+        });
+        scopes.check_direction(n.direction)?;
+        if let Some(d) = &n.description {
+            if d.len() > 1024 {
+                return Err(StoreError::Domain(fedkey_core::DomainError::InvalidName {
+                    name: "description".into(),
+                    reason: "must be at most 1024 bytes",
+                }));
+            }
+        }
+        let now = self.now();
+        let trust = Trust {
+            id: new_id(),
+            directory_id: dir.id.clone(),
+            directory: dir.name.clone(),
+            name: n.name.clone(),
+            direction: n.direction,
+            peer_kind: n.peer_kind,
+            status: TrustStatus::Active,
+            scopes: scopes.clone(),
+            description: n.description,
+            created_at: now,
+            created_by: actor.id.clone(),
+            updated_at: now,
+        };
+        let material = self.new_material(&trust, 1, n.outbound_key)?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO trusts (id, directory_id, name, direction, peer_kind, status, scopes, description, created_at, created_by, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(trust.id.clone())
+        .bind(trust.directory_id.clone())
+        .bind(trust.name.clone())
+        .bind(trust.direction.as_str())
+        .bind(trust.peer_kind.as_str())
+        .bind(trust.status.as_str())
+        .bind(trust.scopes.to_string())
+        .bind(trust.description.clone())
+        .bind(now.0)
+        .bind(trust.created_by.clone())
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from(e).conflict_or(format!("trust {}/{}", dir.name, n.name)))?;
+        let kv = self
+            .insert_version(
+                &mut tx,
+                &trust,
+                NewVersion {
+                    version: 1,
+                    state: KeyState::Current,
+                    material: &material,
+                    actor,
+                },
+                now,
+            )
+            .await?;
+        let ev = self
+            .event(actor, "trust.create", Outcome::Success)
+            .directory(&trust.directory)
+            .trust(&trust.name)
+            .key_version(1)
+            .details(json!({"after": trust, "key": {"version": 1, "state": "current", "fingerprint": material.fingerprint}}));
+        self.commit_with(tx, ev).await?;
+        self.bump_generation();
+        Ok((trust, kv, material.plaintext))
+    }
+
+    pub async fn list_trusts(&self, directory: Option<&str>) -> Result<Vec<Trust>, StoreError> {
+        let rows = match directory {
+            Some(d) => {
+                let dir = self.directory(d).await?;
+                let sql = format!("{TRUST_SELECT} WHERE t.directory_id = $1 ORDER BY t.name");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(dir.id)
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+            None => {
+                let sql = format!("{TRUST_SELECT} ORDER BY d.name, t.name");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(trust_from_row).collect()
+    }
+
+    pub async fn trust(&self, r: &TrustRef) -> Result<Trust, StoreError> {
+        let sql = format!("{TRUST_SELECT} WHERE d.name = $1 AND t.name = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(r.directory.clone())
+            .bind(r.trust.clone())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("trust {r}")))?;
+        trust_from_row(&row)
+    }
+
+    /// Suspends or resumes a trust. A suspended trust's keys stop authenticating at once.
+    pub async fn set_trust_status(
+        &self,
+        actor: &Actor,
+        r: &TrustRef,
+        status: TrustStatus,
+    ) -> Result<Trust, StoreError> {
+        let before = self.trust(r).await?;
+        let mut tx = self.db.begin().await?;
+        let now = self.now();
+        sqlx::query("UPDATE trusts SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status.as_str())
+            .bind(now.0)
+            .bind(before.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        let action = match status {
+            TrustStatus::Active => "trust.resume",
+            TrustStatus::Suspended => "trust.suspend",
+        };
+        let ev = self
+            .event(actor, action, Outcome::Success)
+            .directory(&r.directory)
+            .trust(&r.trust)
+            .details(json!({"before": {"status": before.status}, "after": {"status": status}}));
+        self.commit_with(tx, ev).await?;
+        self.bump_generation();
+        Ok(Trust {
+            status,
+            updated_at: now,
+            ..before
+        })
+    }
+
+    /// Deletes a trust and all its key versions; the audit log keeps their history.
+    pub async fn delete_trust(&self, actor: &Actor, r: &TrustRef) -> Result<(), StoreError> {
+        let before = self.trust(r).await?;
+        let versions = self.list_keys(r).await?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM key_versions WHERE trust_id = $1")
+            .bind(before.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM trusts WHERE id = $1")
+            .bind(before.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        let now = self.now();
+        let states: Vec<_> = versions
+            .iter()
+            .map(|v| json!({"version": v.version, "state": v.state_at(now)}))
+            .collect();
+        let ev = self
+            .event(actor, "trust.delete", Outcome::Success)
+            .directory(&r.directory)
+            .trust(&r.trust)
+            .details(json!({"before": before, "versions": states}));
+        self.commit_with(tx, ev).await?;
+        self.bump_generation();
+        Ok(())
+    }
+}
+
+pub(crate) fn trust_from_row(r: &AnyRow) -> Result<Trust, StoreError> {
+    let corrupt = |c: &str| StoreError::Corrupt(format!("trusts.{c}"));
+    let direction: String = r.try_get("direction")?;
+    let peer_kind: String = r.try_get("peer_kind")?;
+    let status: String = r.try_get("status")?;
+    let scopes: String = r.try_get("scopes")?;
+    Ok(Trust {
+        id: r.try_get("id")?,
+        directory_id: r.try_get("directory_id")?,
+        directory: r.try_get("directory")?,
+        name: r.try_get("name")?,
+        direction: direction.parse().map_err(|_| corrupt("direction"))?,
+        peer_kind: peer_kind.parse().map_err(|_| corrupt("peer_kind"))?,
+        status: status.parse().map_err(|_| corrupt("status"))?,
+        scopes: ScopeSet::parse_stored(&scopes).map_err(|_| corrupt("scopes"))?,
+        description: r.try_get("description")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        created_by: r.try_get("created_by")?,
+        updated_at: Timestamp(r.try_get("updated_at")?),
+    })
+}
