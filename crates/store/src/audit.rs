@@ -288,6 +288,13 @@ pub struct AuditFilter {
 /// One page of records in `seq` order. Every filter is always bound (NULL = no filter),
 /// so the statement text is fixed.
 pub async fn query(db: &Db, f: &AuditFilter) -> Result<Vec<Record>, StoreError> {
+    query_on(&db.pool, f).await
+}
+
+async fn query_on<'e, E>(ex: E, f: &AuditFilter) -> Result<Vec<Record>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let rows = sqlx::query(
         "SELECT seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash \
          FROM audit_log WHERE seq > $1 \
@@ -303,7 +310,7 @@ pub async fn query(db: &Db, f: &AuditFilter) -> Result<Vec<Record>, StoreError> 
     .bind(f.since.map(|t| t.0))
     .bind(f.until.map(|t| t.0))
     .bind(f.limit.clamp(1, 10_000))
-    .fetch_all(&db.pool)
+    .fetch_all(ex)
     .await?;
     rows.iter().map(record_from_row).collect()
 }
@@ -333,9 +340,16 @@ fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
 }
 
 pub async fn checkpoints(db: &Db) -> Result<Vec<Checkpoint>, StoreError> {
+    checkpoints_on(&db.pool).await
+}
+
+async fn checkpoints_on<'e, E>(ex: E) -> Result<Vec<Checkpoint>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let rows =
         sqlx::query("SELECT size, head_hash, ts, signature FROM audit_checkpoints ORDER BY size")
-            .fetch_all(&db.pool)
+            .fetch_all(ex)
             .await?;
     rows.iter()
         .map(|r| {
@@ -350,28 +364,40 @@ pub async fn checkpoints(db: &Db) -> Result<Vec<Checkpoint>, StoreError> {
 }
 
 pub async fn head(db: &Db) -> Result<(i64, [u8; 32]), StoreError> {
+    head_on(&db.pool).await
+}
+
+async fn head_on<'e, E>(ex: E) -> Result<(i64, [u8; 32]), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(&db.pool)
+        .fetch_one(ex)
         .await?;
     Ok((r.try_get("seq")?, hash32(r.try_get("hash")?, "audit_head")?))
 }
 
 /// Verifies the whole chain and every checkpoint, streaming in pages. `Ok(Err(_))` is a
 /// verification failure naming the first bad record.
+///
+/// Everything is read in one snapshot transaction: checkpoints, records and the head are
+/// a consistent view even while writers keep appending (read separately, records
+/// committed between the last page and the head would look like a truncation).
 pub async fn verify(
     db: &Db,
     origin: &str,
     public_key: &[u8],
 ) -> Result<Result<VerifyReport, fedkey_audit::VerifyError>, StoreError> {
-    let mut v = match Verifier::new(origin, public_key, checkpoints(db).await?) {
+    let mut tx = db.begin_snapshot().await?;
+    let mut v = match Verifier::new(origin, public_key, checkpoints_on(&mut *tx).await?) {
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
     let mut after = 0;
     loop {
-        // Paging by position (not by seq) so a deleted or renumbered row is still seen.
-        let page = query(
-            db,
+        // Paging by seq; the verifier notices gaps, duplicates and reordering.
+        let page = query_on(
+            &mut *tx,
             &AuditFilter {
                 after_seq: Some(after),
                 limit: 5000,
@@ -389,5 +415,7 @@ pub async fn verify(
             after = r.seq;
         }
     }
-    Ok(v.finish(Some(head(db).await?)))
+    let head = head_on(&mut *tx).await?;
+    tx.rollback().await?;
+    Ok(v.finish(Some(head)))
 }

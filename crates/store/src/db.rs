@@ -37,6 +37,16 @@ impl Backend {
         }
     }
 
+    /// A read-only transaction that sees one consistent snapshot without blocking
+    /// writers (SQLite in WAL mode: a deferred transaction's snapshot is taken at its
+    /// first read and kept until it ends).
+    fn snapshot_statement(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN DEFERRED",
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        }
+    }
+
     /// Reads the audit chain head, locking it until commit. SQLite's `BEGIN IMMEDIATE`
     /// already serialises writers.
     pub(crate) fn lock_audit_head(self) -> &'static str {
@@ -124,6 +134,14 @@ impl Db {
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+    }
+
+    /// Begins a read-only snapshot transaction (see [`Backend::snapshot_statement`]).
+    pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
+        Ok(self
+            .pool
+            .begin_with(self.backend.snapshot_statement())
+            .await?)
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -1,0 +1,1169 @@
+//! End-to-end tests of the real `fedkey` binary: init → serve → admin CLI and API →
+//! SCIM authentication → rotation with overlap (clock advanced through the test-clock
+//! endpoint, no sleeps) → revoke → offline audit verification. Each test runs on
+//! SQLite and, when reachable, PostgreSQL (required under CI=true).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedkey");
+
+// ---------------------------------------------------------------- backends
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("FEDKEY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn pg_available() -> bool {
+    let ok = Command::new("psql")
+        .args([&pg_admin_url(), "-qtAc", "SELECT 1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PostgreSQL is not reachable at {} and CI=true: PostgreSQL tests must not be skipped",
+            pg_admin_url()
+        );
+        eprintln!(
+            "*** SKIPPED PostgreSQL half of this test: no server at {} ***",
+            pg_admin_url()
+        );
+    }
+    ok
+}
+
+fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Sqlite];
+    if pg_available() {
+        v.push(Backend::Postgres);
+    }
+    v
+}
+
+/// A fresh PostgreSQL database, dropped on drop.
+struct PgDb {
+    name: String,
+}
+
+impl PgDb {
+    fn new() -> PgDb {
+        let name = format!("fedkey_e2e_{}", uuid_hex());
+        psql(&format!("CREATE DATABASE {name}"));
+        PgDb { name }
+    }
+
+    fn url(&self) -> String {
+        let base = pg_admin_url();
+        let cut = base.rfind('/').unwrap();
+        format!("{}/{}", &base[..cut], self.name)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &pg_admin_url(),
+                "-qtAc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn psql(sql: &str) -> String {
+    psql_on(&pg_admin_url(), sql)
+}
+
+fn psql_on(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn uuid_hex() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    #[allow(clippy::disallowed_methods)]
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    static C: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{:x}{:x}{}",
+        n,
+        std::process::id(),
+        C.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+// ---------------------------------------------------------------- server harness
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+    dir: tempfile::TempDir,
+    db_url: String,
+    stderr: Arc<Mutex<String>>,
+    _pg: Option<PgDb>,
+}
+
+impl Server {
+    fn start(backend: Backend) -> Server {
+        Server::start_with(backend, &[], &[])
+    }
+
+    fn start_with(backend: Backend, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = (backend == Backend::Postgres).then(PgDb::new);
+        let db_url = match &pg {
+            Some(p) => p.url(),
+            None => format!("sqlite://{}", dir.path().join("data/fedkey.db").display()),
+        };
+        let data = dir.path().join("data");
+        let out = fedkey(&data, &db_url, &["init", "--output", "json"], &[]);
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let token = v["admin_token"].as_str().unwrap().to_owned();
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--unsafe-test-clock",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--database-url", &db_url])
+        .args(extra_args)
+        .env_remove("FEDKEY_TOKEN")
+        .env_remove("FEDKEY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(u) = l.strip_prefix("fedkey listening on ") {
+                        break u.to_owned();
+                    }
+                }
+                _ => panic!("server exited before listening: {}", stderr.lock().unwrap()),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url,
+            token,
+            dir,
+            db_url,
+            stderr,
+            _pg: pg,
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs an admin CLI command against this server.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        fedkey(
+            &self.data_dir(),
+            &self.db_url,
+            args,
+            &[("FEDKEY_URL", &self.url), ("FEDKEY_TOKEN", &self.token)],
+        )
+    }
+
+    fn cli_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.cli(&a);
+        assert!(
+            out.status.success(),
+            "fedkey {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn scim_status(&self, directory: &str, key: &str) -> u16 {
+        self.api(
+            reqwest::Method::GET,
+            &format!("/scim/v2/{directory}/ServiceProviderConfig"),
+            Some(key),
+            None,
+        )
+        .await
+        .0
+    }
+
+    async fn advance(&self, d: &str) {
+        let (s, v) = self
+            .api(
+                reqwest::Method::POST,
+                "/api/v1/test/clock",
+                Some(&self.token),
+                Some(json!({"advance": d})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fedkey(data: &Path, db_url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--database-url", db_url])
+        .env_remove("FEDKEY_TOKEN")
+        .env_remove("FEDKEY_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_lifecycle_end_to_end() {
+    for b in backends() {
+        lifecycle(b).await;
+    }
+}
+
+async fn lifecycle(b: Backend) {
+    let s = Server::start(b);
+    s.cli_json(&["directory", "create", "acme"]);
+    s.cli_json(&["directory", "create", "globex"]);
+    let created = s.cli_json(&[
+        "trust",
+        "create",
+        "--directory",
+        "acme",
+        "--name",
+        "entra",
+        "--direction",
+        "inbound",
+        "--peer-kind",
+        "entra",
+    ]);
+    let k1 = created["key"].as_str().unwrap().to_owned();
+    assert!(k1.starts_with("fkp_") && k1.len() == 42, "{k1}");
+
+    // The key authenticates for its own directory only.
+    assert_eq!(s.scim_status("acme", &k1).await, 200, "{b:?}");
+    assert_eq!(s.scim_status("globex", &k1).await, 401);
+    assert_eq!(s.scim_status("acme", "fkp_notavalidkey").await, 401);
+    // …and is no admin token.
+    assert_eq!(
+        s.api(reqwest::Method::GET, "/api/v1/directories", Some(&k1), None)
+            .await
+            .0,
+        401
+    );
+
+    // Rotate with overlap: both versions work during the overlap.
+    let rotated = s.cli_json(&["key", "rotate", "acme/entra", "--overlap", "1h"]);
+    let k2 = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(k1, k2);
+    assert_eq!(rotated["key_version"]["version"], 2);
+    assert_eq!(s.scim_status("acme", &k1).await, 200);
+    assert_eq!(s.scim_status("acme", &k2).await, 200);
+    let keys = s.cli_json(&["key", "list", "acme/entra"]);
+    assert_eq!(keys["keys"][0]["state"], "previous");
+    assert!(
+        keys["keys"][0]["last_used_at"].is_string(),
+        "last use is recorded: {keys}"
+    );
+    assert!(
+        !keys.to_string().contains(&k1) && !keys.to_string().contains(&k2),
+        "key list never shows secrets"
+    );
+
+    // After the overlap only the new version works.
+    s.advance("61m").await;
+    assert_eq!(s.scim_status("acme", &k1).await, 401);
+    assert_eq!(s.scim_status("acme", &k2).await, 200);
+    let keys = s.cli_json(&["key", "list", "acme/entra"]);
+    assert_eq!(keys["keys"][0]["state"], "expired");
+
+    // Suspending the trust stops its key; resuming restores it.
+    s.cli_json(&["trust", "suspend", "acme/entra"]);
+    assert_eq!(s.scim_status("acme", &k2).await, 401);
+    s.cli_json(&["trust", "resume", "acme/entra"]);
+    assert_eq!(s.scim_status("acme", &k2).await, 200);
+
+    // Revocation is immediate.
+    let revoked = s.cli_json(&["key", "revoke", "acme/entra", "--version", "2"]);
+    assert_eq!(revoked["key_version"]["state"], "revoked");
+    assert_eq!(s.scim_status("acme", &k2).await, 401);
+
+    // Every access was audited: successes and failures, never the secret.
+    let (st, page) = s
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/audit?action=key.authenticate&limit=1000",
+            Some(&s.token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let recs = page["records"].as_array().unwrap();
+    let denied = recs.iter().filter(|r| r["outcome"] == "denied").count();
+    let ok = recs.iter().filter(|r| r["outcome"] == "success").count();
+    assert!(denied >= 5 && ok >= 5, "denied {denied}, ok {ok}");
+    assert!(
+        recs.iter()
+            .all(|r| r["request_id"].is_string() && r["source"] == "127.0.0.1")
+    );
+    assert!(recs.iter().any(|r| r["outcome"] == "denied"
+        && r["details"]["reason"] == "wrong_directory"
+        && r["key_version"] == 1));
+    let all = s
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/audit?limit=1000",
+            Some(&s.token),
+            None,
+        )
+        .await
+        .1
+        .to_string();
+    assert!(!all.contains(&k1) && !all.contains(&k2));
+
+    // The offline verifier agrees with the online one.
+    let out = s.cli(&["audit", "verify", "--offline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit log OK"));
+    let v = s.cli_json(&["audit", "verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+
+    // Export writes JSON lines.
+    let out = s.cli(&["audit", "export", "--since", "24h"]);
+    assert!(out.status.success());
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(lines >= 20, "{lines}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_bad_input_get_clear_errors() {
+    let s = Server::start(Backend::Sqlite);
+    let t = Some(s.token.as_str());
+    use reqwest::Method as M;
+
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/tokens",
+            t,
+            Some(json!({"name": "ops", "role": "operator"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let ops = v["token"].as_str().unwrap().to_owned();
+    let (_, v) = s
+        .api(
+            M::POST,
+            "/api/v1/tokens",
+            t,
+            Some(json!({"name": "aud", "role": "auditor"})),
+        )
+        .await;
+    let aud = v["token"].as_str().unwrap().to_owned();
+    s.api(
+        M::POST,
+        "/api/v1/directories",
+        t,
+        Some(json!({"name": "acme"})),
+    )
+    .await;
+    s.api(
+        M::POST,
+        "/api/v1/directories/acme/trusts",
+        t,
+        Some(json!({"name": "idp", "direction": "inbound"})),
+    )
+    .await;
+
+    // Roles: operator rotates but cannot create; auditor reads the audit log only.
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts",
+            Some(&ops),
+            Some(json!({"name": "x", "direction": "inbound"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    assert_eq!(
+        s.api(
+            M::POST,
+            "/api/v1/directories/acme/trusts/idp/keys/rotate",
+            Some(&ops),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        s.api(
+            M::POST,
+            "/api/v1/directories/acme/trusts/idp/keys/rotate",
+            Some(&aud),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        s.api(M::GET, "/api/v1/audit", Some(&aud), None).await.0,
+        200
+    );
+    assert_eq!(
+        s.api(M::GET, "/api/v1/audit", Some(&ops), None).await.0,
+        403
+    );
+    assert_eq!(
+        s.api(M::GET, "/api/v1/tokens", Some(&aud), None).await.0,
+        403
+    );
+
+    // Credentials: missing, malformed, unknown → 401 with WWW-Authenticate.
+    for tok in [
+        None,
+        Some("garbage"),
+        Some("fka_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    ] {
+        let (st, v) = s.api(M::GET, "/api/v1/directories", tok, None).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{tok:?}"
+        );
+    }
+    let resp = reqwest::get(format!("{}/api/v1/directories", s.url))
+        .await
+        .unwrap();
+    assert!(resp.headers().get("www-authenticate").is_some());
+    // A revoked admin token stops working.
+    s.api(M::POST, "/api/v1/tokens/ops/revoke", t, None).await;
+    assert_eq!(
+        s.api(M::GET, "/api/v1/directories", Some(&ops), None)
+            .await
+            .0,
+        401
+    );
+
+    // Bodies: malformed JSON, wrong types, unknown fields, oversized, wrong content type.
+    let raw = |body: &'static str, ct: &'static str| {
+        let url = format!("{}/api/v1/directories", s.url);
+        let tok = s.token.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(tok)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = raw("{\"name\": ", "application/json").await;
+    assert_eq!(st, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON"),
+        "{v}"
+    );
+    let (st, v) = raw("{\"name\": 42}", "application/json").await;
+    assert_eq!(st, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid request body"),
+        "{v}"
+    );
+    let (st, v) = raw("{\"name\": \"x\", \"admin\": true}", "application/json").await;
+    assert_eq!(st, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"),
+        "{v}"
+    );
+    let (st, _) = raw("{\"name\": \"x\"}", "text/plain").await;
+    assert_eq!(st, 415);
+    let big = format!("{{\"name\": \"{}\"}}", "a".repeat(200_000));
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/directories", s.url))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "payload_too_large");
+
+    // Names with illegal characters, bad enums, bad durations.
+    for name in ["Acme", "a b", "../x", "", "ä"] {
+        let (st, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories",
+                t,
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("invalid_value")),
+            "{name:?} {v}"
+        );
+    }
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts",
+            t,
+            Some(json!({"name": "y", "direction": "sideways"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts",
+            t,
+            Some(json!({"name": "y", "direction": "inbound", "scopes": ["root"]})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown scope")
+    );
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts/idp/keys/rotate",
+            t,
+            Some(json!({"overlap": "soon"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, _) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts/idp/keys/x/revoke",
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(st, 400);
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts",
+            t,
+            Some(json!({"name": "o", "direction": "outbound"})),
+        )
+        .await;
+    assert_eq!(st, 400, "an outbound trust needs its key: {v}");
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories",
+            t,
+            Some(json!({"name": "acme"})),
+        )
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("conflict")));
+    let (st, v) = s
+        .api(M::GET, "/api/v1/directories/nope/trusts/x/keys", t, None)
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
+    let (st, _) = s.api(M::GET, "/api/v1/no/such/thing", t, None).await;
+    assert_eq!(st, 404);
+    let (st, v) = s.api(M::GET, "/api/v1/audit?limit=abc", t, None).await;
+    assert_eq!(st, 400, "{v}");
+
+    // Nothing above created anything it should not have.
+    let (_, v) = s.api(M::GET, "/api/v1/directories", t, None).await;
+    assert_eq!(v["directories"].as_array().unwrap().len(), 1);
+    let (_, v) = s
+        .api(M::GET, "/api/v1/directories/acme/trusts", t, None)
+        .await;
+    assert_eq!(v["trusts"].as_array().unwrap().len(), 1);
+
+    // Denials are audited.
+    let (_, v) = s.api(M::GET, "/api/v1/audit?limit=1000", t, None).await;
+    let recs = v["records"].as_array().unwrap();
+    assert!(recs.iter().any(|r| r["outcome"] == "denied"
+        && r["action"] == "trust.create"
+        && r["actor"] == "token:ops"));
+    assert!(
+        recs.iter()
+            .any(|r| r["outcome"] == "denied" && r["action"] == "admin.authenticate")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_disk_or_logs() {
+    for b in backends() {
+        let s = Server::start_with(b, &[], &[("FEDKEY_LOG", "trace")]);
+        let t = Some(s.token.as_str());
+        use reqwest::Method as M;
+        s.api(
+            M::POST,
+            "/api/v1/directories",
+            t,
+            Some(json!({"name": "acme"})),
+        )
+        .await;
+        let (_, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts",
+                t,
+                Some(json!({"name": "idp", "direction": "inbound"})),
+            )
+            .await;
+        let inbound1 = v["key"].as_str().unwrap().to_owned();
+        let (_, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts/idp/keys/rotate",
+                t,
+                None,
+            )
+            .await;
+        let inbound2 = v["key"].as_str().unwrap().to_owned();
+        let app1 = format!("app-secret-{}", uuid_hex());
+        let app2 = format!("app-secret-{}", uuid_hex());
+        let (st, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts",
+                t,
+                Some(json!({"name": "app", "direction": "outbound", "key": app1})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        assert!(v.get("key").is_none(), "an app-issued key is never echoed");
+        s.api(
+            M::POST,
+            "/api/v1/directories/acme/trusts/app/keys/rotate",
+            t,
+            Some(json!({"key": app2})),
+        )
+        .await;
+        assert_eq!(s.scim_status("acme", &inbound2).await, 200);
+        assert_eq!(
+            s.scim_status("acme", "fkp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+                .await,
+            401
+        );
+        let (st, _) = s
+            .api(
+                M::POST,
+                "/api/v1/tokens",
+                t,
+                Some(json!({"name": "x", "role": "auditor"})),
+            )
+            .await;
+        assert_eq!(st, 201);
+
+        let secrets = [
+            inbound1.as_str(),
+            inbound2.as_str(),
+            app1.as_str(),
+            app2.as_str(),
+            s.token.as_str(),
+        ];
+        let at_rest: Vec<u8> = match b {
+            Backend::Sqlite => {
+                let mut all = Vec::new();
+                for f in std::fs::read_dir(s.data_dir()).unwrap() {
+                    let p = f.unwrap().path();
+                    if p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("fedkey.db")
+                    {
+                        all.extend(std::fs::read(&p).unwrap());
+                    }
+                }
+                assert!(all.len() > 10_000);
+                all
+            }
+            Backend::Postgres => {
+                let out = Command::new("pg_dump").arg(&s.db_url).output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(String::from_utf8_lossy(&out.stdout).contains("key_versions"));
+                out.stdout
+            }
+        };
+        let logs = s.logs();
+        assert!(logs.len() > 1000, "trace logs were captured");
+        for sec in secrets {
+            assert!(
+                !contains(&at_rest, sec.as_bytes()),
+                "{b:?}: a secret is stored in clear"
+            );
+            assert!(!logs.contains(sec), "{b:?}: a secret reached the logs");
+            let metrics = reqwest::get(format!("{}/metrics", s.url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(!metrics.contains(sec));
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_failure_fails_closed() {
+    for b in backends() {
+        let s = Server::start(b);
+        let t = Some(s.token.as_str());
+        use reqwest::Method as M;
+        s.api(
+            M::POST,
+            "/api/v1/directories",
+            t,
+            Some(json!({"name": "acme"})),
+        )
+        .await;
+        let (_, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts",
+                t,
+                Some(json!({"name": "idp", "direction": "inbound"})),
+            )
+            .await;
+        let key = v["key"].as_str().unwrap().to_owned();
+        assert_eq!(s.api(M::GET, "/readyz", None, None).await.0, 200);
+
+        block_audit(b, &s, true);
+        let (st, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories",
+                t,
+                Some(json!({"name": "blocked"})),
+            )
+            .await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (503, Some("audit_unavailable")),
+            "{v}"
+        );
+        let (st, _) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts/idp/keys/rotate",
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(st, 503);
+        let (st, _) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts/idp/keys/1/revoke",
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(st, 503);
+        assert_eq!(
+            s.scim_status("acme", &key).await,
+            503,
+            "unaudited access is refused"
+        );
+        assert_eq!(
+            s.api(M::GET, "/api/v1/directories", t, None).await.0,
+            503,
+            "unaudited reads are refused"
+        );
+        let (st, v) = s.api(M::GET, "/readyz", None, None).await;
+        assert_eq!((st, v["audit"].as_str()), (503, Some("not writable")));
+
+        block_audit(b, &s, false);
+        assert_eq!(s.api(M::GET, "/readyz", None, None).await.0, 200);
+        let (_, v) = s.api(M::GET, "/api/v1/directories", t, None).await;
+        assert_eq!(
+            v["directories"].as_array().unwrap().len(),
+            1,
+            "the blocked create did not happen"
+        );
+        let (_, v) = s
+            .api(M::GET, "/api/v1/directories/acme/trusts/idp/keys", t, None)
+            .await;
+        let keys = v["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1, "the blocked rotation did not happen");
+        assert_eq!(
+            keys[0]["state"], "current",
+            "the blocked revocation did not happen"
+        );
+        assert_eq!(s.scim_status("acme", &key).await, 200);
+        let out = s.cli(&["audit", "verify", "--offline"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Makes every insert into the audit log fail (or stop failing), from outside fedkey.
+fn block_audit(b: Backend, s: &Server, on: bool) {
+    match b {
+        Backend::Sqlite => {
+            let db = s.data_dir().join("fedkey.db");
+            let sql = if on {
+                "CREATE TRIGGER block_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;"
+            } else {
+                "DROP TRIGGER block_audit;"
+            };
+            let out = Command::new("python3")
+                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()"])
+                .arg(&db)
+                .arg(sql)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Backend::Postgres => {
+            let sql = if on {
+                "CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit disk full'; END; $$; \
+                 CREATE TRIGGER block_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION block_audit();"
+            } else {
+                "DROP TRIGGER block_audit ON audit_log; DROP FUNCTION block_audit();"
+            };
+            psql_on(&s.db_url, sql);
+        }
+    }
+}
+
+#[test]
+fn unsafe_set_ups_are_refused_with_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let db = format!("sqlite://{}", data.join("fedkey.db").display());
+    // Plain HTTP on a non-loopback address.
+    let out = fedkey(&data, &db, &["serve", "--listen", "0.0.0.0:0"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to serve plain HTTP"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A master key file readable by others.
+    assert!(fedkey(&data, &db, &["init"], &[]).status.success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("master.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let out = fedkey(&data, &db, &["serve", "--listen", "127.0.0.1:0"], &[]);
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            e.contains("master key file") && e.contains("chmod 600"),
+            "{e}"
+        );
+    }
+    // A missing master key with existing data.
+    std::fs::remove_file(data.join("master.key")).unwrap();
+    let out = fedkey(&data, &db, &["init"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // A bad config file.
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "lisen = 1").unwrap();
+    let out = Command::new(BIN)
+        .args(["init", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting"));
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 signed by it.
+fn make_cert(dir: &Path, cert: &Path, key: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ck, cc) = ("ca.key", "ca.pem");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=fedkey test CA",
+        "-keyout",
+        ck,
+        "-out",
+        cc,
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (k, c) = (key.to_str().unwrap(), cert.to_str().unwrap());
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        k,
+        "-out",
+        "leaf.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        cc,
+        "-CAkey",
+        ck,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        c,
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_tls_and_rotates_the_master_key_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    make_cert(dir.path(), &cert, &key);
+    let s = Server::start_with(
+        Backend::Sqlite,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        reqwest::get(format!("{}/healthz", s.url.replacen("https", "http", 1)))
+            .await
+            .is_err(),
+        "no plain HTTP on the TLS port"
+    );
+
+    // An outbound key survives a master-key rotation performed while the server runs.
+    let app = format!("app-{}", uuid_hex());
+    let api = |m: reqwest::Method, p: &str, b: Option<Value>| {
+        let mut req = client
+            .request(m, format!("{}{p}", s.url))
+            .bearer_auth(&s.token);
+        if let Some(b) = b {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    api(
+        reqwest::Method::POST,
+        "/api/v1/directories",
+        Some(json!({"name": "acme"})),
+    )
+    .await
+    .unwrap();
+    let r = api(
+        reqwest::Method::POST,
+        "/api/v1/directories/acme/trusts",
+        Some(json!({"name": "app", "direction": "outbound", "key": app})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let before = std::fs::read_to_string(s.data_dir().join("master.key")).unwrap();
+    let out = s.cli(&["master-key", "rotate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msg = String::from_utf8_lossy(&out.stdout);
+    assert!(msg.contains("3 envelopes rewrapped"), "{msg}");
+    let after = std::fs::read_to_string(s.data_dir().join("master.key")).unwrap();
+    assert_ne!(before, after);
+    // The running server picks up the new keyring: new secrets are sealed under it.
+    let r = api(
+        reqwest::Method::POST,
+        "/api/v1/directories/acme/trusts/app/keys/rotate",
+        Some(json!({"key": "second-app-key"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let out = s.cli(&["audit", "verify", "--offline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

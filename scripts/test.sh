@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: every crate's unit, property and integration tests, on SQLite
+# and — when a server is reachable — PostgreSQL. Under CI=true an unreachable
+# PostgreSQL is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_URL="${FEDKEY_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export FEDKEY_TEST_PG_URL="$PG_URL"
+
+if command -v psql >/dev/null && psql "$PG_URL" -qtAc 'SELECT 1' >/dev/null 2>&1; then
+  echo "==> PostgreSQL reachable at ${PG_URL%%\?*}: PostgreSQL tests will run"
+elif [ "${CI:-}" = "true" ]; then
+  echo "FATAL: PostgreSQL is not reachable at $PG_URL and CI=true; PostgreSQL tests must run in CI" >&2
+  exit 1
+else
+  {
+    echo "##################################################################"
+    echo "###  PostgreSQL NOT reachable at $PG_URL"
+    echo "###  PostgreSQL tests will be SKIPPED (SQLite tests still run)"
+    echo "###  Start one, or set FEDKEY_TEST_PG_URL, to run them."
+    echo "##################################################################"
+  } >&2
+fi
+
+cargo test --workspace --all-targets "$@"
