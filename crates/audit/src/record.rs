@@ -51,12 +51,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(
-        ts: Timestamp,
-        actor: impl Into<String>,
-        action: impl Into<String>,
-        outcome: Outcome,
-    ) -> Event {
+    pub fn new(ts: Timestamp, actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Event {
         Event {
             ts,
             actor: actor.into(),
@@ -147,9 +142,7 @@ impl Record {
         fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
             match v {
                 Some(b) => {
-                    out.extend_from_slice(
-                        &u32::try_from(b.len()).unwrap_or(u32::MAX).to_be_bytes(),
-                    );
+                    out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_be_bytes());
                     out.extend_from_slice(b);
                 }
                 None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
@@ -218,12 +211,7 @@ impl Checkpoint {
         key: &fedkey_crypto::signing::SigningKey,
     ) -> Checkpoint {
         let sig = key.sign(&checkpoint_message(origin, size, &head_hash, ts));
-        Checkpoint {
-            size,
-            head_hash,
-            ts,
-            signature: sig.to_vec(),
-        }
+        Checkpoint { size, head_hash, ts, signature: sig.to_vec() }
     }
 
     pub fn verify(&self, origin: &str, public_key: &[u8]) -> bool {
@@ -236,10 +224,5 @@ impl Checkpoint {
 }
 
 pub fn checkpoint_message(origin: &str, size: i64, head_hash: &[u8; 32], ts: Timestamp) -> Vec<u8> {
-    format!(
-        "fedkey-audit-checkpoint/v1\n{origin}\n{size}\n{}\n{}\n",
-        hex::encode(head_hash),
-        ts.0
-    )
-    .into_bytes()
+    format!("fedkey-audit-checkpoint/v1\n{origin}\n{size}\n{}\n{}\n", hex::encode(head_hash), ts.0).into_bytes()
 }

@@ -39,11 +39,7 @@ pub struct Verifier<'a> {
 
 impl<'a> Verifier<'a> {
     /// Checkpoint signatures are checked up front; their hashes as records stream by.
-    pub fn new(
-        origin: &'a str,
-        public_key: &'a [u8],
-        checkpoints: Vec<Checkpoint>,
-    ) -> Result<Self, VerifyError> {
+    pub fn new(origin: &'a str, public_key: &'a [u8], checkpoints: Vec<Checkpoint>) -> Result<Self, VerifyError> {
         let mut map = BTreeMap::new();
         for c in checkpoints {
             if !c.verify(origin, public_key) {
@@ -54,14 +50,7 @@ impl<'a> Verifier<'a> {
             }
             map.insert(c.size, c);
         }
-        Ok(Verifier {
-            origin,
-            public_key,
-            expected_seq: 1,
-            prev_hash: GENESIS,
-            checkpoints: map,
-            checked: 0,
-        })
+        Ok(Verifier { origin, public_key, expected_seq: 1, prev_hash: GENESIS, checkpoints: map, checked: 0 })
     }
 
     pub fn push(&mut self, r: &Record) -> Result<(), VerifyError> {
@@ -70,43 +59,24 @@ impl<'a> Verifier<'a> {
             return if r.seq > self.expected_seq {
                 err(
                     self.expected_seq,
-                    format!(
-                        "record is missing (sequence jumps from {} to {})",
-                        self.expected_seq - 1,
-                        r.seq
-                    ),
+                    format!("record is missing (sequence jumps from {} to {})", self.expected_seq - 1, r.seq),
                 )
             } else {
-                err(
-                    r.seq,
-                    format!(
-                        "record is out of order or duplicated (expected {})",
-                        self.expected_seq
-                    ),
-                )
+                err(r.seq, format!("record is out of order or duplicated (expected {})", self.expected_seq))
             };
         }
         if r.prev_hash != self.prev_hash {
             return err(
                 r.seq,
-                format!(
-                    "prev_hash does not match the hash of record {} (deleted, reordered or replaced)",
-                    r.seq - 1
-                ),
+                format!("prev_hash does not match the hash of record {} (deleted, reordered or replaced)", r.seq - 1),
             );
         }
         if r.compute_hash() != r.hash {
-            return err(
-                r.seq,
-                "hash does not match the record's contents (record altered)".into(),
-            );
+            return err(r.seq, "hash does not match the record's contents (record altered)".into());
         }
         if let Some(c) = self.checkpoints.get(&r.seq) {
             if c.head_hash != r.hash {
-                return err(
-                    r.seq,
-                    "hash differs from the signed checkpoint at this size".into(),
-                );
+                return err(r.seq, "hash differs from the signed checkpoint at this size".into());
             }
             self.checked += 1;
         }
@@ -122,10 +92,7 @@ impl<'a> Verifier<'a> {
         if let Some((&size, _)) = self.checkpoints.range(last + 1..).next() {
             return Err(VerifyError {
                 seq: last + 1,
-                reason: format!(
-                    "records {}..={size} are missing but covered by a signed checkpoint",
-                    last + 1
-                ),
+                reason: format!("records {}..={size} are missing but covered by a signed checkpoint", last + 1),
             });
         }
         if let Some((seq, hash)) = head {
@@ -136,18 +103,11 @@ impl<'a> Verifier<'a> {
                 });
             }
             if seq > 0 && hash != self.prev_hash {
-                return Err(VerifyError {
-                    seq,
-                    reason: "the last record's hash differs from the chain head".into(),
-                });
+                return Err(VerifyError { seq, reason: "the last record's hash differs from the chain head".into() });
             }
         }
         let _ = (self.origin, self.public_key);
-        Ok(VerifyReport {
-            records: last,
-            checkpoints: self.checked,
-            head_hash: self.prev_hash,
-        })
+        Ok(VerifyReport { records: last, checkpoints: self.checked, head_hash: self.prev_hash })
     }
 }
 
@@ -162,15 +122,10 @@ mod tests {
         let mut prev = GENESIS;
         (1..=n)
             .map(|seq| {
-                let r = Event::new(
-                    Timestamp(seq * 10),
-                    "admin:root",
-                    "trust.create",
-                    Outcome::Success,
-                )
-                .directory("acme")
-                .details(serde_json::json!({"n": seq}))
-                .into_record(seq, prev);
+                let r = Event::new(Timestamp(seq * 10), "admin:root", "trust.create", Outcome::Success)
+                    .directory("acme")
+                    .details(serde_json::json!({"n": seq}))
+                    .into_record(seq, prev);
                 prev = r.hash;
                 r
             })
@@ -235,12 +190,7 @@ mod tests {
         let (other, _) = SigningKey::generate().unwrap();
         let rs = chain(4);
         let forged = Checkpoint::sign("origin", 4, rs[3].hash, Timestamp(1), &other);
-        assert!(
-            run(&rs, vec![forged], &k.public_key(), None)
-                .unwrap_err()
-                .reason
-                .contains("signature")
-        );
+        assert!(run(&rs, vec![forged], &k.public_key(), None).unwrap_err().reason.contains("signature"));
         let mut cp = Checkpoint::sign("origin", 4, rs[3].hash, Timestamp(1), &k);
         cp.size = 3;
         assert!(run(&rs, vec![cp], &k.public_key(), None).is_err());

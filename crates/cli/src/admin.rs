@@ -133,16 +133,13 @@ pub enum AuditCmd {
 }
 
 fn parse_direction(s: &str) -> Result<Direction, String> {
-    s.parse()
-        .map_err(|e: fedkey_core::DomainError| e.to_string())
+    s.parse().map_err(|e: fedkey_core::DomainError| e.to_string())
 }
 fn parse_peer(s: &str) -> Result<PeerKind, String> {
-    s.parse()
-        .map_err(|e: fedkey_core::DomainError| e.to_string())
+    s.parse().map_err(|e: fedkey_core::DomainError| e.to_string())
 }
 fn parse_role(s: &str) -> Result<Role, String> {
-    s.parse()
-        .map_err(|e: fedkey_core::DomainError| e.to_string())
+    s.parse().map_err(|e: fedkey_core::DomainError| e.to_string())
 }
 
 fn client(s: &Settings) -> anyhow::Result<Client> {
@@ -153,23 +150,9 @@ fn path(r: &TrustRef) -> String {
     format!("/directories/{}/trusts/{}", r.directory, r.trust)
 }
 
-const KEY_COLUMNS: &[&str] = &[
-    "version",
-    "state",
-    "scopes",
-    "created_at",
-    "activated_at",
-    "expires_at",
-    "last_used_at",
-];
-const TRUST_COLUMNS: &[&str] = &[
-    "ref",
-    "direction",
-    "peer_kind",
-    "status",
-    "scopes",
-    "created_at",
-];
+const KEY_COLUMNS: &[&str] =
+    &["version", "state", "scopes", "created_at", "activated_at", "expires_at", "last_used_at"];
+const TRUST_COLUMNS: &[&str] = &["ref", "direction", "peer_kind", "status", "scopes", "created_at"];
 
 /// Prints a response carrying a one-time key: the key first, then what it belongs to.
 fn print_with_key(out: Output, v: &Value) {
@@ -177,9 +160,7 @@ fn print_with_key(out: Output, v: &Value) {
         Output::Json => output::json(v),
         Output::Table => {
             if let Some(k) = v["key"].as_str() {
-                eprintln!(
-                    "The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash."
-                );
+                eprintln!("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
                 println!("key: {k}");
             }
             if v["trust"].is_object() {
@@ -217,16 +198,7 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
 pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
     match c {
-        TrustCmd::Create {
-            directory,
-            name,
-            direction,
-            peer_kind,
-            scopes,
-            description,
-            key_file,
-            key_stdin,
-        } => {
+        TrustCmd::Create { directory, name, direction, peer_kind, scopes, description, key_file, key_stdin } => {
             let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
             let mut body = json!({"name": name, "direction": direction, "peer_kind": peer_kind});
             if !scopes.is_empty() {
@@ -238,9 +210,7 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
             if let Some(k) = &key {
                 body["key"] = json!(k.expose());
             }
-            let v = api
-                .post(&format!("/directories/{directory}/trusts"), body)
-                .await?;
+            let v = api.post(&format!("/directories/{directory}/trusts"), body).await?;
             print_with_key(out, &v);
         }
         TrustCmd::List { directory } => {
@@ -251,9 +221,7 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
             let v = api.get(&p).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => {
-                    output::table(v["trusts"].as_array().map_or(&[][..], |a| a), TRUST_COLUMNS)
-                }
+                Output::Table => output::table(v["trusts"].as_array().map_or(&[][..], |a| a), TRUST_COLUMNS),
             }
         }
         TrustCmd::Show { trust } => {
@@ -282,8 +250,7 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
         TrustCmd::Suspend { trust } => status(&api, out, &trust, "suspend").await?,
         TrustCmd::Resume { trust } => status(&api, out, &trust, "resume").await?,
         TrustCmd::Delete { trust } => {
-            api.call(reqwest::Method::DELETE, &path(&trust), None)
-                .await?;
+            api.call(reqwest::Method::DELETE, &path(&trust), None).await?;
             match out {
                 Output::Json => output::json(&json!({"deleted": trust.to_string()})),
                 Output::Table => println!("deleted {trust}"),
@@ -294,9 +261,7 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
 }
 
 async fn status(api: &Client, out: Output, trust: &TrustRef, what: &str) -> anyhow::Result<()> {
-    let v = api
-        .post(&format!("{}/{what}", path(trust)), json!({}))
-        .await?;
+    let v = api.post(&format!("{}/{what}", path(trust)), json!({})).await?;
     match out {
         Output::Json => output::json(&v),
         Output::Table => output::record(&v["trust"], TRUST_COLUMNS),
@@ -307,38 +272,24 @@ async fn status(api: &Client, out: Output, trust: &TrustRef, what: &str) -> anyh
 pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
     match c {
-        KeyCmd::Rotate {
-            trust,
-            overlap,
-            key_file,
-            key_stdin,
-        } => {
+        KeyCmd::Rotate { trust, overlap, key_file, key_stdin } => {
             let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
             let mut body = json!({"overlap": overlap});
             if let Some(k) = &key {
                 body["key"] = json!(k.expose());
             }
-            let v = api
-                .post(&format!("{}/keys/rotate", path(&trust)), body)
-                .await?;
+            let v = api.post(&format!("{}/keys/rotate", path(&trust)), body).await?;
             print_with_key(out, &v);
         }
         KeyCmd::Revoke { trust, version } => {
-            let v = api
-                .post(
-                    &format!("{}/keys/{version}/revoke", path(&trust)),
-                    json!({}),
-                )
-                .await?;
+            let v = api.post(&format!("{}/keys/{version}/revoke", path(&trust)), json!({})).await?;
             print_with_key(out, &v);
         }
         KeyCmd::List { trust } => {
             let v = api.get(&format!("{}/keys", path(&trust))).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => {
-                    output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS)
-                }
+                Output::Table => output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS),
             }
         }
     }
@@ -347,14 +298,7 @@ pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCod
 
 pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
-    let cols = &[
-        "name",
-        "role",
-        "created_at",
-        "expires_at",
-        "revoked_at",
-        "last_used_at",
-    ];
+    let cols = &["name", "role", "created_at", "expires_at", "revoked_at", "last_used_at"];
     match c {
         TokenCmd::Create { name, role, ttl } => {
             let mut body = json!({"name": name, "role": role});
@@ -379,9 +323,7 @@ pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<Exi
             }
         }
         TokenCmd::Revoke { name } => {
-            let v = api
-                .post(&format!("/tokens/{}/revoke", q(&name)), json!({}))
-                .await?;
+            let v = api.post(&format!("/tokens/{}/revoke", q(&name)), json!({})).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => output::record(&v, cols),
@@ -393,10 +335,7 @@ pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<Exi
 
 pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<ExitCode> {
     match c {
-        AuditCmd::Verify {
-            public_key,
-            offline,
-        } => {
+        AuditCmd::Verify { public_key, offline } => {
             if s.token.is_some() && !offline && public_key.is_none() {
                 let v = client(s)?.get("/audit/verify").await?;
                 match out {
@@ -409,42 +348,18 @@ pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<Exi
                             v["head"].as_str().unwrap_or("")
                         )
                     }
-                    Output::Table => eprintln!(
-                        "audit verification FAILED: {}",
-                        v["error"].as_str().unwrap_or("")
-                    ),
+                    Output::Table => eprintln!("audit verification FAILED: {}", v["error"].as_str().unwrap_or("")),
                 }
-                return Ok(if v["ok"] == json!(true) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(3)
-                });
+                return Ok(if v["ok"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(3) });
             }
             let ok = local::audit_verify(s, public_key.as_deref()).await?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            })
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        AuditCmd::Export {
-            since,
-            until,
-            directory,
-            trust,
-            action,
-            out: file,
-        } => {
+        AuditCmd::Export { since, until, directory, trust, action, out: file } => {
             let now = fedkey_core::Clock::now(&fedkey_core::SystemClock::default());
             let f = AuditFilter {
-                since: since
-                    .as_deref()
-                    .map(|v| local::parse_since(v, now))
-                    .transpose()?,
-                until: until
-                    .as_deref()
-                    .map(|v| local::parse_since(v, now))
-                    .transpose()?,
+                since: since.as_deref().map(|v| local::parse_since(v, now)).transpose()?,
+                until: until.as_deref().map(|v| local::parse_since(v, now)).transpose()?,
                 directory,
                 trust,
                 action,

@@ -14,46 +14,31 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
-        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no admin token: pass --token, or set FEDKEY_TOKEN or FEDKEY_TOKEN_FILE"
-            )
-        })?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no admin token: pass --token, or set FEDKEY_TOKEN or FEDKEY_TOKEN_FILE"))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("fedkey-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Client {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-        })
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach fedkey at {}", self.base))?;
+        let resp = req.send().await.with_context(|| format!("cannot reach fedkey at {}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
             if status == StatusCode::NO_CONTENT || text.is_empty() {
                 return Ok(Value::Null);
             }
-            return serde_json::from_str(&text)
-                .context("the server sent a response that is not JSON");
+            return serde_json::from_str(&text).context("the server sent a response that is not JSON");
         }
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let msg = v["error"]["message"].as_str().unwrap_or("request failed");
@@ -74,9 +59,7 @@ impl Client {
 pub fn q(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

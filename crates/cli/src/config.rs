@@ -97,12 +97,8 @@ impl Settings {
             }
             fig = fig.merge(Toml::file_exact(p));
         }
-        fig = fig
-            .merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..15]))
-            .merge(Serialized::globals(flags));
-        let mut s: Settings = fig
-            .extract()
-            .map_err(|e| anyhow::anyhow!("configuration: {}", describe(&e)))?;
+        fig = fig.merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..15])).merge(Serialized::globals(flags));
+        let mut s: Settings = fig.extract().map_err(|e| anyhow::anyhow!("configuration: {}", describe(&e)))?;
         if let Some(f) = &s.token_file {
             s.token = Some(read_secret_file(f, "token")?);
         }
@@ -129,18 +125,12 @@ impl Settings {
     }
 
     pub fn master_key_file(&self) -> PathBuf {
-        self.master_key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("master.key"))
+        self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
     pub fn auth_cache_ttl(&self) -> anyhow::Result<std::time::Duration> {
-        humantime::parse_duration(&self.auth_cache_ttl).map_err(|_| {
-            anyhow::anyhow!(
-                "auth_cache_ttl: {:?} is not a duration (e.g. 5s)",
-                self.auth_cache_ttl
-            )
-        })
+        humantime::parse_duration(&self.auth_cache_ttl)
+            .map_err(|_| anyhow::anyhow!("auth_cache_ttl: {:?} is not a duration (e.g. 5s)", self.auth_cache_ttl))
     }
 }
 
@@ -154,16 +144,11 @@ fn describe(e: &figment::Error) -> String {
         _ if secret => "invalid value".to_owned(),
         k => k.to_string(),
     };
-    if key.is_empty() {
-        what
-    } else {
-        format!("{key}: {what}")
-    }
+    if key.is_empty() { what } else { format!("{key}: {what}") }
 }
 
 fn read_secret_file(p: &Path, what: &str) -> anyhow::Result<String> {
-    let s = std::fs::read_to_string(p)
-        .map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", p.display()))?;
+    let s = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", p.display()))?;
     Ok(s.trim_end_matches(['\n', '\r']).to_owned())
 }
 
@@ -177,13 +162,9 @@ mod tests {
         let s = Settings::from_toml("listen = \"127.0.0.1:9000\"\nlog_format = \"json\"").unwrap();
         assert_eq!(s.listen, "127.0.0.1:9000");
         assert_eq!(s.log_format, LogFormat::Json);
-        let e = Settings::from_toml("lisen = \"x\"")
-            .unwrap_err()
-            .to_string();
+        let e = Settings::from_toml("lisen = \"x\"").unwrap_err().to_string();
         assert!(e.contains("unknown setting"), "{e}");
-        let e = Settings::from_toml("insecure_http = \"maybe\"")
-            .unwrap_err()
-            .to_string();
+        let e = Settings::from_toml("insecure_http = \"maybe\"").unwrap_err().to_string();
         assert!(e.contains("insecure_http"), "{e}");
     }
 

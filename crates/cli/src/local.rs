@@ -19,8 +19,7 @@ use crate::config::Settings;
 fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
     let d = &s.data_dir;
     if !d.exists() {
-        std::fs::create_dir_all(d)
-            .with_context(|| format!("cannot create data directory {}", d.display()))?;
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create data directory {}", d.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -64,20 +63,11 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     let db = Db::connect(&s.database_url()).await?;
     let keyring = keyring_for(s, &db, true).await?;
     let clock = SystemClock::default();
-    let (store, _) = Store::open(
-        db,
-        Arc::new(keyring),
-        Arc::new(clock.clone()),
-        WriterConfig::default(),
-        s.auth_cache_ttl()?,
-    )
-    .await?;
+    let (store, _) =
+        Store::open(db, Arc::new(keyring), Arc::new(clock.clone()), WriterConfig::default(), s.auth_cache_ttl()?)
+            .await?;
     let bootstrap_token = store.bootstrap_admin().await?;
-    Ok(Opened {
-        store: Arc::new(store),
-        bootstrap_token,
-        clock,
-    })
+    Ok(Opened { store: Arc::new(store), bootstrap_token, clock })
 }
 
 pub fn print_bootstrap(token: &Secret) {
@@ -102,10 +92,7 @@ pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>) -> anyhow:
             Ok(true)
         }
         Err(e) => {
-            eprintln!(
-                "audit verification FAILED at record {}: {}",
-                e.seq, e.reason
-            );
+            eprintln!("audit verification FAILED at record {}: {}", e.seq, e.reason);
             Ok(false)
         }
     }
@@ -114,28 +101,19 @@ pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>) -> anyhow:
 /// The audit origin and the checkpoint public key. With the master key, the public key
 /// is derived from the decrypted signing key (so a swapped public key is caught);
 /// `--public-key` pins it explicitly.
-async fn install_identity(
-    s: &Settings,
-    db: &Db,
-    pinned: Option<&str>,
-) -> anyhow::Result<(String, Vec<u8>)> {
+async fn install_identity(s: &Settings, db: &Db, pinned: Option<&str>) -> anyhow::Result<(String, Vec<u8>)> {
     let path = s.master_key_file();
     if let Some(hexkey) = pinned {
-        let pk =
-            hex::decode(hexkey.trim()).map_err(|_| anyhow::anyhow!("--public-key must be hex"))?;
+        let pk = hex::decode(hexkey.trim()).map_err(|_| anyhow::anyhow!("--public-key must be hex"))?;
         let origin = read_install_id(db).await?;
         return Ok((origin, pk));
     }
     if !path.exists() {
-        anyhow::bail!(
-            "master key file {} not found: pass --master-key-file, or pin --public-key HEX",
-            path.display()
-        );
+        anyhow::bail!("master key file {} not found: pass --master-key-file, or pin --public-key HEX", path.display());
     }
     let ring = KeyringFile::open(&path)?.keyring()?;
-    let inst = Install::load(db, &ring)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("this database has not been initialised"))?;
+    let inst =
+        Install::load(db, &ring).await?.ok_or_else(|| anyhow::anyhow!("this database has not been initialised"))?;
     Ok((inst.id.clone(), inst.public_key.to_vec()))
 }
 
@@ -149,11 +127,7 @@ async fn read_install_id(db: &Db) -> anyhow::Result<String> {
 }
 
 /// Writes the log as JSON lines, oldest first.
-pub async fn audit_export(
-    s: &Settings,
-    filter: AuditFilter,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<u64> {
+pub async fn audit_export(s: &Settings, filter: AuditFilter, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
     let db = Db::connect(&s.database_url()).await?;
     let mut f = filter;
     let mut n = 0;
@@ -206,12 +180,7 @@ pub async fn master_key_rotate(s: &Settings, progress: bool) -> anyhow::Result<(
     };
     let rep = store
         .rewrap_all(
-            &Actor {
-                id: "cli:master-key-rotate".into(),
-                role: None,
-                source: None,
-                request_id: None,
-            },
+            &Actor { id: "cli:master-key-rotate".into(), role: None, source: None, request_id: None },
             &ring,
             |n| {
                 if let Some(b) = &bar {
@@ -239,23 +208,18 @@ pub fn parse_since(v: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     }
     humantime::parse_duration(v)
         .map(|d| now.saturating_sub(d))
-        .map_err(|_| {
-            anyhow::anyhow!("--since: {v:?} is neither an RFC 3339 time nor a duration like 24h")
-        })
+        .map_err(|_| anyhow::anyhow!("--since: {v:?} is neither an RFC 3339 time nor a duration like 24h"))
 }
 
 pub fn read_key_input(file: Option<&Path>, stdin: bool) -> anyhow::Result<Option<Secret>> {
     use std::io::Read;
     let raw = match (file, stdin) {
         (Some(p), _) => zeroize::Zeroizing::new(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read key file {}", p.display()))?,
+            std::fs::read_to_string(p).with_context(|| format!("cannot read key file {}", p.display()))?,
         ),
         (None, true) => {
             let mut s = zeroize::Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("cannot read the key from stdin")?;
+            std::io::stdin().read_to_string(&mut s).context("cannot read the key from stdin")?;
             s
         }
         (None, false) => return Ok(None),

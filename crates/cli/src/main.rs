@@ -108,10 +108,7 @@ fn flags(cli: &Cli) -> Map<String, Value> {
     };
     put("data_dir", cli.data_dir.as_ref().map(|p| json!(p)));
     put("database_url", cli.database_url.as_ref().map(|v| json!(v)));
-    put(
-        "master_key_file",
-        cli.master_key_file.as_ref().map(|p| json!(p)),
-    );
+    put("master_key_file", cli.master_key_file.as_ref().map(|p| json!(p)));
     put("url", cli.server.as_ref().map(|v| json!(v)));
     put("token", cli.token.as_ref().map(|v| json!(v)));
     put("log_format", cli.log_format.map(|v| json!(v)));
@@ -120,21 +117,16 @@ fn flags(cli: &Cli) -> Map<String, Value> {
         put("tls_cert", a.tls_cert.as_ref().map(|p| json!(p)));
         put("tls_key", a.tls_key.as_ref().map(|p| json!(p)));
         put("insecure_http", a.insecure_http.then_some(json!(true)));
-        put(
-            "unsafe_test_clock",
-            a.unsafe_test_clock.then_some(json!(true)),
-        );
+        put("unsafe_test_clock", a.unsafe_test_clock.then_some(json!(true)));
     }
     m
 }
 
 fn init_tracing(s: &Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FEDKEY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", s.log_level)));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("FEDKEY_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", s.log_level)));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match s.log_format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.try_init(),
@@ -151,10 +143,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&settings);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -188,9 +177,7 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::MasterKey(MasterKeyCmd::Rotate) => local::master_key_rotate(&s, true)
-            .await
-            .map(|_| ExitCode::SUCCESS),
+        Cmd::MasterKey(MasterKeyCmd::Rotate) => local::master_key_rotate(&s, true).await.map(|_| ExitCode::SUCCESS),
         Cmd::Directory(c) => admin::directory(&s, cli.output, c).await,
         Cmd::Trust(c) => admin::trust(&s, cli.output, c).await,
         Cmd::Key(c) => admin::key(&s, cli.output, c).await,
@@ -207,17 +194,12 @@ fn redact_db_url(url: &str) -> String {
 }
 
 async fn serve(s: &Settings) -> anyhow::Result<()> {
-    let addr: SocketAddr = s.listen.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "listen: {:?} is not an address like 127.0.0.1:8080",
-            s.listen
-        )
-    })?;
+    let addr: SocketAddr = s
+        .listen
+        .parse()
+        .map_err(|_| anyhow::anyhow!("listen: {:?} is not an address like 127.0.0.1:8080", s.listen))?;
     let tls = match (&s.tls_cert, &s.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
+        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
         (None, None) => None,
         _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
     };
@@ -233,26 +215,17 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if let Some(t) = &opened.bootstrap_token {
         local::print_bootstrap(t);
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local_addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("fedkey listening on {scheme}://{local_addr}");
     tracing::info!(%local_addr, scheme, database = %redact_db_url(&s.database_url()), "serving");
     if s.unsafe_test_clock {
-        tracing::warn!(
-            "--unsafe-test-clock is on: admins can move this server's clock. Never use this in production."
-        );
+        tracing::warn!("--unsafe-test-clock is on: admins can move this server's clock. Never use this in production.");
     }
-    let state = AppState {
-        store: opened.store.clone(),
-        test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
-    };
-    let opts = ServeOptions {
-        tls,
-        sweep_interval: std::time::Duration::from_secs(5),
-    };
+    let state = AppState { store: opened.store.clone(), test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()) };
+    let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     opened.store.db.close().await;
     Ok(())
@@ -261,14 +234,13 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

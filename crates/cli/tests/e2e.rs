@@ -21,8 +21,7 @@ enum Backend {
 }
 
 fn pg_admin_url() -> String {
-    std::env::var("FEDKEY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("FEDKEY_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 fn pg_available() -> bool {
@@ -38,10 +37,7 @@ fn pg_available() -> bool {
             "PostgreSQL is not reachable at {} and CI=true: PostgreSQL tests must not be skipped",
             pg_admin_url()
         );
-        eprintln!(
-            "*** SKIPPED PostgreSQL half of this test: no server at {} ***",
-            pg_admin_url()
-        );
+        eprintln!("*** SKIPPED PostgreSQL half of this test: no server at {} ***", pg_admin_url());
     }
     ok
 }
@@ -76,11 +72,7 @@ impl PgDb {
 impl Drop for PgDb {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args([
-                &pg_admin_url(),
-                "-qtAc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
+            .args([&pg_admin_url(), "-qtAc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
             .output();
     }
 }
@@ -90,32 +82,17 @@ fn psql(sql: &str) -> String {
 }
 
 fn psql_on(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql]).output().unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn uuid_hex() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     #[allow(clippy::disallowed_methods)]
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     static C: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        "{:x}{:x}{}",
-        n,
-        std::process::id(),
-        C.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    )
+    format!("{:x}{:x}{}", n, std::process::id(), C.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
 }
 
 // ---------------------------------------------------------------- server harness
@@ -144,28 +121,18 @@ impl Server {
         };
         let data = dir.path().join("data");
         let out = fedkey(&data, &db_url, &["init", "--output", "json"], &[]);
-        assert!(
-            out.status.success(),
-            "init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let token = v["admin_token"].as_str().unwrap().to_owned();
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--unsafe-test-clock",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .args(["--database-url", &db_url])
-        .args(extra_args)
-        .env_remove("FEDKEY_TOKEN")
-        .env_remove("FEDKEY_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--unsafe-test-clock", "--data-dir"])
+            .arg(&data)
+            .args(["--database-url", &db_url])
+            .args(extra_args)
+            .env_remove("FEDKEY_TOKEN")
+            .env_remove("FEDKEY_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -192,15 +159,7 @@ impl Server {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            url,
-            token,
-            dir,
-            db_url,
-            stderr,
-            _pg: pg,
-        }
+        Server { child, url, token, dir, db_url, stderr, _pg: pg }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -209,33 +168,18 @@ impl Server {
 
     /// Runs an admin CLI command against this server.
     fn cli(&self, args: &[&str]) -> std::process::Output {
-        fedkey(
-            &self.data_dir(),
-            &self.db_url,
-            args,
-            &[("FEDKEY_URL", &self.url), ("FEDKEY_TOKEN", &self.token)],
-        )
+        fedkey(&self.data_dir(), &self.db_url, args, &[("FEDKEY_URL", &self.url), ("FEDKEY_TOKEN", &self.token)])
     }
 
     fn cli_json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);
         let out = self.cli(&a);
-        assert!(
-            out.status.success(),
-            "fedkey {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "fedkey {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    async fn api(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    async fn api(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.url));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -246,32 +190,16 @@ impl Server {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     async fn scim_status(&self, directory: &str, key: &str) -> u16 {
-        self.api(
-            reqwest::Method::GET,
-            &format!("/scim/v2/{directory}/ServiceProviderConfig"),
-            Some(key),
-            None,
-        )
-        .await
-        .0
+        self.api(reqwest::Method::GET, &format!("/scim/v2/{directory}/ServiceProviderConfig"), Some(key), None).await.0
     }
 
     async fn advance(&self, d: &str) {
-        let (s, v) = self
-            .api(
-                reqwest::Method::POST,
-                "/api/v1/test/clock",
-                Some(&self.token),
-                Some(json!({"advance": d})),
-            )
-            .await;
+        let (s, v) =
+            self.api(reqwest::Method::POST, "/api/v1/test/clock", Some(&self.token), Some(json!({"advance": d}))).await;
         assert_eq!(s, 200, "{v}");
     }
 
@@ -334,12 +262,7 @@ async fn lifecycle(b: Backend) {
     assert_eq!(s.scim_status("globex", &k1).await, 401);
     assert_eq!(s.scim_status("acme", "fkp_notavalidkey").await, 401);
     // …and is no admin token.
-    assert_eq!(
-        s.api(reqwest::Method::GET, "/api/v1/directories", Some(&k1), None)
-            .await
-            .0,
-        401
-    );
+    assert_eq!(s.api(reqwest::Method::GET, "/api/v1/directories", Some(&k1), None).await.0, 401);
 
     // Rotate with overlap: both versions work during the overlap.
     let rotated = s.cli_json(&["key", "rotate", "acme/entra", "--overlap", "1h"]);
@@ -350,14 +273,8 @@ async fn lifecycle(b: Backend) {
     assert_eq!(s.scim_status("acme", &k2).await, 200);
     let keys = s.cli_json(&["key", "list", "acme/entra"]);
     assert_eq!(keys["keys"][0]["state"], "previous");
-    assert!(
-        keys["keys"][0]["last_used_at"].is_string(),
-        "last use is recorded: {keys}"
-    );
-    assert!(
-        !keys.to_string().contains(&k1) && !keys.to_string().contains(&k2),
-        "key list never shows secrets"
-    );
+    assert!(keys["keys"][0]["last_used_at"].is_string(), "last use is recorded: {keys}");
+    assert!(!keys.to_string().contains(&k1) && !keys.to_string().contains(&k2), "key list never shows secrets");
 
     // After the overlap only the new version works.
     s.advance("61m").await;
@@ -378,45 +295,24 @@ async fn lifecycle(b: Backend) {
     assert_eq!(s.scim_status("acme", &k2).await, 401);
 
     // Every access was audited: successes and failures, never the secret.
-    let (st, page) = s
-        .api(
-            reqwest::Method::GET,
-            "/api/v1/audit?action=key.authenticate&limit=1000",
-            Some(&s.token),
-            None,
-        )
-        .await;
+    let (st, page) =
+        s.api(reqwest::Method::GET, "/api/v1/audit?action=key.authenticate&limit=1000", Some(&s.token), None).await;
     assert_eq!(st, 200);
     let recs = page["records"].as_array().unwrap();
     let denied = recs.iter().filter(|r| r["outcome"] == "denied").count();
     let ok = recs.iter().filter(|r| r["outcome"] == "success").count();
     assert!(denied >= 5 && ok >= 5, "denied {denied}, ok {ok}");
+    assert!(recs.iter().all(|r| r["request_id"].is_string() && r["source"] == "127.0.0.1"));
     assert!(
         recs.iter()
-            .all(|r| r["request_id"].is_string() && r["source"] == "127.0.0.1")
+            .any(|r| r["outcome"] == "denied" && r["details"]["reason"] == "wrong_directory" && r["key_version"] == 1)
     );
-    assert!(recs.iter().any(|r| r["outcome"] == "denied"
-        && r["details"]["reason"] == "wrong_directory"
-        && r["key_version"] == 1));
-    let all = s
-        .api(
-            reqwest::Method::GET,
-            "/api/v1/audit?limit=1000",
-            Some(&s.token),
-            None,
-        )
-        .await
-        .1
-        .to_string();
+    let all = s.api(reqwest::Method::GET, "/api/v1/audit?limit=1000", Some(&s.token), None).await.1.to_string();
     assert!(!all.contains(&k1) && !all.contains(&k2));
 
     // The offline verifier agrees with the online one.
     let out = s.cli(&["audit", "verify", "--offline"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit log OK"));
     let v = s.cli_json(&["audit", "verify"]);
     assert_eq!(v["ok"], true, "{v}");
@@ -434,114 +330,35 @@ async fn roles_and_bad_input_get_clear_errors() {
     let t = Some(s.token.as_str());
     use reqwest::Method as M;
 
-    let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/tokens",
-            t,
-            Some(json!({"name": "ops", "role": "operator"})),
-        )
-        .await;
+    let (st, v) = s.api(M::POST, "/api/v1/tokens", t, Some(json!({"name": "ops", "role": "operator"}))).await;
     assert_eq!(st, 201, "{v}");
     let ops = v["token"].as_str().unwrap().to_owned();
-    let (_, v) = s
-        .api(
-            M::POST,
-            "/api/v1/tokens",
-            t,
-            Some(json!({"name": "aud", "role": "auditor"})),
-        )
-        .await;
+    let (_, v) = s.api(M::POST, "/api/v1/tokens", t, Some(json!({"name": "aud", "role": "auditor"}))).await;
     let aud = v["token"].as_str().unwrap().to_owned();
-    s.api(
-        M::POST,
-        "/api/v1/directories",
-        t,
-        Some(json!({"name": "acme"})),
-    )
-    .await;
-    s.api(
-        M::POST,
-        "/api/v1/directories/acme/trusts",
-        t,
-        Some(json!({"name": "idp", "direction": "inbound"})),
-    )
-    .await;
+    s.api(M::POST, "/api/v1/directories", t, Some(json!({"name": "acme"}))).await;
+    s.api(M::POST, "/api/v1/directories/acme/trusts", t, Some(json!({"name": "idp", "direction": "inbound"}))).await;
 
     // Roles: operator rotates but cannot create; auditor reads the audit log only.
     let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/directories/acme/trusts",
-            Some(&ops),
-            Some(json!({"name": "x", "direction": "inbound"})),
-        )
+        .api(M::POST, "/api/v1/directories/acme/trusts", Some(&ops), Some(json!({"name": "x", "direction": "inbound"})))
         .await;
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (403, Some("forbidden")),
-        "{v}"
-    );
-    assert_eq!(
-        s.api(
-            M::POST,
-            "/api/v1/directories/acme/trusts/idp/keys/rotate",
-            Some(&ops),
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        s.api(
-            M::POST,
-            "/api/v1/directories/acme/trusts/idp/keys/rotate",
-            Some(&aud),
-            None
-        )
-        .await
-        .0,
-        403
-    );
-    assert_eq!(
-        s.api(M::GET, "/api/v1/audit", Some(&aud), None).await.0,
-        200
-    );
-    assert_eq!(
-        s.api(M::GET, "/api/v1/audit", Some(&ops), None).await.0,
-        403
-    );
-    assert_eq!(
-        s.api(M::GET, "/api/v1/tokens", Some(&aud), None).await.0,
-        403
-    );
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("forbidden")), "{v}");
+    assert_eq!(s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/rotate", Some(&ops), None).await.0, 200);
+    assert_eq!(s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/rotate", Some(&aud), None).await.0, 403);
+    assert_eq!(s.api(M::GET, "/api/v1/audit", Some(&aud), None).await.0, 200);
+    assert_eq!(s.api(M::GET, "/api/v1/audit", Some(&ops), None).await.0, 403);
+    assert_eq!(s.api(M::GET, "/api/v1/tokens", Some(&aud), None).await.0, 403);
 
     // Credentials: missing, malformed, unknown → 401 with WWW-Authenticate.
-    for tok in [
-        None,
-        Some("garbage"),
-        Some("fka_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-    ] {
+    for tok in [None, Some("garbage"), Some("fka_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")] {
         let (st, v) = s.api(M::GET, "/api/v1/directories", tok, None).await;
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (401, Some("unauthorized")),
-            "{tok:?}"
-        );
+        assert_eq!((st, v["error"]["code"].as_str()), (401, Some("unauthorized")), "{tok:?}");
     }
-    let resp = reqwest::get(format!("{}/api/v1/directories", s.url))
-        .await
-        .unwrap();
+    let resp = reqwest::get(format!("{}/api/v1/directories", s.url)).await.unwrap();
     assert!(resp.headers().get("www-authenticate").is_some());
     // A revoked admin token stops working.
     s.api(M::POST, "/api/v1/tokens/ops/revoke", t, None).await;
-    assert_eq!(
-        s.api(M::GET, "/api/v1/directories", Some(&ops), None)
-            .await
-            .0,
-        401
-    );
+    assert_eq!(s.api(M::GET, "/api/v1/directories", Some(&ops), None).await.0, 401);
 
     // Bodies: malformed JSON, wrong types, unknown fields, oversized, wrong content type.
     let raw = |body: &'static str, ct: &'static str| {
@@ -562,31 +379,13 @@ async fn roles_and_bad_input_get_clear_errors() {
     };
     let (st, v) = raw("{\"name\": ", "application/json").await;
     assert_eq!(st, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("malformed JSON"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("malformed JSON"), "{v}");
     let (st, v) = raw("{\"name\": 42}", "application/json").await;
     assert_eq!(st, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid request body"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("invalid request body"), "{v}");
     let (st, v) = raw("{\"name\": \"x\", \"admin\": true}", "application/json").await;
     assert_eq!(st, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("unknown field"), "{v}");
     let (st, _) = raw("{\"name\": \"x\"}", "text/plain").await;
     assert_eq!(st, 415);
     let big = format!("{{\"name\": \"{}\"}}", "a".repeat(200_000));
@@ -604,28 +403,11 @@ async fn roles_and_bad_input_get_clear_errors() {
 
     // Names with illegal characters, bad enums, bad durations.
     for name in ["Acme", "a b", "../x", "", "ä"] {
-        let (st, v) = s
-            .api(
-                M::POST,
-                "/api/v1/directories",
-                t,
-                Some(json!({"name": name})),
-            )
-            .await;
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (400, Some("invalid_value")),
-            "{name:?} {v}"
-        );
+        let (st, v) = s.api(M::POST, "/api/v1/directories", t, Some(json!({"name": name}))).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_value")), "{name:?} {v}");
     }
-    let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/directories/acme/trusts",
-            t,
-            Some(json!({"name": "y", "direction": "sideways"})),
-        )
-        .await;
+    let (st, v) =
+        s.api(M::POST, "/api/v1/directories/acme/trusts", t, Some(json!({"name": "y", "direction": "sideways"}))).await;
     assert_eq!(st, 400, "{v}");
     let (st, v) = s
         .api(
@@ -636,51 +418,18 @@ async fn roles_and_bad_input_get_clear_errors() {
         )
         .await;
     assert_eq!(st, 400, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown scope")
-    );
-    let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/directories/acme/trusts/idp/keys/rotate",
-            t,
-            Some(json!({"overlap": "soon"})),
-        )
-        .await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("unknown scope"));
+    let (st, v) =
+        s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/rotate", t, Some(json!({"overlap": "soon"}))).await;
     assert_eq!(st, 400, "{v}");
-    let (st, _) = s
-        .api(
-            M::POST,
-            "/api/v1/directories/acme/trusts/idp/keys/x/revoke",
-            t,
-            None,
-        )
-        .await;
+    let (st, _) = s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/x/revoke", t, None).await;
     assert_eq!(st, 400);
-    let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/directories/acme/trusts",
-            t,
-            Some(json!({"name": "o", "direction": "outbound"})),
-        )
-        .await;
+    let (st, v) =
+        s.api(M::POST, "/api/v1/directories/acme/trusts", t, Some(json!({"name": "o", "direction": "outbound"}))).await;
     assert_eq!(st, 400, "an outbound trust needs its key: {v}");
-    let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/directories",
-            t,
-            Some(json!({"name": "acme"})),
-        )
-        .await;
+    let (st, v) = s.api(M::POST, "/api/v1/directories", t, Some(json!({"name": "acme"}))).await;
     assert_eq!((st, v["error"]["code"].as_str()), (409, Some("conflict")));
-    let (st, v) = s
-        .api(M::GET, "/api/v1/directories/nope/trusts/x/keys", t, None)
-        .await;
+    let (st, v) = s.api(M::GET, "/api/v1/directories/nope/trusts/x/keys", t, None).await;
     assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
     let (st, _) = s.api(M::GET, "/api/v1/no/such/thing", t, None).await;
     assert_eq!(st, 404);
@@ -690,21 +439,16 @@ async fn roles_and_bad_input_get_clear_errors() {
     // Nothing above created anything it should not have.
     let (_, v) = s.api(M::GET, "/api/v1/directories", t, None).await;
     assert_eq!(v["directories"].as_array().unwrap().len(), 1);
-    let (_, v) = s
-        .api(M::GET, "/api/v1/directories/acme/trusts", t, None)
-        .await;
+    let (_, v) = s.api(M::GET, "/api/v1/directories/acme/trusts", t, None).await;
     assert_eq!(v["trusts"].as_array().unwrap().len(), 1);
 
     // Denials are audited.
     let (_, v) = s.api(M::GET, "/api/v1/audit?limit=1000", t, None).await;
     let recs = v["records"].as_array().unwrap();
-    assert!(recs.iter().any(|r| r["outcome"] == "denied"
-        && r["action"] == "trust.create"
-        && r["actor"] == "token:ops"));
     assert!(
-        recs.iter()
-            .any(|r| r["outcome"] == "denied" && r["action"] == "admin.authenticate")
+        recs.iter().any(|r| r["outcome"] == "denied" && r["action"] == "trust.create" && r["actor"] == "token:ops")
     );
+    assert!(recs.iter().any(|r| r["outcome"] == "denied" && r["action"] == "admin.authenticate"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,30 +457,12 @@ async fn no_secret_reaches_disk_or_logs() {
         let s = Server::start_with(b, &[], &[("FEDKEY_LOG", "trace")]);
         let t = Some(s.token.as_str());
         use reqwest::Method as M;
-        s.api(
-            M::POST,
-            "/api/v1/directories",
-            t,
-            Some(json!({"name": "acme"})),
-        )
-        .await;
+        s.api(M::POST, "/api/v1/directories", t, Some(json!({"name": "acme"}))).await;
         let (_, v) = s
-            .api(
-                M::POST,
-                "/api/v1/directories/acme/trusts",
-                t,
-                Some(json!({"name": "idp", "direction": "inbound"})),
-            )
+            .api(M::POST, "/api/v1/directories/acme/trusts", t, Some(json!({"name": "idp", "direction": "inbound"})))
             .await;
         let inbound1 = v["key"].as_str().unwrap().to_owned();
-        let (_, v) = s
-            .api(
-                M::POST,
-                "/api/v1/directories/acme/trusts/idp/keys/rotate",
-                t,
-                None,
-            )
-            .await;
+        let (_, v) = s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/rotate", t, None).await;
         let inbound2 = v["key"].as_str().unwrap().to_owned();
         let app1 = format!("app-secret-{}", uuid_hex());
         let app2 = format!("app-secret-{}", uuid_hex());
@@ -750,46 +476,19 @@ async fn no_secret_reaches_disk_or_logs() {
             .await;
         assert_eq!(st, 201, "{v}");
         assert!(v.get("key").is_none(), "an app-issued key is never echoed");
-        s.api(
-            M::POST,
-            "/api/v1/directories/acme/trusts/app/keys/rotate",
-            t,
-            Some(json!({"key": app2})),
-        )
-        .await;
+        s.api(M::POST, "/api/v1/directories/acme/trusts/app/keys/rotate", t, Some(json!({"key": app2}))).await;
         assert_eq!(s.scim_status("acme", &inbound2).await, 200);
-        assert_eq!(
-            s.scim_status("acme", "fkp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-                .await,
-            401
-        );
-        let (st, _) = s
-            .api(
-                M::POST,
-                "/api/v1/tokens",
-                t,
-                Some(json!({"name": "x", "role": "auditor"})),
-            )
-            .await;
+        assert_eq!(s.scim_status("acme", "fkp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await, 401);
+        let (st, _) = s.api(M::POST, "/api/v1/tokens", t, Some(json!({"name": "x", "role": "auditor"}))).await;
         assert_eq!(st, 201);
 
-        let secrets = [
-            inbound1.as_str(),
-            inbound2.as_str(),
-            app1.as_str(),
-            app2.as_str(),
-            s.token.as_str(),
-        ];
+        let secrets = [inbound1.as_str(), inbound2.as_str(), app1.as_str(), app2.as_str(), s.token.as_str()];
         let at_rest: Vec<u8> = match b {
             Backend::Sqlite => {
                 let mut all = Vec::new();
                 for f in std::fs::read_dir(s.data_dir()).unwrap() {
                     let p = f.unwrap().path();
-                    if p.file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .starts_with("fedkey.db")
-                    {
+                    if p.file_name().unwrap().to_string_lossy().starts_with("fedkey.db") {
                         all.extend(std::fs::read(&p).unwrap());
                     }
                 }
@@ -798,11 +497,7 @@ async fn no_secret_reaches_disk_or_logs() {
             }
             Backend::Postgres => {
                 let out = Command::new("pg_dump").arg(&s.db_url).output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 assert!(String::from_utf8_lossy(&out.stdout).contains("key_versions"));
                 out.stdout
             }
@@ -810,17 +505,9 @@ async fn no_secret_reaches_disk_or_logs() {
         let logs = s.logs();
         assert!(logs.len() > 1000, "trace logs were captured");
         for sec in secrets {
-            assert!(
-                !contains(&at_rest, sec.as_bytes()),
-                "{b:?}: a secret is stored in clear"
-            );
+            assert!(!contains(&at_rest, sec.as_bytes()), "{b:?}: a secret is stored in clear");
             assert!(!logs.contains(sec), "{b:?}: a secret reached the logs");
-            let metrics = reqwest::get(format!("{}/metrics", s.url))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
             assert!(!metrics.contains(sec));
         }
     }
@@ -836,93 +523,36 @@ async fn audit_failure_fails_closed() {
         let s = Server::start(b);
         let t = Some(s.token.as_str());
         use reqwest::Method as M;
-        s.api(
-            M::POST,
-            "/api/v1/directories",
-            t,
-            Some(json!({"name": "acme"})),
-        )
-        .await;
+        s.api(M::POST, "/api/v1/directories", t, Some(json!({"name": "acme"}))).await;
         let (_, v) = s
-            .api(
-                M::POST,
-                "/api/v1/directories/acme/trusts",
-                t,
-                Some(json!({"name": "idp", "direction": "inbound"})),
-            )
+            .api(M::POST, "/api/v1/directories/acme/trusts", t, Some(json!({"name": "idp", "direction": "inbound"})))
             .await;
         let key = v["key"].as_str().unwrap().to_owned();
         assert_eq!(s.api(M::GET, "/readyz", None, None).await.0, 200);
 
         block_audit(b, &s, true);
-        let (st, v) = s
-            .api(
-                M::POST,
-                "/api/v1/directories",
-                t,
-                Some(json!({"name": "blocked"})),
-            )
-            .await;
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (503, Some("audit_unavailable")),
-            "{v}"
-        );
-        let (st, _) = s
-            .api(
-                M::POST,
-                "/api/v1/directories/acme/trusts/idp/keys/rotate",
-                t,
-                None,
-            )
-            .await;
+        let (st, v) = s.api(M::POST, "/api/v1/directories", t, Some(json!({"name": "blocked"}))).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (503, Some("audit_unavailable")), "{v}");
+        let (st, _) = s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/rotate", t, None).await;
         assert_eq!(st, 503);
-        let (st, _) = s
-            .api(
-                M::POST,
-                "/api/v1/directories/acme/trusts/idp/keys/1/revoke",
-                t,
-                None,
-            )
-            .await;
+        let (st, _) = s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/1/revoke", t, None).await;
         assert_eq!(st, 503);
-        assert_eq!(
-            s.scim_status("acme", &key).await,
-            503,
-            "unaudited access is refused"
-        );
-        assert_eq!(
-            s.api(M::GET, "/api/v1/directories", t, None).await.0,
-            503,
-            "unaudited reads are refused"
-        );
+        assert_eq!(s.scim_status("acme", &key).await, 503, "unaudited access is refused");
+        assert_eq!(s.api(M::GET, "/api/v1/directories", t, None).await.0, 503, "unaudited reads are refused");
         let (st, v) = s.api(M::GET, "/readyz", None, None).await;
         assert_eq!((st, v["audit"].as_str()), (503, Some("not writable")));
 
         block_audit(b, &s, false);
         assert_eq!(s.api(M::GET, "/readyz", None, None).await.0, 200);
         let (_, v) = s.api(M::GET, "/api/v1/directories", t, None).await;
-        assert_eq!(
-            v["directories"].as_array().unwrap().len(),
-            1,
-            "the blocked create did not happen"
-        );
-        let (_, v) = s
-            .api(M::GET, "/api/v1/directories/acme/trusts/idp/keys", t, None)
-            .await;
+        assert_eq!(v["directories"].as_array().unwrap().len(), 1, "the blocked create did not happen");
+        let (_, v) = s.api(M::GET, "/api/v1/directories/acme/trusts/idp/keys", t, None).await;
         let keys = v["keys"].as_array().unwrap();
         assert_eq!(keys.len(), 1, "the blocked rotation did not happen");
-        assert_eq!(
-            keys[0]["state"], "current",
-            "the blocked revocation did not happen"
-        );
+        assert_eq!(keys[0]["state"], "current", "the blocked revocation did not happen");
         assert_eq!(s.scim_status("acme", &key).await, 200);
         let out = s.cli(&["audit", "verify", "--offline"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -942,11 +572,7 @@ fn block_audit(b: Backend, s: &Server, on: bool) {
                 .arg(sql)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
         Backend::Postgres => {
             let sql = if on {
@@ -978,18 +604,11 @@ fn unsafe_set_ups_are_refused_with_clear_messages() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            data.join("master.key"),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        std::fs::set_permissions(data.join("master.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
         let out = fedkey(&data, &db, &["serve", "--listen", "127.0.0.1:0"], &[]);
         assert!(!out.status.success());
         let e = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            e.contains("master key file") && e.contains("chmod 600"),
-            "{e}"
-        );
+        assert!(e.contains("master key file") && e.contains("chmod 600"), "{e}");
     }
     // A missing master key with existing data.
     std::fs::remove_file(data.join("master.key")).unwrap();
@@ -999,11 +618,7 @@ fn unsafe_set_ups_are_refused_with_clear_messages() {
     // A bad config file.
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "lisen = 1").unwrap();
-    let out = Command::new(BIN)
-        .args(["init", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["init", "--config"]).arg(&cfg).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting"));
 }
@@ -1011,16 +626,8 @@ fn unsafe_set_ups_are_refused_with_clear_messages() {
 /// A throw-away CA and a server certificate for 127.0.0.1 signed by it.
 fn make_cert(dir: &Path, cert: &Path, key: &Path) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let (ck, cc) = ("ca.key", "ca.pem");
     run(&[
@@ -1086,52 +693,29 @@ async fn serves_tls_and_rotates_the_master_key_online() {
     make_cert(dir.path(), &cert, &key);
     let s = Server::start_with(
         Backend::Sqlite,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
         &[],
     );
     assert!(s.url.starts_with("https://"), "{}", s.url);
-    let ca =
-        reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.pem")).unwrap()).unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
-    let r = client
-        .get(format!("{}/healthz", s.url))
-        .send()
-        .await
-        .unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let r = client.get(format!("{}/healthz", s.url)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(
-        reqwest::get(format!("{}/healthz", s.url.replacen("https", "http", 1)))
-            .await
-            .is_err(),
+        reqwest::get(format!("{}/healthz", s.url.replacen("https", "http", 1))).await.is_err(),
         "no plain HTTP on the TLS port"
     );
 
     // An outbound key survives a master-key rotation performed while the server runs.
     let app = format!("app-{}", uuid_hex());
     let api = |m: reqwest::Method, p: &str, b: Option<Value>| {
-        let mut req = client
-            .request(m, format!("{}{p}", s.url))
-            .bearer_auth(&s.token);
+        let mut req = client.request(m, format!("{}{p}", s.url)).bearer_auth(&s.token);
         if let Some(b) = b {
             req = req.json(&b);
         }
         req.send()
     };
-    api(
-        reqwest::Method::POST,
-        "/api/v1/directories",
-        Some(json!({"name": "acme"})),
-    )
-    .await
-    .unwrap();
+    api(reqwest::Method::POST, "/api/v1/directories", Some(json!({"name": "acme"}))).await.unwrap();
     let r = api(
         reqwest::Method::POST,
         "/api/v1/directories/acme/trusts",
@@ -1142,11 +726,7 @@ async fn serves_tls_and_rotates_the_master_key_online() {
     assert_eq!(r.status().as_u16(), 201);
     let before = std::fs::read_to_string(s.data_dir().join("master.key")).unwrap();
     let out = s.cli(&["master-key", "rotate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let msg = String::from_utf8_lossy(&out.stdout);
     assert!(msg.contains("3 envelopes rewrapped"), "{msg}");
     let after = std::fs::read_to_string(s.data_dir().join("master.key")).unwrap();
@@ -1161,9 +741,5 @@ async fn serves_tls_and_rotates_the_master_key_online() {
     .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let out = s.cli(&["audit", "verify", "--offline"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

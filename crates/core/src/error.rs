@@ -11,19 +11,11 @@ pub enum DomainError {
     #[error("scope {0:?} is not allowed for {1} trusts")]
     ScopeNotAllowed(String, &'static str),
     #[error("unknown {kind} {value:?}; expected one of: {expected}")]
-    UnknownVariant {
-        kind: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    UnknownVariant { kind: &'static str, value: String, expected: &'static str },
     #[error("invalid trust reference {0:?}: expected DIRECTORY/TRUST")]
     InvalidTrustRef(String),
     #[error("key version {version} is {state} and cannot be {action}")]
-    InvalidTransition {
-        version: i64,
-        state: &'static str,
-        action: &'static str,
-    },
+    InvalidTransition { version: i64, state: &'static str, action: &'static str },
     #[error("the trust is {0}; resume it first")]
     TrustNotActive(&'static str),
 }

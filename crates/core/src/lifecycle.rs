@@ -42,10 +42,7 @@ pub fn effective_state(state: KeyState, expires_at: Option<Timestamp>, now: Time
 /// Whether a version may authenticate at `now`: the current version, or the previous one
 /// inside its overlap window. Pending versions do not authenticate until promoted.
 pub fn accepts(state: KeyState, expires_at: Option<Timestamp>, now: Timestamp) -> bool {
-    matches!(
-        effective_state(state, expires_at, now),
-        KeyState::Current | KeyState::Previous
-    )
+    matches!(effective_state(state, expires_at, now), KeyState::Current | KeyState::Previous)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,12 +70,7 @@ pub fn plan_rotation(versions: &[VersionView], overlap: Duration, now: Timestamp
         let state = effective_state(v.state, v.expires_at, now);
         let t = match state {
             KeyState::Current if overlap.is_zero() || Some(v.version) != newest_current => {
-                Transition {
-                    version: v.version,
-                    from: v.state,
-                    to: KeyState::Expired,
-                    expires_at: Some(now),
-                }
+                Transition { version: v.version, from: v.state, to: KeyState::Expired, expires_at: Some(now) }
             }
             KeyState::Current => Transition {
                 version: v.version,
@@ -86,49 +78,32 @@ pub fn plan_rotation(versions: &[VersionView], overlap: Duration, now: Timestamp
                 to: KeyState::Previous,
                 expires_at: Some(now.saturating_add(overlap)),
             },
-            KeyState::Previous => Transition {
-                version: v.version,
-                from: v.state,
-                to: KeyState::Expired,
-                expires_at: Some(now),
-            },
-            KeyState::Pending => Transition {
-                version: v.version,
-                from: v.state,
-                to: KeyState::Revoked,
-                expires_at: v.expires_at,
-            },
+            KeyState::Previous => {
+                Transition { version: v.version, from: v.state, to: KeyState::Expired, expires_at: Some(now) }
+            }
+            KeyState::Pending => {
+                Transition { version: v.version, from: v.state, to: KeyState::Revoked, expires_at: v.expires_at }
+            }
             // Already expired by time but not yet written down: record it.
-            KeyState::Expired if v.state != KeyState::Expired => Transition {
-                version: v.version,
-                from: v.state,
-                to: KeyState::Expired,
-                expires_at: v.expires_at,
-            },
+            KeyState::Expired if v.state != KeyState::Expired => {
+                Transition { version: v.version, from: v.state, to: KeyState::Expired, expires_at: v.expires_at }
+            }
             KeyState::Expired | KeyState::Revoked => continue,
         };
         transitions.push(t);
     }
-    RotationPlan {
-        new_version,
-        transitions,
-    }
+    RotationPlan { new_version, transitions }
 }
 
 /// Immediate revocation of one version.
 pub fn plan_revoke(v: &VersionView, now: Timestamp) -> Result<Transition, DomainError> {
     match effective_state(v.state, v.expires_at, now) {
-        KeyState::Pending | KeyState::Current | KeyState::Previous => Ok(Transition {
-            version: v.version,
-            from: v.state,
-            to: KeyState::Revoked,
-            expires_at: v.expires_at,
-        }),
-        s @ (KeyState::Revoked | KeyState::Expired) => Err(DomainError::InvalidTransition {
-            version: v.version,
-            state: s.as_str(),
-            action: "revoked",
-        }),
+        KeyState::Pending | KeyState::Current | KeyState::Previous => {
+            Ok(Transition { version: v.version, from: v.state, to: KeyState::Revoked, expires_at: v.expires_at })
+        }
+        s @ (KeyState::Revoked | KeyState::Expired) => {
+            Err(DomainError::InvalidTransition { version: v.version, state: s.as_str(), action: "revoked" })
+        }
     }
 }
 
@@ -136,16 +111,8 @@ pub fn plan_revoke(v: &VersionView, now: Timestamp) -> Result<Transition, Domain
 pub fn due_expiries(versions: &[VersionView], now: Timestamp) -> Vec<Transition> {
     versions
         .iter()
-        .filter(|v| {
-            v.state != KeyState::Expired
-                && effective_state(v.state, v.expires_at, now) == KeyState::Expired
-        })
-        .map(|v| Transition {
-            version: v.version,
-            from: v.state,
-            to: KeyState::Expired,
-            expires_at: v.expires_at,
-        })
+        .filter(|v| v.state != KeyState::Expired && effective_state(v.state, v.expires_at, now) == KeyState::Expired)
+        .map(|v| Transition { version: v.version, from: v.state, to: KeyState::Expired, expires_at: v.expires_at })
         .collect()
 }
 
@@ -157,11 +124,7 @@ mod tests {
     const H: Duration = Duration::from_secs(3600);
 
     fn v(version: i64, state: KeyState, expires_at: Option<i64>) -> VersionView {
-        VersionView {
-            version,
-            state,
-            expires_at: expires_at.map(Timestamp),
-        }
+        VersionView { version, state, expires_at: expires_at.map(Timestamp) }
     }
 
     #[test]
@@ -185,33 +148,19 @@ mod tests {
         assert_eq!(plan.transitions[0].to, KeyState::Expired);
 
         let plan = plan_rotation(
-            &[
-                v(1, KeyState::Previous, Some(100)),
-                v(2, KeyState::Current, None),
-                v(3, KeyState::Pending, None),
-            ],
+            &[v(1, KeyState::Previous, Some(100)), v(2, KeyState::Current, None), v(3, KeyState::Pending, None)],
             H,
             now,
         );
         assert_eq!(plan.new_version, 4);
         let to: Vec<_> = plan.transitions.iter().map(|t| (t.version, t.to)).collect();
-        assert_eq!(
-            to,
-            vec![
-                (1, KeyState::Expired),
-                (2, KeyState::Previous),
-                (3, KeyState::Revoked)
-            ]
-        );
+        assert_eq!(to, vec![(1, KeyState::Expired), (2, KeyState::Previous), (3, KeyState::Revoked)]);
     }
 
     #[test]
     fn revoke_only_live_versions() {
         let now = Timestamp(50);
-        assert_eq!(
-            plan_revoke(&v(1, KeyState::Current, None), now).unwrap().to,
-            KeyState::Revoked
-        );
+        assert_eq!(plan_revoke(&v(1, KeyState::Current, None), now).unwrap().to, KeyState::Revoked);
         assert!(plan_revoke(&v(1, KeyState::Revoked, None), now).is_err());
         // a previous version past its overlap is expired, so it cannot be revoked
         assert!(plan_revoke(&v(1, KeyState::Previous, Some(40)), now).is_err());
@@ -219,13 +168,7 @@ mod tests {
 
     #[test]
     fn due_expiries_finds_lapsed_previous_versions() {
-        let d = due_expiries(
-            &[
-                v(1, KeyState::Previous, Some(5)),
-                v(2, KeyState::Current, None),
-            ],
-            Timestamp(6),
-        );
+        let d = due_expiries(&[v(1, KeyState::Previous, Some(5)), v(2, KeyState::Current, None)], Timestamp(6));
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].version, 1);
     }

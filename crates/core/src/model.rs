@@ -106,10 +106,7 @@ impl FromStr for TrustRef {
         let (d, t) = s.split_once('/').ok_or_else(bad)?;
         names::validate(d)?;
         names::validate(t)?;
-        Ok(TrustRef {
-            directory: d.to_owned(),
-            trust: t.to_owned(),
-        })
+        Ok(TrustRef { directory: d.to_owned(), trust: t.to_owned() })
     }
 }
 

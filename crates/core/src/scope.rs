@@ -54,24 +54,14 @@ impl ScopeSet {
     /// the right to grant privileged groups.
     pub fn default_inbound() -> ScopeSet {
         ScopeSet(
-            [
-                Scope::UsersRead,
-                Scope::UsersWrite,
-                Scope::GroupsRead,
-                Scope::GroupsWrite,
-                Scope::Bulk,
-            ]
-            .into_iter()
-            .collect(),
+            [Scope::UsersRead, Scope::UsersWrite, Scope::GroupsRead, Scope::GroupsWrite, Scope::Bulk]
+                .into_iter()
+                .collect(),
         )
     }
 
     pub fn parse_list<S: AsRef<str>>(items: &[S]) -> Result<ScopeSet, DomainError> {
-        items
-            .iter()
-            .map(|s| Scope::parse(s.as_ref()))
-            .collect::<Result<_, _>>()
-            .map(ScopeSet)
+        items.iter().map(|s| Scope::parse(s.as_ref())).collect::<Result<_, _>>().map(ScopeSet)
     }
 
     /// Parses the stored space-separated form.
@@ -83,9 +73,7 @@ impl ScopeSet {
     /// Scopes describe what a peer may do *to* fedkey, so only inbound trusts carry any.
     pub fn check_direction(&self, direction: Direction) -> Result<(), DomainError> {
         match (direction, self.0.iter().next()) {
-            (Direction::Outbound, Some(s)) => {
-                Err(DomainError::ScopeNotAllowed(s.as_str().into(), "outbound"))
-            }
+            (Direction::Outbound, Some(s)) => Err(DomainError::ScopeNotAllowed(s.as_str().into(), "outbound")),
             _ => Ok(()),
         }
     }
@@ -128,15 +116,7 @@ mod tests {
 
     #[test]
     fn outbound_trusts_carry_no_scopes() {
-        assert!(
-            ScopeSet::default_inbound()
-                .check_direction(Direction::Outbound)
-                .is_err()
-        );
-        assert!(
-            ScopeSet::default()
-                .check_direction(Direction::Outbound)
-                .is_ok()
-        );
+        assert!(ScopeSet::default_inbound().check_direction(Direction::Outbound).is_err());
+        assert!(ScopeSet::default().check_direction(Direction::Outbound).is_ok());
     }
 }

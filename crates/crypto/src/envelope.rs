@@ -122,17 +122,9 @@ impl Keyring {
                 continue;
             }
             let bad = |what: &str| EnvelopeError::Keyring(format!("line {}: {what}", i + 1));
-            let (id, b64) = line
-                .split_once(' ')
-                .ok_or_else(|| bad("expected 'ID KEY'"))?;
-            let raw = Zeroizing::new(
-                B64.decode(b64.trim())
-                    .map_err(|_| bad("key is not base64"))?,
-            );
-            let bytes: [u8; 32] = raw
-                .as_slice()
-                .try_into()
-                .map_err(|_| bad("key is not 32 bytes"))?;
+            let (id, b64) = line.split_once(' ').ok_or_else(|| bad("expected 'ID KEY'"))?;
+            let raw = Zeroizing::new(B64.decode(b64.trim()).map_err(|_| bad("key is not base64"))?);
+            let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("key is not 32 bytes"))?;
             let key = MasterKey::from_bytes(Zeroizing::new(bytes));
             if key.id != id {
                 return Err(bad("key id does not match the key"));
@@ -159,9 +151,7 @@ impl Keyring {
     /// Opens an envelope; the plaintext zeroizes when dropped.
     pub fn open(&self, aad: &[u8], envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let p = Parsed::new(envelope)?;
-        let kek = self
-            .get(p.kek_id)
-            .ok_or_else(|| EnvelopeError::UnknownKek(p.kek_id.to_owned()))?;
+        let kek = self.get(p.kek_id).ok_or_else(|| EnvelopeError::UnknownKek(p.kek_id.to_owned()))?;
         let dek = unwrap_dek(kek, p.wrapped_dek)?;
         gcm_open(dek.as_ref(), &data_aad(aad), p.data)
     }
@@ -172,9 +162,7 @@ impl Keyring {
         if p.kek_id == self.active().id {
             return Ok(None);
         }
-        let old = self
-            .get(p.kek_id)
-            .ok_or_else(|| EnvelopeError::UnknownKek(p.kek_id.to_owned()))?;
+        let old = self.get(p.kek_id).ok_or_else(|| EnvelopeError::UnknownKek(p.kek_id.to_owned()))?;
         let dek = unwrap_dek(old, p.wrapped_dek)?;
         let mut out = header(self.active());
         out.extend_from_slice(&wrap_dek(self.active(), dek.as_ref())?);
@@ -196,9 +184,7 @@ struct Parsed<'a> {
 
 impl<'a> Parsed<'a> {
     fn new(b: &'a [u8]) -> Result<Parsed<'a>, EnvelopeError> {
-        let rest = b
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or(EnvelopeError::Malformed)?;
+        let rest = b.strip_prefix(MAGIC.as_slice()).ok_or(EnvelopeError::Malformed)?;
         let (&id_len, rest) = rest.split_first().ok_or(EnvelopeError::Malformed)?;
         let id_len = usize::from(id_len);
         if rest.len() < id_len + WRAPPED_DEK_LEN + NONCE_LEN + TAG_LEN {
@@ -207,11 +193,7 @@ impl<'a> Parsed<'a> {
         let (id, rest) = rest.split_at(id_len);
         let kek_id = std::str::from_utf8(id).map_err(|_| EnvelopeError::Malformed)?;
         let (wrapped_dek, data) = rest.split_at(WRAPPED_DEK_LEN);
-        Ok(Parsed {
-            kek_id,
-            wrapped_dek,
-            data,
-        })
+        Ok(Parsed { kek_id, wrapped_dek, data })
     }
 }
 
@@ -242,13 +224,11 @@ fn unwrap_dek(kek: &MasterKey, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Env
 
 /// nonce | ciphertext | tag
 fn gcm_seal(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let key =
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| EnvelopeError::Malformed)?);
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| EnvelopeError::Malformed)?);
     let nonce_bytes = random::bytes::<NONCE_LEN>().map_err(|_| EnvelopeError::Random)?;
     let nonce = Nonce::assume_unique_for_key(*nonce_bytes);
     let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf)
-        .map_err(|_| EnvelopeError::Random)?;
+    key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf).map_err(|_| EnvelopeError::Random)?;
     let mut out = nonce_bytes.to_vec();
     out.extend_from_slice(&buf);
     Ok(out)
@@ -258,15 +238,11 @@ fn gcm_open(key: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>,
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(EnvelopeError::Malformed);
     }
-    let key =
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| EnvelopeError::Malformed)?);
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| EnvelopeError::Malformed)?);
     let (n, ct) = sealed.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(n).map_err(|_| EnvelopeError::Malformed)?;
     let mut buf = Zeroizing::new(ct.to_vec());
-    let len = key
-        .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())
-        .map_err(|_| EnvelopeError::Open)?
-        .len();
+    let len = key.open_in_place(nonce, Aad::from(aad), buf.as_mut_slice()).map_err(|_| EnvelopeError::Open)?.len();
     buf.truncate(len);
     Ok(buf)
 }
@@ -285,10 +261,7 @@ mod tests {
         let r = ring();
         let env = r.seal(b"trust-1|v1", b"app-issued-secret").unwrap();
         assert!(!env.windows(17).any(|w| w == b"app-issued-secret"));
-        assert_eq!(
-            r.open(b"trust-1|v1", &env).unwrap().as_slice(),
-            b"app-issued-secret"
-        );
+        assert_eq!(r.open(b"trust-1|v1", &env).unwrap().as_slice(), b"app-issued-secret");
         assert_eq!(kek_id(&env).unwrap(), r.active().id());
     }
 
@@ -301,14 +274,7 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert_eq!(r.open(b"trust-1|v1", &bad), Err(EnvelopeError::Open));
-        assert_eq!(
-            ring()
-                .open(b"trust-1|v1", &env)
-                .unwrap_err()
-                .to_string()
-                .contains("not in the keyring"),
-            true
-        );
+        assert!(ring().open(b"trust-1|v1", &env).unwrap_err().to_string().contains("not in the keyring"));
         assert_eq!(r.open(b"x", b"FKE1"), Err(EnvelopeError::Malformed));
     }
 
@@ -323,10 +289,7 @@ mod tests {
         assert!(r.rewrap(&new_env).unwrap().is_none());
         r.retain_active_only();
         assert_eq!(r.open(b"a", &new_env).unwrap().as_slice(), b"secret");
-        assert!(matches!(
-            r.open(b"a", &env),
-            Err(EnvelopeError::UnknownKek(_))
-        ));
+        assert!(matches!(r.open(b"a", &env), Err(EnvelopeError::UnknownKek(_))));
     }
 
     #[test]

@@ -6,10 +6,7 @@ use aws_lc_rs::hmac;
 /// `hmac-sha256:<hex>` of `value` under the per-install `salt`.
 pub fn fingerprint(salt: &[u8], value: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
-    format!(
-        "hmac-sha256:{}",
-        hex::encode(hmac::sign(&key, value).as_ref())
-    )
+    format!("hmac-sha256:{}", hex::encode(hmac::sign(&key, value).as_ref()))
 }
 
 /// HMAC-SHA256 tag, for webhook signatures and the like.

@@ -23,9 +23,7 @@ impl SigningKey {
     }
 
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<SigningKey, SigningError> {
-        Ed25519KeyPair::from_pkcs8(pkcs8)
-            .map(SigningKey)
-            .map_err(|_| SigningError::Malformed)
+        Ed25519KeyPair::from_pkcs8(pkcs8).map(SigningKey).map_err(|_| SigningError::Malformed)
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -48,9 +46,7 @@ impl std::fmt::Debug for SigningKey {
 }
 
 pub fn verify(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(msg, signature)
-        .is_ok()
+    UnparsedPublicKey::new(&ED25519, public_key).verify(msg, signature).is_ok()
 }
 
 #[cfg(test)]

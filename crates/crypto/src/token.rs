@@ -158,10 +158,7 @@ mod tests {
         assert_eq!(parse(&s), Err(TokenError::Checksum));
         assert_eq!(parse("fkp_short"), Err(TokenError::Length));
         assert_eq!(parse("ghp_abc"), Err(TokenError::Prefix));
-        assert_eq!(
-            parse(&format!("fkp_{}", "!".repeat(38))),
-            Err(TokenError::Alphabet)
-        );
+        assert_eq!(parse(&format!("fkp_{}", "!".repeat(38))), Err(TokenError::Alphabet));
     }
 
     #[test]

@@ -61,10 +61,7 @@ mod tests {
     fn spc_advertises_given_limits() {
         let caps = Capabilities {
             patch: false,
-            bulk: Some(BulkLimits {
-                max_operations: 7,
-                max_payload_size: 1024,
-            }),
+            bulk: Some(BulkLimits { max_operations: 7, max_payload_size: 1024 }),
             filter_max_results: Some(200),
             change_password: false,
             sort: false,

@@ -32,12 +32,7 @@ pub struct ScimError {
 
 impl ScimError {
     pub fn new(status: u16, scim_type: Option<ScimType>, detail: impl Into<String>) -> Self {
-        Self {
-            schemas: [ERROR_SCHEMA],
-            status: status.to_string(),
-            scim_type,
-            detail: detail.into(),
-        }
+        Self { schemas: [ERROR_SCHEMA], status: status.to_string(), scim_type, detail: detail.into() }
     }
 
     pub fn status_code(&self) -> u16 {

@@ -28,22 +28,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/directories", get(list_directories).post(create_directory))
         .route("/directories/{d}", get(get_directory))
-        .route(
-            "/directories/{d}/trusts",
-            get(list_trusts).post(create_trust),
-        )
-        .route(
-            "/directories/{d}/trusts/{t}",
-            get(get_trust).delete(delete_trust),
-        )
+        .route("/directories/{d}/trusts", get(list_trusts).post(create_trust))
+        .route("/directories/{d}/trusts/{t}", get(get_trust).delete(delete_trust))
         .route("/directories/{d}/trusts/{t}/suspend", post(suspend_trust))
         .route("/directories/{d}/trusts/{t}/resume", post(resume_trust))
         .route("/directories/{d}/trusts/{t}/keys", get(list_keys))
         .route("/directories/{d}/trusts/{t}/keys/rotate", post(rotate_key))
-        .route(
-            "/directories/{d}/trusts/{t}/keys/{v}/revoke",
-            post(revoke_key),
-        )
+        .route("/directories/{d}/trusts/{t}/keys/{v}/revoke", post(revoke_key))
         .route("/trusts", get(list_all_trusts))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{name}/revoke", post(revoke_token))
@@ -51,9 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/audit/verify", get(audit_verify))
         .route("/test/clock", post(advance_clock))
         .fallback(crate::error::not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            crate::ADMIN_BODY_LIMIT,
-        ))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::ADMIN_BODY_LIMIT))
 }
 
 /// What a role must be able to do for an endpoint.
@@ -75,16 +64,8 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        let meta = parts
-            .extensions
-            .get::<RequestMeta>()
-            .cloned()
-            .unwrap_or_default();
-        match s
-            .store
-            .authenticate_admin(crate::scim::bearer(&parts.headers), &meta)
-            .await
-        {
+        let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
+        match s.store.authenticate_admin(crate::scim::bearer(&parts.headers), &meta).await {
             Ok(Ok(who)) => Ok(Admin { who, meta }),
             Ok(Err(_)) => Err(ApiError::unauthorized()),
             Err(e) => Err(e.into()),
@@ -94,12 +75,7 @@ impl FromRequestParts<AppState> for Admin {
 
 impl Admin {
     fn actor(&self) -> Actor {
-        Actor::token(
-            &self.who.name,
-            self.who.role,
-            self.meta.source.clone(),
-            self.meta.request_id.clone(),
-        )
+        Actor::token(&self.who.name, self.who.role, self.meta.source.clone(), self.meta.request_id.clone())
     }
 
     /// Checks the role; a denial is audited before the 403 goes out.
@@ -114,37 +90,20 @@ impl Admin {
         if ok {
             return Ok(());
         }
-        store
-            .record(
-                &self.actor(),
-                action,
-                Outcome::Denied,
-                json!({"reason": "role", "role": r}),
-            )
-            .await?;
+        store.record(&self.actor(), action, Outcome::Denied, json!({"reason": "role", "role": r})).await?;
         Err(ApiError::forbidden(format!("role {r} may not {action}")))
     }
 
     /// Checks the role and records the read (fail-closed).
-    async fn read(
-        &self,
-        store: &Store,
-        need: Need,
-        action: &str,
-        details: Value,
-    ) -> Result<(), ApiError> {
+    async fn read(&self, store: &Store, need: Need, action: &str, details: Value) -> Result<(), ApiError> {
         self.require(store, need, action).await?;
-        store
-            .record_admin_access(&self.who, &self.meta, action, details)
-            .await?;
+        store.record_admin_access(&self.who, &self.meta, action, details).await?;
         Ok(())
     }
 }
 
 fn trust_ref(d: String, t: String) -> Result<TrustRef, ApiError> {
-    format!("{d}/{t}")
-        .parse::<TrustRef>()
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    format!("{d}/{t}").parse::<TrustRef>().map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn ts(t: Option<Timestamp>) -> Value {
@@ -187,11 +146,8 @@ fn dir_json(d: &fedkey_store::Directory) -> Value {
 
 /// Durations as `24h`, `90m`, `0s`, `1d 12h`.
 fn parse_duration(field: &str, s: &str) -> Result<Duration, ApiError> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
-        ApiError::bad_request(format!(
-            "{field}: {s:?} is not a duration (e.g. 24h, 90m, 0s)"
-        ))
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|_| ApiError::bad_request(format!("{field}: {s:?} is not a duration (e.g. 24h, 90m, 0s)")))
 }
 
 // ---- directories ----
@@ -207,33 +163,19 @@ async fn create_directory(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<CreateDirectory>,
 ) -> Result<impl IntoResponse, ApiError> {
-    a.require(&s.store, Need::Administer, "directory.create")
-        .await?;
+    a.require(&s.store, Need::Administer, "directory.create").await?;
     let d = s.store.create_directory(&a.actor(), &b.name).await?;
     Ok((StatusCode::CREATED, Json(dir_json(&d))))
 }
 
 async fn list_directories(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Read, "directory.list", json!({}))
-        .await?;
+    a.read(&s.store, Need::Read, "directory.list", json!({})).await?;
     let ds = s.store.list_directories().await?;
-    Ok(Json(
-        json!({"directories": ds.iter().map(dir_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"directories": ds.iter().map(dir_json).collect::<Vec<_>>()})))
 }
 
-async fn get_directory(
-    a: Admin,
-    State(s): State<AppState>,
-    Path(d): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    a.read(
-        &s.store,
-        Need::Read,
-        "directory.show",
-        json!({"directory": d}),
-    )
-    .await?;
+async fn get_directory(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+    a.read(&s.store, Need::Read, "directory.show", json!({"directory": d})).await?;
     Ok(Json(dir_json(&s.store.directory(&d).await?)))
 }
 
@@ -261,13 +203,9 @@ async fn create_trust(
     Path(d): Path<String>,
     ApiJson(b): ApiJson<CreateTrust>,
 ) -> Result<impl IntoResponse, ApiError> {
-    a.require(&s.store, Need::Administer, "trust.create")
-        .await?;
+    a.require(&s.store, Need::Administer, "trust.create").await?;
     let scopes = match &b.scopes {
-        Some(list) => Some(
-            Store::parse_scopes(b.direction, list)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
-        ),
+        Some(list) => Some(Store::parse_scopes(b.direction, list).map_err(|e| ApiError::bad_request(e.to_string()))?),
         None => None,
     };
     let (trust, kv, key) = s
@@ -294,26 +232,16 @@ async fn create_trust(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list_trusts(
-    a: Admin,
-    State(s): State<AppState>,
-    Path(d): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Read, "trust.list", json!({"directory": d}))
-        .await?;
+async fn list_trusts(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+    a.read(&s.store, Need::Read, "trust.list", json!({"directory": d})).await?;
     let ts = s.store.list_trusts(Some(&d)).await?;
-    Ok(Json(
-        json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()})))
 }
 
 async fn list_all_trusts(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Read, "trust.list", json!({}))
-        .await?;
+    a.read(&s.store, Need::Read, "trust.list", json!({})).await?;
     let ts = s.store.list_trusts(None).await?;
-    Ok(Json(
-        json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()})))
 }
 
 async fn get_trust(
@@ -322,19 +250,11 @@ async fn get_trust(
     Path((d, t)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let r = trust_ref(d, t)?;
-    a.read(
-        &s.store,
-        Need::Read,
-        "trust.show",
-        json!({"trust": r.to_string()}),
-    )
-    .await?;
+    a.read(&s.store, Need::Read, "trust.show", json!({"trust": r.to_string()})).await?;
     let trust = s.store.trust(&r).await?;
     let keys = s.store.list_keys(&r).await?;
     let now = s.store.now();
-    Ok(Json(
-        json!({"trust": trust_json(&trust), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"trust": trust_json(&trust), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()})))
 }
 
 async fn delete_trust(
@@ -343,25 +263,14 @@ async fn delete_trust(
     Path((d, t)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let r = trust_ref(d, t)?;
-    a.require(&s.store, Need::Administer, "trust.delete")
-        .await?;
+    a.require(&s.store, Need::Administer, "trust.delete").await?;
     s.store.delete_trust(&a.actor(), &r).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_status(
-    a: Admin,
-    s: AppState,
-    d: String,
-    t: String,
-    status: TrustStatus,
-) -> Result<Json<Value>, ApiError> {
+async fn set_status(a: Admin, s: AppState, d: String, t: String, status: TrustStatus) -> Result<Json<Value>, ApiError> {
     let r = trust_ref(d, t)?;
-    let action = if status == TrustStatus::Active {
-        "trust.resume"
-    } else {
-        "trust.suspend"
-    };
+    let action = if status == TrustStatus::Active { "trust.resume" } else { "trust.suspend" };
     a.require(&s.store, Need::Operate, action).await?;
     let trust = s.store.set_trust_status(&a.actor(), &r, status).await?;
     Ok(Json(json!({"trust": trust_json(&trust)})))
@@ -391,18 +300,10 @@ async fn list_keys(
     Path((d, t)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let r = trust_ref(d, t)?;
-    a.read(
-        &s.store,
-        Need::Read,
-        "key.list",
-        json!({"trust": r.to_string()}),
-    )
-    .await?;
+    a.read(&s.store, Need::Read, "key.list", json!({"trust": r.to_string()})).await?;
     let keys = s.store.list_keys(&r).await?;
     let now = s.store.now();
-    Ok(Json(
-        json!({"trust": r.to_string(), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"trust": r.to_string(), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()})))
 }
 
 #[derive(Deserialize, Default)]
@@ -436,14 +337,7 @@ async fn rotate_key(
     }
     let (kv, key) = s
         .store
-        .rotate_key(
-            &a.actor(),
-            &r,
-            RotateKey {
-                overlap,
-                outbound_key: b.key.map(|k| Secret::new(k.to_string())),
-            },
-        )
+        .rotate_key(&a.actor(), &r, RotateKey { overlap, outbound_key: b.key.map(|k| Secret::new(k.to_string())) })
         .await?;
     let mut body = json!({"trust": r.to_string(), "key_version": key_json(&kv, s.store.now())});
     if let Some(k) = key {
@@ -458,16 +352,11 @@ async fn revoke_key(
     Path((d, t, v)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let r = trust_ref(d, t)?;
-    let v: i64 = v
-        .parse()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::bad_request("version must be a positive integer"))?;
+    let v: i64 =
+        v.parse().ok().filter(|v| *v > 0).ok_or_else(|| ApiError::bad_request("version must be a positive integer"))?;
     a.require(&s.store, Need::Operate, "key.revoke").await?;
     let kv = s.store.revoke_key(&a.actor(), &r, v).await?;
-    Ok(Json(
-        json!({"trust": r.to_string(), "key_version": key_json(&kv, s.store.now())}),
-    ))
+    Ok(Json(json!({"trust": r.to_string(), "key_version": key_json(&kv, s.store.now())})))
 }
 
 // ---- admin tokens ----
@@ -493,38 +382,22 @@ async fn create_token(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
-    a.require(&s.store, Need::Administer, "token.create")
-        .await?;
-    let ttl = b
-        .ttl
-        .as_deref()
-        .map(|t| parse_duration("ttl", t))
-        .transpose()?;
-    let (t, secret) = s
-        .store
-        .create_admin_token(&a.actor(), &b.name, b.role, ttl)
-        .await?;
+    a.require(&s.store, Need::Administer, "token.create").await?;
+    let ttl = b.ttl.as_deref().map(|t| parse_duration("ttl", t)).transpose()?;
+    let (t, secret) = s.store.create_admin_token(&a.actor(), &b.name, b.role, ttl).await?;
     let mut body = token_json(&t);
     body["token"] = json!(secret.expose());
     Ok((StatusCode::CREATED, Json(body)))
 }
 
 async fn list_tokens(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Administer, "token.list", json!({}))
-        .await?;
+    a.read(&s.store, Need::Administer, "token.list", json!({})).await?;
     let ts = s.store.list_admin_tokens().await?;
-    Ok(Json(
-        json!({"tokens": ts.iter().map(token_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"tokens": ts.iter().map(token_json).collect::<Vec<_>>()})))
 }
 
-async fn revoke_token(
-    a: Admin,
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    a.require(&s.store, Need::Administer, "token.revoke")
-        .await?;
+async fn revoke_token(a: Admin, State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    a.require(&s.store, Need::Administer, "token.revoke").await?;
     let t = s.store.revoke_admin_token(&a.actor(), &name).await?;
     Ok(Json(token_json(&t)))
 }
@@ -548,9 +421,7 @@ fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiE
     s.as_deref()
         .map(|v| {
             Timestamp::parse_rfc3339(v).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "{field}: expected RFC 3339 time, e.g. 2026-11-28T00:00:00Z"
-                ))
+                ApiError::bad_request(format!("{field}: expected RFC 3339 time, e.g. 2026-11-28T00:00:00Z"))
             })
         })
         .transpose()
@@ -562,7 +433,13 @@ async fn audit_page(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    a.read(&s.store, Need::Audit, "audit.read", json!({"filter": {"directory": q.directory, "trust": q.trust, "actor": q.actor, "action": q.action}})).await?;
+    a.read(
+        &s.store,
+        Need::Audit,
+        "audit.read",
+        json!({"filter": {"directory": q.directory, "trust": q.trust, "actor": q.actor, "action": q.action}}),
+    )
+    .await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
@@ -578,27 +455,18 @@ async fn audit_page(
         limit,
     };
     let records = fedkey_store::audit::query(&s.store.db, &f).await?;
-    let next = (records.len() as i64 == limit)
-        .then(|| records.last().map(|r| r.seq))
-        .flatten();
-    Ok(Json(
-        json!({"records": records.iter().map(|r| r.to_json()).collect::<Vec<_>>(), "next_after": next}),
-    ))
+    let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.seq)).flatten();
+    Ok(Json(json!({"records": records.iter().map(|r| r.to_json()).collect::<Vec<_>>(), "next_after": next})))
 }
 
 async fn audit_verify(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Audit, "audit.verify", json!({}))
-        .await?;
+    a.read(&s.store, Need::Audit, "audit.verify", json!({})).await?;
     let store = &s.store;
-    match fedkey_store::audit::verify(&store.db, &store.install.id, &store.install.public_key)
-        .await?
-    {
+    match fedkey_store::audit::verify(&store.db, &store.install.id, &store.install.public_key).await? {
         Ok(rep) => Ok(Json(
             json!({"ok": true, "records": rep.records, "checkpoints": rep.checkpoints, "head": hex::encode(rep.head_hash)}),
         )),
-        Err(e) => Ok(Json(
-            json!({"ok": false, "seq": e.seq, "error": e.to_string()}),
-        )),
+        Err(e) => Ok(Json(json!({"ok": false, "seq": e.seq, "error": e.to_string()}))),
     }
 }
 
@@ -624,14 +492,7 @@ async fn advance_clock(
     };
     a.require(&s.store, Need::Administer, "test.clock").await?;
     let d = parse_duration("advance", &b.advance)?;
-    s.store
-        .record(
-            &a.actor(),
-            "test.clock.advance",
-            Outcome::Success,
-            json!({"advance_seconds": d.as_secs()}),
-        )
-        .await?;
+    s.store.record(&a.actor(), "test.clock.advance", Outcome::Success, json!({"advance_seconds": d.as_secs()})).await?;
     clock.advance(d);
     Ok(Json(json!({"now": s.store.now().to_rfc3339()})))
 }

@@ -16,11 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -28,11 +24,7 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing, malformed, unknown, expired or revoked token",
-        )
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing, malformed, unknown, expired or revoked token")
     }
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
@@ -50,11 +42,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
+        let mut resp =
+            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -68,19 +57,13 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::NotFound(what) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-            ),
-            StoreError::Conflict(what) => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("{what} already exists"),
-            ),
-            StoreError::Domain(d) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", d.to_string())
+            StoreError::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
             }
+            StoreError::Conflict(what) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
+            }
+            StoreError::Domain(d) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", d.to_string()),
             StoreError::Forbidden(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", m),
             e @ StoreError::AuditUnavailable(_) => {
                 tracing::error!(error = ?e, "audit unavailable; request refused");
@@ -88,11 +71,7 @@ impl From<StoreError> for ApiError {
             }
             e => {
                 tracing::error!(error = ?e, "internal error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the server log",
-                )
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
             }
         }
     }

@@ -12,10 +12,7 @@ use serde_json::json;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -42,36 +39,19 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     };
     let ready = db == "ok" && audit == "ok";
     metrics::gauge!("fedkey_ready").set(if ready { 1.0 } else { 0.0 });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        axum::Json(
-            json!({"status": if ready {"ready"} else {"not ready"}, "database": db, "audit": audit}),
-        ),
-    )
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({"status": if ready {"ready"} else {"not ready"}, "database": db, "audit": audit})))
 }
 
 async fn probe_audit(s: &AppState) -> Result<(), fedkey_store::StoreError> {
     let store = &s.store;
     let mut tx = store.db.begin().await?;
-    let ev = Event::new(
-        store.now(),
-        "system:readyz",
-        "readiness.probe",
-        Outcome::Success,
-    );
+    let ev = Event::new(store.now(), "system:readyz", "readiness.probe", Outcome::Success);
     fedkey_store::audit::append_in_tx(&mut tx, &store.db, vec![ev]).await?;
     tx.rollback().await?;
     Ok(())
 }
 
 async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }

@@ -23,8 +23,7 @@ pub fn observe_request(method: &str, route: Option<&str>, status: u16, elapsed: 
     let route = route.unwrap_or("unmatched").to_owned();
     metrics::counter!("fedkey_http_requests_total", "method" => method.to_owned(), "route" => route.clone(), "status" => status.to_string())
         .increment(1);
-    metrics::histogram!("fedkey_http_request_duration_seconds", "route" => route)
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!("fedkey_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
 }
 
 pub fn render() -> String {

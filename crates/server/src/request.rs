@@ -17,26 +17,14 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let path = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let path = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
     let method = req.method().clone();
-    req.extensions_mut().insert(RequestMeta {
-        source,
-        request_id: Some(id.clone()),
-    });
+    req.extensions_mut().insert(RequestMeta { source, request_id: Some(id.clone()) });
     let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();

@@ -2,7 +2,7 @@
 //! `/ServiceProviderConfig`; the SCIM service issue fills in resources.
 
 use axum::Router;
-use axum::extract::{Extension, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,9 +13,7 @@ use fedkey_store::auth::{Principal, RequestMeta};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/{directory}/ServiceProviderConfig", get(spc))
-        .fallback(unknown)
+    Router::new().route("/{directory}/ServiceProviderConfig", get(spc)).fallback(unknown)
 }
 
 /// A SCIM error response with the SCIM media type.
@@ -23,18 +21,12 @@ pub struct ScimResponse(pub ScimError);
 
 impl IntoResponse for ScimResponse {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(&self.0)).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(SCIM_MEDIA_TYPE),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"fedkey-scim\""),
-            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"fedkey-scim\""));
         }
         resp
     }
@@ -51,22 +43,10 @@ impl FromRequestParts<AppState> for Provisioner {
         let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, s)
             .await
             .map_err(|_| ScimResponse(ScimError::new(404, None, "unknown directory")))?;
-        let directory = params
-            .iter()
-            .find(|(k, _)| k == "directory")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        let meta = parts
-            .extensions
-            .get::<RequestMeta>()
-            .cloned()
-            .unwrap_or_default();
+        let directory = params.iter().find(|(k, _)| k == "directory").map(|(_, v)| v.clone()).unwrap_or_default();
+        let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
         let token = bearer(&parts.headers);
-        match s
-            .store
-            .authenticate_provisioning(&directory, token, &meta)
-            .await
-        {
+        match s.store.authenticate_provisioning(&directory, token, &meta).await {
             Ok(Ok(p)) => Ok(Provisioner(p)),
             Ok(Err(_)) => Err(ScimResponse(ScimError::new(
                 401,
@@ -75,11 +55,7 @@ impl FromRequestParts<AppState> for Provisioner {
             ))),
             Err(e) => {
                 tracing::error!(error = ?e, "audit unavailable; SCIM request refused");
-                Err(ScimResponse(ScimError::new(
-                    503,
-                    None,
-                    "the audit log is unavailable; request refused",
-                )))
+                Err(ScimResponse(ScimError::new(503, None, "the audit log is unavailable; request refused")))
             }
         }
     }
@@ -89,10 +65,7 @@ impl FromRequestParts<AppState> for Provisioner {
 pub fn bearer(h: &HeaderMap) -> Option<&str> {
     let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 pub fn capabilities() -> Capabilities {
@@ -107,25 +80,17 @@ pub fn capabilities() -> Capabilities {
     }
 }
 
-async fn spc(
-    Provisioner(p): Provisioner,
-    State(_): State<AppState>,
-    Extension(_meta): Extension<RequestMeta>,
-    headers: HeaderMap,
-) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let location = format!(
-        "http://{host}/scim/v2/{}/ServiceProviderConfig",
-        p.directory
-    );
+async fn spc(Provisioner(p): Provisioner, headers: HeaderMap) -> Response {
+    render_spc(&p.directory, &headers)
+}
+
+/// The `/ServiceProviderConfig` response for `directory` (shared with the benchmark's
+/// unauthenticated baseline, so both measure the same work).
+pub fn render_spc(directory: &str, headers: &HeaderMap) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let location = format!("http://{host}/scim/v2/{directory}/ServiceProviderConfig");
     let mut resp = axum::Json(service_provider_config(&capabilities(), &location)).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(SCIM_MEDIA_TYPE),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
     resp
 }
 

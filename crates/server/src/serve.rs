@@ -33,9 +33,7 @@ pub fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<tokio_rustls::TlsAccepto
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            anyhow::anyhow!("cannot read TLS certificate {}: {e}", files.cert.display())
-        })?;
+        .map_err(|e| anyhow::anyhow!("cannot read TLS certificate {}: {e}", files.cert.display()))?;
     if certs.is_empty() {
         anyhow::bail!("no certificate found in {}", files.cert.display());
     }
@@ -80,12 +78,10 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
             let builder = Builder::new(TokioExecutor::new());
             match acceptor {
                 None => {
@@ -97,9 +93,7 @@ pub async fn serve(
                     }
                 }
                 Some(acc) => {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp))
-                        .await
-                    {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp)).await {
                         Ok(Ok(t)) => t,
                         _ => return,
                     };

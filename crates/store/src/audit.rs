@@ -19,14 +19,8 @@ use crate::{Db, StoreError};
 
 /// Appends `events` to the chain inside `tx`. Nothing is durable until the caller
 /// commits, and the caller's change commits only with its audit records.
-pub async fn append_in_tx(
-    tx: &mut Tx,
-    db: &Db,
-    events: Vec<Event>,
-) -> Result<Vec<Record>, StoreError> {
-    let head = sqlx::query(db.backend.lock_audit_head())
-        .fetch_one(&mut **tx)
-        .await?;
+pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Vec<Record>, StoreError> {
+    let head = sqlx::query(db.backend.lock_audit_head()).fetch_one(&mut **tx).await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev = hash32(head.try_get("hash")?, "audit_head")?;
     let mut out = Vec::with_capacity(events.len());
@@ -34,26 +28,35 @@ pub async fn append_in_tx(
         seq += 1;
         let r = e.into_record(seq, prev);
         prev = r.hash;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(r.seq)
-        .bind(r.ts.0)
-        .bind(r.actor.clone())
-        .bind(r.action.clone())
-        .bind(r.outcome.as_str())
-        .bind(r.directory.clone())
-        .bind(r.trust.clone())
-        .bind(r.key_version)
-        .bind(r.source.clone())
-        .bind(r.request_id.clone())
-        .bind(r.details.clone())
-        .bind(r.prev_hash.to_vec())
-        .bind(r.hash.to_vec())
-        .execute(&mut **tx)
-        .await?;
         out.push(r);
+    }
+    // Multi-row INSERTs: one round trip per chunk instead of per record (a group-commit
+    // batch holds up to `max_batch` records). Chunk sizes are powers of two so only a
+    // handful of distinct statements reach the prepared-statement cache, and at most
+    // 64 rows × 13 columns stays under SQLite's historic 999-parameter limit.
+    let mut rest = out.as_slice();
+    while !rest.is_empty() {
+        let n = chunk_len(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(n)));
+        for r in chunk {
+            q = q
+                .bind(r.seq)
+                .bind(r.ts.0)
+                .bind(r.actor.clone())
+                .bind(r.action.clone())
+                .bind(r.outcome.as_str())
+                .bind(r.directory.clone())
+                .bind(r.trust.clone())
+                .bind(r.key_version)
+                .bind(r.source.clone())
+                .bind(r.request_id.clone())
+                .bind(r.details.clone())
+                .bind(r.prev_hash.to_vec())
+                .bind(r.hash.to_vec());
+        }
+        q.execute(&mut **tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
@@ -61,6 +64,31 @@ pub async fn append_in_tx(
         .execute(&mut **tx)
         .await?;
     Ok(out)
+}
+
+const AUDIT_COLUMNS: usize = 13;
+const MAX_INSERT_ROWS: usize = 64;
+
+/// The largest power of two not above `remaining` (capped at [`MAX_INSERT_ROWS`]).
+fn chunk_len(remaining: usize) -> usize {
+    let n = remaining.min(MAX_INSERT_ROWS);
+    if n == 0 { 0 } else { 1 << n.ilog2() }
+}
+
+fn insert_sql(rows: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::from(
+        "INSERT INTO audit_log (seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash) VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..AUDIT_COLUMNS {
+            let sep = if col == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * AUDIT_COLUMNS + col + 1);
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Something to mark as used when the audit batch that records its use commits.
@@ -94,21 +122,12 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig {
-            max_batch: 1024,
-            checkpoint_every: 10_000,
-            checkpoint_interval: Duration::from_secs(60),
-        }
+        WriterConfig { max_batch: 1024, checkpoint_every: 10_000, checkpoint_interval: Duration::from_secs(60) }
     }
 }
 
 impl AuditWriter {
-    pub fn spawn(
-        db: Db,
-        install: Arc<Install>,
-        clock: Arc<dyn Clock>,
-        cfg: WriterConfig,
-    ) -> AuditWriter {
+    pub fn spawn(db: Db, install: Arc<Install>, clock: Arc<dyn Clock>, cfg: WriterConfig) -> AuditWriter {
         let (tx, rx) = mpsc::channel(cfg.max_batch * 8);
         tokio::spawn(run_writer(db, install, clock, cfg, rx));
         AuditWriter { tx }
@@ -118,10 +137,7 @@ impl AuditWriter {
     pub async fn record(&self, event: Event, touch: Option<Touch>) -> Result<i64, StoreError> {
         let (done, wait) = oneshot::channel();
         let unavailable = |m: String| StoreError::AuditUnavailable(Box::new(StoreError::Config(m)));
-        self.tx
-            .send(Job { event, touch, done })
-            .await
-            .map_err(|_| unavailable("audit writer stopped".into()))?;
+        self.tx.send(Job { event, touch, done }).await.map_err(|_| unavailable("audit writer stopped".into()))?;
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(m)) => Err(unavailable(m)),
@@ -200,16 +216,16 @@ async fn commit_batch(
         }
     }
     let last = records.last().map(|r| (r.seq, r.hash));
-    if let Some((seq, hash)) = last {
-        if seq - *last_checkpoint >= every {
-            insert_checkpoint(&mut tx, install, seq, hash, ts).await?;
-        }
+    if let Some((seq, hash)) = last
+        && seq - *last_checkpoint >= every
+    {
+        insert_checkpoint(&mut tx, install, seq, hash, ts).await?;
     }
     tx.commit().await?;
-    if let Some((seq, _)) = last {
-        if seq - *last_checkpoint >= every {
-            *last_checkpoint = seq;
-        }
+    if let Some((seq, _)) = last
+        && seq - *last_checkpoint >= every
+    {
+        *last_checkpoint = seq;
     }
     Ok(records.first().map(|r| r.seq).unwrap_or(0))
 }
@@ -241,9 +257,7 @@ pub async fn checkpoint_if_new(
     min_new: i64,
 ) -> Result<Option<i64>, StoreError> {
     let mut tx = db.begin().await?;
-    let head = sqlx::query(db.backend.lock_audit_head())
-        .fetch_one(&mut *tx)
-        .await?;
+    let head = sqlx::query(db.backend.lock_audit_head()).fetch_one(&mut *tx).await?;
     let seq: i64 = head.try_get("seq")?;
     let stored_last = latest_checkpoint_in(&mut tx).await?;
     *last = (*last).max(stored_last);
@@ -258,16 +272,12 @@ pub async fn checkpoint_if_new(
 }
 
 async fn latest_checkpoint_in(tx: &mut Tx) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COALESCE(MAX(size), 0) AS n FROM audit_checkpoints")
-        .fetch_one(&mut **tx)
-        .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(size), 0) AS n FROM audit_checkpoints").fetch_one(&mut **tx).await?;
     Ok(row.try_get("n")?)
 }
 
 async fn latest_checkpoint_size(db: &Db) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COALESCE(MAX(size), 0) AS n FROM audit_checkpoints")
-        .fetch_one(&db.pool)
-        .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(size), 0) AS n FROM audit_checkpoints").fetch_one(&db.pool).await?;
     Ok(row.try_get("n")?)
 }
 
@@ -322,8 +332,7 @@ fn record_from_row(r: &AnyRow) -> Result<Record, StoreError> {
         ts: Timestamp(r.try_get("ts")?),
         actor: r.try_get("actor")?,
         action: r.try_get("action")?,
-        outcome: Outcome::parse(&outcome)
-            .ok_or_else(|| StoreError::Corrupt("audit_log.outcome".into()))?,
+        outcome: Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt("audit_log.outcome".into()))?,
         directory: r.try_get("directory")?,
         trust: r.try_get("trust")?,
         key_version: r.try_get("key_version")?,
@@ -348,9 +357,7 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     let rows =
-        sqlx::query("SELECT size, head_hash, ts, signature FROM audit_checkpoints ORDER BY size")
-            .fetch_all(ex)
-            .await?;
+        sqlx::query("SELECT size, head_hash, ts, signature FROM audit_checkpoints ORDER BY size").fetch_all(ex).await?;
     rows.iter()
         .map(|r| {
             Ok(Checkpoint {
@@ -371,9 +378,7 @@ async fn head_on<'e, E>(ex: E) -> Result<(i64, [u8; 32]), StoreError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(ex)
-        .await?;
+    let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(ex).await?;
     Ok((r.try_get("seq")?, hash32(r.try_get("hash")?, "audit_head")?))
 }
 
@@ -396,15 +401,8 @@ pub async fn verify(
     let mut after = 0;
     loop {
         // Paging by seq; the verifier notices gaps, duplicates and reordering.
-        let page = query_on(
-            &mut *tx,
-            &AuditFilter {
-                after_seq: Some(after),
-                limit: 5000,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let page =
+            query_on(&mut *tx, &AuditFilter { after_seq: Some(after), limit: 5000, ..Default::default() }).await?;
         if page.is_empty() {
             break;
         }
@@ -418,4 +416,28 @@ pub async fn verify(
     let head = head_on(&mut *tx).await?;
     tx.rollback().await?;
     Ok(v.finish(Some(head)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_chunks_cover_every_record_with_few_statement_shapes() {
+        let mut shapes = HashSet::new();
+        for total in 0..=2048 {
+            let mut rest = total;
+            while rest > 0 {
+                let n = chunk_len(rest);
+                assert!(n.is_power_of_two() && n <= rest && n <= MAX_INSERT_ROWS, "{total}: {n}");
+                shapes.insert(n);
+                rest -= n;
+            }
+        }
+        assert_eq!(shapes.len(), 7);
+        let sql = insert_sql(2);
+        assert_eq!(sql.matches('$').count(), 2 * AUDIT_COLUMNS);
+        assert!(sql.ends_with("($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"), "{sql}");
+        const { assert!(MAX_INSERT_ROWS * AUDIT_COLUMNS <= 999) };
+    }
 }

@@ -12,9 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fedkey_audit::Outcome;
-use fedkey_core::{
-    Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle,
-};
+use fedkey_core::{Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle};
 use fedkey_crypto::token::{self, TokenKind, Verifier};
 use serde_json::json;
 use sqlx::Row;
@@ -114,10 +112,7 @@ const MAX_CACHE_ENTRIES: usize = 100_000;
 
 impl AuthCache {
     pub(crate) fn new(ttl: Duration) -> AuthCache {
-        AuthCache {
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
+        AuthCache { ttl, map: Mutex::new(HashMap::new()) }
     }
 
     fn get(&self, v: &Verifier, generation: u64) -> Option<Cached> {
@@ -134,14 +129,7 @@ impl AuthCache {
             if map.len() >= MAX_CACHE_ENTRIES {
                 map.clear();
             }
-            map.insert(
-                v.0,
-                Entry {
-                    value,
-                    loaded: Instant::now(),
-                    generation,
-                },
-            );
+            map.insert(v.0, Entry { value, loaded: Instant::now(), generation });
         }
     }
 }
@@ -190,26 +178,16 @@ impl Store {
                 directory: get("directory")?,
                 trust_id: get("trust_id")?,
                 trust: get("trust")?,
-                peer_kind: get("peer_kind")?
-                    .parse()
-                    .map_err(|_| corrupt("trusts.peer_kind"))?,
+                peer_kind: get("peer_kind")?.parse().map_err(|_| corrupt("trusts.peer_kind"))?,
                 version: row.try_get("version")?,
-                scopes: ScopeSet::parse_stored(&get("scopes")?)
-                    .map_err(|_| corrupt("key_versions.scopes"))?,
+                scopes: ScopeSet::parse_stored(&get("scopes")?).map_err(|_| corrupt("key_versions.scopes"))?,
             },
-            direction: get("direction")?
-                .parse()
-                .map_err(|_| corrupt("trusts.direction"))?,
-            trust_status: get("status")?
-                .parse()
-                .map_err(|_| corrupt("trusts.status"))?,
-            state: get("state")?
-                .parse()
-                .map_err(|_| corrupt("key_versions.state"))?,
+            direction: get("direction")?.parse().map_err(|_| corrupt("trusts.direction"))?,
+            trust_status: get("status")?.parse().map_err(|_| corrupt("trusts.status"))?,
+            state: get("state")?.parse().map_err(|_| corrupt("key_versions.state"))?,
             expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(Timestamp),
         };
-        self.auth_cache
-            .put(&v, Cached::Key(Box::new(rec.clone())), generation);
+        self.auth_cache.put(&v, Cached::Key(Box::new(rec.clone())), generation);
         Ok(Some(rec))
     }
 
@@ -244,37 +222,25 @@ impl Store {
         let (result, rec) = match presented {
             None => (Err(AuthFailure::Missing), None),
             Some(p) if token::parse(p).is_err() => (Err(AuthFailure::Malformed), None),
-            Some(p) if token::parse(p) == Ok(TokenKind::Admin) => {
-                (Err(AuthFailure::WrongKind), None)
-            }
+            Some(p) if token::parse(p) == Ok(TokenKind::Admin) => (Err(AuthFailure::WrongKind), None),
             Some(p) => match self.resolve_key(p).await? {
                 None => (Err(AuthFailure::Unknown), None),
                 Some(rec) => (Self::check_key(&rec, directory, now), Some(rec)),
             },
         };
         let actor = match &rec {
-            Some(r) => format!(
-                "key:{}/{}#{}",
-                r.principal.directory, r.principal.trust, r.principal.version
-            ),
+            Some(r) => format!("key:{}/{}#{}", r.principal.directory, r.principal.trust, r.principal.version),
             None => "anonymous".to_owned(),
         };
         let mut ev = self
             .event(
-                &Actor {
-                    id: actor,
-                    role: None,
-                    source: meta.source.clone(),
-                    request_id: meta.request_id.clone(),
-                },
+                &Actor { id: actor, role: None, source: meta.source.clone(), request_id: meta.request_id.clone() },
                 "key.authenticate",
                 Outcome::Success,
             )
             .directory(directory.chars().take(64).collect::<String>());
         if let Some(r) = &rec {
-            ev = ev
-                .trust(r.principal.trust.clone())
-                .key_version(r.principal.version);
+            ev = ev.trust(r.principal.trust.clone()).key_version(r.principal.version);
         }
         match &result {
             Ok(()) => {}
@@ -292,10 +258,9 @@ impl Store {
             }
         }
         let touch = match (&result, &rec) {
-            (Ok(()), Some(r)) => Some(Touch::KeyVersion {
-                trust_id: r.principal.trust_id.clone(),
-                version: r.principal.version,
-            }),
+            (Ok(()), Some(r)) => {
+                Some(Touch::KeyVersion { trust_id: r.principal.trust_id.clone(), version: r.principal.version })
+            }
             _ => None,
         };
         let outcome = if result.is_ok() { "success" } else { "denied" };
@@ -341,13 +306,7 @@ impl Store {
                     source: meta.source.clone(),
                     request_id: meta.request_id.clone(),
                 };
-                self.audit
-                    .record(
-                        self.event(&actor, "admin.authenticate", Outcome::Denied)
-                            .details(d),
-                        None,
-                    )
-                    .await?;
+                self.audit.record(self.event(&actor, "admin.authenticate", Outcome::Denied).details(d), None).await?;
             }
         }
         Ok(result)
@@ -359,10 +318,12 @@ impl Store {
         if let Some(Cached::Token(t)) = self.auth_cache.get(&v, generation) {
             return Ok(Some(t));
         }
-        let row = sqlx::query("SELECT id, name, role, verifier, expires_at, revoked_at FROM admin_tokens WHERE verifier = $1")
-            .bind(v.0.to_vec())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, role, verifier, expires_at, revoked_at FROM admin_tokens WHERE verifier = $1",
+        )
+        .bind(v.0.to_vec())
+        .fetch_optional(self.db.pool())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let stored: Vec<u8> = row.try_get("verifier")?;
         if !fedkey_crypto::ct_eq(&stored, &v.0) {
@@ -374,16 +335,13 @@ impl Store {
             principal: AdminPrincipal {
                 id: row.try_get("id")?,
                 name: row.try_get("name")?,
-                role: role
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("admin_tokens.role".into()))?,
+                role: role.parse().map_err(|_| StoreError::Corrupt("admin_tokens.role".into()))?,
             },
             expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(Timestamp),
             revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
         };
         let _ = rec.verifier;
-        self.auth_cache
-            .put(&v, Cached::Token(rec.clone()), generation);
+        self.auth_cache.put(&v, Cached::Token(rec.clone()), generation);
         Ok(Some(rec))
     }
 
@@ -395,18 +353,8 @@ impl Store {
         action: &str,
         details: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let actor = Actor::token(
-            &who.name,
-            who.role,
-            meta.source.clone(),
-            meta.request_id.clone(),
-        );
-        let ev = self
-            .event(&actor, action, Outcome::Success)
-            .details(details);
-        self.audit
-            .record(ev, Some(Touch::AdminToken { id: who.id.clone() }))
-            .await
-            .map(|_| ())
+        let actor = Actor::token(&who.name, who.role, meta.source.clone(), meta.request_id.clone());
+        let ev = self.event(&actor, action, Outcome::Success).details(details);
+        self.audit.record(ev, Some(Touch::AdminToken { id: who.id.clone() })).await.map(|_| ())
     }
 }

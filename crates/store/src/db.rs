@@ -22,9 +22,7 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            Err(StoreError::Config(
-                "database URL must start with sqlite: or postgres://".into(),
-            ))
+            Err(StoreError::Config("database URL must start with sqlite: or postgres://".into()))
         }
     }
 
@@ -67,10 +65,7 @@ impl Backend {
     pub(crate) fn migrations(self) -> &'static [(i64, &'static str)] {
         match self {
             Backend::Sqlite => &[(1, include_str!("../migrations/sqlite/0001_foundation.sql"))],
-            Backend::Postgres => &[(
-                1,
-                include_str!("../migrations/postgres/0001_foundation.sql"),
-            )],
+            Backend::Postgres => &[(1, include_str!("../migrations/postgres/0001_foundation.sql"))],
         }
     }
 
@@ -103,9 +98,7 @@ impl Db {
             _ => url.to_owned(),
         };
         let opts = AnyConnectOptions::from_str(&url)
-            .map_err(|e| {
-                StoreError::Config(format!("invalid database URL: {}", redact_url_error(&e)))
-            })?
+            .map_err(|e| StoreError::Config(format!("invalid database URL: {}", redact_url_error(&e))))?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
         let max = match backend {
@@ -138,10 +131,7 @@ impl Db {
 
     /// Begins a read-only snapshot transaction (see [`Backend::snapshot_statement`]).
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
-        Ok(self
-            .pool
-            .begin_with(self.backend.snapshot_statement())
-            .await?)
+        Ok(self.pool.begin_with(self.backend.snapshot_statement()).await?)
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -22,12 +22,7 @@ pub struct Install {
 
 impl std::fmt::Debug for Install {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Install({}, public={})",
-            self.id,
-            hex::encode(self.public_key)
-        )
+        write!(f, "Install({}, public={})", self.id, hex::encode(self.public_key))
     }
 }
 
@@ -43,10 +38,8 @@ impl Install {
         if let Some(i) = Install::load(db, keyring).await? {
             return Ok((i, false));
         }
-        let (signing, pkcs8) =
-            SigningKey::generate().map_err(|e| StoreError::Crypto(e.to_string()))?;
-        let salt = fedkey_crypto::random::bytes::<32>()
-            .map_err(|_| StoreError::Crypto("random".into()))?;
+        let (signing, pkcs8) = SigningKey::generate().map_err(|e| StoreError::Crypto(e.to_string()))?;
+        let salt = fedkey_crypto::random::bytes::<32>().map_err(|_| StoreError::Crypto("random".into()))?;
         let id = format!("fedkey/{}", uuid::Uuid::new_v4());
         let mut tx = db.begin().await?;
         let values: [(&str, Vec<u8>); 4] = [
@@ -56,26 +49,20 @@ impl Install {
             ("hmac_salt", keyring.seal(SALT_AAD, salt.as_ref())?),
         ];
         for (name, value) in values {
-            sqlx::query(
-                "INSERT INTO install (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO install (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        let loaded = Install::load(db, keyring)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("install".into()))?;
+        let loaded = Install::load(db, keyring).await?.ok_or_else(|| StoreError::Corrupt("install".into()))?;
         let created = loaded.id == id;
         Ok((loaded, created))
     }
 
     pub async fn load(db: &Db, keyring: &Keyring) -> Result<Option<Install>, StoreError> {
-        let rows = sqlx::query("SELECT name, value FROM install")
-            .fetch_all(db.pool())
-            .await?;
+        let rows = sqlx::query("SELECT name, value FROM install").fetch_all(db.pool()).await?;
         let get = |n: &str| -> Option<Vec<u8>> {
             rows.iter()
                 .find(|r| r.try_get::<String, _>("name").ok().as_deref() == Some(n))
@@ -95,16 +82,8 @@ impl Install {
             // someone replaced it to pass off forged checkpoints.
             return Err(corrupt("signing_public (does not match the signing key)"));
         }
-        let salt = keyring.open(
-            SALT_AAD,
-            &get("hmac_salt").ok_or_else(|| corrupt("hmac_salt"))?,
-        )?;
-        Ok(Some(Install {
-            id,
-            signing,
-            public_key,
-            salt: Zeroizing::new(salt.to_vec()),
-        }))
+        let salt = keyring.open(SALT_AAD, &get("hmac_salt").ok_or_else(|| corrupt("hmac_salt"))?)?;
+        Ok(Some(Install { id, signing, public_key, salt: Zeroizing::new(salt.to_vec()) }))
     }
 
     /// Envelopes held in the install table, for master-key rotation.

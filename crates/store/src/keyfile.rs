@@ -34,10 +34,7 @@ pub struct KeyringFile {
 impl KeyringFile {
     /// Opens an existing keyring file, checking its permissions.
     pub fn open(path: &Path) -> Result<KeyringFile, StoreError> {
-        let f = KeyringFile {
-            path: path.to_owned(),
-            cached: Mutex::new(None),
-        };
+        let f = KeyringFile { path: path.to_owned(), cached: Mutex::new(None) };
         f.keyring()?;
         Ok(f)
     }
@@ -71,31 +68,24 @@ impl KeyringSource for KeyringFile {
         let meta = std::fs::metadata(&self.path).map_err(|e| io_err(&self.path, "read", e))?;
         check_private(&self.path, &meta)?;
         let mtime = meta.modified().map_err(|e| io_err(&self.path, "stat", e))?;
-        let mut cached = self
-            .cached
-            .lock()
-            .map_err(|_| StoreError::Config("keyring cache poisoned".into()))?;
-        if let Some((t, ring)) = cached.as_ref() {
-            if *t == mtime {
-                return Ok(ring.clone());
-            }
+        let mut cached = self.cached.lock().map_err(|_| StoreError::Config("keyring cache poisoned".into()))?;
+        if let Some((t, ring)) = cached.as_ref()
+            && *t == mtime
+        {
+            return Ok(ring.clone());
         }
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&self.path).map_err(|e| io_err(&self.path, "read", e))?,
+        let text = Zeroizing::new(std::fs::read_to_string(&self.path).map_err(|e| io_err(&self.path, "read", e))?);
+        let ring = Arc::new(
+            Keyring::parse(&text)
+                .map_err(|e| StoreError::Config(format!("master key file {}: {e}", self.path.display())))?,
         );
-        let ring = Arc::new(Keyring::parse(&text).map_err(|e| {
-            StoreError::Config(format!("master key file {}: {e}", self.path.display()))
-        })?);
         *cached = Some((mtime, ring.clone()));
         Ok(ring)
     }
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Config(format!(
-        "cannot {what} master key file {}: {e}",
-        path.display()
-    ))
+    StoreError::Config(format!("cannot {what} master key file {}: {e}", path.display()))
 }
 
 #[cfg(unix)]
@@ -126,8 +116,7 @@ fn write_new(path: &Path, contents: &str) -> Result<(), StoreError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(|e| io_err(path, "create", e))?;
-    f.write_all(contents.as_bytes())
-        .map_err(|e| io_err(path, "write", e))?;
+    f.write_all(contents.as_bytes()).map_err(|e| io_err(path, "write", e))?;
     f.sync_all().map_err(|e| io_err(path, "sync", e))?;
     Ok(())
 }
@@ -146,23 +135,12 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
             let e = KeyringFile::open(&p).err().unwrap().to_string();
             assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        assert_eq!(
-            KeyringFile::open(&p)
-                .unwrap()
-                .keyring()
-                .unwrap()
-                .active()
-                .id(),
-            id
-        );
+        assert_eq!(KeyringFile::open(&p).unwrap().keyring().unwrap().active().id(), id);
     }
 }

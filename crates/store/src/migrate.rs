@@ -10,9 +10,11 @@ pub(crate) async fn run(db: &Db) -> Result<(), StoreError> {
         if let Some(lock) = db.backend.migration_lock() {
             sqlx::query(lock).execute(&mut *tx).await?;
         }
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations WHERE version = $1")
             .bind(version)
             .fetch_one(&mut *tx)

@@ -1,8 +1,6 @@
 //! Rows as the rest of fedkey sees them. None of these carries secret material.
 
-use fedkey_core::{
-    Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle,
-};
+use fedkey_core::{Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,11 +50,7 @@ impl KeyVersion {
     }
 
     pub fn view(&self) -> lifecycle::VersionView {
-        lifecycle::VersionView {
-            version: self.version,
-            state: self.state,
-            expires_at: self.expires_at,
-        }
+        lifecycle::VersionView { version: self.version, state: self.state, expires_at: self.expires_at }
     }
 }
 

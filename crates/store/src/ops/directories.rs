@@ -7,53 +7,37 @@ use super::{Actor, Store, new_id};
 use crate::{Directory, StoreError};
 
 impl Store {
-    pub async fn create_directory(
-        &self,
-        actor: &Actor,
-        name: &str,
-    ) -> Result<Directory, StoreError> {
+    pub async fn create_directory(&self, actor: &Actor, name: &str) -> Result<Directory, StoreError> {
         names::validate(name)?;
-        let d = Directory {
-            id: new_id(),
-            name: name.to_owned(),
-            created_at: self.now(),
-            created_by: actor.id.clone(),
-        };
+        let d = Directory { id: new_id(), name: name.to_owned(), created_at: self.now(), created_by: actor.id.clone() };
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO directories (id, name, created_at, created_by) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(d.id.clone())
-        .bind(d.name.clone())
-        .bind(d.created_at.0)
-        .bind(d.created_by.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| StoreError::from(e).conflict_or(format!("directory {name:?}")))?;
-        let ev = self
-            .event(actor, "directory.create", Outcome::Success)
-            .directory(name)
-            .details(json!({"after": d}));
+        sqlx::query("INSERT INTO directories (id, name, created_at, created_by) VALUES ($1, $2, $3, $4)")
+            .bind(d.id.clone())
+            .bind(d.name.clone())
+            .bind(d.created_at.0)
+            .bind(d.created_by.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::from(e).conflict_or(format!("directory {name:?}")))?;
+        let ev = self.event(actor, "directory.create", Outcome::Success).directory(name).details(json!({"after": d}));
         self.commit_with(tx, ev).await?;
         Ok(d)
     }
 
     pub async fn list_directories(&self) -> Result<Vec<Directory>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, name, created_at, created_by FROM directories ORDER BY name")
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows = sqlx::query("SELECT id, name, created_at, created_by FROM directories ORDER BY name")
+            .fetch_all(self.db.pool())
+            .await?;
         rows.iter().map(directory_from_row).collect()
     }
 
     pub async fn directory(&self, name: &str) -> Result<Directory, StoreError> {
         names::validate(name)?;
-        let row =
-            sqlx::query("SELECT id, name, created_at, created_by FROM directories WHERE name = $1")
-                .bind(name)
-                .fetch_optional(self.db.pool())
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
+        let row = sqlx::query("SELECT id, name, created_at, created_by FROM directories WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
         directory_from_row(&row)
     }
 }

@@ -38,26 +38,11 @@ pub struct Actor {
 
 impl Actor {
     pub fn system(what: &str) -> Actor {
-        Actor {
-            id: format!("system:{what}"),
-            role: Some(Role::Admin),
-            source: None,
-            request_id: None,
-        }
+        Actor { id: format!("system:{what}"), role: Some(Role::Admin), source: None, request_id: None }
     }
 
-    pub fn token(
-        name: &str,
-        role: Role,
-        source: Option<String>,
-        request_id: Option<String>,
-    ) -> Actor {
-        Actor {
-            id: format!("token:{name}"),
-            role: Some(role),
-            source,
-            request_id,
-        }
+    pub fn token(name: &str, role: Role, source: Option<String>, request_id: Option<String>) -> Actor {
+        Actor { id: format!("token:{name}"), role: Some(role), source, request_id }
     }
 }
 
@@ -130,10 +115,7 @@ impl Store {
         outcome: Outcome,
         details: Value,
     ) -> Result<(), StoreError> {
-        self.audit
-            .record(self.event(actor, action, outcome).details(details), None)
-            .await
-            .map(|_| ())
+        self.audit.record(self.event(actor, action, outcome).details(details), None).await.map(|_| ())
     }
 
     /// Commits `tx` after appending `event`: the change and its record land together.
@@ -141,9 +123,7 @@ impl Store {
         crate::audit::append_in_tx(&mut tx, &self.db, vec![event])
             .await
             .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::AuditUnavailable(Box::new(e.into())))?;
+        tx.commit().await.map_err(|e| StoreError::AuditUnavailable(Box::new(e.into())))?;
         Ok(())
     }
 }

@@ -10,7 +10,8 @@ use sqlx::{Row, any::AnyRow};
 use super::{Actor, Store, new_id, opt_ts};
 use crate::{AdminToken, StoreError};
 
-const TOKEN_SELECT: &str = "SELECT id, name, role, created_at, created_by, expires_at, revoked_at, last_used_at FROM admin_tokens";
+const TOKEN_SELECT: &str =
+    "SELECT id, name, role, created_at, created_by, expires_at, revoked_at, last_used_at FROM admin_tokens";
 
 impl Store {
     /// Creates an admin token; its plaintext is returned once and only its hash is kept.
@@ -22,8 +23,7 @@ impl Store {
         ttl: Option<Duration>,
     ) -> Result<(AdminToken, Secret), StoreError> {
         names::validate(name)?;
-        let secret =
-            token::generate(TokenKind::Admin).map_err(|e| StoreError::Crypto(e.to_string()))?;
+        let secret = token::generate(TokenKind::Admin).map_err(|e| StoreError::Crypto(e.to_string()))?;
         let now = self.now();
         let t = AdminToken {
             id: new_id(),
@@ -56,17 +56,11 @@ impl Store {
 
     pub async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError> {
         let sql = format!("{TOKEN_SELECT} ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.db.pool()).await?;
         rows.iter().map(token_from_row).collect()
     }
 
-    pub async fn revoke_admin_token(
-        &self,
-        actor: &Actor,
-        name: &str,
-    ) -> Result<AdminToken, StoreError> {
+    pub async fn revoke_admin_token(&self, actor: &Actor, name: &str) -> Result<AdminToken, StoreError> {
         names::validate(name)?;
         let sql = format!("{TOKEN_SELECT} WHERE name = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -76,9 +70,7 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("admin token {name:?}")))?;
         let before = token_from_row(&row)?;
         if before.revoked_at.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "revocation of admin token {name:?}"
-            )));
+            return Err(StoreError::Conflict(format!("revocation of admin token {name:?}")));
         }
         let now = self.now();
         let mut tx = self.db.begin().await?;
@@ -87,30 +79,20 @@ impl Store {
             .bind(before.id.clone())
             .execute(&mut *tx)
             .await?;
-        let ev = self
-            .event(actor, "token.revoke", Outcome::Success)
-            .details(json!({"before": before}));
+        let ev = self.event(actor, "token.revoke", Outcome::Success).details(json!({"before": before}));
         self.commit_with(tx, ev).await?;
         self.bump_generation();
-        Ok(AdminToken {
-            revoked_at: Some(now),
-            ..before
-        })
+        Ok(AdminToken { revoked_at: Some(now), ..before })
     }
 
     /// Creates the `bootstrap` admin token when no admin token exists yet; `None` otherwise.
     pub async fn bootstrap_admin(&self) -> Result<Option<Secret>, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens")
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get("n")?;
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens").fetch_one(self.db.pool()).await?.try_get("n")?;
         if n > 0 {
             return Ok(None);
         }
-        match self
-            .create_admin_token(&Actor::system("init"), "bootstrap", Role::Admin, None)
-            .await
-        {
+        match self.create_admin_token(&Actor::system("init"), "bootstrap", Role::Admin, None).await {
             Ok((_, s)) => Ok(Some(s)),
             // Another node bootstrapped at the same moment.
             Err(StoreError::Conflict(_)) => Ok(None),
@@ -124,9 +106,7 @@ pub(crate) fn token_from_row(r: &AnyRow) -> Result<AdminToken, StoreError> {
     Ok(AdminToken {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
-        role: role
-            .parse()
-            .map_err(|_| StoreError::Corrupt("admin_tokens.role".into()))?,
+        role: role.parse().map_err(|_| StoreError::Corrupt("admin_tokens.role".into()))?,
         created_at: Timestamp(r.try_get("created_at")?),
         created_by: r.try_get("created_by")?,
         expires_at: opt_ts(r.try_get("expires_at")?),

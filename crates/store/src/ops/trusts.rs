@@ -1,7 +1,5 @@
 use fedkey_audit::Outcome;
-use fedkey_core::{
-    Direction, KeyState, PeerKind, ScopeSet, Timestamp, TrustRef, TrustStatus, names,
-};
+use fedkey_core::{Direction, KeyState, PeerKind, ScopeSet, Timestamp, TrustRef, TrustStatus, names};
 use fedkey_crypto::Secret;
 use serde_json::json;
 use sqlx::{Row, any::AnyRow};
@@ -40,13 +38,13 @@ impl Store {
             Direction::Outbound => ScopeSet::default(),
         });
         scopes.check_direction(n.direction)?;
-        if let Some(d) = &n.description {
-            if d.len() > 1024 {
-                return Err(StoreError::Domain(fedkey_core::DomainError::InvalidName {
-                    name: "description".into(),
-                    reason: "must be at most 1024 bytes",
-                }));
-            }
+        if let Some(d) = &n.description
+            && d.len() > 1024
+        {
+            return Err(StoreError::Domain(fedkey_core::DomainError::InvalidName {
+                name: "description".into(),
+                reason: "must be at most 1024 bytes",
+            }));
         }
         let now = self.now();
         let trust = Trust {
@@ -87,12 +85,7 @@ impl Store {
             .insert_version(
                 &mut tx,
                 &trust,
-                NewVersion {
-                    version: 1,
-                    state: KeyState::Current,
-                    material: &material,
-                    actor,
-                },
+                NewVersion { version: 1, state: KeyState::Current, material: &material, actor },
                 now,
             )
             .await?;
@@ -101,7 +94,9 @@ impl Store {
             .directory(&trust.directory)
             .trust(&trust.name)
             .key_version(1)
-            .details(json!({"after": trust, "key": {"version": 1, "state": "current", "fingerprint": material.fingerprint}}));
+            .details(
+                json!({"after": trust, "key": {"version": 1, "state": "current", "fingerprint": material.fingerprint}}),
+            );
         self.commit_with(tx, ev).await?;
         self.bump_generation();
         Ok((trust, kv, material.plaintext))
@@ -112,16 +107,11 @@ impl Store {
             Some(d) => {
                 let dir = self.directory(d).await?;
                 let sql = format!("{TRUST_SELECT} WHERE t.directory_id = $1 ORDER BY t.name");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(dir.id)
-                    .fetch_all(self.db.pool())
-                    .await?
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dir.id).fetch_all(self.db.pool()).await?
             }
             None => {
                 let sql = format!("{TRUST_SELECT} ORDER BY d.name, t.name");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(self.db.pool())
-                    .await?
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.db.pool()).await?
             }
         };
         rows.iter().map(trust_from_row).collect()
@@ -165,11 +155,7 @@ impl Store {
             .details(json!({"before": {"status": before.status}, "after": {"status": status}}));
         self.commit_with(tx, ev).await?;
         self.bump_generation();
-        Ok(Trust {
-            status,
-            updated_at: now,
-            ..before
-        })
+        Ok(Trust { status, updated_at: now, ..before })
     }
 
     /// Deletes a trust and all its key versions; the audit log keeps their history.
@@ -177,19 +163,10 @@ impl Store {
         let before = self.trust(r).await?;
         let versions = self.list_keys(r).await?;
         let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM key_versions WHERE trust_id = $1")
-            .bind(before.id.clone())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM trusts WHERE id = $1")
-            .bind(before.id.clone())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM key_versions WHERE trust_id = $1").bind(before.id.clone()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM trusts WHERE id = $1").bind(before.id.clone()).execute(&mut *tx).await?;
         let now = self.now();
-        let states: Vec<_> = versions
-            .iter()
-            .map(|v| json!({"version": v.version, "state": v.state_at(now)}))
-            .collect();
+        let states: Vec<_> = versions.iter().map(|v| json!({"version": v.version, "state": v.state_at(now)})).collect();
         let ev = self
             .event(actor, "trust.delete", Outcome::Success)
             .directory(&r.directory)
