@@ -77,6 +77,11 @@ async fn load(url: String, key: Option<String>, conc: u64, secs: u64) -> (f64, u
     (ok.load(Ordering::Relaxed) as f64 / elapsed, failed.load(Ordering::Relaxed), lat)
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
 fn pct(lat: &[f64], p: f64) -> f64 {
     if lat.is_empty() {
         return f64::NAN;
@@ -118,12 +123,15 @@ fn main() {
         let _ = ServeOptions { tls: None, sweep_interval: Duration::from_secs(60) };
 
         let authed = spawn(fedkey_server::router(state.clone())).await;
-        let open = spawn(Router::new().route(
-            "/scim/v2/{directory}/ServiceProviderConfig",
-            get(|Path(d): Path<String>, h: HeaderMap| async move { fedkey_server::scim::render_spc(&d, &h) }),
+        let open = spawn(
+            Router::new()
+                .route(
+                    "/scim/v2/{directory}/ServiceProviderConfig",
+                    get(|Path(d): Path<String>, h: HeaderMap| async move { fedkey_server::scim::render_spc(&d, &h) }),
+                )
+                // The same per-request middleware as the real router (request id, metrics, log).
+                .layer(axum::middleware::from_fn(fedkey_server::request::request_context)),
         )
-        // The same per-request middleware as the real router (request id, metrics, log).
-        .layer(axum::middleware::from_fn(fedkey_server::request::request_context)))
         .await;
         let path = "/scim/v2/acme/ServiceProviderConfig";
 
@@ -131,15 +139,29 @@ fn main() {
         load(format!("{open}{path}"), None, conc, 1).await;
         load(format!("{authed}{path}"), Some(key.clone()), conc, 1).await;
 
-        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-        let base_secs = if only == "auth" { 1 } else { secs };
-        let (base_rps, base_fail, base_lat) = load(format!("{open}{path}"), None, conc, base_secs).await;
-        let (auth_rps, auth_fail, auth_lat) = load(format!("{authed}{path}"), Some(key.clone()), conc, secs).await;
+        // Alternate the two variants for several rounds and compare medians, so a
+        // noisy neighbour on the machine affects both alike.
+        let rounds = env_num("BENCH_ROUNDS", 3);
+        let (mut base, mut auth) = (Vec::new(), Vec::new());
+        let (mut base_fail, mut auth_fail) = (0, 0);
+        let (mut base_lat, mut auth_lat) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (rps, failed, lat) = load(format!("{open}{path}"), None, conc, secs).await;
+            base.push(rps);
+            base_fail += failed;
+            base_lat = lat;
+            let (rps, failed, lat) = load(format!("{authed}{path}"), Some(key.clone()), conc, secs).await;
+            auth.push(rps);
+            auth_fail += failed;
+            auth_lat = lat;
+        }
+        let (base_rps, auth_rps) = (median(&mut base), median(&mut auth));
         let records = fedkey_store::audit::head(&state.store.db).await.unwrap().0;
 
         println!(
-            "\nGET {path} over loopback HTTP/1.1, {conc} concurrent clients, {secs}s each, SQLite (synchronous=FULL)"
+            "\nGET {path} over loopback HTTP/1.1, {conc} concurrent clients, {rounds} alternating rounds of {secs}s, median req/s, SQLite (synchronous=FULL)"
         );
+        println!("rounds: baseline {base:.0?}, authenticated {auth:.0?}");
         println!("| variant | req/s | p50 ms | p99 ms | failed |");
         println!("|---|---:|---:|---:|---:|");
         println!(

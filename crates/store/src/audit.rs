@@ -19,7 +19,7 @@ use crate::{Db, StoreError};
 
 /// Appends `events` to the chain inside `tx`. Nothing is durable until the caller
 /// commits, and the caller's change commits only with its audit records.
-pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Vec<Record>, StoreError> {
+pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Appended, StoreError> {
     let head = sqlx::query(db.backend.lock_audit_head()).fetch_one(&mut **tx).await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev = hash32(head.try_get("hash")?, "audit_head")?;
@@ -34,25 +34,25 @@ pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Ve
     // batch holds up to `max_batch` records). Chunk sizes are powers of two so only a
     // handful of distinct statements reach the prepared-statement cache, and at most
     // 64 rows × 13 columns stays under SQLite's historic 999-parameter limit.
-    let mut rest = out.as_slice();
-    while !rest.is_empty() {
+    let appended = Appended { first_seq: out.first().map_or(seq, |r| r.seq), last_seq: seq, last_hash: prev };
+    // Records are moved into the statements, not cloned: this is the hot path.
+    let mut rest = out.into_iter();
+    while rest.len() > 0 {
         let n = chunk_len(rest.len());
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(n)));
-        for r in chunk {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(db.backend, n)));
+        for r in rest.by_ref().take(n) {
             q = q
                 .bind(r.seq)
                 .bind(r.ts.0)
-                .bind(r.actor.clone())
-                .bind(r.action.clone())
+                .bind(r.actor)
+                .bind(r.action)
                 .bind(r.outcome.as_str())
-                .bind(r.directory.clone())
-                .bind(r.trust.clone())
+                .bind(r.directory)
+                .bind(r.trust)
                 .bind(r.key_version)
-                .bind(r.source.clone())
-                .bind(r.request_id.clone())
-                .bind(r.details.clone())
+                .bind(r.source)
+                .bind(r.request_id)
+                .bind(r.details)
                 .bind(r.prev_hash.to_vec())
                 .bind(r.hash.to_vec());
         }
@@ -63,7 +63,15 @@ pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Ve
         .bind(prev.to_vec())
         .execute(&mut **tx)
         .await?;
-    Ok(out)
+    Ok(appended)
+}
+
+/// Where an append landed in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub last_hash: [u8; 32],
 }
 
 const AUDIT_COLUMNS: usize = 13;
@@ -75,7 +83,7 @@ fn chunk_len(remaining: usize) -> usize {
     if n == 0 { 0 } else { 1 << n.ilog2() }
 }
 
-fn insert_sql(rows: usize) -> String {
+fn insert_sql(backend: crate::Backend, rows: usize) -> String {
     use std::fmt::Write;
     let mut sql = String::from(
         "INSERT INTO audit_log (seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash) VALUES ",
@@ -84,7 +92,12 @@ fn insert_sql(rows: usize) -> String {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for col in 0..AUDIT_COLUMNS {
             let sep = if col == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * AUDIT_COLUMNS + col + 1);
+            let _ = match backend {
+                // Resolving `$N` names costs SQLite a linear scan per parameter
+                // (quadratic for a multi-row insert); anonymous `?` costs nothing.
+                crate::Backend::Sqlite => write!(sql, "{sep}?"),
+                crate::Backend::Postgres => write!(sql, "{sep}${}", row * AUDIT_COLUMNS + col + 1),
+            };
         }
         sql.push(')');
     }
@@ -99,7 +112,8 @@ pub enum Touch {
 }
 
 struct Job {
-    event: Event,
+    /// Taken by the writer when the batch is appended.
+    event: Option<Event>,
     touch: Option<Touch>,
     done: oneshot::Sender<Result<i64, String>>,
 }
@@ -137,7 +151,10 @@ impl AuditWriter {
     pub async fn record(&self, event: Event, touch: Option<Touch>) -> Result<i64, StoreError> {
         let (done, wait) = oneshot::channel();
         let unavailable = |m: String| StoreError::AuditUnavailable(Box::new(StoreError::Config(m)));
-        self.tx.send(Job { event, touch, done }).await.map_err(|_| unavailable("audit writer stopped".into()))?;
+        self.tx
+            .send(Job { event: Some(event), touch, done })
+            .await
+            .map_err(|_| unavailable("audit writer stopped".into()))?;
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(m)) => Err(unavailable(m)),
@@ -163,9 +180,9 @@ async fn run_writer(
                 if n == 0 {
                     return;
                 }
-                let jobs = std::mem::take(&mut batch);
+                let mut jobs = std::mem::take(&mut batch);
                 metrics::histogram!("fedkey_audit_batch_size").record(jobs.len() as f64);
-                let result = commit_batch(&db, &install, clock.as_ref(), &jobs, &mut last_checkpoint, cfg.checkpoint_every).await;
+                let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut last_checkpoint, cfg.checkpoint_every).await;
                 match result {
                     Ok(first_seq) => {
                         metrics::counter!("fedkey_audit_records_total").increment(jobs.len() as u64);
@@ -195,12 +212,13 @@ async fn commit_batch(
     db: &Db,
     install: &Install,
     clock: &dyn Clock,
-    jobs: &[Job],
+    jobs: &mut [Job],
     last_checkpoint: &mut i64,
     every: i64,
 ) -> Result<i64, StoreError> {
     let mut tx = db.begin().await?;
-    let records = append_in_tx(&mut tx, db, jobs.iter().map(|j| j.event.clone()).collect()).await?;
+    let events = jobs.iter_mut().filter_map(|j| j.event.take()).collect();
+    let appended = append_in_tx(&mut tx, db, events).await?;
     let ts = clock.now();
     let touches: HashSet<&Touch> = jobs.iter().filter_map(|j| j.touch.as_ref()).collect();
     for t in touches {
@@ -215,19 +233,15 @@ async fn commit_batch(
             }
         }
     }
-    let last = records.last().map(|r| (r.seq, r.hash));
-    if let Some((seq, hash)) = last
-        && seq - *last_checkpoint >= every
-    {
-        insert_checkpoint(&mut tx, install, seq, hash, ts).await?;
+    let checkpoint = appended.last_seq - *last_checkpoint >= every;
+    if checkpoint {
+        insert_checkpoint(&mut tx, install, appended.last_seq, appended.last_hash, ts).await?;
     }
     tx.commit().await?;
-    if let Some((seq, _)) = last
-        && seq - *last_checkpoint >= every
-    {
-        *last_checkpoint = seq;
+    if checkpoint {
+        *last_checkpoint = appended.last_seq;
     }
-    Ok(records.first().map(|r| r.seq).unwrap_or(0))
+    Ok(appended.first_seq)
 }
 
 async fn insert_checkpoint(
@@ -435,7 +449,10 @@ mod tests {
             }
         }
         assert_eq!(shapes.len(), 7);
-        let sql = insert_sql(2);
+        let sql = insert_sql(crate::Backend::Sqlite, 2);
+        assert_eq!(sql.matches('?').count(), 2 * AUDIT_COLUMNS);
+        assert!(!sql.contains('$'));
+        let sql = insert_sql(crate::Backend::Postgres, 2);
         assert_eq!(sql.matches('$').count(), 2 * AUDIT_COLUMNS);
         assert!(sql.ends_with("($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"), "{sql}");
         const { assert!(MAX_INSERT_ROWS * AUDIT_COLUMNS <= 999) };
