@@ -23,17 +23,22 @@ pub enum DirectoryCmd {
 pub enum TrustCmd {
     /// Create a trust and its first key (an inbound key is printed once).
     Create {
+        /// Directory the trust belongs to.
         #[arg(long)]
         directory: String,
+        /// Trust name (a-z, 0-9, '.', '_', '-').
         #[arg(long)]
         name: String,
+        /// inbound (an IdP provisions into fedkey) or outbound (fedkey provisions an app).
         #[arg(long, value_parser = parse_direction)]
         direction: Direction,
+        /// entra, okta or generic.
         #[arg(long, value_parser = parse_peer, default_value = "generic")]
         peer_kind: PeerKind,
         /// Scopes of an inbound trust's keys (repeatable); default: all but groups:privileged.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Free text shown in listings.
         #[arg(long)]
         description: Option<String>,
         /// Read an outbound trust's app-issued key from this file.
@@ -69,14 +74,17 @@ pub enum KeyCmd {
         /// How long the previous version keeps working (0s = immediately invalid).
         #[arg(long, default_value = "24h")]
         overlap: String,
+        /// Outbound trusts: read the new app-issued key from this file.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Outbound trusts: read the new app-issued key from stdin.
         #[arg(long)]
         key_stdin: bool,
     },
     /// Revoke one version immediately.
     Revoke {
         trust: TrustRef,
+        /// The version number to revoke (see `key list`).
         #[arg(long)]
         version: i64,
     },
@@ -89,6 +97,7 @@ pub enum KeyCmd {
 pub enum TokenCmd {
     Create {
         name: String,
+        /// admin, operator (rotate/revoke/suspend) or auditor (read-only + audit log).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Lifetime, e.g. 90d; default: no expiry.
@@ -118,6 +127,7 @@ pub enum AuditCmd {
         /// RFC 3339 time or a duration back from now (24h).
         #[arg(long)]
         since: Option<String>,
+        /// RFC 3339 time or a duration back from now; records before it.
         #[arg(long)]
         until: Option<String>,
         #[arg(long)]
@@ -352,7 +362,7 @@ pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<Exi
                 }
                 return Ok(if v["ok"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(3) });
             }
-            let ok = local::audit_verify(s, public_key.as_deref()).await?;
+            let ok = local::audit_verify(s, public_key.as_deref(), out).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         AuditCmd::Export { since, until, directory, trust, action, out: file } => {

@@ -99,10 +99,11 @@ impl Settings {
         }
         fig = fig.merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..15])).merge(Serialized::globals(flags));
         let mut s: Settings = fig.extract().map_err(|e| anyhow::anyhow!("configuration: {}", describe(&e)))?;
-        if let Some(f) = &s.token_file {
+        // A value given as a flag wins over a *_FILE from the environment or TOML.
+        if let (Some(f), false) = (&s.token_file, flags.contains_key("token")) {
             s.token = Some(read_secret_file(f, "token")?);
         }
-        if let Some(f) = &s.database_url_file {
+        if let (Some(f), false) = (&s.database_url_file, flags.contains_key("database_url")) {
             s.database_url = Some(read_secret_file(f, "database URL")?);
         }
         Ok(s)

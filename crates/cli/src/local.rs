@@ -14,6 +14,7 @@ use fedkey_store::keyfile::{KeyringFile, KeyringSource};
 use fedkey_store::{Actor, Db, Store};
 
 use crate::config::Settings;
+use crate::output::Output;
 
 /// Creates the data directory (mode 0700) when the database lives in it.
 fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
@@ -27,6 +28,20 @@ fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The database holds no plaintext secret, but its metadata is still nobody else's
+/// business: SQLite files are made owner-only (the process umask decides otherwise).
+fn restrict_sqlite_files(url: &str) {
+    #[cfg(unix)]
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = rest.split('?').next().unwrap_or(rest);
+        for suffix in ["", "-wal", "-shm"] {
+            let p = format!("{path}{suffix}");
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
 }
 
 /// Opens the keyring file, creating it only for a brand-new install: if the database
@@ -61,6 +76,7 @@ pub struct Opened {
 pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     ensure_data_dir(s)?;
     let db = Db::connect(&s.database_url()).await?;
+    restrict_sqlite_files(&s.database_url());
     let keyring = keyring_for(s, &db, true).await?;
     let clock = SystemClock::default();
     let (store, _) =
@@ -78,10 +94,18 @@ pub fn print_bootstrap(token: &Secret) {
 }
 
 /// Offline verification of the audit chain and checkpoints.
-pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>) -> anyhow::Result<bool> {
-    let db = Db::connect(&s.database_url()).await?;
+pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>, out: Output) -> anyhow::Result<bool> {
+    let db = Db::connect_existing(&s.database_url()).await?;
     let (origin, public_key) = install_identity(s, &db, public_key_hex).await?;
+    let pk = hex::encode(&public_key);
     match fedkey_store::audit::verify(&db, &origin, &public_key).await? {
+        Ok(rep) if out == Output::Json => {
+            let head = hex::encode(rep.head_hash);
+            crate::output::json(
+                &serde_json::json!({"ok": true, "records": rep.records, "checkpoints": rep.checkpoints, "head": head, "origin": origin, "public_key": pk}),
+            );
+            Ok(true)
+        }
         Ok(rep) => {
             println!(
                 "audit log OK: {} records, {} checkpoints verified, head {}",
@@ -89,9 +113,13 @@ pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>) -> anyhow:
                 rep.checkpoints,
                 hex::encode(rep.head_hash)
             );
+            println!("origin {origin}, checkpoint public key {pk} (pin it with --public-key)");
             Ok(true)
         }
         Err(e) => {
+            if out == Output::Json {
+                crate::output::json(&serde_json::json!({"ok": false, "seq": e.seq, "error": e.to_string()}));
+            }
             eprintln!("audit verification FAILED at record {}: {}", e.seq, e.reason);
             Ok(false)
         }
@@ -128,7 +156,7 @@ async fn read_install_id(db: &Db) -> anyhow::Result<String> {
 
 /// Writes the log as JSON lines, oldest first.
 pub async fn audit_export(s: &Settings, filter: AuditFilter, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
-    let db = Db::connect(&s.database_url()).await?;
+    let db = Db::connect_existing(&s.database_url()).await?;
     let mut f = filter;
     let mut n = 0;
     loop {
@@ -148,8 +176,8 @@ pub async fn audit_export(s: &Settings, filter: AuditFilter, out: &mut dyn std::
 
 /// Adds a new active master key, re-wraps every DEK under it (one row per transaction;
 /// servers keep running and pick up the new keyring file), then retires the old keys.
-pub async fn master_key_rotate(s: &Settings, progress: bool) -> anyhow::Result<()> {
-    let db = Db::connect(&s.database_url()).await?;
+pub async fn master_key_rotate(s: &Settings, progress: bool, out: Output) -> anyhow::Result<()> {
+    let db = Db::connect_existing(&s.database_url()).await?;
     let file = keyring_for(s, &db, false).await?;
     let current = file.keyring()?;
     let mut ring = Keyring::parse(&current.render())?;
@@ -179,25 +207,24 @@ pub async fn master_key_rotate(s: &Settings, progress: bool) -> anyhow::Result<(
         None
     };
     let rep = store
-        .rewrap_all(
-            &Actor { id: "cli:master-key-rotate".into(), role: None, source: None, request_id: None },
-            &ring,
-            |n| {
-                if let Some(b) = &bar {
-                    b.set_position(n);
-                }
-            },
-        )
+        .rewrap_all(&Actor::cli("master-key-rotate"), &ring, |n| {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        })
         .await?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     ring.retain_active_only();
     file.store(&ring)?;
-    println!(
-        "master key rotated to {new_id}: {} envelopes rewrapped, {} already current, {} total",
-        rep.rewrapped, rep.already_current, rep.total
-    );
+    match out {
+        Output::Json => crate::output::json(&serde_json::json!({"active_key": new_id, "report": rep})),
+        Output::Table => println!(
+            "master key rotated to {new_id}: {} envelopes rewrapped, {} already current, {} total",
+            rep.rewrapped, rep.already_current, rep.total
+        ),
+    }
     Ok(())
 }
 

@@ -24,16 +24,16 @@ use output::Output;
     about = "Federation provisioning keys: issue, rotate, audit, and serve SCIM with them"
 )]
 struct Cli {
-    /// TOML configuration file.
-    #[arg(long, global = true, env = "FEDKEY_CONFIG")]
+    /// TOML configuration file [env: FEDKEY_CONFIG].
+    #[arg(long, global = true, env = "FEDKEY_CONFIG", hide_env = true)]
     config: Option<PathBuf>,
-    /// Data directory (SQLite database and master key file).
+    /// Data directory: SQLite database and master key file [env: FEDKEY_DATA_DIR].
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
-    /// `sqlite:PATH` or `postgres://…` (default: SQLite in the data directory).
+    /// `sqlite:PATH` or `postgres://…`; default SQLite in the data directory [env: FEDKEY_DATABASE_URL(_FILE)].
     #[arg(long, global = true)]
     database_url: Option<String>,
-    /// Master key file (default: DATA_DIR/master.key).
+    /// Master key file; default DATA_DIR/master.key [env: FEDKEY_MASTER_KEY_FILE].
     #[arg(long, global = true)]
     master_key_file: Option<PathBuf>,
     /// Admin API URL for admin commands [env: FEDKEY_URL].
@@ -42,10 +42,15 @@ struct Cli {
     /// Admin token for admin commands [env: FEDKEY_TOKEN, FEDKEY_TOKEN_FILE].
     #[arg(long, global = true)]
     token: Option<String>,
+    /// Human-readable tables, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: Output,
+    /// Log format on stderr [env: FEDKEY_LOG_FORMAT].
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// Log level, e.g. info or debug [env: FEDKEY_LOG_LEVEL; FEDKEY_LOG takes a full filter].
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -78,13 +83,18 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (default 127.0.0.1:8080) [env: FEDKEY_LISTEN].
     #[arg(long)]
     listen: Option<String>,
+    /// PEM certificate chain for TLS [env: FEDKEY_TLS_CERT].
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS [env: FEDKEY_TLS_KEY].
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How long a verified key stays cached, e.g. 5s; 0s disables [env: FEDKEY_AUTH_CACHE_TTL].
+    #[arg(long)]
+    auth_cache_ttl: Option<String>,
     /// Allow plain HTTP on a non-loopback address. Keys travel in headers: use TLS.
     #[arg(long)]
     insecure_http: bool,
@@ -112,8 +122,10 @@ fn flags(cli: &Cli) -> Map<String, Value> {
     put("url", cli.server.as_ref().map(|v| json!(v)));
     put("token", cli.token.as_ref().map(|v| json!(v)));
     put("log_format", cli.log_format.map(|v| json!(v)));
+    put("log_level", cli.log_level.as_ref().map(|v| json!(v)));
     if let Cmd::Serve(a) = &cli.cmd {
         put("listen", a.listen.as_ref().map(|v| json!(v)));
+        put("auth_cache_ttl", a.auth_cache_ttl.as_ref().map(|v| json!(v)));
         put("tls_cert", a.tls_cert.as_ref().map(|p| json!(p)));
         put("tls_key", a.tls_key.as_ref().map(|p| json!(p)));
         put("insecure_http", a.insecure_http.then_some(json!(true)));
@@ -126,7 +138,8 @@ fn init_tracing(s: &Settings) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("FEDKEY_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", s.log_level)));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let _ = match s.log_format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.try_init(),
@@ -177,7 +190,9 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::MasterKey(MasterKeyCmd::Rotate) => local::master_key_rotate(&s, true).await.map(|_| ExitCode::SUCCESS),
+        Cmd::MasterKey(MasterKeyCmd::Rotate) => {
+            local::master_key_rotate(&s, true, cli.output).await.map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Directory(c) => admin::directory(&s, cli.output, c).await,
         Cmd::Trust(c) => admin::trust(&s, cli.output, c).await,
         Cmd::Key(c) => admin::key(&s, cli.output, c).await,
@@ -224,7 +239,8 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if s.unsafe_test_clock {
         tracing::warn!("--unsafe-test-clock is on: admins can move this server's clock. Never use this in production.");
     }
-    let state = AppState { store: opened.store.clone(), test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()) };
+    let state =
+        AppState { store: opened.store.clone(), test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()), scheme };
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     opened.store.db.close().await;

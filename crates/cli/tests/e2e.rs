@@ -3,6 +3,8 @@
 //! endpoint, no sleeps) → revoke → offline audit verification. Each test runs on
 //! SQLite and, when reachable, PostgreSQL (required under CI=true).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -16,6 +16,4 @@ pub enum DomainError {
     InvalidTrustRef(String),
     #[error("key version {version} is {state} and cannot be {action}")]
     InvalidTransition { version: i64, state: &'static str, action: &'static str },
-    #[error("the trust is {0}; resume it first")]
-    TrustNotActive(&'static str),
 }

@@ -38,10 +38,12 @@ async fn spawn(app: Router) -> String {
 
 /// Closed-loop load: `conc` workers, each sending requests back to back for `secs`.
 async fn load(url: String, key: Option<String>, conc: u64, secs: u64) -> (f64, u64, Vec<f64>) {
+    // Zero seconds means a smoke run of a fraction of a second.
+    let run = if secs == 0 { Duration::from_millis(200) } else { Duration::from_secs(secs) };
     let client = reqwest::Client::builder().pool_max_idle_per_host(conc as usize).build().unwrap();
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + run;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
@@ -92,8 +94,11 @@ fn pct(lat: &[f64], p: f64) -> f64 {
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let secs = env_num("BENCH_SECONDS", 5);
-        let conc = env_num("BENCH_CONCURRENCY", 64);
+        // `cargo test --all-targets` runs benches without `--bench`: then only a short
+        // smoke run, to prove the benchmark still works.
+        let smoke = !std::env::args().any(|a| a == "--bench");
+        let secs = if smoke { 0 } else { env_num("BENCH_SECONDS", 5) };
+        let conc = if smoke { 4 } else { env_num("BENCH_CONCURRENCY", 64) };
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
         let keyring = Arc::new(StaticKeyring(Arc::new(Keyring::new(MasterKey::generate().unwrap()))));
@@ -119,7 +124,7 @@ fn main() {
             .await
             .unwrap();
         let key = key.unwrap().expose().to_owned();
-        let state = AppState { store: Arc::new(store), test_clock: None };
+        let state = AppState { store: Arc::new(store), test_clock: None, scheme: "http" };
         let _ = ServeOptions { tls: None, sweep_interval: Duration::from_secs(60) };
 
         let authed = spawn(fedkey_server::router(state.clone())).await;
@@ -127,7 +132,7 @@ fn main() {
             Router::new()
                 .route(
                     "/scim/v2/{directory}/ServiceProviderConfig",
-                    get(|Path(d): Path<String>, h: HeaderMap| async move { fedkey_server::scim::render_spc(&d, &h) }),
+                    get(|Path(d): Path<String>, h: HeaderMap| async move { fedkey_server::scim::render_spc("http", &d, &h) }),
                 )
                 // The same per-request middleware as the real router (request id, metrics, log).
                 .layer(axum::middleware::from_fn(fedkey_server::request::request_context)),
@@ -136,12 +141,12 @@ fn main() {
         let path = "/scim/v2/acme/ServiceProviderConfig";
 
         // Warm up both (connections, caches).
-        load(format!("{open}{path}"), None, conc, 1).await;
-        load(format!("{authed}{path}"), Some(key.clone()), conc, 1).await;
+        load(format!("{open}{path}"), None, conc, secs.min(1)).await;
+        load(format!("{authed}{path}"), Some(key.clone()), conc, secs.min(1)).await;
 
         // Alternate the two variants for several rounds and compare medians, so a
         // noisy neighbour on the machine affects both alike.
-        let rounds = env_num("BENCH_ROUNDS", 3);
+        let rounds = if smoke { 1 } else { env_num("BENCH_ROUNDS", 3) };
         let (mut base, mut auth) = (Vec::new(), Vec::new());
         let (mut base_fail, mut auth_fail) = (0, 0);
         let (mut base_lat, mut auth_lat) = (Vec::new(), Vec::new());
@@ -157,6 +162,11 @@ fn main() {
         }
         let (base_rps, auth_rps) = (median(&mut base), median(&mut auth));
         let records = fedkey_store::audit::head(&state.store.db).await.unwrap().0;
+        if smoke {
+            assert!(base_fail == 0 && auth_fail == 0 && auth_rps > 0.0, "smoke run failed");
+            println!("http_auth smoke run ok ({records} audit records); run `cargo bench -p fedkey-server --bench http_auth` for figures");
+            return;
+        }
 
         println!(
             "\nGET {path} over loopback HTTP/1.1, {conc} concurrent clients, {rounds} alternating rounds of {secs}s, median req/s, SQLite (synchronous=FULL)"

@@ -13,6 +13,7 @@ use fedkey_audit::Outcome;
 use fedkey_core::{Direction, PeerKind, Role, Timestamp, TrustRef, TrustStatus};
 use fedkey_crypto::Secret;
 use fedkey_store::audit::AuditFilter;
+use fedkey_store::audit::Touch;
 use fedkey_store::auth::{AdminPrincipal, RequestMeta};
 use fedkey_store::ops::{NewTrust, RotateKey};
 use fedkey_store::{Actor, KeyVersion, Store};
@@ -42,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/audit/verify", get(audit_verify))
         .route("/test/clock", post(advance_clock))
         .fallback(crate::error::not_found)
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(crate::ADMIN_BODY_LIMIT))
 }
 
@@ -52,6 +54,27 @@ enum Need {
     Operate,
     Administer,
     Audit,
+}
+
+/// What a request is about, for the audit record's directory and trust columns.
+#[derive(Default, Clone)]
+struct Target {
+    directory: Option<String>,
+    trust: Option<String>,
+}
+
+impl Target {
+    fn dir(d: &str) -> Target {
+        Target { directory: Some(cut(d)), trust: None }
+    }
+    fn trust(d: &str, t: &str) -> Target {
+        Target { directory: Some(cut(d)), trust: Some(cut(t)) }
+    }
+}
+
+/// Names from the request may be invalid and long; the audit keeps a bounded prefix.
+fn cut(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 /// An authenticated admin request.
@@ -75,35 +98,91 @@ impl FromRequestParts<AppState> for Admin {
 
 impl Admin {
     fn actor(&self) -> Actor {
-        Actor::token(&self.who.name, self.who.role, self.meta.source.clone(), self.meta.request_id.clone())
+        Actor::token(&self.who, &self.meta)
     }
 
-    /// Checks the role; a denial is audited before the 403 goes out.
-    async fn require(&self, store: &Store, need: Need, action: &str) -> Result<(), ApiError> {
+    fn allowed(&self, need: Need) -> bool {
         let r = self.who.role;
-        let ok = match need {
+        match need {
             Need::Read => r.can_read(),
             Need::Operate => r.can_operate(),
             Need::Administer => r.can_administer(),
             Need::Audit => r.can_audit(),
-        };
-        if ok {
+        }
+    }
+
+    /// Records an outcome through the group committer (fail-closed), marking the token used.
+    async fn record(
+        &self,
+        store: &Store,
+        action: &str,
+        outcome: Outcome,
+        target: &Target,
+        details: Value,
+    ) -> Result<(), ApiError> {
+        let mut ev = store.event(&self.actor(), action, outcome).details(details);
+        ev.directory = target.directory.clone();
+        ev.trust = target.trust.clone();
+        store.audit.record(ev, Some(Touch::AdminToken { id: self.who.id.clone() })).await?;
+        Ok(())
+    }
+
+    /// Checks the role first; a denial is audited before the 403 goes out.
+    async fn require(&self, store: &Store, need: Need, action: &str, target: &Target) -> Result<(), ApiError> {
+        if self.allowed(need) {
             return Ok(());
         }
-        store.record(&self.actor(), action, Outcome::Denied, json!({"reason": "role", "role": r})).await?;
+        let r = self.who.role;
+        self.record(store, action, Outcome::Denied, target, json!({"reason": "role", "role": r})).await?;
         Err(ApiError::forbidden(format!("role {r} may not {action}")))
     }
 
-    /// Checks the role and records the read (fail-closed).
-    async fn read(&self, store: &Store, need: Need, action: &str, details: Value) -> Result<(), ApiError> {
-        self.require(store, need, action).await?;
-        store.record_admin_access(&self.who, &self.meta, action, details).await?;
-        Ok(())
+    /// A change: role check, then `op`. Success is audited inside the change's own
+    /// transaction (by the store); a refused change is audited here as a failure.
+    async fn change<T>(
+        &self,
+        store: &Store,
+        need: Need,
+        action: &str,
+        target: Target,
+        op: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.require(store, need, action, &target).await?;
+        let result = op.await;
+        if let Err(e) = &result
+            && e.status != StatusCode::SERVICE_UNAVAILABLE
+        {
+            let d = json!({"code": e.code, "message": e.message, "status": e.status.as_u16()});
+            self.record(store, action, Outcome::Failure, &target, d).await?;
+        }
+        result
+    }
+
+    /// A read: role check, then `op`, then its audit record (with outcome) — the
+    /// response leaves only once that record is durable.
+    async fn read(
+        &self,
+        store: &Store,
+        need: Need,
+        action: &str,
+        target: Target,
+        op: impl Future<Output = Result<Value, ApiError>>,
+    ) -> Result<Json<Value>, ApiError> {
+        self.require(store, need, action, &target).await?;
+        let result = op.await;
+        match &result {
+            Ok(_) => self.record(store, action, Outcome::Success, &target, json!({})).await?,
+            Err(e) => {
+                let d = json!({"code": e.code, "status": e.status.as_u16()});
+                self.record(store, action, Outcome::Failure, &target, d).await?
+            }
+        }
+        result.map(Json)
     }
 }
 
-fn trust_ref(d: String, t: String) -> Result<TrustRef, ApiError> {
-    format!("{d}/{t}").parse::<TrustRef>().map_err(|e| ApiError::bad_request(e.to_string()))
+fn trust_ref(d: &str, t: &str) -> Result<TrustRef, ApiError> {
+    format!("{d}/{t}").parse::<TrustRef>().map_err(|e| ApiError::invalid_value(e.to_string()))
 }
 
 fn ts(t: Option<Timestamp>) -> Value {
@@ -163,20 +242,27 @@ async fn create_directory(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<CreateDirectory>,
 ) -> Result<impl IntoResponse, ApiError> {
-    a.require(&s.store, Need::Administer, "directory.create").await?;
-    let d = s.store.create_directory(&a.actor(), &b.name).await?;
+    let st = &s.store;
+    let d = a
+        .change(st, Need::Administer, "directory.create", Target::dir(&b.name), async {
+            Ok(st.create_directory(&a.actor(), &b.name).await?)
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(dir_json(&d))))
 }
 
 async fn list_directories(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Read, "directory.list", json!({})).await?;
-    let ds = s.store.list_directories().await?;
-    Ok(Json(json!({"directories": ds.iter().map(dir_json).collect::<Vec<_>>()})))
+    let st = &s.store;
+    a.read(st, Need::Read, "directory.list", Target::default(), async {
+        let ds = st.list_directories().await?;
+        Ok(json!({"directories": ds.iter().map(dir_json).collect::<Vec<_>>()}))
+    })
+    .await
 }
 
 async fn get_directory(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Read, "directory.show", json!({"directory": d})).await?;
-    Ok(Json(dir_json(&s.store.directory(&d).await?)))
+    let st = &s.store;
+    a.read(st, Need::Read, "directory.show", Target::dir(&d), async { Ok(dir_json(&st.directory(&d).await?)) }).await
 }
 
 // ---- trusts ----
@@ -203,28 +289,29 @@ async fn create_trust(
     Path(d): Path<String>,
     ApiJson(b): ApiJson<CreateTrust>,
 ) -> Result<impl IntoResponse, ApiError> {
-    a.require(&s.store, Need::Administer, "trust.create").await?;
-    let scopes = match &b.scopes {
-        Some(list) => Some(Store::parse_scopes(b.direction, list).map_err(|e| ApiError::bad_request(e.to_string()))?),
-        None => None,
-    };
-    let (trust, kv, key) = s
-        .store
-        .create_trust(
-            &a.actor(),
-            NewTrust {
-                directory: d,
-                name: b.name,
+    let st = &s.store;
+    let target = Target::trust(&d, &b.name);
+    let (trust, kv, key) = a
+        .change(st, Need::Administer, "trust.create", target, async {
+            let scopes = match &b.scopes {
+                Some(list) => {
+                    Some(Store::parse_scopes(b.direction, list).map_err(|e| ApiError::invalid_value(e.to_string()))?)
+                }
+                None => None,
+            };
+            let new = NewTrust {
+                directory: d.clone(),
+                name: b.name.clone(),
                 direction: b.direction,
                 peer_kind: b.peer_kind.unwrap_or(PeerKind::Generic),
                 scopes,
-                description: b.description,
-                outbound_key: b.key.map(|k| Secret::new(k.to_string())),
-            },
-        )
+                description: b.description.clone(),
+                outbound_key: b.key.as_ref().map(|k| Secret::new(k.to_string())),
+            };
+            Ok(st.create_trust(&a.actor(), new).await?)
+        })
         .await?;
-    let now = s.store.now();
-    let mut body = json!({"trust": trust_json(&trust), "key_version": key_json(&kv, now)});
+    let mut body = json!({"trust": trust_json(&trust), "key_version": key_json(&kv, st.now())});
     if let Some(k) = key {
         // Shown exactly once: only the hash is kept.
         body["key"] = json!(k.expose());
@@ -233,15 +320,21 @@ async fn create_trust(
 }
 
 async fn list_trusts(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Read, "trust.list", json!({"directory": d})).await?;
-    let ts = s.store.list_trusts(Some(&d)).await?;
-    Ok(Json(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()})))
+    let st = &s.store;
+    a.read(st, Need::Read, "trust.list", Target::dir(&d), async {
+        let ts = st.list_trusts(Some(&d)).await?;
+        Ok(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}))
+    })
+    .await
 }
 
 async fn list_all_trusts(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Read, "trust.list", json!({})).await?;
-    let ts = s.store.list_trusts(None).await?;
-    Ok(Json(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()})))
+    let st = &s.store;
+    a.read(st, Need::Read, "trust.list", Target::default(), async {
+        let ts = st.list_trusts(None).await?;
+        Ok(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}))
+    })
+    .await
 }
 
 async fn get_trust(
@@ -249,12 +342,15 @@ async fn get_trust(
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = trust_ref(d, t)?;
-    a.read(&s.store, Need::Read, "trust.show", json!({"trust": r.to_string()})).await?;
-    let trust = s.store.trust(&r).await?;
-    let keys = s.store.list_keys(&r).await?;
-    let now = s.store.now();
-    Ok(Json(json!({"trust": trust_json(&trust), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()})))
+    let st = &s.store;
+    a.read(st, Need::Read, "trust.show", Target::trust(&d, &t), async {
+        let r = trust_ref(&d, &t)?;
+        let trust = st.trust(&r).await?;
+        let keys = st.list_keys(&r).await?;
+        let now = st.now();
+        Ok(json!({"trust": trust_json(&trust), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}))
+    })
+    .await
 }
 
 async fn delete_trust(
@@ -262,17 +358,22 @@ async fn delete_trust(
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let r = trust_ref(d, t)?;
-    a.require(&s.store, Need::Administer, "trust.delete").await?;
-    s.store.delete_trust(&a.actor(), &r).await?;
+    let st = &s.store;
+    a.change(st, Need::Administer, "trust.delete", Target::trust(&d, &t), async {
+        Ok(st.delete_trust(&a.actor(), &trust_ref(&d, &t)?).await?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_status(a: Admin, s: AppState, d: String, t: String, status: TrustStatus) -> Result<Json<Value>, ApiError> {
-    let r = trust_ref(d, t)?;
+    let st = &s.store;
     let action = if status == TrustStatus::Active { "trust.resume" } else { "trust.suspend" };
-    a.require(&s.store, Need::Operate, action).await?;
-    let trust = s.store.set_trust_status(&a.actor(), &r, status).await?;
+    let trust = a
+        .change(st, Need::Operate, action, Target::trust(&d, &t), async {
+            Ok(st.set_trust_status(&a.actor(), &trust_ref(&d, &t)?, status).await?)
+        })
+        .await?;
     Ok(Json(json!({"trust": trust_json(&trust)})))
 }
 
@@ -299,11 +400,14 @@ async fn list_keys(
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = trust_ref(d, t)?;
-    a.read(&s.store, Need::Read, "key.list", json!({"trust": r.to_string()})).await?;
-    let keys = s.store.list_keys(&r).await?;
-    let now = s.store.now();
-    Ok(Json(json!({"trust": r.to_string(), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()})))
+    let st = &s.store;
+    a.read(st, Need::Read, "key.list", Target::trust(&d, &t), async {
+        let r = trust_ref(&d, &t)?;
+        let keys = st.list_keys(&r).await?;
+        let now = st.now();
+        Ok(json!({"trust": r.to_string(), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}))
+    })
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -325,25 +429,27 @@ async fn rotate_key(
     Path((d, t)): Path<(String, String)>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = trust_ref(d, t)?;
-    a.require(&s.store, Need::Operate, "key.rotate").await?;
-    let b: RotateBody = crate::extract::optional_json(body)?;
-    let overlap = match &b.overlap {
-        Some(o) => parse_duration("overlap", o)?,
-        None => Duration::from_secs(24 * 3600),
-    };
-    if overlap > MAX_OVERLAP {
-        return Err(ApiError::bad_request("overlap: at most 90 days"));
-    }
-    let (kv, key) = s
-        .store
-        .rotate_key(&a.actor(), &r, RotateKey { overlap, outbound_key: b.key.map(|k| Secret::new(k.to_string())) })
+    let st = &s.store;
+    let (kv, key) = a
+        .change(st, Need::Operate, "key.rotate", Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let b: RotateBody = crate::extract::optional_json(body)?;
+            let overlap = match &b.overlap {
+                Some(o) => parse_duration("overlap", o)?,
+                None => Duration::from_secs(24 * 3600),
+            };
+            if overlap > MAX_OVERLAP {
+                return Err(ApiError::invalid_value("overlap: at most 90 days"));
+            }
+            let req = RotateKey { overlap, outbound_key: b.key.map(|k| Secret::new(k.to_string())) };
+            Ok(st.rotate_key(&a.actor(), &r, req).await?)
+        })
         .await?;
-    let mut body = json!({"trust": r.to_string(), "key_version": key_json(&kv, s.store.now())});
+    let mut out = json!({"trust": format!("{d}/{t}"), "key_version": key_json(&kv, st.now())});
     if let Some(k) = key {
-        body["key"] = json!(k.expose());
+        out["key"] = json!(k.expose());
     }
-    Ok(Json(body))
+    Ok(Json(out))
 }
 
 async fn revoke_key(
@@ -351,12 +457,19 @@ async fn revoke_key(
     State(s): State<AppState>,
     Path((d, t, v)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = trust_ref(d, t)?;
-    let v: i64 =
-        v.parse().ok().filter(|v| *v > 0).ok_or_else(|| ApiError::bad_request("version must be a positive integer"))?;
-    a.require(&s.store, Need::Operate, "key.revoke").await?;
-    let kv = s.store.revoke_key(&a.actor(), &r, v).await?;
-    Ok(Json(json!({"trust": r.to_string(), "key_version": key_json(&kv, s.store.now())})))
+    let st = &s.store;
+    let kv = a
+        .change(st, Need::Operate, "key.revoke", Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let v: i64 = v
+                .parse()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| ApiError::invalid_value("version must be a positive integer"))?;
+            Ok(st.revoke_key(&a.actor(), &r, v).await?)
+        })
+        .await?;
+    Ok(Json(json!({"trust": format!("{d}/{t}"), "key_version": key_json(&kv, st.now())})))
 }
 
 // ---- admin tokens ----
@@ -382,23 +495,35 @@ async fn create_token(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
-    a.require(&s.store, Need::Administer, "token.create").await?;
-    let ttl = b.ttl.as_deref().map(|t| parse_duration("ttl", t)).transpose()?;
-    let (t, secret) = s.store.create_admin_token(&a.actor(), &b.name, b.role, ttl).await?;
+    let st = &s.store;
+    let (t, secret) = a
+        .change(st, Need::Administer, "token.create", Target::default(), async {
+            let ttl = b.ttl.as_deref().map(|t| parse_duration("ttl", t)).transpose()?;
+            Ok(st.create_admin_token(&a.actor(), &b.name, b.role, ttl).await?)
+        })
+        .await?;
     let mut body = token_json(&t);
     body["token"] = json!(secret.expose());
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+/// Admin credentials are listed to admins only, even as metadata.
 async fn list_tokens(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Administer, "token.list", json!({})).await?;
-    let ts = s.store.list_admin_tokens().await?;
-    Ok(Json(json!({"tokens": ts.iter().map(token_json).collect::<Vec<_>>()})))
+    let st = &s.store;
+    a.read(st, Need::Administer, "token.list", Target::default(), async {
+        let ts = st.list_admin_tokens().await?;
+        Ok(json!({"tokens": ts.iter().map(token_json).collect::<Vec<_>>()}))
+    })
+    .await
 }
 
 async fn revoke_token(a: Admin, State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    a.require(&s.store, Need::Administer, "token.revoke").await?;
-    let t = s.store.revoke_admin_token(&a.actor(), &name).await?;
+    let st = &s.store;
+    let t = a
+        .change(st, Need::Administer, "token.revoke", Target::default(), async {
+            Ok(st.revoke_admin_token(&a.actor(), &name).await?)
+        })
+        .await?;
     Ok(Json(token_json(&t)))
 }
 
@@ -421,7 +546,7 @@ fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiE
     s.as_deref()
         .map(|v| {
             Timestamp::parse_rfc3339(v).ok_or_else(|| {
-                ApiError::bad_request(format!("{field}: expected RFC 3339 time, e.g. 2026-11-28T00:00:00Z"))
+                ApiError::invalid_value(format!("{field}: expected RFC 3339 time, e.g. 2026-11-28T00:00:00Z"))
             })
         })
         .transpose()
@@ -432,42 +557,41 @@ async fn audit_page(
     State(s): State<AppState>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    a.read(
-        &s.store,
-        Need::Audit,
-        "audit.read",
-        json!({"filter": {"directory": q.directory, "trust": q.trust, "actor": q.actor, "action": q.action}}),
-    )
-    .await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
-    }
-    let f = AuditFilter {
-        since: parse_time("since", &q.since)?,
-        until: parse_time("until", &q.until)?,
-        directory: q.directory,
-        trust: q.trust,
-        actor: q.actor,
-        action: q.action,
-        after_seq: q.after,
-        limit,
-    };
-    let records = fedkey_store::audit::query(&s.store.db, &f).await?;
-    let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.seq)).flatten();
-    Ok(Json(json!({"records": records.iter().map(|r| r.to_json()).collect::<Vec<_>>(), "next_after": next})))
+    let st = &s.store;
+    a.read(st, Need::Audit, "audit.read", Target::default(), async {
+        let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let limit = q.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::invalid_value("limit must be between 1 and 1000"));
+        }
+        let f = AuditFilter {
+            since: parse_time("since", &q.since)?,
+            until: parse_time("until", &q.until)?,
+            directory: q.directory,
+            trust: q.trust,
+            actor: q.actor,
+            action: q.action,
+            after_seq: q.after,
+            limit,
+        };
+        let records = fedkey_store::audit::query(&st.db, &f).await?;
+        let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.seq)).flatten();
+        Ok(json!({"records": records.iter().map(|r| r.to_json()).collect::<Vec<_>>(), "next_after": next}))
+    })
+    .await
 }
 
 async fn audit_verify(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    a.read(&s.store, Need::Audit, "audit.verify", json!({})).await?;
-    let store = &s.store;
-    match fedkey_store::audit::verify(&store.db, &store.install.id, &store.install.public_key).await? {
-        Ok(rep) => Ok(Json(
-            json!({"ok": true, "records": rep.records, "checkpoints": rep.checkpoints, "head": hex::encode(rep.head_hash)}),
-        )),
-        Err(e) => Ok(Json(json!({"ok": false, "seq": e.seq, "error": e.to_string()}))),
-    }
+    let st = &s.store;
+    a.read(st, Need::Audit, "audit.verify", Target::default(), async {
+        let pk = hex::encode(st.install.public_key);
+        Ok(match fedkey_store::audit::verify(&st.db, &st.install.id, &st.install.public_key).await? {
+            Ok(rep) => json!({"ok": true, "records": rep.records, "checkpoints": rep.checkpoints,
+                "head": hex::encode(rep.head_hash), "origin": st.install.id, "public_key": pk}),
+            Err(e) => json!({"ok": false, "seq": e.seq, "error": e.to_string()}),
+        })
+    })
+    .await
 }
 
 // ---- test clock ----
@@ -490,7 +614,7 @@ async fn advance_clock(
             "the test clock is disabled (start with --unsafe-test-clock)",
         ));
     };
-    a.require(&s.store, Need::Administer, "test.clock").await?;
+    a.require(&s.store, Need::Administer, "test.clock", &Target::default()).await?;
     let d = parse_duration("advance", &b.advance)?;
     s.store.record(&a.actor(), "test.clock.advance", Outcome::Success, json!({"advance_seconds": d.as_secs()})).await?;
     clock.advance(d);

@@ -23,6 +23,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
+    /// Well-formed input that names something invalid (a bad name, scope, duration…).
+    pub fn invalid_value(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message)
+    }
+
     pub fn unauthorized() -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing, malformed, unknown, expired or revoked token")
     }
@@ -63,8 +68,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
             }
-            StoreError::Domain(d) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", d.to_string()),
-            StoreError::Forbidden(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", m),
+            StoreError::Domain(d) => ApiError::invalid_value(d.to_string()),
+            StoreError::Invalid(m) => ApiError::invalid_value(m),
+            StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
             e @ StoreError::AuditUnavailable(_) => {
                 tracing::error!(error = ?e, "audit unavailable; request refused");
                 ApiError::audit_unavailable()
@@ -75,6 +81,10 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not support that method")
 }
 
 pub async fn not_found() -> ApiError {

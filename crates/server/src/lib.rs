@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/scim/v2", scim::router())
         .merge(health::router())
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(request::request_context))
         .with_state(state)
 }

@@ -2,7 +2,7 @@
 //! `/ServiceProviderConfig`; the SCIM service issue fills in resources.
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -80,15 +80,15 @@ pub fn capabilities() -> Capabilities {
     }
 }
 
-async fn spc(Provisioner(p): Provisioner, headers: HeaderMap) -> Response {
-    render_spc(&p.directory, &headers)
+async fn spc(Provisioner(p): Provisioner, State(s): State<AppState>, headers: HeaderMap) -> Response {
+    render_spc(s.scheme, &p.directory, &headers)
 }
 
 /// The `/ServiceProviderConfig` response for `directory` (shared with the benchmark's
 /// unauthenticated baseline, so both measure the same work).
-pub fn render_spc(directory: &str, headers: &HeaderMap) -> Response {
+pub fn render_spc(scheme: &str, directory: &str, headers: &HeaderMap) -> Response {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let location = format!("http://{host}/scim/v2/{directory}/ServiceProviderConfig");
+    let location = format!("{scheme}://{host}/scim/v2/{directory}/ServiceProviderConfig");
     let mut resp = axum::Json(service_provider_config(&capabilities(), &location)).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
     resp

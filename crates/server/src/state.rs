@@ -9,4 +9,6 @@ pub struct AppState {
     /// Set only with `--unsafe-test-clock`: lets an admin move the server's clock
     /// forward, for end-to-end tests of expiry. Never enable in production.
     pub test_clock: Option<SystemClock>,
+    /// `https` when serving TLS; used in the URLs fedkey puts in documents.
+    pub scheme: &'static str,
 }

@@ -233,11 +233,7 @@ impl Store {
             None => "anonymous".to_owned(),
         };
         let mut ev = self
-            .event(
-                &Actor { id: actor, role: None, source: meta.source.clone(), request_id: meta.request_id.clone() },
-                "key.authenticate",
-                Outcome::Success,
-            )
+            .event(&Actor::anonymous(actor, meta), "key.authenticate", Outcome::Success)
             .directory(directory.chars().take(64).collect::<String>());
         if let Some(r) = &rec {
             ev = ev.trust(r.principal.trust.clone()).key_version(r.principal.version);
@@ -300,12 +296,7 @@ impl Store {
                 if let Some(p) = presented {
                     d["presented"] = json!(self.install.fingerprint(p.as_bytes()));
                 }
-                let actor = Actor {
-                    id: "anonymous".into(),
-                    role: None,
-                    source: meta.source.clone(),
-                    request_id: meta.request_id.clone(),
-                };
+                let actor = Actor::anonymous("anonymous".into(), meta);
                 self.audit.record(self.event(&actor, "admin.authenticate", Outcome::Denied).details(d), None).await?;
             }
         }
@@ -353,7 +344,7 @@ impl Store {
         action: &str,
         details: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let actor = Actor::token(&who.name, who.role, meta.source.clone(), meta.request_id.clone());
+        let actor = Actor::token(who, meta);
         let ev = self.event(&actor, action, Outcome::Success).details(details);
         self.audit.record(ev, Some(Touch::AdminToken { id: who.id.clone() })).await.map(|_| ())
     }

@@ -89,11 +89,28 @@ pub type Tx = Transaction<'static, Any>;
 impl Db {
     /// Connects and migrates. `sqlite:` URLs create the file if needed.
     pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        Db::connect_mode(url, "rwc").await
+    }
+
+    /// Like [`Db::connect`], but a SQLite file must already exist: offline tools must
+    /// not create an empty database when pointed at the wrong directory.
+    pub async fn connect_existing(url: &str) -> Result<Db, StoreError> {
+        Db::connect_mode(url, "rw").await.map_err(|e| match e {
+            StoreError::Database(sqlx::Error::Database(d)) if d.message().contains("unable to open") => {
+                StoreError::Config(format!(
+                    "no fedkey database at {url} (run `fedkey init`, or check --data-dir / --database-url)"
+                ))
+            }
+            other => other,
+        })
+    }
+
+    async fn connect_mode(url: &str, sqlite_mode: &str) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+                format!("{url}{}mode={sqlite_mode}", if url.contains('?') { "&" } else { "?" })
             }
             _ => url.to_owned(),
         };

@@ -11,8 +11,12 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     Domain(#[from] DomainError),
-    #[error("forbidden: {0}")]
-    Forbidden(String),
+    /// The request is valid but the object is not in a state that allows it.
+    #[error("{0}")]
+    InvalidState(String),
+    /// A request the domain rules refuse (e.g. supplying a key for an inbound trust).
+    #[error("{0}")]
+    Invalid(String),
     #[error("the audit log could not record this operation, so it was not performed")]
     AuditUnavailable(#[source] Box<StoreError>),
     #[error("configuration: {0}")]

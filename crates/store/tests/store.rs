@@ -320,8 +320,17 @@ async fn count_action(s: &Store, action: &str) -> usize {
 
 async fn drop_append_only_triggers(e: &Env) {
     match e.t.kind {
-        Kind::Sqlite => e.exec("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;").await,
-        Kind::Postgres => e.exec("DROP TRIGGER audit_log_no_update ON audit_log").await,
+        Kind::Sqlite => {
+            e.exec(
+                "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete; \
+                 DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete;",
+            )
+            .await
+        }
+        Kind::Postgres => {
+            e.exec("DROP TRIGGER audit_log_no_update ON audit_log; DROP TRIGGER audit_checkpoints_no_update ON audit_checkpoints")
+                .await
+        }
     }
 }
 
@@ -551,6 +560,11 @@ mod cases {
         let size = audit::checkpoint_if_new(&s.db, &s.install, &e.clock, &mut last, 1).await.unwrap();
         assert_eq!(size, Some(head_seq(s).await));
         assert_eq!(audit::checkpoint_if_new(&s.db, &s.install, &e.clock, &mut last, 1).await.unwrap(), None);
+        // Checkpoints are append-only as well.
+        let upd = sqlx::query("UPDATE audit_checkpoints SET ts = 0").execute(s.db.pool()).await;
+        assert!(upd.unwrap_err().to_string().contains("append-only"));
+        let del = sqlx::query("DELETE FROM audit_checkpoints").execute(s.db.pool()).await;
+        assert!(del.unwrap_err().to_string().contains("append-only"));
         let rep = verify(s).await.unwrap();
         assert!(rep.checkpoints >= 2, "{rep:?}");
     }

@@ -91,3 +91,5 @@ CREATE TABLE audit_checkpoints (
     ts        BIGINT NOT NULL,
     signature BYTEA NOT NULL
 );
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE OR DELETE ON audit_checkpoints
+FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();

@@ -20,7 +20,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::from(e).conflict_or(format!("directory {name:?}")))?;
         let ev = self.event(actor, "directory.create", Outcome::Success).directory(name).details(json!({"after": d}));
-        self.commit_with(tx, ev).await?;
+        self.commit_with(tx, actor, ev).await?;
         Ok(d)
     }
 

@@ -34,15 +34,33 @@ pub struct Actor {
     pub role: Option<Role>,
     pub source: Option<String>,
     pub request_id: Option<String>,
+    /// The admin token acting, whose `last_used_at` the change updates.
+    pub token_id: Option<String>,
 }
 
 impl Actor {
     pub fn system(what: &str) -> Actor {
-        Actor { id: format!("system:{what}"), role: Some(Role::Admin), source: None, request_id: None }
+        Actor { id: format!("system:{what}"), role: Some(Role::Admin), source: None, request_id: None, token_id: None }
     }
 
-    pub fn token(name: &str, role: Role, source: Option<String>, request_id: Option<String>) -> Actor {
-        Actor { id: format!("token:{name}"), role: Some(role), source, request_id }
+    /// A command-line tool acting directly on the database.
+    pub fn cli(what: &str) -> Actor {
+        Actor { id: format!("cli:{what}"), role: None, source: None, request_id: None, token_id: None }
+    }
+
+    pub fn token(who: &crate::auth::AdminPrincipal, meta: &crate::auth::RequestMeta) -> Actor {
+        Actor {
+            id: format!("token:{}", who.name),
+            role: Some(who.role),
+            source: meta.source.clone(),
+            request_id: meta.request_id.clone(),
+            token_id: Some(who.id.clone()),
+        }
+    }
+
+    /// An unauthenticated caller (failed authentication).
+    pub fn anonymous(id: String, meta: &crate::auth::RequestMeta) -> Actor {
+        Actor { id, role: None, source: meta.source.clone(), request_id: meta.request_id.clone(), token_id: None }
     }
 }
 
@@ -100,7 +118,8 @@ impl Store {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn event(&self, actor: &Actor, action: &str, outcome: Outcome) -> Event {
+    /// An audit event stamped with the clock and the actor's request context.
+    pub fn event(&self, actor: &Actor, action: &str, outcome: Outcome) -> Event {
         Event::new(self.now(), actor.id.clone(), action, outcome)
             .source(actor.source.clone())
             .request_id(actor.request_id.clone())
@@ -119,13 +138,24 @@ impl Store {
     }
 
     /// Commits `tx` after appending `event`: the change and its record land together.
-    pub(crate) async fn commit_with(&self, mut tx: Tx, event: Event) -> Result<(), StoreError> {
+    pub(crate) async fn commit_with(&self, mut tx: Tx, actor: &Actor, event: Event) -> Result<(), StoreError> {
         crate::audit::append_in_tx(&mut tx, &self.db, vec![event])
             .await
             .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
+        if let Some(id) = &actor.token_id {
+            sqlx::query("UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(event_ts(&self.now()))
+                .bind(id.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await.map_err(|e| StoreError::AuditUnavailable(Box::new(e.into())))?;
         Ok(())
     }
+}
+
+fn event_ts(t: &Timestamp) -> i64 {
+    t.0
 }
 
 pub(crate) fn new_id() -> String {

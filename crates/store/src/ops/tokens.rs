@@ -50,7 +50,7 @@ impl Store {
         let ev = self
             .event(actor, "token.create", Outcome::Success)
             .details(json!({"after": t, "fingerprint": self.install.fingerprint(secret.expose().as_bytes())}));
-        self.commit_with(tx, ev).await?;
+        self.commit_with(tx, actor, ev).await?;
         Ok((t, secret))
     }
 
@@ -70,7 +70,7 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("admin token {name:?}")))?;
         let before = token_from_row(&row)?;
         if before.revoked_at.is_some() {
-            return Err(StoreError::Conflict(format!("revocation of admin token {name:?}")));
+            return Err(StoreError::InvalidState(format!("admin token {name:?} is already revoked")));
         }
         let now = self.now();
         let mut tx = self.db.begin().await?;
@@ -80,7 +80,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let ev = self.event(actor, "token.revoke", Outcome::Success).details(json!({"before": before}));
-        self.commit_with(tx, ev).await?;
+        self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
         Ok(AdminToken { revoked_at: Some(now), ..before })
     }

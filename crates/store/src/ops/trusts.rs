@@ -97,7 +97,7 @@ impl Store {
             .details(
                 json!({"after": trust, "key": {"version": 1, "state": "current", "fingerprint": material.fingerprint}}),
             );
-        self.commit_with(tx, ev).await?;
+        self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
         Ok((trust, kv, material.plaintext))
     }
@@ -153,7 +153,7 @@ impl Store {
             .directory(&r.directory)
             .trust(&r.trust)
             .details(json!({"before": {"status": before.status}, "after": {"status": status}}));
-        self.commit_with(tx, ev).await?;
+        self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
         Ok(Trust { status, updated_at: now, ..before })
     }
@@ -172,7 +172,7 @@ impl Store {
             .directory(&r.directory)
             .trust(&r.trust)
             .details(json!({"before": before, "versions": states}));
-        self.commit_with(tx, ev).await?;
+        self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
         Ok(())
     }
