@@ -171,7 +171,7 @@ fn print_with_key(out: Output, v: &Value) {
         Output::Table => {
             if let Some(k) = v["key"].as_str() {
                 eprintln!("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
-                println!("key: {k}");
+                outln!("key: {k}");
             }
             if v["trust"].is_object() {
                 output::record(&v["trust"], TRUST_COLUMNS);
@@ -252,7 +252,7 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
                             "created_by",
                         ],
                     );
-                    println!();
+                    outln!();
                     output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS);
                 }
             }
@@ -263,7 +263,7 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
             api.call(reqwest::Method::DELETE, &path(&trust), None).await?;
             match out {
                 Output::Json => output::json(&json!({"deleted": trust.to_string()})),
-                Output::Table => println!("deleted {trust}"),
+                Output::Table => outln!("deleted {trust}"),
             }
         }
     }
@@ -320,7 +320,7 @@ pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<Exi
                 Output::Json => output::json(&v),
                 Output::Table => {
                     eprintln!("The token below is shown once; fedkey keeps only its hash.");
-                    println!("token: {}", v["token"].as_str().unwrap_or_default());
+                    outln!("token: {}", v["token"].as_str().unwrap_or_default());
                     output::record(&v, cols);
                 }
             }
@@ -351,7 +351,7 @@ pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<Exi
                 match out {
                     Output::Json => output::json(&v),
                     Output::Table if v["ok"] == json!(true) => {
-                        println!(
+                        outln!(
                             "audit log OK: {} records, {} checkpoints verified, head {}",
                             v["records"],
                             v["checkpoints"],

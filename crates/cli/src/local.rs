@@ -90,7 +90,7 @@ pub fn print_bootstrap(token: &Secret) {
     eprintln!("┌──────────────────────────────────────────────────────────────────────────┐");
     eprintln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
     eprintln!("└──────────────────────────────────────────────────────────────────────────┘");
-    println!("admin_token: {}", token.expose());
+    outln!("admin_token: {}", token.expose());
 }
 
 /// Offline verification of the audit chain and checkpoints.
@@ -107,13 +107,13 @@ pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>, out: Outpu
             Ok(true)
         }
         Ok(rep) => {
-            println!(
+            outln!(
                 "audit log OK: {} records, {} checkpoints verified, head {}",
                 rep.records,
                 rep.checkpoints,
                 hex::encode(rep.head_hash)
             );
-            println!("origin {origin}, checkpoint public key {pk} (pin it with --public-key)");
+            outln!("origin {origin}, checkpoint public key {pk} (pin it with --public-key)");
             Ok(true)
         }
         Err(e) => {
@@ -220,9 +220,11 @@ pub async fn master_key_rotate(s: &Settings, progress: bool, out: Output) -> any
     file.store(&ring)?;
     match out {
         Output::Json => crate::output::json(&serde_json::json!({"active_key": new_id, "report": rep})),
-        Output::Table => println!(
+        Output::Table => outln!(
             "master key rotated to {new_id}: {} envelopes rewrapped, {} already current, {} total",
-            rep.rewrapped, rep.already_current, rep.total
+            rep.rewrapped,
+            rep.already_current,
+            rep.total
         ),
     }
     Ok(())

@@ -1,5 +1,13 @@
 //! `fedkey`: the server (`serve`, `init`) and the admin CLI.
 
+/// `println!` that ignores a closed stdout (`fedkey … | head`) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod admin;
 mod client;
 mod config;
@@ -185,7 +193,7 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
                 })),
                 (Output::Table, Some(t)) => local::print_bootstrap(t),
                 (Output::Table, None) => {
-                    println!("already initialised; no new admin token was created")
+                    outln!("already initialised; no new admin token was created")
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -234,7 +242,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local_addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("fedkey listening on {scheme}://{local_addr}");
+    outln!("fedkey listening on {scheme}://{local_addr}");
     tracing::info!(%local_addr, scheme, database = %redact_db_url(&s.database_url()), "serving");
     if s.unsafe_test_clock {
         tracing::warn!("--unsafe-test-clock is on: admins can move this server's clock. Never use this in production.");

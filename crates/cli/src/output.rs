@@ -10,7 +10,7 @@ pub enum Output {
 }
 
 pub fn json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 fn cell(v: &Value) -> String {
@@ -30,12 +30,12 @@ pub fn table(rows: &[Value], columns: &[&str]) {
     for r in rows {
         t.add_row(columns.iter().map(|c| cell(&r[*c])));
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 /// Prints key/value pairs of one object.
 pub fn record(v: &Value, fields: &[&str]) {
     for f in fields {
-        println!("{:<14} {}", format!("{f}:"), cell(&v[*f]));
+        outln!("{:<14} {}", format!("{f}:"), cell(&v[*f]));
     }
 }

@@ -438,6 +438,18 @@ async fn roles_and_bad_input_get_clear_errors() {
     let (st, v) = s.api(M::GET, "/api/v1/audit?limit=abc", t, None).await;
     assert_eq!(st, 400, "{v}");
 
+    // Wrong methods get the JSON error shape too.
+    let (st, v) = s.api(M::PUT, "/api/v1/directories", t, None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{v}");
+    // Revoking twice is a state conflict with a clear message.
+    let (st, v) = s.api(M::POST, "/api/v1/tokens/ops/revoke", t, None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("invalid_state")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("already revoked"));
+    // A low-privilege caller learns nothing from validation: the role check comes first.
+    let (st, _) =
+        s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/not-a-number/revoke", Some(&aud), None).await;
+    assert_eq!(st, 403);
+
     // Nothing above created anything it should not have.
     let (_, v) = s.api(M::GET, "/api/v1/directories", t, None).await;
     assert_eq!(v["directories"].as_array().unwrap().len(), 1);
@@ -451,6 +463,19 @@ async fn roles_and_bad_input_get_clear_errors() {
         recs.iter().any(|r| r["outcome"] == "denied" && r["action"] == "trust.create" && r["actor"] == "token:ops")
     );
     assert!(recs.iter().any(|r| r["outcome"] == "denied" && r["action"] == "admin.authenticate"));
+    // Refused changes are audited as failures, with the reason.
+    assert!(
+        recs.iter().any(|r| r["outcome"] == "failure"
+            && r["action"] == "directory.create"
+            && r["details"]["code"] == "conflict"),
+        "a failed create is recorded"
+    );
+    // Reads are recorded with their target and outcome.
+    assert!(recs.iter().any(|r| r["action"] == "key.list" && r["outcome"] == "failure" && r["directory"] == "nope"));
+    // The admin token's last use is recorded by changes, not only by reads.
+    let (_, v) = s.api(M::GET, "/api/v1/tokens", t, None).await;
+    let aud_tok = v["tokens"].as_array().unwrap().iter().find(|x| x["name"] == "aud").unwrap().clone();
+    assert!(aud_tok["last_used_at"].is_string(), "{aud_tok}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,6 +642,18 @@ fn unsafe_set_ups_are_refused_with_clear_messages() {
     let out = fedkey(&data, &db, &["init"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // Offline tools pointed at the wrong place refuse instead of creating an empty database.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let wrong = format!("sqlite://{}", empty.join("fedkey.db").display());
+    let out = fedkey(&empty, &wrong, &["audit", "export"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no fedkey database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!empty.join("fedkey.db").exists());
     // A bad config file.
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "lisen = 1").unwrap();
@@ -744,4 +781,25 @@ async fn serves_tls_and_rotates_the_master_key_online() {
     assert_eq!(r.status().as_u16(), 200);
     let out = s.cli(&["audit", "verify", "--offline"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_every_admin_token_is_recoverable_from_the_host() {
+    let s = Server::start(Backend::Sqlite);
+    use reqwest::Method as M;
+    let (st, _) = s.api(M::POST, "/api/v1/tokens/bootstrap/revoke", Some(&s.token), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(s.api(M::GET, "/api/v1/directories", Some(&s.token), None).await.0, 401);
+    // Whoever can run fedkey on the data directory gets a new admin token.
+    let out = fedkey(&s.data_dir(), &s.db_url, &["init", "--output", "json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fresh = v["admin_token"].as_str().expect("a recovery token").to_owned();
+    assert_eq!(s.api(M::GET, "/api/v1/directories", Some(&fresh), None).await.0, 200);
+    // With a usable admin token present, init issues none.
+    let out = fedkey(&s.data_dir(), &s.db_url, &["init", "--output", "json"], &[]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["admin_token"].is_null());
+    let (_, v) = s.api(M::GET, "/api/v1/audit?action=token.create", Some(&fresh), None).await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 2, "both bootstrap tokens are audited");
 }

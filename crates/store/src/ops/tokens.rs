@@ -85,14 +85,24 @@ impl Store {
         Ok(AdminToken { revoked_at: Some(now), ..before })
     }
 
-    /// Creates the `bootstrap` admin token when no admin token exists yet; `None` otherwise.
+    /// Creates a bootstrap admin token when no usable admin-role token exists (first
+    /// start, or every admin token revoked or expired: whoever can run fedkey on its data
+    /// can recover); `None` otherwise.
     pub async fn bootstrap_admin(&self) -> Result<Option<Secret>, StoreError> {
-        let n: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens").fetch_one(self.db.pool()).await?.try_get("n")?;
-        if n > 0 {
+        let usable: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM admin_tokens WHERE role = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
+        )
+        .bind(self.now().0)
+        .fetch_one(self.db.pool())
+        .await?
+        .try_get("n")?;
+        if usable > 0 {
             return Ok(None);
         }
-        match self.create_admin_token(&Actor::system("init"), "bootstrap", Role::Admin, None).await {
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens").fetch_one(self.db.pool()).await?.try_get("n")?;
+        let name = if total == 0 { "bootstrap".to_owned() } else { format!("bootstrap-{}", total + 1) };
+        match self.create_admin_token(&Actor::system("init"), &name, Role::Admin, None).await {
             Ok((_, s)) => Ok(Some(s)),
             // Another node bootstrapped at the same moment.
             Err(StoreError::Conflict(_)) => Ok(None),
