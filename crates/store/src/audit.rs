@@ -180,6 +180,7 @@ async fn run_writer(
                 if n == 0 {
                     return;
                 }
+                gather(&mut rx, &mut batch, cfg.max_batch).await;
                 let mut jobs = std::mem::take(&mut batch);
                 metrics::histogram!("fedkey_audit_batch_size").record(jobs.len() as f64);
                 let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut last_checkpoint, cfg.checkpoint_every).await;
@@ -207,6 +208,30 @@ async fn run_writer(
         }
     }
 }
+
+/// Lets requests that are already running add their records before the batch is
+/// committed. Yielding costs nothing when nobody else is runnable (an idle server commits
+/// at once), while under load it turns many small commits into a few large ones.
+async fn gather(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+    for _ in 0..GATHER_YIELDS {
+        if batch.len() >= max {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            return;
+        }
+    }
+}
+
+const GATHER_YIELDS: usize = 8;
 
 async fn commit_batch(
     db: &Db,
