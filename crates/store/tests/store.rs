@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
-use fedkey_audit::{Checkpoint, VerifyError, VerifyReport};
+use fedkey_audit::{Checkpoint, Outcome, VerifyError, VerifyReport};
 use fedkey_core::{Direction, DomainError, KeyState, ManualClock, PeerKind, Role, Timestamp, TrustRef, TrustStatus};
 use fedkey_crypto::signing::SigningKey;
 use fedkey_crypto::token::{self, TokenKind};
@@ -207,6 +207,7 @@ on_both_backends!(
     two_stores_one_chain,
     verify_while_appending,
     tamper_replaced_public_key,
+    awkward_text_survives_the_batch_insert,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -926,6 +927,43 @@ mod cases {
     }
 
     /// Verifying a live log: records appended while the verifier reads are not tampering.
+    /// Audit batches travel to the database as one JSON document; every byte of every
+    /// field must come back exactly as hashed, whatever characters it holds.
+    pub async fn awkward_text_survives_the_batch_insert(kind: Kind) {
+        let e = env(kind).await;
+        let s = &e.store;
+        let nasty = "quote\" backslash\\ nl\n tab\t ctl\u{1} nul-free é 𝄞 \u{2028} {\"json\":[1]} '; DROP TABLE x; --";
+        let actor = Actor {
+            id: format!("token:{nasty}"),
+            role: None,
+            source: Some(nasty.into()),
+            request_id: Some(nasty.into()),
+            token_id: None,
+        };
+        let details = serde_json::json!({"text": nasty, "n": i64::MAX, "neg": -1, "f": 1.5, "nested": {"k": [nasty, null, true]}});
+        // Several concurrent records so they share one batch.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let (s, actor, details) = (s.clone(), actor.clone(), details.clone());
+            set.spawn(async move {
+                s.record(&actor, &format!("test.awkward.{i}"), Outcome::Success, details).await.unwrap()
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let recs =
+            audit::query(&s.db, &AuditFilter { actor: Some(actor.id.clone()), limit: 100, ..Default::default() })
+                .await
+                .unwrap();
+        assert_eq!(recs.len(), 20);
+        for r in &recs {
+            assert_eq!(r.source.as_deref(), Some(nasty));
+            assert_eq!(r.request_id.as_deref(), Some(nasty));
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&r.details).unwrap(), details);
+            assert_eq!(r.compute_hash(), r.hash);
+        }
+        assert!(verify(s).await.is_ok());
+    }
+
     pub async fn verify_while_appending(kind: Kind) {
         let e = env(kind).await;
         let s = &e.store;
