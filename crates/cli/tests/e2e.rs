@@ -803,3 +803,40 @@ async fn revoking_every_admin_token_is_recoverable_from_the_host() {
     let (_, v) = s.api(M::GET, "/api/v1/audit?action=token.create", Some(&fresh), None).await;
     assert_eq!(v["records"].as_array().unwrap().len(), 2, "both bootstrap tokens are audited");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_verify_names_the_tampered_record() {
+    for b in backends() {
+        let s = Server::start(b);
+        s.cli_json(&["directory", "create", "acme"]);
+        s.cli_json(&["trust", "create", "--directory", "acme", "--name", "idp", "--direction", "inbound"]);
+        s.cli_json(&["key", "rotate", "acme/idp", "--overlap", "1h"]);
+        let ok = s.cli(&["audit", "verify", "--offline"]);
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        // Someone with database access rewrites who did what in record 3.
+        let sql = "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'token:nobody' WHERE seq = 3;";
+        match b {
+            Backend::Sqlite => {
+                let out = Command::new("python3")
+                    .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()"])
+                    .arg(s.data_dir().join("fedkey.db"))
+                    .arg(sql)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+            Backend::Postgres => {
+                psql_on(&s.db_url, &sql.replace("audit_log_no_update;", "audit_log_no_update ON audit_log;"));
+            }
+        }
+        let out = s.cli(&["audit", "verify", "--offline"]);
+        assert_eq!(out.status.code(), Some(3), "{b:?}: verification must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("FAILED at record 3") && err.contains("altered"), "{b:?}: {err}");
+        // The API verifier agrees.
+        let out = s.cli(&["audit", "verify", "--output", "json"]);
+        assert_eq!(out.status.code(), Some(3));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((v["ok"].as_bool(), v["seq"].as_i64()), (Some(false), Some(3)), "{v}");
+    }
+}
