@@ -15,7 +15,12 @@ use crate::output::{self, Output};
 
 #[derive(Subcommand)]
 pub enum DirectoryCmd {
-    Create { name: String },
+    /// Create a directory (one per tenant).
+    Create {
+        /// Directory name (a-z, 0-9, '.', '_', '-').
+        name: String,
+    },
+    /// List directories.
     List,
 }
 
@@ -48,20 +53,30 @@ pub enum TrustCmd {
         #[arg(long)]
         key_stdin: bool,
     },
+    /// List trusts, of one directory or all.
     List {
+        /// Only this directory's trusts.
         #[arg(long)]
         directory: Option<String>,
     },
+    /// Show a trust and its key versions.
     Show {
+        /// DIRECTORY/TRUST
         trust: TrustRef,
     },
+    /// Stop a trust's keys from authenticating (reversible).
     Suspend {
+        /// DIRECTORY/TRUST
         trust: TrustRef,
     },
+    /// Let a suspended trust's keys authenticate again.
     Resume {
+        /// DIRECTORY/TRUST
         trust: TrustRef,
     },
+    /// Delete a trust and its key versions (the audit log keeps their history).
     Delete {
+        /// DIRECTORY/TRUST
         trust: TrustRef,
     },
 }
@@ -70,6 +85,7 @@ pub enum TrustCmd {
 pub enum KeyCmd {
     /// New current version; the old one stays valid for the overlap.
     Rotate {
+        /// DIRECTORY/TRUST
         trust: TrustRef,
         /// How long the previous version keeps working (0s = immediately invalid).
         #[arg(long, default_value = "24h")]
@@ -83,19 +99,24 @@ pub enum KeyCmd {
     },
     /// Revoke one version immediately.
     Revoke {
+        /// DIRECTORY/TRUST
         trust: TrustRef,
         /// The version number to revoke (see `key list`).
         #[arg(long)]
         version: i64,
     },
+    /// List a trust's key versions (never secrets).
     List {
+        /// DIRECTORY/TRUST
         trust: TrustRef,
     },
 }
 
 #[derive(Subcommand)]
 pub enum TokenCmd {
+    /// Create an admin API token (printed once).
     Create {
+        /// Token name (a-z, 0-9, '.', '_', '-').
         name: String,
         /// admin, operator (rotate/revoke/suspend) or auditor (read-only + audit log).
         #[arg(long, value_parser = parse_role)]
@@ -130,10 +151,13 @@ pub enum AuditCmd {
         /// RFC 3339 time or a duration back from now; records before it.
         #[arg(long)]
         until: Option<String>,
+        /// Only records about this directory.
         #[arg(long)]
         directory: Option<String>,
+        /// Only records about this trust (name within its directory).
         #[arg(long)]
         trust: Option<String>,
+        /// Only records of this action, e.g. key.rotate or key.authenticate.
         #[arg(long)]
         action: Option<String>,
         /// Write to this file instead of stdout.
@@ -375,6 +399,8 @@ pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<Exi
                 action,
                 ..Default::default()
             };
+            // Refuse before creating the output file when there is no database.
+            fedkey_store::Db::connect_existing(&s.database_url()).await?.close().await;
             let n = match file {
                 Some(p) => {
                     let mut w = std::io::BufWriter::new(std::fs::File::create(&p)?);

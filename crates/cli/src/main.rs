@@ -217,10 +217,10 @@ fn redact_db_url(url: &str) -> String {
 }
 
 async fn serve(s: &Settings) -> anyhow::Result<()> {
-    let addr: SocketAddr = s
-        .listen
-        .parse()
-        .map_err(|_| anyhow::anyhow!("listen: {:?} is not an address like 127.0.0.1:8080", s.listen))?;
+    let addr: SocketAddr = match tokio::net::lookup_host(&s.listen).await.ok().and_then(|mut a| a.next()) {
+        Some(a) => a,
+        None => anyhow::bail!("listen: {:?} is not an address like 127.0.0.1:8080 or localhost:8080", s.listen),
+    };
     let tls = match (&s.tls_cert, &s.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
         (None, None) => None,

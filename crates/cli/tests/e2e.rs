@@ -449,6 +449,8 @@ async fn roles_and_bad_input_get_clear_errors() {
     let (st, _) =
         s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/not-a-number/revoke", Some(&aud), None).await;
     assert_eq!(st, 403);
+    let (st, _) = s.api(M::POST, "/api/v1/tokens", Some(&aud), Some(json!({"name": "x", "role": "superuser"}))).await;
+    assert_eq!(st, 403, "a malformed body from a caller without the role is still a 403");
 
     // Nothing above created anything it should not have.
     let (_, v) = s.api(M::GET, "/api/v1/directories", t, None).await;

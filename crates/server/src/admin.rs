@@ -226,7 +226,7 @@ fn dir_json(d: &fedkey_store::Directory) -> Value {
 /// Durations as `24h`, `90m`, `0s`, `1d 12h`.
 fn parse_duration(field: &str, s: &str) -> Result<Duration, ApiError> {
     humantime::parse_duration(s.trim())
-        .map_err(|_| ApiError::bad_request(format!("{field}: {s:?} is not a duration (e.g. 24h, 90m, 0s)")))
+        .map_err(|_| ApiError::invalid_value(format!("{field}: {s:?} is not a duration (e.g. 24h, 90m, 0s)")))
 }
 
 // ---- directories ----
@@ -240,11 +240,13 @@ struct CreateDirectory {
 async fn create_directory(
     a: Admin,
     State(s): State<AppState>,
-    ApiJson(b): ApiJson<CreateDirectory>,
+    body: Result<ApiJson<CreateDirectory>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let st = &s.store;
+    let target = body.as_ref().map(|ApiJson(b)| Target::dir(&b.name)).unwrap_or_default();
     let d = a
-        .change(st, Need::Administer, "directory.create", Target::dir(&b.name), async {
+        .change(st, Need::Administer, "directory.create", target, async {
+            let ApiJson(b) = body?;
             Ok(st.create_directory(&a.actor(), &b.name).await?)
         })
         .await?;
@@ -287,12 +289,16 @@ async fn create_trust(
     a: Admin,
     State(s): State<AppState>,
     Path(d): Path<String>,
-    ApiJson(b): ApiJson<CreateTrust>,
+    body: Result<ApiJson<CreateTrust>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let st = &s.store;
-    let target = Target::trust(&d, &b.name);
+    let target = match &body {
+        Ok(ApiJson(b)) => Target::trust(&d, &b.name),
+        Err(_) => Target::dir(&d),
+    };
     let (trust, kv, key) = a
         .change(st, Need::Administer, "trust.create", target, async {
+            let ApiJson(b) = body?;
             let scopes = match &b.scopes {
                 Some(list) => {
                     Some(Store::parse_scopes(b.direction, list).map_err(|e| ApiError::invalid_value(e.to_string()))?)
@@ -493,11 +499,12 @@ fn token_json(t: &fedkey_store::AdminToken) -> Value {
 async fn create_token(
     a: Admin,
     State(s): State<AppState>,
-    ApiJson(b): ApiJson<CreateToken>,
+    body: Result<ApiJson<CreateToken>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let st = &s.store;
     let (t, secret) = a
         .change(st, Need::Administer, "token.create", Target::default(), async {
+            let ApiJson(b) = body?;
             let ttl = b.ttl.as_deref().map(|t| parse_duration("ttl", t)).transpose()?;
             Ok(st.create_admin_token(&a.actor(), &b.name, b.role, ttl).await?)
         })
@@ -605,7 +612,7 @@ struct AdvanceClock {
 async fn advance_clock(
     a: Admin,
     State(s): State<AppState>,
-    ApiJson(b): ApiJson<AdvanceClock>,
+    body: Result<ApiJson<AdvanceClock>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(clock) = &s.test_clock else {
         return Err(ApiError::new(
@@ -615,6 +622,7 @@ async fn advance_clock(
         ));
     };
     a.require(&s.store, Need::Administer, "test.clock", &Target::default()).await?;
+    let ApiJson(b) = body?;
     let d = parse_duration("advance", &b.advance)?;
     s.store.record(&a.actor(), "test.clock.advance", Outcome::Success, json!({"advance_seconds": d.as_secs()})).await?;
     clock.advance(d);

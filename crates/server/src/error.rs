@@ -68,6 +68,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
             }
+            StoreError::Domain(d @ fedkey_core::DomainError::InvalidTransition { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", d.to_string())
+            }
             StoreError::Domain(d) => ApiError::invalid_value(d.to_string()),
             StoreError::Invalid(m) => ApiError::invalid_value(m),
             StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),

@@ -89,13 +89,13 @@ pub type Tx = Transaction<'static, Any>;
 impl Db {
     /// Connects and migrates. `sqlite:` URLs create the file if needed.
     pub async fn connect(url: &str) -> Result<Db, StoreError> {
-        Db::connect_mode(url, "rwc").await
+        Db::connect_mode(url, "rwc", true).await
     }
 
     /// Like [`Db::connect`], but a SQLite file must already exist: offline tools must
     /// not create an empty database when pointed at the wrong directory.
     pub async fn connect_existing(url: &str) -> Result<Db, StoreError> {
-        Db::connect_mode(url, "rw").await.map_err(|e| match e {
+        Db::connect_mode(url, "rw", false).await.map_err(|e| match e {
             StoreError::Database(sqlx::Error::Database(d)) if d.message().contains("unable to open") => {
                 StoreError::Config(format!(
                     "no fedkey database at {url} (run `fedkey init`, or check --data-dir / --database-url)"
@@ -105,7 +105,7 @@ impl Db {
         })
     }
 
-    async fn connect_mode(url: &str, sqlite_mode: &str) -> Result<Db, StoreError> {
+    async fn connect_mode(url: &str, sqlite_mode: &str, create: bool) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let url = match backend {
@@ -138,6 +138,17 @@ impl Db {
             .await
             .map_err(StoreError::Database)?;
         let db = Db { pool, backend };
+        if !create {
+            // An offline tool must not turn an empty or foreign database into a fedkey one.
+            let initialised =
+                sqlx::query("SELECT value FROM install WHERE name = 'install_id'").fetch_optional(&db.pool).await;
+            if !matches!(initialised, Ok(Some(_))) {
+                return Err(StoreError::Config(format!(
+                    "{} is not an initialised fedkey database (run `fedkey init`, or check --data-dir / --database-url)",
+                    redact_url(&url)
+                )));
+            }
+        }
         crate::migrate::run(&db).await?;
         Ok(db)
     }
@@ -163,6 +174,14 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}://***@{}", &url[..a], &url[b + 1..]),
+        _ => url.to_owned(),
     }
 }
 

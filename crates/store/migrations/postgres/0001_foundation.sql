@@ -91,5 +91,7 @@ CREATE TABLE audit_checkpoints (
     ts        BIGINT NOT NULL,
     signature BYTEA NOT NULL
 );
+CREATE FUNCTION audit_checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit_checkpoints is append-only'; END; $$;
 CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE OR DELETE ON audit_checkpoints
-FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+FOR EACH ROW EXECUTE FUNCTION audit_checkpoints_append_only();

@@ -101,7 +101,7 @@ impl Store {
         }
         let total: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens").fetch_one(self.db.pool()).await?.try_get("n")?;
-        let name = if total == 0 { "bootstrap".to_owned() } else { format!("bootstrap-{}", total + 1) };
+        let name = if total == 0 { "bootstrap".to_owned() } else { format!("bootstrap-{}", &super::new_id()[..8]) };
         match self.create_admin_token(&Actor::system("init"), &name, Role::Admin, None).await {
             Ok((_, s)) => Ok(Some(s)),
             // Another node bootstrapped at the same moment.
