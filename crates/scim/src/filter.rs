@@ -173,19 +173,24 @@ impl<'a> Parser<'a> {
     }
 
     fn or_expr(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.and_expr()?;
-        while self.keyword("or") {
-            let right = self.and_expr()?;
-            left = Filter::Or(Box::new(left), Box::new(right));
-        }
-        Ok(left)
+        self.binary("or", Self::and_expr, Filter::Or)
     }
 
     fn and_expr(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.unary()?;
-        while self.keyword("and") {
-            let right = self.unary()?;
-            left = Filter::And(Box::new(left), Box::new(right));
+        self.binary("and", Self::unary, Filter::And)
+    }
+
+    /// `operand (keyword operand)*`, left-associative.
+    fn binary(
+        &mut self,
+        keyword: &str,
+        operand: fn(&mut Self) -> Result<Filter, FilterError>,
+        join: fn(Box<Filter>, Box<Filter>) -> Filter,
+    ) -> Result<Filter, FilterError> {
+        let mut left = operand(self)?;
+        while self.keyword(keyword) {
+            let right = operand(self)?;
+            left = join(Box::new(left), Box::new(right));
         }
         Ok(left)
     }

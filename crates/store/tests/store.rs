@@ -570,31 +570,39 @@ mod cases {
         assert!(rep.checkpoints >= 2, "{rep:?}");
     }
 
-    pub async fn tamper_update_row(kind: Kind) {
+    /// Runs `statements` directly against a populated store's database (triggers
+    /// dropped) and returns what verification says.
+    async fn tampered(kind: Kind, statements: &[&str]) -> VerifyError {
         let e = populated(kind).await;
         drop_append_only_triggers(&e).await;
-        e.exec("UPDATE audit_log SET actor = 'token:mallory' WHERE seq = 7").await;
-        let err = verify(&e.store).await.unwrap_err();
+        for sql in statements {
+            e.exec(sql).await;
+        }
+        verify(&e.store).await.unwrap_err()
+    }
+
+    pub async fn tamper_update_row(kind: Kind) {
+        let err = tampered(kind, &["UPDATE audit_log SET actor = 'token:mallory' WHERE seq = 7"]).await;
         assert_eq!(err.seq, 7, "{err}");
         assert!(err.reason.contains("altered"), "{err}");
     }
 
     pub async fn tamper_delete_middle_row(kind: Kind) {
-        let e = populated(kind).await;
-        drop_append_only_triggers(&e).await;
-        e.exec("DELETE FROM audit_log WHERE seq = 12").await;
-        let err = verify(&e.store).await.unwrap_err();
+        let err = tampered(kind, &["DELETE FROM audit_log WHERE seq = 12"]).await;
         assert_eq!(err.seq, 12, "{err}");
         assert!(err.reason.contains("missing"), "{err}");
     }
 
     pub async fn tamper_reorder_rows(kind: Kind) {
-        let e = populated(kind).await;
-        drop_append_only_triggers(&e).await;
         // Rows 5 and 6 trade places: each keeps its contents and hashes, seq swapped.
-        e.exec("UPDATE audit_log SET seq = CASE seq WHEN 5 THEN -6 ELSE -5 END WHERE seq IN (5, 6)").await;
-        e.exec("UPDATE audit_log SET seq = -seq WHERE seq < 0").await;
-        let err = verify(&e.store).await.unwrap_err();
+        let err = tampered(
+            kind,
+            &[
+                "UPDATE audit_log SET seq = CASE seq WHEN 5 THEN -6 ELSE -5 END WHERE seq IN (5, 6)",
+                "UPDATE audit_log SET seq = -seq WHERE seq < 0",
+            ],
+        )
+        .await;
         assert_eq!(err.seq, 5, "{err}");
     }
 
