@@ -125,8 +125,11 @@ pub enum TokenCmd {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// List admin tokens (never the tokens themselves).
     List,
+    /// Revoke an admin token immediately.
     Revoke {
+        /// Token name.
         name: String,
     },
 }

@@ -108,6 +108,7 @@ impl Db {
     async fn connect_mode(url: &str, sqlite_mode: &str, create: bool) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        let given = url;
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 format!("{url}{}mode={sqlite_mode}", if url.contains('?') { "&" } else { "?" })
@@ -145,7 +146,7 @@ impl Db {
             if !matches!(initialised, Ok(Some(_))) {
                 return Err(StoreError::Config(format!(
                     "{} is not an initialised fedkey database (run `fedkey init`, or check --data-dir / --database-url)",
-                    redact_url(&url)
+                    redact_url(given)
                 )));
             }
         }
