@@ -6,6 +6,7 @@
 pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod schema;
 
 pub use error::{ScimError, ScimType};
 
