@@ -4,8 +4,10 @@
 //! service issue; this crate already owns the wire shapes the server emits today.
 
 pub mod discovery;
+pub mod eval;
 pub mod error;
 pub mod filter;
+pub mod patch;
 pub mod schema;
 
 pub use error::{ScimError, ScimType};
