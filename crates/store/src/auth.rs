@@ -335,17 +335,4 @@ impl Store {
         self.auth_cache.put(&v, Cached::Token(rec.clone()), generation);
         Ok(Some(rec))
     }
-
-    /// Records an admin request through the group committer, marking the token used.
-    pub async fn record_admin_access(
-        &self,
-        who: &AdminPrincipal,
-        meta: &RequestMeta,
-        action: &str,
-        details: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let actor = Actor::token(who, meta);
-        let ev = self.event(&actor, action, Outcome::Success).details(details);
-        self.audit.record(ev, Some(Touch::AdminToken { id: who.id.clone() })).await.map(|_| ())
-    }
 }
