@@ -4,8 +4,8 @@
 //! service issue; this crate already owns the wire shapes the server emits today.
 
 pub mod discovery;
-pub mod eval;
 pub mod error;
+pub mod eval;
 pub mod filter;
 pub mod patch;
 pub mod schema;
