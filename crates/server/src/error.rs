@@ -74,6 +74,9 @@ impl From<StoreError> for ApiError {
             StoreError::Domain(d) => ApiError::invalid_value(d.to_string()),
             StoreError::Invalid(m) => ApiError::invalid_value(m),
             StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
+            StoreError::PreconditionFailed(m) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m)
+            }
             e @ StoreError::AuditUnavailable(_) => {
                 tracing::error!(error = ?e, "audit unavailable; request refused");
                 ApiError::audit_unavailable()

@@ -64,8 +64,14 @@ impl Backend {
 
     pub(crate) fn migrations(self) -> &'static [(i64, &'static str)] {
         match self {
-            Backend::Sqlite => &[(1, include_str!("../migrations/sqlite/0001_foundation.sql"))],
-            Backend::Postgres => &[(1, include_str!("../migrations/postgres/0001_foundation.sql"))],
+            Backend::Sqlite => &[
+                (1, include_str!("../migrations/sqlite/0001_foundation.sql")),
+                (2, include_str!("../migrations/sqlite/0002_scim.sql")),
+            ],
+            Backend::Postgres => &[
+                (1, include_str!("../migrations/postgres/0001_foundation.sql")),
+                (2, include_str!("../migrations/postgres/0002_scim.sql")),
+            ],
         }
     }
 

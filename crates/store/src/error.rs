@@ -14,6 +14,9 @@ pub enum StoreError {
     /// The request is valid but the object is not in a state that allows it.
     #[error("{0}")]
     InvalidState(String),
+    /// A version precondition (`If-Match`) did not hold.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     /// A request the domain rules refuse (e.g. supplying a key for an inbound trust).
     #[error("{0}")]
     Invalid(String),

@@ -14,6 +14,7 @@ pub mod keyfile;
 mod migrate;
 pub mod model;
 pub mod ops;
+pub mod scim;
 
 pub use db::{Backend, Db};
 pub use error::StoreError;

@@ -208,6 +208,7 @@ on_both_backends!(
     verify_while_appending,
     tamper_replaced_public_key,
     awkward_text_survives_the_batch_insert,
+    scim_resources_round_trip,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -935,6 +936,89 @@ mod cases {
     }
 
     /// Verifying a live log: records appended while the verifier reads are not tampering.
+    /// SCIM resources: uniqueness per directory and type, members referencing existing
+    /// resources, `groups` derived from memberships, optimistic versions, paging with a
+    /// stable order, deletion cleaning memberships — each change audited.
+    pub async fn scim_resources_round_trip(kind: Kind) {
+        use fedkey_store::scim::{ListQuery, ResourceWrite, SqlFragment, SqlValue};
+        let e = env(kind).await;
+        let s = &e.store;
+        let a = actor();
+        let dir = s.create_directory(&a, "acme").await.unwrap();
+        let other = s.create_directory(&a, "globex").await.unwrap();
+        let user = |name: &str| ResourceWrite {
+            resource_type: "User",
+            name_key: name.to_lowercase(),
+            external_id: Some(format!("ext-{name}")),
+            body: serde_json::json!({"userName": name, "emails": [{"value": format!("{name}@x.test")}]}),
+            members: None,
+            indexed: vec![("emails.value".into(), format!("{}@x.test", name.to_lowercase()))],
+            changed: vec!["userName".into(), "emails".into()],
+        };
+        let alice = s.scim_create(&a, &dir, user("Alice")).await.unwrap();
+        assert_eq!(alice.version, 1);
+        // Unique per directory, case-insensitively (the protocol layer lower-cases the key) …
+        assert!(matches!(s.scim_create(&a, &dir, user("ALICE")).await, Err(StoreError::Conflict(_))));
+        // … but another directory is another namespace.
+        s.scim_create(&a, &other, user("Alice")).await.unwrap();
+        let bob = s.scim_create(&a, &dir, user("Bob")).await.unwrap();
+        e.clock.advance(Duration::from_secs(1));
+        let group = |members: Vec<String>| ResourceWrite {
+            resource_type: "Group",
+            name_key: "admins".into(),
+            external_id: None,
+            body: serde_json::json!({"displayName": "Admins"}),
+            members: Some(members),
+            indexed: vec![],
+            changed: vec!["displayName".into(), "members".into()],
+        };
+        let g = s.scim_create(&a, &dir, group(vec![alice.id.clone(), bob.id.clone()])).await.unwrap();
+        assert_eq!(g.members.len(), 2);
+        assert!(g.members.iter().all(|m| m.kind == "User" && m.display.is_some()));
+        let alice_now = s.scim_get(&dir.id, "User", &alice.id).await.unwrap();
+        assert_eq!(alice_now.groups.len(), 1);
+        assert_eq!(alice_now.groups[0].display.as_deref(), Some("Admins"));
+        // A member that does not exist (or lives in another directory) is refused, and nothing changes.
+        let foreign = s.scim_list(&other.id, "User", &ListQuery { limit: 10, ..Default::default() }).await.unwrap().1;
+        let err = s.scim_replace(&a, &dir, &g.id, None, group(vec![foreign[0].id.clone()])).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        assert_eq!(s.scim_get(&dir.id, "Group", &g.id).await.unwrap().members.len(), 2);
+        // Optimistic versions.
+        let err = s.scim_replace(&a, &dir, &g.id, Some(7), group(vec![bob.id.clone()])).await.unwrap_err();
+        assert!(matches!(err, StoreError::PreconditionFailed(_)), "{err:?}");
+        let g2 = s.scim_replace(&a, &dir, &g.id, Some(1), group(vec![bob.id.clone()])).await.unwrap();
+        assert_eq!((g2.version, g2.members.len()), (2, 1));
+        // Lists: total, paging, stable order, a translator-style filter fragment.
+        for i in 0..5 {
+            s.scim_create(&a, &dir, user(&format!("user{i}"))).await.unwrap();
+        }
+        let page = |offset, limit| ListQuery { offset, limit, ..Default::default() };
+        let (total, first) = s.scim_list(&dir.id, "User", &page(0, 3)).await.unwrap();
+        let (_, second) = s.scim_list(&dir.id, "User", &page(3, 3)).await.unwrap();
+        let (_, all) = s.scim_list(&dir.id, "User", &page(0, 100)).await.unwrap();
+        assert_eq!(total, 7);
+        assert_eq!(first.len() + second.len(), 6);
+        let ids: Vec<_> = first.iter().chain(&second).map(|r| r.id.clone()).collect();
+        assert_eq!(ids, all.iter().take(6).map(|r| r.id.clone()).collect::<Vec<_>>());
+        let by_email = ListQuery {
+            filter: Some(SqlFragment {
+                sql: "EXISTS (SELECT 1 FROM scim_values v WHERE v.directory_id = r.directory_id AND v.resource_id = r.id AND v.attr = $1 AND v.value_key = $2)".into(),
+                binds: vec![SqlValue::Text("emails.value".into()), SqlValue::Text("bob@x.test".into())],
+            }),
+            limit: 10,
+            ..Default::default()
+        };
+        let (n, found) = s.scim_list(&dir.id, "User", &by_email).await.unwrap();
+        assert_eq!((n, found[0].id.as_str()), (1, bob.id.as_str()));
+        // Deleting a user removes its memberships.
+        s.scim_delete(&a, &dir, "User", &bob.id, None).await.unwrap();
+        assert!(s.scim_get(&dir.id, "Group", &g.id).await.unwrap().members.is_empty());
+        assert!(matches!(s.scim_get(&dir.id, "User", &bob.id).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(s.scim_delete(&a, &dir, "User", &bob.id, None).await, Err(StoreError::NotFound(_))));
+        assert!(count_action(s, "scim.create").await >= 9);
+        assert!(verify(s).await.is_ok());
+    }
+
     /// Audit batches travel to the database as one JSON document; every byte of every
     /// field must come back exactly as hashed, whatever characters it holds.
     pub async fn awkward_text_survives_the_batch_insert(kind: Kind) {

@@ -1,0 +1,463 @@
+//! Persistence of SCIM resources: create, read, replace (optimistic versions), delete
+//! and list, with memberships kept in their own table and every change committed with
+//! its audit record. Protocol rules (schemas, PATCH, projection) live in `fedkey-scim`
+//! and the server; this module stores what it is given and enforces uniqueness,
+//! referential integrity of members, and version preconditions.
+
+use fedkey_audit::Outcome;
+use fedkey_core::Timestamp;
+use serde_json::{Value, json};
+use sqlx::{Row, any::AnyRow};
+
+use crate::db::Tx;
+use crate::ops::{Actor, Store, new_id};
+use crate::{Directory, StoreError};
+
+/// A member of a group, or a group a resource belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRef {
+    /// The member's (or group's) id.
+    pub value: String,
+    /// `User` or `Group`, as stored.
+    pub kind: String,
+    /// The member's userName / displayName, for `display`.
+    pub display: Option<String>,
+}
+
+/// A resource as stored. `body` holds neither `meta` nor `members`/`groups`.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub id: String,
+    pub resource_type: String,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub body: Value,
+    /// Direct members (groups only).
+    pub members: Vec<MemberRef>,
+    /// Groups this resource is a direct member of.
+    pub groups: Vec<MemberRef>,
+}
+
+/// What to store for a create or a replace, prepared by the protocol layer.
+#[derive(Debug, Clone)]
+pub struct ResourceWrite {
+    pub resource_type: &'static str,
+    /// `lower(userName)` or `lower(displayName)`: unique per directory and type.
+    pub name_key: String,
+    pub external_id: Option<String>,
+    pub body: Value,
+    /// Member ids of a group (`None`: a user, or leave memberships unchanged).
+    pub members: Option<Vec<String>>,
+    /// Lower-cased values of indexed multi-valued attributes, e.g. `("emails.value", "a@b.c")`.
+    pub indexed: Vec<(String, String)>,
+    /// Names (never values) of the attributes the request changed, for the audit record.
+    pub changed: Vec<String>,
+}
+
+/// A condition or ordering produced by the filter translator, with its bound values.
+/// The SQL refers to the resource row as `r`.
+#[derive(Debug, Clone, Default)]
+pub struct SqlFragment {
+    pub sql: String,
+    pub binds: Vec<SqlValue>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Null,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub filter: Option<SqlFragment>,
+    /// An `ORDER BY` expression; `r.id` is always appended as the tie-breaker.
+    pub order: Option<SqlFragment>,
+    pub descending: bool,
+    /// 0-based offset (SCIM `startIndex` − 1).
+    pub offset: i64,
+    pub limit: i64,
+}
+
+const RESOURCE_COLUMNS: &str = "r.id, r.resource_type, r.version, r.created_at, r.updated_at, r.body";
+
+impl Store {
+    pub async fn scim_create(
+        &self,
+        actor: &Actor,
+        dir: &Directory,
+        w: ResourceWrite,
+    ) -> Result<StoredResource, StoreError> {
+        let id = new_id();
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO scim_resources (directory_id, id, resource_type, version, created_at, updated_at, name_key, external_id, body) \
+             VALUES ($1, $2, $3, 1, $4, $4, $5, $6, $7)",
+        )
+        .bind(dir.id.clone())
+        .bind(id.clone())
+        .bind(w.resource_type)
+        .bind(now.0)
+        .bind(w.name_key.clone())
+        .bind(w.external_id.clone())
+        .bind(w.body.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
+        self.write_side_tables(&mut tx, dir, &id, &w).await?;
+        let ev = self.scim_event(actor, dir, "scim.create", w.resource_type, &id, &w.changed);
+        self.commit_with(tx, actor, ev).await?;
+        self.scim_get(&dir.id, w.resource_type, &id).await
+    }
+
+    /// Replaces a resource. `expected_version` (from `If-Match`) must match when given.
+    pub async fn scim_replace(
+        &self,
+        actor: &Actor,
+        dir: &Directory,
+        id: &str,
+        expected_version: Option<i64>,
+        w: ResourceWrite,
+    ) -> Result<StoredResource, StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let version = self.current_version(&mut tx, &dir.id, w.resource_type, id).await?;
+        if expected_version.is_some_and(|v| v != version) {
+            return Err(StoreError::PreconditionFailed(format!("{} {id} is at version {version}", w.resource_type)));
+        }
+        sqlx::query(
+            "UPDATE scim_resources SET version = version + 1, updated_at = $1, name_key = $2, external_id = $3, body = $4 \
+             WHERE directory_id = $5 AND id = $6",
+        )
+        .bind(now.0)
+        .bind(w.name_key.clone())
+        .bind(w.external_id.clone())
+        .bind(w.body.to_string())
+        .bind(dir.id.clone())
+        .bind(id.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
+        self.write_side_tables(&mut tx, dir, id, &w).await?;
+        let ev = self.scim_event(actor, dir, "scim.replace", w.resource_type, id, &w.changed);
+        self.commit_with(tx, actor, ev).await?;
+        self.scim_get(&dir.id, w.resource_type, id).await
+    }
+
+    pub async fn scim_delete(
+        &self,
+        actor: &Actor,
+        dir: &Directory,
+        resource_type: &'static str,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        let version = self.current_version(&mut tx, &dir.id, resource_type, id).await?;
+        if expected_version.is_some_and(|v| v != version) {
+            return Err(StoreError::PreconditionFailed(format!("{resource_type} {id} is at version {version}")));
+        }
+        for sql in [
+            "DELETE FROM scim_members WHERE directory_id = $1 AND (group_id = $2 OR member_id = $2)",
+            "DELETE FROM scim_values WHERE directory_id = $1 AND resource_id = $2",
+            "DELETE FROM scim_resources WHERE directory_id = $1 AND id = $2",
+        ] {
+            sqlx::query(sql).bind(dir.id.clone()).bind(id.to_owned()).execute(&mut *tx).await?;
+        }
+        let ev = self.scim_event(actor, dir, "scim.delete", resource_type, id, &[]);
+        self.commit_with(tx, actor, ev).await
+    }
+
+    pub async fn scim_get(
+        &self,
+        directory_id: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<StoredResource, StoreError> {
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM scim_resources r WHERE r.directory_id = $1 AND r.resource_type = $2 AND r.id = $3"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(directory_id.to_owned())
+            .bind(resource_type.to_owned())
+            .bind(id.to_owned())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
+        let mut res = resource_from_row(&row)?;
+        self.load_memberships(directory_id, std::slice::from_mut(&mut res)).await?;
+        Ok(res)
+    }
+
+    /// One page of a directory's resources of a type, and the total number that match.
+    pub async fn scim_list(
+        &self,
+        directory_id: &str,
+        resource_type: &str,
+        q: &ListQuery,
+    ) -> Result<(i64, Vec<StoredResource>), StoreError> {
+        let mut cond = String::from("r.directory_id = $1 AND r.resource_type = $2");
+        let mut binds = vec![SqlValue::Text(directory_id.to_owned()), SqlValue::Text(resource_type.to_owned())];
+        if let Some(f) = &q.filter {
+            cond.push_str(&format!(" AND ({})", renumber(&f.sql, binds.len())));
+            binds.extend(f.binds.iter().cloned());
+        }
+        let count_sql = format!("SELECT COUNT(*) AS n FROM scim_resources r WHERE {cond}");
+        let total: i64 = bind_all(sqlx::query(sqlx::AssertSqlSafe(count_sql)), &binds)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?;
+        let dir = if q.descending { "DESC" } else { "ASC" };
+        let mut order = String::new();
+        let mut page_binds = binds.clone();
+        if let Some(o) = &q.order {
+            order.push_str(&format!("{} {dir}, ", renumber(&o.sql, page_binds.len())));
+            page_binds.extend(o.binds.iter().cloned());
+        } else {
+            order.push_str(&format!("r.created_at {dir}, "));
+        }
+        order.push_str(&format!("r.id {dir}"));
+        let n = page_binds.len();
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM scim_resources r WHERE {cond} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        page_binds.push(SqlValue::Int(q.limit.max(0)));
+        page_binds.push(SqlValue::Int(q.offset.max(0)));
+        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), &page_binds).fetch_all(self.db.pool()).await?;
+        let mut out = rows.iter().map(resource_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.load_memberships(directory_id, &mut out).await?;
+        Ok((total, out))
+    }
+
+    async fn current_version(
+        &self,
+        tx: &mut Tx,
+        directory_id: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT version FROM scim_resources WHERE directory_id = $1 AND resource_type = $2 AND id = $3",
+        )
+        .bind(directory_id.to_owned())
+        .bind(resource_type.to_owned())
+        .bind(id.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
+        Ok(row.try_get("version")?)
+    }
+
+    /// Rewrites a resource's indexed values and (for groups) memberships. Every member
+    /// must exist in the same directory; its type is taken from the store.
+    async fn write_side_tables(
+        &self,
+        tx: &mut Tx,
+        dir: &Directory,
+        id: &str,
+        w: &ResourceWrite,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM scim_values WHERE directory_id = $1 AND resource_id = $2")
+            .bind(dir.id.clone())
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        for (attr, key) in &w.indexed {
+            sqlx::query("INSERT INTO scim_values (directory_id, resource_id, attr, value_key) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                .bind(dir.id.clone())
+                .bind(id.to_owned())
+                .bind(attr.clone())
+                .bind(key.clone())
+                .execute(&mut **tx)
+                .await?;
+        }
+        let Some(members) = &w.members else { return Ok(()) };
+        sqlx::query("DELETE FROM scim_members WHERE directory_id = $1 AND group_id = $2")
+            .bind(dir.id.clone())
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        for m in members {
+            if m == id {
+                return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
+            }
+            let row = sqlx::query("SELECT resource_type FROM scim_resources WHERE directory_id = $1 AND id = $2")
+                .bind(dir.id.clone())
+                .bind(m.clone())
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| StoreError::Invalid(format!("member {m:?} does not exist in directory {}", dir.name)))?;
+            let kind: String = row.try_get("resource_type")?;
+            sqlx::query(
+                "INSERT INTO scim_members (directory_id, group_id, member_id, member_type) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(dir.id.clone())
+            .bind(id.to_owned())
+            .bind(m.clone())
+            .bind(kind)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Fills `members` and `groups` of `resources` (two queries for the whole page).
+    async fn load_memberships(&self, directory_id: &str, resources: &mut [StoredResource]) -> Result<(), StoreError> {
+        if resources.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = resources.iter().map(|r| r.id.clone()).collect();
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let list = placeholders.join(", ");
+        let members_sql = format!(
+            "SELECT m.group_id, m.member_id, m.member_type, r.name_key, r.body FROM scim_members m \
+             JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.member_id \
+             WHERE m.directory_id = $1 AND m.group_id IN ({list}) ORDER BY m.member_id"
+        );
+        let groups_sql = format!(
+            "SELECT m.member_id, m.group_id, r.body FROM scim_members m \
+             JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.group_id \
+             WHERE m.directory_id = $1 AND m.member_id IN ({list}) ORDER BY m.group_id"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(members_sql)).bind(directory_id.to_owned());
+        for id in &ids {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(self.db.pool()).await? {
+            let group: String = row.try_get("group_id")?;
+            let kind: String = row.try_get("member_type")?;
+            let body: Value = serde_json::from_str(&row.try_get::<String, _>("body")?).unwrap_or(Value::Null);
+            let display = display_of(&kind, &body);
+            if let Some(r) = resources.iter_mut().find(|r| r.id == group) {
+                r.members.push(MemberRef { value: row.try_get("member_id")?, kind, display });
+            }
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(groups_sql)).bind(directory_id.to_owned());
+        for id in &ids {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(self.db.pool()).await? {
+            let member: String = row.try_get("member_id")?;
+            let body: Value = serde_json::from_str(&row.try_get::<String, _>("body")?).unwrap_or(Value::Null);
+            if let Some(r) = resources.iter_mut().find(|r| r.id == member) {
+                r.groups.push(MemberRef {
+                    value: row.try_get("group_id")?,
+                    kind: "Group".into(),
+                    display: display_of("Group", &body),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn scim_event(
+        &self,
+        actor: &Actor,
+        dir: &Directory,
+        action: &str,
+        rt: &str,
+        id: &str,
+        changed: &[String],
+    ) -> fedkey_audit::Event {
+        let mut ev = self
+            .event(actor, action, Outcome::Success)
+            .directory(&dir.name)
+            .details(json!({"resource_type": rt, "id": id, "attributes": changed}));
+        // The actor of a SCIM write is `key:DIR/TRUST#VERSION`; keep trust and version in their columns too.
+        if let Some((trust, version)) =
+            actor.id.strip_prefix("key:").and_then(|k| k.split_once('/')).and_then(|(_, t)| t.split_once('#'))
+        {
+            ev.trust = Some(trust.to_owned());
+            ev.key_version = version.parse().ok();
+        }
+        ev
+    }
+}
+
+fn uniqueness(resource_type: &str) -> String {
+    match resource_type {
+        "User" => "a User with this userName".into(),
+        _ => "a Group with this displayName".into(),
+    }
+}
+
+fn display_of(kind: &str, body: &Value) -> Option<String> {
+    let key = if kind == "User" { "userName" } else { "displayName" };
+    body.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn resource_from_row(row: &AnyRow) -> Result<StoredResource, StoreError> {
+    let body: String = row.try_get("body")?;
+    Ok(StoredResource {
+        id: row.try_get("id")?,
+        resource_type: row.try_get("resource_type")?,
+        version: row.try_get("version")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+        body: serde_json::from_str(&body).map_err(|_| StoreError::Corrupt("scim_resources.body".into()))?,
+        members: Vec::new(),
+        groups: Vec::new(),
+    })
+}
+
+/// Shifts `$N` placeholders in a translator fragment by `offset` (fragments number their
+/// binds from `$1`).
+fn renumber(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c == '$' {
+            let mut digits = String::new();
+            while let Some(&(_, d)) = chars.peek() {
+                if d.is_ascii_digit() {
+                    digits.push(d);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            match digits.parse::<usize>() {
+                Ok(n) => out.push_str(&format!("${}", n + offset)),
+                Err(_) => {
+                    out.push('$');
+                    out.push_str(&digits);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    binds: &[SqlValue],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for b in binds {
+        q = match b {
+            SqlValue::Text(s) => q.bind(s.clone()),
+            SqlValue::Int(i) => q.bind(*i),
+            SqlValue::Float(f) => q.bind(*f),
+            SqlValue::Null => q.bind(None::<String>),
+        };
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renumber_shifts_placeholders_only() {
+        assert_eq!(renumber("a = $1 AND b LIKE $2 || '$'", 2), "a = $3 AND b LIKE $4 || '$'");
+        assert_eq!(renumber("x = $10", 5), "x = $15");
+    }
+}
