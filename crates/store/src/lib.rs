@@ -15,6 +15,7 @@ mod migrate;
 pub mod model;
 pub mod ops;
 pub mod scim;
+pub mod scim_sql;
 
 pub use db::{Backend, Db};
 pub use error::StoreError;
