@@ -842,3 +842,571 @@ async fn cli_verify_names_the_tampered_record() {
         assert_eq!((v["ok"].as_bool(), v["seq"].as_i64()), (Some(false), Some(3)), "{v}");
     }
 }
+
+// ---------------------------------------------------------------- SCIM service
+
+const USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const PATCH_URN: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const ERROR_URN: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+/// A SCIM response: status, headers, JSON body (`Null` when empty).
+struct ScimResp {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl ScimResp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+}
+
+/// A SCIM client for one directory and key.
+struct Scim<'a> {
+    s: &'a Server,
+    dir: String,
+    key: String,
+}
+
+impl Scim<'_> {
+    async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> ScimResp {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}/scim/v2/{}{path}", self.s.url, self.dir))
+            .bearer_auth(&self.key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+                req = req.header("content-type", "application/scim+json");
+            }
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        ScimResp { status, headers, body }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> ScimResp {
+        self.raw(method, path, body.map(|b| b.to_string()), &[]).await
+    }
+
+    async fn get(&self, path: &str) -> ScimResp {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> ScimResp {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, ops: Value) -> ScimResp {
+        self.call(reqwest::Method::PATCH, path, Some(json!({"schemas": [PATCH_URN], "Operations": ops}))).await
+    }
+
+    /// `GET /Users?filter=…` (spaces as `+`, as Entra sends them); the resources found.
+    async fn filter(&self, endpoint: &str, filter: &str) -> Vec<Value> {
+        let enc: String = filter
+            .chars()
+            .map(|c| match c {
+                ' ' => "+".to_owned(),
+                '"' => "%22".to_owned(),
+                '[' => "%5B".to_owned(),
+                ']' => "%5D".to_owned(),
+                c => c.to_string(),
+            })
+            .collect();
+        let r = self.get(&format!("/{endpoint}?filter={enc}&aadOptscim062020")).await;
+        assert_eq!(r.status, 200, "{filter}: {}", r.body);
+        assert_eq!(r.body["totalResults"].as_u64().unwrap() as usize, r.body["Resources"].as_array().unwrap().len());
+        r.body["Resources"].as_array().unwrap().clone()
+    }
+}
+
+/// Starts a server with directory `acme` and an inbound trust with `scopes` (default
+/// scopes when `None`); returns the server and the provisioning key.
+async fn scim_server(b: Backend, scopes: Option<&[&str]>) -> (Server, String) {
+    let s = Server::start(b);
+    let t = Some(s.token.as_str());
+    let (st, v) = s.api(reqwest::Method::POST, "/api/v1/directories", t, Some(json!({"name": "acme"}))).await;
+    assert_eq!(st, 201, "{v}");
+    let mut trust = json!({"name": "idp", "direction": "inbound"});
+    if let Some(sc) = scopes {
+        trust["scopes"] = json!(sc);
+    }
+    let (st, v) = s.api(reqwest::Method::POST, "/api/v1/directories/acme/trusts", t, Some(trust)).await;
+    assert_eq!(st, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    (s, key)
+}
+
+fn assert_scim_error(r: &ScimResp, status: u16, scim_type: Option<&str>) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.body["schemas"][0], ERROR_URN, "{}", r.body);
+    assert_eq!(r.body["status"], status.to_string());
+    assert!(!r.body["detail"].as_str().unwrap_or("").is_empty(), "{}", r.body);
+    if let Some(t) = scim_type {
+        assert_eq!(r.body["scimType"], t, "{}", r.body);
+    }
+    assert!(r.header("content-type").unwrap().starts_with("application/scim+json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_discovery_endpoints() {
+    use reqwest::Method as M;
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let c = Scim { s: &s, dir: "acme".into(), key };
+        let spc = c.get("/ServiceProviderConfig").await;
+        assert_eq!(spc.status, 200);
+        assert!(spc.header("content-type").unwrap().starts_with("application/scim+json"));
+        let v = &spc.body;
+        assert_eq!(
+            (&v["patch"]["supported"], &v["filter"]["supported"], &v["filter"]["maxResults"]),
+            (&json!(true), &json!(true), &json!(200))
+        );
+        assert_eq!((&v["sort"]["supported"], &v["etag"]["supported"]), (&json!(true), &json!(true)));
+        assert_eq!((&v["bulk"]["supported"], &v["changePassword"]["supported"]), (&json!(false), &json!(false)));
+
+        let rts = c.get("/ResourceTypes").await;
+        assert_eq!((rts.status, rts.body["totalResults"].as_u64()), (200, Some(2)), "{}", rts.body);
+        assert_eq!(rts.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:ListResponse");
+        let user = c.get("/ResourceTypes/User").await;
+        assert_eq!((user.status, user.body["endpoint"].as_str()), (200, Some("/Users")));
+        assert_eq!(user.body["schemaExtensions"][0]["schema"], ENTERPRISE_URN);
+        assert!(user.body["meta"]["location"].as_str().unwrap().ends_with("/scim/v2/acme/ResourceTypes/User"));
+        assert_scim_error(&c.get("/ResourceTypes/Nope").await, 404, None);
+        let schemas = c.get("/Schemas").await;
+        assert_eq!((schemas.status, schemas.body["totalResults"].as_u64()), (200, Some(3)));
+        let sch = c.get(&format!("/Schemas/{USER_URN}")).await;
+        assert_eq!((sch.status, sch.body["id"].as_str()), (200, Some(USER_URN)));
+        assert_scim_error(&c.get("/Schemas/urn:nope").await, 404, None);
+        for path in ["/ServiceProviderConfig", "/ResourceTypes", "/ResourceTypes/User", "/Schemas", "/Schemas/x"] {
+            for m in [M::POST, M::PUT, M::PATCH, M::DELETE] {
+                assert_scim_error(&c.call(m.clone(), path, Some(json!({}))).await, 405, None);
+            }
+        }
+        assert_scim_error(&c.get("/Nowhere").await, 404, None);
+        assert_scim_error(&c.get("/Users/a/b").await, 404, None);
+        // Authentication everywhere.
+        let anon = Scim { s: &s, dir: "acme".into(), key: "fkp_wrong".into() };
+        for path in ["/ServiceProviderConfig", "/Schemas", "/ResourceTypes/User", "/Users", "/Groups/x"] {
+            let r = anon.get(path).await;
+            assert_scim_error(&r, 401, None);
+            assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_users_entra_and_okta_flows() {
+    use reqwest::Method as M;
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let c = Scim { s: &s, dir: "acme".into(), key };
+
+        // Entra's test connection: a filter on a random GUID is an empty 200 list.
+        assert!(c.filter("Users", "userName eq \"7f4bc1a3-285e-48ae-8202-5accb43efb0e\"").await.is_empty());
+
+        // Entra create: nulls, empty roles, meta, the enterprise URN.
+        let create = json!({"schemas":[USER_URN, ENTERPRISE_URN],
+            "externalId":"0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef","userName":"Test_User_00aa00aa@testuser.com","active":true,
+            "emails":[{"primary":true,"type":"work","value":"Test_User_11bb11bb@testuser.com"}],
+            "meta":{"resourceType":"User"},
+            "name":{"formatted":"givenName familyName","familyName":"familyName","givenName":"givenName"},
+            "roles":[],"addresses":null,"phoneNumbers":null,"title":null,"preferredLanguage":null});
+        let r = c.post("/Users", create.clone()).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert!(r.header("content-type").unwrap().starts_with("application/scim+json"));
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        let loc = r.body["meta"]["location"].as_str().unwrap().to_owned();
+        assert_eq!(r.header("location").as_deref(), Some(loc.as_str()));
+        assert!(loc.ends_with(&format!("/scim/v2/acme/Users/{id}")));
+        assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
+        assert_eq!(r.body["meta"]["version"], "W/\"1\"");
+        assert_eq!(r.body["schemas"], json!([USER_URN]), "no empty extension advertised");
+        let got = c.get(&format!("/Users/{id}")).await;
+        assert_eq!(got.status, 200);
+        let u = &got.body;
+        assert_eq!(
+            (u["userName"].as_str(), u["active"].as_bool()),
+            (Some("Test_User_00aa00aa@testuser.com"), Some(true))
+        );
+        assert_eq!(u["externalId"], "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef");
+        assert_eq!(u["name"]["familyName"], "familyName");
+        assert!(u.get("roles").is_none() && u.get("title").is_none() && u.get("addresses").is_none(), "{u}");
+        assert_eq!(u["meta"]["resourceType"], "User");
+        assert!(u["meta"]["created"].as_str().unwrap().contains('T'));
+
+        // Duplicate userName, case-insensitively: 409 uniqueness.
+        let mut dup = create.clone();
+        dup["userName"] = json!("TEST_USER_00AA00AA@TESTUSER.COM");
+        assert_scim_error(&c.post("/Users", dup).await, 409, Some("uniqueness"));
+        // Required attribute, wrong types, malformed JSON, oversized body.
+        assert_scim_error(&c.post("/Users", json!({"displayName": "x"})).await, 400, Some("invalidValue"));
+        assert_scim_error(
+            &c.post("/Users", json!({"userName": "x", "active": "maybe"})).await,
+            400,
+            Some("invalidValue"),
+        );
+        assert_scim_error(
+            &c.raw(M::POST, "/Users", Some("{\"userName\": ".into()), &[]).await,
+            400,
+            Some("invalidSyntax"),
+        );
+        let big = json!({"userName": "big", "title": "x".repeat(1_100_000)});
+        assert_scim_error(&c.post("/Users", big).await, 413, None);
+        // application/json is accepted too.
+        let r = c
+            .raw(
+                M::POST,
+                "/Users",
+                Some(json!({"userName": "plainjson"}).to_string()),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let plain_id = r.body["id"].as_str().unwrap().to_owned();
+
+        // Filters Entra and Okta send (spaces as '+', unquoted values, value paths).
+        let found = c.filter("Users", "userName eq \"TEST_USER_00AA00AA@testuser.com\"").await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["id"], id.as_str());
+        assert_eq!(c.filter("Users", "externalId eq \"0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef\"").await.len(), 1);
+        assert_eq!(c.filter("Users", "externalId eq 0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef").await.len(), 1);
+        assert_eq!(
+            c.filter("Users", "emails[type eq \"work\"].value eq \"test_user_11bb11bb@testuser.com\"").await.len(),
+            1
+        );
+        assert_scim_error(&c.get("/Users?filter=userName+eq").await, 400, Some("invalidFilter"));
+        assert_scim_error(&c.get("/Users?filter=nosuchattr+eq+%22x%22").await, 400, Some("invalidFilter"));
+
+        // Entra PATCH shapes, each checked with a follow-up GET.
+        let p = format!("/Users/{id}");
+        let r = c.patch(&p, json!([{"op":"Replace","path":"active","value":"False"}])).await;
+        assert_eq!((r.status, r.body["active"].as_bool()), (200, Some(false)), "{}", r.body);
+        assert_eq!(c.get(&p).await.body["active"], false);
+        assert_eq!(c.filter("Users", "active eq false").await.len(), 1, "a disabled user stays filterable");
+        let r = c
+            .patch(
+                &p,
+                json!([
+                    {"op":"Replace","path":"emails[type eq \"work\"].value","value":"updatedEmail@microsoft.com"},
+                    {"op":"Replace","path":"name.familyName","value":"updatedFamilyName"},
+                    {"op":"Replace","path":"addresses[type eq \"work\"].formatted","value":"18/2111"},
+                    {"op":"Add","path":format!("{ENTERPRISE_URN}:department"),"value":"Retail"}
+                ]),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let u = c.get(&p).await.body;
+        assert_eq!(u["emails"][0]["value"], "updatedEmail@microsoft.com");
+        assert_eq!(u["name"]["familyName"], "updatedFamilyName");
+        assert_eq!(u["addresses"][0]["formatted"], "18/2111");
+        assert_eq!(u["addresses"][0]["type"], "work");
+        assert_eq!(u[ENTERPRISE_URN]["department"], "Retail");
+        assert_eq!(u["schemas"], json!([USER_URN, ENTERPRISE_URN]));
+        assert_eq!(u["meta"]["version"], "W/\"3\"");
+        let r = c
+            .patch(
+                &p,
+                json!([{"op":"replace","value":{"displayName":"Bjfe","name.givenName":"Kkom","name.familyName":"Unua",
+                    format!("{ENTERPRISE_URN}:employeeNumber"):"Aklq"}}]),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = c.patch(&p, json!([{"op":"add","path":format!("{ENTERPRISE_URN}:manager"),"value":plain_id}])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let u = c.get(&p).await.body;
+        assert_eq!((u["displayName"].as_str(), u["name"]["givenName"].as_str()), (Some("Bjfe"), Some("Kkom")));
+        assert_eq!(u[ENTERPRISE_URN]["employeeNumber"], "Aklq");
+        assert_eq!(u[ENTERPRISE_URN]["manager"]["value"], plain_id.as_str());
+        assert_eq!(c.filter("Users", &format!("manager eq \"{plain_id}\"")).await.len(), 1);
+
+        // Okta: deactivate with a no-path replace, then PUT the whole object back.
+        let r = c.patch(&p, json!([{"op":"replace","value":{"active":true, "id": id}}])).await;
+        assert_eq!((r.status, r.body["active"].as_bool()), (200, Some(true)), "{}", r.body);
+        let mut whole = c.get(&p).await.body;
+        let etag = whole["meta"]["version"].as_str().unwrap().to_owned();
+        whole["groups"] = json!([]);
+        whole["title"] = json!("Engineer");
+        whole["password"] = json!("Sup3r-Secret-Pa55word!");
+        let r = c.raw(M::PUT, &p, Some(whole.to_string()), &[("if-match", &etag)]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["title"], "Engineer");
+        assert!(r.body.get("password").is_none(), "password is never returned");
+        assert_ne!(r.header("etag").unwrap(), etag);
+        // A stale If-Match is 412 and changes nothing; If-None-Match gives 304.
+        assert_scim_error(&c.raw(M::PUT, &p, Some(whole.to_string()), &[("if-match", &etag)]).await, 412, None);
+        let r = c
+            .raw(
+                M::PATCH,
+                &p,
+                Some(json!({"Operations":[{"op":"replace","path":"title","value":"x"}]}).to_string()),
+                &[("if-match", &etag)],
+            )
+            .await;
+        assert_scim_error(&r, 412, None);
+        let cur = c.get(&p).await;
+        assert_eq!(cur.body["title"], "Engineer");
+        let r = c.raw(M::GET, &p, None, &[("if-none-match", &cur.header("etag").unwrap())]).await;
+        assert_eq!(r.status, 304);
+        // Okta's password PATCH.
+        let r = c.patch(&p, json!([{"op":"replace","value":{"password":"An0ther-Secret-Pa55!"}}])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.get("password").is_none());
+
+        // Paging, sorting, projection.
+        for i in 0..5 {
+            assert_eq!(
+                c.post("/Users", json!({"userName": format!("page{i}@x"), "name": {"givenName": "g"}})).await.status,
+                201
+            );
+        }
+        let all = c.get("/Users?startIndex=1&count=100").await.body;
+        assert_eq!(
+            (all["totalResults"].as_i64(), all["itemsPerPage"].as_i64(), all["startIndex"].as_i64()),
+            (Some(7), Some(7), Some(1))
+        );
+        let mut seen = Vec::new();
+        for start in [1, 4, 7] {
+            let pg = c.get(&format!("/Users?startIndex={start}&count=3")).await.body;
+            assert_eq!(pg["totalResults"], 7);
+            seen.extend(pg["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+        }
+        let ids: Vec<String> =
+            all["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(seen, ids, "stable order across pages");
+        let z = c.get("/Users?count=0").await.body;
+        assert_eq!((z["totalResults"].as_i64(), z["Resources"].as_array().map(Vec::len)), (Some(7), Some(0)));
+        assert_eq!(c.get("/Users?startIndex=0&count=1").await.body["startIndex"], 1);
+        let sorted = c.get("/Users?sortBy=userName&sortOrder=descending&count=2").await.body;
+        assert_eq!(sorted["Resources"][0]["userName"], "Test_User_00aa00aa@testuser.com", "{sorted}");
+        assert_eq!(sorted["Resources"][1]["userName"], "plainjson");
+        let proj = c.get(&format!("/Users?filter=id+eq+%22{id}%22&attributes=userName,name.givenName")).await.body;
+        let one = &proj["Resources"][0];
+        assert_eq!(one["name"], json!({"givenName": "Kkom"}));
+        let mut keys: Vec<&str> = one.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["id", "name", "schemas", "userName"]);
+        let ex = c.get(&format!("/Users/{id}?excludedAttributes=emails,meta,id")).await.body;
+        assert!(ex.get("emails").is_none() && ex.get("meta").is_none() && ex["id"] == id.as_str());
+        let srch = c
+            .post(
+                "/Users/.search",
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": "userName sw \"page\"", "count": 2, "attributes": ["userName"]}),
+            )
+            .await;
+        assert_eq!(
+            (srch.status, srch.body["totalResults"].as_i64(), srch.body["itemsPerPage"].as_i64()),
+            (200, Some(5), Some(2)),
+            "{}",
+            srch.body
+        );
+
+        // Delete: 204, then 404 with a detail, repeatedly.
+        let r = c.call(M::DELETE, &format!("/Users/{plain_id}"), None).await;
+        assert_eq!((r.status, &r.body), (204, &Value::Null));
+        for _ in 0..2 {
+            assert_scim_error(&c.get(&format!("/Users/{plain_id}")).await, 404, None);
+            assert_scim_error(&c.call(M::DELETE, &format!("/Users/{plain_id}"), None).await, 404, None);
+        }
+        assert_scim_error(
+            &c.patch(&format!("/Users/{plain_id}"), json!([{"op":"replace","path":"title","value":"x"}])).await,
+            404,
+            None,
+        );
+        assert_scim_error(
+            &c.raw(M::PUT, &format!("/Users/{plain_id}"), Some(json!({"userName": "q"}).to_string()), &[]).await,
+            404,
+            None,
+        );
+
+        // The password never reaches disk in clear.
+        if b == Backend::Sqlite {
+            let mut all = Vec::new();
+            for f in std::fs::read_dir(s.data_dir()).unwrap() {
+                let p = f.unwrap().path();
+                if p.file_name().unwrap().to_string_lossy().starts_with("fedkey.db") {
+                    all.extend(std::fs::read(&p).unwrap());
+                }
+            }
+            assert!(contains(&all, b"updatedFamilyName"), "the check reads the data");
+            assert!(!contains(&all, b"Sup3r-Secret-Pa55word!") && !contains(&all, b"An0ther-Secret-Pa55!"));
+        }
+        assert!(!s.logs().contains("Sup3r-Secret-Pa55word!"));
+        // Writes are audited by attribute name.
+        let (_, v) = s.api(M::GET, "/api/v1/audit?action=scim.replace&limit=1000", Some(&s.token), None).await;
+        let recs = v["records"].as_array().unwrap();
+        assert!(
+            recs.iter().any(|r| r["details"]["attributes"].as_array().unwrap().contains(&json!("password"))),
+            "{v}"
+        );
+        assert!(recs.iter().all(|r| r["actor"] == "key:acme/idp#1"));
+        assert!(!v.to_string().contains("Pa55"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_groups_entra_and_okta_flows() {
+    use reqwest::Method as M;
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let c = Scim { s: &s, dir: "acme".into(), key };
+        let mut users = Vec::new();
+        for n in ["ann", "bob", "cy"] {
+            let r = c.post("/Users", json!({"userName": format!("{n}@x.com")})).await;
+            assert_eq!(r.status, 201);
+            users.push(r.body["id"].as_str().unwrap().to_owned());
+        }
+        // Entra: filter, then POST with an extra Microsoft schema URI and no members.
+        assert!(c.filter("Groups", "displayName eq \"displayName\"").await.is_empty());
+        let r = c
+            .post(
+                "/Groups",
+                json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group","http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+                    "externalId":"8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159","displayName":"displayName","meta":{"resourceType":"Group"}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let gid = r.body["id"].as_str().unwrap().to_owned();
+        let gp = format!("/Groups/{gid}");
+        assert_eq!(r.header("location").unwrap(), r.body["meta"]["location"].as_str().unwrap());
+        assert_scim_error(&c.post("/Groups", json!({"displayName": "DISPLAYNAME"})).await, 409, Some("uniqueness"));
+        // Add members (with Entra's null $ref), then read both sides.
+        let r = c
+            .patch(
+                &gp,
+                json!([{"op":"Add","path":"members","value":[{"$ref":null,"value":users[0]},{"value":users[1]}]}]),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let g = c.get(&gp).await.body;
+        let members = g["members"].as_array().unwrap();
+        assert_eq!(members.len(), 2, "{g}");
+        let ann = members.iter().find(|m| m["value"] == users[0].as_str()).unwrap();
+        assert_eq!((ann["display"].as_str(), ann["type"].as_str()), (Some("ann@x.com"), Some("User")));
+        assert!(ann["$ref"].as_str().unwrap().ends_with(&format!("/Users/{}", users[0])));
+        let u = c.get(&format!("/Users/{}", users[0])).await.body;
+        assert_eq!(
+            u["groups"],
+            json!([{"value": gid, "display": "displayName", "type": "direct", "$ref": g["meta"]["location"]}])
+        );
+        // Entra's reads.
+        let ex = c.get(&format!("{gp}?excludedAttributes=members")).await.body;
+        assert!(ex.get("members").is_none() && ex["displayName"] == "displayName");
+        let f = c.get("/Groups?excludedAttributes=members&filter=displayName+eq+%22displayName%22").await.body;
+        assert_eq!(f["totalResults"], 1);
+        assert!(f["Resources"][0].get("members").is_none());
+        assert_eq!(c.filter("Groups", &format!("id eq \"{gid}\" and members eq \"{}\"", users[0])).await.len(), 1);
+        assert!(c.filter("Groups", &format!("id eq \"{gid}\" and members eq \"{}\"", users[2])).await.is_empty());
+        // Remove with a value array removes only those members.
+        let r = c.patch(&gp, json!([{"op":"Remove","path":"members","value":[{"value":users[0]}]}])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let g = c.get(&gp).await.body;
+        assert_eq!(g["members"].as_array().unwrap().len(), 1);
+        assert_eq!(g["members"][0]["value"], users[1].as_str());
+        assert!(c.get(&format!("/Users/{}", users[0])).await.body.get("groups").is_none());
+        // Okta: remove by filter and add in one request, then replace with [].
+        let r = c
+            .patch(
+                &gp,
+                json!([{"op":"remove","path":format!("members[value eq \"{}\"]", users[1])},
+                    {"op":"add","path":"members","value":[{"value":users[2],"display":"cy@x.com"}]}]),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let g = c.get(&gp).await.body;
+        assert_eq!(
+            g["members"].as_array().unwrap().iter().map(|m| m["value"].clone()).collect::<Vec<_>>(),
+            vec![json!(users[2])]
+        );
+        let r = c.patch(&gp, json!([{"op":"replace","value":{"id":gid,"displayName":"Test SCIMv2"}}])).await;
+        assert_eq!((r.status, r.body["displayName"].as_str()), (200, Some("Test SCIMv2")), "{}", r.body);
+        let r = c.patch(&gp, json!([{"op":"replace","value":{"id":"someone-else"}}])).await;
+        assert_eq!(r.status, 400, "changing the id is refused: {}", r.body);
+        let r = c.patch(&gp, json!([{"op":"replace","path":"members","value":[]}])).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(c.get(&gp).await.body.get("members").is_none());
+        // Unknown members are 400 invalidValue; a bad PATCH op is 400 too.
+        let r = c.patch(&gp, json!([{"op":"add","path":"members","value":[{"value":"no-such-user"}]}])).await;
+        assert_scim_error(&r, 400, Some("invalidValue"));
+        assert_scim_error(
+            &c.post("/Groups", json!({"displayName": "g2", "members": [{"value": "nope"}]})).await,
+            400,
+            Some("invalidValue"),
+        );
+        assert_eq!(c.patch(&gp, json!([{"op":"frobnicate","path":"displayName","value":"x"}])).await.status, 400);
+        // Okta group push: POST with members: [] and with members.
+        let r = c.post("/Groups", json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "okta", "members": []})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = c
+            .post("/Groups", json!({"displayName": "full", "members": [{"value": users[0]}, {"value": users[2]}]}))
+            .await;
+        assert_eq!((r.status, r.body["members"].as_array().map(Vec::len)), (201, Some(2)), "{}", r.body);
+        // PUT replaces the membership.
+        let full = r.body["id"].as_str().unwrap().to_owned();
+        let r = c
+            .raw(
+                M::PUT,
+                &format!("/Groups/{full}"),
+                Some(json!({"displayName": "full", "members": [{"value": users[1]}]}).to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(c.get(&format!("/Groups/{full}")).await.body["members"][0]["value"], users[1].as_str());
+        // Root search spans both types.
+        let r = c.post("/.search", json!({"filter": "meta.resourceType eq \"Group\"", "count": 10})).await;
+        assert_eq!((r.status, r.body["totalResults"].as_i64()), (200, Some(3)), "{}", r.body);
+        // A filter applies to the types that have its attributes.
+        let r = c.post("/.search", json!({"filter": "userName eq \"ANN@x.com\"", "sortBy": "meta.created"})).await;
+        assert_eq!((r.status, r.body["totalResults"].as_i64()), (200, Some(1)), "{}", r.body);
+        assert_scim_error(&c.post("/.search", json!({"filter": "nothing pr"})).await, 400, Some("invalidFilter"));
+        let all = c.post("/.search", json!({})).await.body;
+        assert_eq!(all["totalResults"], 6);
+        // Deleting a member drops it from the group; deleting the group is 204.
+        assert_eq!(c.call(M::DELETE, &format!("/Users/{}", users[1]), None).await.status, 204);
+        assert!(c.get(&format!("/Groups/{full}")).await.body.get("members").is_none());
+        assert_eq!(c.call(M::DELETE, &gp, None).await.status, 204);
+        assert_scim_error(&c.get(&gp).await, 404, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_scopes_are_enforced_and_denials_audited() {
+    for b in backends() {
+        let (s, key) = scim_server(b, Some(&["users:read", "groups:write"])).await;
+        let c = Scim { s: &s, dir: "acme".into(), key };
+        assert_eq!(c.get("/Users").await.status, 200);
+        assert_eq!(c.get("/ServiceProviderConfig").await.status, 200);
+        assert_scim_error(&c.post("/Users", json!({"userName": "x"})).await, 403, None);
+        assert_scim_error(&c.get("/Groups").await, 403, None);
+        let g = c.post("/Groups", json!({"displayName": "g"})).await;
+        assert_eq!(g.status, 201, "{}", g.body);
+        let gp = format!("/Groups/{}", g.body["id"].as_str().unwrap());
+        assert_scim_error(&c.get(&gp).await, 403, None);
+        assert_eq!(c.patch(&gp, json!([{"op":"replace","path":"displayName","value":"h"}])).await.status, 200);
+        // Only users are searched by the root search.
+        let r = c.post("/.search", json!({})).await;
+        assert_eq!((r.status, r.body["totalResults"].as_i64()), (200, Some(0)));
+        let (_, v) =
+            s.api(reqwest::Method::GET, "/api/v1/audit?action=scim.authorize&limit=100", Some(&s.token), None).await;
+        let recs = v["records"].as_array().unwrap();
+        assert_eq!(recs.len(), 3, "{v}");
+        assert!(recs.iter().all(|r| r["outcome"] == "denied" && r["actor"] == "key:acme/idp#1"));
+        assert!(recs.iter().any(|r| r["details"]["missing_scope"] == "users:write"));
+    }
+}
