@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: every crate's unit, property and integration tests, on SQLite
-# and — when a server is reachable — PostgreSQL. Under CI=true an unreachable
-# PostgreSQL is a failure, never a skip.
+# The whole test suite: every crate's unit, property and integration tests and the SCIM
+# conformance suite, on SQLite and — when a server is reachable — PostgreSQL. Under
+# CI=true an unreachable PostgreSQL is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,15 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
 
-# One closing line for the whole suite: the sum of every test binary's result.
+# The SCIM conformance suite against the real binary (Python venv; SQLite and PostgreSQL).
+if [ "${FEDKEY_SKIP_CONFORMANCE:-}" = "1" ] && [ "${CI:-}" != "true" ]; then
+  echo "*** SKIPPED SCIM conformance (FEDKEY_SKIP_CONFORMANCE=1) ***" >&2
+else
+  bash scripts/conformance.sh 2>&1 | tee -a "$log" || status=1
+fi
+
+# One closing line for the whole suite: every test binary's result plus the conformance checks.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^conformance: / { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
