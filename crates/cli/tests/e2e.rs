@@ -1410,3 +1410,8 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
         assert!(recs.iter().any(|r| r["details"]["missing_scope"] == "users:write"));
     }
 }
+
+#[path = "e2e/bulk.rs"]
+mod bulk;
+#[path = "e2e/policy.rs"]
+mod policy;
