@@ -52,6 +52,15 @@ pub enum TrustCmd {
         /// Read an outbound trust's app-issued key from stdin.
         #[arg(long)]
         key_stdin: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Replace an inbound trust's policy (flags left out are cleared; no flags: no policy).
+    Policy {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// List trusts, of one directory or all.
     List {
@@ -79,6 +88,32 @@ pub enum TrustCmd {
         /// DIRECTORY/TRUST
         trust: TrustRef,
     },
+}
+
+/// An inbound trust's least-privilege policy.
+#[derive(clap::Args)]
+pub struct PolicyArgs {
+    /// Groups whose creation or new members need the groups:privileged scope: a
+    /// case-insensitive glob over displayName (`*`, `?`; `?` for a space). Repeatable.
+    #[arg(long = "privileged-group", value_name = "PATTERN")]
+    privileged_groups: Vec<String>,
+    /// Source networks allowed to use the trust's keys (IPv4/IPv6 CIDR or address).
+    /// Repeatable; none: any source.
+    #[arg(long = "allow-source", value_name = "CIDR")]
+    allowed_sources: Vec<String>,
+    /// SCIM requests per second per trust (burst of the same size); 0: unlimited.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    rate_limit: i64,
+}
+
+impl PolicyArgs {
+    fn json(&self) -> Value {
+        json!({
+            "privileged_groups": self.privileged_groups,
+            "allowed_sources": self.allowed_sources,
+            "rate_limit": self.rate_limit,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -190,6 +225,7 @@ fn path(r: &TrustRef) -> String {
 const KEY_COLUMNS: &[&str] =
     &["version", "state", "scopes", "created_at", "activated_at", "expires_at", "last_used_at"];
 const TRUST_COLUMNS: &[&str] = &["ref", "direction", "peer_kind", "status", "scopes", "created_at"];
+const POLICY_COLUMNS: &[&str] = &["ref", "privileged_groups", "allowed_sources", "rate_limit", "updated_at"];
 
 /// Prints a response carrying a one-time key: the key first, then what it belongs to.
 fn print_with_key(out: Output, v: &Value) {
@@ -235,9 +271,22 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
 pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
     match c {
-        TrustCmd::Create { directory, name, direction, peer_kind, scopes, description, key_file, key_stdin } => {
+        TrustCmd::Create {
+            directory,
+            name,
+            direction,
+            peer_kind,
+            scopes,
+            description,
+            key_file,
+            key_stdin,
+            policy,
+        } => {
             let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
             let mut body = json!({"name": name, "direction": direction, "peer_kind": peer_kind});
+            if let (Value::Object(b), Value::Object(p)) = (&mut body, policy.json()) {
+                b.extend(p);
+            }
             if !scopes.is_empty() {
                 body["scopes"] = json!(scopes);
             }
@@ -277,11 +326,21 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
                             "description",
                             "created_at",
                             "created_by",
+                            "privileged_groups",
+                            "allowed_sources",
+                            "rate_limit",
                         ],
                     );
                     outln!();
                     output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS);
                 }
+            }
+        }
+        TrustCmd::Policy { trust, policy } => {
+            let v = api.call(reqwest::Method::PUT, &format!("{}/policy", path(&trust)), Some(policy.json())).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(&v["trust"], POLICY_COLUMNS),
             }
         }
         TrustCmd::Suspend { trust } => status(&api, out, &trust, "suspend").await?,

@@ -247,8 +247,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if s.unsafe_test_clock {
         tracing::warn!("--unsafe-test-clock is on: admins can move this server's clock. Never use this in production.");
     }
-    let state =
-        AppState { store: opened.store.clone(), test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()), scheme };
+    let state = AppState {
+        store: opened.store.clone(),
+        test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
+        scheme,
+        limiter: std::sync::Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
+    };
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     opened.store.db.close().await;

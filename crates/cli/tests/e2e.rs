@@ -977,7 +977,7 @@ async fn scim_discovery_endpoints() {
             (&json!(true), &json!(true), &json!(200))
         );
         assert_eq!((&v["sort"]["supported"], &v["etag"]["supported"]), (&json!(true), &json!(true)));
-        assert_eq!((&v["bulk"]["supported"], &v["changePassword"]["supported"]), (&json!(false), &json!(false)));
+        assert_eq!((&v["bulk"]["supported"], &v["changePassword"]["supported"]), (&json!(true), &json!(false)));
 
         let rts = c.get("/ResourceTypes").await;
         assert_eq!((rts.status, rts.body["totalResults"].as_u64()), (200, Some(2)), "{}", rts.body);

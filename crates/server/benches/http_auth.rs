@@ -124,7 +124,12 @@ fn main() {
             .await
             .unwrap();
         let key = key.unwrap().expose().to_owned();
-        let state = AppState { store: Arc::new(store), test_clock: None, scheme: "http" };
+        let state = AppState {
+            store: Arc::new(store),
+            test_clock: None,
+            scheme: "http",
+            limiter: Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
+        };
         let _ = ServeOptions { tls: None, sweep_interval: Duration::from_secs(60) };
 
         let authed = spawn(fedkey_server::router(state.clone())).await;

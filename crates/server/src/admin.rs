@@ -16,7 +16,7 @@ use fedkey_store::audit::AuditFilter;
 use fedkey_store::audit::Touch;
 use fedkey_store::auth::{AdminPrincipal, RequestMeta};
 use fedkey_store::ops::{NewTrust, RotateKey};
-use fedkey_store::{Actor, KeyVersion, Store};
+use fedkey_store::{Actor, KeyVersion, Store, TrustPolicy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/directories/{d}/trusts/{t}", get(get_trust).delete(delete_trust))
         .route("/directories/{d}/trusts/{t}/suspend", post(suspend_trust))
         .route("/directories/{d}/trusts/{t}/resume", post(resume_trust))
+        .route("/directories/{d}/trusts/{t}/policy", axum::routing::put(set_policy))
         .route("/directories/{d}/trusts/{t}/keys", get(list_keys))
         .route("/directories/{d}/trusts/{t}/keys/rotate", post(rotate_key))
         .route("/directories/{d}/trusts/{t}/keys/{v}/revoke", post(revoke_key))
@@ -216,6 +217,9 @@ fn trust_json(t: &fedkey_store::Trust) -> Value {
         "created_at": ts(Some(t.created_at)),
         "created_by": t.created_by,
         "updated_at": ts(Some(t.updated_at)),
+        "privileged_groups": t.policy.privileged_groups,
+        "allowed_sources": t.policy.sources(),
+        "rate_limit": t.policy.rate_limit,
     })
 }
 
@@ -283,6 +287,12 @@ struct CreateTrust {
     /// The app-issued key of an outbound trust.
     #[serde(default)]
     key: Option<Zeroizing<String>>,
+    #[serde(default)]
+    privileged_groups: Vec<String>,
+    #[serde(default)]
+    allowed_sources: Vec<String>,
+    #[serde(default)]
+    rate_limit: i64,
 }
 
 async fn create_trust(
@@ -305,6 +315,7 @@ async fn create_trust(
                 }
                 None => None,
             };
+            let policy = TrustPolicy::parse(&b.privileged_groups, &b.allowed_sources, b.rate_limit)?;
             let new = NewTrust {
                 directory: d.clone(),
                 name: b.name.clone(),
@@ -314,7 +325,7 @@ async fn create_trust(
                 description: b.description.clone(),
                 outbound_key: b.key.as_ref().map(|k| Secret::new(k.to_string())),
             };
-            Ok(st.create_trust(&a.actor(), new).await?)
+            Ok(st.create_trust_with_policy(&a.actor(), new, policy).await?)
         })
         .await?;
     let mut body = json!({"trust": trust_json(&trust), "key_version": key_json(&kv, st.now())});
@@ -378,6 +389,37 @@ async fn set_status(a: Admin, s: AppState, d: String, t: String, status: TrustSt
     let trust = a
         .change(st, Need::Operate, action, Target::trust(&d, &t), async {
             Ok(st.set_trust_status(&a.actor(), &trust_ref(&d, &t)?, status).await?)
+        })
+        .await?;
+    Ok(Json(json!({"trust": trust_json(&trust)})))
+}
+
+/// `PUT …/policy`: replaces the whole policy; omitted fields are cleared.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[serde(default)]
+    privileged_groups: Vec<String>,
+    #[serde(default)]
+    allowed_sources: Vec<String>,
+    #[serde(default)]
+    rate_limit: i64,
+}
+
+/// Widens or narrows what a trust's keys may do, so it needs the admin role.
+async fn set_policy(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+    body: Result<ApiJson<PolicyBody>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let trust = a
+        .change(st, Need::Administer, "trust.policy", Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let ApiJson(b) = body?;
+            let policy = TrustPolicy::parse(&b.privileged_groups, &b.allowed_sources, b.rate_limit)?;
+            Ok(st.set_trust_policy(&a.actor(), &r, policy).await?)
         })
         .await?;
     Ok(Json(json!({"trust": trust_json(&trust)})))

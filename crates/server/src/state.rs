@@ -3,6 +3,8 @@ use std::sync::Arc;
 use fedkey_core::SystemClock;
 use fedkey_store::Store;
 
+use crate::ratelimit::RateLimiter;
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
@@ -11,4 +13,6 @@ pub struct AppState {
     pub test_clock: Option<SystemClock>,
     /// `https` when serving TLS; used in the URLs fedkey puts in documents.
     pub scheme: &'static str,
+    /// Per-trust SCIM rate limits (token buckets in this process).
+    pub limiter: Arc<RateLimiter>,
 }

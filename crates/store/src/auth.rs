@@ -8,7 +8,7 @@
 //! successful or not, is audited before the caller proceeds.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedkey_audit::Outcome;
@@ -17,9 +17,9 @@ use fedkey_crypto::token::{self, TokenKind, Verifier};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::StoreError;
 use crate::audit::Touch;
 use crate::ops::{Actor, Store};
+use crate::{StoreError, TrustPolicy};
 
 /// An authenticated provisioning request: which trust, which key version, what it may do.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct Principal {
     pub peer_kind: PeerKind,
     pub version: i64,
     pub scopes: ScopeSet,
+    /// The trust's policy, cached with the key (re-read when any trust changes here).
+    pub policy: Arc<TrustPolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,7 +157,7 @@ impl Store {
         }
         let row = sqlx::query(
             "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
-             t.peer_kind, t.status, d.id AS directory_id, d.name AS directory \
+             t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, d.id AS directory_id, d.name AS directory \
              FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
              WHERE k.verifier = $1",
         )
@@ -181,6 +183,11 @@ impl Store {
                 peer_kind: get("peer_kind")?.parse().map_err(|_| corrupt("trusts.peer_kind"))?,
                 version: row.try_get("version")?,
                 scopes: ScopeSet::parse_stored(&get("scopes")?).map_err(|_| corrupt("key_versions.scopes"))?,
+                policy: Arc::new(TrustPolicy::from_stored(
+                    &get("privileged_groups")?,
+                    &get("allowed_sources")?,
+                    row.try_get("rate_limit")?,
+                )?),
             },
             direction: get("direction")?.parse().map_err(|_| corrupt("trusts.direction"))?,
             trust_status: get("status")?.parse().map_err(|_| corrupt("trusts.status"))?,

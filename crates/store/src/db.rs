@@ -67,10 +67,12 @@ impl Backend {
             Backend::Sqlite => &[
                 (1, include_str!("../migrations/sqlite/0001_foundation.sql")),
                 (2, include_str!("../migrations/sqlite/0002_scim.sql")),
+                (3, include_str!("../migrations/sqlite/0003_trust_policy.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
                 (2, include_str!("../migrations/postgres/0002_scim.sql")),
+                (3, include_str!("../migrations/postgres/0003_trust_policy.sql")),
             ],
         }
     }

@@ -14,6 +14,7 @@ pub mod keyfile;
 mod migrate;
 pub mod model;
 pub mod ops;
+pub mod policy;
 pub mod scim;
 pub mod scim_sql;
 
@@ -21,3 +22,4 @@ pub use db::{Backend, Db};
 pub use error::StoreError;
 pub use model::*;
 pub use ops::{Actor, Store};
+pub use policy::TrustPolicy;

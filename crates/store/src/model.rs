@@ -26,6 +26,8 @@ pub struct Trust {
     pub created_at: Timestamp,
     pub created_by: String,
     pub updated_at: Timestamp,
+    /// Privileged groups, source allow-list and rate limit.
+    pub policy: crate::TrustPolicy,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,6 +1,6 @@
 //! The SCIM 2.0 service of each directory, at `/scim/v2/{directory}`: discovery
 //! (`/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`), Users and Groups
-//! (create, read, replace, patch, delete), lists and `.search`.
+//! (create, read, replace, patch, delete), lists and `.search`, and `/Bulk`.
 //!
 //! Every endpoint authenticates a provisioning key of the directory ([`Provisioner`]);
 //! resource endpoints also check the key's scopes (`users:read`, `users:write`,
@@ -8,8 +8,10 @@
 //! `fedkey-scim`; persistence in `fedkey-store`.
 
 mod body;
+mod bulk;
 mod discovery;
 mod list;
+pub mod policy;
 mod present;
 mod resources;
 
@@ -44,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/{directory}/Groups", get(list::list_groups).post(resources::create_group))
         .route("/{directory}/Users/.search", post(list::search_users))
         .route("/{directory}/Groups/.search", post(list::search_groups))
+        .route("/{directory}/Bulk", post(bulk::bulk))
         .route("/{directory}/.search", post(list::search_root))
         .route(
             "/{directory}/Users/{id}",
@@ -72,6 +75,11 @@ impl IntoResponse for ScimResponse {
         let status = StatusCode::from_u16(self.0.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(&self.0)).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Rates are whole requests per second with a burst of the same size, so
+            // the next token is never more than a second away.
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"fedkey-scim\""));
@@ -125,7 +133,10 @@ impl FromRequestParts<AppState> for Provisioner {
         let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
         let token = bearer(&parts.headers);
         match s.store.authenticate_provisioning(&directory, token, &meta).await {
-            Ok(Ok(p)) => Ok(Provisioner(p)),
+            Ok(Ok(p)) => {
+                policy::enforce(s, &p, &meta).await?;
+                Ok(Provisioner(p))
+            }
             Ok(Err(_)) => Err(ScimResponse(ScimError::new(
                 401,
                 None,
@@ -201,7 +212,10 @@ pub fn bearer(h: &HeaderMap) -> Option<&str> {
 pub fn capabilities() -> Capabilities {
     Capabilities {
         patch: true,
-        bulk: None::<BulkLimits>,
+        bulk: Some(BulkLimits {
+            max_operations: bulk::MAX_OPERATIONS as u32,
+            max_payload_size: bulk::MAX_PAYLOAD_SIZE as u64,
+        }),
         filter_max_results: Some(MAX_RESULTS as u32),
         change_password: false,
         sort: true,

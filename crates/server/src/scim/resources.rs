@@ -207,13 +207,119 @@ fn diff(rt: &ResourceTypeDef, a: &Value, b: &Value) -> Vec<String> {
 
 // ---------------------------------------------------------------- handlers
 
-async fn create(s: AppState, ctx: Ctx, rt_name: &str, body: Value, q: Vec<(String, String)>) -> Result<Response> {
+// The cores of create, replace, patch and delete, shared by the single-resource handlers
+// and `/Bulk`: each checks the write scope, runs one store transaction (audited by the
+// store) and returns the type's definition and the stored result.
+
+/// POST: creates a resource of type `rt_name` from a SCIM body.
+pub async fn create_core(
+    s: &AppState,
+    ctx: &Ctx,
+    rt_name: &str,
+    body: &Value,
+) -> Result<(&'static ResourceTypeDef, StoredResource)> {
     let (rt, _, write) = kind(rt_name);
-    ctx.require(&s, write, &format!("create a {}", rt.id)).await?;
-    let normalized = normalize(rt, &body)?;
-    let w = prepare(&s, rt, normalized, None)?;
-    let dir = directory(&s, &ctx).await?;
+    ctx.require(s, write, &format!("create a {}", rt.id)).await?;
+    let normalized = normalize(rt, body)?;
+    let w = prepare(s, rt, normalized, None)?;
+    super::policy::check_group_write(s, ctx, None, &w).await?;
+    let dir = directory(s, ctx).await?;
     let r = s.store.scim_create(&ctx.actor, &dir, w).await?;
+    Ok((rt, r))
+}
+
+/// PUT: replaces resource `id`; `expected` is the version `If-Match` names.
+pub async fn replace_core(
+    s: &AppState,
+    ctx: &Ctx,
+    rt_name: &str,
+    id: &str,
+    expected: Option<i64>,
+    body: &Value,
+) -> Result<(&'static ResourceTypeDef, StoredResource)> {
+    let (rt, _, write) = kind(rt_name);
+    ctx.require(s, write, &format!("replace a {}", rt.id)).await?;
+    let mut normalized = normalize(rt, body)?;
+    let current = fetch(s, ctx, rt, id).await?;
+    if expected.is_some_and(|v| v != current.version) {
+        return Err(precondition(rt, &current));
+    }
+    // A replace without a password keeps the stored one (write-only, clients cannot echo it).
+    if normalized.get("password").is_none()
+        && let (Some(pw), Some(obj)) = (current.body.get("password"), normalized.as_object_mut())
+    {
+        obj.insert("password".into(), pw.clone());
+    }
+    let w = prepare(s, rt, normalized, Some(&current))?;
+    super::policy::check_group_write(s, ctx, Some(&current), &w).await?;
+    let dir = directory(s, ctx).await?;
+    match s.store.scim_replace(&ctx.actor, &dir, id, Some(expected.unwrap_or(current.version)), w).await {
+        Ok(r) => Ok((rt, r)),
+        Err(StoreError::NotFound(_)) => Err(not_found(rt, id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// PATCH: applies a PatchOp body to resource `id`; `expected` is the version `If-Match`
+/// names (without one a lost race is retried).
+pub async fn patch_core(
+    s: &AppState,
+    ctx: &Ctx,
+    rt_name: &str,
+    id: &str,
+    expected: Option<i64>,
+    body: &Value,
+) -> Result<(&'static ResourceTypeDef, StoredResource)> {
+    let (rt, _, write) = kind(rt_name);
+    ctx.require(s, write, &format!("modify a {}", rt.id)).await?;
+    let ops = patch::parse_request(body)?;
+    let dir = directory(s, ctx).await?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let current = fetch(s, ctx, rt, id).await?;
+        if expected.is_some_and(|v| v != current.version) {
+            return Err(precondition(rt, &current));
+        }
+        let mut doc = patch_document(rt, &current);
+        let changed = patch::apply(rt, &mut doc, &ops)?;
+        if changed.is_empty() {
+            return Ok((rt, current));
+        }
+        let mut w = prepare(s, rt, doc, Some(&current))?;
+        super::policy::check_group_write(s, ctx, Some(&current), &w).await?;
+        w.changed = changed;
+        match s.store.scim_replace(&ctx.actor, &dir, id, Some(current.version), w).await {
+            Ok(r) => return Ok((rt, r)),
+            Err(StoreError::PreconditionFailed(_)) if expected.is_none() && attempts < 5 => continue,
+            Err(StoreError::NotFound(_)) => return Err(not_found(rt, id)),
+            Err(e) => return Err(ScimResponse(store_error(e))),
+        }
+    }
+}
+
+/// DELETE: deletes resource `id`; `expected` is the version `If-Match` names.
+pub async fn delete_core(
+    s: &AppState,
+    ctx: &Ctx,
+    rt_name: &str,
+    id: &str,
+    expected: Option<i64>,
+) -> Result<&'static ResourceTypeDef> {
+    let (rt, _, write) = kind(rt_name);
+    ctx.require(s, write, &format!("delete a {}", rt.id)).await?;
+    // A cheap read first: clients re-delete deleted resources many times.
+    fetch(s, ctx, rt, id).await?;
+    let dir = directory(s, ctx).await?;
+    match s.store.scim_delete(&ctx.actor, &dir, rt_static(rt), id, expected).await {
+        Ok(()) => Ok(rt),
+        Err(StoreError::NotFound(_)) => Err(not_found(rt, id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn create(s: AppState, ctx: Ctx, rt_name: &str, body: Value, q: Vec<(String, String)>) -> Result<Response> {
+    let (rt, r) = create_core(&s, &ctx, rt_name, &body).await?;
     let (attrs, excluded) = projection(&q);
     Ok(resource_response(StatusCode::CREATED, rt, &ctx.base, &r, &attrs, &excluded))
 }
@@ -249,27 +355,7 @@ async fn replace(
     body: Value,
     q: Vec<(String, String)>,
 ) -> Result<Response> {
-    let (rt, _, write) = kind(rt_name);
-    ctx.require(&s, write, &format!("replace a {}", rt.id)).await?;
-    let mut normalized = normalize(rt, &body)?;
-    let current = fetch(&s, &ctx, rt, id).await?;
-    let expected = if_match(h);
-    if expected.is_some_and(|v| v != current.version) {
-        return Err(precondition(rt, &current));
-    }
-    // A replace without a password keeps the stored one (write-only, clients cannot echo it).
-    if normalized.get("password").is_none()
-        && let (Some(pw), Some(obj)) = (current.body.get("password"), normalized.as_object_mut())
-    {
-        obj.insert("password".into(), pw.clone());
-    }
-    let w = prepare(&s, rt, normalized, Some(&current))?;
-    let dir = directory(&s, &ctx).await?;
-    let r = match s.store.scim_replace(&ctx.actor, &dir, id, Some(expected.unwrap_or(current.version)), w).await {
-        Ok(r) => r,
-        Err(StoreError::NotFound(_)) => return Err(not_found(rt, id)),
-        Err(e) => return Err(e.into()),
-    };
+    let (rt, r) = replace_core(&s, &ctx, rt_name, id, if_match(h), &body).await?;
     let (attrs, excluded) = projection(&q);
     Ok(resource_response(StatusCode::OK, rt, &ctx.base, &r, &attrs, &excluded))
 }
@@ -315,46 +401,14 @@ async fn patch_resource(
     body: Value,
     q: Vec<(String, String)>,
 ) -> Result<Response> {
-    let (rt, _, write) = kind(rt_name);
-    ctx.require(&s, write, &format!("modify a {}", rt.id)).await?;
-    let ops = patch::parse_request(&body)?;
-    let expected = if_match(h);
+    let (rt, r) = patch_core(&s, &ctx, rt_name, id, if_match(h), &body).await?;
     let (attrs, excluded) = projection(&q);
-    let dir = directory(&s, &ctx).await?;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let current = fetch(&s, &ctx, rt, id).await?;
-        if expected.is_some_and(|v| v != current.version) {
-            return Err(precondition(rt, &current));
-        }
-        let mut doc = patch_document(rt, &current);
-        let changed = patch::apply(rt, &mut doc, &ops)?;
-        if changed.is_empty() {
-            return Ok(resource_response(StatusCode::OK, rt, &ctx.base, &current, &attrs, &excluded));
-        }
-        let mut w = prepare(&s, rt, doc, Some(&current))?;
-        w.changed = changed;
-        match s.store.scim_replace(&ctx.actor, &dir, id, Some(current.version), w).await {
-            Ok(r) => return Ok(resource_response(StatusCode::OK, rt, &ctx.base, &r, &attrs, &excluded)),
-            Err(StoreError::PreconditionFailed(_)) if expected.is_none() && attempts < 5 => continue,
-            Err(StoreError::NotFound(_)) => return Err(not_found(rt, id)),
-            Err(e) => return Err(ScimResponse(store_error(e))),
-        }
-    }
+    Ok(resource_response(StatusCode::OK, rt, &ctx.base, &r, &attrs, &excluded))
 }
 
 async fn delete(s: AppState, ctx: Ctx, rt_name: &str, id: &str, h: &HeaderMap) -> Result<Response> {
-    let (rt, _, write) = kind(rt_name);
-    ctx.require(&s, write, &format!("delete a {}", rt.id)).await?;
-    // A cheap read first: clients re-delete deleted resources many times.
-    fetch(&s, &ctx, rt, id).await?;
-    let dir = directory(&s, &ctx).await?;
-    match s.store.scim_delete(&ctx.actor, &dir, rt_static(rt), id, if_match(h)).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(StoreError::NotFound(_)) => Err(not_found(rt, id)),
-        Err(e) => Err(e.into()),
-    }
+    delete_core(&s, &ctx, rt_name, id, if_match(h)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------- routes

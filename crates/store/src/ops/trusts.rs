@@ -6,7 +6,7 @@ use sqlx::{Row, any::AnyRow};
 
 use super::keys::NewVersion;
 use super::{Actor, Store, new_id};
-use crate::{KeyVersion, StoreError, Trust};
+use crate::{KeyVersion, StoreError, Trust, TrustPolicy};
 
 pub struct NewTrust {
     pub directory: String,
@@ -21,7 +21,8 @@ pub struct NewTrust {
 }
 
 const TRUST_SELECT: &str = "SELECT t.id, t.directory_id, d.name AS directory, t.name, t.direction, t.peer_kind, t.status, \
-    t.scopes, t.description, t.created_at, t.created_by, t.updated_at FROM trusts t JOIN directories d ON d.id = t.directory_id";
+    t.scopes, t.description, t.created_at, t.created_by, t.updated_at, t.privileged_groups, t.allowed_sources, \
+    t.rate_limit FROM trusts t JOIN directories d ON d.id = t.directory_id";
 
 impl Store {
     /// Creates a trust and its first key version (current). For an inbound trust the
@@ -31,6 +32,17 @@ impl Store {
         actor: &Actor,
         n: NewTrust,
     ) -> Result<(Trust, KeyVersion, Option<Secret>), StoreError> {
+        self.create_trust_with_policy(actor, n, TrustPolicy::default()).await
+    }
+
+    /// [`Store::create_trust`] with a policy (privileged groups, sources, rate limit),
+    /// set in the same transaction and audit record.
+    pub async fn create_trust_with_policy(
+        &self,
+        actor: &Actor,
+        n: NewTrust,
+        policy: TrustPolicy,
+    ) -> Result<(Trust, KeyVersion, Option<Secret>), StoreError> {
         names::validate(&n.name)?;
         let dir = self.directory(&n.directory).await?;
         let scopes = n.scopes.unwrap_or_else(|| match n.direction {
@@ -38,6 +50,7 @@ impl Store {
             Direction::Outbound => ScopeSet::default(),
         });
         scopes.check_direction(n.direction)?;
+        check_policy_direction(&policy, n.direction)?;
         if let Some(d) = &n.description
             && d.len() > 1024
         {
@@ -60,12 +73,14 @@ impl Store {
             created_at: now,
             created_by: actor.id.clone(),
             updated_at: now,
+            policy,
         };
         let material = self.new_material(&trust, 1, n.outbound_key)?;
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "INSERT INTO trusts (id, directory_id, name, direction, peer_kind, status, scopes, description, created_at, created_by, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO trusts (id, directory_id, name, direction, peer_kind, status, scopes, description, created_at, created_by, updated_at, \
+             privileged_groups, allowed_sources, rate_limit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(trust.id.clone())
         .bind(trust.directory_id.clone())
@@ -78,6 +93,9 @@ impl Store {
         .bind(now.0)
         .bind(trust.created_by.clone())
         .bind(now.0)
+        .bind(trust.policy.stored_groups())
+        .bind(trust.policy.stored_sources())
+        .bind(trust.policy.rate_limit)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from(e).conflict_or(format!("trust {}/{}", dir.name, n.name)))?;
@@ -158,6 +176,39 @@ impl Store {
         Ok(Trust { status, updated_at: now, ..before })
     }
 
+    /// Replaces a trust's policy (privileged groups, source allow-list, rate limit).
+    /// Takes effect for new requests at once on this node, within the auth-cache TTL on
+    /// others.
+    pub async fn set_trust_policy(
+        &self,
+        actor: &Actor,
+        r: &TrustRef,
+        policy: TrustPolicy,
+    ) -> Result<Trust, StoreError> {
+        let before = self.trust(r).await?;
+        check_policy_direction(&policy, before.direction)?;
+        let mut tx = self.db.begin().await?;
+        let now = self.now();
+        sqlx::query(
+            "UPDATE trusts SET privileged_groups = $1, allowed_sources = $2, rate_limit = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(policy.stored_groups())
+        .bind(policy.stored_sources())
+        .bind(policy.rate_limit)
+        .bind(now.0)
+        .bind(before.id.clone())
+        .execute(&mut *tx)
+        .await?;
+        let ev = self
+            .event(actor, "trust.policy", Outcome::Success)
+            .directory(&r.directory)
+            .trust(&r.trust)
+            .details(json!({"before": before.policy, "after": policy}));
+        self.commit_with(tx, actor, ev).await?;
+        self.bump_generation();
+        Ok(Trust { policy, updated_at: now, ..before })
+    }
+
     /// Deletes a trust and all its key versions; the audit log keeps their history.
     pub async fn delete_trust(&self, actor: &Actor, r: &TrustRef) -> Result<(), StoreError> {
         let before = self.trust(r).await?;
@@ -176,6 +227,14 @@ impl Store {
         self.bump_generation();
         Ok(())
     }
+}
+
+/// A policy restricts what a peer may do *to* fedkey, so only inbound trusts carry one.
+fn check_policy_direction(policy: &TrustPolicy, direction: Direction) -> Result<(), StoreError> {
+    if direction == Direction::Outbound && *policy != TrustPolicy::default() {
+        return Err(StoreError::Invalid("a policy applies only to inbound trusts".into()));
+    }
+    Ok(())
 }
 
 pub(crate) fn trust_from_row(r: &AnyRow) -> Result<Trust, StoreError> {
@@ -197,5 +256,10 @@ pub(crate) fn trust_from_row(r: &AnyRow) -> Result<Trust, StoreError> {
         created_at: Timestamp(r.try_get("created_at")?),
         created_by: r.try_get("created_by")?,
         updated_at: Timestamp(r.try_get("updated_at")?),
+        policy: TrustPolicy::from_stored(
+            &r.try_get::<String, _>("privileged_groups")?,
+            &r.try_get::<String, _>("allowed_sources")?,
+            r.try_get("rate_limit")?,
+        )?,
     })
 }
