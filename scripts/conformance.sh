@@ -15,7 +15,7 @@ fi
 "$VENV/bin/pip" install -q -r tools/conformance/requirements.txt
 
 cargo build -q --bin fedkey
-BIN="$PWD/target/debug/fedkey"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/fedkey"
 PG_URL="${FEDKEY_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 

@@ -32,7 +32,11 @@ cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
 if [ "${FEDKEY_SKIP_CONFORMANCE:-}" = "1" ] && [ "${CI:-}" != "true" ]; then
   echo "*** SKIPPED SCIM conformance (FEDKEY_SKIP_CONFORMANCE=1) ***" >&2
 else
-  bash scripts/conformance.sh 2>&1 | tee -a "$log" || status=1
+  if ! bash scripts/conformance.sh 2>&1 | tee -a "$log"; then
+    status=1
+    # A run that died before its summary still counts as a failure in the closing line.
+    grep -q '^conformance: ' "$log" || echo "conformance: 0 passed, 1 failed" | tee -a "$log"
+  fi
 fi
 
 # One closing line for the whole suite: every test binary's result plus the conformance checks.
