@@ -95,8 +95,8 @@ impl Store {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "INSERT INTO scim_resources (directory_id, id, resource_type, version, created_at, updated_at, name_key, external_id, body) \
-             VALUES ($1, $2, $3, 1, $4, $4, $5, $6, $7)",
+            "INSERT INTO scim_resources (directory_id, id, resource_type, version, created_at, updated_at, name_key, external_id, body, body_ci) \
+             VALUES ($1, $2, $3, 1, $4, $4, $5, $6, $7, $8)",
         )
         .bind(dir.id.clone())
         .bind(id.clone())
@@ -105,6 +105,7 @@ impl Store {
         .bind(w.name_key.clone())
         .bind(w.external_id.clone())
         .bind(w.body.to_string())
+        .bind(query_document(&w)?)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
@@ -130,7 +131,7 @@ impl Store {
             return Err(StoreError::PreconditionFailed(format!("{} {id} is at version {version}", w.resource_type)));
         }
         sqlx::query(
-            "UPDATE scim_resources SET version = version + 1, updated_at = $1, name_key = $2, external_id = $3, body = $4 \
+            "UPDATE scim_resources SET version = version + 1, updated_at = $1, name_key = $2, external_id = $3, body = $4, body_ci = $7 \
              WHERE directory_id = $5 AND id = $6",
         )
         .bind(now.0)
@@ -139,6 +140,7 @@ impl Store {
         .bind(w.body.to_string())
         .bind(dir.id.clone())
         .bind(id.to_owned())
+        .bind(query_document(&w)?)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
@@ -378,6 +380,13 @@ impl Store {
         }
         ev
     }
+}
+
+/// `body_ci`: the query document filters and `sortBy` read (see [`crate::scim_sql`]).
+fn query_document(w: &ResourceWrite) -> Result<String, StoreError> {
+    let rt = fedkey_scim::schema::resource_type(w.resource_type)
+        .ok_or_else(|| StoreError::Invalid(format!("unknown resource type {:?}", w.resource_type)))?;
+    Ok(crate::scim_sql::case_folded(rt, &w.body).to_string())
 }
 
 fn uniqueness(resource_type: &str) -> String {

@@ -115,6 +115,12 @@ struct TestDb {
 
 impl TestDb {
     async fn new(kind: Kind) -> TestDb {
+        TestDb::with_pg_options(kind, "").await
+    }
+
+    /// Like [`TestDb::new`], with `options` appended to PostgreSQL's `CREATE DATABASE`
+    /// (a collation, say); without them if the server refuses, saying so loudly.
+    async fn with_pg_options(kind: Kind, options: &str) -> TestDb {
         match kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -131,7 +137,16 @@ impl TestDb {
                 let admin = pg_admin_url().await.expect("PostgreSQL variant run without a server");
                 let name = format!("fedkey_t_{}", uuid::Uuid::new_v4().simple());
                 let mut c = PgConnection::connect(&admin).await.unwrap();
-                sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut c).await.unwrap();
+                let create = format!("CREATE DATABASE \"{name}\"");
+                if options.is_empty() {
+                    sqlx::raw_sql(AssertSqlSafe(create)).execute(&mut c).await.unwrap();
+                } else if let Err(e) = sqlx::raw_sql(AssertSqlSafe(format!("{create} {options}"))).execute(&mut c).await
+                {
+                    loud(&format!(
+                        "*** PostgreSQL refused CREATE DATABASE ... {options} ({e}); using the defaults ***"
+                    ));
+                    sqlx::raw_sql(AssertSqlSafe(create)).execute(&mut c).await.unwrap();
+                }
                 let _ = c.close().await;
                 TestDb {
                     kind,
@@ -209,6 +224,9 @@ on_both_backends!(
     tamper_replaced_public_key,
     awkward_text_survives_the_batch_insert,
     scim_resources_round_trip,
+    scim_filters_select_expected_resources,
+    scim_filter_fast_paths_use_indexes,
+    scim_filters_agree_with_the_evaluator,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -240,7 +258,11 @@ struct Env {
 }
 
 async fn env(kind: Kind) -> Env {
-    let t = TestDb::new(kind).await;
+    env_on(TestDb::new(kind).await).await
+}
+
+async fn env_on(t: TestDb) -> Env {
+    let kind = t.kind;
     let clock = ManualClock::new(T0);
     let keyring = static_keyring();
     let store = Arc::new(open_store(&t.url, keyring.clone(), &clock, Duration::from_secs(60)).await);
@@ -1160,6 +1182,495 @@ mod cases {
         .count();
         assert_eq!(denied, 20);
     }
+
+    /// Filters as Entra ID, Okta and RFC 7644 write them select exactly the expected
+    /// resources through the SQL translator, and the `eq` fast paths use indexes.
+    pub async fn scim_filters_select_expected_resources(kind: Kind) {
+        use fedkey_scim::schema::ENTERPRISE_USER;
+        let e = env(kind).await;
+        let s = &e.store;
+        let a = actor();
+        let dir = s.create_directory(&a, "acme").await.unwrap();
+        let other = s.create_directory(&a, "globex").await.unwrap();
+        let mut ids = std::collections::BTreeMap::new();
+        let users = [
+            (
+                "entra",
+                serde_json::json!({
+                    "schemas": [USER_SCHEMA, ENTERPRISE_USER],
+                    "externalId": "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef",
+                    "userName": "Test_User_00aa00aa@testuser.com", "active": true,
+                    "emails": [{"primary": true, "type": "work", "value": "Test_User_11bb11bb@testuser.com"}],
+                    "meta": {"resourceType": "User"},
+                    "name": {"formatted": "givenName familyName", "familyName": "familyName", "givenName": "givenName"},
+                    "roles": [], "addresses": null, "phoneNumbers": null, "title": null, "preferredLanguage": null,
+                    ENTERPRISE_USER: {"department": "Retail", "manager": {"value": "2c2f6fb8-254f-492e-b7fe-c09c5a61c8a2"}}
+                }),
+            ),
+            (
+                "okta",
+                serde_json::json!({
+                    "schemas": [USER_SCHEMA], "externalId": "jyoung", "userName": "test.user@okta.local",
+                    "name": {"givenName": "Test", "familyName": "User"},
+                    "emails": [{"value": "test.user@okta.local", "type": "work"}, {"value": "tu@alt.example"}],
+                    "displayName": "Test User", "active": "False", "password": "hunter2",
+                    "roles": [{"primary": false, "type": "WindowsAzureActiveDirectoryRole", "value": "Member", "display": "Member"}]
+                }),
+            ),
+            (
+                "elodie",
+                serde_json::json!({"userName": "ÉLODIE", "title": "50%_off", "active": "True",
+                    "emails": [{"value": "Élodie@Exemple.FR", "type": "home"}]}),
+            ),
+            (
+                "percent",
+                serde_json::json!({"userName": "percent", "title": "50% off", "emails": [{"value": "p_c@x.example", "type": "work"}]}),
+            ),
+            ("underscore", serde_json::json!({"userName": "under", "title": "50x_off", "active": false})),
+            ("sigma", serde_json::json!({"userName": "ΟΔΥΣΣΕΥΣ", "title": "a\\b"})),
+            (
+                "keys",
+                serde_json::json!({"userName": "keys", "Title": "Boss", "EMAILS": [{"VALUE": "k@x.example", "Type": "WORK"}],
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user": {"DEPARTMENT": "R&D"}}),
+            ),
+        ];
+        for (label, body) in users {
+            let r = s.scim_create(&a, &dir, user_write(&body)).await.unwrap();
+            ids.insert(label, r.id);
+            e.clock.advance(Duration::from_secs(60));
+        }
+        // Same names in another directory never show.
+        s.scim_create(&a, &other, user_write(&serde_json::json!({"userName": "ÉLODIE"}))).await.unwrap();
+        let users_by_label = ids.clone();
+        let id = |label: &str| users_by_label[label].clone();
+        let eng = s
+            .scim_create(
+                &a,
+                &dir,
+                group_write("Engineering", &[id("entra"), id("okta")], Some("8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159")),
+            )
+            .await
+            .unwrap();
+        let sigma = s.scim_create(&a, &dir, group_write("Σ Group", &[id("elodie")], None)).await.unwrap();
+        let empty = s.scim_create(&a, &dir, group_write("Empty", &[], None)).await.unwrap();
+        let parent = s.scim_create(&a, &dir, group_write("Parent", std::slice::from_ref(&eng.id), None)).await.unwrap();
+        for (label, g) in [("eng", &eng), ("sigma_group", &sigma), ("empty", &empty), ("parent", &parent)] {
+            ids.insert(label, g.id.clone());
+        }
+        let id = |label: &str| ids[label].clone();
+        // An hour later Okta PUTs its user again: version 2, a later lastModified.
+        let mid = Timestamp(fedkey_core::Clock::now(&e.clock).0 + 1).to_rfc3339();
+        e.clock.advance(HOUR);
+        let okta_body = serde_json::json!({"schemas": [USER_SCHEMA], "externalId": "jyoung", "userName": "test.user@okta.local",
+            "emails": [{"value": "test.user@okta.local", "type": "work"}, {"value": "tu@alt.example"}],
+            "active": "False", "displayName": "Test User", "password": "hunter2",
+            "roles": [{"primary": false, "type": "WindowsAzureActiveDirectoryRole", "value": "Member", "display": "Member"}]});
+        let okta_modified =
+            s.scim_replace(&a, &dir, &id("okta"), Some(1), user_write(&okta_body)).await.unwrap().updated_at;
+
+        let all_users = ["entra", "okta", "elodie", "percent", "underscore", "sigma", "keys"];
+        let without = |skip: &[&str]| all_users.iter().copied().filter(|u| !skip.contains(u)).collect::<Vec<_>>();
+        let user_cases: Vec<(String, Vec<&str>)> = vec![
+            // Entra: test connection, matching, the work email, the manager.
+            (r#"userName eq "Test_User_00aa00aa@testuser.com""#.into(), vec!["entra"]),
+            (r#"userName eq "b1c2d3e4-0000-4000-8000-000000000000""#.into(), vec![]),
+            (r#"externalId eq "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef""#.into(), vec!["entra"]),
+            (r#"emails[type eq "work"].value eq "TEST_USER_11BB11BB@testuser.com""#.into(), vec!["entra"]),
+            (r#"emails[type eq "home"].value eq "Test_User_11bb11bb@testuser.com""#.into(), vec![]),
+            (r#"manager eq "2c2f6fb8-254f-492e-b7fe-c09c5a61c8a2""#.into(), vec!["entra"]),
+            (format!("{ENTERPRISE_USER}:department eq \"retail\""), vec!["entra"]),
+            (r#"department eq "r&d""#.into(), vec!["keys"]),
+            // Okta: the upper-cased userName, unquoted values (older Entra too), "False".
+            (r#"userName eq "TEST.USER@OKTA.LOCAL""#.into(), vec!["okta"]),
+            ("externalId eq jyoung".into(), vec!["okta"]),
+            (r#"externalId eq "JYOUNG""#.into(), vec![]),
+            ("active eq false".into(), vec!["okta", "underscore"]),
+            ("active eq true".into(), vec!["entra", "elodie"]),
+            ("active ne true".into(), without(&["entra", "elodie"])),
+            (r#"roles[type eq "WindowsAzureActiveDirectoryRole" and value eq "member"]"#.into(), vec!["okta"]),
+            // Unicode case folding, character by character as the evaluator does (so a
+            // final capital sigma folds to σ, not ς).
+            (r#"userName eq "élodie""#.into(), vec!["elodie"]),
+            (r#"userName co "LOD""#.into(), vec!["elodie"]),
+            (r#"userName eq "οδυσσευσ""#.into(), vec!["sigma"]),
+            (r#"userName eq "ΟΔΥΣΣΕΥΣ""#.into(), vec!["sigma"]),
+            (r#"userName eq "οδυσσευς""#.into(), vec![]),
+            (r#"emails eq "élodie@exemple.fr""#.into(), vec!["elodie"]),
+            (r#"emails.value eq "TU@ALT.EXAMPLE""#.into(), vec!["okta"]),
+            // LIKE metacharacters are plain characters.
+            (r#"title co "50%_off""#.into(), vec!["elodie"]),
+            (r#"title sw "50%""#.into(), vec!["elodie", "percent"]),
+            (r#"title ew "_off""#.into(), vec!["elodie", "underscore"]),
+            (r#"title co "\\""#.into(), vec!["sigma"]),
+            (r#"title co "%""#.into(), vec!["elodie", "percent"]),
+            // Attribute names in any case; keys stored in any case.
+            (r#"TITLE eq "boss""#.into(), vec!["keys"]),
+            (r#"emails[type eq "work" and value co "@X.EXAMPLE"]"#.into(), vec!["percent", "keys"]),
+            ("title pr".into(), vec!["elodie", "percent", "underscore", "sigma", "keys"]),
+            ("title eq null".into(), vec!["entra", "okta"]),
+            ("not (emails pr)".into(), vec!["underscore", "sigma"]),
+            ("roles pr".into(), vec!["okta"]),
+            // RFC 7644 shapes.
+            (r#"userType eq "Employee" and (emails co "example.com" or emails.value co "example.org")"#.into(), vec![]),
+            (r#"title pr and (emails co "alt.example" or emails.value co "exemple")"#.into(), vec!["elodie"]),
+            (r#"emails co "alt.example" or emails.value co "exemple""#.into(), vec!["okta", "elodie"]),
+            (r#"userName sw "t" and not (userName ew ".local")"#.into(), vec!["entra"]),
+            // Metadata.
+            (format!("meta.lastModified gt \"{mid}\""), vec!["okta"]),
+            (format!("meta.lastModified le \"{mid}\""), without(&["okta"])),
+            // Stored times are microseconds; a literal between two never equals either.
+            (format!("meta.lastModified eq \"{}\"", okta_modified.to_rfc3339()), vec!["okta"]),
+            (format!("meta.lastModified eq \"{}\"", okta_modified.to_rfc3339().replace('Z', "+00:00")), vec!["okta"]),
+            (format!("meta.lastModified eq \"{}\"", half_microsecond_after(okta_modified)), vec![]),
+            (format!("meta.lastModified ge \"{}\"", half_microsecond_after(okta_modified)), vec![]),
+            (
+                format!("meta.lastModified gt \"{}\"", half_microsecond_after(Timestamp(okta_modified.0 - 1))),
+                vec!["okta"],
+            ),
+            (
+                format!("meta.lastModified le \"{}\"", half_microsecond_after(Timestamp(okta_modified.0 - 1))),
+                without(&["okta"]),
+            ),
+            (
+                format!(
+                    "meta[lastModified lt \"{}\" and resourceType eq \"USER\"]",
+                    half_microsecond_after(okta_modified)
+                ),
+                all_users.to_vec(),
+            ),
+            (r#"meta.version eq "W/\"2\"""#.into(), vec!["okta"]),
+            (r#"meta.resourceType eq "user""#.into(), all_users.to_vec()),
+            (format!("id eq \"{}\"", id("percent")), vec!["percent"]),
+            (format!("groups eq \"{}\"", id("eng")), vec!["entra", "okta"]),
+            (r#"groups[display eq "σ group"]"#.into(), vec!["elodie"]),
+            // Never returned, never matched.
+            ("password pr".into(), vec![]),
+            (r#"password eq "hunter2""#.into(), vec![]),
+        ];
+        let group_cases: Vec<(String, Vec<&str>)> = vec![
+            (r#"displayName eq "engineering""#.into(), vec!["eng"]),
+            (r#"displayName eq "σ GROUP""#.into(), vec!["sigma_group"]),
+            (format!("members eq \"{}\"", id("entra")), vec!["eng"]),
+            (format!("members.value eq \"{}\"", id("elodie").to_uppercase()), vec!["sigma_group"]),
+            (format!("id eq \"{}\" and members eq \"{}\"", id("eng"), id("entra")), vec!["eng"]),
+            (format!("id eq \"{}\" and members eq \"{}\"", id("eng"), id("elodie")), vec![]),
+            (format!("members[value eq \"{}\"]", id("elodie")), vec!["sigma_group"]),
+            (format!("members[value eq \"{}\" and type eq \"group\"]", id("eng")), vec!["parent"]),
+            ("members pr".into(), vec!["eng", "sigma_group", "parent"]),
+            ("members eq null".into(), vec!["empty"]),
+            (r#"members.display eq "ÉLODIE""#.into(), vec!["sigma_group"]),
+            (r#"members.type eq "Group""#.into(), vec!["parent"]),
+            ("externalId eq 8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159".into(), vec!["eng"]),
+            ("externalId pr".into(), vec!["eng"]),
+        ];
+        let label = |v: &[String]| {
+            let mut labels: Vec<&str> = v.iter().map(|i| *ids.iter().find(|(_, x)| *x == i).unwrap().0).collect();
+            labels.sort();
+            labels
+        };
+        for (rt_name, cases) in [("User", user_cases), ("Group", group_cases)] {
+            let rt = fedkey_scim::schema::resource_type(rt_name).unwrap();
+            let presented: Vec<(String, Value)> = list_all(s, &dir.id, rt_name)
+                .await
+                .iter()
+                .map(|r| (r.id.clone(), present(r, r.body.get("externalId").and_then(Value::as_str))))
+                .collect();
+            for (filter, want) in cases {
+                let f = fedkey_scim::filter::parse(&filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+                let frag = scim_sql::translate(s.db.backend, rt, &f).unwrap_or_else(|e| panic!("{filter}: {e:?}"));
+                let got = list_ids(s, &dir.id, rt_name, Some(frag.clone()), None, false).await;
+                let mut want: Vec<&str> = want;
+                want.sort();
+                assert_eq!(label(&got), want, "{filter}\n{}", frag.sql);
+                // The expectation is the evaluator's too.
+                let compiled = fedkey_scim::eval::compile(rt, &f).unwrap();
+                let by_eval: Vec<String> =
+                    presented.iter().filter(|(_, json)| compiled.matches(json)).map(|(id, _)| id.clone()).collect();
+                assert_eq!(label(&by_eval), want, "eval: {filter}");
+            }
+        }
+        // Malformed and ill-typed filters are the evaluator's 400s.
+        let rt = fedkey_scim::schema::resource_type("User").unwrap();
+        for bad in [r#"userName[value eq "x"]"#, r#"members eq "x""#, "active gt true", r#"meta.created eq "2011""#] {
+            let f = fedkey_scim::filter::parse(bad).unwrap();
+            let err = scim_sql::translate(s.db.backend, rt, &f).unwrap_err();
+            assert_eq!((err.status_code(), err.scim_type), (400, Some(fedkey_scim::ScimType::InvalidFilter)), "{bad}");
+        }
+    }
+
+    /// The `eq` fast paths are index lookups: on a directory of a few thousand resources
+    /// with statistics, each plan looks its key up in an index (SQLite: probes per row of
+    /// the directory for the side tables, parsing no JSON; PostgreSQL: a semi-join driven
+    /// by the index).
+    pub async fn scim_filter_fast_paths_use_indexes(kind: Kind) {
+        let e = env(kind).await;
+        let s = &e.store;
+        let a = actor();
+        let dir = s.create_directory(&a, "acme").await.unwrap();
+        let alice = s
+            .scim_create(
+                &a,
+                &dir,
+                user_write(
+                    &json!({"userName": "Alice", "externalId": "ext-alice", "emails": [{"value": "Alice@X.example"}]}),
+                ),
+            )
+            .await
+            .unwrap();
+        let g = s.scim_create(&a, &dir, group_write("Admins", std::slice::from_ref(&alice.id), None)).await.unwrap();
+        let d = &dir.id;
+        let filler = match kind {
+            Kind::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                 INSERT INTO scim_resources SELECT '{d}', 'u' || i, CASE WHEN i % 10 = 0 THEN 'Group' ELSE 'User' END, 1, 0, 0, \
+                 'n' || i, 'x' || i, '{{}}', '{{}}' FROM n; \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                 INSERT INTO scim_values SELECT '{d}', 'u' || i, 'emails.value', 'e' || i || '@x.example' FROM n; \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+                 INSERT INTO scim_members SELECT '{d}', 'u' || (10 * (i % 300)), 'u' || i, 'User' FROM n WHERE i % 10 <> 0; \
+                 ANALYZE;"
+            ),
+            Kind::Postgres => format!(
+                "INSERT INTO scim_resources SELECT '{d}', 'u' || i, CASE WHEN i % 10 = 0 THEN 'Group' ELSE 'User' END, 1, 0, 0, \
+                 'n' || i, 'x' || i, '{{}}', '{{}}' FROM generate_series(1, 3000) i; \
+                 INSERT INTO scim_values SELECT '{d}', 'u' || i, 'emails.value', 'e' || i || '@x.example' FROM generate_series(1, 3000) i; \
+                 INSERT INTO scim_members SELECT '{d}', 'u' || (10 * (i % 300)), 'u' || i, 'User' FROM generate_series(1, 3000) i WHERE i % 10 <> 0; \
+                 ANALYZE;"
+            ),
+        };
+        e.exec(&filler).await;
+        let cases = [
+            ("User", r#"userName eq "ALICE""#.to_owned(), alice.id.clone(), ["name_key=?", "(name_key = "]),
+            ("User", format!("id eq \"{}\"", alice.id), alice.id.clone(), ["AND id=?)", "(id = "]),
+            ("User", "externalId eq ext-alice".to_owned(), alice.id.clone(), ["external_id=?", "(external_id = "]),
+            (
+                "User",
+                r#"emails.value eq "alice@x.EXAMPLE""#.to_owned(),
+                alice.id.clone(),
+                ["value_key=?", "(value_key = "],
+            ),
+            (
+                "User",
+                r#"emails[value eq "alice@x.example"]"#.to_owned(),
+                alice.id.clone(),
+                ["value_key=?", "(value_key = "],
+            ),
+            ("User", format!("groups eq \"{}\"", g.id), alice.id.clone(), ["group_id=?", "(group_id = "]),
+            ("Group", format!("members eq \"{}\"", alice.id), g.id.clone(), ["member_id=?", "(member_id = "]),
+            (
+                "Group",
+                format!("id eq \"{}\" and members eq \"{}\"", g.id, alice.id),
+                g.id.clone(),
+                ["AND id=?)", "(id = "],
+            ),
+        ];
+        for (rt_name, filter, want, [sqlite_key, pg_key]) in cases {
+            let rt = fedkey_scim::schema::resource_type(rt_name).unwrap();
+            let f = fedkey_scim::filter::parse(&filter).unwrap();
+            let frag = scim_sql::translate(s.db.backend, rt, &f).unwrap();
+            assert_eq!(list_ids(s, d, rt_name, Some(frag.clone()), None, false).await, [want], "{filter}");
+            let plan = explain_list(&s.db, d, rt_name, &frag).await;
+            let ok = match kind {
+                Kind::Sqlite => plan.lines().any(|l| l.starts_with("SEARCH") && l.contains(sqlite_key)),
+                Kind::Postgres => {
+                    plan.lines().any(|l| l.contains("Index Cond") && l.contains(pg_key))
+                        && !plan.contains("Seq Scan on scim_resources")
+                }
+            };
+            assert!(ok, "{filter}: expected an index lookup by {sqlite_key:?} / {pg_key:?} in\n{plan}");
+        }
+    }
+
+    /// The translator agrees with the in-memory evaluator: on a random directory, random
+    /// filters select through SQL exactly the resources `eval` matches in their presented
+    /// form, reject exactly the filters `eval` rejects, and `sortBy` orders as
+    /// `eval::compare_values` does. The seed is printed; `FEDKEY_SCIM_SEED` replays one.
+    pub async fn scim_filters_agree_with_the_evaluator(kind: Kind) {
+        let seed = std::env::var("FEDKEY_SCIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5c1f_0001_u64);
+        loud(&format!("scim_filters_agree_with_the_evaluator::{kind:?}: seed {seed} (FEDKEY_SCIM_SEED)"));
+        let mut rng = Rng(seed);
+        // A linguistic default collation, so that string order must come from the SQL.
+        let icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'";
+        let e = env_on(TestDb::with_pg_options(kind, icu).await).await;
+        if kind == Kind::Postgres {
+            let row = sqlx::query("SELECT CASE WHEN 'a' < 'B' THEN 'linguistic' ELSE 'code point' END AS o")
+                .fetch_one(e.store.db.pool())
+                .await
+                .unwrap();
+            loud(&format!("default string order of the test database: {}", row.try_get::<String, _>("o").unwrap()));
+        }
+        let s = &e.store;
+        let a = actor();
+        let dir = s.create_directory(&a, "acme").await.unwrap();
+        let other = s.create_directory(&a, "globex").await.unwrap();
+        let started = std::time::Instant::now();
+
+        // The data set: 30 users, 8 groups, some replaced later; a few in another directory.
+        let mut external = std::collections::HashMap::new();
+        let mut user_ids = Vec::new();
+        for i in 0..30 {
+            let body = random_user(&mut rng, i, &user_ids);
+            let w = user_write(&body);
+            let r = s.scim_create(&a, &dir, w.clone()).await.unwrap();
+            external.insert(r.id.clone(), w.external_id.clone());
+            user_ids.push(r.id);
+            e.clock.advance(Duration::from_micros(1 + rng.below(3_000_000) as u64));
+        }
+        for i in 0..3 {
+            let body = random_user(&mut rng, i, &[]);
+            let r = s.scim_create(&a, &other, user_write(&body)).await.unwrap();
+            s.scim_create(&a, &other, group_write(&format!("Engineering{i}"), &[r.id], None)).await.unwrap();
+        }
+        let mut group_ids: Vec<String> = Vec::new();
+        let group_names = ["Engineering", "engineering team", "Σ Group", "Admins", "50%_club", "Ünits", "group_x"];
+        for i in 0..8 {
+            let mut members: Vec<String> = user_ids.iter().filter(|_| rng.chance(30)).cloned().collect();
+            if !group_ids.is_empty() && rng.chance(40) {
+                members.push(rng.pick(&group_ids).clone());
+            }
+            let ext = rng.chance(50).then(|| format!("G-{}", rng.below(4)));
+            let name = format!("{}{i}", rng.pick(&group_names));
+            let w = group_write(&name, &members, ext.as_deref());
+            let r = s.scim_create(&a, &dir, w.clone()).await.unwrap();
+            external.insert(r.id.clone(), w.external_id.clone());
+            group_ids.push(r.id);
+            e.clock.advance(Duration::from_micros(1 + rng.below(3_000_000) as u64));
+        }
+        for i in 0..10 {
+            let id = user_ids[rng.below(user_ids.len())].clone();
+            let body = random_user(&mut rng, 100 + i, &user_ids);
+            let w = user_write(&body);
+            s.scim_replace(&a, &dir, &id, None, w.clone()).await.unwrap();
+            external.insert(id, w.external_id.clone());
+            e.clock.advance(Duration::from_micros(1 + rng.below(3_000_000) as u64));
+        }
+        for _ in 0..3 {
+            let id = group_ids[rng.below(group_ids.len())].clone();
+            let current = s.scim_get(&dir.id, "Group", &id).await.unwrap();
+            let members: Vec<String> = user_ids.iter().filter(|_| rng.chance(50)).cloned().collect();
+            let name = current.body["displayName"].as_str().unwrap().to_owned();
+            let w = group_write(&name, &members, external[&id].as_deref());
+            s.scim_replace(&a, &dir, &id, None, w).await.unwrap();
+            e.clock.advance(Duration::from_micros(1 + rng.below(3_000_000) as u64));
+        }
+
+        // Every resource as the server presents it, and the literals to draw from.
+        let mut presented: std::collections::BTreeMap<&str, Vec<(String, serde_json::Value)>> = Default::default();
+        let mut vocab = Vocabulary::default();
+        for rt_name in ["User", "Group"] {
+            let rows = list_all(s, &dir.id, rt_name).await;
+            assert_eq!(rows.len(), if rt_name == "User" { 30 } else { 8 });
+            for r in rows {
+                let json = present(&r, external[&r.id].as_deref());
+                vocab.collect(&json);
+                vocab.times.extend([r.created_at, r.updated_at]);
+                presented.entry(rt_name).or_default().push((r.id.clone(), json));
+            }
+        }
+
+        // Filters.
+        let (mut errors, mut some, mut none, mut partial, mut valid) = (0, 0, 0, 0, 0);
+        // `FEDKEY_SCIM_FILTERS` runs more, for a longer soak.
+        let filters: usize = std::env::var("FEDKEY_SCIM_FILTERS").ok().and_then(|n| n.parse().ok()).unwrap_or(700);
+        for n in 0..filters {
+            let rt_name = if n % 5 < 3 { "User" } else { "Group" };
+            let f = vocab.filter(&mut rng, fedkey_scim::schema::resource_type(rt_name).unwrap(), 3);
+            let context = format!("seed {seed}, #{n}");
+            match agree(s, &dir.id, rt_name, &presented[rt_name], &f, &context).await {
+                None => errors += 1,
+                Some(matched) => {
+                    valid += 1;
+                    match matched {
+                        0 => none += 1,
+                        n if n == presented[rt_name].len() => some += 1,
+                        _ => {
+                            some += 1;
+                            partial += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Times: stored microseconds against literals on and between them, every operator.
+        let mut date_filters = 0;
+        for (rt_name, resources) in &presented {
+            for (_, json) in resources.iter().step_by(5) {
+                for field in ["created", "lastModified"] {
+                    let t = Timestamp::parse_rfc3339(json["meta"][field].as_str().unwrap()).unwrap();
+                    let literals = [
+                        t.to_rfc3339(),
+                        t.to_rfc3339().replace('Z', "+00:00"),
+                        Timestamp(t.0 + 1).to_rfc3339(),
+                        Timestamp(t.0 - 1).to_rfc3339(),
+                        half_microsecond_after(t),
+                        half_microsecond_after(Timestamp(t.0 - 1)),
+                    ];
+                    for literal in literals {
+                        for op in ["eq", "ne", "gt", "ge", "lt", "le"] {
+                            let f = fedkey_scim::filter::parse(&format!("meta.{field} {op} \"{literal}\"")).unwrap();
+                            assert!(agree(s, &dir.id, rt_name, resources, &f, "date sweep").await.is_some());
+                            date_filters += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(date_filters >= 300, "{date_filters}");
+        loud(&format!(
+            "scim filters on {kind:?}: {filters} random filters; {errors} rejected by both; {valid} valid: \
+             {some} matched >= 1 resource ({partial} some but not all), {none} matched none; \
+             and {date_filters} time comparisons; all agreeing with eval"
+        ));
+        assert!(valid >= 300, "only {valid} valid filters");
+        assert!(some >= 100 && partial >= 60 && none >= 50, "too trivial: {some} / {partial} / {none}");
+        assert!(errors >= 20, "only {errors} rejected filters");
+
+        // sortBy: every path of both resource types, both directions.
+        let mut orders = 0;
+        for rt_name in ["User", "Group"] {
+            let rt = fedkey_scim::schema::resource_type(rt_name).unwrap();
+            let resources = &presented[rt_name];
+            for path in sort_paths(rt) {
+                let expected = fedkey_scim::eval::sort_value(rt, &serde_json::Value::Null, &path);
+                let frag = scim_sql::order_by(s.db.backend, rt, &path);
+                let frag = match (expected, frag) {
+                    (Err(want), Err(got)) => {
+                        assert_eq!((got.scim_type, got.detail), (want.scim_type, want.detail), "sortBy {path}");
+                        continue;
+                    }
+                    (Ok(_), Ok(frag)) => frag,
+                    (want, got) => panic!("sortBy {path}: eval {:?} but order_by {:?}", want.err(), got.err()),
+                };
+                for descending in [false, true] {
+                    let mut want: Vec<&(String, serde_json::Value)> = resources.iter().collect();
+                    want.sort_by(|x, y| {
+                        let (def, vx) = fedkey_scim::eval::sort_value(rt, &x.1, &path).unwrap();
+                        let (_, vy) = fedkey_scim::eval::sort_value(rt, &y.1, &path).unwrap();
+                        fedkey_scim::eval::compare_values(def, vx, vy).then_with(|| x.0.cmp(&y.0))
+                    });
+                    if descending {
+                        want.reverse();
+                    }
+                    let want: Vec<&str> = want.iter().map(|(id, _)| id.as_str()).collect();
+                    let got = list_ids(s, &dir.id, rt_name, None, Some(frag.clone()), descending).await;
+                    let keys = |ids: &[&str]| {
+                        ids.iter()
+                            .map(|id| {
+                                let json = &resources.iter().find(|(x, _)| x == id).unwrap().1;
+                                fedkey_scim::eval::sort_value(rt, json, &path).unwrap().1.to_string()
+                            })
+                            .collect::<Vec<_>>()
+                    };
+                    let got_ref: Vec<&str> = got.iter().map(String::as_str).collect();
+                    assert_eq!(keys(&got_ref), keys(&want), "sortBy {path} descending={descending}: {}", frag.sql);
+                    assert_eq!(got_ref, want, "sortBy {path} descending={descending} (ties by id)");
+                    orders += 1;
+                }
+            }
+        }
+        assert!(orders >= 100, "only {orders} orderings checked");
+        loud(&format!("scim sortBy on {kind:?}: {orders} orderings agree; {:?} in all", started.elapsed()));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1209,4 +1720,631 @@ fn find_pg_dump() -> Option<PathBuf> {
 
 fn version_of(p: &Path) -> u32 {
     p.components().rev().nth(2).and_then(|c| c.as_os_str().to_str()).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// SCIM filter helpers
+// ---------------------------------------------------------------------------------------
+
+use fedkey_scim::filter::{AttrPath, CompValue, CompareOp, Filter};
+use fedkey_store::scim::{ListQuery, ResourceWrite, SqlFragment, SqlValue, StoredResource};
+use fedkey_store::scim_sql;
+use serde_json::{Value, json};
+
+const USER_SCHEMA: &str = fedkey_scim::schema::USER;
+
+/// A user as the protocol layer would hand it to the store: `name_key` and the indexed
+/// `emails.value` keys folded with `scim_sql::fold`, `externalId` mirrored.
+fn user_write(body: &Value) -> ResourceWrite {
+    let rt = fedkey_scim::schema::resource_type("User").unwrap();
+    let doc = scim_sql::case_folded(rt, body);
+    let indexed = doc
+        .get("emails")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("value").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|v| ("emails.value".to_owned(), v.to_owned()))
+        .collect();
+    ResourceWrite {
+        resource_type: "User",
+        name_key: scim_sql::fold(body["userName"].as_str().unwrap()),
+        external_id: body.get("externalId").and_then(Value::as_str).map(str::to_owned),
+        body: body.clone(),
+        members: None,
+        indexed,
+        changed: vec![],
+    }
+}
+
+fn group_write(name: &str, members: &[String], external_id: Option<&str>) -> ResourceWrite {
+    let mut body = json!({"schemas": [fedkey_scim::schema::GROUP], "displayName": name});
+    if let Some(x) = external_id {
+        body["externalId"] = json!(x);
+    }
+    ResourceWrite {
+        resource_type: "Group",
+        name_key: scim_sql::fold(name),
+        external_id: external_id.map(str::to_owned),
+        body,
+        members: Some(members.to_vec()),
+        indexed: vec![],
+        changed: vec![],
+    }
+}
+
+/// The resource as the server presents it: the body without never-returned attributes,
+/// with `id`, `externalId`, `meta` and memberships.
+fn present(r: &StoredResource, external_id: Option<&str>) -> Value {
+    let mut v = r.body.clone();
+    let obj = v.as_object_mut().unwrap();
+    obj.retain(|k, _| !k.eq_ignore_ascii_case("password"));
+    obj.remove("externalId");
+    obj.insert("id".into(), json!(r.id));
+    if let Some(x) = external_id {
+        obj.insert("externalId".into(), json!(x));
+    }
+    obj.insert(
+        "meta".into(),
+        json!({
+            "resourceType": r.resource_type,
+            "created": r.created_at.to_rfc3339(),
+            "lastModified": r.updated_at.to_rfc3339(),
+            "version": format!("W/\"{}\"", r.version),
+        }),
+    );
+    let refs = |refs: &[fedkey_store::scim::MemberRef], kind: Option<&str>| {
+        refs.iter()
+            .map(|m| {
+                let mut e = json!({"value": m.value, "type": kind.unwrap_or(&m.kind)});
+                if let Some(d) = &m.display {
+                    e["display"] = json!(d);
+                }
+                e
+            })
+            .collect::<Vec<_>>()
+    };
+    if r.resource_type == "Group" {
+        obj.insert("members".into(), json!(refs(&r.members, None)));
+    } else {
+        obj.insert("groups".into(), json!(refs(&r.groups, Some("direct"))));
+    }
+    v
+}
+
+async fn list_all(s: &Store, dir: &str, rt: &str) -> Vec<StoredResource> {
+    s.scim_list(dir, rt, &ListQuery { limit: 10_000, ..Default::default() }).await.unwrap().1
+}
+
+async fn list_ids(
+    s: &Store,
+    dir: &str,
+    rt: &str,
+    filter: Option<SqlFragment>,
+    order: Option<SqlFragment>,
+    descending: bool,
+) -> Vec<String> {
+    let q = ListQuery { filter, order, descending, limit: 10_000, ..Default::default() };
+    let (total, rows) = s.scim_list(dir, rt, &q).await.unwrap_or_else(|e| panic!("{q:?}: {e}"));
+    assert_eq!(total as usize, rows.len());
+    rows.into_iter().map(|r| r.id).collect()
+}
+
+/// Runs `f` through the translator and `scim_list`, and through the evaluator over the
+/// presented `resources`; both must reject it alike or select the same ids. Returns the
+/// number selected (`None`: rejected).
+async fn agree(
+    s: &Store,
+    dir: &str,
+    rt_name: &str,
+    resources: &[(String, Value)],
+    f: &Filter,
+    context: &str,
+) -> Option<usize> {
+    use std::collections::BTreeSet;
+    let rt = fedkey_scim::schema::resource_type(rt_name).unwrap();
+    let kind = s.db.backend;
+    let (compiled, frag) = match (fedkey_scim::eval::compile(rt, f), scim_sql::translate(kind, rt, f)) {
+        (Err(want), Err(got)) => {
+            assert_eq!((got.scim_type, &got.detail), (want.scim_type, &want.detail), "{f}");
+            return None;
+        }
+        (Ok(c), Ok(frag)) => (c, frag),
+        (want, got) => panic!("{f}: eval {:?} but translate {:?}", want.err(), got.err()),
+    };
+    let want: BTreeSet<&str> =
+        resources.iter().filter(|(_, json)| compiled.matches(json)).map(|(id, _)| id.as_str()).collect();
+    let query = ListQuery { filter: Some(frag.clone()), limit: 1000, ..Default::default() };
+    let (total, rows) = s
+        .scim_list(dir, rt_name, &query)
+        .await
+        .unwrap_or_else(|err| panic!("{f} on {kind:?}: {err}\n{}\n{:?}", frag.sql, frag.binds));
+    let got: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(total as usize, got.len(), "{f}");
+    if got != want {
+        let show = |ids: BTreeSet<&str>| {
+            ids.into_iter().map(|id| resources.iter().find(|(x, _)| x == id).unwrap().1.to_string()).collect::<Vec<_>>()
+        };
+        panic!(
+            "filter {f} on {kind:?} ({context}):\nSQL selects but eval does not: {:#?}\neval matches but SQL does not: {:#?}\nSQL: {}\nbinds: {:?}",
+            show(got.difference(&want).copied().collect()),
+            show(want.difference(&got).copied().collect()),
+            frag.sql,
+            frag.binds
+        );
+    }
+    Some(got.len())
+}
+
+/// Shifts a fragment's `$N` by `by` (as `scim_list` does).
+fn shift_binds(sql: &str, by: usize) -> String {
+    let mut out = String::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '$' {
+            let mut n = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(*d);
+                chars.next();
+            }
+            match n.parse::<usize>() {
+                Ok(n) => out.push_str(&(n + by).to_string()),
+                Err(_) => out.push_str(&n),
+            }
+        }
+    }
+    out
+}
+
+/// The plan of the list query for `frag`.
+async fn explain_list(db: &Db, dir: &str, rt: &str, frag: &SqlFragment) -> String {
+    let select = format!(
+        "SELECT r.id FROM scim_resources r WHERE r.directory_id = $1 AND r.resource_type = $2 AND ({})",
+        shift_binds(&frag.sql, 2)
+    );
+    let mut conn = db.pool().acquire().await.unwrap();
+    let sql = match db.backend {
+        Backend::Sqlite => format!("EXPLAIN QUERY PLAN {select}"),
+        Backend::Postgres => format!("EXPLAIN {select}"),
+    };
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(dir.to_owned()).bind(rt.to_owned());
+    for b in &frag.binds {
+        q = match b {
+            SqlValue::Text(t) => q.bind(t.clone()),
+            SqlValue::Int(i) => q.bind(*i),
+            SqlValue::Float(f) => q.bind(*f),
+            SqlValue::Null => q.bind(None::<String>),
+        };
+    }
+    let rows = q.fetch_all(&mut *conn).await.unwrap();
+    let column = if db.backend == Backend::Sqlite { "detail" } else { "QUERY PLAN" };
+    rows.iter().map(|r| r.try_get::<String, _>(column).unwrap()).collect::<Vec<_>>().join("\n")
+}
+
+/// SplitMix64: a small seeded generator, so a failing run replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+}
+
+/// An attribute key, sometimes in another case (the evaluator matches keys ignoring case).
+fn some_case(rng: &mut Rng, key: &str) -> String {
+    if rng.chance(8) { key.to_ascii_uppercase() } else { key.to_owned() }
+}
+
+/// A user body with the shapes real clients send, some odd ones, and some missing parts.
+fn random_user(rng: &mut Rng, i: usize, others: &[String]) -> Value {
+    use fedkey_scim::schema::ENTERPRISE_USER;
+    let names = [
+        "alice",
+        "Bob",
+        "ÉLODIE",
+        "élodie",
+        "ZOË",
+        "Straße",
+        "ΟΔΥΣΣΕΥΣ",
+        "o'malley",
+        "50%_off",
+        "under_score",
+        "back\\slash",
+        "İnci",
+        "TEST.User",
+        "Test_User_",
+    ];
+    let domains = ["@Example.com", "@x.example", "", "@ÉCOLE.fr", "@testuser.com"];
+    let mut u = serde_json::Map::new();
+    u.insert("userName".into(), json!(format!("{}{i}{}", rng.pick(&names), rng.pick(&domains))));
+    let schemas = match rng.below(3) {
+        0 => json!([USER_SCHEMA]),
+        1 => json!([USER_SCHEMA, ENTERPRISE_USER]),
+        _ => json!([USER_SCHEMA.to_uppercase(), ENTERPRISE_USER]),
+    };
+    u.insert("schemas".into(), schemas);
+    if rng.chance(60) {
+        let k = some_case(rng, "displayName");
+        u.insert(k, json!(rng.pick(&["Test User", "test user", "Élodie B", "", "Ünïcode", "ZOË"])));
+    }
+    if rng.chance(70) {
+        let titles = [
+            json!(""),
+            json!("Vice President"),
+            json!("vice president"),
+            json!("50%_off"),
+            json!("50x_off"),
+            json!("50% off"),
+            json!("a_b"),
+            json!("a\\b"),
+            json!("Ünïcödé"),
+            json!(42),
+            Value::Null,
+            json!(["Lead", "Chief"]),
+        ];
+        let k = some_case(rng, "title");
+        u.insert(k, rng.pick(&titles).clone());
+        if rng.chance(5) {
+            u.insert("TITLE".into(), json!("Shadowed"));
+        }
+    }
+    if rng.chance(80) {
+        let v = [json!(true), json!(false), json!("True"), json!("False"), json!("TRUE"), json!("yes"), Value::Null];
+        u.insert(some_case(rng, "active"), rng.pick(&v).clone());
+    }
+    if rng.chance(80) {
+        let locals = ["Test_User", "test.user", "Élodie", "p_c", "50%off", "zoë", "ΣΙΣ"];
+        let mail_domains = ["@testuser.com", "@Example.COM", "@x.example", "@exemple.fr"];
+        let n = rng.below(4);
+        let mut items = Vec::new();
+        for j in 0..n {
+            match rng.below(20) {
+                0 => items.push(Value::Null),
+                1 => items.push(json!("loose@x.example")),
+                _ => {
+                    let mut m = serde_json::Map::new();
+                    if rng.chance(90) {
+                        let value = format!("{}{j}{}", rng.pick(&locals), rng.pick(&mail_domains));
+                        m.insert(some_case(rng, "value"), json!(value));
+                    }
+                    if rng.chance(70) {
+                        m.insert(some_case(rng, "type"), json!(rng.pick(&["work", "home", "Work", "other", ""])));
+                    }
+                    if rng.chance(50) {
+                        m.insert(
+                            "primary".into(),
+                            rng.pick(&[json!(true), json!(false), json!("True"), json!("false")]).clone(),
+                        );
+                    }
+                    if rng.chance(20) {
+                        m.insert("display".into(), json!(rng.pick(&["Work Mail", "work mail"])));
+                    }
+                    items.push(Value::Object(m));
+                }
+            }
+        }
+        // A lone object where an array belongs counts as a one-element array.
+        let emails = if items.len() == 1 && items[0].is_object() && rng.chance(20) {
+            items.pop().unwrap()
+        } else {
+            Value::Array(items)
+        };
+        u.insert(some_case(rng, "emails"), emails);
+    }
+    if rng.chance(70) {
+        let mut name = serde_json::Map::new();
+        if rng.chance(80) {
+            name.insert(some_case(rng, "givenName"), json!(rng.pick(&["Test", "test", "", "Élodie", "givenName"])));
+        }
+        if rng.chance(80) {
+            name.insert("familyName".into(), json!(rng.pick(&["User", "O'Malley", "Ö", "familyName"])));
+        }
+        u.insert("name".into(), Value::Object(name));
+    }
+    if rng.chance(15) {
+        u.insert("nickName".into(), rng.pick(&[json!(["a", "b"]), json!("nick"), json!({"value": "x"})]).clone());
+    }
+    if rng.chance(30) {
+        u.insert("userType".into(), json!(rng.pick(&["Employee", "Intern", "employee"])));
+    }
+    if rng.chance(30) {
+        u.insert("phoneNumbers".into(), json!([{"type": "mobile", "value": rng.pick(&["", "+1 555 0100"])}]));
+    }
+    if rng.chance(35) {
+        let role = json!({"primary": false, "type": "WindowsAzureActiveDirectoryRole", "value": rng.pick(&["Member", "Admin"]), "display": "Member"});
+        u.insert("roles".into(), if rng.chance(30) { json!([]) } else { json!([role]) });
+    }
+    if rng.chance(15) {
+        u.insert("x509Certificates".into(), json!([{"value": rng.pick(&["MIIabc", "miiABC"])}]));
+    }
+    if rng.chance(15) {
+        u.insert("password".into(), json!("hunter2"));
+    }
+    if rng.chance(60) {
+        let ext = if rng.chance(10) { ENTERPRISE_USER.to_ascii_uppercase() } else { ENTERPRISE_USER.to_owned() };
+        let mut x = serde_json::Map::new();
+        if rng.chance(70) {
+            x.insert(some_case(rng, "department"), json!(rng.pick(&["Retail", "retail", "R&D", "Sales", ""])));
+        }
+        if rng.chance(40) {
+            x.insert("employeeNumber".into(), json!(rng.pick(&["701984", "42"])));
+        }
+        if rng.chance(50) {
+            let id = if others.is_empty() || rng.chance(30) {
+                "2c2f6fb8-254f-492e-b7fe-c09c5a61c8a2".to_owned()
+            } else {
+                rng.pick(others).clone()
+            };
+            let manager = match rng.below(4) {
+                0 => json!(id),
+                1 => json!({"value": id}),
+                _ => json!({"value": id, "displayName": rng.pick(&["The Boss", "the boss"])}),
+            };
+            x.insert("manager".into(), manager);
+        }
+        u.insert(ext, Value::Object(x));
+    }
+    if rng.chance(60) {
+        let ext = rng.pick(&["jyoung", "JYoung", "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef", "ext-1", ""]);
+        u.insert("externalId".into(), json!(ext));
+    }
+    Value::Object(u)
+}
+
+/// Literals drawn from the data set, by the key they were found under, and the filters
+/// built from them.
+#[derive(Default)]
+struct Vocabulary {
+    by_key: std::collections::HashMap<String, Vec<String>>,
+    all: Vec<String>,
+    times: Vec<Timestamp>,
+}
+
+const META_SUBS: [&str; 5] = ["resourceType", "created", "lastModified", "location", "version"];
+
+impl Vocabulary {
+    fn collect(&mut self, v: &Value) {
+        self.walk(None, v);
+    }
+
+    fn walk(&mut self, key: Option<&str>, v: &Value) {
+        match v {
+            Value::String(s) => {
+                if let Some(k) = key {
+                    self.by_key.entry(k.to_ascii_lowercase()).or_default().push(s.clone());
+                }
+                self.all.push(s.clone());
+            }
+            Value::Array(items) => items.iter().for_each(|i| self.walk(key, i)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| self.walk(Some(k), x)),
+            _ => {}
+        }
+    }
+
+    fn filter(&self, rng: &mut Rng, rt: &fedkey_scim::schema::ResourceTypeDef, depth: u32) -> Filter {
+        if depth > 0 && rng.chance(45) {
+            let which = rng.below(3);
+            let a = Box::new(self.filter(rng, rt, depth - 1));
+            return match which {
+                0 => Filter::And(a, Box::new(self.filter(rng, rt, depth - 1))),
+                1 => Filter::Or(a, Box::new(self.filter(rng, rt, depth - 1))),
+                _ => Filter::Not(a),
+            };
+        }
+        if rng.chance(18) {
+            return self.value_path(rng, rt);
+        }
+        let (path, key) = random_path(rng, rt);
+        self.leaf(rng, path, &key)
+    }
+
+    fn leaf(&self, rng: &mut Rng, path: AttrPath, key: &str) -> Filter {
+        if rng.chance(12) {
+            return Filter::Present(path);
+        }
+        use CompareOp::*;
+        let op = *rng.pick(&[Eq, Eq, Eq, Ne, Ne, Co, Sw, Ew, Gt, Ge, Lt, Le]);
+        Filter::Compare(path, op, self.value(rng, key))
+    }
+
+    fn value(&self, rng: &mut Rng, key: &str) -> CompValue {
+        let dates = key == "created" || key == "lastmodified";
+        let pool = self.by_key.get(key).filter(|p| !p.is_empty()).unwrap_or(&self.all);
+        match rng.below(100) {
+            _ if dates && rng.chance(70) => CompValue::Str(self.date(rng)),
+            0..=64 => {
+                let s = rng.pick(pool).clone();
+                CompValue::Str(variant(rng, s))
+            }
+            65..=74 => {
+                let s = rng.pick(&self.all).clone();
+                CompValue::Str(variant(rng, s))
+            }
+            75..=79 => CompValue::Str((*rng.pick(&["", "%", "_", "50%_off", "é", "Σ", "\\", "σ"])).to_owned()),
+            80..=85 => CompValue::Bool(rng.chance(50)),
+            86..=88 => CompValue::Num(serde_json::Number::from(*rng.pick(&[42, 701984, 0]))),
+            89..=92 => CompValue::Null,
+            _ => CompValue::Str(self.date(rng)),
+        }
+    }
+
+    /// A time near one in the data: exact, a microsecond either side, half a
+    /// microsecond after, with a numeric offset; or a fixed far one; or not RFC 3339.
+    fn date(&self, rng: &mut Rng) -> String {
+        let t = *rng.pick(&self.times);
+        match rng.below(10) {
+            0 => Timestamp(t.0 + 1).to_rfc3339(),
+            1 => Timestamp(t.0 - 1).to_rfc3339(),
+            2..=4 => half_microsecond_after(Timestamp(t.0 - rng.below(2) as i64)),
+            5 => t.to_rfc3339().replace('Z', "+00:00"),
+            6 => (*rng.pick(&["2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "2011-05-13"])).to_owned(),
+            _ => t.to_rfc3339(),
+        }
+    }
+
+    fn value_path(&self, rng: &mut Rng, rt: &fedkey_scim::schema::ResourceTypeDef) -> Filter {
+        let mut complex: Vec<(Option<&str>, &str, Vec<&str>)> = vec![(None, "meta", META_SUBS.to_vec())];
+        for sch in rt.schemas() {
+            let uri = (sch.id != rt.schema).then_some(sch.id);
+            for a in sch.attributes.iter().filter(|a| !a.sub_attributes.is_empty()) {
+                complex.push((uri, a.name, a.sub_attributes.iter().map(|s| s.name).collect()));
+            }
+        }
+        // A simple attribute cannot take a value filter.
+        complex.push((None, "displayName", vec!["value"]));
+        let (uri, name, subs) = rng.pick(&complex).clone();
+        let uri = uri.filter(|_| rng.chance(30)).map(str::to_owned);
+        let name = some_case(rng, name);
+        let inner = self.inner(rng, &subs, 2);
+        Filter::ValuePath(AttrPath { uri, name, sub: None }, Box::new(inner))
+    }
+
+    fn inner(&self, rng: &mut Rng, subs: &[&str], depth: u32) -> Filter {
+        if depth > 0 && rng.chance(40) {
+            let which = rng.below(3);
+            let a = Box::new(self.inner(rng, subs, depth - 1));
+            return match which {
+                0 => Filter::And(a, Box::new(self.inner(rng, subs, depth - 1))),
+                1 => Filter::Or(a, Box::new(self.inner(rng, subs, depth - 1))),
+                _ => Filter::Not(a),
+            };
+        }
+        let name = if rng.chance(4) { "bogus" } else { *rng.pick(subs) };
+        let key = name.to_ascii_lowercase();
+        let name = some_case(rng, name);
+        self.leaf(rng, AttrPath { uri: None, name, sub: None }, &key)
+    }
+}
+
+/// `t` and a half microsecond, in RFC 3339.
+fn half_microsecond_after(t: Timestamp) -> String {
+    let s = t.to_rfc3339();
+    let body = s.trim_end_matches('Z');
+    match body.split_once('.') {
+        Some((whole, frac)) => format!("{whole}.{frac:0<6}5Z"),
+        None => format!("{body}.0000005Z"),
+    }
+}
+
+/// The string, or its other-case, prefix, suffix or middle.
+fn variant(rng: &mut Rng, s: String) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let n = chars.len();
+    match rng.below(10) {
+        4 => s.to_uppercase(),
+        5 => s.to_lowercase(),
+        6 => chars[..rng.below(n + 1)].iter().collect(),
+        7 => chars[rng.below(n + 1)..].iter().collect(),
+        8 => {
+            let i = rng.below(n + 1);
+            chars[i..i + rng.below(n - i + 1)].iter().collect()
+        }
+        9 => chars
+            .iter()
+            .map(|c| if c.is_uppercase() { c.to_lowercase().next().unwrap() } else { c.to_uppercase().next().unwrap() })
+            .collect(),
+        _ => s,
+    }
+}
+
+/// A path of the resource type (sometimes URN-qualified, in any case), a common attribute,
+/// or a bogus one; and the key its literals are drawn from.
+fn random_path(rng: &mut Rng, rt: &fedkey_scim::schema::ResourceTypeDef) -> (AttrPath, String) {
+    let (uri, name, sub): (Option<String>, String, Option<String>) = match rng.below(100) {
+        0..=69 => {
+            let schemas: Vec<_> = rt.schemas().collect();
+            let sch = if rng.chance(70) { schemas[0] } else { *rng.pick(&schemas) };
+            let attr = rng.pick(sch.attributes);
+            let sub = (!attr.sub_attributes.is_empty() && rng.chance(60))
+                .then(|| rng.pick(attr.sub_attributes).name.to_owned());
+            let uri = rng.chance(20).then(|| if rng.chance(20) { sch.id.to_uppercase() } else { sch.id.to_owned() });
+            (uri, attr.name.to_owned(), sub)
+        }
+        70..=92 => {
+            let (name, sub) = *rng.pick(&[
+                ("id", None),
+                ("externalId", None),
+                ("schemas", None),
+                ("meta", None),
+                ("meta", Some("created")),
+                ("meta", Some("created")),
+                ("meta", Some("lastModified")),
+                ("meta", Some("lastModified")),
+                ("meta", Some("lastModified")),
+                ("meta", Some("version")),
+                ("meta", Some("resourceType")),
+                ("meta", Some("location")),
+            ]);
+            (rng.chance(10).then(|| rt.schema.to_owned()), name.to_owned(), sub.map(str::to_owned))
+        }
+        _ => {
+            let (uri, name, sub) = *rng.pick(&[
+                (None, "bogus", None),
+                (None, "emails", Some("nope")),
+                (None, "members", None),
+                (None, "userName", None),
+                (None, "meta", Some("etag")),
+                (None, "id", Some("value")),
+                (Some("urn:example:other"), "id", None),
+                (None, "name", None),
+                (Some(fedkey_scim::schema::GROUP), "displayName", None),
+            ]);
+            (uri.map(str::to_owned), name.to_owned(), sub.map(str::to_owned))
+        }
+    };
+    let complex_value = rt
+        .resolve(&AttrPath { uri: None, name: name.clone(), sub: None })
+        .is_some_and(|r| r.attribute.sub_attributes.iter().any(|s| s.name == "value"));
+    let key = match &sub {
+        Some(s) => s.to_ascii_lowercase(),
+        None if complex_value => "value".to_owned(),
+        None => name.to_ascii_lowercase(),
+    };
+    let name = some_case(rng, &name);
+    (AttrPath { uri, name, sub }, key)
+}
+
+/// Every path `sortBy` may name on `rt`, and a few it may not.
+fn sort_paths(rt: &fedkey_scim::schema::ResourceTypeDef) -> Vec<AttrPath> {
+    let path = |uri: Option<&str>, name: &str, sub: Option<&str>| AttrPath {
+        uri: uri.map(str::to_owned),
+        name: name.to_owned(),
+        sub: sub.map(str::to_owned),
+    };
+    let mut out = Vec::new();
+    for sch in rt.schemas() {
+        let uri = (sch.id != rt.schema).then_some(sch.id);
+        for a in sch.attributes {
+            out.push(path(uri, a.name, None));
+            for s in a.sub_attributes {
+                out.push(path(uri, a.name, Some(s.name)));
+            }
+        }
+    }
+    for (name, sub) in [("id", None), ("externalId", None), ("schemas", None), ("meta", None), ("bogus", None)] {
+        out.push(path(None, name, sub));
+    }
+    for sub in META_SUBS.iter().chain(&["etag"]) {
+        out.push(path(None, "meta", Some(sub)));
+    }
+    out
 }

@@ -140,14 +140,22 @@ fn prepare(
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ScimError::new(400, Some(ScimType::InvalidValue), format!("{name_attr} is required")))?;
-    let name_key = name.to_lowercase();
+    if name.contains('\0') {
+        return Err(ScimError::new(
+            400,
+            Some(ScimType::InvalidValue),
+            format!("{name_attr} must not contain NUL characters"),
+        ));
+    }
+    // The same folding the filter translator uses, so `eq` lookups find the key.
+    let name_key = fedkey_store::scim_sql::fold(name);
     let external_id = obj.get("externalId").and_then(Value::as_str).map(str::to_owned);
     let mut indexed = Vec::new();
     if let Some(Value::Array(emails)) = obj.get("emails") {
         let mut seen = BTreeSet::new();
         for e in emails {
             if let Some(v) = e.get("value").and_then(Value::as_str) {
-                let v = v.to_lowercase();
+                let v = fedkey_store::scim_sql::fold(v).replace('\0', "\u{FFFD}");
                 if seen.insert(v.clone()) {
                     indexed.push(("emails.value".to_owned(), v));
                 }

@@ -12,6 +12,9 @@ CREATE TABLE scim_resources (
     name_key      TEXT NOT NULL,
     external_id   TEXT,
     body          TEXT NOT NULL,
+    -- The query document filters and sortBy read: the body normalised, case-insensitive
+    -- strings lower-cased in Rust, presence flags and sort keys (see scim_sql.rs).
+    body_ci       TEXT NOT NULL,
     PRIMARY KEY (directory_id, id),
     UNIQUE (directory_id, resource_type, name_key)
 );
