@@ -367,10 +367,12 @@ impl Store {
         id: &str,
         changed: &[String],
     ) -> fedkey_audit::Event {
+        // Each attribute name once, in a stable order.
+        let attributes: std::collections::BTreeSet<&String> = changed.iter().collect();
         let mut ev = self
             .event(actor, action, Outcome::Success)
             .directory(&dir.name)
-            .details(json!({"resource_type": rt, "id": id, "attributes": changed}));
+            .details(json!({"resource_type": rt, "id": id, "attributes": attributes}));
         // The actor of a SCIM write is `key:DIR/TRUST#VERSION`; keep trust and version in their columns too.
         if let Some((trust, version)) =
             actor.id.strip_prefix("key:").and_then(|k| k.split_once('/')).and_then(|(_, t)| t.split_once('#'))
