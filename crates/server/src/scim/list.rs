@@ -52,7 +52,11 @@ struct ListParams {
 fn parse_int(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
+        // Numbers too large for an i64 (and decimals) are clamped as JSON numbers are.
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse().ok().or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
+        }
         _ => None,
     }
 }

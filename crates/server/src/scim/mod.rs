@@ -163,6 +163,13 @@ impl FromRequestParts<AppState> for Ctx {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ScimResponse> {
         let Provisioner(p) = Provisioner::from_request_parts(parts, s).await?;
+        if !parts.uri.query().is_none_or(query_is_utf8) {
+            return Err(ScimResponse(ScimError::new(
+                400,
+                Some(ScimType::InvalidSyntax),
+                "malformed query string: percent-encoded bytes that are not UTF-8",
+            )));
+        }
         let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
         let actor = Actor {
             id: format!("key:{}/{}#{}", p.directory, p.trust, p.version),
@@ -193,6 +200,29 @@ impl Ctx {
             format!("this provisioning key lacks the {} scope needed to {action}", scope.as_str()),
         )))
     }
+}
+
+/// Whether a query string percent-decodes to UTF-8. The query extractor would silently
+/// replace invalid sequences with U+FFFD, changing what a filter or attribute names.
+fn query_is_utf8(q: &str) -> bool {
+    if !q.contains('%') {
+        return true;
+    }
+    let hex = |c: Option<u8>| c.and_then(|c| char::from(c).to_digit(16));
+    let mut bytes = Vec::with_capacity(q.len());
+    let mut it = q.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let mut look = it.clone();
+            if let (Some(h), Some(l)) = (hex(look.next()), hex(look.next())) {
+                bytes.push((h * 16 + l) as u8);
+                it = look;
+                continue;
+            }
+        }
+        bytes.push(b);
+    }
+    std::str::from_utf8(&bytes).is_ok()
 }
 
 /// The SCIM base URL of `directory` as the client addressed it.

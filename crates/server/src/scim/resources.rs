@@ -149,13 +149,25 @@ fn prepare(
     }
     // The same folding the filter translator uses, so `eq` lookups find the key.
     let name_key = fedkey_store::scim_sql::fold(name);
+    check_indexed(name_attr, &name_key)?;
     let external_id = obj.get("externalId").and_then(Value::as_str).map(str::to_owned);
+    if let Some(x) = &external_id {
+        if x.contains('\0') {
+            return Err(ScimError::new(
+                400,
+                Some(ScimType::InvalidValue),
+                "externalId must not contain NUL characters",
+            ));
+        }
+        check_indexed("externalId", x)?;
+    }
     let mut indexed = Vec::new();
     if let Some(Value::Array(emails)) = obj.get("emails") {
         let mut seen = BTreeSet::new();
         for e in emails {
             if let Some(v) = e.get("value").and_then(Value::as_str) {
                 let v = fedkey_store::scim_sql::fold(v).replace('\0', "\u{FFFD}");
+                check_indexed("emails.value", &v)?;
                 if seen.insert(v.clone()) {
                     indexed.push(("emails.value".to_owned(), v));
                 }
@@ -182,6 +194,22 @@ fn prepare(
         changed.sort();
     }
     Ok(ResourceWrite { resource_type: rt_static(rt), name_key, external_id, body, members, indexed, changed })
+}
+
+/// Longest value, in bytes after case folding, of an attribute the store indexes
+/// (`userName`, `displayName`, `externalId`, `emails.value`): database indexes cannot
+/// hold arbitrarily long keys (PostgreSQL refuses B-tree entries over about 2.7 kB).
+pub const MAX_INDEXED_LEN: usize = 1024;
+
+fn check_indexed(attr: &str, key: &str) -> std::result::Result<(), ScimError> {
+    if key.len() > MAX_INDEXED_LEN {
+        return Err(ScimError::new(
+            400,
+            Some(ScimType::InvalidValue),
+            format!("{attr} is longer than {MAX_INDEXED_LEN} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// Attribute names present in a stored body (extension attributes as `URN:name`).
