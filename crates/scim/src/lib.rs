@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod error;
 pub mod eval;
 pub mod filter;
+pub mod json;
 pub mod patch;
 pub mod resource;
 pub mod schema;

@@ -76,6 +76,7 @@ use fedkey_core::Timestamp;
 use fedkey_scim::ScimError;
 use fedkey_scim::eval;
 use fedkey_scim::filter::{AttrPath, CompValue, CompareOp, Filter};
+use fedkey_scim::json::{as_bool, is_present, lookup, parse_bool, push_values, representative};
 use fedkey_scim::schema::{self, AttrType, AttributeDef, Mutability, ResourceTypeDef, Returned, Uniqueness};
 use serde_json::{Map, Value, json};
 
@@ -106,64 +107,6 @@ fn text_key(s: &str, fold_case: bool) -> String {
 
 fn folds(def: &AttributeDef) -> bool {
     def.ty == AttrType::String && !def.case_exact
-}
-
-// ---------------------------------------------------------------------------------------
-// The evaluator's JSON rules (mirrored from fedkey_scim::eval, whose helpers are private).
-
-static NULL: Value = Value::Null;
-
-/// A member of an object: the exact key, else the first key equal ignoring ASCII case.
-fn lookup<'v>(v: &'v Value, key: &str) -> Option<&'v Value> {
-    let obj = v.as_object()?;
-    obj.get(key).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
-}
-
-fn push_values<'v>(v: Option<&'v Value>, out: &mut Vec<&'v Value>) {
-    match v {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => out.extend(items.iter().filter(|i| !i.is_null())),
-        Some(v) => out.push(v),
-    }
-}
-
-fn is_present(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::String(s) => !s.is_empty(),
-        Value::Array(items) => items.iter().any(is_present),
-        Value::Object(members) => members.values().any(is_present),
-        Value::Bool(_) | Value::Number(_) => true,
-    }
-}
-
-fn parse_bool(s: &str) -> Option<bool> {
-    if s.eq_ignore_ascii_case("true") {
-        Some(true)
-    } else if s.eq_ignore_ascii_case("false") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-fn as_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => parse_bool(s),
-        _ => None,
-    }
-}
-
-fn representative(v: &Value) -> &Value {
-    match v {
-        Value::Array(items) => items
-            .iter()
-            .find(|i| lookup(i, "primary").and_then(as_bool) == Some(true))
-            .or_else(|| items.iter().find(|i| !i.is_null()))
-            .unwrap_or(&NULL),
-        v => v,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
