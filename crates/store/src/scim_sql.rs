@@ -663,13 +663,14 @@ impl Builder<'_> {
     }
 
     /// `scim_values` holds the folded `emails.value`s: a necessary condition an index
-    /// answers, ANDed with the exact one.
+    /// answers, ANDed with the exact one. Uncorrelated, so both planners start from the
+    /// `(attr, value_key)` index and look the few candidates up by primary key instead of
+    /// probing once per row of the directory; the outer `r.directory_id` keeps directories apart.
     fn emails_index(&mut self, literal: &str) -> String {
         let v = self.alias("v");
         let key = self.bind_text(&fold(literal));
         format!(
-            "EXISTS (SELECT 1 FROM scim_values {v} WHERE {v}.directory_id = r.directory_id AND {v}.resource_id = r.id \
-             AND {v}.attr = 'emails.value' AND {v}.value_key = {key})"
+            "r.id IN (SELECT {v}.resource_id FROM scim_values {v} WHERE {v}.attr = 'emails.value' AND {v}.value_key = {key})"
         )
     }
 

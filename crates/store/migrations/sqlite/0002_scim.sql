@@ -38,3 +38,5 @@ CREATE TABLE scim_values (
     PRIMARY KEY (directory_id, attr, value_key, resource_id)
 );
 CREATE INDEX scim_values_resource ON scim_values (directory_id, resource_id);
+-- Filters start from here (an emails value names few resources in any directory).
+CREATE INDEX scim_values_key ON scim_values (attr, value_key);
