@@ -154,26 +154,28 @@ static META_SUBS: [AttributeDef; 5] = [
     common("version", AttrType::String, true, "The version (ETag) of the resource."),
 ];
 
-static COMMON: [AttributeDef; 4] = [
-    AttributeDef {
-        uniqueness: Uniqueness::Server,
-        ..common(
-            "id",
-            AttrType::String,
-            true,
-            "A unique identifier for the resource, assigned by the service provider.",
-        )
-    },
-    AttributeDef {
-        mutability: Mutability::ReadWrite,
-        ..common("externalId", AttrType::String, true, "An identifier for the resource as defined by the client.")
-    },
-    AttributeDef {
-        multi_valued: true,
-        ..common("schemas", AttrType::String, false, "The URIs of the schemas the resource conforms to.")
-    },
-    AttributeDef { sub_attributes: &META_SUBS, ..common("meta", AttrType::Complex, false, "Resource metadata.") },
-];
+/// `id`, as the filter language sees it (read-only, case-exact).
+pub static ID: AttributeDef = AttributeDef {
+    uniqueness: Uniqueness::Server,
+    ..common("id", AttrType::String, true, "A unique identifier for the resource, assigned by the service provider.")
+};
+/// `externalId` (case-exact).
+pub static EXTERNAL_ID: AttributeDef = AttributeDef {
+    mutability: Mutability::ReadWrite,
+    ..common("externalId", AttrType::String, true, "An identifier for the resource as defined by the client.")
+};
+/// `schemas` (multi-valued URNs, case-insensitive).
+pub static SCHEMAS: AttributeDef = AttributeDef {
+    multi_valued: true,
+    ..common("schemas", AttrType::String, false, "The URIs of the schemas the resource conforms to.")
+};
+/// `meta` and its sub-attributes.
+pub static META: AttributeDef =
+    AttributeDef { sub_attributes: &META_SUBS, ..common("meta", AttrType::Complex, false, "Resource metadata.") };
+
+/// The common attributes (RFC 7643 §3.1), which no schema document lists; shared with the
+/// SQL translator so both resolve them identically.
+pub static COMMON: [&AttributeDef; 4] = [&ID, &EXTERNAL_ID, &SCHEMAS, &META];
 
 // ---------------------------------------------------------------------------------------
 // Path resolution.
@@ -197,7 +199,7 @@ fn locate(
         return Ok((Located { container, attribute: r.attribute }, r.sub));
     }
     let core_or_bare = path.uri.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(rt.schema));
-    if core_or_bare && let Some(attribute) = COMMON.iter().find(|a| a.name.eq_ignore_ascii_case(&path.name)) {
+    if core_or_bare && let Some(attribute) = COMMON.iter().copied().find(|a| a.name.eq_ignore_ascii_case(&path.name)) {
         let sub = match &path.sub {
             None => None,
             Some(s) => match attribute.sub_attribute(s) {
@@ -397,7 +399,7 @@ fn compare(
         return Err(invalid(format!(
             "operator \"{}\" does not apply to \"{path}\", which is of type {}",
             op.as_str(),
-            type_name(def.ty)
+            AttrType::as_str(def.ty)
         )));
     }
     let (negate, op) = match op {
@@ -439,19 +441,6 @@ fn compare(
     };
     let node = Node::Any(t, test);
     Ok(if negate { Node::Not(Box::new(node)) } else { node })
-}
-
-fn type_name(ty: AttrType) -> &'static str {
-    match ty {
-        AttrType::String => "string",
-        AttrType::Boolean => "boolean",
-        AttrType::Decimal => "decimal",
-        AttrType::Integer => "integer",
-        AttrType::DateTime => "dateTime",
-        AttrType::Binary => "binary",
-        AttrType::Reference => "reference",
-        AttrType::Complex => "complex",
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1171,7 +1160,7 @@ mod tests {
         let user_name = user.attribute("userName").unwrap();
         let active = user.attribute("active").unwrap();
         let emails = user.attribute("emails").unwrap();
-        let (id, created) = (&COMMON[0], &META_SUBS[1]);
+        let (id, created) = (&ID, &META_SUBS[1]);
         use Ordering::*;
         assert_eq!(compare_values(user_name, &json!("alice"), &json!("Bob")), Less);
         assert_eq!(compare_values(user_name, &json!("BOB"), &json!("bob")), Equal);

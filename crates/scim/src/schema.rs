@@ -25,6 +25,22 @@ pub enum AttrType {
     Complex,
 }
 
+impl AttrType {
+    /// The RFC 7643 spelling (`dateTime`, `complex`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttrType::String => "string",
+            AttrType::Boolean => "boolean",
+            AttrType::Decimal => "decimal",
+            AttrType::Integer => "integer",
+            AttrType::DateTime => "dateTime",
+            AttrType::Binary => "binary",
+            AttrType::Reference => "reference",
+            AttrType::Complex => "complex",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mutability {
     ReadOnly,
@@ -128,16 +144,7 @@ impl AttributeDef {
     pub fn to_json(&self) -> Value {
         let mut v = json!({
             "name": self.name,
-            "type": match self.ty {
-                AttrType::String => "string",
-                AttrType::Boolean => "boolean",
-                AttrType::Decimal => "decimal",
-                AttrType::Integer => "integer",
-                AttrType::DateTime => "dateTime",
-                AttrType::Binary => "binary",
-                AttrType::Reference => "reference",
-                AttrType::Complex => "complex",
-            },
+            "type": self.ty.as_str(),
             "multiValued": self.multi_valued,
             "description": self.description,
             "required": self.required,

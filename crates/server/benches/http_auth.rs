@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,13 +17,6 @@ use axum::Router;
 use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use fedkey_core::{Direction, PeerKind, SystemClock};
-use fedkey_crypto::{Keyring, MasterKey};
-use fedkey_server::{AppState, ServeOptions};
-use fedkey_store::audit::WriterConfig;
-use fedkey_store::keyfile::StaticKeyring;
-use fedkey_store::ops::NewTrust;
-use fedkey_store::{Actor, Db, Store};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -100,37 +95,7 @@ fn main() {
         let secs = if smoke { 0 } else { env_num("BENCH_SECONDS", 5) };
         let conc = if smoke { 4 } else { env_num("BENCH_CONCURRENCY", 64) };
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
-        let keyring = Arc::new(StaticKeyring(Arc::new(Keyring::new(MasterKey::generate().unwrap()))));
-        let (store, _) =
-            Store::open(db, keyring, Arc::new(SystemClock::default()), WriterConfig::default(), Duration::from_secs(5))
-                .await
-                .unwrap();
-        let actor = Actor::system("bench");
-        store.create_directory(&actor, "acme").await.unwrap();
-        let (_, _, key) = store
-            .create_trust(
-                &actor,
-                NewTrust {
-                    directory: "acme".into(),
-                    name: "idp".into(),
-                    direction: Direction::Inbound,
-                    peer_kind: PeerKind::Entra,
-                    scopes: None,
-                    description: None,
-                    outbound_key: None,
-                },
-            )
-            .await
-            .unwrap();
-        let key = key.unwrap().expose().to_owned();
-        let state = AppState {
-            store: Arc::new(store),
-            test_clock: None,
-            scheme: "http",
-            limiter: Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
-        };
-        let _ = ServeOptions { tls: None, sweep_interval: Duration::from_secs(60) };
+        let (state, key) = common::fedkey_state(&format!("sqlite://{}", dir.path().join("bench.db").display())).await;
 
         let authed = spawn(fedkey_server::router(state.clone())).await;
         let open = spawn(

@@ -26,20 +26,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fedkey_core::{Direction, PeerKind, SystemClock};
-use fedkey_crypto::{Keyring, MasterKey};
 use fedkey_scim::resource::normalize;
 use fedkey_server::AppState;
-use fedkey_store::audit::WriterConfig;
-use fedkey_store::keyfile::StaticKeyring;
-use fedkey_store::ops::NewTrust;
 use fedkey_store::scim::ResourceWrite;
 use fedkey_store::scim_sql::fold;
-use fedkey_store::{Actor, Db, Directory, Store};
+use fedkey_store::{Actor, Directory, Store};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -199,36 +196,7 @@ async fn seed_store_groups(
 // ---------------------------------------------------------------- fedkey in-process
 
 async fn start_fedkey(url: &str) -> (AppState, String, String) {
-    let db = Db::connect(url).await.unwrap();
-    let keyring = Arc::new(StaticKeyring(Arc::new(Keyring::new(MasterKey::generate().unwrap()))));
-    let (store, _) =
-        Store::open(db, keyring, Arc::new(SystemClock::default()), WriterConfig::default(), Duration::from_secs(5))
-            .await
-            .unwrap();
-    let actor = Actor::system("bench");
-    store.create_directory(&actor, "acme").await.unwrap();
-    let (_, _, key) = store
-        .create_trust(
-            &actor,
-            NewTrust {
-                directory: "acme".into(),
-                name: "idp".into(),
-                direction: Direction::Inbound,
-                peer_kind: PeerKind::Entra,
-                scopes: None,
-                description: None,
-                outbound_key: None,
-            },
-        )
-        .await
-        .unwrap();
-    let key = key.unwrap().expose().to_owned();
-    let state = AppState {
-        store: Arc::new(store),
-        test_clock: None,
-        scheme: "http",
-        limiter: Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
-    };
+    let (state, key) = common::fedkey_state(url).await;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let app = fedkey_server::router(state.clone());

@@ -75,9 +75,10 @@
 use fedkey_core::Timestamp;
 use fedkey_scim::ScimError;
 use fedkey_scim::eval;
+use fedkey_scim::eval::{EXTERNAL_ID, ID, META, SCHEMAS};
 use fedkey_scim::filter::{AttrPath, CompValue, CompareOp, Filter};
 use fedkey_scim::json::{as_bool, is_present, lookup, parse_bool, push_values, representative};
-use fedkey_scim::schema::{self, AttrType, AttributeDef, Mutability, ResourceTypeDef, Returned, Uniqueness};
+use fedkey_scim::schema::{self, AttrType, AttributeDef, ResourceTypeDef, Returned, Uniqueness};
 use serde_json::{Map, Value, json};
 
 use crate::Backend;
@@ -108,38 +109,6 @@ fn text_key(s: &str, fold_case: bool) -> String {
 fn folds(def: &AttributeDef) -> bool {
     def.ty == AttrType::String && !def.case_exact
 }
-
-// ---------------------------------------------------------------------------------------
-// Common attributes (RFC 7643 §3.1), as the evaluator defines them.
-
-const fn common(name: &'static str, ty: AttrType, case_exact: bool) -> AttributeDef {
-    AttributeDef {
-        name,
-        ty,
-        multi_valued: false,
-        description: "",
-        required: false,
-        case_exact,
-        mutability: Mutability::ReadOnly,
-        returned: Returned::Default,
-        uniqueness: Uniqueness::None,
-        canonical_values: &[],
-        reference_types: &[],
-        sub_attributes: &[],
-    }
-}
-
-static META_SUBS: [AttributeDef; 5] = [
-    common("resourceType", AttrType::String, false),
-    common("created", AttrType::DateTime, false),
-    common("lastModified", AttrType::DateTime, false),
-    common("location", AttrType::Reference, true),
-    common("version", AttrType::String, true),
-];
-static ID: AttributeDef = common("id", AttrType::String, true);
-static EXTERNAL_ID: AttributeDef = common("externalId", AttrType::String, true);
-static SCHEMAS: AttributeDef = AttributeDef { multi_valued: true, ..common("schemas", AttrType::String, false) };
-static META: AttributeDef = AttributeDef { sub_attributes: &META_SUBS, ..common("meta", AttrType::Complex, false) };
 
 /// Where the values of a top-level attribute live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
