@@ -6,9 +6,10 @@ pub mod error;
 pub mod lifecycle;
 pub mod model;
 pub mod names;
+pub mod rotation;
 pub mod scope;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::DomainError;
-pub use model::{Direction, KeyState, PeerKind, Role, TrustRef, TrustStatus};
+pub use model::{Direction, KeyState, PeerKind, Role, RotationKind, RotationStep, TrustRef, TrustStatus, Validation};
 pub use scope::{Scope, ScopeSet};

@@ -39,10 +39,12 @@ pub fn effective_state(state: KeyState, expires_at: Option<Timestamp>, now: Time
     }
 }
 
-/// Whether a version may authenticate at `now`: the current version, or the previous one
-/// inside its overlap window. Pending versions do not authenticate until promoted.
+/// Whether a version may authenticate at `now`: the current version, the previous one
+/// inside its overlap window, and a pending one. A version is pending only while the
+/// rotation engine delivers it, and the peer must be able to use it the moment it
+/// arrives (before promotion), or the switch would drop requests.
 pub fn accepts(state: KeyState, expires_at: Option<Timestamp>, now: Timestamp) -> bool {
-    matches!(effective_state(state, expires_at, now), KeyState::Current | KeyState::Previous)
+    matches!(effective_state(state, expires_at, now), KeyState::Current | KeyState::Previous | KeyState::Pending)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

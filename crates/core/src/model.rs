@@ -92,6 +92,25 @@ impl Role {
     }
 }
 
+string_enum!(
+    /// Why a rotation runs. An emergency rotation revokes the old version at once.
+    RotationKind, "rotation kind", {
+    Scheduled => "scheduled", Manual => "manual", Emergency => "emergency", Material => "material",
+});
+
+string_enum!(
+    /// The persisted step a rotation has reached: `set` (deliver) → `test` (validate) →
+    /// `finish` (promote) → `done`; or `canceled`.
+    RotationStep, "rotation step", {
+    Set => "set", Test => "test", Finish => "finish", Done => "done", Canceled => "canceled",
+});
+
+string_enum!(
+    /// How a delivered version is proven to work before it is promoted.
+    Validation, "validation", {
+    None => "none", Connector => "connector", FirstUse => "first_use",
+});
+
 /// `DIRECTORY/TRUST`, both parts valid names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TrustRef {

@@ -53,7 +53,6 @@ pub enum AuthFailure {
     TrustSuspended,
     Revoked,
     Expired,
-    Pending,
     WrongKind,
 }
 
@@ -68,7 +67,6 @@ impl AuthFailure {
             AuthFailure::TrustSuspended => "trust_suspended",
             AuthFailure::Revoked => "key_revoked",
             AuthFailure::Expired => "key_expired",
-            AuthFailure::Pending => "key_not_yet_active",
             AuthFailure::WrongKind => "wrong_token_kind",
         }
     }
@@ -210,10 +208,10 @@ impl Store {
             return Err(AuthFailure::TrustSuspended);
         }
         match lifecycle::effective_state(rec.state, rec.expires_at, now) {
-            KeyState::Current | KeyState::Previous => Ok(()),
+            // A pending version is being delivered by the rotation engine (see lifecycle::accepts).
+            KeyState::Current | KeyState::Previous | KeyState::Pending => Ok(()),
             KeyState::Revoked => Err(AuthFailure::Revoked),
             KeyState::Expired => Err(AuthFailure::Expired),
-            KeyState::Pending => Err(AuthFailure::Pending),
         }
     }
 

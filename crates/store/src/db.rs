@@ -68,11 +68,13 @@ impl Backend {
                 (1, include_str!("../migrations/sqlite/0001_foundation.sql")),
                 (2, include_str!("../migrations/sqlite/0002_scim.sql")),
                 (3, include_str!("../migrations/sqlite/0003_trust_policy.sql")),
+                (4, include_str!("../migrations/sqlite/0004_rotation.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
                 (2, include_str!("../migrations/postgres/0002_scim.sql")),
                 (3, include_str!("../migrations/postgres/0003_trust_policy.sql")),
+                (4, include_str!("../migrations/postgres/0004_rotation.sql")),
             ],
         }
     }

@@ -21,5 +21,5 @@ pub mod scim_sql;
 pub use db::{Backend, Db};
 pub use error::StoreError;
 pub use model::*;
-pub use ops::{Actor, Store};
+pub use ops::{Actor, ConnectorRow, DeliveryRow, PolicyRow, Rotation, Store};
 pub use policy::TrustPolicy;

@@ -227,7 +227,13 @@ on_both_backends!(
     scim_filters_select_expected_resources,
     scim_filter_fast_paths_use_indexes,
     scim_filters_agree_with_the_evaluator,
+    rotation_steps_persist_and_promote,
+    rotation_cancel_and_emergency,
+    leases_exclude_other_owners,
 );
+
+#[path = "store/rotation.rs"]
+mod rotation;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -392,6 +398,9 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::rotation::{
+        leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
+    };
     use super::*;
 
     /// Key lifecycle as authentication sees it, through a warm auth cache.

@@ -16,8 +16,8 @@ pub const MAX_OUTBOUND_KEY_LEN: usize = 8 * 1024;
 
 /// The secret side of a new version: a verifier (inbound) or an envelope (outbound).
 pub(crate) struct Material {
-    verifier: Option<[u8; 32]>,
-    envelope: Option<Vec<u8>>,
+    pub(crate) verifier: Option<[u8; 32]>,
+    pub(crate) envelope: Option<Vec<u8>>,
     pub(crate) fingerprint: String,
     pub(crate) plaintext: Option<Secret>,
 }
@@ -129,14 +129,14 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn versions_in_tx(&self, tx: &mut Tx, trust_id: &str) -> Result<Vec<KeyVersion>, StoreError> {
+    pub(crate) async fn versions_in_tx(&self, tx: &mut Tx, trust_id: &str) -> Result<Vec<KeyVersion>, StoreError> {
         sqlx::query(self.db.backend.lock_trust()).bind(trust_id.to_owned()).fetch_optional(&mut **tx).await?;
         let sql = format!("{KEY_SELECT} WHERE trust_id = $1 ORDER BY version");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(trust_id.to_owned()).fetch_all(&mut **tx).await?;
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn apply_transition(
+    pub(crate) async fn apply_transition(
         &self,
         tx: &mut Tx,
         trust_id: &str,
@@ -301,7 +301,7 @@ impl Store {
     }
 }
 
-fn transitions_json(ts: &[lifecycle::Transition]) -> serde_json::Value {
+pub(crate) fn transitions_json(ts: &[lifecycle::Transition]) -> serde_json::Value {
     ts.iter()
         .map(|t| json!({"version": t.version, "from": t.from, "to": t.to, "expires_at": t.expires_at.map(|x| x.to_rfc3339())}))
         .collect()

@@ -4,6 +4,7 @@
 mod directories;
 mod keys;
 mod masterkey;
+mod rotation;
 mod tokens;
 mod trusts;
 
@@ -24,6 +25,7 @@ use crate::{Db, StoreError};
 
 pub use keys::RotateKey;
 pub use masterkey::RewrapReport;
+pub use rotation::{ConnectorRow, DeliveryRow, MAX_CONNECTOR_DOC, PolicyRow, Rotation};
 pub use trusts::NewTrust;
 
 /// Who performs an operation, and from where. Recorded in every audit record.

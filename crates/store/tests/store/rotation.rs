@@ -1,0 +1,148 @@
+//! Rotation-engine persistence: policies, connectors, steps, leases (both backends).
+
+use std::time::Duration;
+
+use fedkey_core::rotation::RotationPolicy;
+use fedkey_core::{Clock, KeyState, RotationKind, RotationStep, Validation};
+use fedkey_crypto::Secret;
+use fedkey_store::StoreError;
+use serde_json::json;
+
+use super::{Kind, actor, count_action, env, inbound, outbound, states, tref, verify};
+
+fn policy(period: u64, overlap: u64) -> RotationPolicy {
+    RotationPolicy {
+        period: Duration::from_secs(period),
+        overlap: Duration::from_secs(overlap),
+        validation: Validation::FirstUse,
+        ..RotationPolicy::default()
+    }
+}
+
+pub async fn rotation_steps_persist_and_promote(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let r = tref("acme", "entra");
+    s.create_directory(&a, "acme").await.unwrap();
+    let (_, _, k1) = s.create_trust(&a, inbound("acme", "entra")).await.unwrap();
+    let k1 = k1.unwrap();
+    let p = s.set_rotation_policy(&a, &r, policy(3600, 60)).await.unwrap();
+    assert_eq!(p.next_rotation_at, Some(e.clock.now().saturating_add(Duration::from_secs(3600))));
+    assert!(s.due_schedules(10).await.unwrap().is_empty());
+    e.clock.advance(Duration::from_secs(3600));
+    assert_eq!(s.due_schedules(10).await.unwrap(), vec![r.clone()]);
+
+    let rot = s.start_rotation(&a, &r, RotationKind::Scheduled, None).await.unwrap();
+    assert_eq!((rot.version, rot.step, rot.overlap), (2, RotationStep::Set, Duration::from_secs(60)));
+    assert!(s.due_schedules(10).await.unwrap().is_empty(), "a trust with a rotation in progress is not due");
+    // A second start is refused while one is in progress: never two pending versions.
+    let err = s.start_rotation(&a, &r, RotationKind::Manual, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
+    assert_eq!(states(&s.list_keys(&r).await.unwrap()), vec![(1, KeyState::Current), (2, KeyState::Pending)]);
+
+    // The staged key survives (encrypted) until the rotation ends, and authenticates.
+    let staged = s.staged_key(&a, &rot).await.unwrap();
+    assert_ne!(staged.expose(), k1.expose());
+    assert!(e.auth_key("acme", &staged).await.is_ok(), "a staged version must work as soon as it is delivered");
+    assert!(e.auth_key("acme", &k1).await.is_ok());
+
+    let c = s
+        .add_connector(&a, &r, "vault", "file", json!({"path": "/x"}), Some(Secret::new("cred".into())))
+        .await
+        .unwrap();
+    assert!(s.add_connector(&a, &r, "vault", "file", json!({}), None).await.is_err(), "names are unique per trust");
+    s.record_delivery(&a, &rot, &c, "written").await.unwrap();
+    s.record_delivery(&a, &rot, &c, "written").await.unwrap();
+    let rot = s.rotation_by_id(&rot.id).await.unwrap();
+    assert_eq!(rot.deliveries.len(), 1, "deliveries are recorded once");
+    assert_eq!(
+        s.connector_credentials(&a, &s.list_connectors(&r).await.unwrap()[0]).await.unwrap().unwrap().expose(),
+        "cred"
+    );
+
+    s.advance_rotation(&a, &rot, RotationStep::Set, RotationStep::Test, json!({})).await.unwrap();
+    // A stale writer (another node that saw step `set`) cannot move it again.
+    assert!(s.advance_rotation(&a, &rot, RotationStep::Set, RotationStep::Test, json!({})).await.is_err());
+    let rot = s.rotation_by_id(&rot.id).await.unwrap();
+    let retry_at = e.clock.now().saturating_add(Duration::from_secs(5));
+    assert_eq!(s.fail_rotation_step(&a, &rot, "peer has not used the key", retry_at).await.unwrap(), 1);
+    assert!(s.due_rotations(10).await.unwrap().is_empty(), "not due before the retry time");
+    e.clock.advance(Duration::from_secs(5));
+    let rot = s.due_rotations(10).await.unwrap().pop().unwrap();
+    assert_eq!((rot.attempts, rot.last_error.as_deref()), (1, Some("peer has not used the key")));
+    // The current version was never touched by the failure.
+    assert_eq!(states(&s.list_keys(&r).await.unwrap()), vec![(1, KeyState::Current), (2, KeyState::Pending)]);
+
+    s.advance_rotation(&a, &rot, RotationStep::Test, RotationStep::Finish, json!({})).await.unwrap();
+    let rot = s.rotation_by_id(&rot.id).await.unwrap();
+    s.finish_rotation(&a, &rot, false).await.unwrap();
+    assert!(s.finish_rotation(&a, &rot, false).await.is_err(), "finishing twice is refused");
+    let keys = s.list_keys(&r).await.unwrap();
+    assert_eq!(states(&keys), vec![(1, KeyState::Previous), (2, KeyState::Current)]);
+    assert!(keys[1].activated_at.is_some());
+    assert!(s.staged_key(&a, &rot).await.is_err(), "the staged plaintext is erased at finish");
+    assert!(e.auth_key("acme", &k1).await.is_ok(), "old key valid during the overlap");
+    e.clock.advance(Duration::from_secs(61));
+    assert!(e.auth_key("acme", &k1).await.is_err(), "old key refused after the overlap");
+    assert!(e.auth_key("acme", &staged).await.is_ok());
+    let done = s.latest_rotation(&r).await.unwrap().unwrap();
+    assert_eq!(done.step, RotationStep::Done);
+    assert!(!done.is_active());
+    for action in ["rotation.start", "rotation.deliver", "rotation.step", "rotation.step_failed", "rotation.finish"] {
+        assert!(count_action(s, action).await >= 1, "{action} audited");
+    }
+    verify(s).await.unwrap();
+}
+
+pub async fn rotation_cancel_and_emergency(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let r = tref("acme", "entra");
+    s.create_directory(&a, "acme").await.unwrap();
+    let (_, _, k1) = s.create_trust(&a, inbound("acme", "entra")).await.unwrap();
+    let k1 = k1.unwrap();
+    let rot = s.start_rotation(&a, &r, RotationKind::Manual, Some(Duration::from_secs(30))).await.unwrap();
+    let staged = s.staged_key(&a, &rot).await.unwrap();
+    let canceled = s.cancel_rotation(&a, &r, "operator changed their mind").await.unwrap();
+    assert_eq!(canceled.step, RotationStep::Canceled);
+    assert!(e.auth_key("acme", &staged).await.is_err(), "a canceled version is revoked");
+    assert!(e.auth_key("acme", &k1).await.is_ok(), "cancel leaves the current version alone");
+    assert!(s.cancel_rotation(&a, &r, "again").await.is_err());
+
+    let rot = s.start_rotation(&a, &r, RotationKind::Emergency, None).await.unwrap();
+    assert_eq!(rot.overlap, Duration::ZERO);
+    assert!(e.auth_key("acme", &k1).await.is_err(), "an emergency rotation revokes the old key at once");
+    let keys = s.list_keys(&r).await.unwrap();
+    assert_eq!(states(&keys), vec![(1, KeyState::Revoked), (2, KeyState::Revoked), (3, KeyState::Current)]);
+    let k3 = s.staged_key(&a, &rot).await.unwrap();
+    assert!(e.auth_key("acme", &k3).await.is_ok());
+    s.finish_rotation(&a, &rot, false).await.unwrap();
+    assert_eq!(states(&s.list_keys(&r).await.unwrap()).last(), Some(&(3, KeyState::Current)));
+
+    // Outbound trusts do not rotate through the engine: the application issues their key.
+    s.create_trust(&a, outbound("acme", "app", "k")).await.unwrap();
+    let err = s.start_rotation(&a, &tref("acme", "app"), RotationKind::Manual, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert!(s.set_rotation_policy(&a, &tref("acme", "app"), policy(60, 1)).await.is_err());
+    assert!(s.set_rotation_policy(&a, &r, policy(60, 60)).await.is_err(), "overlap must be shorter than the period");
+    verify(s).await.unwrap();
+}
+
+pub async fn leases_exclude_other_owners(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let ttl = Duration::from_secs(30);
+    assert!(s.acquire_lease("rotation:x", "node-a", ttl).await.unwrap());
+    assert!(!s.acquire_lease("rotation:x", "node-b", ttl).await.unwrap());
+    assert!(s.acquire_lease("rotation:x", "node-a", ttl).await.unwrap(), "the owner renews");
+    assert!(s.acquire_lease("rotation:y", "node-b", ttl).await.unwrap(), "leases are per name");
+    e.clock.advance(Duration::from_secs(31));
+    assert!(s.acquire_lease("rotation:x", "node-b", ttl).await.unwrap(), "an expired lease is taken over");
+    assert!(!s.acquire_lease("rotation:x", "node-a", ttl).await.unwrap());
+    s.release_lease("rotation:x", "node-a").await.unwrap();
+    assert!(!s.acquire_lease("rotation:x", "node-a", ttl).await.unwrap(), "only the owner releases");
+    s.release_lease("rotation:x", "node-b").await.unwrap();
+    assert!(s.acquire_lease("rotation:x", "node-a", ttl).await.unwrap());
+}
