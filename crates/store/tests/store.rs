@@ -230,6 +230,7 @@ on_both_backends!(
     rotation_steps_persist_and_promote,
     rotation_cancel_and_emergency,
     leases_exclude_other_owners,
+    wrapped_links_reveal_once,
 );
 
 #[path = "store/rotation.rs"]
@@ -400,6 +401,7 @@ async fn populated(kind: Kind) -> Env {
 mod cases {
     pub use super::rotation::{
         leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
+        wrapped_links_reveal_once,
     };
     use super::*;
 

@@ -7,6 +7,7 @@ mod masterkey;
 mod rotation;
 mod tokens;
 mod trusts;
+mod wrap;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ pub use keys::RotateKey;
 pub use masterkey::RewrapReport;
 pub use rotation::{ConnectorRow, DeliveryRow, MAX_CONNECTOR_DOC, PolicyRow, Rotation};
 pub use trusts::NewTrust;
+pub use wrap::{MAX_WRAP_TTL, UnwrapRefusal, WrappedLink};
 
 /// Who performs an operation, and from where. Recorded in every audit record.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@ use fedkey_core::rotation::RotationPolicy;
 use fedkey_core::{Clock, KeyState, RotationKind, RotationStep, Validation};
 use fedkey_crypto::Secret;
 use fedkey_store::StoreError;
+use fedkey_store::ops::UnwrapRefusal;
 use serde_json::json;
 
 use super::{Kind, actor, count_action, env, inbound, outbound, states, tref, verify};
@@ -145,4 +146,35 @@ pub async fn leases_exclude_other_owners(kind: Kind) {
     assert!(!s.acquire_lease("rotation:x", "node-a", ttl).await.unwrap(), "only the owner releases");
     s.release_lease("rotation:x", "node-b").await.unwrap();
     assert!(s.acquire_lease("rotation:x", "node-a", ttl).await.unwrap());
+}
+
+pub async fn wrapped_links_reveal_once(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let r = tref("acme", "entra");
+    s.create_directory(&a, "acme").await.unwrap();
+    let (_, _, k1) = s.create_trust(&a, inbound("acme", "entra")).await.unwrap();
+    let k1 = k1.unwrap();
+    let link = s.wrap_key(&a, &r, 1, &k1, Duration::from_secs(600)).await.unwrap();
+    assert!(link.token.expose().starts_with("fkw_"));
+    let (got_ref, v, key) = s.unwrap_key(&a, link.token.expose()).await.unwrap().unwrap();
+    assert_eq!((got_ref, v, key.expose()), (r.clone(), 1, k1.expose()));
+    match s.unwrap_key(&a, link.token.expose()).await.unwrap() {
+        Err(UnwrapRefusal::Reused { version: 1, .. }) => {}
+        other => panic!("second use must be refused as a reuse, got {:?}", other.map(|x| x.1)),
+    }
+    assert_eq!(count_action(s, "wrap.reuse").await, 1);
+    assert_eq!(s.unwrap_key(&a, "fkw_nope").await.unwrap().map(|x| x.1), Err(UnwrapRefusal::Unknown));
+
+    let late = s.wrap_key(&a, &r, 1, &k1, Duration::from_secs(60)).await.unwrap();
+    e.clock.advance(Duration::from_secs(61));
+    assert_eq!(s.purge_expired_wraps().await.unwrap(), 1);
+    assert!(matches!(s.unwrap_key(&a, late.token.expose()).await.unwrap(), Err(UnwrapRefusal::Expired { .. })));
+    assert!(s.wrap_key(&a, &r, 1, &k1, Duration::ZERO).await.is_err());
+    // Neither the key nor the link token is stored in clear.
+    let dump: Vec<(Option<Vec<u8>>,)> =
+        sqlx::query_as("SELECT envelope FROM wrapped_links").fetch_all(s.db.pool()).await.unwrap();
+    assert!(dump.iter().all(|(e,)| e.is_none()), "envelopes are erased after use or expiry");
+    verify(s).await.unwrap();
 }
