@@ -129,6 +129,13 @@ impl FromStr for TrustRef {
     }
 }
 
+/// Serialised as `DIRECTORY/TRUST`.
+impl serde::Serialize for TrustRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for TrustRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.directory, self.trust)

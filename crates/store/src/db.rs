@@ -69,12 +69,14 @@ impl Backend {
                 (2, include_str!("../migrations/sqlite/0002_scim.sql")),
                 (3, include_str!("../migrations/sqlite/0003_trust_policy.sql")),
                 (4, include_str!("../migrations/sqlite/0004_rotation.sql")),
+                (5, include_str!("../migrations/sqlite/0005_federation.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
                 (2, include_str!("../migrations/postgres/0002_scim.sql")),
                 (3, include_str!("../migrations/postgres/0003_trust_policy.sql")),
                 (4, include_str!("../migrations/postgres/0004_rotation.sql")),
+                (5, include_str!("../migrations/postgres/0005_federation.sql")),
             ],
         }
     }

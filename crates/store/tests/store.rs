@@ -231,6 +231,7 @@ on_both_backends!(
     rotation_cancel_and_emergency,
     leases_exclude_other_owners,
     wrapped_links_reveal_once,
+    trust_material_versions_and_replay,
 );
 
 #[path = "store/rotation.rs"]
@@ -401,7 +402,7 @@ async fn populated(kind: Kind) -> Env {
 mod cases {
     pub use super::rotation::{
         leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
-        wrapped_links_reveal_once,
+        trust_material_versions_and_replay, wrapped_links_reveal_once,
     };
     use super::*;
 

@@ -6,7 +6,7 @@ use fedkey_core::rotation::RotationPolicy;
 use fedkey_core::{Clock, KeyState, RotationKind, RotationStep, Validation};
 use fedkey_crypto::Secret;
 use fedkey_store::StoreError;
-use fedkey_store::ops::UnwrapRefusal;
+use fedkey_store::ops::{Arrival, UnwrapRefusal};
 use serde_json::json;
 
 use super::{Kind, actor, count_action, env, inbound, outbound, states, tref, verify};
@@ -176,5 +176,48 @@ pub async fn wrapped_links_reveal_once(kind: Kind) {
     let dump: Vec<(Option<Vec<u8>>,)> =
         sqlx::query_as("SELECT envelope FROM wrapped_links").fetch_all(s.db.pool()).await.unwrap();
     assert!(dump.iter().all(|(e,)| e.is_none()), "envelopes are erased after use or expiry");
+    verify(s).await.unwrap();
+}
+
+pub async fn trust_material_versions_and_replay(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let r = tref("acme", "entra");
+    s.create_directory(&a, "acme").await.unwrap();
+    s.create_trust(&a, inbound("acme", "entra")).await.unwrap();
+    let src = s.set_trust_source(&a, &r, json!({"jwks_url": "https://idp.example/keys"})).await.unwrap();
+    assert_eq!(s.trust_sources().await.unwrap()[0].trust, src.trust);
+    let now = e.clock.now();
+    let v1 = s.record_material(&a, &r, Arrival::Accepted, "d1", &json!({"keys": ["a"]}), now, None).await.unwrap();
+    let v2 = s.record_material(&a, &r, Arrival::Accepted, "d2", &json!({"keys": ["a", "b"]}), now, None).await.unwrap();
+    let v3 = s.record_material(&a, &r, Arrival::Held, "d3", &json!({"keys": ["z"]}), now, None).await.unwrap();
+    assert_eq!((v1, v2, v3), (1, 2, 3));
+    let st = |vs: &[fedkey_store::ops::MaterialVersion]| {
+        vs.iter().map(|v| (v.version, v.status.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        st(&s.material_versions(&r, 10).await.unwrap()),
+        vec![(3, "pending".into()), (2, "current".into()), (1, "superseded".into())]
+    );
+    let approved = s.approve_material(&a, &r).await.unwrap();
+    assert_eq!((approved.version, approved.status.as_str()), (3, "current"));
+    assert!(s.approve_material(&a, &r).await.is_err(), "nothing pending any more");
+    s.record_material(&a, &r, Arrival::Held, "d4", &json!({}), now, None).await.unwrap();
+    s.reject_material(&a, &r).await.unwrap();
+    s.expire_material(&a, &r, "no refresh before the hard expiry").await.unwrap();
+    assert_eq!(st(&s.material_versions(&r, 2).await.unwrap()), vec![(4, "rejected".into()), (3, "expired".into())]);
+    for action in ["material.accept", "material.hold", "material.approve", "material.reject", "material.expire"] {
+        assert!(count_action(s, action).await >= 1, "{action} audited");
+    }
+    // JWT replay: a jti is accepted once until it expires.
+    let trust_id = s.trust(&r).await.unwrap().id;
+    let exp = now.saturating_add(Duration::from_secs(60));
+    assert!(s.remember_jti(&trust_id, "jti-1", exp).await.unwrap());
+    assert!(!s.remember_jti(&trust_id, "jti-1", exp).await.unwrap(), "replay refused");
+    assert!(s.remember_jti(&trust_id, "jti-2", exp).await.unwrap());
+    e.clock.advance(Duration::from_secs(61));
+    let later = e.clock.now().saturating_add(Duration::from_secs(60));
+    assert!(s.remember_jti(&trust_id, "jti-1", later).await.unwrap(), "forgotten after expiry");
     verify(s).await.unwrap();
 }
