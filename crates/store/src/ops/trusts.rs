@@ -209,6 +209,36 @@ impl Store {
         Ok(Trust { policy, updated_at: now, ..before })
     }
 
+    /// Changes what a trust's keys may do. Every version that can still authenticate
+    /// gets the new scopes at once (they are read per version at authentication).
+    pub async fn set_trust_scopes(&self, actor: &Actor, r: &TrustRef, scopes: ScopeSet) -> Result<Trust, StoreError> {
+        let before = self.trust(r).await?;
+        scopes.check_direction(before.direction)?;
+        let mut tx = self.db.begin().await?;
+        let now = self.now();
+        sqlx::query("UPDATE trusts SET scopes = $1, updated_at = $2 WHERE id = $3")
+            .bind(scopes.to_string())
+            .bind(now.0)
+            .bind(before.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE key_versions SET scopes = $1 WHERE trust_id = $2 AND state IN ('pending', 'current', 'previous')",
+        )
+        .bind(scopes.to_string())
+        .bind(before.id.clone())
+        .execute(&mut *tx)
+        .await?;
+        let ev = self
+            .event(actor, "trust.scopes", Outcome::Success)
+            .directory(&r.directory)
+            .trust(&r.trust)
+            .details(json!({"before": before.scopes.to_vec(), "after": scopes.to_vec()}));
+        self.commit_with(tx, actor, ev).await?;
+        self.bump_generation();
+        Ok(Trust { scopes, updated_at: now, ..before })
+    }
+
     /// Deletes a trust and all its key versions; the audit log keeps their history.
     pub async fn delete_trust(&self, actor: &Actor, r: &TrustRef) -> Result<(), StoreError> {
         let before = self.trust(r).await?;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fedkey_core::rotation::RotationPolicy;
-use fedkey_core::{Clock, KeyState, RotationKind, RotationStep, Validation};
+use fedkey_core::{Clock, KeyState, RotationKind, RotationStep, Scope, ScopeSet, Validation};
 use fedkey_crypto::Secret;
 use fedkey_store::StoreError;
 use fedkey_store::ops::{Arrival, UnwrapRefusal};
@@ -220,4 +220,27 @@ pub async fn trust_material_versions_and_replay(kind: Kind) {
     let later = e.clock.now().saturating_add(Duration::from_secs(60));
     assert!(s.remember_jti(&trust_id, "jti-1", later).await.unwrap(), "forgotten after expiry");
     verify(s).await.unwrap();
+}
+
+pub async fn trust_scopes_change_applies_to_live_keys(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let r = tref("acme", "entra");
+    s.create_directory(&a, "acme").await.unwrap();
+    let (_, _, k1) = s.create_trust(&a, inbound("acme", "entra")).await.unwrap();
+    let k1 = k1.unwrap();
+    assert!(e.auth_key("acme", &k1).await.unwrap().scopes.contains(Scope::UsersWrite));
+    let narrowed = ScopeSet::parse_list(&["users:read"]).unwrap();
+    let t = s.set_trust_scopes(&a, &r, narrowed.clone()).await.unwrap();
+    assert_eq!(t.scopes, narrowed);
+    let p = e.auth_key("acme", &k1).await.unwrap();
+    assert!(p.scopes.contains(Scope::UsersRead) && !p.scopes.contains(Scope::UsersWrite), "applies at once");
+    assert_eq!(s.list_keys(&r).await.unwrap()[0].scopes, narrowed);
+    s.create_trust(&a, outbound("acme", "app", "k")).await.unwrap();
+    assert!(
+        s.set_trust_scopes(&a, &tref("acme", "app"), narrowed).await.is_err(),
+        "inbound scopes on an outbound trust"
+    );
+    assert_eq!(count_action(s, "trust.scopes").await, 1);
 }
