@@ -62,6 +62,15 @@ pub enum TrustCmd {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Replace the scopes of a trust's keys (applies at once to every live version).
+    Scopes {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        /// Scope (repeatable): users:read, users:write, groups:read, groups:write,
+        /// groups:privileged, bulk.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
     /// List trusts, of one directory or all.
     List {
         /// Only this directory's trusts.
@@ -131,6 +140,14 @@ pub enum KeyCmd {
         /// Outbound trusts: read the new app-issued key from stdin.
         #[arg(long)]
         key_stdin: bool,
+        /// Print a single-use retrieval link valid this long (e.g. 15m) instead of the key.
+        #[arg(long)]
+        wrap: Option<String>,
+    },
+    /// Reveal the key behind a wrapped link (works once; a second use raises an alert).
+    Unwrap {
+        /// The link printed by `key rotate --wrap`.
+        url: String,
     },
     /// Revoke one version immediately.
     Revoke {
@@ -235,6 +252,13 @@ fn print_with_key(out: Output, v: &Value) {
             if let Some(k) = v["key"].as_str() {
                 eprintln!("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
                 outln!("key: {k}");
+            }
+            if let Some(link) = v["wrapped_link"]["url"].as_str() {
+                eprintln!(
+                    "The link below reveals the key once (POST, or `fedkey key unwrap URL`). A second use is refused and alerts."
+                );
+                outln!("wrapped_link: {link}");
+                outln!("expires_at:   {}", v["wrapped_link"]["expires_at"].as_str().unwrap_or_default());
             }
             if v["trust"].is_object() {
                 output::record(&v["trust"], TRUST_COLUMNS);
@@ -343,6 +367,14 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
                 Output::Table => output::record(&v["trust"], POLICY_COLUMNS),
             }
         }
+        TrustCmd::Scopes { trust, scopes } => {
+            let body = json!({"scopes": scopes});
+            let v = api.call(reqwest::Method::PUT, &format!("{}/scopes", path(&trust)), Some(body)).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(&v["trust"], TRUST_COLUMNS),
+            }
+        }
         TrustCmd::Suspend { trust } => status(&api, out, &trust, "suspend").await?,
         TrustCmd::Resume { trust } => status(&api, out, &trust, "resume").await?,
         TrustCmd::Delete { trust } => {
@@ -366,11 +398,19 @@ async fn status(api: &Client, out: Output, trust: &TrustRef, what: &str) -> anyh
 }
 
 pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCode> {
+    // Whoever holds a wrapped link needs no admin token to use it.
+    if let KeyCmd::Unwrap { url } = &c {
+        return crate::rotation::unwrap(url, out).await;
+    }
     let api = client(s)?;
     match c {
-        KeyCmd::Rotate { trust, overlap, key_file, key_stdin } => {
+        KeyCmd::Unwrap { .. } => {}
+        KeyCmd::Rotate { trust, overlap, key_file, key_stdin, wrap } => {
             let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
             let mut body = json!({"overlap": overlap});
+            if let Some(w) = wrap {
+                body["wrap"] = json!(w);
+            }
             if let Some(k) = &key {
                 body["key"] = json!(k.expose());
             }

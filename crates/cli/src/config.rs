@@ -34,6 +34,18 @@ pub struct Settings {
     pub token_file: Option<PathBuf>,
     /// Testing only: lets an admin advance the server clock through the API.
     pub unsafe_test_clock: bool,
+    /// This node's name in database leases (rotation engine). Keep it stable across
+    /// restarts of one node and unique among nodes; default: a random name per start.
+    pub node_id: Option<String>,
+    /// The URL peers and people reach this server at (wrapped links, the SCIM base URL
+    /// connectors deliver); default: derived from `listen`.
+    pub public_url: Option<String>,
+    /// Signed alert webhook (rotation failures, wrapped-link reuse, trust material).
+    pub alert_webhook_url: Option<String>,
+    pub alert_webhook_secret: Option<String>,
+    pub alert_webhook_secret_file: Option<PathBuf>,
+    /// How often the rotation engine looks for due work.
+    pub engine_interval: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -61,11 +73,17 @@ impl Default for Settings {
             token: None,
             token_file: None,
             unsafe_test_clock: false,
+            node_id: None,
+            public_url: None,
+            alert_webhook_url: None,
+            alert_webhook_secret: None,
+            alert_webhook_secret_file: None,
+            engine_interval: "1s".into(),
         }
     }
 }
 
-const ENV_KEYS: [&str; 16] = [
+const ENV_KEYS: [&str; 22] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -81,6 +99,12 @@ const ENV_KEYS: [&str; 16] = [
     "token",
     "token_file",
     "unsafe_test_clock",
+    "node_id",
+    "public_url",
+    "alert_webhook_url",
+    "alert_webhook_secret",
+    "alert_webhook_secret_file",
+    "engine_interval",
     "config",
 ];
 
@@ -97,7 +121,8 @@ impl Settings {
             }
             fig = fig.merge(Toml::file_exact(p));
         }
-        fig = fig.merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..15])).merge(Serialized::globals(flags));
+        fig =
+            fig.merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..ENV_KEYS.len() - 1])).merge(Serialized::globals(flags));
         let mut s: Settings = fig.extract().map_err(|e| anyhow::anyhow!("configuration: {}", describe(&e)))?;
         // A value given as a flag wins over a *_FILE from the environment or TOML.
         if let (Some(f), false) = (&s.token_file, flags.contains_key("token")) {
@@ -105,6 +130,9 @@ impl Settings {
         }
         if let (Some(f), false) = (&s.database_url_file, flags.contains_key("database_url")) {
             s.database_url = Some(read_secret_file(f, "database URL")?);
+        }
+        if let Some(f) = &s.alert_webhook_secret_file {
+            s.alert_webhook_secret = Some(read_secret_file(f, "alert webhook secret")?);
         }
         Ok(s)
     }
@@ -129,6 +157,12 @@ impl Settings {
         self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
+    pub fn engine_interval(&self) -> anyhow::Result<std::time::Duration> {
+        humantime::parse_duration(&self.engine_interval).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+            anyhow::anyhow!("engine_interval: {:?} is not a positive duration (e.g. 1s)", self.engine_interval)
+        })
+    }
+
     pub fn auth_cache_ttl(&self) -> anyhow::Result<std::time::Duration> {
         humantime::parse_duration(&self.auth_cache_ttl)
             .map_err(|_| anyhow::anyhow!("auth_cache_ttl: {:?} is not a duration (e.g. 5s)", self.auth_cache_ttl))
@@ -139,7 +173,7 @@ impl Settings {
 /// key and the kind of problem are reported.
 fn describe(e: &figment::Error) -> String {
     let key = e.path.join(".");
-    let secret = ["token", "database_url"].iter().any(|k| key.ends_with(k));
+    let secret = ["token", "database_url", "alert_webhook_secret"].iter().any(|k| key.ends_with(k));
     let what = match &e.kind {
         figment::error::Kind::UnknownField(f, _) => format!("unknown setting {f:?}"),
         _ if secret => "invalid value".to_owned(),

@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod local;
 mod output;
+mod rotation;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +88,15 @@ enum Cmd {
     /// The master key that wraps every stored secret.
     #[command(subcommand, name = "master-key")]
     MasterKey(MasterKeyCmd),
+    /// Scheduled, manual and emergency rotations through the rotation engine.
+    #[command(subcommand)]
+    Rotation(rotation::RotationCmd),
+    /// How new key versions reach a trust's peer (Entra ID, Okta, OpenBao, file, webhook).
+    #[command(subcommand)]
+    Connector(rotation::ConnectorCmd),
+    /// Trusts that need attention: keys near or past their policy age, failing
+    /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
+    Doctor,
 }
 
 #[derive(clap::Args)]
@@ -206,6 +216,9 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Key(c) => admin::key(&s, cli.output, c).await,
         Cmd::Token(c) => admin::token(&s, cli.output, c).await,
         Cmd::Audit(c) => admin::audit(&s, cli.output, c).await,
+        Cmd::Rotation(c) => rotation::rotation(&s, cli.output, c).await,
+        Cmd::Connector(c) => rotation::connector(&s, cli.output, c).await,
+        Cmd::Doctor => rotation::doctor(&s, cli.output).await,
     }
 }
 
@@ -247,16 +260,39 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if s.unsafe_test_clock {
         tracing::warn!("--unsafe-test-clock is on: admins can move this server's clock. Never use this in production.");
     }
+    let public_url = s.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url)?);
     let state = AppState {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
         scheme,
         limiter: std::sync::Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
+        engine: Some(engine.clone()),
+        public_url,
     };
+    let engine_task = tokio::spawn(engine.run(s.engine_interval()?));
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
+    engine_task.abort();
     opened.store.db.close().await;
     Ok(())
+}
+
+fn rotation_engine(s: &Settings, opened: &local::Opened, public_url: &str) -> anyhow::Result<fedkey_rotation::Engine> {
+    let node_id = s.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4()));
+    let webhook = match (&s.alert_webhook_url, &s.alert_webhook_secret) {
+        (Some(u), Some(k)) => Some((u.clone(), fedkey_crypto::Secret::new(k.clone()))),
+        (Some(_), None) => anyhow::bail!("alert_webhook_url needs alert_webhook_secret (or _FILE) to sign alerts"),
+        (None, _) => None,
+    };
+    let clock: std::sync::Arc<dyn fedkey_core::Clock> = std::sync::Arc::new(opened.clock.clone());
+    let alerts = fedkey_rotation::Alerter::new(webhook, clock)?;
+    let mut cfg = fedkey_rotation::EngineConfig::new(node_id, public_url.to_owned());
+    if s.unsafe_test_clock {
+        // Crash tests stop the engine at a named step and SIGKILL the process there.
+        cfg.failpoint = std::env::var("FEDKEY_UNSAFE_FAILPOINT").ok();
+    }
+    Ok(fedkey_rotation::Engine::new(opened.store.clone(), cfg, alerts)?)
 }
 
 async fn shutdown_signal() {

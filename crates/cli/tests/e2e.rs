@@ -126,42 +126,17 @@ impl Server {
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let token = v["admin_token"].as_str().unwrap().to_owned();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--unsafe-test-clock", "--data-dir"])
-            .arg(&data)
-            .args(["--database-url", &db_url])
-            .args(extra_args)
-            .env_remove("FEDKEY_TOKEN")
-            .env_remove("FEDKEY_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(u) = l.strip_prefix("fedkey listening on ") {
-                        break u.to_owned();
-                    }
-                }
-                _ => panic!("server exited before listening: {}", stderr.lock().unwrap()),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let (child, url, stderr) = spawn_serve(&data, &db_url, extra_args, env);
         Server { child, url, token, dir, db_url, stderr, _pg: pg }
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown) and starts it again on the same
+    /// data directory and database. The test clock starts from zero again.
+    fn restart(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, url, stderr) = spawn_serve(&self.data_dir(), &self.db_url, extra_args, env);
+        (self.child, self.url, self.stderr) = (child, url, stderr);
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -215,6 +190,51 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `fedkey serve` on an initialised data directory; returns once it listens.
+fn spawn_serve(
+    data: &Path,
+    db_url: &str,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String, Arc<Mutex<String>>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--unsafe-test-clock", "--data-dir"])
+        .arg(data)
+        .args(["--database-url", db_url])
+        .args(extra_args)
+        .env_remove("FEDKEY_TOKEN")
+        .env_remove("FEDKEY_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(u) = l.strip_prefix("fedkey listening on ") {
+                    break u.to_owned();
+                }
+            }
+            _ => panic!("server exited before listening: {}", stderr.lock().unwrap()),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url, stderr)
 }
 
 fn fedkey(data: &Path, db_url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -1417,3 +1437,5 @@ mod bulk;
 mod hostile;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/rotation.rs"]
+mod rotation;

@@ -97,6 +97,21 @@ impl Clock for ManualClock {
     }
 }
 
+/// Serde helpers writing timestamps as RFC 3339 strings for people and API clients:
+/// `#[serde(serialize_with = "fedkey_core::clock::rfc3339")]`, and
+/// [`rfc3339_opt`] for `Option<Timestamp>`. (The audit log's canonical encoding keeps the
+/// integer form.)
+pub fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+pub fn rfc3339_opt<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339()),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

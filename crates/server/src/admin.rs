@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/directories/{d}/trusts/{t}/suspend", post(suspend_trust))
         .route("/directories/{d}/trusts/{t}/resume", post(resume_trust))
         .route("/directories/{d}/trusts/{t}/policy", axum::routing::put(set_policy))
+        .route("/directories/{d}/trusts/{t}/scopes", axum::routing::put(set_scopes))
         .route("/directories/{d}/trusts/{t}/keys", get(list_keys))
         .route("/directories/{d}/trusts/{t}/keys/rotate", post(rotate_key))
         .route("/directories/{d}/trusts/{t}/keys/{v}/revoke", post(revoke_key))
@@ -43,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/audit", get(audit_page))
         .route("/audit/verify", get(audit_verify))
         .route("/test/clock", post(advance_clock))
+        .merge(crate::rotation_api::routes())
         .fallback(crate::error::not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(crate::ADMIN_BODY_LIMIT))
@@ -50,7 +52,7 @@ pub fn router() -> Router<AppState> {
 
 /// What a role must be able to do for an endpoint.
 #[derive(Clone, Copy)]
-enum Need {
+pub(crate) enum Need {
     Read,
     Operate,
     Administer,
@@ -59,16 +61,16 @@ enum Need {
 
 /// What a request is about, for the audit record's directory and trust columns.
 #[derive(Default, Clone)]
-struct Target {
+pub(crate) struct Target {
     directory: Option<String>,
     trust: Option<String>,
 }
 
 impl Target {
-    fn dir(d: &str) -> Target {
+    pub(crate) fn dir(d: &str) -> Target {
         Target { directory: Some(cut(d)), trust: None }
     }
-    fn trust(d: &str, t: &str) -> Target {
+    pub(crate) fn trust(d: &str, t: &str) -> Target {
         Target { directory: Some(cut(d)), trust: Some(cut(t)) }
     }
 }
@@ -98,7 +100,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 impl Admin {
-    fn actor(&self) -> Actor {
+    pub(crate) fn actor(&self) -> Actor {
         Actor::token(&self.who, &self.meta)
     }
 
@@ -113,7 +115,7 @@ impl Admin {
     }
 
     /// Records an outcome through the group committer (fail-closed), marking the token used.
-    async fn record(
+    pub(crate) async fn record(
         &self,
         store: &Store,
         action: &str,
@@ -129,7 +131,13 @@ impl Admin {
     }
 
     /// Checks the role first; a denial is audited before the 403 goes out.
-    async fn require(&self, store: &Store, need: Need, action: &str, target: &Target) -> Result<(), ApiError> {
+    pub(crate) async fn require(
+        &self,
+        store: &Store,
+        need: Need,
+        action: &str,
+        target: &Target,
+    ) -> Result<(), ApiError> {
         if self.allowed(need) {
             return Ok(());
         }
@@ -140,7 +148,7 @@ impl Admin {
 
     /// A change: role check, then `op`. Success is audited inside the change's own
     /// transaction (by the store); a refused change is audited here as a failure.
-    async fn change<T>(
+    pub(crate) async fn change<T>(
         &self,
         store: &Store,
         need: Need,
@@ -161,7 +169,7 @@ impl Admin {
 
     /// A read: role check, then `op`, then its audit record (with outcome) — the
     /// response leaves only once that record is durable.
-    async fn read(
+    pub(crate) async fn read(
         &self,
         store: &Store,
         need: Need,
@@ -182,11 +190,11 @@ impl Admin {
     }
 }
 
-fn trust_ref(d: &str, t: &str) -> Result<TrustRef, ApiError> {
+pub(crate) fn trust_ref(d: &str, t: &str) -> Result<TrustRef, ApiError> {
     format!("{d}/{t}").parse::<TrustRef>().map_err(|e| ApiError::invalid_value(e.to_string()))
 }
 
-fn ts(t: Option<Timestamp>) -> Value {
+pub(crate) fn ts(t: Option<Timestamp>) -> Value {
     t.map(|t| json!(t.to_rfc3339())).unwrap_or(Value::Null)
 }
 
@@ -228,7 +236,7 @@ fn dir_json(d: &fedkey_store::Directory) -> Value {
 }
 
 /// Durations as `24h`, `90m`, `0s`, `1d 12h`.
-fn parse_duration(field: &str, s: &str) -> Result<Duration, ApiError> {
+pub(crate) fn parse_duration(field: &str, s: &str) -> Result<Duration, ApiError> {
     humantime::parse_duration(s.trim())
         .map_err(|_| ApiError::invalid_value(format!("{field}: {s:?} is not a duration (e.g. 24h, 90m, 0s)")))
 }
@@ -425,6 +433,32 @@ async fn set_policy(
     Ok(Json(json!({"trust": trust_json(&trust)})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopesBody {
+    scopes: Vec<String>,
+}
+
+/// Widens or narrows what a trust's keys may do: admin only, like the policy.
+async fn set_scopes(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+    body: Result<ApiJson<ScopesBody>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let trust = a
+        .change(st, Need::Administer, "trust.scopes", Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let ApiJson(b) = body?;
+            let scopes =
+                fedkey_core::ScopeSet::parse_list(&b.scopes).map_err(|e| ApiError::invalid_value(e.to_string()))?;
+            Ok(st.set_trust_scopes(&a.actor(), &r, scopes).await?)
+        })
+        .await?;
+    Ok(Json(json!({"trust": trust_json(&trust)})))
+}
+
 async fn suspend_trust(
     a: Admin,
     State(s): State<AppState>,
@@ -466,6 +500,9 @@ struct RotateBody {
     overlap: Option<String>,
     #[serde(default)]
     key: Option<Zeroizing<String>>,
+    /// Return a single-use retrieval link valid this long instead of the key itself.
+    #[serde(default)]
+    wrap: Option<String>,
 }
 
 /// Longest overlap accepted: a forgotten old key must not live for years.
@@ -478,10 +515,16 @@ async fn rotate_key(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let st = &s.store;
-    let (kv, key) = a
+    let (kv, key, wrap) = a
         .change(st, Need::Operate, "key.rotate", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
             let b: RotateBody = crate::extract::optional_json(body)?;
+            let wrap = b.wrap.as_deref().map(|w| parse_duration("wrap", w)).transpose()?;
+            if let Some(w) = wrap
+                && (w.is_zero() || w > fedkey_store::ops::MAX_WRAP_TTL)
+            {
+                return Err(ApiError::invalid_value("wrap: between 1s and 7d"));
+            }
             let overlap = match &b.overlap {
                 Some(o) => parse_duration("overlap", o)?,
                 None => Duration::from_secs(24 * 3600),
@@ -490,12 +533,26 @@ async fn rotate_key(
                 return Err(ApiError::invalid_value("overlap: at most 90 days"));
             }
             let req = RotateKey { overlap, outbound_key: b.key.map(|k| Secret::new(k.to_string())) };
-            Ok(st.rotate_key(&a.actor(), &r, req).await?)
+            let (kv, key) = st.rotate_key(&a.actor(), &r, req).await?;
+            // The key is sealed behind the link in the same request; its plaintext never leaves.
+            let wrapped = match (wrap, key.as_ref()) {
+                (Some(ttl), Some(k)) => Some(st.wrap_key(&a.actor(), &r, kv.version, k, ttl).await?),
+                _ => None,
+            };
+            Ok((kv, key, wrapped))
         })
         .await?;
     let mut out = json!({"trust": format!("{d}/{t}"), "key_version": key_json(&kv, st.now())});
-    if let Some(k) = key {
-        out["key"] = json!(k.expose());
+    match (wrap, key) {
+        (Some(w), _) => {
+            out["wrapped_link"] = json!({
+                "url": format!("{}/unwrap/{}", s.public_url.trim_end_matches('/'), w.token.expose()),
+                "expires_at": w.expires_at.to_rfc3339(),
+                "single_use": true,
+            });
+        }
+        (None, Some(k)) => out["key"] = json!(k.expose()),
+        (None, None) => {}
     }
     Ok(Json(out))
 }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod metrics;
 pub mod ratelimit;
 pub mod request;
+pub mod rotation_api;
 pub mod scim;
 pub mod serve;
 pub mod state;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", admin::router())
         .nest("/scim/v2", scim::router())
         .merge(health::router())
+        .merge(rotation_api::unwrap_routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(request::request_context))

@@ -15,4 +15,9 @@ pub struct AppState {
     pub scheme: &'static str,
     /// Per-trust SCIM rate limits (token buckets in this process).
     pub limiter: Arc<RateLimiter>,
+    /// The rotation engine (absent in benchmarks that only serve requests).
+    pub engine: Option<Arc<fedkey_rotation::Engine>>,
+    /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
+    /// in wrapped links and the SCIM base URL connectors deliver.
+    pub public_url: String,
 }

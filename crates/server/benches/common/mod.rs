@@ -38,6 +38,8 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         test_clock: None,
         scheme: "http",
         limiter: Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
+        engine: None,
+        public_url: "http://127.0.0.1".into(),
     };
     (state, key)
 }

@@ -29,7 +29,7 @@ use serde_json::{Map, Value, json};
 
 use super::body::{ScimBody, etag, if_match};
 use super::present::location;
-use super::resources::{create_core, delete_core, patch_core, replace_core};
+use super::resources::{audit_refusal, create_core, delete_core, patch_core, replace_core};
 use super::{Ctx, SCIM_BODY_LIMIT, ScimResponse, scim_json};
 use crate::AppState;
 
@@ -284,11 +284,21 @@ async fn execute(s: &AppState, ctx: &Ctx, plan: &Plan, created: &HashMap<String,
     substitute(&mut data, created);
     let rt = plan.resource_type;
     let res = match (plan.method, id.as_deref()) {
-        (Method::Post, _) => create_core(s, ctx, rt, &data).await.map(|(_, r)| (r, 201)),
-        (Method::Put, Some(id)) => replace_core(s, ctx, rt, id, plan.expected, &data).await.map(|(_, r)| (r, 200)),
-        (Method::Patch, Some(id)) => patch_core(s, ctx, rt, id, plan.expected, &data).await.map(|(_, r)| (r, 200)),
+        (Method::Post, _) => {
+            let r = create_core(s, ctx, rt, &data).await;
+            audit_refusal(s, ctx, "scim.create", rt, None, r).await.map(|(_, r)| (r, 201))
+        }
+        (Method::Put, Some(id)) => {
+            let r = replace_core(s, ctx, rt, id, plan.expected, &data).await;
+            audit_refusal(s, ctx, "scim.replace", rt, Some(id), r).await.map(|(_, r)| (r, 200))
+        }
+        (Method::Patch, Some(id)) => {
+            let r = patch_core(s, ctx, rt, id, plan.expected, &data).await;
+            audit_refusal(s, ctx, "scim.patch", rt, Some(id), r).await.map(|(_, r)| (r, 200))
+        }
         (Method::Delete, Some(id)) => {
-            return match delete_core(s, ctx, rt, id, plan.expected).await {
+            let r = delete_core(s, ctx, rt, id, plan.expected).await;
+            return match audit_refusal(s, ctx, "scim.delete", rt, Some(id), r).await {
                 Ok(_) => (Outcome::Done { location: loc.unwrap_or_default(), version: None, status: 204 }, None),
                 Err(ScimResponse(error)) => (Outcome::Failed { location: loc, error }, None),
             };

@@ -26,7 +26,7 @@ use fedkey_scim::discovery::{BulkLimits, Capabilities, service_provider_config};
 use fedkey_scim::{SCIM_MEDIA_TYPE, ScimError, ScimType};
 use fedkey_store::auth::{Principal, RequestMeta};
 use fedkey_store::{Actor, StoreError};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::AppState;
 
@@ -191,15 +191,31 @@ impl Ctx {
         }
         let details =
             json!({"directory": self.principal.directory, "operation": action, "missing_scope": scope.as_str()});
-        if let Err(e) = s.store.record(&self.actor, "scim.authorize", Outcome::Denied, details).await {
-            return Err(ScimResponse(store_error(e)));
-        }
+        audit_denied(s, &self.actor, &self.principal, details).await?;
         Err(ScimResponse(ScimError::new(
             403,
             None,
             format!("this provisioning key lacks the {} scope needed to {action}", scope.as_str()),
         )))
     }
+}
+
+/// Audits a refused SCIM request (`scim.authorize`, denied) with the trust and key version
+/// it was made with; fail-closed like every audit write.
+pub(crate) async fn audit_denied(
+    s: &AppState,
+    actor: &Actor,
+    p: &Principal,
+    details: Value,
+) -> Result<(), ScimResponse> {
+    let ev = s
+        .store
+        .event(actor, "scim.authorize", Outcome::Denied)
+        .directory(&p.directory)
+        .trust(&p.trust)
+        .key_version(p.version)
+        .details(details);
+    s.store.audit.record(ev, None).await.map(|_| ()).map_err(|e| ScimResponse(store_error(e)))
 }
 
 /// Whether a query string percent-decodes to UTF-8. The query extractor would silently

@@ -9,7 +9,6 @@
 //!   name, or adding members to one needs `groups:privileged` (403, audited, nothing
 //!   changed). Removing members does not.
 
-use fedkey_audit::Outcome;
 use fedkey_core::Scope;
 use fedkey_scim::ScimError;
 use fedkey_store::Actor;
@@ -17,7 +16,7 @@ use fedkey_store::auth::{Principal, RequestMeta};
 use fedkey_store::scim::{ResourceWrite, StoredResource};
 use serde_json::{Value, json};
 
-use super::{Ctx, ScimResponse, store_error};
+use super::{Ctx, ScimResponse};
 use crate::AppState;
 use crate::ratelimit::retry_after_secs;
 
@@ -37,9 +36,7 @@ pub(super) async fn enforce(s: &AppState, p: &Principal, meta: &RequestMeta) -> 
             "source": meta.source,
             "allowed_sources": p.policy.sources(),
         });
-        if let Err(e) = s.store.record(&actor, "scim.authorize", Outcome::Denied, details).await {
-            return Err(ScimResponse(store_error(e)));
-        }
+        super::audit_denied(s, &actor, p, details).await?;
         return Err(ScimResponse(ScimError::new(
             403,
             None,
@@ -102,9 +99,7 @@ pub async fn check_group_write(
         "pattern": pattern,
         "missing_scope": Scope::GroupsPrivileged.as_str(),
     });
-    if let Err(e) = s.store.record(&ctx.actor, "scim.authorize", Outcome::Denied, details).await {
-        return Err(ScimResponse(store_error(e)));
-    }
+    super::audit_denied(s, &ctx.actor, &ctx.principal, details).await?;
     Err(ScimResponse(ScimError::new(
         403,
         None,

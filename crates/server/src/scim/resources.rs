@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fedkey_audit::Outcome;
 use fedkey_core::Scope;
 use fedkey_scim::filter::AttrPath;
 use fedkey_scim::resource::{normalize, parse_attr_list, schemas_of};
@@ -354,8 +355,39 @@ pub async fn delete_core(
     }
 }
 
+/// Audits a write the service refused for what was sent (400, 404, 409, 412), with the
+/// trust and key version that sent it. Authorization refusals (403) are audited where
+/// they happen; successes inside the write's own transaction.
+pub(crate) async fn audit_refusal<T>(
+    s: &AppState,
+    ctx: &Ctx,
+    action: &str,
+    rt_name: &str,
+    id: Option<&str>,
+    result: Result<T>,
+) -> Result<T> {
+    if let Err(ScimResponse(e)) = &result
+        && matches!(e.status.as_str(), "400" | "404" | "409" | "412")
+    {
+        let detail: String = e.detail.chars().take(300).collect();
+        let ev = s
+            .store
+            .event(&ctx.actor, action, Outcome::Failure)
+            .directory(&ctx.principal.directory)
+            .trust(&ctx.principal.trust)
+            .key_version(ctx.principal.version)
+            .details(json!({
+                "resource_type": rt_name, "id": id.map(super::discovery::clip), "status": e.status,
+                "scimType": e.scim_type, "detail": detail,
+            }));
+        s.store.audit.record(ev, None).await.map_err(|e| ScimResponse(super::store_error(e)))?;
+    }
+    result
+}
+
 async fn create(s: AppState, ctx: Ctx, rt_name: &str, body: Value, q: Vec<(String, String)>) -> Result<Response> {
-    let (rt, r) = create_core(&s, &ctx, rt_name, &body).await?;
+    let result = create_core(&s, &ctx, rt_name, &body).await;
+    let (rt, r) = audit_refusal(&s, &ctx, "scim.create", rt_name, None, result).await?;
     let (attrs, excluded) = projection(&q);
     Ok(resource_response(StatusCode::CREATED, rt, &ctx.base, &r, &attrs, &excluded))
 }
@@ -391,7 +423,8 @@ async fn replace(
     body: Value,
     q: Vec<(String, String)>,
 ) -> Result<Response> {
-    let (rt, r) = replace_core(&s, &ctx, rt_name, id, if_match(h), &body).await?;
+    let result = replace_core(&s, &ctx, rt_name, id, if_match(h), &body).await;
+    let (rt, r) = audit_refusal(&s, &ctx, "scim.replace", rt_name, Some(id), result).await?;
     let (attrs, excluded) = projection(&q);
     Ok(resource_response(StatusCode::OK, rt, &ctx.base, &r, &attrs, &excluded))
 }
@@ -437,13 +470,15 @@ async fn patch_resource(
     body: Value,
     q: Vec<(String, String)>,
 ) -> Result<Response> {
-    let (rt, r) = patch_core(&s, &ctx, rt_name, id, if_match(h), &body).await?;
+    let result = patch_core(&s, &ctx, rt_name, id, if_match(h), &body).await;
+    let (rt, r) = audit_refusal(&s, &ctx, "scim.patch", rt_name, Some(id), result).await?;
     let (attrs, excluded) = projection(&q);
     Ok(resource_response(StatusCode::OK, rt, &ctx.base, &r, &attrs, &excluded))
 }
 
 async fn delete(s: AppState, ctx: Ctx, rt_name: &str, id: &str, h: &HeaderMap) -> Result<Response> {
-    delete_core(&s, &ctx, rt_name, id, if_match(h)).await?;
+    let result = delete_core(&s, &ctx, rt_name, id, if_match(h)).await;
+    audit_refusal(&s, &ctx, "scim.delete", rt_name, Some(id), result).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

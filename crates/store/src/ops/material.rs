@@ -21,6 +21,7 @@ pub struct TrustSource {
     pub trust_id: String,
     pub trust: TrustRef,
     pub config: Value,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub updated_at: Timestamp,
     pub updated_by: String,
 }
@@ -33,10 +34,22 @@ pub struct MaterialVersion {
     pub status: String,
     pub digest: String,
     pub material: Value,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub fetched_at: Timestamp,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub expires_at: Option<Timestamp>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub decided_at: Option<Timestamp>,
     pub decided_by: Option<String>,
+}
+
+/// A newly fetched version to store.
+pub struct NewMaterial<'a> {
+    pub arrival: Arrival,
+    pub digest: &'a str,
+    pub material: &'a Value,
+    pub fetched_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// What a new version is, on arrival.
@@ -124,16 +137,8 @@ impl Store {
 
     /// Stores a newly fetched version. Accepted: it becomes current (the old current is
     /// superseded). Held: it becomes the pending version (replacing an older pending one).
-    pub async fn record_material(
-        &self,
-        actor: &Actor,
-        r: &TrustRef,
-        arrival: Arrival,
-        digest: &str,
-        material: &Value,
-        fetched_at: Timestamp,
-        expires_at: Option<Timestamp>,
-    ) -> Result<i64, StoreError> {
+    pub async fn record_material(&self, actor: &Actor, r: &TrustRef, m: NewMaterial<'_>) -> Result<i64, StoreError> {
+        let NewMaterial { arrival, digest, material, fetched_at, expires_at } = m;
         let trust = self.trust(r).await?;
         let now = self.now();
         let mut tx = self.db.begin().await?;

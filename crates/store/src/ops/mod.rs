@@ -27,7 +27,7 @@ use crate::{Db, StoreError};
 
 pub use keys::RotateKey;
 pub use masterkey::RewrapReport;
-pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, TrustSource};
+pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, NewMaterial, TrustSource};
 pub use rotation::{ConnectorRow, DeliveryRow, MAX_CONNECTOR_DOC, PolicyRow, Rotation};
 pub use trusts::NewTrust;
 pub use wrap::{MAX_WRAP_TTL, UnwrapRefusal, WrappedLink};

@@ -24,7 +24,9 @@ use crate::{KeyVersion, StoreError, Trust};
 pub struct PolicyRow {
     #[serde(flatten)]
     pub policy: RotationPolicy,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub next_rotation_at: Option<Timestamp>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub updated_at: Timestamp,
     pub updated_by: String,
 }
@@ -39,9 +41,12 @@ pub struct ConnectorRow {
     pub kind: String,
     pub spec: Value,
     pub has_credentials: bool,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub created_at: Timestamp,
     pub created_by: String,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub last_success_at: Option<Timestamp>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub last_failure_at: Option<Timestamp>,
     pub last_error: Option<String>,
 }
@@ -59,11 +64,15 @@ pub struct Rotation {
     #[serde(rename = "overlap_seconds", serialize_with = "ser_secs")]
     pub overlap: Duration,
     pub attempts: i64,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub next_attempt_at: Timestamp,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub started_at: Timestamp,
     pub started_by: String,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub updated_at: Timestamp,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub finished_at: Option<Timestamp>,
     pub deliveries: Vec<DeliveryRow>,
 }
@@ -81,6 +90,7 @@ impl Rotation {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryRow {
     pub connector_id: String,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
     pub delivered_at: Timestamp,
     pub receipt: String,
 }

@@ -6,7 +6,7 @@ use fedkey_core::rotation::RotationPolicy;
 use fedkey_core::{Clock, KeyState, RotationKind, RotationStep, Scope, ScopeSet, Validation};
 use fedkey_crypto::Secret;
 use fedkey_store::StoreError;
-use fedkey_store::ops::{Arrival, UnwrapRefusal};
+use fedkey_store::ops::{Arrival, NewMaterial, UnwrapRefusal};
 use serde_json::json;
 
 use super::{Kind, actor, count_action, env, inbound, outbound, states, tref, verify};
@@ -189,9 +189,48 @@ pub async fn trust_material_versions_and_replay(kind: Kind) {
     let src = s.set_trust_source(&a, &r, json!({"jwks_url": "https://idp.example/keys"})).await.unwrap();
     assert_eq!(s.trust_sources().await.unwrap()[0].trust, src.trust);
     let now = e.clock.now();
-    let v1 = s.record_material(&a, &r, Arrival::Accepted, "d1", &json!({"keys": ["a"]}), now, None).await.unwrap();
-    let v2 = s.record_material(&a, &r, Arrival::Accepted, "d2", &json!({"keys": ["a", "b"]}), now, None).await.unwrap();
-    let v3 = s.record_material(&a, &r, Arrival::Held, "d3", &json!({"keys": ["z"]}), now, None).await.unwrap();
+    let v1 = s
+        .record_material(
+            &a,
+            &r,
+            NewMaterial {
+                arrival: Arrival::Accepted,
+                digest: "d1",
+                material: &json!({"keys": ["a"]}),
+                fetched_at: now,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let v2 = s
+        .record_material(
+            &a,
+            &r,
+            NewMaterial {
+                arrival: Arrival::Accepted,
+                digest: "d2",
+                material: &json!({"keys": ["a", "b"]}),
+                fetched_at: now,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let v3 = s
+        .record_material(
+            &a,
+            &r,
+            NewMaterial {
+                arrival: Arrival::Held,
+                digest: "d3",
+                material: &json!({"keys": ["z"]}),
+                fetched_at: now,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!((v1, v2, v3), (1, 2, 3));
     let st = |vs: &[fedkey_store::ops::MaterialVersion]| {
         vs.iter().map(|v| (v.version, v.status.clone())).collect::<Vec<_>>()
@@ -203,7 +242,13 @@ pub async fn trust_material_versions_and_replay(kind: Kind) {
     let approved = s.approve_material(&a, &r).await.unwrap();
     assert_eq!((approved.version, approved.status.as_str()), (3, "current"));
     assert!(s.approve_material(&a, &r).await.is_err(), "nothing pending any more");
-    s.record_material(&a, &r, Arrival::Held, "d4", &json!({}), now, None).await.unwrap();
+    s.record_material(
+        &a,
+        &r,
+        NewMaterial { arrival: Arrival::Held, digest: "d4", material: &json!({}), fetched_at: now, expires_at: None },
+    )
+    .await
+    .unwrap();
     s.reject_material(&a, &r).await.unwrap();
     s.expire_material(&a, &r, "no refresh before the hard expiry").await.unwrap();
     assert_eq!(st(&s.material_versions(&r, 2).await.unwrap()), vec![(4, "rejected".into()), (3, "expired".into())]);

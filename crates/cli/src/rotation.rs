@@ -1,0 +1,332 @@
+//! Rotation engine commands: `rotation …`, `connector …`, `doctor`, `key unwrap`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use fedkey_core::TrustRef;
+use serde_json::{Map, Value, json};
+
+use crate::client::{Client, q};
+use crate::config::Settings;
+use crate::local;
+use crate::output::{self, Output};
+
+#[derive(Subcommand)]
+pub enum RotationCmd {
+    /// A trust's rotation policy.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Start a rotation now (delivered by the trust's connectors).
+    Start {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        /// Revoke every older version at once (overlap 0): for a leaked key.
+        #[arg(long)]
+        emergency: bool,
+        /// Overlap for this rotation instead of the policy's.
+        #[arg(long, conflicts_with = "emergency")]
+        overlap: Option<String>,
+    },
+    /// The rotation in progress, recent history, policy and connectors.
+    Show {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+    /// Retry the rotation in progress now (after fixing what made a step fail).
+    Retry {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+    /// Cancel the rotation in progress; its staged version is revoked.
+    Cancel {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Set the policy; options left out keep their current value (or the default).
+    Set {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        /// How often a scheduled rotation starts, e.g. 30d.
+        #[arg(long)]
+        period: Option<String>,
+        /// How long the previous version keeps working after promotion, e.g. 24h.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// first_use (the peer authenticates with the new version), connector (its
+        /// validation call) or none.
+        #[arg(long)]
+        validation: Option<String>,
+        /// How long first-use validation waits before the step counts as failed.
+        #[arg(long)]
+        validation_timeout: Option<String>,
+        /// Retire the previous version as soon as the peer used the new one.
+        #[arg(long)]
+        finish_on_first_use: Option<bool>,
+        /// Warn this long before a key reaches its policy age.
+        #[arg(long)]
+        warn_before: Option<String>,
+        /// Rotate when the peer's trust material changes.
+        #[arg(long)]
+        rotate_on_material_change: Option<bool>,
+        /// Turn scheduled rotation on or off.
+        #[arg(long)]
+        enabled: Option<bool>,
+    },
+    /// Show the policy and the next scheduled rotation.
+    Show {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConnectorCmd {
+    /// Add a connector: how new key versions reach the peer.
+    Add {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        /// Connector name, unique within the trust.
+        #[arg(long)]
+        name: String,
+        /// Settings as JSON with a `kind` (see docs/connectors.md), inline…
+        #[arg(long, conflicts_with = "spec_file")]
+        spec: Option<String>,
+        /// …or from a file.
+        #[arg(long)]
+        spec_file: Option<PathBuf>,
+        /// Credentials JSON (secret) from this file; never on the command line.
+        #[arg(long)]
+        credentials_file: Option<PathBuf>,
+        /// Credentials JSON (secret) from stdin.
+        #[arg(long)]
+        credentials_stdin: bool,
+    },
+    /// List a trust's connectors and their last outcome (never credentials).
+    List {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+    /// Remove a connector.
+    Remove {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn client(s: &Settings) -> anyhow::Result<Client> {
+    Client::new(&s.url, s.token.as_deref())
+}
+
+fn path(r: &TrustRef) -> String {
+    format!("/directories/{}/trusts/{}", r.directory, r.trust)
+}
+
+const ROTATION_COLUMNS: &[&str] =
+    &["ref", "version", "kind", "step", "attempts", "last_error", "next_attempt_at", "started_at", "finished_at"];
+const POLICY_COLUMNS: &[&str] = &[
+    "period",
+    "overlap",
+    "validation",
+    "validation_timeout",
+    "finish_on_first_use",
+    "warn_before",
+    "rotate_on_material_change",
+    "enabled",
+    "next_rotation_at",
+];
+const CONNECTOR_COLUMNS: &[&str] =
+    &["name", "kind", "has_credentials", "last_success_at", "last_failure_at", "last_error"];
+
+pub async fn rotation(s: &Settings, out: Output, c: RotationCmd) -> anyhow::Result<ExitCode> {
+    let api = client(s)?;
+    let v = match c {
+        RotationCmd::Policy(PolicyCmd::Set {
+            trust,
+            period,
+            overlap,
+            validation,
+            validation_timeout,
+            finish_on_first_use,
+            warn_before,
+            rotate_on_material_change,
+            enabled,
+        }) => {
+            let mut body = Map::new();
+            let mut put = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    body.insert(k.to_owned(), v);
+                }
+            };
+            put("period", period.map(Value::from));
+            put("overlap", overlap.map(Value::from));
+            put("validation", validation.map(Value::from));
+            put("validation_timeout", validation_timeout.map(Value::from));
+            put("finish_on_first_use", finish_on_first_use.map(Value::from));
+            put("warn_before", warn_before.map(Value::from));
+            put("rotate_on_material_change", rotate_on_material_change.map(Value::from));
+            put("enabled", enabled.map(Value::from));
+            let v = api
+                .call(reqwest::Method::PUT, &format!("{}/rotation/policy", path(&trust)), Some(Value::Object(body)))
+                .await?;
+            print_policy(out, &v);
+            return Ok(ExitCode::SUCCESS);
+        }
+        RotationCmd::Policy(PolicyCmd::Show { trust }) => {
+            let v = api.get(&format!("{}/rotation/policy", path(&trust))).await?;
+            print_policy(out, &v);
+            return Ok(ExitCode::SUCCESS);
+        }
+        RotationCmd::Start { trust, emergency, overlap } => {
+            let mut body = json!({"kind": if emergency { "emergency" } else { "manual" }});
+            if let Some(o) = overlap {
+                body["overlap"] = json!(o);
+            }
+            api.post(&format!("{}/rotation/start", path(&trust)), body).await?
+        }
+        RotationCmd::Show { trust } => {
+            let v = api.get(&format!("{}/rotation", path(&trust))).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    match v["active"].as_object() {
+                        Some(_) => outln!("rotation in progress:"),
+                        None => outln!("no rotation in progress"),
+                    }
+                    if !v["active"].is_null() {
+                        output::record(&v["active"], ROTATION_COLUMNS);
+                    }
+                    outln!("\npolicy:");
+                    if v["policy"].is_null() {
+                        outln!("  none (scheduled rotation is off)");
+                    } else {
+                        output::record(&v["policy"], POLICY_COLUMNS);
+                    }
+                    outln!("\nconnectors:");
+                    output::table(v["connectors"].as_array().map_or(&[][..], |a| a), CONNECTOR_COLUMNS);
+                    outln!("\nrecent rotations:");
+                    output::table(v["history"].as_array().map_or(&[][..], |a| a), ROTATION_COLUMNS);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        RotationCmd::Retry { trust } => api.post(&format!("{}/rotation/retry", path(&trust)), json!({})).await?,
+        RotationCmd::Cancel { trust, reason } => {
+            let body = reason.map_or_else(|| json!({}), |r| json!({"reason": r}));
+            api.post(&format!("{}/rotation/cancel", path(&trust)), body).await?
+        }
+    };
+    match out {
+        Output::Json => output::json(&v),
+        Output::Table => output::record(&v["rotation"], ROTATION_COLUMNS),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_policy(out: Output, v: &Value) {
+    match out {
+        Output::Json => output::json(v),
+        Output::Table if v["policy"].is_null() => outln!("no rotation policy"),
+        Output::Table => output::record(&v["policy"], POLICY_COLUMNS),
+    }
+}
+
+pub async fn connector(s: &Settings, out: Output, c: ConnectorCmd) -> anyhow::Result<ExitCode> {
+    let api = client(s)?;
+    match c {
+        ConnectorCmd::Add { trust, name, spec, spec_file, credentials_file, credentials_stdin } => {
+            let spec_text = match (spec, spec_file) {
+                (Some(s), None) => s,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .map_err(|e| anyhow::anyhow!("cannot read the spec file {}: {e}", f.display()))?,
+                _ => anyhow::bail!("give the connector's settings with --spec JSON or --spec-file FILE"),
+            };
+            let spec: Value =
+                serde_json::from_str(&spec_text).map_err(|e| anyhow::anyhow!("the spec is not JSON: {e}"))?;
+            let creds = local::read_key_input(credentials_file.as_deref(), credentials_stdin)?;
+            let mut body = json!({"name": name, "spec": spec});
+            if let Some(c) = &creds {
+                body["credentials"] = json!(c.expose());
+            }
+            let v = api.post(&format!("{}/connectors", path(&trust)), body).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(&v["connector"], CONNECTOR_COLUMNS),
+            }
+        }
+        ConnectorCmd::List { trust } => {
+            let v = api.get(&format!("{}/connectors", path(&trust))).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::table(v["connectors"].as_array().map_or(&[][..], |a| a), CONNECTOR_COLUMNS),
+            }
+        }
+        ConnectorCmd::Remove { trust, name } => {
+            api.call(reqwest::Method::DELETE, &format!("{}/connectors/{}", path(&trust), q(&name)), None).await?;
+            if out == Output::Json {
+                output::json(&json!({"removed": name}));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status: 0 healthy (or only information), 1 warnings, 2 critical findings.
+pub async fn doctor(s: &Settings, out: Output) -> anyhow::Result<ExitCode> {
+    let v = client(s)?.get("/health/trusts").await?;
+    let findings = v["findings"].as_array().map_or(&[][..], |a| a);
+    match out {
+        Output::Json => output::json(&v),
+        Output::Table if findings.is_empty() => {
+            outln!("{} trusts checked: all healthy", v["trusts_checked"]);
+        }
+        Output::Table => {
+            outln!("{} trusts checked, {} findings:", v["trusts_checked"], findings.len());
+            output::table(findings, &["severity", "trust", "code", "message", "action"]);
+        }
+    }
+    let worst = |sev: &str| findings.iter().any(|f| f["severity"] == sev);
+    Ok(if worst("critical") {
+        ExitCode::from(2)
+    } else if worst("warning") {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reveals the key behind a wrapped link (works once).
+pub async fn unwrap(url: &str, out: Output) -> anyhow::Result<ExitCode> {
+    if !url.contains("/unwrap/") {
+        anyhow::bail!("not a fedkey wrapped link (expected …/unwrap/fkw_…)");
+    }
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let resp = http
+        .post(url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the link's server: {}", e.without_url()))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().unwrap_or("the link was refused");
+        anyhow::bail!("{msg} (HTTP {})", status.as_u16());
+    }
+    match out {
+        Output::Json => output::json(&v),
+        Output::Table => {
+            eprintln!("The key below was revealed once; the link no longer works.");
+            outln!("key: {}", v["key"].as_str().unwrap_or_default());
+            output::record(&v, &["trust", "version"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

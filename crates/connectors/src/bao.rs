@@ -1,0 +1,101 @@
+//! The OpenBao/Vault HTTP API as both the KV v2 connector and the transit client use it:
+//! `X-Vault-Token`, optional `X-Vault-Namespace`, JSON in and out, `{"errors":[…]}` on failure.
+
+use std::time::Duration;
+
+use fedkey_core::clock::Timestamp;
+use fedkey_crypto::Secret;
+use reqwest::{Client, Method, StatusCode, Url};
+
+use crate::error::{ConnectorError, Redactor};
+use crate::http;
+use crate::kind::ConnectorKind;
+
+const KIND: ConnectorKind = ConnectorKind::Openbao;
+
+pub(crate) struct BaoClient {
+    pub(crate) address: Url,
+    pub(crate) namespace: Option<String>,
+    pub(crate) token: Secret,
+    pub(crate) http: Client,
+    pub(crate) timeout: Duration,
+}
+
+/// A response that is not an error: its status and parsed JSON body (`Null` when empty).
+pub(crate) struct BaoResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) json: serde_json::Value,
+}
+
+impl BaoClient {
+    pub(crate) fn new(
+        address: &str,
+        namespace: Option<String>,
+        token: Secret,
+        http: Client,
+    ) -> Result<Self, ConnectorError> {
+        let address = http::parse_base_url(KIND, "address", address)?;
+        Ok(BaoClient { address, namespace, token, http, timeout: http::DEFAULT_TIMEOUT })
+    }
+
+    /// `/v1/<segments…>`; each segment may itself contain `/` (mounts and KV paths do), but
+    /// never `..` or empty components.
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
+        let parts: Vec<&str> =
+            std::iter::once("v1").chain(segments.iter().flat_map(|s| s.split('/')).filter(|p| !p.is_empty())).collect();
+        http::join(&self.address, &parts)
+    }
+
+    /// Sends a call; 404 is returned as a response (callers decide whether it means "absent"),
+    /// every other non-2xx is classified. `extra` are further secrets to redact (the key).
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        extra: &[&str],
+        now: Timestamp,
+    ) -> Result<BaoResponse, ConnectorError> {
+        let mut redactor = Redactor::new().with(self.token.expose());
+        for s in extra {
+            redactor = redactor.with(s);
+        }
+        let mut req = self.http.request(method, url).header("X-Vault-Token", self.token.expose());
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = http::send(KIND, req, self.timeout, &redactor).await?;
+        let status = resp.status();
+        if !status.is_success() && status != StatusCode::NOT_FOUND {
+            let headers = resp.headers().clone();
+            let text = http::body_text(KIND, resp, self.timeout, &redactor).await.unwrap_or_default();
+            if status == StatusCode::BAD_REQUEST && text.contains("check-and-set") {
+                let (_, msg) = http::peer_error(&text);
+                return Err(ConnectorError::Conflict {
+                    kind: KIND,
+                    status: status.as_u16(),
+                    detail: redactor.clean(msg.as_deref().unwrap_or("")),
+                });
+            }
+            return Err(http::classify(KIND, status, &headers, &text, now, &redactor));
+        }
+        let text = http::body_text(KIND, resp, self.timeout, &redactor).await?;
+        let json = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|_| ConnectorError::Protocol {
+                kind: KIND,
+                status: status.as_u16(),
+                detail: "response body is not JSON".into(),
+            })?
+        };
+        Ok(BaoResponse { status, json })
+    }
+}
+
+pub(crate) fn protocol(status: StatusCode, detail: &str) -> ConnectorError {
+    ConnectorError::Protocol { kind: KIND, status: status.as_u16(), detail: detail.to_owned() }
+}

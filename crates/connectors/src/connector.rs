@@ -1,0 +1,145 @@
+//! [`Connector`]: one enum over the kinds, built from a spec and its credentials.
+
+use std::time::Duration;
+
+use fedkey_core::clock::Timestamp;
+use reqwest::Client;
+
+use crate::bao::BaoClient;
+use crate::delivery::{Delivery, Receipt, Validation};
+use crate::entra::EntraConnector;
+use crate::error::ConnectorError;
+use crate::file::FileConnector;
+use crate::http::parse_base_url;
+use crate::kind::ConnectorKind;
+use crate::okta::OktaConnector;
+use crate::openbao::OpenbaoConnector;
+use crate::spec::{ConnectorCredentials, ConnectorSpec};
+use crate::webhook::WebhookConnector;
+
+pub enum Connector {
+    Entra(EntraConnector),
+    Okta(OktaConnector),
+    Openbao(OpenbaoConnector),
+    File(FileConnector),
+    Webhook(WebhookConnector),
+}
+
+impl Connector {
+    /// Checks that spec and credentials are of the same kind and that every URL is https
+    /// (plain http only for loopback). `http` is shared; each call sets its own timeout
+    /// ([`crate::DEFAULT_TIMEOUT`] unless changed with [`Connector::with_timeout`]).
+    pub fn new(
+        spec: ConnectorSpec,
+        credentials: ConnectorCredentials,
+        http: Client,
+    ) -> Result<Connector, ConnectorError> {
+        let kind = spec.kind();
+        if credentials.kind() != kind {
+            return Err(ConnectorError::config(
+                kind,
+                format!("credentials are for a {} connector, the spec is for {kind}", credentials.kind()),
+            ));
+        }
+        match (spec, credentials) {
+            (
+                ConnectorSpec::Entra {
+                    tenant_id,
+                    client_id,
+                    service_principal_id,
+                    job_id,
+                    graph_base_url,
+                    login_base_url,
+                },
+                ConnectorCredentials::Entra { client_secret },
+            ) => {
+                for (field, value) in [
+                    ("tenant_id", &tenant_id),
+                    ("client_id", &client_id),
+                    ("service_principal_id", &service_principal_id),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(ConnectorError::config(kind, format!("{field} is empty")));
+                    }
+                }
+                let graph = parse_base_url(kind, "graph_base_url", &graph_base_url)?;
+                let login = parse_base_url(kind, "login_base_url", &login_base_url)?;
+                Ok(Connector::Entra(EntraConnector::new(
+                    tenant_id,
+                    client_id,
+                    service_principal_id,
+                    job_id.filter(|j| !j.trim().is_empty()),
+                    graph,
+                    login,
+                    client_secret,
+                    http,
+                )))
+            }
+            (ConnectorSpec::Okta { org_url, app_id }, ConnectorCredentials::Okta { api_token }) => {
+                if app_id.trim().is_empty() {
+                    return Err(ConnectorError::config(kind, "app_id is empty"));
+                }
+                let org = parse_base_url(kind, "org_url", &org_url)?;
+                Ok(Connector::Okta(OktaConnector::new(org, app_id, api_token, http)))
+            }
+            (ConnectorSpec::Openbao { address, mount, path, namespace }, ConnectorCredentials::Openbao { token }) => {
+                let client = BaoClient::new(&address, namespace, token, http)?;
+                Ok(Connector::Openbao(OpenbaoConnector::new(client, mount, path)?))
+            }
+            (ConnectorSpec::File { path }, ConnectorCredentials::File) => {
+                Ok(Connector::File(FileConnector::new(path)?))
+            }
+            (ConnectorSpec::Webhook { url }, ConnectorCredentials::Webhook { signing_secret }) => {
+                let url = parse_base_url(kind, "url", &url)?;
+                Ok(Connector::Webhook(WebhookConnector::new(url, signing_secret, http)))
+            }
+            _ => Err(ConnectorError::config(kind, "spec and credentials kinds differ")),
+        }
+    }
+
+    /// The per-call timeout for every HTTP request this connector makes.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        match &mut self {
+            Connector::Entra(c) => c.timeout = timeout,
+            Connector::Okta(c) => c.timeout = timeout,
+            Connector::Openbao(c) => c.set_timeout(timeout),
+            Connector::File(_) => {}
+            Connector::Webhook(c) => c.timeout = timeout,
+        }
+        self
+    }
+
+    pub fn kind(&self) -> ConnectorKind {
+        match self {
+            Connector::Entra(_) => ConnectorKind::Entra,
+            Connector::Okta(_) => ConnectorKind::Okta,
+            Connector::Openbao(_) => ConnectorKind::Openbao,
+            Connector::File(_) => ConnectorKind::File,
+            Connector::Webhook(_) => ConnectorKind::Webhook,
+        }
+    }
+
+    /// Delivers one key version. Safe to repeat after an error: every kind overwrites or
+    /// appends, so a retried step converges.
+    pub async fn deliver(&self, d: &Delivery<'_>, now: Timestamp) -> Result<Receipt, ConnectorError> {
+        match self {
+            Connector::Entra(c) => c.deliver(d, now).await,
+            Connector::Okta(c) => c.deliver(d, now).await,
+            Connector::Openbao(c) => c.deliver(d, now).await,
+            Connector::File(c) => c.deliver(d).await,
+            Connector::Webhook(c) => c.deliver(d, now).await,
+        }
+    }
+
+    /// Asks the peer whether it holds (or accepts) the delivered key. `now` serves token
+    /// caching and `Retry-After` dates.
+    pub async fn validate(&self, d: &Delivery<'_>, now: Timestamp) -> Result<Validation, ConnectorError> {
+        match self {
+            Connector::Entra(c) => c.validate(d, now).await,
+            Connector::Okta(c) => c.validate(d, now).await,
+            Connector::Openbao(c) => c.validate(d, now).await,
+            Connector::File(c) => c.validate(d).await,
+            Connector::Webhook(c) => Ok(c.validate()),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Connectors deliver a trust's new provisioning key version to the peer — Entra ID (Graph),
+//! Okta, OpenBao/Vault KV v2, a local file, or a signed webhook — and, where the peer allows,
+//! validate that it arrived. Errors are classified for the rotation engine's retry decisions
+//! and never carry a key or credential.
+
+mod bao;
+pub mod connector;
+pub mod delivery;
+pub mod entra;
+pub mod error;
+pub mod file;
+mod http;
+pub mod kind;
+pub mod okta;
+pub mod openbao;
+pub mod spec;
+pub mod transit;
+pub mod webhook;
+
+pub use connector::Connector;
+pub use delivery::{Delivery, Receipt, Validation};
+pub use error::ConnectorError;
+pub use http::DEFAULT_TIMEOUT;
+pub use kind::ConnectorKind;
+pub use spec::{ConnectorCredentials, ConnectorSpec, CredentialsError};
+pub use transit::TransitClient;

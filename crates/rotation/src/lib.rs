@@ -1,0 +1,15 @@
+//! The rotation engine. One engine runs in every fedkey node; a database lease makes
+//! sure only one node drives a given rotation at a time. Each rotation moves through
+//! persisted steps — create → set (deliver) → test (validate) → finish (promote) — so a
+//! crash or restart resumes where it stopped, and a failed step leaves the current
+//! version untouched, retries with backoff and raises an alert.
+
+pub mod alert;
+mod drive;
+pub mod engine;
+pub mod health;
+pub mod wiring;
+
+pub use alert::Alerter;
+pub use engine::{Engine, EngineConfig, TickReport};
+pub use health::{Finding, HealthReport, Severity};

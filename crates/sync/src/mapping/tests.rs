@@ -1,0 +1,278 @@
+use super::*;
+use crate::diff::user_patch;
+use fedkey_scim::schema::ENTERPRISE_USER;
+
+fn alice() -> Value {
+    json!({
+        "schemas": [schema::USER, ENTERPRISE_USER],
+        "id": "dir-1", "externalId": "hr-77", "userName": "Alice@Example.com", "active": true,
+        "meta": {"resourceType": "User", "version": "W/\"3\""},
+        "password": "never-sent",
+        "name": {"givenName": "Alice", "familyName": "Liddell", "formatted": "Alice Liddell"},
+        "displayName": "Alice L", "title": "  Engineer ",
+        "emails": [{"value": "alice@home.net", "type": "home"}, {"value": "Alice@Example.com", "type": "work", "primary": true}],
+        "groups": [{"value": "g-eng", "display": "Engineering"}],
+        "roles": [{"value": "dir-role"}],
+        ENTERPRISE_USER: {"department": "R&D", "employeeNumber": "42", "manager": {"value": "dir-9"}}
+    })
+}
+
+fn groups(names: &[(&str, &str)]) -> Vec<GroupRef> {
+    names.iter().map(|(id, n)| GroupRef { id: (*id).into(), display_name: (*n).into() }).collect()
+}
+
+fn user_of(d: Desired) -> Value {
+    match d {
+        Desired::User(v) => v,
+        Desired::OutOfScope => panic!("out of scope"),
+    }
+}
+
+#[test]
+fn serde_shape_round_trips_and_rejects_typos() {
+    let text = r#"{"scopeFilter": "active eq true", "scopeGroups": ["Engineering"],
+        "userAttributes": [
+          {"target": "userName", "source": {"copy": "emails[type eq \"work\"].value"}, "transforms": ["lower"]},
+          {"target": "name.formatted", "source": {"join": {"paths": ["name.givenName", "name.familyName"]}}},
+          {"target": "title", "source": {"constant": "Staff"}, "default": "x"}],
+        "roles": [{"group": "Admins", "assign": {"appRole": "admin"}}, {"group": "g-2", "assign": {"appGroup": "crm"}}],
+        "leaver": "delete"}"#;
+    let m: Mapping = serde_json::from_str(text).unwrap();
+    assert_eq!(m.leaver, LeaverPolicy::Delete);
+    assert_eq!(m.user_attributes[0].transforms, vec![Transform::Lower]);
+    assert_eq!(
+        m.user_attributes[1].source,
+        Source::Join { paths: vec!["name.givenName".into(), "name.familyName".into()], separator: " ".into() }
+    );
+    assert_eq!(m.roles[1].assign, RoleAssignment::AppGroup("crm".into()));
+    let back: Mapping = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    m.validate().unwrap();
+    assert!(serde_json::from_str::<Mapping>(r#"{"scopefilter": "x"}"#).is_err());
+    assert_eq!(serde_json::from_str::<Mapping>("{}").unwrap().leaver, LeaverPolicy::Deactivate);
+}
+
+#[test]
+fn default_rules_copy_standard_attributes_and_never_secrets_or_ids() {
+    let u = user_of(Mapping::default().desired_user(&alice(), &[]).unwrap());
+    assert_eq!(
+        u,
+        json!({
+            "schemas": [schema::USER, ENTERPRISE_USER],
+            "externalId": "dir-1", "userName": "Alice@Example.com", "active": true,
+            "name": {"givenName": "Alice", "familyName": "Liddell", "formatted": "Alice Liddell"},
+            "displayName": "Alice L", "title": "  Engineer ",
+            "emails": [{"value": "alice@home.net", "type": "home"}, {"value": "Alice@Example.com", "type": "work", "primary": true}],
+            ENTERPRISE_USER: {"department": "R&D", "employeeNumber": "42"}
+        })
+    );
+    // Without extension attributes, the extension is not announced.
+    let mut plain = alice();
+    plain.as_object_mut().unwrap().remove(ENTERPRISE_USER);
+    let u = user_of(Mapping::default().desired_user(&plain, &[]).unwrap());
+    assert_eq!(u["schemas"], json!([schema::USER]));
+    let managed: Vec<String> =
+        Mapping::default().managed_user_attributes().unwrap().iter().map(|m| m.path().to_string()).collect();
+    assert!(managed.contains(&"externalId".to_owned()) && managed.contains(&"emails".to_owned()));
+    assert!(managed.contains(&format!("{ENTERPRISE_USER}:department")));
+    for never in ["id", "meta", "password", "groups", "roles", &format!("{ENTERPRISE_USER}:manager")] {
+        assert!(!managed.iter().any(|m| m == never), "{never} must not be managed");
+    }
+}
+
+#[test]
+fn custom_rules_copy_join_constant_transform_default() {
+    let m: Mapping = serde_json::from_value(json!({"userAttributes": [
+        {"target": "userName", "source": {"copy": "emails[type eq \"work\"].value"}, "transforms": ["lower"]},
+        {"target": "displayName", "source": {"join": {"paths": ["name.givenName", "nickName", "name.familyName"], "separator": " "}}},
+        {"target": "title", "source": {"copy": "title"}, "transforms": ["trim", "upper"]},
+        {"target": "emails[type eq \"work\"].value", "source": {"copy": "emails.value"}},
+        {"target": "emails[type eq \"work\"].primary", "source": {"constant": true}},
+        {"target": "phoneNumbers[type eq \"mobile\"].value", "source": {"copy": "phoneNumbers[type eq \"mobile\"].value"}},
+        {"target": "userType", "source": {"copy": "userType"}, "default": "Employee"},
+        {"target": "nickName", "source": {"copy": "externalId"}},
+        {"target": format!("{ENTERPRISE_USER}:costCenter"), "source": {"constant": "CC-1"}},
+        {"target": "name.familyName", "source": {"copy": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"}}
+    ]}))
+    .unwrap();
+    m.validate().unwrap();
+    let u = user_of(m.desired_user(&alice(), &[]).unwrap());
+    assert_eq!(
+        u,
+        json!({
+            "schemas": [schema::USER, ENTERPRISE_USER],
+            "externalId": "dir-1", "userName": "alice@example.com", "displayName": "Alice Liddell",
+            "title": "ENGINEER", "emails": [{"type": "work", "value": "Alice@Example.com", "primary": true}],
+            "userType": "Employee", "nickName": "hr-77", "name": {"familyName": "R&D"},
+            ENTERPRISE_USER: {"costCenter": "CC-1"}
+        })
+    );
+    let managed: Vec<String> = m.managed_user_attributes().unwrap().iter().map(|m| m.path().to_string()).collect();
+    assert_eq!(
+        managed,
+        [
+            "externalId",
+            "userName",
+            "displayName",
+            "title",
+            "emails",
+            "phoneNumbers",
+            "userType",
+            "nickName",
+            &format!("{ENTERPRISE_USER}:costCenter"),
+            "name.familyName"
+        ]
+    );
+}
+
+#[test]
+fn scope_filter_and_scope_groups() {
+    let m = Mapping {
+        scope_filter: Some("active eq true and emails[type eq \"work\"].value ew \"@example.com\"".into()),
+        scope_groups: vec!["engineering".into(), "g-ops".into()],
+        ..Mapping::default()
+    };
+    let eng = groups(&[("g-eng", "Engineering")]);
+    assert!(matches!(m.desired_user(&alice(), &eng).unwrap(), Desired::User(_)));
+    assert!(matches!(m.desired_user(&alice(), &groups(&[("g-ops", "Operations")])).unwrap(), Desired::User(_)));
+    assert_eq!(m.desired_user(&alice(), &groups(&[("g-x", "Sales")])).unwrap(), Desired::OutOfScope);
+    assert_eq!(m.desired_user(&alice(), &[]).unwrap(), Desired::OutOfScope);
+    let mut inactive = alice();
+    inactive["active"] = json!(false);
+    assert_eq!(m.desired_user(&inactive, &eng).unwrap(), Desired::OutOfScope);
+    // Without group scope, only the filter counts.
+    let m = Mapping { scope_groups: vec![], ..m };
+    assert!(matches!(m.desired_user(&alice(), &[]).unwrap(), Desired::User(_)));
+}
+
+#[test]
+fn role_rules_assign_roles_and_app_groups() {
+    let m: Mapping = serde_json::from_value(json!({"roles": [
+        {"group": "Admins", "assign": {"appRole": "admin"}},
+        {"group": "g-eng", "assign": {"appRole": "developer"}},
+        {"group": "engineering", "assign": {"appRole": "developer"}},
+        {"group": "g-eng", "assign": {"appGroup": "crm-eng"}},
+        {"group": "Sales", "assign": {"appGroup": "crm-sales"}}
+    ]}))
+    .unwrap();
+    let member_of = groups(&[("g-eng", "Engineering")]);
+    let u = user_of(m.desired_user(&alice(), &member_of).unwrap());
+    assert_eq!(u["roles"], json!([{"value": "developer"}]));
+    assert_eq!(m.app_groups(&member_of), ["crm-eng"]);
+    assert_eq!(m.managed_app_groups(), ["crm-eng", "crm-sales"]);
+    let admin = groups(&[("g-a", "ADMINS"), ("g-s", "Sales")]);
+    let u = user_of(m.desired_user(&alice(), &admin).unwrap());
+    assert_eq!(u["roles"], json!([{"value": "admin"}]));
+    assert_eq!(m.app_groups(&admin), ["crm-sales"]);
+    // No matching group: no roles, and `roles` is managed, so a diff removes stale ones.
+    let u = user_of(m.desired_user(&alice(), &[]).unwrap());
+    assert!(u.get("roles").is_none());
+    let managed = m.managed_user_attributes().unwrap();
+    let ops = user_patch(&json!({"userName": "Alice@Example.com", "roles": [{"value": "admin"}]}), &u, &managed);
+    assert!(
+        ops.iter()
+            .any(|o| o.op == fedkey_scim::patch::OpKind::Remove && o.path.as_ref().unwrap().to_string() == "roles")
+    );
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_rule() {
+    let m: Mapping = serde_json::from_value(json!({
+        "scopeFilter": "userName eq",
+        "scopeGroups": [" "],
+        "userAttributes": [
+            {"target": "nope", "source": {"copy": "userName"}},
+            {"target": "id", "source": {"copy": "userName"}},
+            {"target": "groups", "source": {"copy": "groups"}},
+            {"target": "password", "source": {"constant": "x"}},
+            {"target": "emails.value", "source": {"copy": "userName"}},
+            {"target": "active", "source": {"constant": "maybe"}},
+            {"target": "title", "source": {"copy": "emails[type eq]"}},
+            {"target": "userName", "source": {"copy": "userName"}},
+            {"target": "userName", "source": {"copy": "displayName"}},
+            {"target": "roles", "source": {"copy": "roles"}},
+            {"target": "displayName", "source": {"join": {"paths": []}}},
+            {"target": "emails[type co \"w\"].value", "source": {"copy": "userName"}}
+        ],
+        "groupAttributes": [{"target": "members", "source": {"copy": "members"}}],
+        "roles": [{"group": "", "assign": {"appRole": "r"}}]
+    }))
+    .unwrap();
+    let e = m.validate().unwrap_err();
+    let expect = [
+        "scopeFilter: invalid filter",
+        "scopeGroups[0]: empty group name",
+        "roles[0]: empty directory group",
+        "userAttributes[0] (target \"nope\"): User resources have no attribute nope",
+        "userAttributes[1] (target \"id\"): id is set by fedkey",
+        "userAttributes[2] (target \"groups\"): read-only",
+        "userAttributes[3] (target \"password\"): passwords are never provisioned",
+        "userAttributes[4] (target \"emails.value\"): emails.value does not say which value",
+        "userAttributes[5] (target \"active\"): constant: active must be a boolean",
+        "userAttributes[6] (target \"title\"): source \"emails[type eq]\"",
+        "userAttributes[8] (target \"userName\"): overlaps userAttributes[7]",
+        "userAttributes[9] (target \"roles\"): roles are assigned by the role rules",
+        "userAttributes[10] (target \"displayName\"): join needs at least one path",
+        "userAttributes[11] (target \"emails[type co \\\"w\\\"].value\"): a target selector may only join",
+        "groupAttributes[0] (target \"members\"): members are reconciled",
+    ];
+    for x in expect {
+        assert!(e.problems.iter().any(|p| p.starts_with(x)), "missing {x:?} in {:#?}", e.problems);
+    }
+    assert_eq!(e.problems.len(), expect.len(), "{:#?}", e.problems);
+    // desired_user refuses to run an invalid mapping, naming the resource.
+    let err = m.desired_user(&alice(), &[]).unwrap_err();
+    assert_eq!((err.resource.as_str(), err.rule.as_str()), ("user dir-1 (Alice@Example.com)", "mapping"));
+}
+
+#[test]
+fn mapping_errors_name_the_resource_and_the_rule() {
+    let m: Mapping = serde_json::from_value(json!({"userAttributes": [
+        {"target": "userName", "source": {"copy": "userName"}},
+        {"target": "title", "source": {"copy": "active"}, "transforms": ["upper"]}
+    ]}))
+    .unwrap();
+    let e = m.desired_user(&alice(), &[]).unwrap_err();
+    assert_eq!(e.resource, "user dir-1 (Alice@Example.com)");
+    assert_eq!(e.rule, "userAttributes[1] (target \"title\")");
+    assert!(e.message.contains("text only"), "{e}");
+    // A type mismatch at the target.
+    let m: Mapping = serde_json::from_value(json!({"userAttributes": [
+        {"target": "userName", "source": {"copy": "userName"}},
+        {"target": "active", "source": {"copy": "displayName"}}
+    ]}))
+    .unwrap();
+    let e = m.desired_user(&alice(), &[]).unwrap_err();
+    assert_eq!(e.rule, "userAttributes[1] (target \"active\")");
+    assert!(e.to_string().contains("active must be a boolean"), "{e}");
+    // A required attribute the rules did not produce.
+    let m: Mapping = serde_json::from_value(json!({"userAttributes": [
+        {"target": "userName", "source": {"copy": "nickName"}}
+    ]}))
+    .unwrap();
+    let e = m.desired_user(&alice(), &[]).unwrap_err();
+    assert_eq!((e.rule.as_str(), e.message.as_str()), ("schema", "userName is required"));
+    // No directory id to match by.
+    let mut anon = alice();
+    anon.as_object_mut().unwrap().remove("id");
+    let e = Mapping::default().desired_user(&anon, &[]).unwrap_err();
+    assert_eq!(e.rule, "externalId");
+}
+
+#[test]
+fn groups_map_display_name_and_external_id() {
+    let g = json!({"id": "g-1", "displayName": "Engineering", "members": [{"value": "dir-1"}], "meta": {}});
+    assert_eq!(
+        Mapping::default().desired_group(&g).unwrap(),
+        json!({"schemas": [schema::GROUP], "externalId": "g-1", "displayName": "Engineering"})
+    );
+    let m: Mapping = serde_json::from_value(json!({"groupAttributes": [
+        {"target": "displayName", "source": {"copy": "displayName"}, "transforms": ["lower"]}
+    ]}))
+    .unwrap();
+    assert_eq!(m.desired_group(&g).unwrap()["displayName"], "engineering");
+    let paths: Vec<String> = m.managed_group_attributes().unwrap().iter().map(|a| a.path().to_string()).collect();
+    assert_eq!(paths, ["externalId", "displayName"]);
+    let e = m.desired_group(&json!({"id": "g-2"})).unwrap_err();
+    assert_eq!((e.resource.as_str(), e.rule.as_str()), ("group g-2", "schema"));
+}
