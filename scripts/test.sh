@@ -23,6 +23,13 @@ else
   } >&2
 fi
 
+# Real peers the tests start: OpenBao (`bao`, .venv-tools) for the connectors, and the
+# Python reference SCIM server (`scim2-server`, .venv-conformance) for the sync client.
+bash scripts/install-tools.sh
+VENV="${FEDKEY_CONFORMANCE_VENV:-.venv-conformance}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tools/conformance/requirements.txt
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
@@ -39,8 +46,16 @@ else
   fi
 fi
 
+# Zero-downtime rotation end to end (fedkey + OpenBao + the Entra Graph fake).
+if bash scripts/demo-rotation.sh 2>&1 | tee -a "$log"; then
+  echo "demo-rotation: 1 passed, 0 failed" | tee -a "$log"
+else
+  status=1
+  echo "demo-rotation: 0 passed, 1 failed" | tee -a "$log"
+fi
+
 # One closing line for the whole suite: every test binary's result plus the conformance checks.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^conformance: / { p += $2; f += $4 }
+     /^(conformance|demo-rotation): / { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -25,6 +25,13 @@ pub enum Connector {
     Webhook(WebhookConnector),
 }
 
+/// Names the kind only: the variants hold credentials.
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Connector({})", self.kind())
+    }
+}
+
 impl Connector {
     /// Checks that spec and credentials are of the same kind and that every URL is https
     /// (plain http only for loopback). `http` is shared; each call sets its own timeout
@@ -141,5 +148,31 @@ impl Connector {
             Connector::File(c) => c.validate(d).await,
             Connector::Webhook(c) => Ok(c.validate()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+
+    /// The engine runs deliveries on a multi-threaded runtime: the connector and its
+    /// futures must cross threads.
+    #[test]
+    fn connector_and_its_futures_are_send() {
+        let c = Connector::new(
+            ConnectorSpec::Webhook { url: "https://hooks.example/fedkey".into() },
+            ConnectorCredentials::Webhook { signing_secret: fedkey_crypto::Secret::new("s3cr3t-value".into()) },
+            Client::new(),
+        )
+        .unwrap();
+        send_sync(&c);
+        assert_eq!(format!("{c:?}"), "Connector(webhook)");
+        let key = fedkey_crypto::Secret::new("k".into());
+        let d = Delivery { trust: "a/b", version: 1, key: &key, scim_base_url: "https://x.example" };
+        send(c.deliver(&d, Timestamp(0)));
+        send(c.validate(&d, Timestamp(0)));
     }
 }

@@ -13,6 +13,16 @@ use crate::kind::ConnectorKind;
 /// Default per-call timeout (connect + response + body).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A client suited to the connectors: no redirects (a 307/308 would re-send the key or a
+/// credential to wherever the peer points), and an identifying user agent. Callers may bring
+/// their own client; this is the recommended one.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("fedkey-connectors/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Parses a peer base URL and enforces TLS: plain `http` is accepted only for loopback
 /// hosts (local fakes in tests, a sidecar OpenBao agent).
 pub fn parse_base_url(kind: ConnectorKind, field: &str, raw: &str) -> Result<Url, ConnectorError> {
@@ -105,7 +115,8 @@ pub async fn error_from_response(
 ) -> ConnectorError {
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body: String = body_text(kind, resp, timeout, redactor).await.unwrap_or_default();
+    // An unreadable body still leaves the status to classify on.
+    let body = body_text(kind, resp, timeout, redactor).await.unwrap_or_default();
     classify(kind, status, &headers, &body, now, redactor)
 }
 
@@ -129,7 +140,9 @@ pub fn classify(
         401 => ConnectorError::Unauthorized { kind, detail },
         403 => ConnectorError::Forbidden { kind, detail },
         429 => ConnectorError::RateLimited { kind, retry_after: retry_after(headers, now), detail },
-        500..=599 => ConnectorError::Unavailable { kind, status: code_u16, detail },
+        500..=599 => {
+            ConnectorError::Unavailable { kind, status: code_u16, retry_after: retry_after(headers, now), detail }
+        }
         400..=499 => ConnectorError::Rejected {
             kind,
             status: code_u16,

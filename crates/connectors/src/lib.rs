@@ -2,6 +2,13 @@
 //! Okta, OpenBao/Vault KV v2, a local file, or a signed webhook — and, where the peer allows,
 //! validate that it arrived. Errors are classified for the rotation engine's retry decisions
 //! and never carry a key or credential.
+//!
+//! Use: build a [`Connector`] from a trust's stored [`ConnectorSpec`] (plain JSON) and
+//! [`ConnectorCredentials`] (decrypted with [`ConnectorCredentials::from_secret_json`]) and a
+//! shared HTTP client ([`http_client`] is the recommended one), then call
+//! [`Connector::deliver`] in the rotation's *set* step and [`Connector::validate`] in its *test*
+//! step. On error, [`ConnectorError::retryable`] and [`ConnectorError::retry_after`] say
+//! whether and when to try again.
 
 mod bao;
 pub mod connector;
@@ -20,7 +27,7 @@ pub mod webhook;
 pub use connector::Connector;
 pub use delivery::{Delivery, Receipt, Validation};
 pub use error::ConnectorError;
-pub use http::DEFAULT_TIMEOUT;
+pub use http::{DEFAULT_TIMEOUT, client as http_client};
 pub use kind::ConnectorKind;
 pub use spec::{ConnectorCredentials, ConnectorSpec, CredentialsError};
 pub use transit::TransitClient;

@@ -84,11 +84,10 @@ impl WebhookConnector {
             scim_base_url: d.scim_base_url,
             delivered_at: now.to_rfc3339(),
         };
-        let body = zeroize::Zeroizing::new(serde_json::to_vec(&payload).map_err(|_| ConnectorError::Protocol {
-            kind: KIND,
-            status: 0,
-            detail: "payload serialisation failed".into(),
-        })?);
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(&payload)
+                .map_err(|_| ConnectorError::config(KIND, "the payload could not be serialised"))?,
+        );
         let ts = now.micros().div_euclid(1_000_000);
         let signature = sign(self.signing_secret.expose().as_bytes(), ts, &body);
         let redactor = Redactor::new().with(d.key.expose()).with(self.signing_secret.expose());
