@@ -94,6 +94,9 @@ enum Cmd {
     /// How new key versions reach a trust's peer (Entra ID, Okta, OpenBao, file, webhook).
     #[command(subcommand)]
     Connector(rotation::ConnectorCmd),
+    /// The peer's published signing keys (JWKS, SAML metadata): watched, versioned, approved.
+    #[command(subcommand)]
+    Material(rotation::MaterialCmd),
     /// Trusts that need attention: keys near or past their policy age, failing
     /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
     Doctor,
@@ -219,6 +222,7 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Rotation(c) => rotation::rotation(&s, cli.output, c).await,
         Cmd::Connector(c) => rotation::connector(&s, cli.output, c).await,
         Cmd::Doctor => rotation::doctor(&s, cli.output).await,
+        Cmd::Material(c) => rotation::material(&s, cli.output, c).await,
     }
 }
 
@@ -262,18 +266,27 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     }
     let public_url = s.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
     let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url)?);
+    let watchers = std::sync::Arc::new(fedkey_rotation::Watchers::new(
+        opened.store.clone(),
+        std::sync::Arc::new(opened.clock.clone()),
+        engine.alerts().clone(),
+        engine.node_id().to_owned(),
+    ));
     let state = AppState {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
         scheme,
         limiter: std::sync::Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
         engine: Some(engine.clone()),
+        watchers: Some(watchers.clone()),
         public_url,
     };
     let engine_task = tokio::spawn(engine.run(s.engine_interval()?));
+    let watcher_task = tokio::spawn(watchers.run(s.engine_interval()?));
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     engine_task.abort();
+    watcher_task.abort();
     opened.store.db.close().await;
     Ok(())
 }

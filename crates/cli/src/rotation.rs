@@ -122,6 +122,107 @@ pub enum ConnectorCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum MaterialCmd {
+    /// Watch the peer's published signing keys (one source), optionally accepting its
+    /// signed JWTs on this inbound trust's SCIM endpoint.
+    Source {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        /// OIDC discovery document URL (its jwks_uri is watched).
+        #[arg(long, group = "src")]
+        discovery_url: Option<String>,
+        /// JWKS URL, watched directly.
+        #[arg(long, group = "src")]
+        jwks_url: Option<String>,
+        /// SAML metadata URL.
+        #[arg(long, group = "src")]
+        saml_metadata_url: Option<String>,
+        /// The issuer / entityID the document must name.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Accept bearer JWTs with this `iss` (needs --jwt-audience).
+        #[arg(long, requires = "jwt_audience")]
+        jwt_issuer: Option<String>,
+        /// Accepted `aud` (repeatable).
+        #[arg(long)]
+        jwt_audience: Vec<String>,
+        /// Stop watching (and stop accepting JWTs).
+        #[arg(long, conflicts_with = "src")]
+        remove: bool,
+    },
+    /// The source and the stored versions (current, held for approval, history).
+    Show {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+    /// Accept material held because it shares no key with the current version.
+    Approve {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+    /// Discard held material; the current version stays.
+    Reject {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+}
+
+pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Result<ExitCode> {
+    let api = client(s)?;
+    let cols = &["version", "status", "digest", "fetched_at", "expires_at", "decided_by"];
+    let v = match c {
+        MaterialCmd::Source { trust, remove: true, .. } => {
+            api.call(reqwest::Method::DELETE, &format!("{}/material/source", path(&trust)), None).await?;
+            json!({"removed": trust.to_string()})
+        }
+        MaterialCmd::Source {
+            trust,
+            discovery_url,
+            jwks_url,
+            saml_metadata_url,
+            issuer,
+            jwt_issuer,
+            jwt_audience,
+            ..
+        } => {
+            let mut body = Map::new();
+            for (k, v) in [
+                ("discovery_url", discovery_url),
+                ("jwks_url", jwks_url),
+                ("saml_metadata_url", saml_metadata_url),
+                ("issuer", issuer),
+            ] {
+                if let Some(v) = v {
+                    body.insert(k.into(), json!(v));
+                }
+            }
+            if let Some(iss) = jwt_issuer {
+                body.insert("jwt".into(), json!({"issuer": iss, "audiences": jwt_audience}));
+            }
+            let path = format!("{}/material/source", path(&trust));
+            api.call(reqwest::Method::PUT, &path, Some(Value::Object(body))).await?
+        }
+        MaterialCmd::Show { trust } => {
+            let v = api.get(&format!("{}/material", path(&trust))).await?;
+            if out == Output::Table {
+                outln!("source: {}", v["source"]["config"]);
+                output::table(v["versions"].as_array().map_or(&[][..], |a| a), cols);
+                return Ok(ExitCode::SUCCESS);
+            }
+            v
+        }
+        MaterialCmd::Approve { trust } => api.post(&format!("{}/material/approve", path(&trust)), json!({})).await?,
+        MaterialCmd::Reject { trust } => api.post(&format!("{}/material/reject", path(&trust)), json!({})).await?,
+    };
+    match out {
+        Output::Json => output::json(&v),
+        Output::Table if v["version"].is_object() => output::record(&v["version"], cols),
+        Output::Table => output::json(&v),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn client(s: &Settings) -> anyhow::Result<Client> {
     Client::new(&s.url, s.token.as_deref())
 }

@@ -85,6 +85,10 @@ impl Engine {
         &self.alerts
     }
 
+    pub fn node_id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
     /// One pass: start due scheduled rotations, then drive every rotation whose next
     /// attempt is due and whose lease this node can take.
     pub async fn tick(&self) -> Result<TickReport, StoreError> {

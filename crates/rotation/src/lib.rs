@@ -8,8 +8,10 @@ pub mod alert;
 mod drive;
 pub mod engine;
 pub mod health;
+pub mod watch;
 pub mod wiring;
 
 pub use alert::Alerter;
 pub use engine::{Engine, EngineConfig, TickReport};
 pub use health::{Finding, HealthReport, Severity};
+pub use watch::{SourceConfig, Watchers};

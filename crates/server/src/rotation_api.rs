@@ -30,8 +30,13 @@ pub fn routes() -> Router<AppState> {
         .route("/directories/{d}/trusts/{t}/rotation/cancel", post(cancel_rotation))
         .route("/directories/{d}/trusts/{t}/connectors", get(list_connectors).post(add_connector))
         .route("/directories/{d}/trusts/{t}/connectors/{name}", delete(remove_connector))
+        .route("/directories/{d}/trusts/{t}/material", get(show_material))
+        .route("/directories/{d}/trusts/{t}/material/source", axum::routing::put(set_source).delete(remove_source))
+        .route("/directories/{d}/trusts/{t}/material/approve", post(approve_material))
+        .route("/directories/{d}/trusts/{t}/material/reject", post(reject_material))
         .route("/health/trusts", get(trust_health))
         .route("/test/engine/tick", post(engine_tick))
+        .route("/test/watchers/tick", post(watchers_tick))
 }
 
 /// The retrieval endpoint of wrapped links, outside `/api/v1`: whoever holds the link
@@ -254,6 +259,111 @@ async fn engine_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>,
     };
     a.require(&s.store, Need::Administer, "test.engine.tick", &Target::default()).await?;
     let report = engine.tick().await?;
+    Ok(Json(json!({"report": report})))
+}
+
+// ---- trust material ----
+
+async fn show_material(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    a.read(st, Need::Read, "material.show", Target::trust(&d, &t), async {
+        let r = trust_ref(&d, &t)?;
+        let source = st.trust_sources().await?.into_iter().find(|x| x.trust == r);
+        Ok(json!({
+            "trust": r.to_string(),
+            "source": source,
+            "versions": st.material_versions(&r, 20).await?,
+        }))
+    })
+    .await
+}
+
+/// Where the peer publishes its keys, and whether its JWTs authenticate: admin only.
+async fn set_source(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+    body: Result<ApiJson<Value>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let src = a
+        .change(st, Need::Administer, "material.source.set", Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let ApiJson(v) = body?;
+            let cfg = fedkey_rotation::SourceConfig::parse(&v).map_err(ApiError::invalid_value)?;
+            let trust = st.trust(&r).await?;
+            if cfg.jwt.is_some() && trust.direction != fedkey_core::Direction::Inbound {
+                return Err(ApiError::invalid_value("jwt: only inbound trusts accept assertions"));
+            }
+            let normalised = serde_json::to_value(&cfg).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Ok(st.set_trust_source(&a.actor(), &r, normalised).await?)
+        })
+        .await?;
+    if let Some(w) = &s.watchers {
+        w.sync_sources().await?;
+    }
+    Ok(Json(json!({"source": src})))
+}
+
+async fn remove_source(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let st = &s.store;
+    a.change(st, Need::Administer, "material.source.delete", Target::trust(&d, &t), async {
+        Ok(st.remove_trust_source(&a.actor(), &trust_ref(&d, &t)?).await?)
+    })
+    .await?;
+    if let Some(w) = &s.watchers {
+        w.sync_sources().await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn approve_material(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    decide(a, s, d, t, true).await
+}
+
+async fn reject_material(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    decide(a, s, d, t, false).await
+}
+
+/// Accepting keys that share nothing with the trusted ones is a trust decision: admin only.
+async fn decide(a: Admin, s: AppState, d: String, t: String, approve: bool) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let action = if approve { "material.approve" } else { "material.reject" };
+    let v = a
+        .change(st, Need::Administer, action, Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let Some(w) = &s.watchers else {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "watchers are not running"));
+            };
+            Ok(if approve { w.approve(&a.actor(), &r).await? } else { w.reject(&a.actor(), &r).await? })
+        })
+        .await?;
+    Ok(Json(json!({"trust": format!("{d}/{t}"), "version": v})))
+}
+
+/// Test-only (with `--unsafe-test-clock`): one watcher pass now.
+async fn watchers_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (Some(_), Some(w)) = (&s.test_clock, &s.watchers) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "watcher ticks need --unsafe-test-clock"));
+    };
+    a.require(&s.store, Need::Administer, "test.watchers.tick", &Target::default()).await?;
+    let report = w.tick().await?;
     Ok(Json(json!({"report": report})))
 }
 

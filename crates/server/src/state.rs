@@ -17,6 +17,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// The rotation engine (absent in benchmarks that only serve requests).
     pub engine: Option<Arc<fedkey_rotation::Engine>>,
+    /// Trust-material watchers, which also verify federated (JWT) SCIM authentication.
+    pub watchers: Option<Arc<fedkey_rotation::Watchers>>,
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,

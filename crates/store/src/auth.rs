@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedkey_audit::Outcome;
-use fedkey_core::{Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle};
+use fedkey_core::{Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustRef, TrustStatus, lifecycle};
 use fedkey_crypto::token::{self, TokenKind, Verifier};
 use serde_json::json;
 use sqlx::Row;
@@ -268,6 +268,29 @@ impl Store {
         metrics::counter!("fedkey_key_authentications_total", "outcome" => outcome).increment(1);
         self.audit.record(ev, touch).await?;
         Ok(result.and(rec.map(|r| r.principal).ok_or(AuthFailure::Unknown)))
+    }
+
+    /// The principal of a request authenticated by a federated assertion (a JWT signed by
+    /// the trust's peer): the trust's scopes and policy, key version 0. The trust must be an
+    /// active inbound trust.
+    pub async fn federated_principal(&self, r: &TrustRef) -> Result<Result<Principal, AuthFailure>, StoreError> {
+        let t = self.trust(r).await?;
+        if t.direction != Direction::Inbound {
+            return Ok(Err(AuthFailure::NotInbound));
+        }
+        if t.status != TrustStatus::Active {
+            return Ok(Err(AuthFailure::TrustSuspended));
+        }
+        Ok(Ok(Principal {
+            directory_id: t.directory_id,
+            directory: t.directory,
+            trust_id: t.id,
+            trust: t.name,
+            peer_kind: t.peer_kind,
+            version: 0,
+            scopes: t.scopes,
+            policy: Arc::new(t.policy),
+        }))
     }
 
     /// Authenticates an admin token. Failures are audited; successes are recorded by the

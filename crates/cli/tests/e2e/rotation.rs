@@ -13,13 +13,13 @@ use reqwest::Method as M;
 
 /// A local HTTP receiver: answers `status` to the first `fail_first` requests, then 200,
 /// and keeps every request's headers and body.
-struct Receiver {
-    url: String,
-    seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+pub(super) struct Receiver {
+    pub(super) url: String,
+    pub(super) seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
-async fn receiver(fail_first: usize, status: u16) -> Receiver {
+pub(super) async fn receiver(fail_first: usize, status: u16) -> Receiver {
     let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
     let count = Arc::new(AtomicUsize::new(0));
     let (s2, c2) = (seen.clone(), count.clone());

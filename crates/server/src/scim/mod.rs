@@ -132,6 +132,23 @@ impl FromRequestParts<AppState> for Provisioner {
         let directory = params.iter().find(|(k, _)| k == "directory").map(|(_, v)| v.clone()).unwrap_or_default();
         let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
         let token = bearer(&parts.headers);
+        // A bearer JWT signed by the peer's watched keys (federated trusts) instead of a key.
+        if let (Some(t), Some(w)) = (token, &s.watchers)
+            && looks_like_jwt(t)
+        {
+            return match w.authenticate(&directory, t, &meta).await {
+                Ok(Ok(p)) => {
+                    policy::enforce(s, &p, &meta).await?;
+                    Ok(Provisioner(p))
+                }
+                Ok(Err(_)) => Err(ScimResponse(ScimError::new(
+                    401,
+                    None,
+                    "authentication required: a valid provisioning key or signed assertion for this directory",
+                ))),
+                Err(e) => Err(ScimResponse(store_error(e))),
+            };
+        }
         match s.store.authenticate_provisioning(&directory, token, &meta).await {
             Ok(Ok(p)) => {
                 policy::enforce(s, &p, &meta).await?;
@@ -172,7 +189,11 @@ impl FromRequestParts<AppState> for Ctx {
         }
         let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
         let actor = Actor {
-            id: format!("key:{}/{}#{}", p.directory, p.trust, p.version),
+            // Version 0: authenticated by a signed assertion, not a key version.
+            id: match p.version {
+                0 => format!("jwt:{}/{}", p.directory, p.trust),
+                v => format!("key:{}/{}#{v}", p.directory, p.trust),
+            },
             role: None,
             source: meta.source,
             request_id: meta.request_id,
@@ -198,6 +219,11 @@ impl Ctx {
             format!("this provisioning key lacks the {} scope needed to {action}", scope.as_str()),
         )))
     }
+}
+
+/// A compact JWS: three base64url parts, the header starting `{"` (`eyJ`).
+fn looks_like_jwt(t: &str) -> bool {
+    t.starts_with("eyJ") && t.bytes().filter(|b| *b == b'.').count() == 2
 }
 
 /// Audits a refused SCIM request (`scim.authorize`, denied) with the trust and key version
