@@ -73,6 +73,13 @@ impl Engine {
         let key = self.store.staged_key(&self.actor, rot).await?;
         let scim_base_url = self.scim_base_url(&r.directory);
         for c in connectors.iter().filter(|c| !rot.deliveries.iter().any(|d| d.connector_id == c.id)) {
+            if c.kind == crate::wiring::WRAPPED_LINK {
+                match self.deliver_wrapped(rot, c, &key).await? {
+                    Ok(receipt) => self.store.record_delivery(&self.actor, rot, c, &receipt.to_string()).await?,
+                    Err(e) => return self.connector_failed(c, e, None).await,
+                }
+                continue;
+            }
             let connector = match self.connector(c).await? {
                 Ok(x) => x,
                 Err(e) => return self.connector_failed(c, e, None).await,
@@ -107,6 +114,9 @@ impl Engine {
                 Delivery { trust: &trust, version: version_u32(rot.version), key: &key, scim_base_url: &scim_base_url };
             let mut verified = Vec::new();
             for c in self.store.list_connectors(&r).await? {
+                if c.kind == crate::wiring::WRAPPED_LINK {
+                    continue; // a person sets the key; the peer's first use proves it
+                }
                 let connector = match self.connector(&c).await? {
                     Ok(x) => x,
                     Err(e) => return self.connector_failed(&c, e, None).await,
@@ -142,6 +152,55 @@ impl Engine {
                 )))
             }
         }
+    }
+
+    /// Seals the key behind a single-use link and sends the link (signed) to the
+    /// connector's `notify_url`.
+    async fn deliver_wrapped(
+        &self,
+        rot: &Rotation,
+        c: &ConnectorRow,
+        key: &fedkey_crypto::Secret,
+    ) -> Result<Result<serde_json::Value, String>, StoreError> {
+        let spec = match crate::wiring::WrappedLinkSpec::parse(&c.spec) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let creds = self.store.connector_credentials(&self.actor, c).await?;
+        let (secret, ttl) = match (crate::wiring::WrappedLinkSpec::signing_secret(creds.as_ref()), spec.ttl()) {
+            (Ok(s), Ok(t)) => (s, t),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        };
+        let link = self.store.wrap_key(&self.actor, &rot.trust_ref(), rot.version, key, ttl).await?;
+        let url = format!("{}/unwrap/{}", self.cfg.public_url.trim_end_matches('/'), link.token.expose());
+        let now = self.store.now();
+        let body = json!({
+            "trust": rot.trust_ref().to_string(), "version": rot.version, "link": url,
+            "expires_at": link.expires_at.to_rfc3339(), "single_use": true,
+        })
+        .to_string();
+        let ts = now.0 / 1_000_000;
+        let sig = fedkey_connectors::webhook::sign(secret.expose().as_bytes(), ts, body.as_bytes());
+        let sent = self
+            .http
+            .post(&spec.notify_url)
+            .header("content-type", "application/json")
+            .header(fedkey_connectors::webhook::TIMESTAMP_HEADER, ts.to_string())
+            .header(fedkey_connectors::webhook::SIGNATURE_HEADER, sig)
+            .body(body)
+            .send()
+            .await;
+        let failed = match sent {
+            Ok(r) if r.status().is_success() => {
+                return Ok(Ok(json!({"kind": "wrapped_link", "expires_at": link.expires_at.to_rfc3339()})));
+            }
+            Ok(r) => format!("the notify_url answered HTTP {}", r.status().as_u16()),
+            Err(e) if e.is_timeout() => "the notify_url did not answer in time".to_owned(),
+            Err(e) => format!("the notify_url is unreachable: {}", e.without_url()),
+        };
+        // A link nobody received must not stay usable; the retry makes a new one.
+        self.store.discard_wrap(&link.token).await?;
+        Ok(Err(failed))
     }
 
     async fn used_since_start(&self, rot: &Rotation) -> Result<bool, StoreError> {

@@ -21,9 +21,73 @@ pub fn build(
     Connector::new(spec, creds, http).map(|c| c.with_timeout(timeout)).map_err(|e| e.to_string())
 }
 
+/// The `wrapped_link` connector, which the engine runs itself (it needs the store): the new
+/// key is sealed behind a single-use link, and only the link is sent — signed — to
+/// `notify_url` (a ticketing or chat bridge, an on-call tool). Whoever opens it sets the key
+/// at the peer; the peer's first use then validates the rotation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrappedLinkSpec {
+    pub kind: String,
+    pub notify_url: String,
+    /// How long the link works (default 1h, at most 7d).
+    #[serde(default = "default_ttl")]
+    pub ttl: String,
+}
+
+fn default_ttl() -> String {
+    "1h".into()
+}
+
+pub const WRAPPED_LINK: &str = "wrapped_link";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrappedLinkCredentials {
+    kind: String,
+    signing_secret: zeroize::Zeroizing<String>,
+}
+
+impl WrappedLinkSpec {
+    pub fn parse(spec: &Value) -> Result<WrappedLinkSpec, String> {
+        let s: WrappedLinkSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("connector spec: {e}"))?;
+        let ok = s.notify_url.starts_with("https://")
+            || ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| s.notify_url.starts_with(p));
+        if !ok {
+            return Err("notify_url must be https (http only on loopback)".into());
+        }
+        s.ttl()?;
+        Ok(s)
+    }
+
+    pub fn ttl(&self) -> Result<Duration, String> {
+        humantime::parse_duration(&self.ttl)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= fedkey_store::ops::MAX_WRAP_TTL)
+            .ok_or_else(|| format!("ttl {:?}: a duration between 1s and 7d", self.ttl))
+    }
+
+    /// The signing secret from the connector's credentials JSON.
+    pub fn signing_secret(creds: Option<&Secret>) -> Result<Secret, String> {
+        let c = creds
+            .ok_or("a wrapped_link connector needs credentials: {\"kind\": \"wrapped_link\", \"signing_secret\": …}")?;
+        let w: WrappedLinkCredentials = serde_json::from_str(c.expose())
+            .map_err(|e| format!("wrapped_link credentials are invalid at column {}", e.column()))?;
+        if w.kind != WRAPPED_LINK || w.signing_secret.is_empty() {
+            return Err("wrapped_link credentials need kind \"wrapped_link\" and a signing_secret".into());
+        }
+        Ok(Secret::new(w.signing_secret.to_string()))
+    }
+}
+
 /// Validates a new connector: the spec parses, the credentials match its kind, and the
 /// connector can be built (URLs, paths). Returns the kind and the normalised spec.
 pub fn check(spec: &Value, creds: Option<&Secret>) -> Result<(String, Value), String> {
+    if spec.get("kind").and_then(Value::as_str) == Some(WRAPPED_LINK) {
+        let w = WrappedLinkSpec::parse(spec)?;
+        WrappedLinkSpec::signing_secret(creds)?;
+        return Ok((WRAPPED_LINK.to_owned(), serde_json::to_value(&w).map_err(|e| e.to_string())?));
+    }
     let parsed: ConnectorSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("connector spec: {e}"))?;
     let c = credentials(&parsed, creds)?;
     Connector::new(parsed.clone(), c, reqwest::Client::new()).map_err(|e| e.to_string())?;

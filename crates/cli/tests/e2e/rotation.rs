@@ -352,3 +352,52 @@ async fn wrapped_link_reveals_the_key_once_and_a_reuse_alerts() {
         assert_eq!(v["records"].as_array().unwrap().len(), 1, "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrapped_link_connector_hands_over_a_link_not_the_key() {
+    for b in backends() {
+        let notify = receiver(1, 500).await;
+        let s = Server::start(b);
+        let k1 = s.acme_entra();
+        let spec =
+            json!({"kind": "wrapped_link", "notify_url": format!("{}/links", notify.url), "ttl": "30m"}).to_string();
+        let creds = s.dir.path().join("link-creds.json");
+        std::fs::write(&creds, json!({"kind": "wrapped_link", "signing_secret": "link-secret"}).to_string()).unwrap();
+        s.cli_json(&[
+            "connector",
+            "add",
+            "acme/entra",
+            "--name",
+            "oncall",
+            "--spec",
+            &spec,
+            "--credentials-file",
+            creds.to_str().unwrap(),
+        ]);
+        s.cli_json(&["rotation", "start", "acme/entra"]);
+        assert_eq!(s.tick().await["failed"], 1, "the notify endpoint answered 500");
+        s.advance("10s").await;
+        s.tick().await;
+        let sent: Vec<(axum::http::HeaderMap, String)> = notify.seen.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        let (h, body) = &sent[1];
+        assert!(!body.contains("fkp_"), "only the link travels, never the key: {body}");
+        let ts: i64 = h[fedkey_connectors::webhook::TIMESTAMP_HEADER].to_str().unwrap().parse().unwrap();
+        assert!(signed_by(b"link-secret", h[fedkey_connectors::webhook::SIGNATURE_HEADER].to_str().unwrap(), ts, body));
+        let link = serde_json::from_str::<Value>(body).unwrap()["link"].as_str().unwrap().to_owned();
+        // The link of the failed hand-over was voided.
+        let first = serde_json::from_str::<Value>(&sent[0].1).unwrap()["link"].as_str().unwrap().to_owned();
+        let (st, _) = s.api(M::POST, first.strip_prefix(&s.url).unwrap(), None, None).await;
+        assert_eq!(st, 410, "a link nobody received does not work");
+        let (st, v) = s.api(M::POST, link.strip_prefix(&s.url).unwrap(), None, None).await;
+        assert_eq!(st, 200, "{v}");
+        let k2 = v["key"].as_str().unwrap().to_owned();
+        assert_eq!(v["version"], 2);
+        // The person sets it at the peer; the peer's first use completes the rotation.
+        assert_eq!(s.scim_status("acme", &k2).await, 200);
+        s.advance("5s").await;
+        assert_eq!(s.tick().await["finished"], 1);
+        assert_eq!(s.key_states("entra").await, vec![(1, "previous".into()), (2, "current".into())]);
+        assert_eq!(s.scim_status("acme", &k1).await, 200);
+    }
+}

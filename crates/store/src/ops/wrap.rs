@@ -169,6 +169,18 @@ impl Store {
         Ok(Ok((r, version, Secret::new(key))))
     }
 
+    /// Voids a link that could not be handed over (its key sealed behind it is erased).
+    pub async fn discard_wrap(&self, token: &Secret) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE wrapped_links SET envelope = NULL, expires_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        )
+        .bind(self.now().0)
+        .bind(token_hash(token.expose()).to_vec())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Erases the sealed keys of links that expired unused.
     pub async fn purge_expired_wraps(&self) -> Result<u64, StoreError> {
         Ok(sqlx::query("UPDATE wrapped_links SET envelope = NULL WHERE envelope IS NOT NULL AND expires_at <= $1")
