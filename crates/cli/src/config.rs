@@ -46,6 +46,14 @@ pub struct Settings {
     pub alert_webhook_secret_file: Option<PathBuf>,
     /// How often the rotation engine looks for due work.
     pub engine_interval: String,
+    /// `file` (the master keyring in `master_key_file`) or `openbao-transit` (the keyring
+    /// sealed by an OpenBao/Vault transit key; only ciphertext on disk).
+    pub master_key_provider: String,
+    pub openbao_address: Option<String>,
+    pub openbao_token: Option<String>,
+    pub openbao_token_file: Option<PathBuf>,
+    pub openbao_transit_mount: String,
+    pub openbao_transit_key: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -79,11 +87,17 @@ impl Default for Settings {
             alert_webhook_secret: None,
             alert_webhook_secret_file: None,
             engine_interval: "1s".into(),
+            master_key_provider: "file".into(),
+            openbao_address: None,
+            openbao_token: None,
+            openbao_token_file: None,
+            openbao_transit_mount: "transit".into(),
+            openbao_transit_key: "fedkey".into(),
         }
     }
 }
 
-const ENV_KEYS: [&str; 22] = [
+const ENV_KEYS: [&str; 28] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -105,6 +119,12 @@ const ENV_KEYS: [&str; 22] = [
     "alert_webhook_secret",
     "alert_webhook_secret_file",
     "engine_interval",
+    "master_key_provider",
+    "openbao_address",
+    "openbao_token",
+    "openbao_token_file",
+    "openbao_transit_mount",
+    "openbao_transit_key",
     "config",
 ];
 
@@ -131,6 +151,12 @@ impl Settings {
         if let (Some(f), false) = (&s.database_url_file, flags.contains_key("database_url")) {
             s.database_url = Some(read_secret_file(f, "database URL")?);
         }
+        if !["file", "openbao-transit"].contains(&s.master_key_provider.as_str()) {
+            anyhow::bail!("master_key_provider: {:?} is not one of file, openbao-transit", s.master_key_provider);
+        }
+        if let Some(f) = &s.openbao_token_file {
+            s.openbao_token = Some(read_secret_file(f, "OpenBao token")?);
+        }
         if let Some(f) = &s.alert_webhook_secret_file {
             s.alert_webhook_secret = Some(read_secret_file(f, "alert webhook secret")?);
         }
@@ -154,7 +180,28 @@ impl Settings {
     }
 
     pub fn master_key_file(&self) -> PathBuf {
-        self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
+        let default = if self.transit() { "master.key.transit" } else { "master.key" };
+        self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join(default))
+    }
+
+    /// Whether the master keyring is sealed by OpenBao transit.
+    pub fn transit(&self) -> bool {
+        self.master_key_provider == "openbao-transit"
+    }
+
+    pub fn transit_settings(&self) -> anyhow::Result<crate::transit::TransitSettings> {
+        let address = self.openbao_address.clone().ok_or_else(|| {
+            anyhow::anyhow!("master_key_provider openbao-transit needs openbao_address (FEDKEY_OPENBAO_ADDRESS)")
+        })?;
+        let token = self.openbao_token.clone().ok_or_else(|| {
+            anyhow::anyhow!("master_key_provider openbao-transit needs openbao_token or openbao_token_file")
+        })?;
+        Ok(crate::transit::TransitSettings {
+            address,
+            token: fedkey_crypto::Secret::new(token),
+            mount: self.openbao_transit_mount.clone(),
+            key: self.openbao_transit_key.clone(),
+        })
     }
 
     pub fn engine_interval(&self) -> anyhow::Result<std::time::Duration> {
@@ -173,7 +220,7 @@ impl Settings {
 /// key and the kind of problem are reported.
 fn describe(e: &figment::Error) -> String {
     let key = e.path.join(".");
-    let secret = ["token", "database_url", "alert_webhook_secret"].iter().any(|k| key.ends_with(k));
+    let secret = ["token", "database_url", "alert_webhook_secret", "openbao_token"].iter().any(|k| key.ends_with(k));
     let what = match &e.kind {
         figment::error::Kind::UnknownField(f, _) => format!("unknown setting {f:?}"),
         _ if secret => "invalid value".to_owned(),

@@ -44,21 +44,52 @@ fn restrict_sqlite_files(url: &str) {
     }
 }
 
-/// Opens the keyring file, creating it only for a brand-new install: if the database
-/// already holds data, a missing key file is an error (the data could not be decrypted).
-async fn keyring_for(s: &Settings, db: &Db, create: bool) -> anyhow::Result<KeyringFile> {
-    let path = s.master_key_file();
-    if path.exists() {
-        return Ok(KeyringFile::open(&path)?);
+/// The master keyring, from a file or sealed by OpenBao transit.
+pub enum Keys {
+    File(Arc<KeyringFile>),
+    Transit(Arc<crate::transit::TransitKeyring>),
+}
+
+impl Keys {
+    pub fn source(&self) -> Arc<dyn KeyringSource> {
+        match self {
+            Keys::File(f) => f.clone(),
+            Keys::Transit(t) => t.clone(),
+        }
     }
+
+    pub fn keyring(&self) -> anyhow::Result<Arc<Keyring>> {
+        Ok(self.source().keyring()?)
+    }
+
+    pub async fn store(&self, ring: &Keyring) -> anyhow::Result<()> {
+        match self {
+            Keys::File(f) => Ok(f.store(ring)?),
+            Keys::Transit(t) => t.store(ring).await,
+        }
+    }
+}
+
+/// Opens the keyring, creating it only for a brand-new install: if the database already
+/// holds data, a missing key file is an error (the data could not be decrypted).
+async fn keyring_for(s: &Settings, db: &Db, create: bool) -> anyhow::Result<Keys> {
+    let path = s.master_key_file();
     let has_install = sqlx_install_exists(db).await?;
-    if has_install || !create {
+    if !path.exists() && (has_install || !create) {
         anyhow::bail!(
             "master key file {} not found; without it the stored secrets cannot be decrypted (restore it from backup or pass --master-key-file)",
             path.display()
         );
     }
-    Ok(KeyringFile::create(&path)?)
+    if s.transit() {
+        let clock: Arc<dyn fedkey_core::Clock> = Arc::new(SystemClock::default());
+        let t = crate::transit::TransitKeyring::open(&path, s.transit_settings()?, clock, create).await?;
+        return Ok(Keys::Transit(Arc::new(t)));
+    }
+    if path.exists() {
+        return Ok(Keys::File(Arc::new(KeyringFile::open(&path)?)));
+    }
+    Ok(Keys::File(Arc::new(KeyringFile::create(&path)?)))
 }
 
 async fn sqlx_install_exists(db: &Db) -> anyhow::Result<bool> {
@@ -77,11 +108,22 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     ensure_data_dir(s)?;
     let db = Db::connect(&s.database_url()).await?;
     restrict_sqlite_files(&s.database_url());
-    let keyring = keyring_for(s, &db, true).await?;
+    let keys = keyring_for(s, &db, true).await?;
+    if let Keys::Transit(t) = &keys {
+        // Picks up a keyring that `master-key rotate` resealed, like the file provider does.
+        let t = t.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = t.reload_if_changed().await {
+                    tracing::warn!(error = %e, "could not reload the sealed master keyring");
+                }
+            }
+        });
+    }
     let clock = SystemClock::default();
     let (store, _) =
-        Store::open(db, Arc::new(keyring), Arc::new(clock.clone()), WriterConfig::default(), s.auth_cache_ttl()?)
-            .await?;
+        Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), s.auth_cache_ttl()?).await?;
     let bootstrap_token = store.bootstrap_admin().await?;
     Ok(Opened { store: Arc::new(store), bootstrap_token, clock })
 }
@@ -139,7 +181,7 @@ async fn install_identity(s: &Settings, db: &Db, pinned: Option<&str>) -> anyhow
     if !path.exists() {
         anyhow::bail!("master key file {} not found: pass --master-key-file, or pin --public-key HEX", path.display());
     }
-    let ring = KeyringFile::open(&path)?.keyring()?;
+    let ring = keyring_for(s, db, false).await?.keyring()?;
     let inst =
         Install::load(db, &ring).await?.ok_or_else(|| anyhow::anyhow!("this database has not been initialised"))?;
     Ok((inst.id.clone(), inst.public_key.to_vec()))
@@ -178,23 +220,16 @@ pub async fn audit_export(s: &Settings, filter: AuditFilter, out: &mut dyn std::
 /// servers keep running and pick up the new keyring file), then retires the old keys.
 pub async fn master_key_rotate(s: &Settings, progress: bool, out: Output) -> anyhow::Result<()> {
     let db = Db::connect_existing(&s.database_url()).await?;
-    let file = keyring_for(s, &db, false).await?;
-    let current = file.keyring()?;
+    let keys = keyring_for(s, &db, false).await?;
+    let current = keys.keyring()?;
     let mut ring = Keyring::parse(&current.render())?;
     let new_key = MasterKey::generate()?;
     let new_id = new_key.id().to_owned();
     ring.push_active(new_key);
     // Written before any rewrap: a crash mid-way leaves a keyring that opens everything.
-    file.store(&ring)?;
+    keys.store(&ring).await?;
     let clock = SystemClock::default();
-    let (store, _) = Store::open(
-        db,
-        Arc::new(KeyringFile::open(file.path())?),
-        Arc::new(clock),
-        WriterConfig::default(),
-        Duration::ZERO,
-    )
-    .await?;
+    let (store, _) = Store::open(db, keys.source(), Arc::new(clock), WriterConfig::default(), Duration::ZERO).await?;
     let total = store.envelope_count().await?;
     let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let b = indicatif::ProgressBar::new(total);
@@ -217,7 +252,7 @@ pub async fn master_key_rotate(s: &Settings, progress: bool, out: Output) -> any
         b.finish_and_clear();
     }
     ring.retain_active_only();
-    file.store(&ring)?;
+    keys.store(&ring).await?;
     match out {
         Output::Json => crate::output::json(&serde_json::json!({"active_key": new_id, "report": rep})),
         Output::Table => outln!(

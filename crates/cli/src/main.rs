@@ -14,6 +14,7 @@ mod config;
 mod local;
 mod output;
 mod rotation;
+mod transit;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -122,7 +122,7 @@ impl Server {
             None => format!("sqlite://{}", dir.path().join("data/fedkey.db").display()),
         };
         let data = dir.path().join("data");
-        let out = fedkey(&data, &db_url, &["init", "--output", "json"], &[]);
+        let out = fedkey(&data, &db_url, &["init", "--output", "json"], env);
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let token = v["admin_token"].as_str().unwrap().to_owned();
@@ -1441,3 +1441,5 @@ mod hostile;
 mod policy;
 #[path = "e2e/rotation.rs"]
 mod rotation;
+#[path = "e2e/transit.rs"]
+mod transit;
