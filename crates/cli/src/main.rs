@@ -252,6 +252,13 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if let Some(t) = &tls {
         fedkey_server::serve::tls_acceptor(t)?;
     }
+    let engine_interval = s.engine_interval()?;
+    if let Some(u) = &s.alert_webhook_url
+        && !u.starts_with("https://")
+        && !fedkey_rotation::wiring::loopback_url(u)
+    {
+        anyhow::bail!("alert_webhook_url must use https (plain http only on loopback)");
+    }
     let opened = local::open(s).await?;
     if let Some(t) = &opened.bootstrap_token {
         local::print_bootstrap(t);
@@ -266,6 +273,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         tracing::warn!("--unsafe-test-clock is on: admins can move this server's clock. Never use this in production.");
     }
     let public_url = s.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+    if s.public_url.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!(%public_url, "public_url is not set: connectors deliver a SCIM base URL and wrapped links built from the listen address; set FEDKEY_PUBLIC_URL to the address peers use");
+    }
     let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url)?);
     let watchers = std::sync::Arc::new(fedkey_rotation::Watchers::new(
         opened.store.clone(),
@@ -282,8 +292,8 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         watchers: Some(watchers.clone()),
         public_url,
     };
-    let engine_task = tokio::spawn(engine.run(s.engine_interval()?));
-    let watcher_task = tokio::spawn(watchers.run(s.engine_interval()?));
+    let engine_task = tokio::spawn(engine.run(engine_interval));
+    let watcher_task = tokio::spawn(watchers.run(engine_interval));
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     engine_task.abort();

@@ -78,6 +78,10 @@ pub enum PolicyCmd {
         /// Turn scheduled rotation on or off.
         #[arg(long)]
         enabled: Option<bool>,
+        /// Cron schedule (UTC) for scheduled rotations, e.g. "0 3 * * 1" (Mondays 03:00);
+        /// "" removes it (then: one period after the last start).
+        #[arg(long)]
+        schedule: Option<String>,
     },
     /// Show the policy and the next scheduled rotation.
     Show {
@@ -242,6 +246,7 @@ const POLICY_COLUMNS: &[&str] = &[
     "warn_before",
     "rotate_on_material_change",
     "enabled",
+    "schedule",
     "next_rotation_at",
 ];
 const CONNECTOR_COLUMNS: &[&str] =
@@ -260,6 +265,7 @@ pub async fn rotation(s: &Settings, out: Output, c: RotationCmd) -> anyhow::Resu
             warn_before,
             rotate_on_material_change,
             enabled,
+            schedule,
         }) => {
             let mut body = Map::new();
             let mut put = |k: &str, v: Option<Value>| {
@@ -275,6 +281,7 @@ pub async fn rotation(s: &Settings, out: Output, c: RotationCmd) -> anyhow::Resu
             put("warn_before", warn_before.map(Value::from));
             put("rotate_on_material_change", rotate_on_material_change.map(Value::from));
             put("enabled", enabled.map(Value::from));
+            put("schedule", schedule.map(|c| if c.is_empty() { Value::Null } else { Value::from(c) }));
             let v = api
                 .call(reqwest::Method::PUT, &format!("{}/rotation/policy", path(&trust)), Some(Value::Object(body)))
                 .await?;

@@ -2,6 +2,7 @@
 //! scopes, and the injected clock. No HTTP, no SQL.
 
 pub mod clock;
+pub mod cron;
 pub mod error;
 pub mod lifecycle;
 pub mod model;

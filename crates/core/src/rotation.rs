@@ -37,6 +37,11 @@ pub struct RotationPolicy {
     pub rotate_on_material_change: bool,
     /// Scheduled rotations run only when enabled; manual ones always can.
     pub enabled: bool,
+    /// A cron schedule (`minute hour day-of-month month day-of-week`, UTC) for scheduled
+    /// rotations instead of "one period after the last start", e.g. `0 3 * * 1`. The period
+    /// stays the key's policy age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl Default for RotationPolicy {
@@ -50,6 +55,7 @@ impl Default for RotationPolicy {
             warn_before: Duration::from_secs(7 * 24 * 3600),
             rotate_on_material_change: false,
             enabled: true,
+            schedule: None,
         }
     }
 }
@@ -65,6 +71,9 @@ impl RotationPolicy {
                 return bad("durations must be at most 10 years");
             }
         }
+        if let Some(c) = &self.schedule {
+            c.parse::<crate::cron::Cron>()?;
+        }
         if self.overlap >= self.period {
             // A new rotation would start while the previous one's old key is still valid,
             // leaving three versions accepted at once.
@@ -76,6 +85,20 @@ impl RotationPolicy {
     /// When the key created at `activated` reaches its policy age.
     pub fn due_at(&self, activated: Timestamp) -> Timestamp {
         activated.saturating_add(self.period)
+    }
+
+    /// When the next scheduled rotation starts, given the current version's activation (or
+    /// the last rotation's start): the cron schedule's next time if there is one, else one
+    /// period later. Never in the past; `None` when disabled or the schedule never fires.
+    pub fn next_rotation(&self, since: Timestamp, now: Timestamp) -> Option<Timestamp> {
+        if !self.enabled {
+            return None;
+        }
+        match self.schedule.as_deref().map(str::parse::<crate::cron::Cron>) {
+            Some(Ok(c)) => c.next_after(now),
+            Some(Err(_)) => None,
+            None => Some(self.due_at(since).max(now)),
+        }
     }
 }
 

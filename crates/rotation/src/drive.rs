@@ -213,8 +213,12 @@ impl Engine {
         Ok(crate::wiring::build(c, creds.as_ref(), self.http.clone(), self.cfg.connector_timeout))
     }
 
+    /// A retryable error (429, 5xx, timeouts) backs off as usual; one that repeating cannot
+    /// fix (401, 403, a rejected request) waits the longest backoff — an operator fixes the
+    /// cause and retries — instead of hammering the peer.
     async fn connector_error(&self, c: &ConnectorRow, e: ConnectorError) -> Result<StepResult, StoreError> {
-        self.connector_failed(c, e.to_string(), e.retry_after()).await
+        let wait = if e.retryable() { e.retry_after() } else { Some(self.cfg.max_backoff) };
+        self.connector_failed(c, e.to_string(), wait).await
     }
 
     async fn connector_failed(

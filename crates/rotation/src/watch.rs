@@ -123,9 +123,7 @@ fn humantime_parse(s: &str) -> Option<Duration> {
 }
 
 fn is_loopback(rest: &str) -> bool {
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")
+    crate::wiring::loopback_url(&format!("http://{rest}"))
 }
 
 struct Entry {
@@ -207,8 +205,11 @@ impl Watchers {
                 .find(|v| v.status == status)
                 .and_then(|v| serde_json::from_value::<Material>(v.material.clone()).ok())
         };
-        if let Some(cur) = stored("current")
-            && e.watcher.current().is_none_or(|m| m.digest != cur.digest)
+        // An expired version stays the reference for the overlap rule after a restart, so
+        // expiry never lets unrelated keys in without approval.
+        let reference = stored("current").or_else(|| stored("expired"));
+        if let Some(cur) = reference
+            && e.watcher.current().is_none_or(|m| m.digest != cur.digest || m.expires_at != cur.expires_at)
         {
             e.watcher.restore(cur);
         }
@@ -279,7 +280,17 @@ impl Watchers {
                 let d = json!({"trust": r.to_string(), "digest": material.digest, "keys": material.keys.len()});
                 self.alerts.raise(AlertKind::MaterialHeld, d).await;
             }
-            WatchEvent::StillHeld { .. } | WatchEvent::Unchanged { .. } => {}
+            WatchEvent::Unchanged { material } => {
+                // New refresh and expiry times for the same keys: other nodes and restarts
+                // must not see the version as stale or expired.
+                let value = serde_json::to_value(&material).map_err(|e| StoreError::Config(e.to_string()))?;
+                self.store.touch_material(r, &material.digest, &value, Some(material.expires_at)).await?;
+                // The IdP went back to the trusted keys: a held version is no longer on offer.
+                if e.watcher.pending().is_none() && self.already_pending(r).await? {
+                    self.store.reject_material(&self.actor, r).await?;
+                }
+            }
+            WatchEvent::StillHeld { .. } => {}
             WatchEvent::FetchFailed { error, kept_last_known_good, consecutive_failures, retry_at } => {
                 report.failed += 1;
                 let ev = self
@@ -301,6 +312,10 @@ impl Watchers {
             }
         }
         Ok(())
+    }
+
+    async fn already_pending(&self, r: &TrustRef) -> Result<bool, StoreError> {
+        Ok(self.store.material_versions(r, 5).await?.iter().any(|v| v.status == "pending"))
     }
 
     async fn already_stored(&self, r: &TrustRef, m: &Material, status: &str) -> Result<bool, StoreError> {
@@ -368,7 +383,8 @@ impl Watchers {
             let Some(policy) = &e.jwt else { continue };
             match e.watcher.verify_jwt(token, policy).await {
                 Ok(claims) => {
-                    let exp = Timestamp(claims.exp.saturating_mul(1_000_000));
+                    // Kept until the token is unusable: its expiry plus the tolerated skew.
+                    let exp = Timestamp(claims.exp.saturating_mul(1_000_000)).saturating_add(policy.leeway);
                     let fresh = match &claims.jti {
                         Some(jti) => self.store.remember_jti(&e.trust_id, jti, exp).await?,
                         None => true,

@@ -41,6 +41,18 @@ fn default_ttl() -> String {
 
 pub const WRAPPED_LINK: &str = "wrapped_link";
 
+/// Whether `url` is plain http to a loopback host (exact host match: `localhost.evil.example`
+/// is not loopback).
+pub fn loopback_url(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else { return false };
+    if u.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = u.host_str() else { return false };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WrappedLinkCredentials {
@@ -51,8 +63,7 @@ struct WrappedLinkCredentials {
 impl WrappedLinkSpec {
     pub fn parse(spec: &Value) -> Result<WrappedLinkSpec, String> {
         let s: WrappedLinkSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("connector spec: {e}"))?;
-        let ok = s.notify_url.starts_with("https://")
-            || ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| s.notify_url.starts_with(p));
+        let ok = s.notify_url.starts_with("https://") || loopback_url(&s.notify_url);
         if !ok {
             return Err("notify_url must be https (http only on loopback)".into());
         }
@@ -105,6 +116,25 @@ fn credentials(spec: &ConnectorSpec, creds: Option<&Secret>) -> Result<Connector
                 return Err(format!("the credentials are for a {} connector, the spec is {}", c.kind(), spec.kind()));
             }
             Ok(c)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_is_an_exact_host() {
+        for ok in ["http://127.0.0.1:8080/x", "http://localhost/x", "http://[::1]:9/x", "http://127.9.9.9/"] {
+            assert!(super::loopback_url(ok), "{ok}");
+        }
+        for no in [
+            "http://localhost.evil.example/",
+            "http://127.evil.example/",
+            "https://127.0.0.1/",
+            "http://10.0.0.1/",
+            "nonsense",
+        ] {
+            assert!(!super::loopback_url(no), "{no}");
         }
     }
 }

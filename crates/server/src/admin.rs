@@ -533,6 +533,11 @@ async fn rotate_key(
                 return Err(ApiError::invalid_value("overlap: at most 90 days"));
             }
             let req = RotateKey { overlap, outbound_key: b.key.map(|k| Secret::new(k.to_string())) };
+            if wrap.is_some() && req.outbound_key.is_some() {
+                return Err(ApiError::invalid_value(
+                    "wrap: only fedkey-generated (inbound) keys are handed over through a link",
+                ));
+            }
             let (kv, key) = st.rotate_key(&a.actor(), &r, req).await?;
             // The key is sealed behind the link in the same request; its plaintext never leaves.
             let wrapped = match (wrap, key.as_ref()) {

@@ -124,6 +124,10 @@ async fn sweep(state: AppState, every: Duration) {
             Ok(n) => tracing::info!(expired = n, "key versions expired"),
             Err(e) => tracing::warn!(error = ?e, "expiry sweep failed"),
         }
+        // Keys sealed behind wrapped links that lapsed unused are erased.
+        if let Err(e) = state.store.purge_expired_wraps().await {
+            tracing::warn!(error = ?e, "wrapped-link sweep failed");
+        }
     }
 }
 

@@ -13,7 +13,8 @@ CREATE TABLE rotation_policies (
     enabled                    BIGINT NOT NULL,
     next_rotation_at           BIGINT,
     updated_at                 BIGINT NOT NULL,
-    updated_by                 TEXT NOT NULL
+    updated_by                 TEXT NOT NULL,
+    schedule                   TEXT
 );
 CREATE INDEX rotation_policies_due ON rotation_policies (next_rotation_at);
 

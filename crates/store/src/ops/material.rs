@@ -183,6 +183,28 @@ impl Store {
         Ok(version)
     }
 
+    /// Records a refetch that found the same keys: the current version's refresh and expiry
+    /// times move on. Not audited (routine), and a no-op if the digest is not current.
+    pub async fn touch_material(
+        &self,
+        r: &TrustRef,
+        digest: &str,
+        material: &Value,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let trust = self.trust(r).await?;
+        sqlx::query(
+            "UPDATE trust_material SET material = $1, expires_at = $2 WHERE trust_id = $3 AND status = 'current' AND digest = $4",
+        )
+        .bind(material.to_string())
+        .bind(expires_at.map(|t| t.0))
+        .bind(trust.id)
+        .bind(digest.to_owned())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Approves the pending version: it becomes current.
     pub async fn approve_material(&self, actor: &Actor, r: &TrustRef) -> Result<MaterialVersion, StoreError> {
         self.decide_material(actor, r, true).await

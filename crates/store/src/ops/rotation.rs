@@ -108,7 +108,7 @@ const CONNECTOR_SELECT: &str = "SELECT id, trust_id, name, kind, spec, CASE WHEN
 
 const POLICY_SELECT: &str = "SELECT period_seconds, overlap_seconds, validation, validation_timeout_seconds, \
     finish_on_first_use, warn_before_seconds, rotate_on_material_change, enabled, next_rotation_at, updated_at, \
-    updated_by FROM rotation_policies";
+    updated_by, schedule FROM rotation_policies";
 
 /// Binds a connector's credentials envelope to its row.
 fn connector_aad(trust_id: &str, id: &str) -> Vec<u8> {
@@ -140,7 +140,7 @@ impl Store {
             .filter_map(|k| k.activated_at.or(Some(k.created_at)))
             .max()
             .unwrap_or(now);
-        let next = policy.enabled.then(|| policy.due_at(activated).max(now));
+        let next = policy.next_rotation(activated, now);
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM rotation_policies WHERE trust_id = $1")
             .bind(trust.id.clone())
@@ -149,7 +149,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO rotation_policies (trust_id, period_seconds, overlap_seconds, validation, \
              validation_timeout_seconds, finish_on_first_use, warn_before_seconds, rotate_on_material_change, enabled, \
-             next_rotation_at, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             next_rotation_at, updated_at, updated_by, schedule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(trust.id.clone())
         .bind(secs(policy.period))
@@ -163,6 +163,7 @@ impl Store {
         .bind(next.map(|t| t.0))
         .bind(now.0)
         .bind(actor.id.clone())
+        .bind(policy.schedule.clone())
         .execute(&mut *tx)
         .await?;
         let row = PolicyRow { policy, next_rotation_at: next, updated_at: now, updated_by: actor.id.clone() };
@@ -394,7 +395,7 @@ impl Store {
         .await
         .map_err(|e| StoreError::from(e).conflict_or(format!("a rotation of {r} in progress")))?;
         if let Some(p) = &policy {
-            let next = p.policy.enabled.then(|| p.policy.due_at(now).0);
+            let next = p.policy.next_rotation(now, now).map(|t| t.0);
             sqlx::query("UPDATE rotation_policies SET next_rotation_at = $1 WHERE trust_id = $2")
                 .bind(next)
                 .bind(trust.id.clone())
@@ -846,6 +847,7 @@ fn policy_from_row(r: &AnyRow) -> Result<PolicyRow, StoreError> {
             warn_before: dur(r.try_get("warn_before_seconds")?),
             rotate_on_material_change: r.try_get::<i64, _>("rotate_on_material_change")? != 0,
             enabled: r.try_get::<i64, _>("enabled")? != 0,
+            schedule: r.try_get("schedule")?,
         },
         next_rotation_at: opt_ts(r.try_get("next_rotation_at")?),
         updated_at: Timestamp(r.try_get("updated_at")?),

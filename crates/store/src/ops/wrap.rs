@@ -153,7 +153,15 @@ impl Store {
         .await?
         .rows_affected();
         if n != 1 {
+            // A concurrent retrieval won: this one is a reuse like any other.
             drop(tx);
+            let ev = self
+                .event(actor, "wrap.reuse", Outcome::Denied)
+                .directory(&r.directory)
+                .trust(&r.trust)
+                .key_version(version)
+                .details(json!({"link": link, "reason": "already used (concurrently)"}));
+            self.audit.record(ev, None).await?;
             return Ok(Err(UnwrapRefusal::Reused { trust: r, version, used_at: now }));
         }
         let plain = self.keyring()?.open(&aad(&hash), &envelope)?;

@@ -128,6 +128,14 @@ pub async fn rotation_cancel_and_emergency(kind: Kind) {
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
     assert!(s.set_rotation_policy(&a, &tref("acme", "app"), policy(60, 1)).await.is_err());
     assert!(s.set_rotation_policy(&a, &r, policy(60, 60)).await.is_err(), "overlap must be shorter than the period");
+    // A cron schedule decides the next start; a bad one is refused.
+    let cron = RotationPolicy { schedule: Some("0 3 * * *".into()), ..policy(7 * 86400, 60) };
+    let row = s.set_rotation_policy(&a, &r, cron).await.unwrap();
+    let next = row.next_rotation_at.unwrap();
+    assert!(next > e.clock.now() && next.0 - e.clock.now().0 <= 86_400_000_000);
+    assert_eq!((next.0 / 1_000_000) % 86_400, 3 * 3600, "03:00 UTC");
+    let bad = RotationPolicy { schedule: Some("61 * * * *".into()), ..policy(60, 1) };
+    assert!(s.set_rotation_policy(&a, &r, bad).await.is_err());
     verify(s).await.unwrap();
 }
 
