@@ -126,6 +126,8 @@ pub enum ConnectorCmd {
     },
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum MaterialCmd {
     /// Watch the peer's published signing keys (one source), optionally accepting its
@@ -149,8 +151,17 @@ pub enum MaterialCmd {
         #[arg(long, requires = "jwt_audience")]
         jwt_issuer: Option<String>,
         /// Accepted `aud` (repeatable).
-        #[arg(long)]
+        #[arg(long, requires = "jwt_issuer")]
         jwt_audience: Vec<String>,
+        /// Allowed `alg` (repeatable; default RS256/384/512, PS256, ES256/384, EdDSA).
+        #[arg(long = "jwt-algorithm", requires = "jwt_issuer")]
+        jwt_algorithms: Vec<String>,
+        /// Clock skew tolerated on exp/nbf (default 60s).
+        #[arg(long, requires = "jwt_issuer")]
+        jwt_leeway: Option<String>,
+        /// Longest accepted token lifetime (default 1h).
+        #[arg(long, requires = "jwt_issuer")]
+        jwt_max_lifetime: Option<String>,
         /// Stop watching (and stop accepting JWTs).
         #[arg(long, conflicts_with = "src")]
         remove: bool,
@@ -188,6 +199,9 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
             issuer,
             jwt_issuer,
             jwt_audience,
+            jwt_algorithms,
+            jwt_leeway,
+            jwt_max_lifetime,
             ..
         } => {
             let mut body = Map::new();
@@ -202,7 +216,17 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
                 }
             }
             if let Some(iss) = jwt_issuer {
-                body.insert("jwt".into(), json!({"issuer": iss, "audiences": jwt_audience}));
+                let mut jwt = json!({"issuer": iss, "audiences": jwt_audience});
+                if !jwt_algorithms.is_empty() {
+                    jwt["algorithms"] = json!(jwt_algorithms);
+                }
+                if let Some(l) = jwt_leeway {
+                    jwt["leeway"] = json!(l);
+                }
+                if let Some(m) = jwt_max_lifetime {
+                    jwt["max_lifetime"] = json!(m);
+                }
+                body.insert("jwt".into(), jwt);
             }
             let path = format!("{}/material/source", path(&trust));
             api.call(reqwest::Method::PUT, &path, Some(Value::Object(body))).await?

@@ -131,7 +131,8 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
         }
     }
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.trust.cmp(&b.trust)));
-    Ok(HealthReport { generated_at: now, trusts_checked: trusts.len(), findings })
+    let checked = trusts.iter().filter(|t| t.status == TrustStatus::Active).count();
+    Ok(HealthReport { generated_at: now, trusts_checked: checked, findings })
 }
 
 /// Trust material that is pending approval, expired, or not refreshed when due.

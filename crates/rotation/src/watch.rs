@@ -101,6 +101,11 @@ impl SourceConfig {
         }
         let mut p = JwtPolicy::new(j.issuer.clone(), j.audiences.clone());
         if let Some(algs) = &j.algorithms {
+            if let Some(a) =
+                algs.iter().find(|a| a.eq_ignore_ascii_case("none") || a.to_ascii_uppercase().starts_with("HS"))
+            {
+                return Err(format!("jwt: algorithm {a:?} is never accepted (shared-secret or unsigned tokens)"));
+            }
             p.allowed_algs = algs
                 .iter()
                 .map(|a| a.parse().map_err(|_| format!("jwt: unknown algorithm {a:?}")))

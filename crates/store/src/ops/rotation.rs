@@ -216,7 +216,7 @@ impl Store {
         credentials: Option<Secret>,
     ) -> Result<ConnectorRow, StoreError> {
         fedkey_core::names::validate(name)?;
-        let trust = self.trust(r).await?;
+        let trust = self.inbound_trust(r).await?;
         let spec_text = spec.to_string();
         if spec_text.len() > MAX_CONNECTOR_DOC
             || credentials.as_ref().is_some_and(|c| c.expose().len() > MAX_CONNECTOR_DOC)
