@@ -128,14 +128,7 @@ impl Engine {
 
     /// Runs [`Engine::tick`] every `every` until the task is dropped.
     pub async fn run(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.tick().await {
-                tracing::warn!(error = %e, "rotation engine pass failed");
-            }
-        }
+        periodically(every, "rotation engine", || self.tick()).await
     }
 
     /// Test hook: announce the point on stderr and hang, so a crash test can kill the
@@ -144,6 +137,23 @@ impl Engine {
         if self.cfg.failpoint.as_deref() == Some(name) {
             eprintln!("FAILPOINT {name}");
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Calls `pass` every `every` (a slow pass delays the next, never stacks), logging failures;
+/// runs until the task is dropped.
+pub(crate) async fn periodically<T, F, Fut>(every: Duration, what: &str, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = pass().await {
+            tracing::warn!(error = %e, "{what} pass failed");
         }
     }
 }

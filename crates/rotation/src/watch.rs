@@ -254,14 +254,7 @@ impl Watchers {
 
     /// Runs [`Watchers::tick`] every `every` until dropped.
     pub async fn run(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.tick().await {
-                tracing::warn!(error = %e, "trust material pass failed");
-            }
-        }
+        crate::engine::periodically(every, "trust material", || self.tick()).await
     }
 
     async fn handle(&self, e: &Entry, ev: WatchEvent, report: &mut WatchReport) -> Result<(), StoreError> {

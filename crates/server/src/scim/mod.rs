@@ -133,31 +133,21 @@ impl FromRequestParts<AppState> for Provisioner {
         let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
         let token = bearer(&parts.headers);
         // A bearer JWT signed by the peer's watched keys (federated trusts) instead of a key.
-        if let (Some(t), Some(w)) = (token, &s.watchers)
-            && looks_like_jwt(t)
-        {
-            return match w.authenticate(&directory, t, &meta).await {
-                Ok(Ok(p)) => {
-                    policy::enforce(s, &p, &meta).await?;
-                    Ok(Provisioner(p))
-                }
-                Ok(Err(_)) => Err(ScimResponse(ScimError::new(
-                    401,
-                    None,
-                    "authentication required: a valid provisioning key or signed assertion for this directory",
-                ))),
-                Err(e) => Err(ScimResponse(store_error(e))),
-            };
-        }
-        match s.store.authenticate_provisioning(&directory, token, &meta).await {
+        let attempt = match (token, &s.watchers) {
+            (Some(t), Some(w)) if looks_like_jwt(t) => {
+                w.authenticate(&directory, t, &meta).await.map(|r| r.map_err(|_| ()))
+            }
+            _ => s.store.authenticate_provisioning(&directory, token, &meta).await.map(|r| r.map_err(|_| ())),
+        };
+        match attempt {
             Ok(Ok(p)) => {
                 policy::enforce(s, &p, &meta).await?;
                 Ok(Provisioner(p))
             }
-            Ok(Err(_)) => Err(ScimResponse(ScimError::new(
+            Ok(Err(())) => Err(ScimResponse(ScimError::new(
                 401,
                 None,
-                "authentication required: a valid provisioning key of this directory",
+                "authentication required: a valid provisioning key (or signed assertion) of this directory",
             ))),
             Err(e) => {
                 tracing::error!(error = ?e, "audit unavailable; SCIM request refused");
