@@ -70,6 +70,8 @@ impl Backend {
                 (3, include_str!("../migrations/sqlite/0003_trust_policy.sql")),
                 (4, include_str!("../migrations/sqlite/0004_rotation.sql")),
                 (5, include_str!("../migrations/sqlite/0005_federation.sql")),
+                // 6 is the outbox (provisioning engine).
+                (7, include_str!("../migrations/sqlite/0007_member_index.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -77,6 +79,7 @@ impl Backend {
                 (3, include_str!("../migrations/postgres/0003_trust_policy.sql")),
                 (4, include_str!("../migrations/postgres/0004_rotation.sql")),
                 (5, include_str!("../migrations/postgres/0005_federation.sql")),
+                (7, include_str!("../migrations/postgres/0007_member_index.sql")),
             ],
         }
     }

@@ -322,11 +322,7 @@ impl Store {
              JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.member_id \
              WHERE m.directory_id = $1 AND m.group_id IN ({list}) ORDER BY m.member_id"
         );
-        let groups_sql = format!(
-            "SELECT m.member_id, m.group_id, r.body FROM scim_members m \
-             JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.group_id \
-             WHERE m.directory_id = $1 AND m.member_id IN ({list}) ORDER BY m.group_id"
-        );
+        let groups_sql = groups_of_sql(&list);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(members_sql)).bind(directory_id.to_owned());
         for id in &ids {
             q = q.bind(id.clone());
@@ -460,6 +456,16 @@ fn bind_all<'q>(
         };
     }
     q
+}
+
+/// The groups of the members listed in `list` (`$2, $3, …`; `$1` is the directory). Read on
+/// every GET of a user, so it must start from the member-side index (see migration 0007).
+pub fn groups_of_sql(list: &str) -> String {
+    format!(
+        "SELECT m.member_id, m.group_id, r.body FROM scim_members m \
+         JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.group_id \
+         WHERE m.directory_id = $1 AND m.member_id IN ({list}) ORDER BY m.group_id"
+    )
 }
 
 #[cfg(test)]

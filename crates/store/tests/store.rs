@@ -233,6 +233,7 @@ on_both_backends!(
     wrapped_links_reveal_once,
     trust_material_versions_and_replay,
     trust_scopes_change_applies_to_live_keys,
+    user_groups_lookup_uses_the_member_index,
 );
 
 #[path = "store/rotation.rs"]
@@ -403,7 +404,8 @@ async fn populated(kind: Kind) -> Env {
 mod cases {
     pub use super::rotation::{
         leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
-        trust_material_versions_and_replay, trust_scopes_change_applies_to_live_keys, wrapped_links_reveal_once,
+        trust_material_versions_and_replay, trust_scopes_change_applies_to_live_keys,
+        user_groups_lookup_uses_the_member_index, wrapped_links_reveal_once,
     };
     use super::*;
 

@@ -297,3 +297,42 @@ pub async fn trust_scopes_change_applies_to_live_keys(kind: Kind) {
     );
     assert_eq!(count_action(s, "trust.scopes").await, 1);
 }
+
+/// A user's groups are read on every GET of the user: the lookup must start from the
+/// member-side index even without planner statistics (no ANALYZE), or it scans every
+/// membership of the directory.
+pub async fn user_groups_lookup_uses_the_member_index(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let d = s.create_directory(&actor(), "acme").await.unwrap().id;
+    let filler = match kind {
+        Kind::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+             INSERT INTO scim_members SELECT '{d}', 'g' || (i % 50), 'u' || i, 'User' FROM n;"
+        ),
+        Kind::Postgres => format!(
+            "INSERT INTO scim_members SELECT '{d}', 'g' || (i % 50), 'u' || i, 'User' FROM generate_series(1, 5000) i;"
+        ),
+    };
+    e.exec(&filler).await;
+    let sql = fedkey_store::scim::groups_of_sql("$2");
+    let plan: Vec<String> = match kind {
+        Kind::Sqlite => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind(d.clone())
+                .bind("u77")
+                .fetch_all(s.db.pool())
+                .await
+                .unwrap();
+            rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, "detail").unwrap()).collect()
+        }
+        Kind::Postgres => Vec::new(),
+    };
+    if kind == Kind::Sqlite {
+        let members = plan.iter().find(|l| l.contains(" m ")).unwrap();
+        assert!(members.contains("scim_members_member") && members.contains("member_id=?"), "{plan:?}");
+    }
+    // And it answers correctly on both backends.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(d).bind("u77").fetch_all(s.db.pool()).await.unwrap();
+    assert_eq!(rows.len(), 0, "no scim_resources row for the group, so the join is empty");
+}
