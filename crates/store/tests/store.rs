@@ -233,8 +233,12 @@ on_both_backends!(
     wrapped_links_reveal_once,
     trust_material_versions_and_replay,
     trust_scopes_change_applies_to_live_keys,
+    outbox_rows_commit_with_their_change,
+    outbox_claims_exclude_other_owners,
 );
 
+#[path = "store/outbox.rs"]
+mod outbox;
 #[path = "store/rotation.rs"]
 mod rotation;
 
@@ -401,6 +405,7 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::outbox::{outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change};
     pub use super::rotation::{
         leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
         trust_material_versions_and_replay, trust_scopes_change_applies_to_live_keys, wrapped_links_reveal_once,
