@@ -14,6 +14,7 @@ mod config;
 mod local;
 mod output;
 mod rotation;
+mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,6 +95,9 @@ enum Cmd {
     /// How new key versions reach a trust's peer (Entra ID, Okta, OpenBao, file, webhook).
     #[command(subcommand)]
     Connector(rotation::ConnectorCmd),
+    /// Outbound provisioning: targets, delivery and deprovisioning status, dead letters.
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
     /// Trusts that need attention: keys near or past their policy age, failing
     /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
     Doctor,
@@ -219,6 +223,7 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Rotation(c) => rotation::rotation(&s, cli.output, c).await,
         Cmd::Connector(c) => rotation::connector(&s, cli.output, c).await,
         Cmd::Doctor => rotation::doctor(&s, cli.output).await,
+        Cmd::Sync(c) => sync::sync(&s, cli.output, c).await,
     }
 }
 
@@ -262,18 +267,29 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     }
     let public_url = s.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
     let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url)?);
+    let node_id = s.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4()));
+    let dispatcher = std::sync::Arc::new(fedkey_sync::Dispatcher::new(
+        opened.store.clone(),
+        fedkey_sync::DispatcherConfig::new(node_id),
+    ));
     let state = AppState {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
         scheme,
         limiter: std::sync::Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
         engine: Some(engine.clone()),
+        sync: Some(dispatcher.clone()),
         public_url,
     };
     let engine_task = tokio::spawn(engine.run(s.engine_interval()?));
+    // With the test clock, deliveries run only on `POST /api/v1/test/sync/tick`.
+    let sync_task = (!s.unsafe_test_clock).then(|| tokio::spawn(dispatcher.run(std::time::Duration::from_secs(2))));
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     engine_task.abort();
+    if let Some(t) = sync_task {
+        t.abort();
+    }
     opened.store.db.close().await;
     Ok(())
 }

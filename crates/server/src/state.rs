@@ -17,6 +17,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// The rotation engine (absent in benchmarks that only serve requests).
     pub engine: Option<Arc<fedkey_rotation::Engine>>,
+    /// The outbound provisioning dispatcher (absent in benchmarks that only serve requests).
+    pub sync: Option<Arc<fedkey_sync::Dispatcher>>,
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,
