@@ -1437,5 +1437,7 @@ mod bulk;
 mod hostile;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/provisioning.rs"]
+mod provisioning;
 #[path = "e2e/rotation.rs"]
 mod rotation;
