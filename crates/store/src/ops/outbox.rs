@@ -176,6 +176,7 @@ impl Store {
     /// Records a change in the outbox, inside the change's transaction. `leaver`:
     /// `Some(true)` when the user is now inactive or deleted, `Some(false)` when active,
     /// `None` when unknown (membership changes leave the leaver state as it is).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn outbox_insert(
         &self,
         tx: &mut Tx,
