@@ -654,7 +654,15 @@ impl Dispatcher {
                     o.remove("id");
                     o.remove("meta");
                 }
-                Ok(c.create(kind, &body).await?)
+                match c.create(kind, &body).await {
+                    Ok(r) => Ok(r),
+                    // Not deleted after all (or re-created meanwhile): the next attempt matches it.
+                    Err(ClientError::Conflict { .. }) => Err(Failure::fatal(
+                        "the target answered 404 to the update and 409 to the re-create; retrying".into(),
+                        true,
+                    )),
+                    Err(e) => Err(e.into()),
+                }
             }
             Err(e) => Err(e.into()),
         }

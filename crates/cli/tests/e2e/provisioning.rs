@@ -557,7 +557,37 @@ async fn failures(b: Backend) {
     let fake = fake_target("fake-app-key-123456").await;
     let hr = directory_with_inbound(&s, "acme", "hr").await;
     outbound_trust(&s, "acme", "fake", "fake-app-key-123456").await;
+    // Bad input: clear errors, nothing stored.
+    let put = |body: Value| {
+        let s = &s;
+        async move { s.api(M::PUT, "/api/v1/directories/acme/trusts/fake/target", Some(&s.token), Some(body)).await }
+    };
+    let (st, v) = put(json!({"url": fake.url, "mapping": {"scopeFilter": "nonsense ("}})).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("scopeFilter"), "{v}");
+    let (st, v) = put(
+        json!({"url": fake.url, "mapping": {"userAttributes": [{"target": "title", "source": {"copy": "nope.nope"}}]}}),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = put(json!({"url": "ftp://example.test/scim"})).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = put(json!({"url": fake.url, "leaver": "explode"})).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = put(json!({"url": fake.url, "max_attempts": 0})).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s
+        .api(M::PUT, "/api/v1/directories/acme/trusts/hr/target", Some(&s.token), Some(json!({"url": fake.url})))
+        .await;
+    assert_eq!(st, 400, "an inbound trust has no target: {v}");
+    let shown = s.cli_json(&["sync", "target", "show", "acme/fake"]);
+    assert!(shown["target"].is_null(), "{shown}");
     s.set_target("acme/fake", &fake.url, None, &["--max-attempts", "6"]);
+    let shown = s.cli_json(&["sync", "target", "show", "acme/fake"]);
+    assert_eq!(
+        (shown["target"]["base_url"].as_str(), shown["target"]["max_attempts"].as_i64()),
+        (Some(fake.url.as_str()), Some(6))
+    );
     let acme = Scim { s: &s, dir: "acme".into(), key: hr };
 
     // 500s on create: retried with backoff, then applied once.
