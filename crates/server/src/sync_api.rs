@@ -162,11 +162,12 @@ async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> R
             }));
         }
         // Leavers, per user, per target.
+        // Rows come ordered by leaver_since; a user's rows share the key of their first.
+        let mut first_seen: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         let mut users: BTreeMap<(i64, String), Vec<SyncWork>> = BTreeMap::new();
         for w in st.sync_leavers(&d).await? {
-            let since = w.leaver_since.map_or(0, |t| t.0);
-            let key = users.keys().find(|(_, id)| *id == w.resource_id).cloned().unwrap_or((since, w.resource_id.clone()));
-            users.entry(key).or_default().push(w);
+            let since = *first_seen.entry(w.resource_id.clone()).or_insert(w.leaver_since.map_or(0, |t| t.0));
+            users.entry((since, w.resource_id.clone())).or_default().push(w);
         }
         let mut leavers = Vec::new();
         let mut still_active = Vec::new();

@@ -66,6 +66,28 @@ pub async fn outbox_rows_commit_with_their_change(kind: Kind) {
     let stale = s.scim_replace(&a, &dir, &alice.id, Some(99), user("alice", false)).await;
     assert!(matches!(stale, Err(StoreError::PreconditionFailed(_))));
     assert_eq!(s.outbox_len().await.unwrap(), 1);
+    // The commit itself fails (the audit log refuses the record): the outbox rows, written
+    // before it in the same transaction, are rolled back with the change.
+    match kind {
+        Kind::Sqlite => {
+            e.exec("CREATE TRIGGER block BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'blocked'); END;").await
+        }
+        Kind::Postgres => {
+            e.exec("CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END; $$").await;
+            e.exec("CREATE TRIGGER block BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION block_audit()").await;
+        }
+    }
+    let r = s.scim_create(&a, &dir, user("carol", true)).await;
+    assert!(matches!(r, Err(StoreError::AuditUnavailable(_))), "{r:?}");
+    let r = s.scim_replace(&a, &dir, &alice.id, None, user("alice", false)).await;
+    assert!(matches!(r, Err(StoreError::AuditUnavailable(_))), "{r:?}");
+    let r = s.scim_delete(&a, &dir, "User", &alice.id, None).await;
+    assert!(matches!(r, Err(StoreError::AuditUnavailable(_))), "{r:?}");
+    assert_eq!(s.outbox_len().await.unwrap(), 1, "no outbox row without its change");
+    match kind {
+        Kind::Sqlite => e.exec("DROP TRIGGER block").await,
+        Kind::Postgres => e.exec("DROP TRIGGER block ON audit_log").await,
+    }
 
     // A group with a member: the group and the member (its `groups` changed).
     let bob = s.scim_create(&a, &dir, user("bob", true)).await.unwrap();
