@@ -50,6 +50,9 @@ pub enum TargetCmd {
         /// Deliveries in flight to this target at once (default 4).
         #[arg(long)]
         concurrency: Option<i64>,
+        /// Limit for each request to the target, e.g. 10s (default 30s).
+        #[arg(long)]
+        timeout: Option<String>,
         /// OAuth2 client credentials instead of the trust's key: token endpoint…
         #[arg(long, requires_all = ["oauth_client_id", "oauth_secret_file"])]
         oauth_token_url: Option<String>,
@@ -113,6 +116,7 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             leaver,
             max_attempts,
             concurrency,
+            timeout,
             oauth_token_url,
             oauth_client_id,
             oauth_secret_file,
@@ -133,6 +137,9 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             }
             if let Some(n) = concurrency {
                 body["concurrency"] = json!(n);
+            }
+            if let Some(t) = timeout {
+                body["timeout"] = json!(t);
             }
             if let (Some(tu), Some(id), Some(f)) = (oauth_token_url, oauth_client_id, oauth_secret_file) {
                 let secret = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;

@@ -57,6 +57,9 @@ struct TargetBody {
     max_attempts: Option<i64>,
     #[serde(default)]
     concurrency: Option<i64>,
+    /// Limit for each request to the target, e.g. `30s` (default).
+    #[serde(default)]
+    timeout: Option<String>,
 }
 
 async fn get_target(
@@ -112,7 +115,12 @@ async fn put_target(
                 None => None,
             };
             let mapping = serde_json::to_value(&mapping).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let timeout = match &b.timeout {
+                Some(t) => crate::admin::parse_duration("timeout", t)?.as_secs(),
+                None => 30,
+            };
             let t = NewSyncTarget {
+                timeout_seconds: i64::try_from(timeout).unwrap_or(i64::MAX),
                 base_url: url,
                 oauth,
                 mapping,

@@ -48,7 +48,7 @@ pub struct DispatcherConfig {
     pub breaker_open: Duration,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Limit for each request to a target.
+    /// Upper limit for each request to a target (a target's own `timeout` may be lower).
     pub request_timeout: Duration,
     /// How long a target's client (credentials, discovered capabilities) is reused.
     pub client_ttl: Duration,
@@ -65,7 +65,7 @@ impl DispatcherConfig {
             breaker_open: Duration::from_secs(60),
             base_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(15 * 60),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(600),
             client_ttl: Duration::from_secs(600),
         }
     }
@@ -337,7 +337,8 @@ impl Dispatcher {
             }
             None => Auth::Bearer(self.store.outbound_key(&actor(), &t.trust).await?.1),
         };
-        let cfg = TargetConfig { base_url: t.base_url.clone(), auth, timeout: self.cfg.request_timeout };
+        let timeout = Duration::from_secs(u64::try_from(t.timeout_seconds).unwrap_or(30)).min(self.cfg.request_timeout);
+        let cfg = TargetConfig { base_url: t.base_url.clone(), auth, timeout };
         let clock: Arc<dyn Clock> = self.store.clock.clone();
         let client = Arc::new(ScimClient::new(cfg, clock)?);
         client.discover().await?;

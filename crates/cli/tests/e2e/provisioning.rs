@@ -172,6 +172,8 @@ enum Act {
     RaceConflict,
     /// Deletes the resource (as someone at the application would) and answers 404.
     DeleteThen404,
+    /// Answers normally, but only after this many milliseconds.
+    Stall(u64),
 }
 
 #[derive(Default)]
@@ -250,7 +252,23 @@ async fn fake_target(token: &'static str) -> Fake {
               axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
               body: String| {
             let st = s2.clone();
-            async move { fake_handle(&st, token, &method, uri.path(), &headers, &q, &body) }
+            async move {
+                let stall = {
+                    let mut g = st.lock().unwrap();
+                    let m = method.as_str().to_owned();
+                    g.inject.iter_mut().find_map(|inj| match inj.2 {
+                        Act::Stall(ms) if inj.0 == m && uri.path().starts_with(&inj.1) && inj.3 > 0 => {
+                            inj.3 -= 1;
+                            Some(ms)
+                        }
+                        _ => None,
+                    })
+                };
+                if let Some(ms) = stall {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                fake_handle(&st, token, &method, uri.path(), &headers, &q, &body)
+            }
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -283,7 +301,7 @@ fn fake_handle(
     let m = method.as_str().to_owned();
     let mut act = None;
     for inj in s.inject.iter_mut() {
-        if inj.0 == m && path.starts_with(&inj.1) && inj.3 > 0 {
+        if inj.0 == m && path.starts_with(&inj.1) && inj.3 > 0 && !matches!(inj.2, Act::Stall(_)) {
             inj.3 -= 1;
             act = Some(inj.2.clone());
             break;
@@ -605,6 +623,20 @@ async fn failures(b: Backend) {
     assert_eq!(r["delivered"], 1, "{r}");
     assert_eq!(fake.user_by_ext(&alice_id).unwrap()["title"], "Engineer");
     assert_eq!(fake.count("POST /Users"), 3);
+
+    // A target that does not answer in time: the request times out and is retried.
+    s.set_target("acme/fake", &fake.url, None, &["--max-attempts", "6", "--timeout", "1s"]);
+    s.sync_tick().await;
+    fake.inject("GET", "/Users", Act::Stall(3000), 1);
+    acme.patch(&format!("/Users/{alice_id}"), json!([{"op": "replace", "path": "title", "value": "Senior"}])).await;
+    let r = s.sync_tick().await;
+    assert_eq!((r["delivered"].as_u64(), r["retried"].as_u64()), (Some(0), Some(1)), "{r}");
+    let st = s.sync_status("acme").await;
+    assert!(st["targets"][0]["last_error"].as_str().unwrap().contains("did not answer in time"), "{st}");
+    s.advance("1h").await;
+    let r = s.sync_tick().await;
+    assert_eq!(r["delivered"], 1, "{r}");
+    assert_eq!(fake.user_by_ext(&alice_id).unwrap()["title"], "Senior");
 
     // 429 with Retry-After: the item (and the target) wait that long.
     fake.inject("PATCH", "/Users", Act::Status(429, Some(120)), 1);

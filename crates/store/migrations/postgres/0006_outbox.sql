@@ -26,6 +26,7 @@ CREATE TABLE sync_targets (
     mapping              TEXT NOT NULL,
     max_attempts         BIGINT NOT NULL,
     concurrency          BIGINT NOT NULL,
+    timeout_seconds      BIGINT NOT NULL,
     consecutive_failures BIGINT NOT NULL,
     circuit_open_until   BIGINT,
     last_error           TEXT,

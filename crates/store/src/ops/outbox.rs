@@ -76,6 +76,8 @@ pub struct SyncTarget {
     pub mapping: Value,
     pub max_attempts: i64,
     pub concurrency: i64,
+    /// Limit for each request to the target, in seconds.
+    pub timeout_seconds: i64,
     pub consecutive_failures: i64,
     #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub circuit_open_until: Option<Timestamp>,
@@ -96,6 +98,7 @@ pub struct NewSyncTarget {
     pub mapping: Value,
     pub max_attempts: i64,
     pub concurrency: i64,
+    pub timeout_seconds: i64,
 }
 
 /// One (target, resource) work row.
@@ -155,7 +158,7 @@ const WORK_COLUMNS: &str = "w.trust_id, t.name AS trust_name, d.name AS director
 const WORK_FROM: &str = "sync_work w JOIN trusts t ON t.id = w.trust_id JOIN directories d ON d.id = t.directory_id";
 
 const TARGET_SELECT: &str = "SELECT s.trust_id, s.directory_id, d.name AS directory_name, t.name AS trust_name, t.status AS trust_status, \
-    s.base_url, s.oauth, s.oauth_secret IS NOT NULL AS has_secret, s.mapping, s.max_attempts, s.concurrency, \
+    s.base_url, s.oauth, s.oauth_secret IS NOT NULL AS has_secret, s.mapping, s.max_attempts, s.concurrency, s.timeout_seconds, \
     s.consecutive_failures, s.circuit_open_until, s.last_error, s.created_at, s.updated_at, s.updated_by \
     FROM sync_targets s JOIN trusts t ON t.id = s.trust_id JOIN directories d ON d.id = t.directory_id";
 
@@ -291,6 +294,9 @@ impl Store {
         if !(1..=64).contains(&t.concurrency) {
             return Err(StoreError::Invalid("concurrency must be between 1 and 64".into()));
         }
+        if !(1..=600).contains(&t.timeout_seconds) {
+            return Err(StoreError::Invalid("timeout must be between 1s and 600s".into()));
+        }
         let (oauth, secret) = match &t.oauth {
             Some((o, s)) => (
                 Some(serde_json::to_string(o).map_err(|e| StoreError::Invalid(e.to_string()))?),
@@ -307,11 +313,11 @@ impl Store {
             .is_some();
         sqlx::query(
             "INSERT INTO sync_targets (trust_id, directory_id, base_url, oauth, oauth_secret, mapping, max_attempts, concurrency, \
-             consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL, NULL, $9, $9, $10) \
+             timeout_seconds, consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10) \
              ON CONFLICT (trust_id) DO UPDATE SET base_url = excluded.base_url, oauth = excluded.oauth, \
              oauth_secret = excluded.oauth_secret, mapping = excluded.mapping, max_attempts = excluded.max_attempts, \
-             concurrency = excluded.concurrency, consecutive_failures = 0, circuit_open_until = NULL, \
+             concurrency = excluded.concurrency, timeout_seconds = excluded.timeout_seconds, consecutive_failures = 0, circuit_open_until = NULL, \
              updated_at = excluded.updated_at, updated_by = excluded.updated_by",
         )
         .bind(trust.id.clone())
@@ -324,6 +330,7 @@ impl Store {
         .bind(t.concurrency)
         .bind(now)
         .bind(actor.id.clone())
+        .bind(t.timeout_seconds)
         .execute(&mut *tx)
         .await?;
         // A changed mapping or URL can change what every resource should look like: queue
@@ -356,6 +363,7 @@ impl Store {
                 json!({
                     "base_url": t.base_url, "auth": if t.oauth.is_some() { "oauth2" } else { "bearer" },
                     "mapping": t.mapping, "max_attempts": t.max_attempts, "concurrency": t.concurrency,
+                "timeout_seconds": t.timeout_seconds,
                     "replaced": existed, "queued": rows.len(),
                 }),
             );
@@ -843,6 +851,7 @@ fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
         mapping: serde_json::from_str(&mapping).map_err(|_| StoreError::Corrupt("sync_targets.mapping".into()))?,
         max_attempts: r.try_get("max_attempts")?,
         concurrency: r.try_get("concurrency")?,
+        timeout_seconds: r.try_get("timeout_seconds")?,
         consecutive_failures: r.try_get("consecutive_failures")?,
         circuit_open_until: opt_ts(r.try_get("circuit_open_until")?),
         last_error: r.try_get("last_error")?,

@@ -42,6 +42,7 @@ fn target() -> NewSyncTarget {
         mapping: json!({}),
         max_attempts: 5,
         concurrency: 2,
+        timeout_seconds: 30,
     }
 }
 
