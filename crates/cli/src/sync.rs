@@ -28,6 +28,8 @@ pub enum SyncCmd {
     DeadLetters(DeadLetterCmd),
 }
 
+// Parsed once per process; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum TargetCmd {
     /// Set (create or replace) the target; the first time, every existing user and group
