@@ -303,13 +303,9 @@ impl Dispatcher {
         Ok(true)
     }
 
-    /// `base · 2^(attempt-1)`, capped, plus up to 25 % jitter.
     fn backoff(&self, attempt: i64) -> Duration {
-        let exp = u32::try_from(attempt.clamp(1, 30) - 1).unwrap_or(0);
-        let d = self.cfg.base_backoff.saturating_mul(2u32.saturating_pow(exp)).min(self.cfg.max_backoff);
         let r = fedkey_crypto::random::bytes::<8>().map(|b| u64::from_le_bytes(*b)).unwrap_or(0);
-        let jitter_ms = u64::try_from(d.as_millis() / 4).unwrap_or(0);
-        d + Duration::from_millis(if jitter_ms == 0 { 0 } else { r % jitter_ms })
+        backoff(self.cfg.base_backoff, self.cfg.max_backoff, attempt, r)
     }
 
     async fn client(&self, t: &SyncTarget) -> Result<Arc<ScimClient>, Failure> {
@@ -699,4 +695,49 @@ fn member_ids(group: &Value) -> Vec<String> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_owned)).collect())
         .unwrap_or_default()
+}
+
+/// `base · 2^(attempt-1)`, capped at `max`, plus up to 25 % jitter drawn from `random`.
+fn backoff(base: Duration, max: Duration, attempt: i64, random: u64) -> Duration {
+    let exp = u32::try_from(attempt.clamp(1, 30) - 1).unwrap_or(0);
+    let d = base.saturating_mul(2u32.saturating_pow(exp)).min(max);
+    let jitter_ms = u64::try_from(d.as_millis() / 4).unwrap_or(0);
+    d + Duration::from_millis(if jitter_ms == 0 { 0 } else { random % jitter_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter_and_a_cap() {
+        let (base, max) = (Duration::from_secs(2), Duration::from_secs(900));
+        assert_eq!(backoff(base, max, 1, 0), Duration::from_secs(2));
+        assert_eq!(backoff(base, max, 2, 0), Duration::from_secs(4));
+        assert_eq!(backoff(base, max, 5, 0), Duration::from_secs(32));
+        assert_eq!(backoff(base, max, 40, 0), max, "capped");
+        for r in [1u64, 499, 500, 12_345, u64::MAX] {
+            let d = backoff(base, max, 3, r);
+            assert!(d >= Duration::from_secs(8) && d < Duration::from_secs(10), "{d:?}");
+        }
+        assert_eq!(backoff(base, max, 0, 7), backoff(base, max, 1, 7), "attempt 0 counts as the first");
+    }
+
+    #[test]
+    fn failures_are_classified_for_retries_and_the_breaker() {
+        let f = Failure::from(ClientError::Unavailable {
+            status: 503,
+            retry_after: Some(Duration::from_secs(9)),
+            detail: String::new(),
+        });
+        assert!(f.retryable && f.outage && f.retry_after == Some(Duration::from_secs(9)));
+        let f = Failure::from(ClientError::RateLimited { retry_after: Some(Duration::from_secs(120)) });
+        assert!(f.retryable && !f.outage && f.retry_after == Some(Duration::from_secs(120)));
+        let f = Failure::from(ClientError::Timeout);
+        assert!(f.retryable && f.outage);
+        let f = Failure::from(ClientError::Unauthorized { detail: String::new() });
+        assert!(!f.retryable && f.unauthorized);
+        let f = Failure::from(ClientError::Rejected { status: 400, scim_type: None, detail: "bad".into() });
+        assert!(!f.retryable && !f.outage);
+    }
 }
