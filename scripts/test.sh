@@ -54,8 +54,16 @@ else
   echo "demo-rotation: 0 passed, 1 failed" | tee -a "$log"
 fi
 
+# Outbound provisioning end to end (two fedkey directories and scim2-server as targets).
+if bash scripts/demo-provisioning.sh 2>&1 | tee -a "$log"; then
+  echo "demo-provisioning: 1 passed, 0 failed" | tee -a "$log"
+else
+  status=1
+  echo "demo-provisioning: 0 passed, 1 failed" | tee -a "$log"
+fi
+
 # One closing line for the whole suite: every test binary's result plus the conformance checks.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^(conformance|demo-rotation): / { p += $2; f += $4 }
+     /^(conformance|demo-rotation|demo-provisioning): / { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -14,6 +14,7 @@ mod config;
 mod local;
 mod output;
 mod rotation;
+mod sync;
 mod transit;
 
 use std::net::SocketAddr;
@@ -98,6 +99,9 @@ enum Cmd {
     /// The peer's published signing keys (JWKS, SAML metadata): watched, versioned, approved.
     #[command(subcommand)]
     Material(rotation::MaterialCmd),
+    /// Outbound provisioning: targets, delivery and deprovisioning status, dead letters.
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
     /// Trusts that need attention: keys near or past their policy age, failing
     /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
     Doctor,
@@ -224,6 +228,7 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Connector(c) => rotation::connector(&s, cli.output, c).await,
         Cmd::Doctor => rotation::doctor(&s, cli.output).await,
         Cmd::Material(c) => rotation::material(&s, cli.output, c).await,
+        Cmd::Sync(c) => sync::sync(&s, cli.output, c).await,
     }
 }
 
@@ -283,6 +288,10 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         engine.alerts().clone(),
         engine.node_id().to_owned(),
     ));
+    let dispatcher = std::sync::Arc::new(fedkey_sync::Dispatcher::new(
+        opened.store.clone(),
+        fedkey_sync::DispatcherConfig::new(engine.node_id().to_owned()),
+    ));
     let state = AppState {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
@@ -290,14 +299,20 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         limiter: std::sync::Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
         engine: Some(engine.clone()),
         watchers: Some(watchers.clone()),
+        sync: Some(dispatcher.clone()),
         public_url,
     };
     let engine_task = tokio::spawn(engine.run(engine_interval));
     let watcher_task = tokio::spawn(watchers.run(engine_interval));
+    // With the test clock, deliveries run only on `POST /api/v1/test/sync/tick`.
+    let sync_task = (!s.unsafe_test_clock).then(|| tokio::spawn(dispatcher.run(std::time::Duration::from_secs(2))));
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     engine_task.abort();
     watcher_task.abort();
+    if let Some(t) = sync_task {
+        t.abort();
+    }
     opened.store.db.close().await;
     Ok(())
 }

@@ -1439,6 +1439,8 @@ mod federation;
 mod hostile;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/provisioning.rs"]
+mod provisioning;
 #[path = "e2e/rotation.rs"]
 mod rotation;
 #[path = "e2e/transit.rs"]

@@ -12,6 +12,7 @@ pub mod rotation_api;
 pub mod scim;
 pub mod serve;
 pub mod state;
+pub mod sync_api;
 
 pub use serve::{ServeOptions, TlsFiles, serve};
 pub use state::AppState;

@@ -19,6 +19,8 @@ pub struct AppState {
     pub engine: Option<Arc<fedkey_rotation::Engine>>,
     /// Trust-material watchers, which also verify federated (JWT) SCIM authentication.
     pub watchers: Option<Arc<fedkey_rotation::Watchers>>,
+    /// The outbound provisioning dispatcher (absent in benchmarks that only serve requests).
+    pub sync: Option<Arc<fedkey_sync::Dispatcher>>,
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,

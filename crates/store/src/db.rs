@@ -62,6 +62,15 @@ impl Backend {
         }
     }
 
+    /// Claims rows of a queue: other PostgreSQL nodes skip the rows this transaction
+    /// holds instead of waiting; SQLite has a single writer (`BEGIN IMMEDIATE`).
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     pub(crate) fn migrations(self) -> &'static [(i64, &'static str)] {
         match self {
             Backend::Sqlite => &[
@@ -70,7 +79,7 @@ impl Backend {
                 (3, include_str!("../migrations/sqlite/0003_trust_policy.sql")),
                 (4, include_str!("../migrations/sqlite/0004_rotation.sql")),
                 (5, include_str!("../migrations/sqlite/0005_federation.sql")),
-                // 6 is the outbox (provisioning engine).
+                (6, include_str!("../migrations/sqlite/0006_outbox.sql")),
                 (7, include_str!("../migrations/sqlite/0007_member_index.sql")),
             ],
             Backend::Postgres => &[
@@ -79,6 +88,7 @@ impl Backend {
                 (3, include_str!("../migrations/postgres/0003_trust_policy.sql")),
                 (4, include_str!("../migrations/postgres/0004_rotation.sql")),
                 (5, include_str!("../migrations/postgres/0005_federation.sql")),
+                (6, include_str!("../migrations/postgres/0006_outbox.sql")),
                 (7, include_str!("../migrations/postgres/0007_member_index.sql")),
             ],
         }

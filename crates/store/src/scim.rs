@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::{Row, any::AnyRow};
 
 use crate::db::Tx;
-use crate::ops::{Actor, Store, new_id};
+use crate::ops::{Actor, Change, Store, new_id};
 use crate::{Directory, StoreError};
 
 /// A member of a group, or a group a resource belongs to.
@@ -110,6 +110,7 @@ impl Store {
         .await
         .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
         self.write_side_tables(&mut tx, dir, &id, &w).await?;
+        self.outbox_for_write(&mut tx, dir, &id, &w, Change::Create, &[]).await?;
         let ev = self.scim_event(actor, dir, "scim.create", w.resource_type, &id, &w.changed);
         self.commit_with(tx, actor, ev).await?;
         self.scim_get(&dir.id, w.resource_type, &id).await
@@ -144,7 +145,12 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
+        let old_members = match &w.members {
+            Some(_) => self.member_ids(&mut tx, &dir.id, id).await?,
+            None => Vec::new(),
+        };
         self.write_side_tables(&mut tx, dir, id, &w).await?;
+        self.outbox_for_write(&mut tx, dir, id, &w, Change::Update, &old_members).await?;
         let ev = self.scim_event(actor, dir, "scim.replace", w.resource_type, id, &w.changed);
         self.commit_with(tx, actor, ev).await?;
         self.scim_get(&dir.id, w.resource_type, id).await
@@ -163,6 +169,7 @@ impl Store {
         if expected_version.is_some_and(|v| v != version) {
             return Err(StoreError::PreconditionFailed(format!("{resource_type} {id} is at version {version}")));
         }
+        self.outbox_for_delete(&mut tx, dir, resource_type, id).await?;
         for sql in [
             "DELETE FROM scim_members WHERE directory_id = $1 AND (group_id = $2 OR member_id = $2)",
             "DELETE FROM scim_values WHERE directory_id = $1 AND resource_id = $2",
@@ -254,6 +261,81 @@ impl Store {
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
         Ok(row.try_get("version")?)
+    }
+
+    /// Outbox rows of a create or replace, in its transaction: the resource itself, and
+    /// every member whose membership of this group changed (its `groups` changed).
+    async fn outbox_for_write(
+        &self,
+        tx: &mut Tx,
+        dir: &Directory,
+        id: &str,
+        w: &ResourceWrite,
+        change: Change,
+        old_members: &[String],
+    ) -> Result<(), StoreError> {
+        let (display, leaver) = crate::ops::outbox_describe(w.resource_type, &w.body);
+        self.outbox_insert(tx, &dir.id, w.resource_type, id, change, display.as_deref(), leaver).await?;
+        let Some(new) = &w.members else { return Ok(()) };
+        let mut touched: Vec<&String> = new.iter().filter(|m| !old_members.contains(m)).collect();
+        touched.extend(old_members.iter().filter(|m| !new.contains(m)));
+        touched.sort();
+        touched.dedup();
+        for m in touched {
+            let row = sqlx::query("SELECT resource_type FROM scim_resources WHERE directory_id = $1 AND id = $2")
+                .bind(dir.id.clone())
+                .bind(m.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+            if let Some(row) = row {
+                let kind: String = row.try_get("resource_type")?;
+                self.outbox_insert(tx, &dir.id, &kind, m, Change::Membership, None, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Outbox rows of a delete, before the rows go: the groups it was a member of and
+    /// (for a group) its members change too.
+    async fn outbox_for_delete(
+        &self,
+        tx: &mut Tx,
+        dir: &Directory,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let related = sqlx::query(
+            "SELECT group_id AS rid, 'Group' AS kind FROM scim_members WHERE directory_id = $1 AND member_id = $2 \
+             UNION SELECT member_id AS rid, member_type AS kind FROM scim_members WHERE directory_id = $1 AND group_id = $2",
+        )
+        .bind(dir.id.clone())
+        .bind(id.to_owned())
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in &related {
+            let (rid, kind): (String, String) = (r.try_get("rid")?, r.try_get("kind")?);
+            self.outbox_insert(tx, &dir.id, &kind, &rid, Change::Membership, None, None).await?;
+        }
+        let body = sqlx::query("SELECT body FROM scim_resources WHERE directory_id = $1 AND id = $2")
+            .bind(dir.id.clone())
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get::<String, _>("body"))
+            .transpose()?
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+            .unwrap_or(Value::Null);
+        let (display, _) = crate::ops::outbox_describe(resource_type, &body);
+        self.outbox_insert(tx, &dir.id, resource_type, id, Change::Delete, display.as_deref(), Some(true)).await
+    }
+
+    async fn member_ids(&self, tx: &mut Tx, directory_id: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT member_id FROM scim_members WHERE directory_id = $1 AND group_id = $2")
+            .bind(directory_id.to_owned())
+            .bind(group_id.to_owned())
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter().map(|r| r.try_get::<String, _>("member_id").map_err(StoreError::from)).collect()
     }
 
     /// Rewrites a resource's indexed values and (for groups) memberships. Every member

@@ -6,12 +6,14 @@
 //! - [`mapping::Mapping`]: which users are in scope and what the target should hold;
 //! - [`diff`]: the minimal PATCH from what the target holds to what it should hold.
 //!
-//! The outbox dispatcher (retries, leases, reconciliation) builds on these.
+//! - [`dispatch::Dispatcher`]: fans the store's transactional outbox out to the targets and
+//!   delivers it (leases, retries with backoff, circuit breaker, dead letters).
 
 mod auth;
 pub mod client;
 pub mod diff;
 pub mod discovery;
+pub mod dispatch;
 pub mod error;
 mod http;
 pub mod mapping;
@@ -19,6 +21,7 @@ pub mod target;
 
 pub use client::{ListPage, Remote, ResourceKind, ScimClient};
 pub use discovery::Capabilities;
+pub use dispatch::{Dispatcher, DispatcherConfig, TickReport};
 pub use error::ClientError;
 pub use http::{MAX_RESPONSE_BYTES, parse_retry_after};
 pub use target::{Auth, TargetConfig};

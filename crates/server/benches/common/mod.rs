@@ -40,6 +40,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         limiter: Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
         engine: None,
         watchers: None,
+        sync: None,
         public_url: "http://127.0.0.1".into(),
     };
     (state, key)

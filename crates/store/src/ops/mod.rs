@@ -5,6 +5,7 @@ mod directories;
 mod keys;
 mod masterkey;
 mod material;
+mod outbox;
 mod rotation;
 mod tokens;
 mod trusts;
@@ -28,6 +29,10 @@ use crate::{Db, StoreError};
 pub use keys::RotateKey;
 pub use masterkey::RewrapReport;
 pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, NewMaterial, TrustSource};
+pub(crate) use outbox::describe as outbox_describe;
+pub use outbox::{
+    Change, DeadLetterFilter, Delivered, MAX_MAPPING_DOC, NewSyncTarget, OAuthSettings, SyncTarget, SyncWork,
+};
 pub use rotation::{ConnectorRow, DeliveryRow, MAX_CONNECTOR_DOC, PolicyRow, Rotation};
 pub use trusts::NewTrust;
 pub use wrap::{MAX_WRAP_TTL, UnwrapRefusal, WrappedLink};

@@ -1,0 +1,260 @@
+//! Outbound provisioning commands: `sync target …`, `sync status`, `sync dead-letters …`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use fedkey_core::TrustRef;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::config::Settings;
+use crate::output::{self, Output};
+
+#[derive(Subcommand)]
+pub enum SyncCmd {
+    /// Where an outbound trust provisions to (SCIM base URL, mapping, leaver policy).
+    #[command(subcommand)]
+    Target(TargetCmd),
+    /// Delivery and deprovisioning status of a directory: pending and failed targets,
+    /// time to full deprovisioning, who still has an active account where.
+    Status {
+        /// DIRECTORY
+        directory: String,
+    },
+    /// Deliveries that exhausted their attempts (or cannot succeed as they are).
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLetterCmd),
+}
+
+// Parsed once per process; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum TargetCmd {
+    /// Set (create or replace) the target; the first time, every existing user and group
+    /// of the directory is queued for delivery.
+    Set {
+        /// DIRECTORY/TRUST (an outbound trust)
+        trust: TrustRef,
+        /// The application's SCIM base URL, e.g. https://app.example/scim/v2
+        #[arg(long)]
+        url: String,
+        /// Mapping JSON (scope, attributes, roles, leaver; see docs/provisioning.md).
+        #[arg(long)]
+        mapping_file: Option<PathBuf>,
+        /// What happens to leavers at the target: deactivate (default) or delete.
+        #[arg(long)]
+        leaver: Option<String>,
+        /// Attempts before a delivery becomes a dead letter (default 10).
+        #[arg(long)]
+        max_attempts: Option<i64>,
+        /// Deliveries in flight to this target at once (default 4).
+        #[arg(long)]
+        concurrency: Option<i64>,
+        /// Limit for each request to the target, e.g. 10s (default 30s).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// OAuth2 client credentials instead of the trust's key: token endpoint…
+        #[arg(long, requires_all = ["oauth_client_id", "oauth_secret_file"])]
+        oauth_token_url: Option<String>,
+        /// …client id…
+        #[arg(long, requires = "oauth_token_url")]
+        oauth_client_id: Option<String>,
+        /// …and a file holding the client secret (never on the command line).
+        #[arg(long, requires = "oauth_token_url")]
+        oauth_secret_file: Option<PathBuf>,
+        /// OAuth2 scope to request.
+        #[arg(long, requires = "oauth_token_url")]
+        oauth_scope: Option<String>,
+    },
+    /// Show the target (never the OAuth2 secret).
+    Show {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeadLetterCmd {
+    /// List the dead letters of a directory.
+    List {
+        /// DIRECTORY
+        directory: String,
+    },
+    /// Deliver them again (attempts start over).
+    Retry {
+        /// DIRECTORY
+        directory: String,
+        /// Only this trust's.
+        #[arg(long)]
+        trust: Option<String>,
+        /// Only this directory resource's.
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Drop them (the change is not delivered; a later change is).
+    Discard {
+        /// DIRECTORY
+        directory: String,
+        #[arg(long)]
+        trust: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+    },
+}
+
+fn target_path(r: &TrustRef) -> String {
+    format!("/directories/{}/trusts/{}/target", r.directory, r.trust)
+}
+
+pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitCode> {
+    let api = Client::new(&s.url, s.token.as_deref())?;
+    match c {
+        SyncCmd::Target(TargetCmd::Set {
+            trust,
+            url,
+            mapping_file,
+            leaver,
+            max_attempts,
+            concurrency,
+            timeout,
+            oauth_token_url,
+            oauth_client_id,
+            oauth_secret_file,
+            oauth_scope,
+        }) => {
+            let mut body = json!({"url": url});
+            if let Some(f) = mapping_file {
+                let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                let v: Value =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", f.display()))?;
+                body["mapping"] = v;
+            }
+            if let Some(l) = leaver {
+                body["leaver"] = json!(l);
+            }
+            if let Some(n) = max_attempts {
+                body["max_attempts"] = json!(n);
+            }
+            if let Some(n) = concurrency {
+                body["concurrency"] = json!(n);
+            }
+            if let Some(t) = timeout {
+                body["timeout"] = json!(t);
+            }
+            if let (Some(tu), Some(id), Some(f)) = (oauth_token_url, oauth_client_id, oauth_secret_file) {
+                let secret = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                body["oauth"] =
+                    json!({"token_url": tu, "client_id": id, "client_secret": secret.trim(), "scope": oauth_scope});
+            }
+            let v = api.call(reqwest::Method::PUT, &target_path(&trust), Some(body)).await?;
+            print_target(out, &v);
+        }
+        SyncCmd::Target(TargetCmd::Show { trust }) => {
+            let v = api.get(&target_path(&trust)).await?;
+            print_target(out, &v);
+        }
+        SyncCmd::Status { directory } => {
+            let v = api.get(&format!("/directories/{directory}/sync/status")).await?;
+            print_status(out, &v);
+        }
+        SyncCmd::DeadLetters(DeadLetterCmd::List { directory }) => {
+            let v = api.get(&format!("/directories/{directory}/sync/dead-letters")).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::table(
+                    v["dead_letters"].as_array().map(Vec::as_slice).unwrap_or_default(),
+                    &["trust", "resource_type", "resource_id", "display", "attempts", "last_error", "next_attempt_at"],
+                ),
+            }
+        }
+        SyncCmd::DeadLetters(DeadLetterCmd::Retry { directory, trust, resource }) => {
+            let v = api
+                .post(
+                    &format!("/directories/{directory}/sync/dead-letters/retry"),
+                    json!({"trust": trust, "resource_id": resource}),
+                )
+                .await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => outln!("{} dead letter(s) queued again", v["retried"]),
+            }
+        }
+        SyncCmd::DeadLetters(DeadLetterCmd::Discard { directory, trust, resource }) => {
+            let v = api
+                .post(
+                    &format!("/directories/{directory}/sync/dead-letters/discard"),
+                    json!({"trust": trust, "resource_id": resource}),
+                )
+                .await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => outln!("{} dead letter(s) discarded", v["discarded"]),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_target(out: Output, v: &Value) {
+    match out {
+        Output::Json => output::json(v),
+        Output::Table => {
+            let t = &v["target"];
+            if t.is_null() {
+                outln!("{}: no target configured", v["trust"].as_str().unwrap_or(""));
+                return;
+            }
+            output::record(
+                t,
+                &[
+                    "ref",
+                    "base_url",
+                    "auth",
+                    "max_attempts",
+                    "concurrency",
+                    "consecutive_failures",
+                    "last_error",
+                    "updated_at",
+                ],
+            );
+            outln!("{:<14} {}", "mapping:", t["mapping"]);
+        }
+    }
+}
+
+fn print_status(out: Output, v: &Value) {
+    if out == Output::Json {
+        output::json(v);
+        return;
+    }
+    outln!("Targets of {}:", v["directory"].as_str().unwrap_or(""));
+    output::table(
+        v["targets"].as_array().map(Vec::as_slice).unwrap_or_default(),
+        &["trust", "pending", "done", "dead_letters", "circuit", "last_error"],
+    );
+    let d = &v["deprovisioning"];
+    outln!("Deprovisioning: {} complete, {} incomplete", d["complete"], d["incomplete"]);
+    let mut rows = Vec::new();
+    for u in d["users"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for t in u["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            rows.push(json!({
+                "user": u["user"], "since": u["since"], "trust": t["trust"], "state": t["state"],
+                "confirmed_at": t["confirmed_at"], "attempts": t["attempts"], "last_error": t["last_error"],
+                "full_after_s": u["seconds_to_full_deprovisioning"],
+            }));
+        }
+    }
+    output::table(
+        &rows,
+        &["user", "since", "trust", "state", "confirmed_at", "attempts", "full_after_s", "last_error"],
+    );
+    let active = v["still_active"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if active.is_empty() {
+        outln!("No leaver has an account left to deprovision.");
+    } else {
+        outln!("Still to deprovision:");
+        output::table(active, &["user", "trust", "state", "remote_id"]);
+    }
+}

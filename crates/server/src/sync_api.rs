@@ -1,0 +1,298 @@
+//! Admin API of outbound provisioning: per-trust targets, the deprovisioning status of a
+//! directory, dead letters, and the test-only dispatcher tick.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fedkey_crypto::Secret;
+use fedkey_store::ops::{DeadLetterFilter, NewSyncTarget, OAuthSettings, SyncWork};
+use fedkey_sync::mapping::{LeaverPolicy, Mapping};
+use fedkey_sync::{ScimClient, TargetConfig};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::AppState;
+use crate::admin::{Admin, Need, Target, trust_ref, ts};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/directories/{d}/trusts/{t}/target", get(get_target).put(put_target))
+        .route("/directories/{d}/sync/status", get(status))
+        .route("/directories/{d}/sync/dead-letters", get(dead_letters))
+        .route("/directories/{d}/sync/dead-letters/retry", post(retry_dead_letters))
+        .route("/directories/{d}/sync/dead-letters/discard", post(discard_dead_letters))
+        .route("/test/sync/tick", post(tick))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthBody {
+    token_url: String,
+    client_id: String,
+    client_secret: Zeroizing<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetBody {
+    /// The application's SCIM base URL (before `/Users`).
+    url: String,
+    #[serde(default)]
+    mapping: Option<Value>,
+    /// Overrides the mapping's `leaver`.
+    #[serde(default)]
+    leaver: Option<LeaverPolicy>,
+    /// OAuth2 client credentials instead of the trust's app-issued key as bearer.
+    #[serde(default)]
+    oauth: Option<OAuthBody>,
+    #[serde(default)]
+    max_attempts: Option<i64>,
+    #[serde(default)]
+    concurrency: Option<i64>,
+    /// Limit for each request to the target, e.g. `30s` (default).
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+async fn get_target(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    a.read(st, Need::Read, "sync.target.show", Target::trust(&d, &t), async {
+        let r = trust_ref(&d, &t)?;
+        Ok(json!({"trust": r.to_string(), "target": st.sync_target(&r).await?}))
+    })
+    .await
+}
+
+async fn put_target(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+    body: Result<ApiJson<TargetBody>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let row = a
+        .change(st, Need::Administer, "sync.target.set", Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let ApiJson(b) = body?;
+            let mut mapping: Mapping = match b.mapping {
+                Some(v) => serde_json::from_value(v).map_err(|e| ApiError::invalid_value(format!("mapping: {e}")))?,
+                None => Mapping::default(),
+            };
+            if let Some(l) = b.leaver {
+                mapping.leaver = l;
+            }
+            mapping.validate().map_err(|e| ApiError::invalid_value(e.to_string()))?;
+            let url = b.url.trim().to_owned();
+            // The client parses the URL exactly as deliveries will.
+            let probe = TargetConfig::bearer(url.clone(), Secret::new("probe".into()));
+            ScimClient::new(probe, st.clock.clone()).map_err(|e| ApiError::invalid_value(format!("url: {e}")))?;
+            let oauth = match b.oauth {
+                Some(o) => {
+                    if o.client_secret.is_empty() || o.client_id.trim().is_empty() {
+                        return Err(ApiError::invalid_value("oauth: client_id and client_secret are required"));
+                    }
+                    let tu = o.token_url.trim();
+                    if !(tu.starts_with("https://") || tu.starts_with("http://")) || tu.contains(char::is_whitespace) {
+                        return Err(ApiError::invalid_value("oauth.token_url must be an http(s) URL"));
+                    }
+                    Some((
+                        OAuthSettings { token_url: o.token_url, client_id: o.client_id, scope: o.scope },
+                        Secret::new(o.client_secret.to_string()),
+                    ))
+                }
+                None => None,
+            };
+            let mapping = serde_json::to_value(&mapping).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let timeout = match &b.timeout {
+                Some(t) => crate::admin::parse_duration("timeout", t)?.as_secs(),
+                None => 30,
+            };
+            let t = NewSyncTarget {
+                timeout_seconds: i64::try_from(timeout).unwrap_or(i64::MAX),
+                base_url: url,
+                oauth,
+                mapping,
+                max_attempts: b.max_attempts.unwrap_or(10),
+                concurrency: b.concurrency.unwrap_or(4),
+            };
+            Ok(st.set_sync_target(&a.actor(), &r, t).await?)
+        })
+        .await?;
+    Ok(Json(json!({"trust": format!("{d}/{t}"), "target": row})))
+}
+
+/// Per target: `confirmed` once the application confirmed the deactivation or deletion,
+/// `failed` when the last attempt failed (retrying, or a dead letter), else `pending`.
+fn deprovision_state(w: &SyncWork) -> &'static str {
+    if w.deprovisioned_at.is_some() {
+        "confirmed"
+    } else if w.status == "dead" || w.last_error.is_some() {
+        "failed"
+    } else {
+        "pending"
+    }
+}
+
+async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    a.read(st, Need::Read, "sync.status", Target::dir(&d), async {
+        st.directory(&d).await?;
+        let now = st.now();
+        let targets = st.sync_targets(Some(&d)).await?;
+        let work = st.sync_work_of(&d, None).await?;
+        let mut target_rows = Vec::new();
+        for t in &targets {
+            let r = t.trust.to_string();
+            let mine: Vec<&SyncWork> = work.iter().filter(|w| w.trust == r).collect();
+            let count = |st: &str| mine.iter().filter(|w| w.status == st).count();
+            let circuit = match t.circuit_open_until {
+                Some(u) if u > now => "open",
+                _ if t.consecutive_failures > 0 => "failing",
+                _ => "closed",
+            };
+            target_rows.push(json!({
+                "trust": r, "url": t.base_url, "active": t.active,
+                "pending": count("pending"), "done": count("done"), "dead_letters": count("dead"),
+                "circuit": circuit, "circuit_open_until": ts(t.circuit_open_until),
+                "consecutive_failures": t.consecutive_failures, "last_error": t.last_error,
+            }));
+        }
+        // Leavers, per user, per target.
+        // Rows come ordered by leaver_since; a user's rows share the key of their first.
+        let mut first_seen: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let mut users: BTreeMap<(i64, String), Vec<SyncWork>> = BTreeMap::new();
+        for w in st.sync_leavers(&d).await? {
+            let since = *first_seen.entry(w.resource_id.clone()).or_insert(w.leaver_since.map_or(0, |t| t.0));
+            users.entry((since, w.resource_id.clone())).or_default().push(w);
+        }
+        let mut leavers = Vec::new();
+        let mut still_active = Vec::new();
+        let (mut complete_n, mut incomplete_n) = (0, 0);
+        for ((_, id), rows) in &users {
+            let since = rows.iter().filter_map(|w| w.leaver_since).min();
+            let display = rows.iter().find_map(|w| w.display.clone());
+            let complete = rows.iter().all(|w| w.deprovisioned_at.is_some());
+            let completed_at = if complete { rows.iter().filter_map(|w| w.deprovisioned_at).max() } else { None };
+            let took = match (since, completed_at) {
+                (Some(a), Some(b)) => Some((b.0 - a.0).max(0) / 1_000_000),
+                _ => None,
+            };
+            if complete {
+                complete_n += 1;
+            } else {
+                incomplete_n += 1;
+            }
+            let per_target: Vec<Value> = rows
+                .iter()
+                .map(|w| {
+                    if w.deprovisioned_at.is_none() {
+                        still_active.push(json!({"user_id": id, "user": display, "trust": w.trust, "remote_id": w.remote_id, "state": deprovision_state(w)}));
+                    }
+                    json!({
+                        "trust": w.trust, "state": deprovision_state(w), "confirmed_at": ts(w.deprovisioned_at),
+                        "attempts": w.attempts, "last_error": w.last_error, "dead_letter": w.status == "dead",
+                        "next_attempt_at": if w.deprovisioned_at.is_none() { ts(Some(w.next_attempt_at)) } else { Value::Null },
+                    })
+                })
+                .collect();
+            leavers.push(json!({
+                "user_id": id, "user": display, "deleted": rows.iter().any(|w| w.deleted),
+                "since": ts(since), "complete": complete, "completed_at": ts(completed_at),
+                "seconds_to_full_deprovisioning": took, "targets": per_target,
+            }));
+        }
+        Ok(json!({
+            "directory": d,
+            "now": now.to_rfc3339(),
+            "outbox": st.outbox_len().await?,
+            "targets": target_rows,
+            "deprovisioning": {"complete": complete_n, "incomplete": incomplete_n, "users": leavers},
+            "still_active": still_active,
+        }))
+    })
+    .await
+}
+
+async fn dead_letters(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    a.read(st, Need::Read, "sync.dead_letter.list", Target::dir(&d), async {
+        let rows = st.sync_work_of(&d, Some("dead")).await?;
+        Ok(json!({"directory": d, "dead_letters": rows}))
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterBody {
+    #[serde(default)]
+    trust: Option<String>,
+    #[serde(default)]
+    resource_id: Option<String>,
+}
+
+async fn retry_dead_letters(
+    a: Admin,
+    s: State<AppState>,
+    d: Path<String>,
+    body: Result<ApiJson<DeadLetterBody>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    act_on_dead_letters(a, s, d, body, true).await
+}
+
+async fn discard_dead_letters(
+    a: Admin,
+    s: State<AppState>,
+    d: Path<String>,
+    body: Result<ApiJson<DeadLetterBody>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    act_on_dead_letters(a, s, d, body, false).await
+}
+
+async fn act_on_dead_letters(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+    body: Result<ApiJson<DeadLetterBody>, ApiError>,
+    retry: bool,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let action = if retry { "sync.dead_letter.retry" } else { "sync.dead_letter.discard" };
+    let n = a
+        .change(st, Need::Operate, action, Target::dir(&d), async {
+            let ApiJson(b) = body?;
+            if let Some(t) = &b.trust {
+                trust_ref(&d, t)?;
+            }
+            let f = DeadLetterFilter { trust: b.trust, resource_id: b.resource_id };
+            let n = if retry {
+                st.retry_dead_letters(&a.actor(), &d, &f).await?
+            } else {
+                st.discard_dead_letters(&a.actor(), &d, &f).await?
+            };
+            Ok(n)
+        })
+        .await?;
+    Ok(Json(json!({"directory": d, if retry { "retried" } else { "discarded" }: n})))
+}
+
+async fn tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (Some(_), Some(sync)) = (&s.test_clock, &s.sync) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "sync ticks need --unsafe-test-clock"));
+    };
+    a.require(&s.store, Need::Administer, "test.sync.tick", &Target::default()).await?;
+    let report = sync.tick().await?;
+    Ok(Json(json!({"report": report})))
+}

@@ -1,0 +1,890 @@
+//! Outbound provisioning persistence: the transactional outbox, the per-target
+//! configuration, and the per-(target, resource) work the dispatcher delivers.
+//!
+//! - Every SCIM write inserts `sync_outbox` rows in its own transaction
+//!   ([`Store::outbox_insert`], called from `crate::scim`), so nothing changes in a
+//!   directory without the engine learning about it.
+//! - [`Store::fan_out`] claims outbox rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite
+//!   has one writer) and, in the same transaction, upserts one `sync_work` row per
+//!   (target, resource) and deletes the outbox rows. There is no "last seen" cursor, so a
+//!   transaction that commits late is never skipped. Repeated changes coalesce: a work row
+//!   holds the latest generation; the desired state is read from the directory at
+//!   delivery time.
+//! - [`Store::claim_sync_work`] leases due work rows (at most `concurrency` in flight per
+//!   target, across nodes); [`Store::finish_sync_work`] and [`Store::fail_sync_work`]
+//!   record the outcome with its audit record, only while the caller still holds the lease.
+
+use std::time::Duration;
+
+use fedkey_audit::Outcome;
+use fedkey_core::{Timestamp, TrustRef};
+use fedkey_crypto::Secret;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{Row, any::AnyRow};
+
+use super::{Actor, Store, opt_ts};
+use crate::StoreError;
+use crate::db::Tx;
+
+/// Largest mapping document accepted.
+pub const MAX_MAPPING_DOC: usize = 64 * 1024;
+
+/// What happened to a resource, as recorded in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Create,
+    Update,
+    Delete,
+    /// A group it belongs to (or, for a group, one of its members) changed.
+    Membership,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Create => "create",
+            Change::Update => "update",
+            Change::Delete => "delete",
+            Change::Membership => "membership",
+        }
+    }
+}
+
+/// OAuth2 client credentials settings of a target (the secret is stored apart, sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OAuthSettings {
+    pub token_url: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// A target as configured (never the OAuth2 secret; only whether there is one).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncTarget {
+    #[serde(skip)]
+    pub trust_id: String,
+    #[serde(skip)]
+    pub directory_id: String,
+    #[serde(rename = "ref")]
+    pub trust: TrustRef,
+    pub base_url: String,
+    /// `bearer` (the trust's app-issued key) or `oauth2`.
+    pub auth: &'static str,
+    pub oauth: Option<OAuthSettings>,
+    pub mapping: Value,
+    pub max_attempts: i64,
+    pub concurrency: i64,
+    /// Limit for each request to the target, in seconds.
+    pub timeout_seconds: i64,
+    pub consecutive_failures: i64,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
+    pub circuit_open_until: Option<Timestamp>,
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
+    pub updated_at: Timestamp,
+    pub updated_by: String,
+    /// Whether the trust is active (a suspended trust's target receives nothing).
+    pub active: bool,
+}
+
+/// A target configuration to store. The caller validates the mapping.
+pub struct NewSyncTarget {
+    pub base_url: String,
+    pub oauth: Option<(OAuthSettings, Secret)>,
+    pub mapping: Value,
+    pub max_attempts: i64,
+    pub concurrency: i64,
+    pub timeout_seconds: i64,
+}
+
+/// One (target, resource) work row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncWork {
+    #[serde(skip)]
+    pub trust_id: String,
+    /// `DIRECTORY/TRUST`.
+    pub trust: String,
+    #[serde(skip)]
+    pub trust_name: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    #[serde(skip)]
+    pub directory_id: String,
+    pub display: Option<String>,
+    pub generation: i64,
+    pub deleted: bool,
+    /// `pending`, `done`, `dead` (a dead letter) or `discarded`.
+    pub status: String,
+    pub attempts: i64,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339")]
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub remote_id: Option<String>,
+    pub remote_active: Option<bool>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
+    pub leaver_since: Option<Timestamp>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
+    pub deprovisioned_at: Option<Timestamp>,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// The result of one successful delivery.
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    pub remote_id: Option<String>,
+    /// Whether the account is active at the target (`None`: absent or not a user).
+    pub remote_active: Option<bool>,
+    /// The delivery removed or deactivated an account (a leaver, or out of scope).
+    pub deprovisioned: bool,
+    /// What was done, for the audit record (never attribute values).
+    pub summary: Value,
+}
+
+/// Which dead letters an operator acts on.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub trust: Option<String>,
+    pub resource_id: Option<String>,
+}
+
+const WORK_COLUMNS: &str = "w.trust_id, t.name AS trust_name, d.name AS directory_name, w.resource_type, w.resource_id, \
+    w.directory_id, w.display, w.generation, w.deleted, w.status, w.attempts, w.next_attempt_at, w.last_error, \
+    w.remote_id, w.remote_active, w.leaver_since, w.deprovisioned_at, w.delivered_at";
+const WORK_FROM: &str = "sync_work w JOIN trusts t ON t.id = w.trust_id JOIN directories d ON d.id = t.directory_id";
+
+const TARGET_SELECT: &str = "SELECT s.trust_id, s.directory_id, d.name AS directory_name, t.name AS trust_name, t.status AS trust_status, \
+    s.base_url, s.oauth, s.oauth_secret IS NOT NULL AS has_secret, s.mapping, s.max_attempts, s.concurrency, s.timeout_seconds, \
+    s.consecutive_failures, s.circuit_open_until, s.last_error, s.created_at, s.updated_at, s.updated_by \
+    FROM sync_targets s JOIN trusts t ON t.id = s.trust_id JOIN directories d ON d.id = t.directory_id";
+
+fn target_aad(trust_id: &str) -> Vec<u8> {
+    format!("sync-target/{trust_id}").into_bytes()
+}
+
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+impl Store {
+    // ----- outbox -----
+
+    /// Records a change in the outbox, inside the change's transaction. `leaver`:
+    /// `Some(true)` when the user is now inactive or deleted, `Some(false)` when active,
+    /// `None` when unknown (membership changes leave the leaver state as it is).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn outbox_insert(
+        &self,
+        tx: &mut Tx,
+        directory_id: &str,
+        resource_type: &str,
+        resource_id: &str,
+        change: Change,
+        display: Option<&str>,
+        leaver: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let flag: i64 = match leaver {
+            None => -1,
+            Some(false) => 0,
+            Some(true) => 1,
+        };
+        sqlx::query(
+            "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(directory_id.to_owned())
+        .bind(resource_type.to_owned())
+        .bind(resource_id.to_owned())
+        .bind(change.as_str())
+        .bind(display.map(str::to_owned))
+        .bind(flag)
+        .bind(self.now().0)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Outbox rows not yet fanned out (all directories).
+    pub async fn outbox_len(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM sync_outbox").fetch_one(self.db.pool()).await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Claims up to `limit` outbox rows, turns them into per-target work and deletes them,
+    /// all in one transaction. Returns the number of outbox rows consumed.
+    pub async fn fan_out(&self, limit: i64) -> Result<usize, StoreError> {
+        let now = self.now().0;
+        let mut tx = self.db.begin().await?;
+        let sql = format!(
+            "SELECT seq, directory_id, resource_type, resource_id, change, display, leaver FROM sync_outbox \
+             ORDER BY seq LIMIT $1{}",
+            self.db.backend.skip_locked()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut targets: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
+            let dir: String = row.try_get("directory_id")?;
+            if !targets.contains_key(&dir) {
+                let ts = sqlx::query("SELECT trust_id FROM sync_targets WHERE directory_id = $1")
+                    .bind(dir.clone())
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("trust_id"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                targets.insert(dir.clone(), ts);
+            }
+            let change: String = row.try_get("change")?;
+            let deleted: i64 = if change == "delete" { 1 } else { 0 };
+            let leaver: i64 = row.try_get("leaver")?;
+            for trust_id in targets.get(&dir).map(Vec::as_slice).unwrap_or_default() {
+                upsert_work(
+                    &mut tx,
+                    trust_id,
+                    &row.try_get::<String, _>("resource_type")?,
+                    &row.try_get::<String, _>("resource_id")?,
+                    &dir,
+                    row.try_get::<Option<String>, _>("display")?,
+                    deleted,
+                    leaver,
+                    now,
+                )
+                .await?;
+            }
+            sqlx::query("DELETE FROM sync_outbox WHERE seq = $1").bind(seq).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    // ----- targets -----
+
+    /// Creates or replaces the target of an outbound trust. The first configuration
+    /// queues every existing resource of the directory for delivery (the initial load).
+    pub async fn set_sync_target(
+        &self,
+        actor: &Actor,
+        r: &TrustRef,
+        t: NewSyncTarget,
+    ) -> Result<SyncTarget, StoreError> {
+        let trust = self.trust(r).await?;
+        if trust.direction != fedkey_core::Direction::Outbound {
+            return Err(StoreError::Invalid(format!(
+                "{r} is an inbound trust; only outbound trusts provision to an application"
+            )));
+        }
+        let mapping_text = t.mapping.to_string();
+        if mapping_text.len() > MAX_MAPPING_DOC {
+            return Err(StoreError::Invalid(format!("the mapping must be at most {MAX_MAPPING_DOC} bytes")));
+        }
+        if !(1..=100).contains(&t.max_attempts) {
+            return Err(StoreError::Invalid("max_attempts must be between 1 and 100".into()));
+        }
+        if !(1..=64).contains(&t.concurrency) {
+            return Err(StoreError::Invalid("concurrency must be between 1 and 64".into()));
+        }
+        if !(1..=600).contains(&t.timeout_seconds) {
+            return Err(StoreError::Invalid("timeout must be between 1s and 600s".into()));
+        }
+        let (oauth, secret) = match &t.oauth {
+            Some((o, s)) => (
+                Some(serde_json::to_string(o).map_err(|e| StoreError::Invalid(e.to_string()))?),
+                Some(self.keyring()?.seal(&target_aad(&trust.id), s.expose().as_bytes())?),
+            ),
+            None => (None, None),
+        };
+        let now = self.now().0;
+        let mut tx = self.db.begin().await?;
+        let existed = sqlx::query("SELECT trust_id FROM sync_targets WHERE trust_id = $1")
+            .bind(trust.id.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        sqlx::query(
+            "INSERT INTO sync_targets (trust_id, directory_id, base_url, oauth, oauth_secret, mapping, max_attempts, concurrency, \
+             timeout_seconds, consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10) \
+             ON CONFLICT (trust_id) DO UPDATE SET base_url = excluded.base_url, oauth = excluded.oauth, \
+             oauth_secret = excluded.oauth_secret, mapping = excluded.mapping, max_attempts = excluded.max_attempts, \
+             concurrency = excluded.concurrency, timeout_seconds = excluded.timeout_seconds, consecutive_failures = 0, circuit_open_until = NULL, \
+             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )
+        .bind(trust.id.clone())
+        .bind(trust.directory_id.clone())
+        .bind(t.base_url.clone())
+        .bind(oauth)
+        .bind(secret)
+        .bind(mapping_text)
+        .bind(t.max_attempts)
+        .bind(t.concurrency)
+        .bind(now)
+        .bind(actor.id.clone())
+        .bind(t.timeout_seconds)
+        .execute(&mut *tx)
+        .await?;
+        // A changed mapping or URL can change what every resource should look like: queue
+        // them all (the initial load on first configuration).
+        let rows = sqlx::query(
+            "SELECT id, resource_type, name_key, body FROM scim_resources WHERE directory_id = $1 ORDER BY created_at, id",
+        )
+        .bind(trust.directory_id.clone())
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let body: Value = serde_json::from_str(&row.try_get::<String, _>("body")?).unwrap_or(Value::Null);
+            let rt: String = row.try_get("resource_type")?;
+            let (display, leaver) = describe(&rt, &body);
+            upsert_work(
+                &mut tx,
+                &trust.id,
+                &rt,
+                &row.try_get::<String, _>("id")?,
+                &trust.directory_id,
+                display,
+                0,
+                leaver.map_or(-1, i64::from),
+                now,
+            )
+            .await?;
+        }
+        let ev =
+            self.event(actor, "sync.target.set", Outcome::Success).directory(&r.directory).trust(&r.trust).details(
+                json!({
+                    "base_url": t.base_url, "auth": if t.oauth.is_some() { "oauth2" } else { "bearer" },
+                    "mapping": t.mapping, "max_attempts": t.max_attempts, "concurrency": t.concurrency,
+                "timeout_seconds": t.timeout_seconds,
+                    "replaced": existed, "queued": rows.len(),
+                }),
+            );
+        self.commit_with(tx, actor, ev).await?;
+        self.sync_target(r).await?.ok_or_else(|| StoreError::NotFound(format!("target of {r}")))
+    }
+
+    pub async fn sync_target(&self, r: &TrustRef) -> Result<Option<SyncTarget>, StoreError> {
+        let trust = self.trust(r).await?;
+        let sql = format!("{TARGET_SELECT} WHERE s.trust_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(trust.id).fetch_optional(self.db.pool()).await?;
+        row.as_ref().map(target_from_row).transpose()
+    }
+
+    /// Every configured target, in a stable order.
+    pub async fn sync_targets(&self, directory: Option<&str>) -> Result<Vec<SyncTarget>, StoreError> {
+        let rows = match directory {
+            Some(d) => {
+                let sql = format!("{TARGET_SELECT} WHERE d.name = $1 ORDER BY d.name, t.name");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(d.to_owned()).fetch_all(self.db.pool()).await?
+            }
+            None => {
+                let sql = format!("{TARGET_SELECT} ORDER BY d.name, t.name");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.db.pool()).await?
+            }
+        };
+        rows.iter().map(target_from_row).collect()
+    }
+
+    /// The OAuth2 client secret of a target, decrypted for use; audited first.
+    pub async fn sync_target_secret(&self, actor: &Actor, t: &SyncTarget) -> Result<Option<Secret>, StoreError> {
+        let row = sqlx::query("SELECT oauth_secret FROM sync_targets WHERE trust_id = $1")
+            .bind(t.trust_id.clone())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("target of {}", t.trust)))?;
+        let Some(envelope) = row.try_get::<Option<Vec<u8>>, _>("oauth_secret")? else {
+            return Ok(None);
+        };
+        self.audit
+            .record(
+                self.event(actor, "sync.target.secret.read", Outcome::Success)
+                    .directory(&t.trust.directory)
+                    .trust(&t.trust.trust),
+                None,
+            )
+            .await?;
+        let plain = self.keyring()?.open(&target_aad(&t.trust_id), &envelope)?;
+        let text =
+            String::from_utf8(plain.to_vec()).map_err(|_| StoreError::Corrupt("sync_targets.oauth_secret".into()))?;
+        Ok(Some(Secret::new(text)))
+    }
+
+    /// Circuit-breaker bookkeeping: a success closes the circuit; a failure counts, and
+    /// `open_until` (when given) stops deliveries to the target until then.
+    pub async fn sync_target_outcome(
+        &self,
+        trust_id: &str,
+        error: Option<&str>,
+        open_until: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let q = match error {
+            None => sqlx::query(
+                "UPDATE sync_targets SET consecutive_failures = 0, circuit_open_until = NULL, last_error = NULL WHERE trust_id = $1",
+            )
+            .bind(trust_id.to_owned()),
+            Some(e) => sqlx::query(
+                "UPDATE sync_targets SET consecutive_failures = consecutive_failures + 1, \
+                 circuit_open_until = COALESCE($1, circuit_open_until), last_error = $2 WHERE trust_id = $3",
+            )
+            .bind(open_until.map(|t| t.0))
+            .bind(clip(e, 500))
+            .bind(trust_id.to_owned()),
+        };
+        q.execute(self.db.pool()).await?;
+        Ok(())
+    }
+
+    // ----- work -----
+
+    /// Leases up to `limit` due work rows of a target for `owner` until `now + ttl`,
+    /// keeping at most `concurrency` rows of the target in flight across all nodes.
+    /// Users come before groups (a group's members must exist at the target first).
+    pub async fn claim_sync_work(
+        &self,
+        trust_id: &str,
+        owner: &str,
+        concurrency: i64,
+        ttl: Duration,
+    ) -> Result<Vec<SyncWork>, StoreError> {
+        let now = self.now();
+        let until = now.saturating_add(ttl).0;
+        let mut tx = self.db.begin().await?;
+        let in_flight: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sync_work WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2",
+        )
+        .bind(trust_id.to_owned())
+        .bind(now.0)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        let room = concurrency - in_flight;
+        if room <= 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT resource_type, resource_id FROM sync_work WHERE trust_id = $1 AND status = 'pending' \
+             AND next_attempt_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
+             ORDER BY resource_type DESC, next_attempt_at, resource_id LIMIT $3{}",
+            self.db.backend.skip_locked()
+        );
+        let keys = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(trust_id.to_owned())
+            .bind(now.0)
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let rt: String = k.try_get("resource_type")?;
+            let id: String = k.try_get("resource_id")?;
+            sqlx::query(
+                "UPDATE sync_work SET lease_owner = $1, lease_expires_at = $2 WHERE trust_id = $3 AND resource_type = $4 AND resource_id = $5",
+            )
+            .bind(owner.to_owned())
+            .bind(until)
+            .bind(trust_id.to_owned())
+            .bind(rt.clone())
+            .bind(id.clone())
+            .execute(&mut *tx)
+            .await?;
+            let sql = format!(
+                "SELECT {WORK_COLUMNS} FROM {WORK_FROM} WHERE w.trust_id = $1 AND w.resource_type = $2 AND w.resource_id = $3"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(trust_id.to_owned())
+                .bind(rt)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            out.push(work_from_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Records a successful delivery of generation `w.generation` (audited as
+    /// `sync.deliver`). The row stays pending when a newer change arrived meanwhile.
+    /// Returns false (and changes nothing) when `owner` no longer holds the lease.
+    pub async fn finish_sync_work(
+        &self,
+        actor: &Actor,
+        w: &SyncWork,
+        owner: &str,
+        d: &Delivered,
+    ) -> Result<bool, StoreError> {
+        let now = self.now().0;
+        let mut tx = self.db.begin().await?;
+        let n = sqlx::query(
+            "UPDATE sync_work SET status = CASE WHEN generation = $1 THEN 'done' ELSE 'pending' END, \
+             done_generation = $1, attempts = 0, next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL, \
+             last_error = NULL, remote_id = $3, remote_active = $4, delivered_at = $2, updated_at = $2, \
+             leaver_since = CASE WHEN $5 = 1 THEN COALESCE(leaver_since, $2) ELSE leaver_since END, \
+             deprovisioned_at = CASE WHEN $5 = 1 THEN COALESCE(deprovisioned_at, $2) ELSE deprovisioned_at END \
+             WHERE trust_id = $6 AND resource_type = $7 AND resource_id = $8 AND lease_owner = $9",
+        )
+        .bind(w.generation)
+        .bind(now)
+        .bind(d.remote_id.clone())
+        .bind(d.remote_active.map(i64::from))
+        .bind(i64::from(d.deprovisioned))
+        .bind(w.trust_id.clone())
+        .bind(w.resource_type.clone())
+        .bind(w.resource_id.clone())
+        .bind(owner.to_owned())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        let ev = self
+            .event(actor, "sync.deliver", Outcome::Success)
+            .directory(self.directory_name_of(&w.directory_id).await?)
+            .trust(&w.trust_name)
+            .details(json!({
+                "resource_type": w.resource_type, "id": w.resource_id, "generation": w.generation,
+                "remote_id": d.remote_id, "deprovisioned": d.deprovisioned, "did": d.summary,
+            }));
+        self.commit_with(tx, actor, ev).await?;
+        Ok(true)
+    }
+
+    /// Records a failed delivery: retried at `retry_at`, or a dead letter when `None`
+    /// (audited as `sync.dead_letter`; a retry as `sync.retry`). Returns false when the
+    /// lease was lost.
+    pub async fn fail_sync_work(
+        &self,
+        actor: &Actor,
+        w: &SyncWork,
+        owner: &str,
+        error: &str,
+        retry_at: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let now = self.now().0;
+        let error = clip(error, 1000);
+        let mut tx = self.db.begin().await?;
+        let n = sqlx::query(
+            "UPDATE sync_work SET status = $1, attempts = attempts + 1, next_attempt_at = $2, lease_owner = NULL, \
+             lease_expires_at = NULL, last_error = $3, updated_at = $4 \
+             WHERE trust_id = $5 AND resource_type = $6 AND resource_id = $7 AND lease_owner = $8",
+        )
+        .bind(if retry_at.is_some() { "pending" } else { "dead" })
+        .bind(retry_at.map_or(now, |t| t.0))
+        .bind(error.clone())
+        .bind(now)
+        .bind(w.trust_id.clone())
+        .bind(w.resource_type.clone())
+        .bind(w.resource_id.clone())
+        .bind(owner.to_owned())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        let (action, outcome) =
+            if retry_at.is_some() { ("sync.retry", Outcome::Failure) } else { ("sync.dead_letter", Outcome::Failure) };
+        let ev = self
+            .event(actor, action, outcome)
+            .directory(self.directory_name_of(&w.directory_id).await?)
+            .trust(&w.trust_name)
+            .details(json!({
+                "resource_type": w.resource_type, "id": w.resource_id, "attempt": w.attempts + 1,
+                "error": error, "retry_at": retry_at.map(|t| t.to_rfc3339()),
+            }));
+        self.commit_with(tx, actor, ev).await?;
+        Ok(true)
+    }
+
+    /// Gives a lease back without recording an attempt (the target's circuit is open).
+    pub async fn release_sync_work(&self, w: &SyncWork, owner: &str, at: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sync_work SET lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = $1 \
+             WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4 AND lease_owner = $5",
+        )
+        .bind(at.0)
+        .bind(w.trust_id.clone())
+        .bind(w.resource_type.clone())
+        .bind(w.resource_id.clone())
+        .bind(owner.to_owned())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Queues resources again for one target (e.g. the groups of a user who just got a
+    /// remote id, so their memberships can now be sent).
+    pub async fn requeue_sync_work(
+        &self,
+        trust_id: &str,
+        resource_type: &str,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = self.now().0;
+        let mut tx = self.db.begin().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE sync_work SET generation = generation + 1, status = 'pending', \
+                 next_attempt_at = CASE WHEN status = 'pending' THEN next_attempt_at ELSE $1 END, \
+                 attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END, updated_at = $1 \
+                 WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4 AND deleted = 0",
+            )
+            .bind(now)
+            .bind(trust_id.to_owned())
+            .bind(resource_type.to_owned())
+            .bind(id.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The remote ids (and activity) of resources at one target, by directory id.
+    pub async fn sync_remote_ids(
+        &self,
+        trust_id: &str,
+        resource_type: &str,
+    ) -> Result<std::collections::HashMap<String, (String, Option<bool>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT resource_id, remote_id, remote_active FROM sync_work WHERE trust_id = $1 AND resource_type = $2 \
+             AND remote_id IS NOT NULL AND deleted = 0",
+        )
+        .bind(trust_id.to_owned())
+        .bind(resource_type.to_owned())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = std::collections::HashMap::new();
+        for r in &rows {
+            let active: Option<i64> = r.try_get("remote_active")?;
+            out.insert(r.try_get("resource_id")?, (r.try_get("remote_id")?, active.map(|a| a != 0)));
+        }
+        Ok(out)
+    }
+
+    /// Work rows of a directory, optionally only those with `status`.
+    pub async fn sync_work_of(&self, directory: &str, status: Option<&str>) -> Result<Vec<SyncWork>, StoreError> {
+        let dir = self.directory(directory).await?;
+        let mut sql = format!("SELECT {WORK_COLUMNS} FROM {WORK_FROM} WHERE w.directory_id = $1");
+        if status.is_some() {
+            sql.push_str(" AND w.status = $2");
+        }
+        sql.push_str(" ORDER BY t.name, w.resource_type DESC, w.display, w.resource_id");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dir.id);
+        if let Some(s) = status {
+            q = q.bind(s.to_owned());
+        }
+        q.fetch_all(self.db.pool()).await?.iter().map(work_from_row).collect()
+    }
+
+    /// Work rows of leavers (users deactivated or deleted in the directory, or
+    /// deprovisioned for leaving a mapping's scope).
+    pub async fn sync_leavers(&self, directory: &str) -> Result<Vec<SyncWork>, StoreError> {
+        let dir = self.directory(directory).await?;
+        let sql = format!(
+            "SELECT {WORK_COLUMNS} FROM {WORK_FROM} WHERE w.directory_id = $1 AND w.resource_type = 'User' \
+             AND w.leaver_since IS NOT NULL ORDER BY w.leaver_since, w.resource_id, t.name"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(dir.id)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(work_from_row)
+            .collect()
+    }
+
+    /// Dead letters back to pending (attempts reset), audited as `sync.dead_letter.retry`.
+    pub async fn retry_dead_letters(
+        &self,
+        actor: &Actor,
+        directory: &str,
+        f: &DeadLetterFilter,
+    ) -> Result<u64, StoreError> {
+        self.act_on_dead_letters(actor, directory, f, "pending", "sync.dead_letter.retry").await
+    }
+
+    /// Dead letters dropped (status `discarded`), audited as `sync.dead_letter.discard`.
+    pub async fn discard_dead_letters(
+        &self,
+        actor: &Actor,
+        directory: &str,
+        f: &DeadLetterFilter,
+    ) -> Result<u64, StoreError> {
+        self.act_on_dead_letters(actor, directory, f, "discarded", "sync.dead_letter.discard").await
+    }
+
+    async fn act_on_dead_letters(
+        &self,
+        actor: &Actor,
+        directory: &str,
+        f: &DeadLetterFilter,
+        to: &str,
+        action: &str,
+    ) -> Result<u64, StoreError> {
+        let dir = self.directory(directory).await?;
+        let trust_id = match &f.trust {
+            Some(t) => Some(self.trust(&TrustRef { directory: directory.to_owned(), trust: t.clone() }).await?.id),
+            None => None,
+        };
+        let now = self.now().0;
+        let mut tx = self.db.begin().await?;
+        let n = sqlx::query(
+            "UPDATE sync_work SET status = $1, attempts = 0, next_attempt_at = $2, updated_at = $2 \
+             WHERE directory_id = $3 AND status = 'dead' AND ($4 IS NULL OR trust_id = $4) AND ($5 IS NULL OR resource_id = $5)",
+        )
+        .bind(to.to_owned())
+        .bind(now)
+        .bind(dir.id)
+        .bind(trust_id)
+        .bind(f.resource_id.clone())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let mut ev = self
+            .event(actor, action, Outcome::Success)
+            .directory(directory)
+            .details(json!({"count": n, "resource_id": f.resource_id}));
+        if let Some(t) = &f.trust {
+            ev = ev.trust(t);
+        }
+        self.commit_with(tx, actor, ev).await?;
+        Ok(n)
+    }
+
+    async fn directory_name_of(&self, directory_id: &str) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT name FROM directories WHERE id = $1")
+            .bind(directory_id.to_owned())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("directory {directory_id}")))?;
+        Ok(row.try_get("name")?)
+    }
+}
+
+/// `userName`/`displayName` and, for users, whether they are a leaver (inactive).
+pub(crate) fn describe(resource_type: &str, body: &Value) -> (Option<String>, Option<bool>) {
+    if resource_type == "User" {
+        let name = body.get("userName").and_then(Value::as_str).map(str::to_owned);
+        let inactive = matches!(body.get("active"), Some(Value::Bool(false)));
+        (name, Some(inactive))
+    } else {
+        (body.get("displayName").and_then(Value::as_str).map(str::to_owned), None)
+    }
+}
+
+/// Creates or bumps the work row of (target, resource). A new change revives a done,
+/// dead or discarded row at once; a pending row keeps its backoff. `leaver` is -1
+/// (unchanged), 0 (active: clears the deprovisioning record) or 1 (leaver since now,
+/// unless already).
+#[allow(clippy::too_many_arguments)]
+async fn upsert_work(
+    tx: &mut Tx,
+    trust_id: &str,
+    resource_type: &str,
+    resource_id: &str,
+    directory_id: &str,
+    display: Option<String>,
+    deleted: i64,
+    leaver: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let leaver = if deleted == 1 && resource_type == "User" { 1 } else { leaver };
+    sqlx::query(
+        "INSERT INTO sync_work (trust_id, resource_type, resource_id, directory_id, display, generation, done_generation, \
+         deleted, status, attempts, next_attempt_at, leaver_since, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 1, 0, $6, 'pending', 0, $7, CASE WHEN $8 = 1 THEN $7 ELSE NULL END, $7) \
+         ON CONFLICT (trust_id, resource_type, resource_id) DO UPDATE SET \
+         generation = sync_work.generation + 1, \
+         display = COALESCE(excluded.display, sync_work.display), \
+         deleted = CASE WHEN excluded.deleted = 1 THEN 1 ELSE sync_work.deleted END, \
+         next_attempt_at = CASE WHEN sync_work.status = 'pending' THEN sync_work.next_attempt_at ELSE excluded.next_attempt_at END, \
+         attempts = CASE WHEN sync_work.status = 'pending' THEN sync_work.attempts ELSE 0 END, \
+         status = 'pending', \
+         leaver_since = CASE WHEN $8 = 0 THEN NULL WHEN $8 = 1 THEN COALESCE(sync_work.leaver_since, $7) ELSE sync_work.leaver_since END, \
+         deprovisioned_at = CASE WHEN $8 = 0 THEN NULL ELSE sync_work.deprovisioned_at END, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(trust_id.to_owned())
+    .bind(resource_type.to_owned())
+    .bind(resource_id.to_owned())
+    .bind(directory_id.to_owned())
+    .bind(display)
+    .bind(deleted)
+    .bind(now)
+    .bind(leaver)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
+    let oauth: Option<String> = r.try_get("oauth")?;
+    let oauth = match oauth {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|_| StoreError::Corrupt("sync_targets.oauth".into()))?),
+        None => None,
+    };
+    let mapping: String = r.try_get("mapping")?;
+    let has_secret: bool = match r.try_get::<bool, _>("has_secret") {
+        Ok(b) => b,
+        Err(_) => r.try_get::<i64, _>("has_secret")? != 0,
+    };
+    let status: String = r.try_get("trust_status")?;
+    Ok(SyncTarget {
+        trust_id: r.try_get("trust_id")?,
+        directory_id: r.try_get("directory_id")?,
+        trust: TrustRef { directory: r.try_get("directory_name")?, trust: r.try_get("trust_name")? },
+        base_url: r.try_get("base_url")?,
+        auth: if has_secret { "oauth2" } else { "bearer" },
+        oauth,
+        mapping: serde_json::from_str(&mapping).map_err(|_| StoreError::Corrupt("sync_targets.mapping".into()))?,
+        max_attempts: r.try_get("max_attempts")?,
+        concurrency: r.try_get("concurrency")?,
+        timeout_seconds: r.try_get("timeout_seconds")?,
+        consecutive_failures: r.try_get("consecutive_failures")?,
+        circuit_open_until: opt_ts(r.try_get("circuit_open_until")?),
+        last_error: r.try_get("last_error")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        updated_at: Timestamp(r.try_get("updated_at")?),
+        updated_by: r.try_get("updated_by")?,
+        active: status == "active",
+    })
+}
+
+fn work_from_row(r: &AnyRow) -> Result<SyncWork, StoreError> {
+    let deleted: i64 = r.try_get("deleted")?;
+    let active: Option<i64> = r.try_get("remote_active")?;
+    let dir: String = r.try_get("directory_name")?;
+    let trust: String = r.try_get("trust_name")?;
+    Ok(SyncWork {
+        trust_id: r.try_get("trust_id")?,
+        trust: format!("{dir}/{trust}"),
+        trust_name: trust,
+        resource_type: r.try_get("resource_type")?,
+        resource_id: r.try_get("resource_id")?,
+        directory_id: r.try_get("directory_id")?,
+        display: r.try_get("display")?,
+        generation: r.try_get("generation")?,
+        deleted: deleted != 0,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: Timestamp(r.try_get("next_attempt_at")?),
+        last_error: r.try_get("last_error")?,
+        remote_id: r.try_get("remote_id")?,
+        remote_active: active.map(|a| a != 0),
+        leaver_since: opt_ts(r.try_get("leaver_since")?),
+        deprovisioned_at: opt_ts(r.try_get("deprovisioned_at")?),
+        delivered_at: opt_ts(r.try_get("delivered_at")?),
+    })
+}

@@ -1,0 +1,232 @@
+//! The transactional outbox and the per-target work it fans out to (both backends).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedkey_core::Clock;
+use fedkey_store::StoreError;
+use fedkey_store::ops::{DeadLetterFilter, Delivered, NewSyncTarget};
+use fedkey_store::scim::ResourceWrite;
+use serde_json::json;
+
+use super::{Kind, TestDb, actor, count_action, env, env_on, open_store, outbound, tref, verify};
+
+fn user(name: &str, active: bool) -> ResourceWrite {
+    ResourceWrite {
+        resource_type: "User",
+        name_key: name.to_lowercase(),
+        external_id: None,
+        body: json!({"userName": name, "active": active}),
+        members: None,
+        indexed: vec![],
+        changed: vec!["userName".into()],
+    }
+}
+
+fn group(name: &str, members: Vec<String>) -> ResourceWrite {
+    ResourceWrite {
+        resource_type: "Group",
+        name_key: name.to_lowercase(),
+        external_id: None,
+        body: json!({"displayName": name}),
+        members: Some(members),
+        indexed: vec![],
+        changed: vec!["displayName".into(), "members".into()],
+    }
+}
+
+fn target() -> NewSyncTarget {
+    NewSyncTarget {
+        base_url: "http://127.0.0.1:9/scim/v2".into(),
+        oauth: None,
+        mapping: json!({}),
+        max_attempts: 5,
+        concurrency: 2,
+        timeout_seconds: 30,
+    }
+}
+
+/// Every SCIM write lands in the outbox in its own transaction; a refused write leaves
+/// no row; fan-out turns rows into coalesced per-target work and consumes them.
+pub async fn outbox_rows_commit_with_their_change(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
+    let alice = s.scim_create(&a, &dir, user("alice", true)).await.unwrap();
+    assert_eq!(s.outbox_len().await.unwrap(), 1);
+    // A refused write (uniqueness) changes nothing and records nothing.
+    assert!(matches!(s.scim_create(&a, &dir, user("ALICE", true)).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.outbox_len().await.unwrap(), 1, "a failed write leaves no outbox row");
+    // A group whose member does not exist is refused: no partial outbox rows either.
+    let bad = s.scim_create(&a, &dir, group("eng", vec![alice.id.clone(), "nope".into()])).await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+    assert_eq!(s.outbox_len().await.unwrap(), 1);
+    // A version precondition that fails leaves no row.
+    let stale = s.scim_replace(&a, &dir, &alice.id, Some(99), user("alice", false)).await;
+    assert!(matches!(stale, Err(StoreError::PreconditionFailed(_))));
+    assert_eq!(s.outbox_len().await.unwrap(), 1);
+    // The commit itself fails (the audit log refuses the record): the outbox rows, written
+    // before it in the same transaction, are rolled back with the change.
+    match kind {
+        Kind::Sqlite => {
+            e.exec("CREATE TRIGGER block BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'blocked'); END;").await
+        }
+        Kind::Postgres => {
+            e.exec("CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END; $$").await;
+            e.exec("CREATE TRIGGER block BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION block_audit()").await;
+        }
+    }
+    let r = s.scim_create(&a, &dir, user("carol", true)).await;
+    assert!(matches!(r, Err(StoreError::AuditUnavailable(_))), "{r:?}");
+    let r = s.scim_replace(&a, &dir, &alice.id, None, user("alice", false)).await;
+    assert!(matches!(r, Err(StoreError::AuditUnavailable(_))), "{r:?}");
+    let r = s.scim_delete(&a, &dir, "User", &alice.id, None).await;
+    assert!(matches!(r, Err(StoreError::AuditUnavailable(_))), "{r:?}");
+    assert_eq!(s.outbox_len().await.unwrap(), 1, "no outbox row without its change");
+    match kind {
+        Kind::Sqlite => e.exec("DROP TRIGGER block").await,
+        Kind::Postgres => e.exec("DROP TRIGGER block ON audit_log").await,
+    }
+
+    // A group with a member: the group and the member (its `groups` changed).
+    let bob = s.scim_create(&a, &dir, user("bob", true)).await.unwrap();
+    let g = s.scim_create(&a, &dir, group("eng", vec![alice.id.clone()])).await.unwrap();
+    assert_eq!(s.outbox_len().await.unwrap(), 4);
+    // Membership change: alice out, bob in → group + both users.
+    s.scim_replace(&a, &dir, &g.id, None, group("eng", vec![bob.id.clone()])).await.unwrap();
+    assert_eq!(s.outbox_len().await.unwrap(), 7);
+
+    // No target yet: fan-out consumes the rows without work.
+    assert_eq!(s.fan_out(100).await.unwrap(), 7);
+    assert_eq!(s.outbox_len().await.unwrap(), 0);
+    // The first target configuration queues every existing resource (initial load).
+    s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
+    let work = s.sync_work_of("acme", Some("pending")).await.unwrap();
+    assert_eq!(work.len(), 3, "{work:?}");
+    assert!(work.iter().all(|w| w.generation == 1 && w.trust == "acme/app"));
+
+    // Deactivating alice, then deleting her: one coalesced row, a leaver since then.
+    s.scim_replace(&a, &dir, &alice.id, None, user("alice", false)).await.unwrap();
+    s.scim_delete(&a, &dir, "User", &bob.id, None).await.unwrap();
+    // bob's delete also records the group he was in.
+    assert_eq!(s.outbox_len().await.unwrap(), 3);
+    assert_eq!(s.fan_out(2).await.unwrap(), 2, "fan-out takes at most its limit");
+    assert_eq!(s.fan_out(100).await.unwrap(), 1);
+    let work = s.sync_work_of("acme", None).await.unwrap();
+    let w = |id: &str| work.iter().find(|w| w.resource_id == id).unwrap().clone();
+    assert_eq!((w(&alice.id).generation, w(&alice.id).deleted), (2, false));
+    assert!(w(&alice.id).leaver_since.is_some());
+    assert!(w(&bob.id).deleted && w(&bob.id).leaver_since.is_some());
+    assert_eq!(w(&g.id).generation, 2);
+    let leavers = s.sync_leavers("acme").await.unwrap();
+    assert_eq!(leavers.len(), 2);
+    // Reactivation clears the leaver record.
+    s.scim_replace(&a, &dir, &alice.id, None, user("alice", true)).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    assert_eq!(s.sync_leavers("acme").await.unwrap().len(), 1);
+    assert!(count_action(s, "sync.target.set").await == 1);
+    verify(s).await.unwrap();
+}
+
+/// Leases: a claimed row is invisible to other owners until its lease expires; only
+/// the lease holder can record the outcome; retries back off; dead letters can be
+/// retried and discarded; concurrency per target is bounded across stores.
+pub async fn outbox_claims_exclude_other_owners(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let e = env_on(t).await;
+    let s = &e.store;
+    let other = Arc::new(open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::from_secs(60)).await);
+    let a = actor();
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let (trust, _, _) = s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
+    s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(s.scim_create(&a, &dir, user(&format!("u{i:02}"), true)).await.unwrap().id);
+    }
+    // Two consumers fan out concurrently: each outbox row is consumed exactly once.
+    let (x, y) = tokio::join!(
+        async {
+            let mut n = 0;
+            loop {
+                let k = s.fan_out(3).await.unwrap();
+                if k == 0 {
+                    break n;
+                }
+                n += k;
+            }
+        },
+        async {
+            let mut n = 0;
+            loop {
+                let k = other.fan_out(3).await.unwrap();
+                if k == 0 {
+                    break n;
+                }
+                n += k;
+            }
+        }
+    );
+    assert_eq!(x + y, 20);
+    let work = s.sync_work_of("acme", None).await.unwrap();
+    assert_eq!(work.iter().map(|w| w.generation).sum::<i64>(), 20, "each event fanned out once");
+
+    let ttl = Duration::from_secs(30);
+    let mine = s.claim_sync_work(&trust.id, "node-a", 2, ttl).await.unwrap();
+    assert_eq!(mine.len(), 2, "bounded by the target's concurrency");
+    // The concurrency bound holds across nodes while the leases are live.
+    assert!(other.claim_sync_work(&trust.id, "node-b", 2, ttl).await.unwrap().is_empty());
+    assert_eq!(other.claim_sync_work(&trust.id, "node-b", 5, ttl).await.unwrap().len(), 3);
+    let theirs = other.claim_sync_work(&trust.id, "node-b", 10, ttl).await.unwrap();
+    assert_eq!(theirs.len(), 5);
+    assert!(mine.iter().all(|m| !theirs.iter().any(|t| t.resource_id == m.resource_id)));
+    // Only the lease holder records an outcome.
+    let d = Delivered { remote_id: Some("r-1".into()), remote_active: Some(true), ..Default::default() };
+    assert!(!other.finish_sync_work(&a, &mine[0], "node-b", &d).await.unwrap());
+    assert!(s.finish_sync_work(&a, &mine[0], "node-a", &d).await.unwrap());
+    // After the lease expires, another node may take the work.
+    e.clock.advance(Duration::from_secs(31));
+    let taken = other.claim_sync_work(&trust.id, "node-b", 100, ttl).await.unwrap();
+    assert_eq!(taken.len(), 19);
+    assert!(!s.finish_sync_work(&a, &mine[1], "node-a", &d).await.unwrap(), "a lost lease records nothing");
+    // Failure with a retry time, then a dead letter.
+    let w = taken.iter().find(|w| w.resource_id == mine[1].resource_id).unwrap();
+    let later = e.clock.now().saturating_add(Duration::from_secs(60));
+    assert!(other.fail_sync_work(&a, w, "node-b", "the target is unavailable (503)", Some(later)).await.unwrap());
+    for w in taken.iter().filter(|w| w.resource_id != mine[1].resource_id) {
+        assert!(other.finish_sync_work(&a, w, "node-b", &d).await.unwrap());
+    }
+    assert!(s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap().is_empty(), "backing off");
+    e.clock.advance(Duration::from_secs(60));
+    let again = s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    assert!(s.fail_sync_work(&a, &again[0], "node-a", "rejected (400)", None).await.unwrap());
+    let dead = s.sync_work_of("acme", Some("dead")).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("rejected (400)"));
+    assert!(s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap().is_empty(), "dead letters wait");
+    let f = DeadLetterFilter { trust: Some("app".into()), resource_id: None };
+    assert_eq!(s.retry_dead_letters(&a, "acme", &f).await.unwrap(), 1);
+    let back = s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap();
+    assert_eq!((back.len(), back[0].attempts), (1, 0));
+    assert!(s.fail_sync_work(&a, &back[0], "node-a", "rejected (400)", None).await.unwrap());
+    assert_eq!(s.discard_dead_letters(&a, "acme", &DeadLetterFilter::default()).await.unwrap(), 1);
+    assert!(s.sync_work_of("acme", Some("dead")).await.unwrap().is_empty());
+    assert_eq!(count_action(s, "sync.dead_letter").await, 2);
+    assert_eq!(count_action(s, "sync.deliver").await, 19);
+    // A change while a delivery is in flight keeps the row pending for the new generation.
+    let u = &ids[3];
+    s.scim_replace(&a, &dir, u, None, user("u03", false)).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    let w = s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap();
+    assert_eq!(w.len(), 1);
+    s.scim_replace(&a, &dir, u, None, user("u03", true)).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    assert!(s.finish_sync_work(&a, &w[0], "node-a", &d).await.unwrap());
+    let w2 = s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap();
+    assert_eq!(w2.len(), 1, "the newer generation is delivered too");
+    assert_eq!(w2[0].generation, w[0].generation + 1);
+    verify(s).await.unwrap();
+}

@@ -1,0 +1,743 @@
+//! The dispatcher: fans the transactional outbox out to every outbound trust with a
+//! target, then delivers due work.
+//!
+//! - **Ordering**: one work row per (target, resource), leased by one node at a time, so a
+//!   resource has at most one delivery in flight per target; the desired state is read
+//!   from the directory when the delivery runs, so coalesced changes arrive as one.
+//! - **Concurrency**: at most the target's `concurrency` rows in flight (across nodes).
+//! - **Retries**: exponential backoff with jitter; a 429's `Retry-After` is honoured
+//!   (and pauses the whole target); after `max_attempts`, or at once for an error that
+//!   retrying cannot fix, the row becomes a dead letter for an operator.
+//! - **Circuit breaker**: after [`DispatcherConfig::breaker_threshold`] consecutive
+//!   outages (5xx, timeouts, network errors) a target is left alone for
+//!   [`DispatcherConfig::breaker_open`], then tried with one request (half open).
+//! - **Idempotence**: before a create, an existing account is matched by `externalId`, then
+//!   `userName` (`displayName` for groups); a 409 on create adopts the existing account; the
+//!   remote id is persisted; a 404 on update re-creates the account.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedkey_core::{Clock, Timestamp};
+use fedkey_scim::patch::PatchOp;
+use fedkey_scim::schema::{GROUP, USER};
+use fedkey_store::ops::{Delivered, SyncTarget, SyncWork};
+use fedkey_store::scim::StoredResource;
+use fedkey_store::{Actor, Store, StoreError};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::client::{Remote, ResourceKind, ScimClient};
+use crate::diff;
+use crate::error::ClientError;
+use crate::mapping::{Desired, GroupRef, LeaverPolicy, Mapping};
+use crate::target::{Auth, TargetConfig};
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// This node's lease owner name.
+    pub node_id: String,
+    /// How long a claimed work row stays leased (longer than a delivery takes).
+    pub lease_ttl: Duration,
+    /// Outbox rows consumed per fan-out transaction.
+    pub fan_out_batch: i64,
+    /// Claim-and-deliver rounds per tick at most.
+    pub max_rounds: usize,
+    pub breaker_threshold: i64,
+    pub breaker_open: Duration,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Upper limit for each request to a target (a target's own `timeout` may be lower).
+    pub request_timeout: Duration,
+    /// How long a target's client (credentials, discovered capabilities) is reused.
+    pub client_ttl: Duration,
+}
+
+impl DispatcherConfig {
+    pub fn new(node_id: String) -> DispatcherConfig {
+        DispatcherConfig {
+            node_id,
+            lease_ttl: Duration::from_secs(120),
+            fan_out_batch: 500,
+            max_rounds: 1000,
+            breaker_threshold: 5,
+            breaker_open: Duration::from_secs(60),
+            base_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(15 * 60),
+            request_timeout: Duration::from_secs(600),
+            client_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TickReport {
+    pub fanned_out: usize,
+    pub delivered: usize,
+    pub retried: usize,
+    pub dead_letters: usize,
+    /// Targets skipped because their circuit is open.
+    pub circuits_open: usize,
+}
+
+struct CachedClient {
+    updated_at: Timestamp,
+    fetched_at: Timestamp,
+    client: Arc<ScimClient>,
+}
+
+pub struct Dispatcher {
+    store: Arc<Store>,
+    cfg: DispatcherConfig,
+    clients: tokio::sync::Mutex<HashMap<String, CachedClient>>,
+    /// One tick at a time in this process (the loop and the test endpoint).
+    running: tokio::sync::Mutex<()>,
+}
+
+/// Why a delivery failed.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+    /// An outage of the target (counts for the circuit breaker).
+    outage: bool,
+    unauthorized: bool,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure {
+            retryable: e.retryable(),
+            retry_after: e.retry_after(),
+            outage: matches!(e, ClientError::Unavailable { .. } | ClientError::Timeout | ClientError::Network { .. }),
+            unauthorized: matches!(e, ClientError::Unauthorized { .. }),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::fatal(format!("fedkey could not read the directory: {e}"), true)
+    }
+}
+
+impl Failure {
+    fn fatal(message: String, retryable: bool) -> Failure {
+        Failure { message, retryable, retry_after: None, outage: false, unauthorized: false }
+    }
+}
+
+/// A successful delivery and the groups to send again (a member's remote id changed).
+struct Done {
+    delivered: Delivered,
+    requeue_groups: Vec<String>,
+}
+
+fn actor() -> Actor {
+    Actor::system("sync")
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<Store>, cfg: DispatcherConfig) -> Dispatcher {
+        Dispatcher {
+            store,
+            cfg,
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Ticks every `interval` until the task is dropped; errors are logged and retried.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        loop {
+            match self.tick().await {
+                Ok(r) if r != TickReport::default() => tracing::info!(report = ?r, "sync tick"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sync tick failed"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.store.now()
+    }
+
+    /// Fans the outbox out, then delivers everything due until nothing due is left.
+    pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let _one = self.running.lock().await;
+        let mut report = TickReport::default();
+        loop {
+            let n = self.store.fan_out(self.cfg.fan_out_batch).await?;
+            report.fanned_out += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut skipped: Vec<String> = Vec::new();
+        for _ in 0..self.cfg.max_rounds {
+            let mut any = false;
+            for t in self.store.sync_targets(None).await? {
+                if !t.active || skipped.contains(&t.trust_id) {
+                    continue;
+                }
+                if t.circuit_open_until.is_some_and(|u| u > self.now()) {
+                    report.circuits_open += 1;
+                    skipped.push(t.trust_id.clone());
+                    continue;
+                }
+                // Half open: one request decides whether the target is back.
+                let half_open = t.consecutive_failures >= self.cfg.breaker_threshold;
+                let conc = if half_open { 1 } else { t.concurrency };
+                let batch =
+                    self.store.claim_sync_work(&t.trust_id, &self.cfg.node_id, conc, self.cfg.lease_ttl).await?;
+                if batch.is_empty() {
+                    continue;
+                }
+                any = true;
+                if !self.deliver_batch(&t, batch, &mut report).await? {
+                    skipped.push(t.trust_id.clone());
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Delivers one claimed batch; returns false when the target should be left alone
+    /// for the rest of this tick (its circuit opened, or it is rate limiting us).
+    async fn deliver_batch(
+        &self,
+        t: &SyncTarget,
+        batch: Vec<SyncWork>,
+        report: &mut TickReport,
+    ) -> Result<bool, StoreError> {
+        let setup = match serde_json::from_value::<Mapping>(t.mapping.clone()) {
+            Ok(m) => match self.client(t).await {
+                Ok(c) => Ok((m, c)),
+                Err(f) => Err(f),
+            },
+            Err(e) => Err(Failure::fatal(format!("the stored mapping is invalid: {e}"), false)),
+        };
+        let results: Vec<Result<Done, Failure>> = match &setup {
+            Ok((m, c)) => futures_util::future::join_all(batch.iter().map(|w| self.deliver(t, c, m, w))).await,
+            Err(f) => batch
+                .iter()
+                .map(|_| {
+                    Err(Failure {
+                        message: f.message.clone(),
+                        retryable: f.retryable,
+                        retry_after: f.retry_after,
+                        outage: f.outage,
+                        unauthorized: f.unauthorized,
+                    })
+                })
+                .collect(),
+        };
+        let actor = actor();
+        let mut outage: Option<String> = None;
+        let mut pause: Option<Duration> = None;
+        let mut ok = false;
+        for (w, r) in batch.iter().zip(results) {
+            match r {
+                Ok(done) => {
+                    ok = true;
+                    if self.store.finish_sync_work(&actor, w, &self.cfg.node_id, &done.delivered).await? {
+                        report.delivered += 1;
+                        self.store.requeue_sync_work(&t.trust_id, "Group", &done.requeue_groups).await?;
+                    }
+                }
+                Err(f) => {
+                    if f.unauthorized {
+                        self.clients.lock().await.remove(&t.trust_id);
+                    }
+                    if f.outage {
+                        outage = Some(f.message.clone());
+                    }
+                    if let Some(d) = f.retry_after.filter(|_| f.retryable) {
+                        pause = Some(pause.map_or(d, |p| p.max(d)));
+                    }
+                    let attempt = w.attempts + 1;
+                    let retry_at = (f.retryable && attempt < t.max_attempts).then(|| {
+                        let delay = f.retry_after.unwrap_or_else(|| self.backoff(attempt));
+                        self.now().saturating_add(delay)
+                    });
+                    if self.store.fail_sync_work(&actor, w, &self.cfg.node_id, &f.message, retry_at).await? {
+                        if retry_at.is_some() {
+                            report.retried += 1;
+                        } else {
+                            report.dead_letters += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Circuit breaker and rate limits.
+        let now = self.now();
+        if let Some(msg) = outage.filter(|_| !ok) {
+            let opens = t.consecutive_failures + 1 >= self.cfg.breaker_threshold;
+            let until = opens.then(|| now.saturating_add(self.cfg.breaker_open));
+            self.store
+                .sync_target_outcome(&t.trust_id, Some(&msg), until.or(pause.map(|p| now.saturating_add(p))))
+                .await?;
+            if opens {
+                tracing::warn!(target = %t.trust, "sync circuit open: {msg}");
+            }
+            return Ok(false);
+        }
+        if let Some(p) = pause {
+            self.store
+                .sync_target_outcome(&t.trust_id, Some("rate limited by the target (429)"), Some(now.saturating_add(p)))
+                .await?;
+            return Ok(false);
+        }
+        if ok && (t.consecutive_failures > 0 || t.circuit_open_until.is_some()) {
+            self.store.sync_target_outcome(&t.trust_id, None, None).await?;
+        }
+        Ok(true)
+    }
+
+    fn backoff(&self, attempt: i64) -> Duration {
+        let r = fedkey_crypto::random::bytes::<8>().map(|b| u64::from_le_bytes(*b)).unwrap_or(0);
+        backoff(self.cfg.base_backoff, self.cfg.max_backoff, attempt, r)
+    }
+
+    async fn client(&self, t: &SyncTarget) -> Result<Arc<ScimClient>, Failure> {
+        let now = self.now();
+        let mut cache = self.clients.lock().await;
+        if let Some(c) = cache.get(&t.trust_id)
+            && c.updated_at == t.updated_at
+            && now < c.fetched_at.saturating_add(self.cfg.client_ttl)
+        {
+            return Ok(c.client.clone());
+        }
+        let auth = match &t.oauth {
+            Some(o) => {
+                let secret = self
+                    .store
+                    .sync_target_secret(&actor(), t)
+                    .await?
+                    .ok_or_else(|| Failure::fatal("the OAuth2 client secret is missing".into(), false))?;
+                Auth::OAuth2 {
+                    token_url: o.token_url.clone(),
+                    client_id: o.client_id.clone(),
+                    client_secret: secret,
+                    scope: o.scope.clone(),
+                }
+            }
+            None => Auth::Bearer(self.store.outbound_key(&actor(), &t.trust).await?.1),
+        };
+        let timeout = Duration::from_secs(u64::try_from(t.timeout_seconds).unwrap_or(30)).min(self.cfg.request_timeout);
+        let cfg = TargetConfig { base_url: t.base_url.clone(), auth, timeout };
+        let clock: Arc<dyn Clock> = self.store.clock.clone();
+        let client = Arc::new(ScimClient::new(cfg, clock)?);
+        client.discover().await?;
+        cache.insert(
+            t.trust_id.clone(),
+            CachedClient { updated_at: t.updated_at, fetched_at: now, client: client.clone() },
+        );
+        Ok(client)
+    }
+
+    async fn deliver(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+        let r = match w.resource_type.as_str() {
+            "User" => self.deliver_user(c, m, w).await,
+            "Group" => self.deliver_group(t, c, m, w).await,
+            other => Err(Failure::fatal(format!("unknown resource type {other}"), false)),
+        };
+        if let Err(f) = &r {
+            tracing::debug!(target = %t.trust, resource = %w.resource_id, error = %f.message, "sync delivery failed");
+        }
+        r
+    }
+
+    async fn directory_resource(&self, w: &SyncWork) -> Result<Option<StoredResource>, Failure> {
+        if w.deleted {
+            return Ok(None);
+        }
+        match self.store.scim_get(&w.directory_id, &w.resource_type, &w.resource_id).await {
+            Ok(r) => Ok(Some(r)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn deliver_user(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+        let user = self.directory_resource(w).await?;
+        let desired = match &user {
+            None => Desired::OutOfScope,
+            Some(u) if matches!(u.body.get("active"), Some(Value::Bool(false))) => Desired::OutOfScope,
+            Some(u) => {
+                let groups: Vec<GroupRef> = u
+                    .groups
+                    .iter()
+                    .map(|g| GroupRef { id: g.value.clone(), display_name: g.display.clone().unwrap_or_default() })
+                    .collect();
+                m.desired_user(&wire(u), &groups).map_err(|e| Failure::fatal(e.to_string(), false))?
+            }
+        };
+        let caps = c.capabilities().unwrap_or_else(default_caps);
+        let body = match desired {
+            Desired::OutOfScope => return self.leaver(c, m, w).await,
+            Desired::User(mut b) => {
+                caps.restrict(USER, &mut b);
+                b
+            }
+        };
+        let user_name = body.get("userName").and_then(Value::as_str).map(str::to_owned);
+        let (remote, did) = self.upsert(c, ResourceKind::User, w, &body, "userName", user_name.as_deref()).await?;
+        let managed = m.managed_user_attributes().map_err(|e| Failure::fatal(e.to_string(), false))?;
+        let ops = diff::user_patch(&remote.body, &body, &managed);
+        let remote = self.apply(c, ResourceKind::User, &remote, &ops, &body).await?;
+        let mut did = vec![json!(did)];
+        if !ops.is_empty() {
+            did.push(json!({"patched": ops.iter().filter_map(|o| o.path.as_ref().map(|p| p.to_string())).collect::<Vec<_>>()}));
+        }
+        // Application groups earned through role rules.
+        let groups: Vec<GroupRef> = user
+            .as_ref()
+            .map(|u| {
+                u.groups
+                    .iter()
+                    .map(|g| GroupRef { id: g.value.clone(), display_name: g.display.clone().unwrap_or_default() })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want = m.app_groups(&groups);
+        for name in m.managed_app_groups() {
+            let should = want.contains(&name);
+            let found = c.find_one(ResourceKind::Group, "displayName", &name).await?;
+            let g = match found {
+                Some(g) => g,
+                None if should => {
+                    c.create(ResourceKind::Group, &json!({"schemas": [GROUP], "displayName": name})).await?
+                }
+                None => continue,
+            };
+            let has = member_ids(&g.body).contains(&remote.id);
+            if has != should {
+                let me = std::slice::from_ref(&remote.id);
+                let ops = if should { diff::group_members_patch(&[], me) } else { diff::group_members_patch(me, &[]) };
+                self.apply(c, ResourceKind::Group, &g, &ops, &g.body).await?;
+                did.push(json!({if should { "app_group_add" } else { "app_group_remove" }: name}));
+            }
+        }
+        let active = !matches!(body.get("active"), Some(Value::Bool(false)));
+        let requeue = w.remote_id.as_deref() != Some(remote.id.as_str()) || w.remote_active != Some(active);
+        Ok(Done {
+            delivered: Delivered {
+                remote_id: Some(remote.id.clone()),
+                remote_active: Some(active),
+                deprovisioned: false,
+                summary: Value::Array(did),
+            },
+            requeue_groups: if requeue {
+                user.map(|u| u.groups.into_iter().map(|g| g.value).collect()).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Deactivates or deletes the user's account at the target, per the leaver policy.
+    async fn leaver(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+        let remote = self.locate(c, ResourceKind::User, w, "userName", None).await?;
+        let Some(remote) = remote else {
+            // Nothing to deprovision here: confirmed for a directory leaver.
+            return Ok(Done {
+                delivered: Delivered {
+                    remote_id: None,
+                    remote_active: None,
+                    deprovisioned: w.leaver_since.is_some(),
+                    summary: json!(["absent"]),
+                },
+                requeue_groups: Vec::new(),
+            });
+        };
+        let groups = self.user_groups(w).await;
+        match m.leaver {
+            LeaverPolicy::Delete => {
+                match c.delete(ResourceKind::User, &remote.id).await {
+                    Ok(()) | Err(ClientError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(Done {
+                    delivered: Delivered {
+                        remote_id: None,
+                        remote_active: None,
+                        deprovisioned: true,
+                        summary: json!(["delete"]),
+                    },
+                    requeue_groups: groups,
+                })
+            }
+            LeaverPolicy::Deactivate => {
+                let mut did = "already_inactive";
+                if !matches!(remote.body.get("active"), Some(Value::Bool(false))) {
+                    let mut body = remote.body.clone();
+                    if let Some(o) = body.as_object_mut() {
+                        o.insert("active".into(), Value::Bool(false));
+                    }
+                    self.apply(c, ResourceKind::User, &remote, &[diff::deactivate()], &body).await?;
+                    did = "deactivate";
+                }
+                Ok(Done {
+                    delivered: Delivered {
+                        remote_id: Some(remote.id),
+                        remote_active: Some(false),
+                        deprovisioned: true,
+                        summary: json!([did]),
+                    },
+                    requeue_groups: groups,
+                })
+            }
+        }
+    }
+
+    async fn user_groups(&self, w: &SyncWork) -> Vec<String> {
+        match self.store.scim_get(&w.directory_id, "User", &w.resource_id).await {
+            Ok(u) => u.groups.into_iter().map(|g| g.value).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn deliver_group(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+        let Some(group) = self.directory_resource(w).await? else {
+            let remote = self.locate(c, ResourceKind::Group, w, "displayName", None).await?;
+            if let Some(r) = &remote {
+                match c.delete(ResourceKind::Group, &r.id).await {
+                    Ok(()) | Err(ClientError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(Done {
+                delivered: Delivered {
+                    remote_id: None,
+                    remote_active: None,
+                    deprovisioned: false,
+                    summary: json!([if remote.is_some() { "delete" } else { "absent" }]),
+                },
+                requeue_groups: Vec::new(),
+            });
+        };
+        let caps = c.capabilities().unwrap_or_else(default_caps);
+        let mut body = m.desired_group(&wire(&group)).map_err(|e| Failure::fatal(e.to_string(), false))?;
+        caps.restrict(GROUP, &mut body);
+        let name = body.get("displayName").and_then(Value::as_str).map(str::to_owned);
+        let (remote, did) = self.upsert(c, ResourceKind::Group, w, &body, "displayName", name.as_deref()).await?;
+        let managed = m.managed_group_attributes().map_err(|e| Failure::fatal(e.to_string(), false))?;
+        let mut ops = diff::group_patch(&remote.body, &body, &managed);
+        // Members: those already at the target (active users, groups).
+        let users = self.store.sync_remote_ids(&t.trust_id, "User").await?;
+        let groups = self.store.sync_remote_ids(&t.trust_id, "Group").await?;
+        let mut want: Vec<String> = Vec::new();
+        for mem in &group.members {
+            let hit = if mem.kind == "User" { users.get(&mem.value) } else { groups.get(&mem.value) };
+            if let Some((rid, active)) = hit
+                && *active != Some(false)
+            {
+                want.push(rid.clone());
+            }
+        }
+        want.sort();
+        let have = member_ids(&remote.body);
+        let member_ops = diff::group_members_patch(&have, &want);
+        let n_members = member_ops.len();
+        ops.extend(member_ops);
+        let mut full = body.clone();
+        if let Some(o) = full.as_object_mut() {
+            o.insert("members".into(), Value::Array(want.iter().map(|id| json!({"value": id})).collect()));
+        }
+        let remote = self.apply(c, ResourceKind::Group, &remote, &ops, &full).await?;
+        Ok(Done {
+            delivered: Delivered {
+                remote_id: Some(remote.id),
+                remote_active: None,
+                deprovisioned: false,
+                summary: json!([did, {"operations": ops.len(), "member_operations": n_members}]),
+            },
+            requeue_groups: Vec::new(),
+        })
+    }
+
+    /// The target's account for `w`: by remembered remote id, else `externalId`, else
+    /// `name_attr` (`userName` / `displayName`).
+    async fn locate(
+        &self,
+        c: &ScimClient,
+        kind: ResourceKind,
+        w: &SyncWork,
+        name_attr: &str,
+        name: Option<&str>,
+    ) -> Result<Option<Remote>, ClientError> {
+        if let Some(rid) = &w.remote_id {
+            match c.get(kind, rid).await {
+                Ok(r) => return Ok(Some(r)),
+                Err(ClientError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(r) = c.find_one(kind, "externalId", &w.resource_id).await? {
+            return Ok(Some(r));
+        }
+        match name {
+            Some(n) => c.find_one(kind, name_attr, n).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The existing account (matched), or a new one; a 409 on create adopts the account
+    /// that caused it.
+    async fn upsert(
+        &self,
+        c: &ScimClient,
+        kind: ResourceKind,
+        w: &SyncWork,
+        body: &Value,
+        name_attr: &str,
+        name: Option<&str>,
+    ) -> Result<(Remote, &'static str), Failure> {
+        if let Some(r) = self.locate(c, kind, w, name_attr, name).await? {
+            let did = if w.remote_id.as_deref() == Some(r.id.as_str()) { "update" } else { "match" };
+            return Ok((r, did));
+        }
+        match c.create(kind, body).await {
+            Ok(r) => Ok((r, "create")),
+            Err(ClientError::Conflict { .. }) => {
+                let found = self.locate(c, kind, w, name_attr, name).await?;
+                found.map(|r| (r, "adopt")).ok_or_else(|| {
+                    Failure::fatal(
+                        "the target answered 409 to the create but no matching account can be found".into(),
+                        true,
+                    )
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends `ops` (PATCH, or PUT of the patched body when the target has no PATCH). A 404
+    /// (deleted at the target meanwhile) re-creates the resource from `full`.
+    async fn apply(
+        &self,
+        c: &ScimClient,
+        kind: ResourceKind,
+        remote: &Remote,
+        ops: &[PatchOp],
+        full: &Value,
+    ) -> Result<Remote, Failure> {
+        if ops.is_empty() {
+            return Ok(remote.clone());
+        }
+        let patch = c.capabilities().is_none_or(|caps| caps.patch);
+        let result = if patch {
+            c.patch(kind, &remote.id, ops, None).await.map(|r| r.unwrap_or_else(|| remote.clone()))
+        } else {
+            let body = diff::replacement_body(kind.resource_type(), &remote.body, ops)
+                .map_err(|e| Failure::fatal(format!("cannot build the replacement body: {}", e.detail), false))?;
+            c.replace(kind, &remote.id, &body, None).await
+        };
+        match result {
+            Ok(r) => Ok(r),
+            Err(ClientError::NotFound { .. }) => {
+                let mut body = full.clone();
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("id");
+                    o.remove("meta");
+                }
+                match c.create(kind, &body).await {
+                    Ok(r) => Ok(r),
+                    // Not deleted after all (or re-created meanwhile): the next attempt matches it.
+                    Err(ClientError::Conflict { .. }) => Err(Failure::fatal(
+                        "the target answered 404 to the update and 409 to the re-create; retrying".into(),
+                        true,
+                    )),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn default_caps() -> crate::Capabilities {
+    crate::Capabilities::from_documents(
+        &json!({"patch": {"supported": true}, "filter": {"supported": true}}),
+        None,
+        None,
+    )
+}
+
+/// A directory resource in wire layout (`id`, body, and for users their `groups`).
+fn wire(r: &StoredResource) -> Value {
+    let mut b = r.body.clone();
+    if let Some(o) = b.as_object_mut() {
+        o.insert("id".into(), Value::String(r.id.clone()));
+        if r.resource_type == "User" && !r.groups.is_empty() {
+            o.insert(
+                "groups".into(),
+                Value::Array(r.groups.iter().map(|g| json!({"value": g.value, "display": g.display})).collect()),
+            );
+        }
+    }
+    b
+}
+
+fn member_ids(group: &Value) -> Vec<String> {
+    group
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// `base · 2^(attempt-1)`, capped at `max`, plus up to 25 % jitter drawn from `random`.
+fn backoff(base: Duration, max: Duration, attempt: i64, random: u64) -> Duration {
+    let exp = u32::try_from(attempt.clamp(1, 30) - 1).unwrap_or(0);
+    let d = base.saturating_mul(2u32.saturating_pow(exp)).min(max);
+    let jitter_ms = u64::try_from(d.as_millis() / 4).unwrap_or(0);
+    d + Duration::from_millis(if jitter_ms == 0 { 0 } else { random % jitter_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter_and_a_cap() {
+        let (base, max) = (Duration::from_secs(2), Duration::from_secs(900));
+        assert_eq!(backoff(base, max, 1, 0), Duration::from_secs(2));
+        assert_eq!(backoff(base, max, 2, 0), Duration::from_secs(4));
+        assert_eq!(backoff(base, max, 5, 0), Duration::from_secs(32));
+        assert_eq!(backoff(base, max, 40, 0), max, "capped");
+        for r in [1u64, 499, 500, 12_345, u64::MAX] {
+            let d = backoff(base, max, 3, r);
+            assert!(d >= Duration::from_secs(8) && d < Duration::from_secs(10), "{d:?}");
+        }
+        assert_eq!(backoff(base, max, 0, 7), backoff(base, max, 1, 7), "attempt 0 counts as the first");
+    }
+
+    #[test]
+    fn failures_are_classified_for_retries_and_the_breaker() {
+        let f = Failure::from(ClientError::Unavailable {
+            status: 503,
+            retry_after: Some(Duration::from_secs(9)),
+            detail: String::new(),
+        });
+        assert!(f.retryable && f.outage && f.retry_after == Some(Duration::from_secs(9)));
+        let f = Failure::from(ClientError::RateLimited { retry_after: Some(Duration::from_secs(120)) });
+        assert!(f.retryable && !f.outage && f.retry_after == Some(Duration::from_secs(120)));
+        let f = Failure::from(ClientError::Timeout);
+        assert!(f.retryable && f.outage);
+        let f = Failure::from(ClientError::Unauthorized { detail: String::new() });
+        assert!(!f.retryable && f.unauthorized);
+        let f = Failure::from(ClientError::Rejected { status: 400, scim_type: None, detail: "bad".into() });
+        assert!(!f.retryable && !f.outage);
+    }
+}
