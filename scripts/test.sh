@@ -26,6 +26,14 @@ fi
 # Real peers the tests start: OpenBao (`bao`, .venv-tools) for the connectors, and the
 # Python reference SCIM server (`scim2-server`, .venv-conformance) for the sync client.
 bash scripts/install-tools.sh
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq curl >/dev/null
+  else
+    echo "FATAL: the demos need curl and jq; install them (e.g. apt-get install jq curl)" >&2
+    exit 1
+  fi
+fi
 VENV="${FEDKEY_CONFORMANCE_VENV:-.venv-conformance}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r tools/conformance/requirements.txt
