@@ -65,6 +65,9 @@ pub struct Engine {
     pub(crate) http: reqwest::Client,
     pub(crate) alerts: Alerter,
     pub(crate) actor: Actor,
+    /// One pass at a time in this process: the background loop and an explicit tick share a
+    /// node id, so the database lease alone would let both drive the same rotation.
+    pass: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -74,7 +77,7 @@ impl Engine {
             .connect_timeout(cfg.connector_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Engine { store, cfg, http, alerts, actor: Actor::system("rotation") })
+        Ok(Engine { store, cfg, http, alerts, actor: Actor::system("rotation"), pass: tokio::sync::Mutex::new(()) })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -92,6 +95,7 @@ impl Engine {
     /// One pass: start due scheduled rotations, then drive every rotation whose next
     /// attempt is due and whose lease this node can take.
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let _pass = self.pass.lock().await;
         let mut report = TickReport::default();
         for r in self.store.due_schedules(100).await? {
             match self.store.start_rotation(&Actor::system("scheduler"), &r, RotationKind::Scheduled, None).await {
@@ -113,7 +117,12 @@ impl Engine {
             }
             let outcome = self.drive(rot).await;
             self.store.release_lease(&lease, &self.cfg.node_id).await?;
-            match outcome? {
+            let outcome = match outcome {
+                // Another node moved it on between our read and our write: nothing to do.
+                Err(StoreError::InvalidState(_)) => continue,
+                other => other?,
+            };
+            match outcome {
                 crate::drive::Outcome::Finished => {
                     report.advanced += 1;
                     report.finished += 1;

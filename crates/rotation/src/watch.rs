@@ -157,6 +157,8 @@ pub struct Watchers {
     fetch: FetchConfig,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     actor: Actor,
+    /// One pass at a time in this process (background loop and explicit ticks).
+    pass: tokio::sync::Mutex<()>,
 }
 
 impl Watchers {
@@ -169,6 +171,7 @@ impl Watchers {
             fetch: FetchConfig::default(),
             entries: RwLock::new(HashMap::new()),
             actor: Actor::system("material"),
+            pass: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -230,6 +233,7 @@ impl Watchers {
 
     /// One pass: sync sources, then refresh every due watcher this node holds the lease of.
     pub async fn tick(&self) -> Result<WatchReport, StoreError> {
+        let _pass = self.pass.lock().await;
         self.sync_sources().await?;
         let entries: Vec<Arc<Entry>> = self.entries.read().await.values().cloned().collect();
         let mut report = WatchReport { watched: entries.len(), ..Default::default() };
