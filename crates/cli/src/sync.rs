@@ -13,6 +13,8 @@ use crate::client::Client;
 use crate::config::Settings;
 use crate::output::{self, Output};
 
+// Parsed once per process; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum SyncCmd {
     /// Where an outbound trust provisions to (SCIM base URL, mapping, leaver policy).

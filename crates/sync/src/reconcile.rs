@@ -204,6 +204,9 @@ fn paths(ops: &[fedkey_scim::patch::PatchOp]) -> Vec<String> {
     ops.iter().filter_map(|o| o.path.as_ref().map(|p| p.to_string())).collect()
 }
 
+/// Actions, orphans left alone, and resources the mapping cannot produce.
+type Plan = (Vec<PlannedAction>, Vec<Orphan>, Vec<Problem>);
+
 /// The plan for one target: pure, from what the directory holds, what the target holds
 /// and what fedkey remembers.
 #[allow(clippy::too_many_arguments)]
@@ -215,7 +218,7 @@ fn plan(
     remote_users: &[Remote],
     remote_groups: &[Remote],
     mem: &Memory,
-) -> Result<(Vec<PlannedAction>, Vec<Orphan>, Vec<Problem>), ReconcileError> {
+) -> Result<Plan, ReconcileError> {
     let bad = |e: crate::mapping::InvalidMapping| ReconcileError::Target(e.to_string());
     let managed_u = m.managed_user_attributes().map_err(bad)?;
     let managed_g = m.managed_group_attributes().map_err(bad)?;
