@@ -322,6 +322,7 @@ async fn reconcile(
             sync.reconcile(&a.actor(), &r, b.dry_run).await.map_err(|e| match e {
                 ReconcileError::NoTarget(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
                 ReconcileError::Target(_) => ApiError::new(StatusCode::BAD_GATEWAY, "target_failed", e.to_string()),
+                ReconcileError::Suspended(_) => ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string()),
                 ReconcileError::Store(e) => e.into(),
             })
         })

@@ -48,6 +48,9 @@ pub enum ReconcileError {
     /// The target could not be read (or its mapping is unusable): nothing was changed.
     #[error("{0}")]
     Target(String),
+    /// A real run on a suspended trust (its target receives nothing); a dry run still plans.
+    #[error("{0} is suspended: its target receives nothing until the trust is resumed")]
+    Suspended(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -438,6 +441,9 @@ impl Dispatcher {
         dry_run: bool,
     ) -> Result<ReconcileReport, ReconcileError> {
         let t = self.store.sync_target(r).await?.ok_or_else(|| ReconcileError::NoTarget(r.to_string()))?;
+        if !t.active && !dry_run {
+            return Err(ReconcileError::Suspended(r.to_string()));
+        }
         let m: Mapping = serde_json::from_value(t.mapping.clone())
             .map_err(|e| ReconcileError::Target(format!("the stored mapping is invalid: {e}")))?;
         let c = self.client(&t).await.map_err(|f| ReconcileError::Target(f.message))?;
@@ -583,5 +589,104 @@ impl Dispatcher {
             });
         }
         Ok(tick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fedkey_core::Timestamp;
+    use fedkey_store::scim::MemberRef;
+
+    use super::*;
+
+    fn user(id: &str, name: &str, title: &str, active: bool) -> StoredResource {
+        StoredResource {
+            id: id.into(),
+            resource_type: "User".into(),
+            version: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            body: json!({"schemas": [USER], "userName": name, "title": title, "active": active}),
+            members: vec![],
+            groups: vec![],
+        }
+    }
+
+    fn remote(id: &str, body: Value) -> Remote {
+        let mut body = body;
+        body["id"] = json!(id);
+        Remote { id: id.into(), etag: None, body }
+    }
+
+    fn kinds(p: &Plan) -> Vec<(&'static str, Option<String>)> {
+        p.0.iter().map(|a| (a.action, a.display.clone())).collect()
+    }
+
+    #[test]
+    fn plan_lists_exactly_the_drift() {
+        let m: Mapping = serde_json::from_value(json!({"orphans": "deactivate"})).unwrap();
+        let caps = default_caps();
+        let users = vec![
+            user("u1", "alice", "Engineer", true), // missing at the target
+            user("u2", "bob", "Analyst", true),    // altered title
+            user("u3", "carol", "Manager", true),  // matched by userName, lacks externalId
+            user("u4", "dave", "Clerk", false),    // leaver still active there
+        ];
+        let mut eng = user("g1", "", "", true);
+        eng.resource_type = "Group".into();
+        eng.body = json!({"schemas": [GROUP], "displayName": "Eng"});
+        eng.members = ["u2", "u3"]
+            .iter()
+            .map(|id| MemberRef { value: (*id).into(), kind: "User".into(), display: None })
+            .collect();
+        let desired = |u: &StoredResource| match m.desired_user(&wire(u), &[]).unwrap() {
+            Desired::User(b) => b,
+            Desired::OutOfScope => unreachable!(),
+        };
+        let mut bob = desired(&users[1]);
+        bob["title"] = json!("Changed");
+        let mut carol = desired(&users[2]);
+        carol.as_object_mut().unwrap().remove("externalId");
+        let remote_users = vec![
+            remote("r2", bob),
+            remote("r3", carol),
+            remote("r4", json!({"userName": "dave", "externalId": "u4", "active": true})),
+            remote("r9", json!({"userName": "mallory", "active": true})),
+            remote("r8", json!({"userName": "gone", "externalId": "u8", "active": true})),
+        ];
+        let remote_groups =
+            vec![remote("rg", json!({"displayName": "Eng", "externalId": "g1", "members": [{"value": "r3"}]}))];
+        let mut mem = Memory::default();
+        mem.users.insert("u2".into(), "r2".into());
+        mem.deleted_users.insert("r8".into(), "u8".into());
+        mem.deleted_ids.insert("u8".into());
+        let p = plan(&m, &caps, &users, std::slice::from_ref(&eng), &remote_users, &remote_groups, &mem).unwrap();
+        let mut got = kinds(&p);
+        got.sort();
+        let mut want = vec![
+            ("create", Some("alice".to_owned())),
+            ("update", Some("bob".to_owned())),
+            ("update", Some("carol".to_owned())),
+            ("deprovision", Some("dave".to_owned())),
+            ("deprovision", Some("gone".to_owned())),
+            ("deactivate_orphan", Some("mallory".to_owned())),
+            ("update", Some("Eng".to_owned())),
+        ];
+        want.sort();
+        assert_eq!(got, want, "{:#?}", p.0);
+        let bob = p.0.iter().find(|a| a.display.as_deref() == Some("bob")).unwrap();
+        assert_eq!(bob.detail, json!({"patched": ["title"]}));
+        let carol = p.0.iter().find(|a| a.display.as_deref() == Some("carol")).unwrap();
+        assert_eq!((carol.remote_id.as_deref(), &carol.detail), (Some("r3"), &json!({"patched": ["externalId"]})));
+        let g = p.0.iter().find(|a| a.resource_type == "Group").unwrap();
+        assert_eq!(g.detail, json!({"members_add": 1}));
+        assert!(p.1.is_empty() && p.2.is_empty());
+
+        // Report policy: the orphan is listed, not acted on.
+        let m: Mapping = serde_json::from_value(json!({})).unwrap();
+        let p = plan(&m, &caps, &users, &[], &remote_users, &[], &mem).unwrap();
+        assert!(p.0.iter().all(|a| a.action != "deactivate_orphan"));
+        assert_eq!(p.1.len(), 1);
+        assert_eq!(p.1[0].display.as_deref(), Some("mallory"));
     }
 }

@@ -375,6 +375,16 @@ async fn reconcile_reports_orphans_by_default() {
     tick(&s).await;
     let app = App { base: app_url, token: app_key };
     assert_eq!(app.send(M::POST, "/Users", Some(person("eve@elsewhere.test", "?"))).await.0, 201);
+    // A suspended trust's target receives nothing: a real run is refused, a dry run plans.
+    let (st, v) = s.api(M::POST, "/api/v1/directories/acme/trusts/app/suspend", Some(&s.token), None).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s
+        .api(M::POST, "/api/v1/directories/acme/trusts/app/reconcile", Some(&s.token), Some(json!({"dry_run": false})))
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("invalid_state")), "{v}");
+    assert_eq!(reconcile_api(&s, "acme/app", true).await["orphans"].as_array().unwrap().len(), 1);
+    let (st, v) = s.api(M::POST, "/api/v1/directories/acme/trusts/app/resume", Some(&s.token), None).await;
+    assert_eq!(st, 200, "{v}");
     let r = reconcile_api(&s, "acme/app", false).await;
     assert_eq!(r["orphan_policy"], "report");
     assert!(r["actions"].as_array().unwrap().is_empty(), "{r}");
