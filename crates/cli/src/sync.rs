@@ -1,4 +1,5 @@
-//! Outbound provisioning commands: `sync target …`, `sync status`, `sync dead-letters …`.
+//! Outbound provisioning commands: `sync target …`, `sync status`, `sync dead-letters …`,
+//! `sync reconcile`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,8 @@ use crate::client::Client;
 use crate::config::Settings;
 use crate::output::{self, Output};
 
+// Parsed once per process; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum SyncCmd {
     /// Where an outbound trust provisions to (SCIM base URL, mapping, leaver policy).
@@ -26,6 +29,16 @@ pub enum SyncCmd {
     /// Deliveries that exhausted their attempts (or cannot succeed as they are).
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetterCmd),
+    /// Compare the trust's target with the directory and repair the drift: create missing
+    /// accounts, fix attributes and memberships, deprovision leavers, deactivate or report
+    /// orphans (the mapping's `orphans` policy). Exits 1 when something is left undone.
+    Reconcile {
+        /// DIRECTORY/TRUST (an outbound trust with a target)
+        trust: TrustRef,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 // Parsed once per process; the size difference between variants does not matter.
@@ -46,6 +59,10 @@ pub enum TargetCmd {
         /// What happens to leavers at the target: deactivate (default) or delete.
         #[arg(long)]
         leaver: Option<String>,
+        /// What reconciliation does with accounts fedkey does not know: report (default)
+        /// or deactivate.
+        #[arg(long)]
+        orphans: Option<String>,
         /// Attempts before a delivery becomes a dead letter (default 10).
         #[arg(long)]
         max_attempts: Option<i64>,
@@ -116,6 +133,7 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             url,
             mapping_file,
             leaver,
+            orphans,
             max_attempts,
             concurrency,
             timeout,
@@ -133,6 +151,9 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             }
             if let Some(l) = leaver {
                 body["leaver"] = json!(l);
+            }
+            if let Some(o) = orphans {
+                body["orphans"] = json!(o);
             }
             if let Some(n) = max_attempts {
                 body["max_attempts"] = json!(n);
@@ -158,6 +179,30 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
         SyncCmd::Status { directory } => {
             let v = api.get(&format!("/directories/{directory}/sync/status")).await?;
             print_status(out, &v);
+        }
+        SyncCmd::Reconcile { trust, dry_run } => {
+            let path = format!("/directories/{}/trusts/{}/reconcile", trust.directory, trust.trust);
+            // The server does the work in one request: a spinner on a terminal meanwhile.
+            let bar = (out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.set_message(if dry_run { "planning the reconciliation…" } else { "reconciling…" });
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                b
+            });
+            let v = api.post(&path, json!({"dry_run": dry_run})).await;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let v = v?;
+            let r = &v["reconcile"];
+            print_reconcile(out, &v);
+            let incomplete = r["problems"].as_array().is_some_and(|p| !p.is_empty())
+                || r["actions"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["outcome"].as_str().is_some_and(|o| o != "done")));
+            if incomplete {
+                return Ok(ExitCode::from(1));
+            }
         }
         SyncCmd::DeadLetters(DeadLetterCmd::List { directory }) => {
             let v = api.get(&format!("/directories/{directory}/sync/dead-letters")).await?;
@@ -221,6 +266,60 @@ fn print_target(out: Output, v: &Value) {
             );
             outln!("{:<14} {}", "mapping:", t["mapping"]);
         }
+    }
+}
+
+fn print_reconcile(out: Output, v: &Value) {
+    if out == Output::Json {
+        output::json(v);
+        return;
+    }
+    let r = &v["reconcile"];
+    let c = &r["counts"];
+    outln!(
+        "{}{}: directory {} users, {} groups; target {} users, {} groups",
+        r["trust"].as_str().unwrap_or(""),
+        if r["dry_run"] == true { " (dry run: nothing changed)" } else { "" },
+        c["directory_users"],
+        c["directory_groups"],
+        c["remote_users"],
+        c["remote_groups"],
+    );
+    let actions = r["actions"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if actions.is_empty() {
+        outln!("Nothing to do: the target agrees with the directory.");
+    } else {
+        let rows: Vec<Value> = actions
+            .iter()
+            .map(|a| {
+                let mut row = a.clone();
+                row["detail"] = json!(a["detail"].as_object().map(|o| {
+                    o.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }));
+                row
+            })
+            .collect();
+        let mut cols = vec!["action", "resource_type", "display", "resource_id", "remote_id", "detail"];
+        if r["dry_run"] != true {
+            cols.push("outcome");
+        }
+        output::table(&rows, &cols);
+    }
+    let orphans = r["orphans"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !orphans.is_empty() {
+        outln!("Orphans at the target (policy {}; left alone):", r["orphan_policy"].as_str().unwrap_or("report"));
+        output::table(orphans, &["resource_type", "display", "remote_id", "active"]);
+    }
+    let problems = r["problems"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !problems.is_empty() {
+        outln!("Resources the mapping cannot produce:");
+        output::table(problems, &["resource_type", "resource_id", "message"]);
+    }
+    if let Some(d) = r["delivery"].as_object() {
+        outln!("Delivered: {}, retrying: {}, dead letters: {}", d["delivered"], d["retried"], d["dead_letters"]);
     }
 }
 

@@ -1441,6 +1441,8 @@ mod hostile;
 mod policy;
 #[path = "e2e/provisioning.rs"]
 mod provisioning;
+#[path = "e2e/reconcile.rs"]
+mod reconcile;
 #[path = "e2e/rotation.rs"]
 mod rotation;
 #[path = "e2e/transit.rs"]

@@ -1,5 +1,5 @@
 //! Admin API of outbound provisioning: per-trust targets, the deprovisioning status of a
-//! directory, dead letters, and the test-only dispatcher tick.
+//! directory, dead letters, reconciliation, and the test-only dispatcher tick.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fedkey_crypto::Secret;
 use fedkey_store::ops::{DeadLetterFilter, NewSyncTarget, OAuthSettings, SyncWork};
-use fedkey_sync::mapping::{LeaverPolicy, Mapping};
+use fedkey_sync::ReconcileError;
+use fedkey_sync::mapping::{LeaverPolicy, Mapping, OrphanPolicy};
 use fedkey_sync::{ScimClient, TargetConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/directories/{d}/sync/dead-letters", get(dead_letters))
         .route("/directories/{d}/sync/dead-letters/retry", post(retry_dead_letters))
         .route("/directories/{d}/sync/dead-letters/discard", post(discard_dead_letters))
+        .route("/directories/{d}/trusts/{t}/reconcile", post(reconcile))
         .route("/test/sync/tick", post(tick))
 }
 
@@ -50,6 +52,9 @@ struct TargetBody {
     /// Overrides the mapping's `leaver`.
     #[serde(default)]
     leaver: Option<LeaverPolicy>,
+    /// Overrides the mapping's `orphans` (what reconciliation does with unknown accounts).
+    #[serde(default)]
+    orphans: Option<OrphanPolicy>,
     /// OAuth2 client credentials instead of the trust's app-issued key as bearer.
     #[serde(default)]
     oauth: Option<OAuthBody>,
@@ -92,6 +97,9 @@ async fn put_target(
             };
             if let Some(l) = b.leaver {
                 mapping.leaver = l;
+            }
+            if let Some(o) = b.orphans {
+                mapping.orphans = o;
             }
             mapping.validate().map_err(|e| ApiError::invalid_value(e.to_string()))?;
             let url = b.url.trim().to_owned();
@@ -286,6 +294,40 @@ async fn act_on_dead_letters(
         })
         .await?;
     Ok(Json(json!({"directory": d, if retry { "retried" } else { "discarded" }: n})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Compares the trust's target with the directory and repairs the drift (`dry_run`: only
+/// the plan). Audited by the reconciliation itself (`sync.reconcile.*`).
+async fn reconcile(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, t)): Path<(String, String)>,
+    body: Result<ApiJson<ReconcileBody>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let Some(sync) = &s.sync else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "provisioning is not running"));
+    };
+    let report = a
+        .change(st, Need::Operate, "sync.reconcile", Target::trust(&d, &t), async {
+            let r = trust_ref(&d, &t)?;
+            let ApiJson(b) = body?;
+            sync.reconcile(&a.actor(), &r, b.dry_run).await.map_err(|e| match e {
+                ReconcileError::NoTarget(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+                ReconcileError::Target(_) => ApiError::new(StatusCode::BAD_GATEWAY, "target_failed", e.to_string()),
+                ReconcileError::Suspended(_) => ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string()),
+                ReconcileError::Store(e) => e.into(),
+            })
+        })
+        .await?;
+    Ok(Json(json!({"reconcile": report})))
 }
 
 async fn tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -89,7 +89,7 @@ struct CachedClient {
 }
 
 pub struct Dispatcher {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     cfg: DispatcherConfig,
     clients: tokio::sync::Mutex<HashMap<String, CachedClient>>,
     /// One tick at a time in this process (the loop and the test endpoint).
@@ -98,8 +98,8 @@ pub struct Dispatcher {
 
 /// Why a delivery failed.
 #[derive(Debug)]
-struct Failure {
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) message: String,
     retryable: bool,
     retry_after: Option<Duration>,
     /// An outage of the target (counts for the circuit breaker).
@@ -308,7 +308,7 @@ impl Dispatcher {
         backoff(self.cfg.base_backoff, self.cfg.max_backoff, attempt, r)
     }
 
-    async fn client(&self, t: &SyncTarget) -> Result<Arc<ScimClient>, Failure> {
+    pub(crate) async fn client(&self, t: &SyncTarget) -> Result<Arc<ScimClient>, Failure> {
         let now = self.now();
         let mut cache = self.clients.lock().await;
         if let Some(c) = cache.get(&t.trust_id)
@@ -666,7 +666,7 @@ impl Dispatcher {
     }
 }
 
-fn default_caps() -> crate::Capabilities {
+pub(crate) fn default_caps() -> crate::Capabilities {
     crate::Capabilities::from_documents(
         &json!({"patch": {"supported": true}, "filter": {"supported": true}}),
         None,
@@ -675,7 +675,7 @@ fn default_caps() -> crate::Capabilities {
 }
 
 /// A directory resource in wire layout (`id`, body, and for users their `groups`).
-fn wire(r: &StoredResource) -> Value {
+pub(crate) fn wire(r: &StoredResource) -> Value {
     let mut b = r.body.clone();
     if let Some(o) = b.as_object_mut() {
         o.insert("id".into(), Value::String(r.id.clone()));
@@ -689,7 +689,7 @@ fn wire(r: &StoredResource) -> Value {
     b
 }
 
-fn member_ids(group: &Value) -> Vec<String> {
+pub(crate) fn member_ids(group: &Value) -> Vec<String> {
     group
         .get("members")
         .and_then(Value::as_array)

@@ -8,6 +8,8 @@
 //!
 //! - [`dispatch::Dispatcher`]: fans the store's transactional outbox out to the targets and
 //!   delivers it (leases, retries with backoff, circuit breaker, dead letters).
+//! - [`reconcile`]: compares a target with the directory and repairs the drift (or only
+//!   plans it: dry run).
 
 mod auth;
 pub mod client;
@@ -17,6 +19,7 @@ pub mod dispatch;
 pub mod error;
 mod http;
 pub mod mapping;
+pub mod reconcile;
 pub mod target;
 
 pub use client::{ListPage, Remote, ResourceKind, ScimClient};
@@ -24,4 +27,5 @@ pub use discovery::Capabilities;
 pub use dispatch::{Dispatcher, DispatcherConfig, TickReport};
 pub use error::ClientError;
 pub use http::{MAX_RESPONSE_BYTES, parse_retry_after};
+pub use reconcile::{ReconcileError, ReconcileReport};
 pub use target::{Auth, TargetConfig};

@@ -763,6 +763,72 @@ impl Store {
         Ok(n)
     }
 
+    // ----- reconciliation -----
+
+    /// Queues (target, resource) work rows for delivery now, for a reconciliation: each
+    /// item is `(resource_type, resource_id, details)`. A row that exists (done, dead,
+    /// discarded, pending in backoff, or a deleted resource's row) is revived with its
+    /// attempts reset; a missing one is created. One `sync.reconcile.queue` audit record
+    /// per item (its `details`), all in one transaction: every row is queued, or none.
+    pub async fn reconcile_queue(
+        &self,
+        actor: &Actor,
+        t: &SyncTarget,
+        items: &[(String, String, Value)],
+    ) -> Result<usize, StoreError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now().0;
+        let mut tx = self.db.begin().await?;
+        let mut events = Vec::with_capacity(items.len());
+        for (rt, id, details) in items {
+            let n = sqlx::query(
+                "UPDATE sync_work SET generation = generation + 1, status = 'pending', next_attempt_at = $1, \
+                 attempts = 0, updated_at = $1 WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4",
+            )
+            .bind(now)
+            .bind(t.trust_id.clone())
+            .bind(rt.clone())
+            .bind(id.clone())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                upsert_work(&mut tx, &t.trust_id, rt, id, &t.directory_id, None, 0, -1, now).await?;
+            }
+            events.push(
+                self.event(actor, "sync.reconcile.queue", Outcome::Success)
+                    .directory(t.trust.directory.clone())
+                    .trust(t.trust.trust.clone())
+                    .details(details.clone()),
+            );
+        }
+        crate::audit::append_in_tx(&mut tx, &self.db, events)
+            .await
+            .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
+        tx.commit().await.map_err(|e| StoreError::AuditUnavailable(Box::new(e.into())))?;
+        Ok(items.len())
+    }
+
+    /// An audit record of a reconciliation step that changes nothing in the database (the
+    /// plan summary, an orphan deactivated at the target).
+    pub async fn reconcile_audit(
+        &self,
+        actor: &Actor,
+        t: &SyncTarget,
+        action: &str,
+        ok: bool,
+        details: Value,
+    ) -> Result<(), StoreError> {
+        let ev = self
+            .event(actor, action, if ok { Outcome::Success } else { Outcome::Failure })
+            .directory(t.trust.directory.clone())
+            .trust(t.trust.trust.clone())
+            .details(details);
+        self.audit.record(ev, None).await.map(|_| ())
+    }
+
     async fn directory_name_of(&self, directory_id: &str) -> Result<String, StoreError> {
         let row = sqlx::query("SELECT name FROM directories WHERE id = $1")
             .bind(directory_id.to_owned())

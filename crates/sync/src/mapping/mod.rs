@@ -48,6 +48,9 @@ pub struct Mapping {
     pub roles: Vec<RoleRule>,
     #[serde(default)]
     pub leaver: LeaverPolicy,
+    /// What reconciliation does with accounts at the target that fedkey does not know.
+    #[serde(default, skip_serializing_if = "OrphanPolicy::is_report")]
+    pub orphans: OrphanPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +120,24 @@ pub enum LeaverPolicy {
     #[default]
     Deactivate,
     Delete,
+}
+
+/// What reconciliation does with an account at the target that matches no directory
+/// resource (an "orphan": created at the application by someone else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OrphanPolicy {
+    /// List it in the reconciliation result; change nothing.
+    #[default]
+    Report,
+    /// Deactivate it (PATCH `active` to false); never deleted.
+    Deactivate,
+}
+
+impl OrphanPolicy {
+    pub fn is_report(&self) -> bool {
+        *self == OrphanPolicy::Report
+    }
 }
 
 /// A directory group the user belongs to.
