@@ -302,15 +302,21 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         sync: Some(dispatcher.clone()),
         public_url,
     };
-    let engine_task = tokio::spawn(engine.run(engine_interval));
-    let watcher_task = tokio::spawn(watchers.run(engine_interval));
-    // With the test clock, deliveries run only on `POST /api/v1/test/sync/tick`.
-    let sync_task = (!s.unsafe_test_clock).then(|| tokio::spawn(dispatcher.run(std::time::Duration::from_secs(2))));
+    // With the test clock, the engine, the watchers and deliveries run only when a test asks
+    // (`POST /api/v1/test/{engine,watchers,sync}/tick`), so what a test observes is what it did.
+    let background = !s.unsafe_test_clock;
+    let tasks: Vec<tokio::task::JoinHandle<()>> = if background {
+        vec![
+            tokio::spawn(engine.run(engine_interval)),
+            tokio::spawn(watchers.run(engine_interval)),
+            tokio::spawn(dispatcher.run(std::time::Duration::from_secs(2))),
+        ]
+    } else {
+        Vec::new()
+    };
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
-    engine_task.abort();
-    watcher_task.abort();
-    if let Some(t) = sync_task {
+    for t in tasks {
         t.abort();
     }
     opened.store.db.close().await;
