@@ -128,9 +128,9 @@ impl Reader {
 
 // ---------------------------------------------------------------- scim2-server
 
-const REF_TOKEN: &str = "reference-server-bearer-token-456";
+pub(super) const REF_TOKEN: &str = "reference-server-bearer-token-456";
 
-struct RefServer(Child);
+pub(super) struct RefServer(Child);
 
 impl Drop for RefServer {
     fn drop(&mut self) {
@@ -139,7 +139,7 @@ impl Drop for RefServer {
     }
 }
 
-fn scim2_bin() -> Option<PathBuf> {
+pub(super) fn scim2_bin() -> Option<PathBuf> {
     let p = match std::env::var("FEDKEY_SCIM2_SERVER_BIN") {
         Ok(p) => PathBuf::from(p),
         Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-conformance/bin/scim2-server"),
@@ -147,7 +147,7 @@ fn scim2_bin() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn start_scim2(bin: &Path) -> (RefServer, String) {
+pub(super) fn start_scim2(bin: &Path) -> (RefServer, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(bin)
         .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", REF_TOKEN])

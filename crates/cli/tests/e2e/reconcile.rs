@@ -11,40 +11,8 @@ use std::collections::BTreeSet;
 
 use reqwest::Method as M;
 
-const REF_TOKEN: &str = "reconcile-reference-bearer-token-789";
-
-struct RefServer(Child);
-
-impl Drop for RefServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn scim2_bin() -> Option<PathBuf> {
-    let p = match std::env::var("FEDKEY_SCIM2_SERVER_BIN") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-conformance/bin/scim2-server"),
-    };
-    p.exists().then_some(p)
-}
-
-fn start_scim2(bin: &Path) -> (RefServer, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(bin)
-        .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", REF_TOKEN])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let stdout = child.stdout.take().unwrap();
-    let server = RefServer(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert!(line.starts_with("Serving SCIM on"), "unexpected banner {line:?}");
-    (server, format!("http://127.0.0.1:{port}/v2"))
-}
+// The reference server and its harness are shared with the provisioning tests.
+use super::provisioning::{REF_TOKEN, scim2_bin, start_scim2};
 
 /// A SCIM target, read and changed directly (as someone at the application would).
 struct App {
