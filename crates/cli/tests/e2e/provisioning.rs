@@ -139,7 +139,7 @@ impl Drop for RefServer {
     }
 }
 
-pub(super) fn scim2_bin() -> Option<PathBuf> {
+fn scim2_bin() -> Option<PathBuf> {
     let p = match std::env::var("FEDKEY_SCIM2_SERVER_BIN") {
         Ok(p) => PathBuf::from(p),
         Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-conformance/bin/scim2-server"),
@@ -147,7 +147,7 @@ pub(super) fn scim2_bin() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-pub(super) fn start_scim2(bin: &Path) -> (RefServer, String) {
+fn start_scim2(bin: &Path) -> (RefServer, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(bin)
         .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", REF_TOKEN])
@@ -405,24 +405,24 @@ fn fake_handle(
 /// scim2-server) and group changes arrive at both real targets, read back from them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provisioning_reaches_fedkey_and_scim2_server() {
-    let bin = scim2_bin();
-    if bin.is_none() {
+    for b in backends() {
+        let refsrv = reference_server("provisioning_reaches_fedkey_and_scim2_server").await;
+        provisioning_real_targets(b, refsrv.as_ref().map(|(_, url)| url.as_str())).await;
+    }
+}
+
+/// A fresh scim2-server for one run, or `None` (loudly) when it is not installed outside CI;
+/// under `CI=true` a missing server fails the test.
+pub(super) async fn reference_server(test: &str) -> Option<(RefServer, String)> {
+    let Some(bin) = scim2_bin() else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "scim2-server is not installed: set FEDKEY_SCIM2_SERVER_BIN or run scripts/test.sh"
         );
-        eprintln!("*** SKIPPED scim2-server half of provisioning_reaches_fedkey_and_scim2_server: not installed ***");
-    }
-    for b in backends() {
-        let refsrv = match &bin {
-            Some(p) => {
-                let p = p.clone();
-                Some(tokio::task::spawn_blocking(move || start_scim2(&p)).await.unwrap())
-            }
-            None => None,
-        };
-        provisioning_real_targets(b, refsrv.as_ref().map(|(_, url)| url.as_str())).await;
-    }
+        eprintln!("*** SKIPPED scim2-server half of {test}: not installed ***");
+        return None;
+    };
+    Some(tokio::task::spawn_blocking(move || start_scim2(&bin)).await.unwrap())
 }
 
 async fn provisioning_real_targets(b: Backend, ref_url: Option<&str>) {

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use reqwest::Method as M;
 
 // The reference server and its harness are shared with the provisioning tests.
-use super::provisioning::{REF_TOKEN, scim2_bin, start_scim2};
+use super::provisioning::{REF_TOKEN, reference_server};
 
 /// A SCIM target, read and changed directly (as someone at the application would).
 struct App {
@@ -198,22 +198,8 @@ async fn repaired(app: &App, alice: &str, bob: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconcile_repairs_drift_at_fedkey_and_scim2_server() {
-    let bin = scim2_bin();
-    if bin.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "scim2-server is not installed: set FEDKEY_SCIM2_SERVER_BIN or run scripts/test.sh"
-        );
-        eprintln!("*** SKIPPED scim2-server half of reconcile_repairs_drift…: not installed ***");
-    }
     for b in backends() {
-        let refsrv = match &bin {
-            Some(p) => {
-                let p = p.clone();
-                Some(tokio::task::spawn_blocking(move || start_scim2(&p)).await.unwrap())
-            }
-            None => None,
-        };
+        let refsrv = reference_server("reconcile_repairs_drift_at_fedkey_and_scim2_server").await;
         reconcile_scenario(b, refsrv.as_ref().map(|(_, url)| url.as_str())).await;
     }
 }
