@@ -11,7 +11,7 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::db::Tx;
 use crate::ops::{Actor, Change, Store, new_id};
-use crate::{Directory, StoreError};
+use crate::{Backend, Directory, StoreError};
 
 /// A member of a group, or a group a resource belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,50 @@ pub struct ListQuery {
 }
 
 const RESOURCE_COLUMNS: &str = "r.id, r.resource_type, r.version, r.created_at, r.updated_at, r.body";
+
+/// The statements of a list: one page, and the count of every match.
+struct ListSql {
+    page: String,
+    page_binds: Vec<SqlValue>,
+    count: String,
+    binds: Vec<SqlValue>,
+}
+
+impl ListSql {
+    fn new(backend: Backend, directory_id: &str, resource_type: &str, q: &ListQuery) -> ListSql {
+        let mut cond = String::from("r.directory_id = $1 AND r.resource_type = $2");
+        let mut binds = vec![SqlValue::Text(directory_id.to_owned()), SqlValue::Text(resource_type.to_owned())];
+        if let Some(f) = &q.filter {
+            cond.push_str(&format!(" AND ({})", renumber(&f.sql, binds.len())));
+            binds.extend(f.binds.iter().cloned());
+        }
+        let count = format!("SELECT COUNT(*) AS n FROM scim_resources r WHERE {cond}");
+        let dir = if q.descending { "DESC" } else { "ASC" };
+        let mut order = String::new();
+        let mut page_binds = binds.clone();
+        if let Some(o) = &q.order {
+            order.push_str(&format!("{} {dir}, ", renumber(&o.sql, page_binds.len())));
+            page_binds.extend(o.binds.iter().cloned());
+        } else if q.filter.is_some() && backend == Backend::Sqlite {
+            // `+` hides the (…, created_at, id) index from the ORDER BY: with a LIMIT,
+            // SQLite would rather walk the whole directory in that order than sort the few
+            // rows an indexed filter (`emails.value eq`, `members eq`) finds.
+            order.push_str(&format!("+r.created_at {dir}, "));
+        } else {
+            order.push_str(&format!("r.created_at {dir}, "));
+        }
+        order.push_str(&format!("r.id {dir}"));
+        let n = page_binds.len();
+        let page = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM scim_resources r WHERE {cond} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        page_binds.push(SqlValue::Int(q.limit.max(0)));
+        page_binds.push(SqlValue::Int(q.offset.max(0)));
+        ListSql { page, page_binds, count, binds }
+    }
+}
 
 impl Store {
     pub async fn scim_create(
@@ -209,39 +253,46 @@ impl Store {
         resource_type: &str,
         q: &ListQuery,
     ) -> Result<(i64, Vec<StoredResource>), StoreError> {
-        let mut cond = String::from("r.directory_id = $1 AND r.resource_type = $2");
-        let mut binds = vec![SqlValue::Text(directory_id.to_owned()), SqlValue::Text(resource_type.to_owned())];
-        if let Some(f) = &q.filter {
-            cond.push_str(&format!(" AND ({})", renumber(&f.sql, binds.len())));
-            binds.extend(f.binds.iter().cloned());
-        }
-        let count_sql = format!("SELECT COUNT(*) AS n FROM scim_resources r WHERE {cond}");
-        let total: i64 = bind_all(sqlx::query(sqlx::AssertSqlSafe(count_sql)), &binds)
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get("n")?;
-        let dir = if q.descending { "DESC" } else { "ASC" };
-        let mut order = String::new();
-        let mut page_binds = binds.clone();
-        if let Some(o) = &q.order {
-            order.push_str(&format!("{} {dir}, ", renumber(&o.sql, page_binds.len())));
-            page_binds.extend(o.binds.iter().cloned());
-        } else {
-            order.push_str(&format!("r.created_at {dir}, "));
-        }
-        order.push_str(&format!("r.id {dir}"));
-        let n = page_binds.len();
-        let sql = format!(
-            "SELECT {RESOURCE_COLUMNS} FROM scim_resources r WHERE {cond} ORDER BY {order} LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
-        page_binds.push(SqlValue::Int(q.limit.max(0)));
-        page_binds.push(SqlValue::Int(q.offset.max(0)));
-        let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), &page_binds).fetch_all(self.db.pool()).await?;
+        let sql = ListSql::new(self.db.backend, directory_id, resource_type, q);
+        let rows =
+            bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.page)), &sql.page_binds).fetch_all(self.db.pool()).await?;
         let mut out = rows.iter().map(resource_from_row).collect::<Result<Vec<_>, _>>()?;
+        // A first page that is not full holds every match (the common `userName eq` lookup):
+        // no second query to count them.
+        let total = if q.limit > 0 && q.offset <= 0 && (out.len() as i64) < q.limit {
+            out.len() as i64
+        } else {
+            bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.count)), &sql.binds)
+                .fetch_one(self.db.pool())
+                .await?
+                .try_get("n")?
+        };
         self.load_memberships(directory_id, &mut out).await?;
         Ok((total, out))
+    }
+
+    /// The database's plan for [`Store::scim_list`]'s page and count queries, one line per
+    /// step (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL): for tests and
+    /// diagnosing slow filters.
+    pub async fn scim_list_plan(
+        &self,
+        directory_id: &str,
+        resource_type: &str,
+        q: &ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = ListSql::new(self.db.backend, directory_id, resource_type, q);
+        let (explain, column) = match self.db.backend {
+            Backend::Sqlite => ("EXPLAIN QUERY PLAN", "detail"),
+            Backend::Postgres => ("EXPLAIN", "QUERY PLAN"),
+        };
+        let mut lines = Vec::new();
+        for (stmt, binds) in [(sql.page, &sql.page_binds), (sql.count, &sql.binds)] {
+            let text = format!("{explain} {stmt}");
+            for row in bind_all(sqlx::query(sqlx::AssertSqlSafe(text)), binds).fetch_all(self.db.pool()).await? {
+                lines.push(row.try_get::<String, _>(column)?);
+            }
+        }
+        Ok(lines)
     }
 
     async fn current_version(
@@ -397,27 +448,36 @@ impl Store {
             return Ok(());
         }
         let ids: Vec<String> = resources.iter().map(|r| r.id.clone()).collect();
-        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-        let list = placeholders.join(", ");
-        let members_sql = format!(
-            "SELECT m.group_id, m.member_id, m.member_type, r.name_key, r.body FROM scim_members m \
-             JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.member_id \
-             WHERE m.directory_id = $1 AND m.group_id IN ({list}) ORDER BY m.member_id"
-        );
-        let groups_sql = groups_of_sql(&list);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(members_sql)).bind(directory_id.to_owned());
-        for id in &ids {
-            q = q.bind(id.clone());
-        }
-        for row in q.fetch_all(self.db.pool()).await? {
-            let group: String = row.try_get("group_id")?;
-            let kind: String = row.try_get("member_type")?;
-            let body: Value = serde_json::from_str(&row.try_get::<String, _>("body")?).unwrap_or(Value::Null);
-            let display = display_of(&kind, &body);
-            if let Some(r) = resources.iter_mut().find(|r| r.id == group) {
-                r.members.push(MemberRef { value: row.try_get("member_id")?, kind, display });
+        let list = placeholders(ids.len());
+        // Only groups have members. The query has no ORDER BY: without statistics SQLite
+        // would satisfy one by scanning the directory's whole member index in order, once
+        // per read (members are sorted below instead).
+        let group_ids: Vec<&String> = resources.iter().filter(|r| r.resource_type == "Group").map(|r| &r.id).collect();
+        if !group_ids.is_empty() {
+            let members_sql = format!(
+                "SELECT m.group_id, m.member_id, m.member_type, r.name_key, r.body FROM scim_members m \
+                 JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.member_id \
+                 WHERE m.directory_id = $1 AND m.group_id IN ({})",
+                placeholders(group_ids.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(members_sql)).bind(directory_id.to_owned());
+            for id in group_ids {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(self.db.pool()).await? {
+                let group: String = row.try_get("group_id")?;
+                let kind: String = row.try_get("member_type")?;
+                let body: Value = serde_json::from_str(&row.try_get::<String, _>("body")?).unwrap_or(Value::Null);
+                let display = display_of(&kind, &body);
+                if let Some(r) = resources.iter_mut().find(|r| r.id == group) {
+                    r.members.push(MemberRef { value: row.try_get("member_id")?, kind, display });
+                }
+            }
+            for r in resources.iter_mut() {
+                r.members.sort_by(|a, b| a.value.cmp(&b.value));
             }
         }
+        let groups_sql = groups_of_sql(&list);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(groups_sql)).bind(directory_id.to_owned());
         for id in &ids {
             q = q.bind(id.clone());
@@ -512,6 +572,8 @@ fn renumber(sql: &str, offset: usize) -> String {
                 }
             }
             match digits.parse::<usize>() {
+                // `$0` is the listed directory, always `$1` (scim_sql::LISTED_DIRECTORY).
+                Ok(0) => out.push_str("$1"),
                 Ok(n) => out.push_str(&format!("${}", n + offset)),
                 Err(_) => {
                     out.push('$');
@@ -540,6 +602,11 @@ fn bind_all<'q>(
     q
 }
 
+/// `$2, $3, …`: one placeholder per id (`$1` is the directory).
+fn placeholders(n: usize) -> String {
+    (0..n).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ")
+}
+
 /// The groups of the members listed in `list` (`$2, $3, …`; `$1` is the directory). Read on
 /// every GET of a user, so it must start from the member-side index (see migration 0007).
 pub fn groups_of_sql(list: &str) -> String {
@@ -558,5 +625,6 @@ mod tests {
     fn renumber_shifts_placeholders_only() {
         assert_eq!(renumber("a = $1 AND b LIKE $2 || '$'", 2), "a = $3 AND b LIKE $4 || '$'");
         assert_eq!(renumber("x = $10", 5), "x = $15");
+        assert_eq!(renumber("d = $0 AND x = $1", 2), "d = $1 AND x = $3");
     }
 }

@@ -317,6 +317,10 @@ fn sort_key(def: &AttributeDef, v: &Value) -> Option<Value> {
 // Filters.
 
 /// Translates `filter` into a condition over `r` (see the module documentation).
+/// Stands for the directory being listed in a translated fragment: the caller binds it as
+/// `$1` (see `scim::renumber`), so an uncorrelated subquery can still seek by directory.
+pub const LISTED_DIRECTORY: &str = "$0";
+
 pub fn translate(backend: Backend, rt: &ResourceTypeDef, filter: &Filter) -> Result<SqlFragment, ScimError> {
     eval::compile(rt, filter)?;
     let mut b = Builder { backend, rt, binds: Vec::new(), aliases: 0 };
@@ -588,6 +592,12 @@ impl Builder<'_> {
                 sql = format!("(r.name_key = {key} AND {sql})");
             } else if is_emails(self.rt, loc) && loc.sub.is_some_and(|s| s.name == "value") {
                 sql = format!("({} AND {sql})", self.emails_index(&lit));
+            } else if matches!(loc.src, Source::Members | Source::Groups)
+                && loc.sub.is_some_and(|s| s.name == "value")
+                && let Test::Text { literal, .. } = &test
+            {
+                // The literal as the exact test compares it (folded or not).
+                sql = format!("({} AND {sql})", self.members_index(loc.src == Source::Groups, literal));
             }
         }
         Ok(if negate { format!("(NOT {sql})") } else { sql })
@@ -640,6 +650,18 @@ impl Builder<'_> {
         let key = self.bind_text(&fold(literal));
         format!(
             "r.id IN (SELECT {v}.resource_id FROM scim_values {v} WHERE {v}.attr = 'emails.value' AND {v}.value_key = {key})"
+        )
+    }
+
+    /// `members eq` / `groups eq` the same way: the resources on the other side of the
+    /// memberships of `literal`, from the primary key or the member-side index, ANDed with the
+    /// exact (correlated) test, which also keeps directories apart.
+    fn members_index(&mut self, groups: bool, literal: &str) -> String {
+        let m = self.alias("n");
+        let key = self.bind_text(literal);
+        let (mine, other) = if groups { ("member_id", "group_id") } else { ("group_id", "member_id") };
+        format!(
+            "r.id IN (SELECT {m}.{mine} FROM scim_members {m} WHERE {m}.directory_id = {LISTED_DIRECTORY} AND {m}.{other} = {key})"
         )
     }
 
