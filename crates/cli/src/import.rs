@@ -10,6 +10,7 @@
 mod columns;
 mod read;
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -187,6 +188,12 @@ struct Sender<'a> {
     bytes: usize,
     tally: Tally,
     bar: Option<indicatif::ProgressBar>,
+    /// Dry run: the `userName` and `externalId` of each user row in the batch…
+    user_keys: HashMap<u64, Vec<String>>,
+    /// …those of the users the dry run would create (lower-cased)…
+    planned: HashSet<String>,
+    /// …and the ones this batch's groups name, sent so they count as members.
+    batch_planned: BTreeSet<String>,
 }
 
 impl Sender<'_> {
@@ -196,12 +203,32 @@ impl Sender<'_> {
         if !self.rows.is_empty() && self.bytes + size > BATCH_BYTES {
             self.flush().await?;
         }
+        if self.dry_run {
+            self.plan(line, rt, &row["resource"]);
+        }
         self.rows.push(row);
         self.bytes += size;
         if self.rows.len() >= self.max_rows {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// A dry run writes no users, so groups could not name the ones the file creates:
+    /// remember them, and tell the server which members of a group are such users.
+    fn plan(&mut self, line: u64, rt: &str, resource: &Value) {
+        if rt == "User" {
+            let keys = ["userName", "externalId"].iter().filter_map(|k| resource[*k].as_str()).map(str::to_owned);
+            self.user_keys.insert(line, keys.collect());
+            return;
+        }
+        for m in resource["members"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if let Some(v) = m.as_str().or_else(|| m["value"].as_str())
+                && self.planned.contains(&v.to_lowercase())
+            {
+                self.batch_planned.insert(v.to_owned());
+            }
+        }
     }
 
     fn error(&mut self, line: u64, e: String) {
@@ -223,15 +250,24 @@ impl Sender<'_> {
         let rows = std::mem::take(&mut self.rows);
         self.bytes = 0;
         let (first, n) = (rows[0]["line"].as_u64().unwrap_or(0), rows.len() as u64);
+        let mut body = json!({"rows": rows, "dry_run": self.dry_run});
+        if !self.batch_planned.is_empty() {
+            body["planned"] = json!(std::mem::take(&mut self.batch_planned));
+        }
         let v = self
             .api
-            .post(&self.path, json!({"rows": rows, "dry_run": self.dry_run}))
+            .post(&self.path, body)
             .await
             .with_context(|| format!("the import stopped at the batch starting on line {first}"))?;
+        let mut user_keys = std::mem::take(&mut self.user_keys);
         for r in v["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
             self.tally.rows += 1;
             match r["status"].as_str() {
-                Some("created") => self.tally.created += 1,
+                Some("created") => {
+                    self.tally.created += 1;
+                    let keys = r["line"].as_u64().and_then(|l| user_keys.remove(&l)).unwrap_or_default();
+                    self.planned.extend(keys.iter().map(|k| k.to_lowercase()));
+                }
                 Some("updated") => self.tally.updated += 1,
                 Some("unchanged") => self.tally.unchanged += 1,
                 _ => self.tally.errors.push((
@@ -286,6 +322,9 @@ pub async fn import(s: &Settings, out: Output, a: ImportArgs) -> anyhow::Result<
         bytes: 0,
         tally: Tally::default(),
         bar,
+        user_keys: HashMap::new(),
+        planned: HashSet::new(),
+        batch_planned: BTreeSet::new(),
     };
     // Users (and unreadable rows) first, then groups, whose members name users.
     let mut result = Ok(());

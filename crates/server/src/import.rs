@@ -10,8 +10,11 @@
 //!   change (`unchanged`: nothing written, no outbox event), so an import can be re-run.
 //! - Group members may name users by id, `externalId` or `userName` (in that order), and
 //!   groups by id; they are resolved to ids in this directory. An unknown member fails
-//!   the row, naming it.
+//!   the row, naming it. A dry run writes no users, so the caller may list the users it
+//!   would create (`planned`) for its groups to name.
 //! - Admin role only: an import changes identities that fan out to every target.
+
+use std::collections::HashSet;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -24,6 +27,7 @@ use fedkey_scim::ScimError;
 use fedkey_scim::resource::normalize;
 use fedkey_scim::schema;
 use fedkey_store::scim::{ListQuery, SqlFragment, SqlValue, StoredResource};
+use fedkey_store::scim_sql::fold;
 use fedkey_store::{Directory, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -55,6 +59,10 @@ struct ImportBody {
     /// Decide every row (created, updated, unchanged, error) without writing.
     #[serde(default)]
     dry_run: bool,
+    /// Dry run only: `userName`s and `externalId`s of users the same dry run would create,
+    /// which group members may name although they are not stored.
+    #[serde(default)]
+    planned: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +107,7 @@ async fn import(
         .change(st, Need::Administer, "directory.import", target.clone(), async {
             let b = parse_body(body)?;
             let dir = st.directory(&d).await?;
+            let planned: HashSet<String> = b.planned.iter().map(|p| fold(p)).collect();
             let base = crate::scim::base_url(s.scheme, &dir.name, &headers);
             let ctx = Ctx::admin(&dir, a.actor(), base);
             let mut results = Vec::with_capacity(b.rows.len());
@@ -106,7 +115,7 @@ async fn import(
             for row in &b.rows {
                 let r = match &fatal {
                     Some(e) => RowResult::error(None, format!("not attempted: {}", e.message)),
-                    None => match import_row(&s, &ctx, &dir, row, b.dry_run).await {
+                    None => match import_row(&s, &ctx, &dir, row, b.dry_run, &planned).await {
                         Ok(r) => r,
                         Err(Fatal(e)) => {
                             let r = RowResult::error(None, e.message.clone());
@@ -161,6 +170,9 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ImportBody, ApiErro
     if b.rows.is_empty() {
         return Err(ApiError::invalid_value("rows: at least one row is required"));
     }
+    if !b.dry_run && !b.planned.is_empty() {
+        return Err(ApiError::invalid_value("planned: only with dry_run"));
+    }
     if b.rows.len() > MAX_ROWS {
         return Err(ApiError::invalid_value(format!(
             "rows: at most {MAX_ROWS} rows per request, got {}",
@@ -200,7 +212,14 @@ fn summarize(results: &[(u64, RowResult)], dry_run: bool) -> Value {
 
 /// Validates, resolves and upserts one row. A row's own problem is its error; a store
 /// or audit failure is [`Fatal`].
-async fn import_row(s: &AppState, ctx: &Ctx, dir: &Directory, row: &Row, dry_run: bool) -> Result<RowResult, Fatal> {
+async fn import_row(
+    s: &AppState,
+    ctx: &Ctx,
+    dir: &Directory,
+    row: &Row,
+    dry_run: bool,
+    planned: &HashSet<String>,
+) -> Result<RowResult, Fatal> {
     let rt_name = match row_type(row) {
         Ok(t) => t,
         Err(e) => return Ok(RowResult::error(None, e)),
@@ -218,7 +237,7 @@ async fn import_row(s: &AppState, ctx: &Ctx, dir: &Directory, row: &Row, dry_run
         Err(e) => return Ok(RowResult::error(rt_of, e.detail)),
     };
     if rt_name == "Group"
-        && let Err(e) = resolve_members(s, dir, &mut body).await?
+        && let Err(e) = resolve_members(s, dir, &mut body, planned).await?
     {
         return Ok(RowResult::error(rt_of, e));
     }
@@ -308,13 +327,19 @@ async fn find_existing(
     }
     let name_attr = if rt == "Group" { "displayName" } else { "userName" };
     let Some(name) = body.get(name_attr).and_then(Value::as_str) else { return Ok(Ok(None)) };
-    let key = fedkey_store::scim_sql::fold(name);
+    let key = fold(name);
     let found = lookup(s, dir, rt, "r.name_key = $1", &key).await.map_err(fatal)?;
     Ok(Ok(found.into_iter().next()))
 }
 
 /// Replaces each member's `value` by the id it names in this directory.
-async fn resolve_members(s: &AppState, dir: &Directory, body: &mut Value) -> Result<Result<(), String>, Fatal> {
+/// `planned` (dry runs): references to users the dry run would create, kept as they are.
+async fn resolve_members(
+    s: &AppState,
+    dir: &Directory,
+    body: &mut Value,
+    planned: &HashSet<String>,
+) -> Result<Result<(), String>, Fatal> {
     let Some(Value::Array(members)) = body.get_mut("members") else { return Ok(Ok(())) };
     for m in members.iter_mut() {
         let Some(v) = m.get("value").and_then(Value::as_str).map(str::to_owned) else {
@@ -322,6 +347,7 @@ async fn resolve_members(s: &AppState, dir: &Directory, body: &mut Value) -> Res
         };
         match resolve(s, dir, &v).await.map_err(fatal)? {
             Some(id) => m["value"] = Value::String(id),
+            None if planned.contains(&fold(&v)) => {}
             None => {
                 return Ok(Err(format!(
                     "member {:?} is not the id, externalId or userName of a user (nor the id of a group) in directory {}",
@@ -348,7 +374,7 @@ async fn resolve(s: &AppState, dir: &Directory, v: &str) -> Result<Option<String
     if by_ext.len() == 1 {
         return Ok(by_ext.into_iter().next().map(|r| r.id));
     }
-    let by_name = lookup(s, dir, "User", "r.name_key = $1", &fedkey_store::scim_sql::fold(v)).await?;
+    let by_name = lookup(s, dir, "User", "r.name_key = $1", &fold(v)).await?;
     Ok(by_name.into_iter().next().map(|r| r.id))
 }
 

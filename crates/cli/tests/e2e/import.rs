@@ -228,8 +228,9 @@ async fn import_jsonl(b: Backend) {
     let (code, v, err) = s.import("acme", &file, &["--format", "jsonl", "--dry-run"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(v["dry_run"], true);
-    // The group's members are resolved against what is stored: ann does not exist yet.
-    assert_eq!(counts(&v), (1, 1, 0, 5), "{v}");
+    // The group may name ann (by userName and externalId), whom the same run would create.
+    assert_eq!(counts(&v), (2, 1, 0, 4), "{v}");
+    assert_eq!(error_lines(&v), vec![4, 5, 7, 8]);
     assert_eq!(total(&acme, "Users").await, 1, "a dry run writes nothing");
     assert_eq!(one(&acme, "Users", "userName eq \"zed@acme.test\"").await["title"], "Old");
 
@@ -321,6 +322,10 @@ async fn import_hostile(b: Backend) {
     assert!(v["error"]["message"].as_str().unwrap().contains("at most 500 rows"), "{v}");
     let (st, v) = s.api(M::POST, path, t, Some(json!({"rows": [], "extra": 1}))).await;
     assert_eq!(st, 400, "{v}");
+    let planned = json!({"rows": [{"line": 1, "type": "User", "resource": {"userName": "p"}}], "planned": ["x"]});
+    let (st, v) = s.api(M::POST, path, t, Some(planned)).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("only with dry_run"), "{v}");
     // Bodies larger than other admin requests are fine, up to the import's own limit.
     let big = json!({"rows": [{"line": 9, "type": "User", "resource": {"userName": "big@acme.test", "title": "t".repeat(300_000)}}]});
     let (st, v) = s.api(M::POST, path, t, Some(big)).await;
