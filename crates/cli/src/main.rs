@@ -11,6 +11,7 @@ macro_rules! outln {
 mod admin;
 mod client;
 mod config;
+mod import;
 mod local;
 mod output;
 mod rotation;
@@ -102,6 +103,10 @@ enum Cmd {
     /// Outbound provisioning: targets, delivery and deprovisioning status, dead letters.
     #[command(subcommand)]
     Sync(sync::SyncCmd),
+    /// Import users and groups into a directory from a CSV or JSON-lines file, through the
+    /// SCIM write path (validated, audited, fanned out to targets). Re-running is safe:
+    /// rows match existing resources and unchanged ones are not rewritten. Exit 1 when a row failed.
+    Import(import::ImportArgs),
     /// Trusts that need attention: keys near or past their policy age, failing
     /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
     Doctor,
@@ -229,6 +234,7 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Doctor => rotation::doctor(&s, cli.output).await,
         Cmd::Material(c) => rotation::material(&s, cli.output, c).await,
         Cmd::Sync(c) => sync::sync(&s, cli.output, c).await,
+        Cmd::Import(a) => import::import(&s, cli.output, a).await,
     }
 }
 

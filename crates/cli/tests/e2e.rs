@@ -1437,6 +1437,8 @@ mod bulk;
 mod federation;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/import.rs"]
+mod import;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/provisioning.rs"]

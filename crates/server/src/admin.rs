@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/test/clock", post(advance_clock))
         .merge(crate::rotation_api::routes())
         .merge(crate::sync_api::routes())
+        .merge(crate::import::routes())
         .fallback(crate::error::not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(crate::ADMIN_BODY_LIMIT))

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod import;
 pub mod metrics;
 pub mod ratelimit;
 pub mod request;

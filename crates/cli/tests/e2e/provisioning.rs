@@ -14,7 +14,7 @@ use reqwest::Method as M;
 // ---------------------------------------------------------------- helpers
 
 impl Server {
-    async fn sync_tick(&self) -> Value {
+    pub(super) async fn sync_tick(&self) -> Value {
         let (st, v) = self.api(M::POST, "/api/v1/test/sync/tick", Some(&self.token), None).await;
         assert_eq!(st, 200, "{v}");
         v["report"].clone()
@@ -28,7 +28,7 @@ impl Server {
     }
 
     /// `fedkey sync target set DIR/TRUST --url URL [--mapping-file] [extra…]`.
-    fn set_target(&self, trust: &str, url: &str, mapping: Option<Value>, extra: &[&str]) -> Value {
+    pub(super) fn set_target(&self, trust: &str, url: &str, mapping: Option<Value>, extra: &[&str]) -> Value {
         let mut args = vec!["sync", "target", "set", trust, "--url", url];
         let file = self.dir.path().join(format!("mapping-{}.json", trust.replace('/', "-")));
         let f = file.to_str().unwrap().to_owned();
@@ -42,7 +42,7 @@ impl Server {
 }
 
 /// Creates an outbound trust through the API (its key is the application's).
-async fn outbound_trust(s: &Server, dir: &str, name: &str, key: &str) {
+pub(super) async fn outbound_trust(s: &Server, dir: &str, name: &str, key: &str) {
     let (st, v) = s
         .api(
             M::POST,
@@ -55,7 +55,7 @@ async fn outbound_trust(s: &Server, dir: &str, name: &str, key: &str) {
 }
 
 /// Creates a directory with an inbound trust; returns its SCIM key.
-async fn directory_with_inbound(s: &Server, dir: &str, trust: &str) -> String {
+pub(super) async fn directory_with_inbound(s: &Server, dir: &str, trust: &str) -> String {
     let (st, v) = s.api(M::POST, "/api/v1/directories", Some(&s.token), Some(json!({"name": dir}))).await;
     assert_eq!(st, 201, "{v}");
     let (st, v) = s

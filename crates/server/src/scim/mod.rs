@@ -13,7 +13,7 @@ mod discovery;
 mod list;
 pub mod policy;
 mod present;
-mod resources;
+pub(crate) mod resources;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path};
@@ -21,11 +21,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fedkey_audit::Outcome;
-use fedkey_core::Scope;
+use fedkey_core::{Scope, ScopeSet};
 use fedkey_scim::discovery::{BulkLimits, Capabilities, service_provider_config};
 use fedkey_scim::{SCIM_MEDIA_TYPE, ScimError, ScimType};
 use fedkey_store::auth::{Principal, RequestMeta};
-use fedkey_store::{Actor, StoreError};
+use fedkey_store::{Actor, Directory, StoreError};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -208,6 +208,26 @@ impl Ctx {
             None,
             format!("this provisioning key lacks the {} scope needed to {action}", scope.as_str()),
         )))
+    }
+}
+
+impl Ctx {
+    /// An admin token acting on a directory through the admin API (import): every SCIM
+    /// scope, no trust (so no trust policy). Its writes take the SCIM handlers' path and
+    /// are audited with the admin actor.
+    pub(crate) fn admin(dir: &Directory, actor: Actor, base: String) -> Ctx {
+        let all: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        let principal = Principal {
+            directory_id: dir.id.clone(),
+            directory: dir.name.clone(),
+            trust_id: String::new(),
+            trust: String::new(),
+            peer_kind: fedkey_core::PeerKind::Generic,
+            version: 0,
+            scopes: ScopeSet::parse_list(&all).unwrap_or_default(),
+            policy: Default::default(),
+        };
+        Ctx { principal, actor, base }
     }
 }
 

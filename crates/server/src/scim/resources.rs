@@ -355,6 +355,59 @@ pub async fn delete_core(
     }
 }
 
+/// What an import row did to the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upsert {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// The import's write: creates a resource from a normalised body, or replaces `existing`
+/// (the match the caller found) exactly like a PUT — a missing password keeps the stored
+/// one — unless nothing would change, when nothing is written (no outbox event). With
+/// `dry_run` it only decides. Returns the resource's id (none for a dry-run create).
+pub(crate) async fn upsert_core(
+    s: &AppState,
+    ctx: &Ctx,
+    rt_name: &str,
+    mut normalized: Value,
+    existing: Option<&StoredResource>,
+    dry_run: bool,
+) -> Result<(Upsert, Option<String>)> {
+    let (rt, _, write) = kind(rt_name);
+    ctx.require(s, write, &format!("import a {}", rt.id)).await?;
+    let Some(current) = existing else {
+        let w = prepare(s, rt, normalized, None)?;
+        super::policy::check_group_write(s, ctx, None, &w).await?;
+        if dry_run {
+            return Ok((Upsert::Created, None));
+        }
+        let dir = directory(s, ctx).await?;
+        let r = s.store.scim_create(&ctx.actor, &dir, w).await?;
+        return Ok((Upsert::Created, Some(r.id)));
+    };
+    if normalized.get("password").is_none()
+        && let (Some(pw), Some(obj)) = (current.body.get("password"), normalized.as_object_mut())
+    {
+        obj.insert("password".into(), pw.clone());
+    }
+    let w = prepare(s, rt, normalized, Some(current))?;
+    if w.changed.is_empty() {
+        return Ok((Upsert::Unchanged, Some(current.id.clone())));
+    }
+    super::policy::check_group_write(s, ctx, Some(current), &w).await?;
+    if dry_run {
+        return Ok((Upsert::Updated, Some(current.id.clone())));
+    }
+    let dir = directory(s, ctx).await?;
+    match s.store.scim_replace(&ctx.actor, &dir, &current.id, Some(current.version), w).await {
+        Ok(r) => Ok((Upsert::Updated, Some(r.id))),
+        Err(StoreError::NotFound(_)) => Err(not_found(rt, &current.id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Audits a write the service refused for what was sent (400, 404, 409, 412), with the
 /// trust and key version that sent it. Authorization refusals (403) are audited where
 /// they happen; successes inside the write's own transaction.

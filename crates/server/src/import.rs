@@ -1,0 +1,383 @@
+//! `POST /api/v1/directories/{d}/import`: a batch of SCIM Users and Groups upserted into
+//! a directory by an admin (`fedkey import` sends files through it).
+//!
+//! - Each row goes through the SCIM handlers' own write ([`upsert_core`]): validated and
+//!   normalised like a SCIM write, policy-checked, written with its audit record and its
+//!   outbox events in one transaction. One row = one transaction: a bad row gets its
+//!   error and changes nothing; the other rows proceed.
+//! - Upsert: a User matches by `externalId`, then `userName` (case-insensitive); a Group by
+//!   `externalId`, then `displayName`. A match is replaced like a PUT, unless nothing would
+//!   change (`unchanged`: nothing written, no outbox event), so an import can be re-run.
+//! - Group members may name users by id, `externalId` or `userName` (in that order), and
+//!   groups by id; they are resolved to ids in this directory. An unknown member fails
+//!   the row, naming it. A dry run writes no users, so the caller may list the users it
+//!   would create (`planned`) for its groups to name.
+//! - Admin role only: an import changes identities that fan out to every target.
+
+use std::collections::HashSet;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use fedkey_audit::Outcome;
+use fedkey_scim::ScimError;
+use fedkey_scim::resource::normalize;
+use fedkey_scim::schema;
+use fedkey_store::scim::{ListQuery, SqlFragment, SqlValue, StoredResource};
+use fedkey_store::scim_sql::fold;
+use fedkey_store::{Directory, StoreError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::admin::{Admin, Need, Target};
+use crate::error::ApiError;
+use crate::scim::resources::{Upsert, upsert_core};
+use crate::scim::{Ctx, SCIM_BODY_LIMIT, ScimResponse};
+
+/// Most rows in one request.
+pub const MAX_ROWS: usize = 500;
+/// Largest import request body.
+pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// Largest resource in a row: what one SCIM request may carry.
+pub const MAX_ROW_BYTES: usize = SCIM_BODY_LIMIT;
+/// Row errors kept in the request's audit record (the response has them all).
+const AUDITED_ERRORS: usize = 20;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/directories/{d}/import", post(import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_BODY_LIMIT)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    rows: Vec<Row>,
+    /// Decide every row (created, updated, unchanged, error) without writing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Dry run only: `userName`s and `externalId`s of users the same dry run would create,
+    /// which group members may name although they are not stored.
+    #[serde(default)]
+    planned: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Row {
+    /// The row's line in the caller's file, echoed in its result.
+    line: u64,
+    /// `User` or `Group`; otherwise taken from the resource's `schemas`.
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    resource: Value,
+}
+
+/// What became of one row.
+struct RowResult {
+    status: &'static str,
+    resource_type: Option<&'static str>,
+    id: Option<String>,
+    error: Option<String>,
+}
+
+impl RowResult {
+    fn error(resource_type: Option<&'static str>, e: impl Into<String>) -> RowResult {
+        RowResult { status: "error", resource_type, id: None, error: Some(e.into()) }
+    }
+}
+
+/// A failure that stops the batch (the store or the audit log cannot write): the rows
+/// after it are not attempted.
+struct Fatal(ApiError);
+
+async fn import(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let target = Target::dir(&d);
+    let v = a
+        .change(st, Need::Administer, "directory.import", target.clone(), async {
+            let b = parse_body(body)?;
+            let dir = st.directory(&d).await?;
+            let planned: HashSet<String> = b.planned.iter().map(|p| fold(p)).collect();
+            let base = crate::scim::base_url(s.scheme, &dir.name, &headers);
+            let ctx = Ctx::admin(&dir, a.actor(), base);
+            let mut results = Vec::with_capacity(b.rows.len());
+            let mut fatal: Option<ApiError> = None;
+            for row in &b.rows {
+                let r = match &fatal {
+                    Some(e) => RowResult::error(None, format!("not attempted: {}", e.message)),
+                    None => match import_row(&s, &ctx, &dir, row, b.dry_run, &planned).await {
+                        Ok(r) => r,
+                        Err(Fatal(e)) => {
+                            let r = RowResult::error(None, e.message.clone());
+                            fatal = Some(e);
+                            r
+                        }
+                    },
+                };
+                results.push((row.line, r));
+            }
+            Ok((summarize(&results, b.dry_run), fatal))
+        })
+        .await?;
+    let (summary, fatal) = v;
+    // One record for the request: counts and the first errors (the writes have their own).
+    let failed = summary["failed"].as_u64().unwrap_or(0);
+    let errors: Vec<Value> = summary["results"]
+        .as_array()
+        .map(|rs| rs.iter().filter(|r| r["status"] == "error").take(AUDITED_ERRORS).cloned().collect())
+        .unwrap_or_default();
+    let details = json!({
+        "dry_run": summary["dry_run"], "created": summary["created"], "updated": summary["updated"],
+        "unchanged": summary["unchanged"], "failed": failed,
+        "errors": errors.iter().map(|e| json!({"line": e["line"], "error": e["error"]})).collect::<Vec<_>>(),
+    });
+    let outcome = if failed == 0 { Outcome::Success } else { Outcome::Failure };
+    a.record(st, "directory.import", outcome, &target, details).await?;
+    if let Some(e) = fatal
+        && e.status == StatusCode::SERVICE_UNAVAILABLE
+    {
+        // The audit log is down: say so rather than a partial 200.
+        return Err(e);
+    }
+    Ok(Json(summary))
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ImportBody, ApiError> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("import request body exceeds {IMPORT_BODY_LIMIT} bytes; send smaller batches"),
+            )
+        } else {
+            ApiError::new(r.status(), "invalid_request", r.body_text())
+        }
+    })?;
+    let b: ImportBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!("invalid import body (expected {{\"rows\": [{{\"line\", \"resource\"}}]}}): {e}"))
+    })?;
+    if b.rows.is_empty() {
+        return Err(ApiError::invalid_value("rows: at least one row is required"));
+    }
+    if !b.dry_run && !b.planned.is_empty() {
+        return Err(ApiError::invalid_value("planned: only with dry_run"));
+    }
+    if b.rows.len() > MAX_ROWS {
+        return Err(ApiError::invalid_value(format!(
+            "rows: at most {MAX_ROWS} rows per request, got {}",
+            b.rows.len()
+        )));
+    }
+    Ok(b)
+}
+
+fn summarize(results: &[(u64, RowResult)], dry_run: bool) -> Value {
+    let count = |st: &str| results.iter().filter(|(_, r)| r.status == st).count();
+    let rows: Vec<Value> = results
+        .iter()
+        .map(|(line, r)| {
+            let mut v = json!({"line": line, "status": r.status});
+            if let Some(t) = r.resource_type {
+                v["resource_type"] = json!(t);
+            }
+            if let Some(id) = &r.id {
+                v["id"] = json!(id);
+            }
+            if let Some(e) = &r.error {
+                v["error"] = json!(e);
+            }
+            v
+        })
+        .collect();
+    json!({
+        "dry_run": dry_run,
+        "created": count("created"),
+        "updated": count("updated"),
+        "unchanged": count("unchanged"),
+        "failed": count("error"),
+        "results": rows,
+    })
+}
+
+/// Validates, resolves and upserts one row. A row's own problem is its error; a store
+/// or audit failure is [`Fatal`].
+async fn import_row(
+    s: &AppState,
+    ctx: &Ctx,
+    dir: &Directory,
+    row: &Row,
+    dry_run: bool,
+    planned: &HashSet<String>,
+) -> Result<RowResult, Fatal> {
+    let rt_name = match row_type(row) {
+        Ok(t) => t,
+        Err(e) => return Ok(RowResult::error(None, e)),
+    };
+    let rt_of = Some(rt_name);
+    let size = serde_json::to_vec(&row.resource).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_ROW_BYTES {
+        return Ok(RowResult::error(rt_of, format!("the resource is larger than {MAX_ROW_BYTES} bytes")));
+    }
+    let Some(rt) = schema::resource_type(rt_name) else {
+        return Ok(RowResult::error(rt_of, format!("unknown resource type {rt_name}")));
+    };
+    let mut body = match normalize(rt, &row.resource) {
+        Ok(b) => b,
+        Err(e) => return Ok(RowResult::error(rt_of, e.detail)),
+    };
+    if rt_name == "Group"
+        && let Err(e) = resolve_members(s, dir, &mut body, planned).await?
+    {
+        return Ok(RowResult::error(rt_of, e));
+    }
+    let existing = match find_existing(s, dir, rt_name, &body).await? {
+        Ok(r) => r,
+        Err(e) => return Ok(RowResult::error(rt_of, e)),
+    };
+    match upsert_core(s, ctx, rt_name, body, existing.as_ref(), dry_run).await {
+        Ok((u, id)) => {
+            let status = match u {
+                Upsert::Created => "created",
+                Upsert::Updated => "updated",
+                Upsert::Unchanged => "unchanged",
+            };
+            Ok(RowResult { status, resource_type: rt_of, id, error: None })
+        }
+        Err(ScimResponse(e)) => row_error(rt_of, e),
+    }
+}
+
+/// A SCIM refusal of the row (4xx) is the row's error; anything else stops the batch.
+fn row_error(rt: Option<&'static str>, e: ScimError) -> Result<RowResult, Fatal> {
+    match e.status_code() {
+        400..=499 => Ok(RowResult::error(rt, e.detail)),
+        503 => Err(Fatal(ApiError::audit_unavailable())),
+        _ => Err(Fatal(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.detail))),
+    }
+}
+
+fn fatal(e: StoreError) -> Fatal {
+    Fatal(ApiError::from(e))
+}
+
+/// `User` or `Group`, from the row's `type` or else the resource's `schemas`.
+fn row_type(row: &Row) -> Result<&'static str, String> {
+    if let Some(t) = &row.kind {
+        return match schema::resource_type(t.trim()) {
+            Some(def) if def.id == "Group" => Ok("Group"),
+            Some(_) => Ok("User"),
+            None => Err(format!("type {:?} is neither User nor Group", t.chars().take(40).collect::<String>())),
+        };
+    }
+    let schemas: Vec<&str> =
+        row.resource.get("schemas").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    if schemas.iter().any(|u| u.eq_ignore_ascii_case(schema::GROUP)) {
+        Ok("Group")
+    } else if schemas.iter().any(|u| u.eq_ignore_ascii_case(schema::USER)) {
+        Ok("User")
+    } else {
+        Err("the resource names neither the User nor the Group schema in `schemas`, and the row has no type".into())
+    }
+}
+
+/// Resources of a type in the directory matching one SQL condition on `r` (bound `$1`).
+async fn lookup(
+    s: &AppState,
+    dir: &Directory,
+    rt: &str,
+    cond: &str,
+    value: &str,
+) -> Result<Vec<StoredResource>, StoreError> {
+    let q = ListQuery {
+        filter: Some(SqlFragment { sql: cond.to_owned(), binds: vec![SqlValue::Text(value.to_owned())] }),
+        order: None,
+        descending: false,
+        offset: 0,
+        limit: 2,
+    };
+    Ok(s.store.scim_list(&dir.id, rt, &q).await?.1)
+}
+
+/// The resource a row updates: by `externalId`, then by name. `Err` for an ambiguous
+/// `externalId` (it is not unique in SCIM).
+async fn find_existing(
+    s: &AppState,
+    dir: &Directory,
+    rt: &str,
+    body: &Value,
+) -> Result<Result<Option<StoredResource>, String>, Fatal> {
+    if let Some(x) = body.get("externalId").and_then(Value::as_str) {
+        let found = lookup(s, dir, rt, "r.external_id = $1", x).await.map_err(fatal)?;
+        match found.len() {
+            0 => {}
+            1 => return Ok(Ok(found.into_iter().next())),
+            _ => return Ok(Err(format!("externalId {:?} matches more than one {rt}", clip(x)))),
+        }
+    }
+    let name_attr = if rt == "Group" { "displayName" } else { "userName" };
+    let Some(name) = body.get(name_attr).and_then(Value::as_str) else { return Ok(Ok(None)) };
+    let key = fold(name);
+    let found = lookup(s, dir, rt, "r.name_key = $1", &key).await.map_err(fatal)?;
+    Ok(Ok(found.into_iter().next()))
+}
+
+/// Replaces each member's `value` by the id it names in this directory.
+/// `planned` (dry runs): references to users the dry run would create, kept as they are.
+async fn resolve_members(
+    s: &AppState,
+    dir: &Directory,
+    body: &mut Value,
+    planned: &HashSet<String>,
+) -> Result<Result<(), String>, Fatal> {
+    let Some(Value::Array(members)) = body.get_mut("members") else { return Ok(Ok(())) };
+    for m in members.iter_mut() {
+        let Some(v) = m.get("value").and_then(Value::as_str).map(str::to_owned) else {
+            return Ok(Err("each member needs a value".into()));
+        };
+        match resolve(s, dir, &v).await.map_err(fatal)? {
+            Some(id) => m["value"] = Value::String(id),
+            None if planned.contains(&fold(&v)) => {}
+            None => {
+                return Ok(Err(format!(
+                    "member {:?} is not the id, externalId or userName of a user (nor the id of a group) in directory {}",
+                    clip(&v),
+                    dir.name
+                )));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// A member reference as an id: a user or group id, a user's `externalId` (when it names
+/// exactly one user), or a `userName`.
+async fn resolve(s: &AppState, dir: &Directory, v: &str) -> Result<Option<String>, StoreError> {
+    for rt in ["User", "Group"] {
+        match s.store.scim_get(&dir.id, rt, v).await {
+            Ok(r) => return Ok(Some(r.id)),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let by_ext = lookup(s, dir, "User", "r.external_id = $1", v).await?;
+    if by_ext.len() == 1 {
+        return Ok(by_ext.into_iter().next().map(|r| r.id));
+    }
+    let by_name = lookup(s, dir, "User", "r.name_key = $1", &fold(v)).await?;
+    Ok(by_name.into_iter().next().map(|r| r.id))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
