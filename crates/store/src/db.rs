@@ -81,6 +81,7 @@ impl Backend {
                 (5, include_str!("../migrations/sqlite/0005_federation.sql")),
                 (6, include_str!("../migrations/sqlite/0006_outbox.sql")),
                 (7, include_str!("../migrations/sqlite/0007_member_index.sql")),
+                (8, include_str!("../migrations/sqlite/0008_reconcile_schedule.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -90,6 +91,7 @@ impl Backend {
                 (5, include_str!("../migrations/postgres/0005_federation.sql")),
                 (6, include_str!("../migrations/postgres/0006_outbox.sql")),
                 (7, include_str!("../migrations/postgres/0007_member_index.sql")),
+                (8, include_str!("../migrations/postgres/0008_reconcile_schedule.sql")),
             ],
         }
     }
