@@ -539,40 +539,36 @@ async fn scheduled_scenario(b: Backend) {
     let out = set(&["--reconcile-every", "1h", "--reconcile-dry-run"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(tick(&s).await["dead_letters"], 0, "the target set queues everything again");
-    let a = app.find("Users", "externalId", &alice).await.unwrap();
-    assert_eq!(app.send(M::DELETE, &format!("/Users/{}", a["id"].as_str().unwrap()), None).await.0, 204);
+    let b = app.find("Users", "externalId", &bob).await.unwrap();
+    let retitle = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                         "Operations": [{"op": "replace", "path": "title", "value": "Edited again"}]});
+    let (st, v) = app.send(M::PATCH, &format!("/Users/{}", b["id"].as_str().unwrap()), Some(retitle)).await;
+    assert!(st == 200 || st == 204, "{st} {v}");
     s.advance("61m").await;
     let runs = reconcile_tick(&s).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!((runs[0]["outcome"].as_str(), runs[0]["dry_run"].as_bool()), (Some("drift"), Some(true)), "{runs:?}");
-    assert_eq!(runs[0]["counts"]["planned"]["create"], 1, "{runs:?}");
+    assert_eq!(kinds(&runs[0]["counts"]["planned"]), kinds_of(&[("update", 1)]), "{runs:?}");
     assert!(kinds(&runs[0]["counts"]["applied"]).is_empty(), "{runs:?}");
-    assert!(app.find("Users", "externalId", &alice).await.is_none(), "a dry run creates nothing");
+    let b = app.find("Users", "externalId", &bob).await.unwrap();
+    assert_eq!(b["title"], "Edited again", "a dry run changes nothing");
     assert_eq!(target_of(&s, "acme/app")["last_reconcile"]["outcome"], "drift");
 
     // The application goes down: the run fails with a readable error, is audited, and
     // is retried 15 minutes later (not an hour); once the application is back it repairs.
     let out = set(&["--reconcile-every", "1h"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(tick(&s).await["dead_letters"], 0);
-    assert!(app.find("Users", "externalId", &alice).await.is_some(), "the target set queued alice again");
-    assert_eq!(
-        app.send(
-            M::DELETE,
-            &format!("/Users/{}", app.find("Users", "externalId", &alice).await.unwrap()["id"].as_str().unwrap()),
-            None
-        )
-        .await
-        .0,
-        204
-    );
+    let r = tick(&s).await;
+    assert_eq!(r["dead_letters"], 0, "{r} {}", s.cli_json(&["sync", "dead-letters", "list", "acme"]));
+    let a = app.find("Users", "externalId", &alice).await.unwrap();
+    assert_eq!(app.send(M::DELETE, &format!("/Users/{}", a["id"].as_str().unwrap()), None).await.0, 204);
     relay.set_down(true);
     s.advance("61m").await;
     let runs = reconcile_tick(&s).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["outcome"], "failed", "{runs:?}");
     let err = runs[0]["error"].as_str().unwrap().to_owned();
-    assert!(err.contains("target"), "a readable error: {err}");
+    assert!(err.starts_with("network error talking to the target"), "a readable error: {err}");
     assert!(!err.contains(&app_key), "no secret in the error");
     let t = target_of(&s, "acme/app");
     assert_eq!(
