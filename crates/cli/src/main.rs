@@ -298,6 +298,10 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         opened.store.clone(),
         fedkey_sync::DispatcherConfig::new(engine.node_id().to_owned()),
     ));
+    let scheduler = std::sync::Arc::new(fedkey_sync::Scheduler::new(
+        dispatcher.clone(),
+        fedkey_sync::SchedulerConfig::new(engine.node_id().to_owned()),
+    ));
     let state = AppState {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
@@ -306,16 +310,19 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         engine: Some(engine.clone()),
         watchers: Some(watchers.clone()),
         sync: Some(dispatcher.clone()),
+        reconcile_schedule: Some(scheduler.clone()),
         public_url,
     };
     // With the test clock, the engine, the watchers and deliveries run only when a test asks
-    // (`POST /api/v1/test/{engine,watchers,sync}/tick`), so what a test observes is what it did.
+    // (`POST /api/v1/test/{engine,watchers,sync}/tick`, `/test/sync/reconcile-tick`), so what a
+    // test observes is what it did.
     let background = !s.unsafe_test_clock;
     let tasks: Vec<tokio::task::JoinHandle<()>> = if background {
         vec![
             tokio::spawn(engine.run(engine_interval)),
             tokio::spawn(watchers.run(engine_interval)),
             tokio::spawn(dispatcher.run(std::time::Duration::from_secs(2))),
+            tokio::spawn(scheduler.run(std::time::Duration::from_secs(30))),
         ]
     } else {
         Vec::new()

@@ -72,6 +72,12 @@ pub enum TargetCmd {
         /// Limit for each request to the target, e.g. 10s (default 30s).
         #[arg(long)]
         timeout: Option<String>,
+        /// Reconcile the target on a schedule, e.g. 24h (at least 5m; off when absent).
+        #[arg(long, value_name = "DURATION")]
+        reconcile_every: Option<String>,
+        /// Scheduled runs only report the drift (nothing changes at the target).
+        #[arg(long, requires = "reconcile_every")]
+        reconcile_dry_run: bool,
         /// OAuth2 client credentials instead of the trust's key: token endpoint…
         #[arg(long, requires_all = ["oauth_client_id", "oauth_secret_file"])]
         oauth_token_url: Option<String>,
@@ -137,6 +143,8 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             max_attempts,
             concurrency,
             timeout,
+            reconcile_every,
+            reconcile_dry_run,
             oauth_token_url,
             oauth_client_id,
             oauth_secret_file,
@@ -163,6 +171,10 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             }
             if let Some(t) = timeout {
                 body["timeout"] = json!(t);
+            }
+            if let Some(e) = reconcile_every {
+                body["reconcile_every"] = json!(e);
+                body["reconcile_dry_run"] = json!(reconcile_dry_run);
             }
             if let (Some(tu), Some(id), Some(f)) = (oauth_token_url, oauth_client_id, oauth_secret_file) {
                 let secret = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -264,9 +276,47 @@ fn print_target(out: Output, v: &Value) {
                     "updated_at",
                 ],
             );
+            outln!("{:<14} {}", "reconcile:", schedule_text(t));
+            outln!("{:<14} {}", "last run:", last_run_text(&t["last_reconcile"]));
             outln!("{:<14} {}", "mapping:", t["mapping"]);
         }
     }
+}
+
+/// `every 1h (dry run), next 2026-…` or `off`.
+fn schedule_text(t: &Value) -> String {
+    let Some(secs) = t["reconcile_every_seconds"].as_u64() else {
+        return "off".into();
+    };
+    let every = humantime::format_duration(std::time::Duration::from_secs(secs));
+    let dry = if t["reconcile_dry_run"] == true { " (dry run: report only)" } else { "" };
+    format!("every {every}{dry}, next {}", t["next_reconcile_at"].as_str().unwrap_or("-"))
+}
+
+/// `succeeded at …: planned create=1 update=2, applied …` or the error of a failed run.
+fn last_run_text(r: &Value) -> String {
+    if r.is_null() {
+        return "-".into();
+    }
+    let kinds = |v: &Value| {
+        let parts: Vec<String> = v.as_object().into_iter().flatten().map(|(k, n)| format!("{k}={n}")).collect();
+        if parts.is_empty() { "none".to_owned() } else { parts.join(" ") }
+    };
+    let outcome = r["outcome"].as_str().unwrap_or("?");
+    let when = r["finished_at"].as_str().or(r["started_at"].as_str()).unwrap_or("-");
+    let c = &r["counts"];
+    let mut text = format!("{outcome} at {when}");
+    if outcome != "failed" && outcome != "running" {
+        text.push_str(&format!("; planned {}", kinds(&c["planned"])));
+        if c["dry_run"] != true {
+            text.push_str(&format!("; applied {}", kinds(&c["applied"])));
+        }
+        text.push_str(&format!("; orphans reported {}", c["orphans_reported"]));
+    }
+    if let Some(e) = r["error"].as_str() {
+        text.push_str(&format!("; {e}"));
+    }
+    text
 }
 
 fn print_reconcile(out: Output, v: &Value) {
@@ -333,6 +383,17 @@ fn print_status(out: Output, v: &Value) {
         v["targets"].as_array().map(Vec::as_slice).unwrap_or_default(),
         &["trust", "pending", "done", "dead_letters", "circuit", "last_error"],
     );
+    let scheduled: Vec<Value> = v["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| !t["reconcile_every_seconds"].is_null() || !t["last_reconcile"].is_null())
+        .map(|t| json!({"trust": t["trust"], "schedule": schedule_text(t), "last_run": last_run_text(&t["last_reconcile"])}))
+        .collect();
+    if !scheduled.is_empty() {
+        outln!("Scheduled reconciliation:");
+        output::table(&scheduled, &["trust", "schedule", "last_run"]);
+    }
     let d = &v["deprovisioning"];
     outln!("Deprovisioning: {} complete, {} incomplete", d["complete"], d["incomplete"]);
     let mut rows = Vec::new();

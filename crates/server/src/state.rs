@@ -21,6 +21,8 @@ pub struct AppState {
     pub watchers: Option<Arc<fedkey_rotation::Watchers>>,
     /// The outbound provisioning dispatcher (absent in benchmarks that only serve requests).
     pub sync: Option<Arc<fedkey_sync::Dispatcher>>,
+    /// Scheduled reconciliation of the targets (absent in benchmarks).
+    pub reconcile_schedule: Option<Arc<fedkey_sync::Scheduler>>,
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,

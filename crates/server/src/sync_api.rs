@@ -8,7 +8,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fedkey_crypto::Secret;
-use fedkey_store::ops::{DeadLetterFilter, NewSyncTarget, OAuthSettings, SyncWork};
+use fedkey_store::ops::{
+    DeadLetterFilter, MAX_RECONCILE_EVERY, MIN_RECONCILE_EVERY, NewSyncTarget, OAuthSettings, ReconcileSchedule,
+    SyncWork,
+};
 use fedkey_sync::ReconcileError;
 use fedkey_sync::mapping::{LeaverPolicy, Mapping, OrphanPolicy};
 use fedkey_sync::{ScimClient, TargetConfig};
@@ -30,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/directories/{d}/sync/dead-letters/discard", post(discard_dead_letters))
         .route("/directories/{d}/trusts/{t}/reconcile", post(reconcile))
         .route("/test/sync/tick", post(tick))
+        .route("/test/sync/reconcile-tick", post(reconcile_tick))
 }
 
 #[derive(Deserialize)]
@@ -65,6 +69,31 @@ struct TargetBody {
     /// Limit for each request to the target, e.g. `30s` (default).
     #[serde(default)]
     timeout: Option<String>,
+    /// Scheduled reconciliation, e.g. `24h` (off when absent).
+    #[serde(default)]
+    reconcile_every: Option<String>,
+    /// Scheduled runs only report the drift.
+    #[serde(default)]
+    reconcile_dry_run: bool,
+}
+
+/// `reconcile_every` (and its dry-run flag) as stored; absent: off.
+fn reconcile_schedule(every: Option<&str>, dry_run: bool) -> Result<Option<ReconcileSchedule>, ApiError> {
+    let Some(every) = every else {
+        if dry_run {
+            return Err(ApiError::invalid_value("reconcile_dry_run needs reconcile_every (how often to run)"));
+        }
+        return Ok(None);
+    };
+    let d = crate::admin::parse_duration("reconcile_every", every)?;
+    if d < MIN_RECONCILE_EVERY || d > MAX_RECONCILE_EVERY {
+        return Err(ApiError::invalid_value(format!(
+            "reconcile_every: {every:?} is out of range: between {} and {} (each run reads the whole target)",
+            humantime::format_duration(MIN_RECONCILE_EVERY),
+            humantime::format_duration(MAX_RECONCILE_EVERY),
+        )));
+    }
+    Ok(Some(ReconcileSchedule { every_seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), dry_run }))
 }
 
 async fn get_target(
@@ -127,7 +156,9 @@ async fn put_target(
                 Some(t) => crate::admin::parse_duration("timeout", t)?.as_secs(),
                 None => 30,
             };
+            let reconcile = reconcile_schedule(b.reconcile_every.as_deref(), b.reconcile_dry_run)?;
             let t = NewSyncTarget {
+                reconcile,
                 timeout_seconds: i64::try_from(timeout).unwrap_or(i64::MAX),
                 base_url: url,
                 oauth,
@@ -175,6 +206,8 @@ async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> R
                 "pending": count("pending"), "done": count("done"), "dead_letters": count("dead"),
                 "circuit": circuit, "circuit_open_until": ts(t.circuit_open_until),
                 "consecutive_failures": t.consecutive_failures, "last_error": t.last_error,
+                "reconcile_every_seconds": t.reconcile_every_seconds, "reconcile_dry_run": t.reconcile_dry_run,
+                "next_reconcile_at": ts(t.next_reconcile_at), "last_reconcile": t.last_reconcile,
             }));
         }
         // Leavers, per user, per target.
@@ -337,4 +370,14 @@ async fn tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiErr
     a.require(&s.store, Need::Administer, "test.sync.tick", &Target::default()).await?;
     let report = sync.tick().await?;
     Ok(Json(json!({"report": report})))
+}
+
+/// Runs the scheduled reconciliations that are due now (the loop's pass, on demand).
+async fn reconcile_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (Some(_), Some(sched)) = (&s.test_clock, &s.reconcile_schedule) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "reconcile ticks need --unsafe-test-clock"));
+    };
+    a.require(&s.store, Need::Administer, "test.sync.reconcile_tick", &Target::default()).await?;
+    let runs = sched.tick().await?;
+    Ok(Json(json!({"runs": runs})))
 }

@@ -81,6 +81,7 @@ impl Backend {
                 (5, include_str!("../migrations/sqlite/0005_federation.sql")),
                 (6, include_str!("../migrations/sqlite/0006_outbox.sql")),
                 (7, include_str!("../migrations/sqlite/0007_member_index.sql")),
+                (8, include_str!("../migrations/sqlite/0008_reconcile_schedule.sql")),
                 (10, include_str!("../migrations/sqlite/0010_planner.sql")),
             ],
             Backend::Postgres => &[
@@ -91,6 +92,7 @@ impl Backend {
                 (5, include_str!("../migrations/postgres/0005_federation.sql")),
                 (6, include_str!("../migrations/postgres/0006_outbox.sql")),
                 (7, include_str!("../migrations/postgres/0007_member_index.sql")),
+                (8, include_str!("../migrations/postgres/0008_reconcile_schedule.sql")),
                 (10, include_str!("../migrations/postgres/0010_planner.sql")),
             ],
         }

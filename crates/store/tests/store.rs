@@ -236,10 +236,13 @@ on_both_backends!(
     user_groups_lookup_uses_the_member_index,
     outbox_rows_commit_with_their_change,
     outbox_claims_exclude_other_owners,
+    reconcile_schedule_claims_once,
 );
 
 #[path = "store/outbox.rs"]
 mod outbox;
+#[path = "store/reconcile_schedule.rs"]
+mod reconcile_schedule;
 #[path = "store/rotation.rs"]
 mod rotation;
 
@@ -407,6 +410,7 @@ async fn populated(kind: Kind) -> Env {
 
 mod cases {
     pub use super::outbox::{outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change};
+    pub use super::reconcile_schedule::reconcile_schedule_claims_once;
     pub use super::rotation::{
         leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
         trust_material_versions_and_replay, trust_scopes_change_applies_to_live_keys,

@@ -9,7 +9,7 @@
 //! - [`dispatch::Dispatcher`]: fans the store's transactional outbox out to the targets and
 //!   delivers it (leases, retries with backoff, circuit breaker, dead letters).
 //! - [`reconcile`]: compares a target with the directory and repairs the drift (or only
-//!   plans it: dry run).
+//!   plans it: dry run); [`schedule`] runs it on the targets' `reconcile_every`.
 
 mod auth;
 pub mod client;
@@ -20,6 +20,7 @@ pub mod error;
 mod http;
 pub mod mapping;
 pub mod reconcile;
+pub mod schedule;
 pub mod target;
 
 pub use client::{ListPage, Remote, ResourceKind, ScimClient};
@@ -28,4 +29,5 @@ pub use dispatch::{Dispatcher, DispatcherConfig, TickReport};
 pub use error::ClientError;
 pub use http::{MAX_RESPONSE_BYTES, parse_retry_after};
 pub use reconcile::{ReconcileError, ReconcileReport};
+pub use schedule::{ScheduledRun, Scheduler, SchedulerConfig};
 pub use target::{Auth, TargetConfig};

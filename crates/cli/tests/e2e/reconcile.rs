@@ -346,3 +346,248 @@ async fn reconcile_reports_orphans_by_default() {
     assert_eq!((o["display"].as_str(), o["active"].as_bool()), (Some("eve@elsewhere.test"), Some(true)), "{r}");
     assert_ne!(app.find("Users", "userName", "eve@elsewhere.test").await.unwrap()["active"], false);
 }
+
+// ---------------------------------------------------------------- scheduled reconciliation
+
+/// A TCP relay to a real target that can be switched off: connections are refused
+/// (accepted and closed at once) and the ones open are cut, as when the application is down.
+struct Relay {
+    url: String,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Relay {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (d, cs) = (down.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                if d.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let up = upstream.clone();
+                cs.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut u) = tokio::net::TcpStream::connect(&up).await {
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    }
+                }));
+            }
+        });
+        Relay { url, down, conns, task }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.set_down(true);
+    }
+}
+
+/// `POST /api/v1/test/sync/reconcile-tick`: the runs that were due.
+async fn reconcile_tick(s: &Server) -> Vec<Value> {
+    let (st, v) = s.api(M::POST, "/api/v1/test/sync/reconcile-tick", Some(&s.token), None).await;
+    assert_eq!(st, 200, "{v}");
+    v["runs"].as_array().cloned().unwrap()
+}
+
+fn target_of(s: &Server, trust: &str) -> Value {
+    s.cli_json(&["sync", "target", "show", trust])["target"].clone()
+}
+
+/// The planned (or applied) counts of a run as a map of action → count.
+fn kinds(v: &Value) -> BTreeSet<(String, u64)> {
+    v.as_object().unwrap().iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap())).collect()
+}
+
+fn kinds_of(pairs: &[(&str, u64)]) -> BTreeSet<(String, u64)> {
+    pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduled_reconciliation_repairs_reports_and_survives_an_outage() {
+    for b in backends() {
+        scheduled_scenario(b).await;
+    }
+}
+
+async fn scheduled_scenario(b: Backend) {
+    let s = Server::start(b);
+    let hr = new_directory(&s, "acme", "hr").await;
+    let app_key = new_directory(&s, "app", "fedkey").await;
+    // The application (fedkey's "app" directory) is reached through a relay that can fail.
+    let relay = Relay::start(&s.url).await;
+    let app_url = format!("{}/scim/v2/app", relay.url);
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts",
+            Some(&s.token),
+            Some(json!({"name": "app", "direction": "outbound", "key": app_key})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let set = |extra: &[&str]| {
+        let mut args = vec!["sync", "target", "set", "acme/app", "--url", &app_url, "--orphans", "deactivate"];
+        args.extend(extra);
+        s.cli(&args)
+    };
+    let out = set(&["--reconcile-every", "1h", "--output", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = target_of(&s, "acme/app");
+    assert_eq!((t["reconcile_every_seconds"].as_i64(), t["reconcile_dry_run"].as_bool()), (Some(3600), Some(false)));
+    assert!(t["last_reconcile"].is_null(), "{t}");
+    let next = t["next_reconcile_at"].as_str().unwrap().to_owned();
+
+    // Bad schedules: a clear error, the target unchanged.
+    for (bad, says) in
+        [("10x", "is not a duration"), ("0s", "out of range"), ("4m", "out of range"), ("91d", "out of range")]
+    {
+        let out = set(&["--reconcile-every", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(err.contains("reconcile_every") && err.contains(says), "{bad}: {err}");
+    }
+    let out = set(&["--reconcile-dry-run"]);
+    assert!(!out.status.success(), "a dry-run schedule without an interval");
+    let (st, v) = s
+        .api(
+            M::PUT,
+            "/api/v1/directories/acme/trusts/app/target",
+            Some(&s.token),
+            Some(json!({"url": app_url, "reconcile_dry_run": true})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("reconcile_dry_run needs reconcile_every"), "{v}");
+    let t = target_of(&s, "acme/app");
+    assert_eq!((t["reconcile_every_seconds"].as_i64(), t["next_reconcile_at"].as_str()), (Some(3600), Some(&*next)));
+    assert_eq!(t["mapping"]["orphans"], "deactivate");
+
+    // Provisioned, then drift at the application.
+    let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+    let mut ids = Vec::new();
+    for (n, title) in [("alice@acme.test", "Engineer"), ("bob@acme.test", "Analyst"), ("carol@acme.test", "Manager")] {
+        let r = acme.post("/Users", person(n, title)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let (alice, bob) = (ids[0].clone(), ids[1].clone());
+    let g = acme
+        .post(
+            "/Groups",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering",
+                   "members": [{"value": alice}, {"value": bob}]}),
+        )
+        .await;
+    assert_eq!(g.status, 201, "{}", g.body);
+    assert_eq!(tick(&s).await["dead_letters"], 0);
+    let app = App { base: format!("{}/scim/v2/app", s.url), token: app_key.clone() };
+    drift(&app, &alice, &bob).await;
+
+    // Half the interval: nothing runs.
+    s.advance("30m").await;
+    assert!(reconcile_tick(&s).await.is_empty());
+    drift_still_there(&app, &alice, &bob).await;
+    assert!(target_of(&s, "acme/app")["last_reconcile"].is_null());
+
+    // Past the interval: the run repairs the drift and is recorded with its counts.
+    s.advance("31m").await;
+    let runs = reconcile_tick(&s).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let want = kinds_of(&[("create", 1), ("update", 2), ("deactivate_orphan", 1)]);
+    assert_eq!((runs[0]["trust"].as_str(), runs[0]["outcome"].as_str()), (Some("acme/app"), Some("succeeded")));
+    assert_eq!(kinds(&runs[0]["counts"]["planned"]), want, "{runs:?}");
+    assert_eq!(kinds(&runs[0]["counts"]["applied"]), want, "{runs:?}");
+    repaired(&app, &alice, &bob).await;
+    assert!(reconcile_tick(&s).await.is_empty(), "not due again until an interval later");
+    let t = target_of(&s, "acme/app");
+    let last = &t["last_reconcile"];
+    assert_eq!((last["outcome"].as_str(), last["error"].as_str()), (Some("succeeded"), None), "{t}");
+    assert_eq!(kinds(&last["counts"]["applied"]), want, "{t}");
+    assert!(last["finished_at"].is_string() && t["next_reconcile_at"].as_str() > Some(&*next), "{t}");
+    let status = s.cli_json(&["sync", "status", "acme"]);
+    assert_eq!(status["targets"][0]["last_reconcile"], *last, "{status}");
+    let text = String::from_utf8_lossy(&s.cli(&["sync", "target", "show", "acme/app"]).stdout).into_owned();
+    assert!(text.contains("every 1h") && text.contains("succeeded") && text.contains("create=1"), "{text}");
+    let text = String::from_utf8_lossy(&s.cli(&["sync", "status", "acme"]).stdout).into_owned();
+    assert!(text.contains("Scheduled reconciliation") && text.contains("deactivate_orphan=1"), "{text}");
+    // Audited as the scheduler, with its counts.
+    let (st, v) = s.api(M::GET, "/api/v1/audit?action=sync.reconcile&limit=50", Some(&s.token), None).await;
+    assert_eq!(st, 200, "{v}");
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{v}");
+    assert!(recs[0].to_string().contains("system:sync-schedule"), "{v}");
+    assert_eq!(recs[0]["details"]["actions"]["create"], 1, "{v}");
+
+    // A report-only schedule: the drift is listed, the application left as it is.
+    let out = set(&["--reconcile-every", "1h", "--reconcile-dry-run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tick(&s).await["dead_letters"], 0, "the target set queues everything again");
+    let b = app.find("Users", "externalId", &bob).await.unwrap();
+    let retitle = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                         "Operations": [{"op": "replace", "path": "title", "value": "Edited again"}]});
+    let (st, v) = app.send(M::PATCH, &format!("/Users/{}", b["id"].as_str().unwrap()), Some(retitle)).await;
+    assert!(st == 200 || st == 204, "{st} {v}");
+    s.advance("61m").await;
+    let runs = reconcile_tick(&s).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0]["outcome"].as_str(), runs[0]["dry_run"].as_bool()), (Some("drift"), Some(true)), "{runs:?}");
+    assert_eq!(kinds(&runs[0]["counts"]["planned"]), kinds_of(&[("update", 1)]), "{runs:?}");
+    assert!(kinds(&runs[0]["counts"]["applied"]).is_empty(), "{runs:?}");
+    let b = app.find("Users", "externalId", &bob).await.unwrap();
+    assert_eq!(b["title"], "Edited again", "a dry run changes nothing");
+    assert_eq!(target_of(&s, "acme/app")["last_reconcile"]["outcome"], "drift");
+
+    // The application goes down: the run fails with a readable error, is audited, and
+    // is retried 15 minutes later (not an hour); once the application is back it repairs.
+    let out = set(&["--reconcile-every", "1h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = tick(&s).await;
+    assert_eq!(r["dead_letters"], 0, "{r} {}", s.cli_json(&["sync", "dead-letters", "list", "acme"]));
+    let a = app.find("Users", "externalId", &alice).await.unwrap();
+    assert_eq!(app.send(M::DELETE, &format!("/Users/{}", a["id"].as_str().unwrap()), None).await.0, 204);
+    relay.set_down(true);
+    s.advance("61m").await;
+    let runs = reconcile_tick(&s).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["outcome"], "failed", "{runs:?}");
+    let err = runs[0]["error"].as_str().unwrap().to_owned();
+    assert!(err.starts_with("network error talking to the target"), "a readable error: {err}");
+    assert!(!err.contains(&app_key), "no secret in the error");
+    let t = target_of(&s, "acme/app");
+    assert_eq!(
+        (t["last_reconcile"]["outcome"].as_str(), t["last_reconcile"]["error"].as_str()),
+        (Some("failed"), Some(&*err))
+    );
+    let (_, v) = s.api(M::GET, "/api/v1/audit?action=sync.reconcile&limit=50", Some(&s.token), None).await;
+    let failed: Vec<&Value> =
+        v["records"].as_array().unwrap().iter().filter(|r| r.to_string().contains("\"failure\"")).collect();
+    assert_eq!(failed.len(), 1, "{v}");
+    assert!(!v.to_string().contains(&app_key), "no secret in the audit");
+    s.advance("10m").await;
+    assert!(reconcile_tick(&s).await.is_empty(), "retried after 15 minutes");
+    relay.set_down(false);
+    s.advance("6m").await;
+    let runs = reconcile_tick(&s).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0]["outcome"].as_str(), runs[0]["error"].as_str()), (Some("succeeded"), None), "{runs:?}");
+    assert_eq!(runs[0]["counts"]["applied"]["create"], 1, "{runs:?}");
+    assert!(app.find("Users", "externalId", &alice).await.is_some(), "repaired after the outage");
+    assert_eq!(target_of(&s, "acme/app")["last_reconcile"]["outcome"], "succeeded");
+}

@@ -41,6 +41,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         engine: None,
         watchers: None,
         sync: None,
+        reconcile_schedule: None,
         public_url: "http://127.0.0.1".into(),
     };
     (state, key)

@@ -6,6 +6,7 @@ mod keys;
 mod masterkey;
 mod material;
 mod outbox;
+mod reconcile_schedule;
 mod rotation;
 mod tokens;
 mod trusts;
@@ -33,6 +34,7 @@ pub(crate) use outbox::describe as outbox_describe;
 pub use outbox::{
     Change, DeadLetterFilter, Delivered, MAX_MAPPING_DOC, NewSyncTarget, OAuthSettings, SyncTarget, SyncWork,
 };
+pub use reconcile_schedule::{MAX_RECONCILE_EVERY, MIN_RECONCILE_EVERY, ReconcileRun, ReconcileSchedule, RunOutcome};
 pub use rotation::{ConnectorRow, DeliveryRow, MAX_CONNECTOR_DOC, PolicyRow, Rotation};
 pub use trusts::NewTrust;
 pub use wrap::{MAX_WRAP_TTL, UnwrapRefusal, WrappedLink};

@@ -89,6 +89,14 @@ pub struct SyncTarget {
     pub updated_by: String,
     /// Whether the trust is active (a suspended trust's target receives nothing).
     pub active: bool,
+    /// Scheduled reconciliation: seconds between runs (`None`: off).
+    pub reconcile_every_seconds: Option<i64>,
+    /// Scheduled runs only report the drift.
+    pub reconcile_dry_run: bool,
+    #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
+    pub next_reconcile_at: Option<Timestamp>,
+    /// The latest scheduled run.
+    pub last_reconcile: Option<super::reconcile_schedule::ReconcileRun>,
 }
 
 /// A target configuration to store. The caller validates the mapping.
@@ -99,6 +107,8 @@ pub struct NewSyncTarget {
     pub max_attempts: i64,
     pub concurrency: i64,
     pub timeout_seconds: i64,
+    /// Scheduled reconciliation (`None`: off).
+    pub reconcile: Option<super::reconcile_schedule::ReconcileSchedule>,
 }
 
 /// One (target, resource) work row.
@@ -157,16 +167,18 @@ const WORK_COLUMNS: &str = "w.trust_id, t.name AS trust_name, d.name AS director
     w.remote_id, w.remote_active, w.leaver_since, w.deprovisioned_at, w.delivered_at";
 const WORK_FROM: &str = "sync_work w JOIN trusts t ON t.id = w.trust_id JOIN directories d ON d.id = t.directory_id";
 
-const TARGET_SELECT: &str = "SELECT s.trust_id, s.directory_id, d.name AS directory_name, t.name AS trust_name, t.status AS trust_status, \
+pub(super) const TARGET_SELECT: &str = "SELECT s.trust_id, s.directory_id, d.name AS directory_name, t.name AS trust_name, t.status AS trust_status, \
     s.base_url, s.oauth, s.oauth_secret IS NOT NULL AS has_secret, s.mapping, s.max_attempts, s.concurrency, s.timeout_seconds, \
-    s.consecutive_failures, s.circuit_open_until, s.last_error, s.created_at, s.updated_at, s.updated_by \
+    s.consecutive_failures, s.circuit_open_until, s.last_error, s.created_at, s.updated_at, s.updated_by, \
+    s.reconcile_every, s.reconcile_dry_run, s.next_reconcile_at, s.last_reconcile_started_at, \
+    s.last_reconcile_finished_at, s.last_reconcile_outcome, s.last_reconcile_counts, s.last_reconcile_error \
     FROM sync_targets s JOIN trusts t ON t.id = s.trust_id JOIN directories d ON d.id = t.directory_id";
 
 fn target_aad(trust_id: &str) -> Vec<u8> {
     format!("sync-target/{trust_id}").into_bytes()
 }
 
-fn clip(s: &str, max: usize) -> String {
+pub(super) fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
@@ -297,6 +309,10 @@ impl Store {
         if !(1..=600).contains(&t.timeout_seconds) {
             return Err(StoreError::Invalid("timeout must be between 1s and 600s".into()));
         }
+        if let Some(r) = &t.reconcile {
+            r.validate()?;
+        }
+        let every = t.reconcile.as_ref().map(|r| r.every_seconds);
         let (oauth, secret) = match &t.oauth {
             Some((o, s)) => (
                 Some(serde_json::to_string(o).map_err(|e| StoreError::Invalid(e.to_string()))?),
@@ -313,12 +329,17 @@ impl Store {
             .is_some();
         sqlx::query(
             "INSERT INTO sync_targets (trust_id, directory_id, base_url, oauth, oauth_secret, mapping, max_attempts, concurrency, \
-             timeout_seconds, consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10) \
+             timeout_seconds, consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by, \
+             reconcile_every, reconcile_dry_run, next_reconcile_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10, $12, $13, $14) \
              ON CONFLICT (trust_id) DO UPDATE SET base_url = excluded.base_url, oauth = excluded.oauth, \
              oauth_secret = excluded.oauth_secret, mapping = excluded.mapping, max_attempts = excluded.max_attempts, \
              concurrency = excluded.concurrency, timeout_seconds = excluded.timeout_seconds, consecutive_failures = 0, circuit_open_until = NULL, \
-             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+             updated_at = excluded.updated_at, updated_by = excluded.updated_by, \
+             reconcile_every = excluded.reconcile_every, reconcile_dry_run = excluded.reconcile_dry_run, \
+             next_reconcile_at = CASE WHEN excluded.reconcile_every IS NULL THEN NULL \
+               WHEN sync_targets.reconcile_every = excluded.reconcile_every AND sync_targets.next_reconcile_at IS NOT NULL \
+               THEN sync_targets.next_reconcile_at ELSE excluded.next_reconcile_at END",
         )
         .bind(trust.id.clone())
         .bind(trust.directory_id.clone())
@@ -331,6 +352,10 @@ impl Store {
         .bind(now)
         .bind(actor.id.clone())
         .bind(t.timeout_seconds)
+        .bind(every)
+        .bind(i64::from(t.reconcile.as_ref().is_some_and(|r| r.dry_run)))
+        // The first run is one interval away (an unchanged interval keeps its due time).
+        .bind(every.map(|e| now.saturating_add(e.saturating_mul(1_000_000))))
         .execute(&mut *tx)
         .await?;
         // A changed mapping or URL can change what every resource should look like: queue
@@ -364,6 +389,8 @@ impl Store {
                     "base_url": t.base_url, "auth": if t.oauth.is_some() { "oauth2" } else { "bearer" },
                     "mapping": t.mapping, "max_attempts": t.max_attempts, "concurrency": t.concurrency,
                 "timeout_seconds": t.timeout_seconds,
+                    "reconcile_every_seconds": every,
+                    "reconcile_dry_run": t.reconcile.as_ref().is_some_and(|r| r.dry_run),
                     "replaced": existed, "queued": rows.len(),
                 }),
             );
@@ -895,7 +922,7 @@ async fn upsert_work(
     Ok(())
 }
 
-fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
+pub(super) fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
     let oauth: Option<String> = r.try_get("oauth")?;
     let oauth = match oauth {
         Some(t) => Some(serde_json::from_str(&t).map_err(|_| StoreError::Corrupt("sync_targets.oauth".into()))?),
@@ -925,6 +952,10 @@ fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
         updated_at: Timestamp(r.try_get("updated_at")?),
         updated_by: r.try_get("updated_by")?,
         active: status == "active",
+        reconcile_every_seconds: r.try_get("reconcile_every")?,
+        reconcile_dry_run: r.try_get::<i64, _>("reconcile_dry_run")? != 0,
+        next_reconcile_at: opt_ts(r.try_get("next_reconcile_at")?),
+        last_reconcile: super::reconcile_schedule::run_from_row(r)?,
     })
 }
 

@@ -43,6 +43,7 @@ fn target() -> NewSyncTarget {
         max_attempts: 5,
         concurrency: 2,
         timeout_seconds: 30,
+        reconcile: None,
     }
 }
 
