@@ -131,12 +131,6 @@ impl Failure {
     }
 }
 
-/// A successful delivery and the groups to send again (a member's remote id changed).
-struct Done {
-    delivered: Delivered,
-    requeue_groups: Vec<String>,
-}
-
 fn actor() -> Actor {
     Actor::system("sync")
 }
@@ -225,7 +219,7 @@ impl Dispatcher {
             },
             Err(e) => Err(Failure::fatal(format!("the stored mapping is invalid: {e}"), false)),
         };
-        let results: Vec<Result<Done, Failure>> = match &setup {
+        let results: Vec<Result<Delivered, Failure>> = match &setup {
             Ok((m, c)) => futures_util::future::join_all(batch.iter().map(|w| self.deliver(t, c, m, w))).await,
             Err(f) => batch
                 .iter()
@@ -248,9 +242,10 @@ impl Dispatcher {
             match r {
                 Ok(done) => {
                     ok = true;
-                    if self.store.finish_sync_work(&actor, w, &self.cfg.node_id, &done.delivered).await? {
+                    // The groups to send again are queued in the same transaction: a crash
+                    // cannot record the delivery and lose the group update it calls for.
+                    if self.store.finish_sync_work(&actor, w, &self.cfg.node_id, &done).await? {
                         report.delivered += 1;
-                        self.store.requeue_sync_work(&t.trust_id, "Group", &done.requeue_groups).await?;
                     }
                 }
                 Err(f) => {
@@ -345,7 +340,7 @@ impl Dispatcher {
         Ok(client)
     }
 
-    async fn deliver(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn deliver(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Delivered, Failure> {
         let r = match w.resource_type.as_str() {
             "User" => self.deliver_user(c, m, w).await,
             "Group" => self.deliver_group(t, c, m, w).await,
@@ -368,7 +363,7 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver_user(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn deliver_user(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Delivered, Failure> {
         let user = self.directory_resource(w).await?;
         let desired = match &user {
             None => Desired::OutOfScope,
@@ -430,13 +425,11 @@ impl Dispatcher {
         }
         let active = !matches!(body.get("active"), Some(Value::Bool(false)));
         let requeue = w.remote_id.as_deref() != Some(remote.id.as_str()) || w.remote_active != Some(active);
-        Ok(Done {
-            delivered: Delivered {
-                remote_id: Some(remote.id.clone()),
-                remote_active: Some(active),
-                deprovisioned: false,
-                summary: Value::Array(did),
-            },
+        Ok(Delivered {
+            remote_id: Some(remote.id.clone()),
+            remote_active: Some(active),
+            deprovisioned: false,
+            summary: Value::Array(did),
             requeue_groups: if requeue {
                 user.map(|u| u.groups.into_iter().map(|g| g.value).collect()).unwrap_or_default()
             } else {
@@ -446,17 +439,15 @@ impl Dispatcher {
     }
 
     /// Deactivates or deletes the user's account at the target, per the leaver policy.
-    async fn leaver(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn leaver(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Delivered, Failure> {
         let remote = self.locate(c, ResourceKind::User, w, "userName", None).await?;
         let Some(remote) = remote else {
             // Nothing to deprovision here: confirmed for a directory leaver.
-            return Ok(Done {
-                delivered: Delivered {
-                    remote_id: None,
-                    remote_active: None,
-                    deprovisioned: w.leaver_since.is_some(),
-                    summary: json!(["absent"]),
-                },
+            return Ok(Delivered {
+                remote_id: None,
+                remote_active: None,
+                deprovisioned: w.leaver_since.is_some(),
+                summary: json!(["absent"]),
                 requeue_groups: Vec::new(),
             });
         };
@@ -467,13 +458,11 @@ impl Dispatcher {
                     Ok(()) | Err(ClientError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
-                Ok(Done {
-                    delivered: Delivered {
-                        remote_id: None,
-                        remote_active: None,
-                        deprovisioned: true,
-                        summary: json!(["delete"]),
-                    },
+                Ok(Delivered {
+                    remote_id: None,
+                    remote_active: None,
+                    deprovisioned: true,
+                    summary: json!(["delete"]),
                     requeue_groups: groups,
                 })
             }
@@ -487,13 +476,11 @@ impl Dispatcher {
                     self.apply(c, ResourceKind::User, &remote, &[diff::deactivate()], &body).await?;
                     did = "deactivate";
                 }
-                Ok(Done {
-                    delivered: Delivered {
-                        remote_id: Some(remote.id),
-                        remote_active: Some(false),
-                        deprovisioned: true,
-                        summary: json!([did]),
-                    },
+                Ok(Delivered {
+                    remote_id: Some(remote.id),
+                    remote_active: Some(false),
+                    deprovisioned: true,
+                    summary: json!([did]),
                     requeue_groups: groups,
                 })
             }
@@ -507,7 +494,13 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver_group(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn deliver_group(
+        &self,
+        t: &SyncTarget,
+        c: &ScimClient,
+        m: &Mapping,
+        w: &SyncWork,
+    ) -> Result<Delivered, Failure> {
         let Some(group) = self.directory_resource(w).await? else {
             let remote = self.locate(c, ResourceKind::Group, w, "displayName", None).await?;
             if let Some(r) = &remote {
@@ -516,13 +509,11 @@ impl Dispatcher {
                     Err(e) => return Err(e.into()),
                 }
             }
-            return Ok(Done {
-                delivered: Delivered {
-                    remote_id: None,
-                    remote_active: None,
-                    deprovisioned: false,
-                    summary: json!([if remote.is_some() { "delete" } else { "absent" }]),
-                },
+            return Ok(Delivered {
+                remote_id: None,
+                remote_active: None,
+                deprovisioned: false,
+                summary: json!([if remote.is_some() { "delete" } else { "absent" }]),
                 requeue_groups: Vec::new(),
             });
         };
@@ -555,13 +546,11 @@ impl Dispatcher {
             o.insert("members".into(), Value::Array(want.iter().map(|id| json!({"value": id})).collect()));
         }
         let remote = self.apply(c, ResourceKind::Group, &remote, &ops, &full).await?;
-        Ok(Done {
-            delivered: Delivered {
-                remote_id: Some(remote.id),
-                remote_active: None,
-                deprovisioned: false,
-                summary: json!([did, {"operations": ops.len(), "member_operations": n_members}]),
-            },
+        Ok(Delivered {
+            remote_id: Some(remote.id),
+            remote_active: None,
+            deprovisioned: false,
+            summary: json!([did, {"operations": ops.len(), "member_operations": n_members}]),
             requeue_groups: Vec::new(),
         })
     }

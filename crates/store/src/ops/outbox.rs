@@ -143,6 +143,9 @@ pub struct Delivered {
     pub deprovisioned: bool,
     /// What was done, for the audit record (never attribute values).
     pub summary: Value,
+    /// Groups of the same target to deliver again (a member's account appeared, went
+    /// away or changed activity), queued in the transaction that records the delivery.
+    pub requeue_groups: Vec<String>,
 }
 
 /// Which dead letters an operator acts on.
@@ -545,6 +548,7 @@ impl Store {
         if n == 0 {
             return Ok(false);
         }
+        requeue_in(&mut tx, &w.trust_id, "Group", &d.requeue_groups, now).await?;
         let ev = self
             .event(actor, "sync.deliver", Outcome::Success)
             .directory(self.directory_name_of(&w.directory_id).await?)
@@ -631,22 +635,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let now = self.now().0;
         let mut tx = self.db.begin().await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE sync_work SET generation = generation + 1, status = 'pending', \
-                 next_attempt_at = CASE WHEN status = 'pending' THEN next_attempt_at ELSE $1 END, \
-                 attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END, updated_at = $1 \
-                 WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4 AND deleted = 0",
-            )
-            .bind(now)
-            .bind(trust_id.to_owned())
-            .bind(resource_type.to_owned())
-            .bind(id.clone())
-            .execute(&mut *tx)
-            .await?;
-        }
+        requeue_in(&mut tx, trust_id, resource_type, ids, self.now().0).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -892,6 +882,32 @@ async fn upsert_work(
     .bind(leaver)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Bumps the work rows of `ids` (one target) so they are delivered again; rows in backoff
+/// keep their schedule.
+async fn requeue_in(
+    tx: &mut Tx,
+    trust_id: &str,
+    resource_type: &str,
+    ids: &[String],
+    now: i64,
+) -> Result<(), StoreError> {
+    for id in ids {
+        sqlx::query(
+            "UPDATE sync_work SET generation = generation + 1, status = 'pending', \
+             next_attempt_at = CASE WHEN status = 'pending' THEN next_attempt_at ELSE $1 END, \
+             attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END, updated_at = $1 \
+             WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4 AND deleted = 0",
+        )
+        .bind(now)
+        .bind(trust_id.to_owned())
+        .bind(resource_type.to_owned())
+        .bind(id.clone())
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
