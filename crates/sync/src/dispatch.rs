@@ -94,6 +94,8 @@ pub struct Dispatcher {
     clients: tokio::sync::Mutex<HashMap<String, CachedClient>>,
     /// One tick at a time in this process (the loop and the test endpoint).
     running: tokio::sync::Mutex<()>,
+    /// One application-group creation at a time in this process.
+    app_groups: tokio::sync::Mutex<()>,
 }
 
 /// Why a delivery failed.
@@ -142,6 +144,7 @@ impl Dispatcher {
             cfg,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             running: tokio::sync::Mutex::new(()),
+            app_groups: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -410,9 +413,7 @@ impl Dispatcher {
             let found = c.find_one(ResourceKind::Group, "displayName", &name).await?;
             let g = match found {
                 Some(g) => g,
-                None if should => {
-                    c.create(ResourceKind::Group, &json!({"schemas": [GROUP], "displayName": name})).await?
-                }
+                None if should => self.create_app_group(c, &name).await?,
                 None => continue,
             };
             let has = member_ids(&g.body).contains(&remote.id);
@@ -436,6 +437,28 @@ impl Dispatcher {
                 Vec::new()
             },
         })
+    }
+
+    /// Creates an application group that a lookup just did not find. The deliveries of a
+    /// batch run at once and many users earn the same group: they create it one at a time
+    /// (looking again under the lock), and a 409 (another node created it) adopts it.
+    async fn create_app_group(&self, c: &ScimClient, name: &str) -> Result<Remote, Failure> {
+        let _one = self.app_groups.lock().await;
+        if let Some(g) = c.find_one(ResourceKind::Group, "displayName", name).await? {
+            return Ok(g);
+        }
+        match c.create(ResourceKind::Group, &json!({"schemas": [GROUP], "displayName": name})).await {
+            Ok(g) => Ok(g),
+            Err(ClientError::Conflict { .. }) => {
+                c.find_one(ResourceKind::Group, "displayName", name).await?.ok_or_else(|| {
+                    Failure::fatal(
+                        format!("the target answered 409 to creating the group {name:?} but does not list it"),
+                        true,
+                    )
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deactivates or deletes the user's account at the target, per the leaver policy.
