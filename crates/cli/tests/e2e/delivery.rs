@@ -7,7 +7,8 @@
 //!   to a second fedkey process: after restarts (and lease expiry) every change arrives,
 //!   no account is duplicated;
 //! - two nodes on one PostgreSQL database delivering one outbox together: each user is
-//!   created once, none is lost, both nodes work.
+//!   created once, each change sent once, none is lost, both nodes work;
+//! - concurrent deliveries earning one application group (role rule): created once.
 //!
 //! A misbehaving HTTP/1.1 proxy written on raw TCP sits in front of each target: it
 //! forwards requests, records what the target answered, and mistreats chosen requests.
@@ -778,7 +779,7 @@ async fn crash(b: Backend) {
     // The audit chain survived the kills.
     let v = s.cli_json(&["audit", "verify"]);
     assert_eq!(v["ok"], true, "{v}");
-    let _ = t;
+    drop(t);
 }
 
 // ---------------------------------------------------------------- two nodes
