@@ -94,6 +94,8 @@ pub struct Dispatcher {
     clients: tokio::sync::Mutex<HashMap<String, CachedClient>>,
     /// One tick at a time in this process (the loop and the test endpoint).
     running: tokio::sync::Mutex<()>,
+    /// One application-group creation at a time in this process.
+    app_groups: tokio::sync::Mutex<()>,
 }
 
 /// Why a delivery failed.
@@ -131,12 +133,6 @@ impl Failure {
     }
 }
 
-/// A successful delivery and the groups to send again (a member's remote id changed).
-struct Done {
-    delivered: Delivered,
-    requeue_groups: Vec<String>,
-}
-
 fn actor() -> Actor {
     Actor::system("sync")
 }
@@ -148,6 +144,7 @@ impl Dispatcher {
             cfg,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             running: tokio::sync::Mutex::new(()),
+            app_groups: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -225,7 +222,7 @@ impl Dispatcher {
             },
             Err(e) => Err(Failure::fatal(format!("the stored mapping is invalid: {e}"), false)),
         };
-        let results: Vec<Result<Done, Failure>> = match &setup {
+        let results: Vec<Result<Delivered, Failure>> = match &setup {
             Ok((m, c)) => futures_util::future::join_all(batch.iter().map(|w| self.deliver(t, c, m, w))).await,
             Err(f) => batch
                 .iter()
@@ -248,9 +245,10 @@ impl Dispatcher {
             match r {
                 Ok(done) => {
                     ok = true;
-                    if self.store.finish_sync_work(&actor, w, &self.cfg.node_id, &done.delivered).await? {
+                    // The groups to send again are queued in the same transaction: a crash
+                    // cannot record the delivery and lose the group update it calls for.
+                    if self.store.finish_sync_work(&actor, w, &self.cfg.node_id, &done).await? {
                         report.delivered += 1;
-                        self.store.requeue_sync_work(&t.trust_id, "Group", &done.requeue_groups).await?;
                     }
                 }
                 Err(f) => {
@@ -345,7 +343,7 @@ impl Dispatcher {
         Ok(client)
     }
 
-    async fn deliver(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn deliver(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Delivered, Failure> {
         let r = match w.resource_type.as_str() {
             "User" => self.deliver_user(c, m, w).await,
             "Group" => self.deliver_group(t, c, m, w).await,
@@ -368,7 +366,7 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver_user(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn deliver_user(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Delivered, Failure> {
         let user = self.directory_resource(w).await?;
         let desired = match &user {
             None => Desired::OutOfScope,
@@ -415,9 +413,7 @@ impl Dispatcher {
             let found = c.find_one(ResourceKind::Group, "displayName", &name).await?;
             let g = match found {
                 Some(g) => g,
-                None if should => {
-                    c.create(ResourceKind::Group, &json!({"schemas": [GROUP], "displayName": name})).await?
-                }
+                None if should => self.create_app_group(c, &name).await?,
                 None => continue,
             };
             let has = member_ids(&g.body).contains(&remote.id);
@@ -430,13 +426,11 @@ impl Dispatcher {
         }
         let active = !matches!(body.get("active"), Some(Value::Bool(false)));
         let requeue = w.remote_id.as_deref() != Some(remote.id.as_str()) || w.remote_active != Some(active);
-        Ok(Done {
-            delivered: Delivered {
-                remote_id: Some(remote.id.clone()),
-                remote_active: Some(active),
-                deprovisioned: false,
-                summary: Value::Array(did),
-            },
+        Ok(Delivered {
+            remote_id: Some(remote.id.clone()),
+            remote_active: Some(active),
+            deprovisioned: false,
+            summary: Value::Array(did),
             requeue_groups: if requeue {
                 user.map(|u| u.groups.into_iter().map(|g| g.value).collect()).unwrap_or_default()
             } else {
@@ -445,18 +439,38 @@ impl Dispatcher {
         })
     }
 
+    /// Creates an application group that a lookup just did not find. The deliveries of a
+    /// batch run at once and many users earn the same group: they create it one at a time
+    /// (looking again under the lock), and a 409 (another node created it) adopts it.
+    async fn create_app_group(&self, c: &ScimClient, name: &str) -> Result<Remote, Failure> {
+        let _one = self.app_groups.lock().await;
+        if let Some(g) = c.find_one(ResourceKind::Group, "displayName", name).await? {
+            return Ok(g);
+        }
+        match c.create(ResourceKind::Group, &json!({"schemas": [GROUP], "displayName": name})).await {
+            Ok(g) => Ok(g),
+            Err(ClientError::Conflict { .. }) => {
+                c.find_one(ResourceKind::Group, "displayName", name).await?.ok_or_else(|| {
+                    Failure::fatal(
+                        format!("the target answered 409 to creating the group {name:?} but does not list it"),
+                        true,
+                    )
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deactivates or deletes the user's account at the target, per the leaver policy.
-    async fn leaver(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn leaver(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Delivered, Failure> {
         let remote = self.locate(c, ResourceKind::User, w, "userName", None).await?;
         let Some(remote) = remote else {
             // Nothing to deprovision here: confirmed for a directory leaver.
-            return Ok(Done {
-                delivered: Delivered {
-                    remote_id: None,
-                    remote_active: None,
-                    deprovisioned: w.leaver_since.is_some(),
-                    summary: json!(["absent"]),
-                },
+            return Ok(Delivered {
+                remote_id: None,
+                remote_active: None,
+                deprovisioned: w.leaver_since.is_some(),
+                summary: json!(["absent"]),
                 requeue_groups: Vec::new(),
             });
         };
@@ -467,13 +481,11 @@ impl Dispatcher {
                     Ok(()) | Err(ClientError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
-                Ok(Done {
-                    delivered: Delivered {
-                        remote_id: None,
-                        remote_active: None,
-                        deprovisioned: true,
-                        summary: json!(["delete"]),
-                    },
+                Ok(Delivered {
+                    remote_id: None,
+                    remote_active: None,
+                    deprovisioned: true,
+                    summary: json!(["delete"]),
                     requeue_groups: groups,
                 })
             }
@@ -487,13 +499,11 @@ impl Dispatcher {
                     self.apply(c, ResourceKind::User, &remote, &[diff::deactivate()], &body).await?;
                     did = "deactivate";
                 }
-                Ok(Done {
-                    delivered: Delivered {
-                        remote_id: Some(remote.id),
-                        remote_active: Some(false),
-                        deprovisioned: true,
-                        summary: json!([did]),
-                    },
+                Ok(Delivered {
+                    remote_id: Some(remote.id),
+                    remote_active: Some(false),
+                    deprovisioned: true,
+                    summary: json!([did]),
                     requeue_groups: groups,
                 })
             }
@@ -507,7 +517,13 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver_group(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Done, Failure> {
+    async fn deliver_group(
+        &self,
+        t: &SyncTarget,
+        c: &ScimClient,
+        m: &Mapping,
+        w: &SyncWork,
+    ) -> Result<Delivered, Failure> {
         let Some(group) = self.directory_resource(w).await? else {
             let remote = self.locate(c, ResourceKind::Group, w, "displayName", None).await?;
             if let Some(r) = &remote {
@@ -516,13 +532,11 @@ impl Dispatcher {
                     Err(e) => return Err(e.into()),
                 }
             }
-            return Ok(Done {
-                delivered: Delivered {
-                    remote_id: None,
-                    remote_active: None,
-                    deprovisioned: false,
-                    summary: json!([if remote.is_some() { "delete" } else { "absent" }]),
-                },
+            return Ok(Delivered {
+                remote_id: None,
+                remote_active: None,
+                deprovisioned: false,
+                summary: json!([if remote.is_some() { "delete" } else { "absent" }]),
                 requeue_groups: Vec::new(),
             });
         };
@@ -555,13 +569,11 @@ impl Dispatcher {
             o.insert("members".into(), Value::Array(want.iter().map(|id| json!({"value": id})).collect()));
         }
         let remote = self.apply(c, ResourceKind::Group, &remote, &ops, &full).await?;
-        Ok(Done {
-            delivered: Delivered {
-                remote_id: Some(remote.id),
-                remote_active: None,
-                deprovisioned: false,
-                summary: json!([did, {"operations": ops.len(), "member_operations": n_members}]),
-            },
+        Ok(Delivered {
+            remote_id: Some(remote.id),
+            remote_active: None,
+            deprovisioned: false,
+            summary: json!([did, {"operations": ops.len(), "member_operations": n_members}]),
             requeue_groups: Vec::new(),
         })
     }

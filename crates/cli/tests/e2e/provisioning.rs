@@ -20,7 +20,7 @@ impl Server {
         v["report"].clone()
     }
 
-    async fn sync_status(&self, dir: &str) -> Value {
+    pub(super) async fn sync_status(&self, dir: &str) -> Value {
         let (st, v) =
             self.api(M::GET, &format!("/api/v1/directories/{dir}/sync/status"), Some(&self.token), None).await;
         assert_eq!(st, 200, "{v}");
@@ -70,7 +70,7 @@ pub(super) async fn directory_with_inbound(s: &Server, dir: &str, trust: &str) -
     v["key"].as_str().unwrap().to_owned()
 }
 
-fn user_body(name: &str, title: &str) -> Value {
+pub(super) fn user_body(name: &str, title: &str) -> Value {
     json!({
         "schemas": [USER_URN], "userName": name, "active": true, "title": title,
         "name": {"givenName": name.split('@').next().unwrap(), "familyName": "Example"},
@@ -78,7 +78,7 @@ fn user_body(name: &str, title: &str) -> Value {
     })
 }
 
-fn ids_of(v: &Value) -> Vec<String> {
+pub(super) fn ids_of(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v
         .get("members")
         .and_then(Value::as_array)
@@ -89,13 +89,13 @@ fn ids_of(v: &Value) -> Vec<String> {
 }
 
 /// Reads a SCIM target back with a bearer token (fedkey's own or scim2-server).
-struct Reader {
-    base: String,
-    token: String,
+pub(super) struct Reader {
+    pub(super) base: String,
+    pub(super) token: String,
 }
 
 impl Reader {
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(super) async fn get(&self, path: &str) -> (u16, Value) {
         let resp =
             reqwest::Client::new().get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
         let st = resp.status().as_u16();
@@ -103,21 +103,21 @@ impl Reader {
         (st, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn list(&self, endpoint: &str) -> Vec<Value> {
+    pub(super) async fn list(&self, endpoint: &str) -> Vec<Value> {
         let (st, v) = self.get(&format!("/{endpoint}?count=200")).await;
         assert_eq!(st, 200, "{v}");
         v["Resources"].as_array().cloned().unwrap_or_default()
     }
 
     /// The one resource with this externalId (fails on duplicates).
-    async fn by_external_id(&self, endpoint: &str, ext: &str) -> Option<Value> {
+    pub(super) async fn by_external_id(&self, endpoint: &str, ext: &str) -> Option<Value> {
         let all = self.list(endpoint).await;
         let found: Vec<&Value> = all.iter().filter(|r| r["externalId"] == ext).collect();
         assert!(found.len() <= 1, "duplicate {endpoint} for {ext}: {found:?}");
         found.first().map(|v| (*v).clone())
     }
 
-    async fn by_name(&self, endpoint: &str, attr: &str, name: &str) -> Option<Value> {
+    pub(super) async fn by_name(&self, endpoint: &str, attr: &str, name: &str) -> Option<Value> {
         let all = self.list(endpoint).await;
         let found: Vec<&Value> =
             all.iter().filter(|r| r[attr].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name))).collect();

@@ -153,6 +153,9 @@ pub struct Delivered {
     pub deprovisioned: bool,
     /// What was done, for the audit record (never attribute values).
     pub summary: Value,
+    /// Groups of the same target to deliver again (a member's account appeared, went
+    /// away or changed activity), queued in the transaction that records the delivery.
+    pub requeue_groups: Vec<String>,
 }
 
 /// Which dead letters an operator acts on.
@@ -244,8 +247,8 @@ impl Store {
             return Ok(0);
         }
         let mut targets: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        let mut work: Vec<WorkChange> = Vec::new();
         for row in &rows {
-            let seq: i64 = row.try_get("seq")?;
             let dir: String = row.try_get("directory_id")?;
             if !targets.contains_key(&dir) {
                 let ts = sqlx::query("SELECT trust_id FROM sync_targets WHERE directory_id = $1")
@@ -258,22 +261,43 @@ impl Store {
                 targets.insert(dir.clone(), ts);
             }
             let change: String = row.try_get("change")?;
-            let deleted: i64 = if change == "delete" { 1 } else { 0 };
-            let leaver: i64 = row.try_get("leaver")?;
             for trust_id in targets.get(&dir).map(Vec::as_slice).unwrap_or_default() {
-                upsert_work(
-                    &mut tx,
-                    trust_id,
-                    &row.try_get::<String, _>("resource_type")?,
-                    &row.try_get::<String, _>("resource_id")?,
-                    &dir,
-                    row.try_get::<Option<String>, _>("display")?,
-                    deleted,
-                    leaver,
-                    now,
-                )
-                .await?;
+                work.push(WorkChange {
+                    trust_id: trust_id.clone(),
+                    resource_type: row.try_get("resource_type")?,
+                    resource_id: row.try_get("resource_id")?,
+                    directory_id: dir.clone(),
+                    display: row.try_get("display")?,
+                    deleted: if change == "delete" { 1 } else { 0 },
+                    leaver: row.try_get("leaver")?,
+                });
             }
+        }
+        // Work rows are locked in one global order (users first, as in `finish_sync_work`,
+        // which bumps a user's groups after the user): two nodes fanning out at once wait
+        // for each other instead of deadlocking. The sort is stable, so the changes to one
+        // resource keep their outbox order.
+        work.sort_by(|a, b| {
+            b.resource_type
+                .cmp(&a.resource_type)
+                .then_with(|| (&a.trust_id, &a.resource_id).cmp(&(&b.trust_id, &b.resource_id)))
+        });
+        for c in work {
+            upsert_work(
+                &mut tx,
+                &c.trust_id,
+                &c.resource_type,
+                &c.resource_id,
+                &c.directory_id,
+                c.display,
+                c.deleted,
+                c.leaver,
+                now,
+            )
+            .await?;
+        }
+        for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
             sqlx::query("DELETE FROM sync_outbox WHERE seq = $1").bind(seq).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -484,6 +508,15 @@ impl Store {
         let now = self.now();
         let until = now.saturating_add(ttl).0;
         let mut tx = self.db.begin().await?;
+        // Claims of one target take turns across nodes, so each counts the leases the
+        // other just took and together they stay within `concurrency` (SQLite's single
+        // writer already serialises them).
+        if self.db.backend == crate::Backend::Postgres {
+            sqlx::query("SELECT trust_id FROM sync_targets WHERE trust_id = $1 FOR UPDATE")
+                .bind(trust_id.to_owned())
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         let in_flight: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM sync_work WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2",
         )
@@ -572,6 +605,7 @@ impl Store {
         if n == 0 {
             return Ok(false);
         }
+        requeue_in(&mut tx, &w.trust_id, "Group", &d.requeue_groups, now).await?;
         let ev = self
             .event(actor, "sync.deliver", Outcome::Success)
             .directory(self.directory_name_of(&w.directory_id).await?)
@@ -658,22 +692,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let now = self.now().0;
         let mut tx = self.db.begin().await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE sync_work SET generation = generation + 1, status = 'pending', \
-                 next_attempt_at = CASE WHEN status = 'pending' THEN next_attempt_at ELSE $1 END, \
-                 attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END, updated_at = $1 \
-                 WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4 AND deleted = 0",
-            )
-            .bind(now)
-            .bind(trust_id.to_owned())
-            .bind(resource_type.to_owned())
-            .bind(id.clone())
-            .execute(&mut *tx)
-            .await?;
-        }
+        requeue_in(&mut tx, trust_id, resource_type, ids, self.now().0).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -877,6 +897,17 @@ pub(crate) fn describe(resource_type: &str, body: &Value) -> (Option<String>, Op
     }
 }
 
+/// One outbox change for one target, before it is folded into the work row.
+struct WorkChange {
+    trust_id: String,
+    resource_type: String,
+    resource_id: String,
+    directory_id: String,
+    display: Option<String>,
+    deleted: i64,
+    leaver: i64,
+}
+
 /// Creates or bumps the work row of (target, resource). A new change revives a done,
 /// dead or discarded row at once; a pending row keeps its backoff. `leaver` is -1
 /// (unchanged), 0 (active: clears the deprovisioning record) or 1 (leaver since now,
@@ -919,6 +950,36 @@ async fn upsert_work(
     .bind(leaver)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Bumps the work rows of `ids` (one target) so they are delivered again; rows in backoff
+/// keep their schedule.
+async fn requeue_in(
+    tx: &mut Tx,
+    trust_id: &str,
+    resource_type: &str,
+    ids: &[String],
+    now: i64,
+) -> Result<(), StoreError> {
+    // In id order, the order in which `fan_out` locks rows.
+    let mut ids: Vec<&String> = ids.iter().collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        sqlx::query(
+            "UPDATE sync_work SET generation = generation + 1, status = 'pending', \
+             next_attempt_at = CASE WHEN status = 'pending' THEN next_attempt_at ELSE $1 END, \
+             attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END, updated_at = $1 \
+             WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4 AND deleted = 0",
+        )
+        .bind(now)
+        .bind(trust_id.to_owned())
+        .bind(resource_type.to_owned())
+        .bind(id.clone())
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 

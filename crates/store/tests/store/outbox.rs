@@ -229,5 +229,34 @@ pub async fn outbox_claims_exclude_other_owners(kind: Kind) {
     let w2 = s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap();
     assert_eq!(w2.len(), 1, "the newer generation is delivered too");
     assert_eq!(w2[0].generation, w[0].generation + 1);
+    assert!(s.finish_sync_work(&a, &w2[0], "node-a", &d).await.unwrap());
+    // The groups a delivery asks to send again are queued in its transaction: with it,
+    // and never without it.
+    let g = s.scim_create(&a, &dir, group("team", vec![ids[0].clone()])).await.unwrap().id;
+    s.fan_out(100).await.unwrap();
+    for _ in 0..10 {
+        let ws = s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap();
+        if ws.is_empty() {
+            break;
+        }
+        for w in &ws {
+            assert!(s.finish_sync_work(&a, w, "node-a", &d).await.unwrap());
+        }
+    }
+    let row = |id: String| async move {
+        s.sync_work_of("acme", None).await.unwrap().into_iter().find(|w| w.resource_id == id).unwrap()
+    };
+    let before = row(g.clone()).await;
+    assert_eq!(before.status, "done");
+    s.scim_replace(&a, &dir, &ids[0], None, user("u00", true)).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    let w = s.claim_sync_work(&trust.id, "node-a", 10, ttl).await.unwrap();
+    assert_eq!((w.len(), w[0].resource_id.as_str()), (1, ids[0].as_str()));
+    let with = Delivered { requeue_groups: vec![g.clone()], ..d.clone() };
+    assert!(!other.finish_sync_work(&a, &w[0], "node-b", &with).await.unwrap());
+    assert_eq!(row(g.clone()).await.status, "done", "a lost lease queues nothing");
+    assert!(s.finish_sync_work(&a, &w[0], "node-a", &with).await.unwrap());
+    let after = row(g.clone()).await;
+    assert_eq!((after.status.as_str(), after.generation), ("pending", before.generation + 1));
     verify(s).await.unwrap();
 }
