@@ -302,15 +302,25 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT version FROM scim_resources WHERE directory_id = $1 AND resource_type = $2 AND id = $3",
-        )
-        .bind(directory_id.to_owned())
-        .bind(resource_type.to_owned())
-        .bind(id.to_owned())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
+        // On PostgreSQL the row lock makes a concurrent replace wait and then see the new
+        // version (412 or a retry), instead of both writing on top of the same version —
+        // under READ COMMITTED the second would silently undo the first (lost group PATCHes).
+        // SQLite's write transactions are serial already.
+        let sql = match self.db.backend {
+            Backend::Sqlite => {
+                "SELECT version FROM scim_resources WHERE directory_id = $1 AND resource_type = $2 AND id = $3"
+            }
+            Backend::Postgres => {
+                "SELECT version FROM scim_resources WHERE directory_id = $1 AND resource_type = $2 AND id = $3 FOR UPDATE"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(directory_id.to_owned())
+            .bind(resource_type.to_owned())
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
         Ok(row.try_get("version")?)
     }
 
