@@ -551,12 +551,16 @@ impl Dispatcher {
         let users = self.store.sync_remote_ids(&t.trust_id, "User").await?;
         let groups = self.store.sync_remote_ids(&t.trust_id, "Group").await?;
         let mut want: Vec<String> = Vec::new();
+        // A member with a change still to deliver may have a remote id that is about to
+        // change (its account was deleted at the target and is being created again).
+        let mut unsettled = false;
         for mem in &group.members {
             let hit = if mem.kind == "User" { users.get(&mem.value) } else { groups.get(&mem.value) };
-            if let Some((rid, active)) = hit
-                && *active != Some(false)
+            if let Some(r) = hit
+                && r.active != Some(false)
             {
-                want.push(rid.clone());
+                want.push(r.id.clone());
+                unsettled |= !r.settled;
             }
         }
         want.sort();
@@ -568,7 +572,19 @@ impl Dispatcher {
         if let Some(o) = full.as_object_mut() {
             o.insert("members".into(), Value::Array(want.iter().map(|id| json!({"value": id})).collect()));
         }
-        let remote = self.apply(c, ResourceKind::Group, &remote, &ops, &full).await?;
+        let remote = match self.apply(c, ResourceKind::Group, &remote, &ops, &full).await {
+            Ok(r) => r,
+            // The target refused a member id that is being replaced: try again after the
+            // member's own delivery (which queues this group again when its id changes).
+            Err(f) if unsettled && !f.retryable => {
+                return Err(Failure {
+                    message: format!("{} (a member's account is still being delivered; retrying)", f.message),
+                    retryable: true,
+                    ..f
+                });
+            }
+            Err(f) => return Err(f),
+        };
         Ok(Delivered {
             remote_id: Some(remote.id),
             remote_active: None,

@@ -782,3 +782,56 @@ async fn deprovisioning(b: Backend) {
     assert!((600..700).contains(&took), "{took}");
     assert!(st["still_active"].as_array().unwrap().is_empty());
 }
+
+/// An account deleted at the application and everything queued again (`sync target set`):
+/// the user and a group holding them are delivered in the same tick, the group first with
+/// the member's stale remote id. The target refuses it; the group must be retried after
+/// the member is re-created, not become a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_waits_for_a_member_being_recreated() {
+    for b in backends() {
+        let s = Server::start(b);
+        let hr = directory_with_inbound(&s, "acme", "hr").await;
+        let app_key = directory_with_inbound(&s, "app", "fedkey").await;
+        outbound_trust(&s, "acme", "app", &app_key).await;
+        let url = format!("{}/scim/v2/app", s.url);
+        s.set_target("acme/app", &url, None, &[]);
+        let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+        let alice = acme.post("/Users", user_body("alice@acme.test", "Engineer")).await.body["id"].clone();
+        let bob = acme.post("/Users", user_body("bob@acme.test", "Analyst")).await.body["id"].clone();
+        let eng = acme
+            .post(
+                "/Groups",
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering",
+                       "members": [{"value": alice}, {"value": bob}]}),
+            )
+            .await;
+        assert_eq!(eng.status, 201, "{}", eng.body);
+        let eng_id = eng.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(s.sync_tick().await["dead_letters"], 0);
+
+        // Alice's account disappears at the application, then everything is queued again.
+        let app = Reader { base: url.clone(), token: app_key.clone() };
+        let old = app.by_external_id("Users", alice.as_str().unwrap()).await.unwrap();
+        let old_id = old["id"].as_str().unwrap().to_owned();
+        let resp =
+            reqwest::Client::new().delete(format!("{url}/Users/{old_id}")).bearer_auth(&app_key).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+        s.set_target("acme/app", &url, None, &[]);
+
+        let mut last = Value::Null;
+        for _ in 0..6 {
+            last = s.sync_tick().await;
+            assert_eq!(last["dead_letters"], 0, "{last} {}", s.cli_json(&["sync", "dead-letters", "list", "acme"]));
+            s.advance("5m").await;
+        }
+        let now = app.by_external_id("Users", alice.as_str().unwrap()).await.expect("alice re-created");
+        assert_ne!(now["id"], old_id.as_str());
+        let g = app.by_external_id("Groups", &eng_id).await.unwrap();
+        let (_, g) = app.get(&format!("/Groups/{}", g["id"].as_str().unwrap())).await;
+        let b = app.by_external_id("Users", bob.as_str().unwrap()).await.unwrap();
+        let mut want = vec![now["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned()];
+        want.sort();
+        assert_eq!(ids_of(&g), want, "{last}");
+    }
+}

@@ -32,7 +32,7 @@ pub use masterkey::RewrapReport;
 pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, NewMaterial, TrustSource};
 pub(crate) use outbox::describe as outbox_describe;
 pub use outbox::{
-    Change, DeadLetterFilter, Delivered, MAX_MAPPING_DOC, NewSyncTarget, OAuthSettings, SyncTarget, SyncWork,
+    Change, DeadLetterFilter, Delivered, MAX_MAPPING_DOC, NewSyncTarget, OAuthSettings, RemoteRef, SyncTarget, SyncWork,
 };
 pub use reconcile_schedule::{MAX_RECONCILE_EVERY, MIN_RECONCILE_EVERY, ReconcileRun, ReconcileSchedule, RunOutcome};
 pub use rotation::{ConnectorRow, DeliveryRow, MAX_CONNECTOR_DOC, PolicyRow, Rotation};

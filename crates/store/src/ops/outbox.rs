@@ -703,10 +703,10 @@ impl Store {
         &self,
         trust_id: &str,
         resource_type: &str,
-    ) -> Result<std::collections::HashMap<String, (String, Option<bool>)>, StoreError> {
+    ) -> Result<std::collections::HashMap<String, RemoteRef>, StoreError> {
         let rows = sqlx::query(
-            "SELECT resource_id, remote_id, remote_active FROM sync_work WHERE trust_id = $1 AND resource_type = $2 \
-             AND remote_id IS NOT NULL AND deleted = 0",
+            "SELECT resource_id, remote_id, remote_active, status FROM sync_work WHERE trust_id = $1 \
+             AND resource_type = $2 AND remote_id IS NOT NULL AND deleted = 0",
         )
         .bind(trust_id.to_owned())
         .bind(resource_type.to_owned())
@@ -715,7 +715,10 @@ impl Store {
         let mut out = std::collections::HashMap::new();
         for r in &rows {
             let active: Option<i64> = r.try_get("remote_active")?;
-            out.insert(r.try_get("resource_id")?, (r.try_get("remote_id")?, active.map(|a| a != 0)));
+            let status: String = r.try_get("status")?;
+            let remote =
+                RemoteRef { id: r.try_get("remote_id")?, active: active.map(|a| a != 0), settled: status == "done" };
+            out.insert(r.try_get("resource_id")?, remote);
         }
         Ok(out)
     }
@@ -981,6 +984,15 @@ async fn requeue_in(
         .await?;
     }
     Ok(())
+}
+
+/// Where a resource is at one target, as far as fedkey knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRef {
+    pub id: String,
+    pub active: Option<bool>,
+    /// Its latest change was delivered (nothing pending or dead).
+    pub settled: bool,
 }
 
 pub(super) fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
