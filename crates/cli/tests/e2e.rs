@@ -1405,6 +1405,45 @@ async fn scim_groups_entra_and_okta_flows() {
     }
 }
 
+/// Entra ID sends membership PATCHes to one group concurrently: every one answers 200 and
+/// none is lost, on both backends (no `If-Match`, so fedkey re-reads and re-applies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_member_patches_to_one_group_all_apply() {
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let c = Scim { s: &s, dir: "acme".into(), key: key.clone() };
+        let mut users = Vec::new();
+        for i in 0..24 {
+            let r = c.post("/Users", json!({"userName": format!("u{i}@x.com")})).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            users.push(r.body["id"].as_str().unwrap().to_owned());
+        }
+        let g = c.post("/Groups", json!({"displayName": "Crowd"})).await;
+        assert_eq!(g.status, 201, "{}", g.body);
+        let gid = g.body["id"].as_str().unwrap().to_owned();
+        let client = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for u in &users {
+            let (client, url, key) = (client.clone(), format!("{}/scim/v2/acme/Groups/{gid}", s.url), key.clone());
+            let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                              "Operations": [{"op": "Add", "path": "members", "value": [{"value": u}]}]});
+            tasks.push(tokio::spawn(async move {
+                client.patch(url).bearer_auth(key).json(&body).send().await.unwrap().status().as_u16()
+            }));
+        }
+        for t in tasks {
+            let st = t.await.unwrap();
+            assert!(st == 200 || st == 204, "{st}");
+        }
+        let g = c.get(&format!("/Groups/{gid}")).await;
+        let mut got: Vec<String> =
+            g.body["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap().to_owned()).collect();
+        got.sort();
+        users.sort();
+        assert_eq!(got, users, "{b:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_scopes_are_enforced_and_denials_audited() {
     for b in backends() {

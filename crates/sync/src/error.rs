@@ -63,9 +63,12 @@ impl ClientError {
     /// Conflicts, 404s and 412s are not "retryable" here: the dispatcher resolves them
     /// (adopt the existing resource, recreate, re-read) rather than repeating the call.
     pub fn retryable(&self) -> bool {
+        // A 412 means the account changed while we worked on it: the next attempt reads
+        // it again.
         matches!(
             self,
             ClientError::RateLimited { .. }
+                | ClientError::PreconditionFailed { .. }
                 | ClientError::Unavailable { .. }
                 | ClientError::Timeout
                 | ClientError::Network { .. }

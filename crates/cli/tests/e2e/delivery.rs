@@ -939,9 +939,7 @@ async fn two_nodes_on_one_postgres_deliver_each_change_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn role_groups_are_created_once_under_concurrent_deliveries() {
     for b in backends() {
-        // The application on SQLite: this is about the dispatcher (a fedkey directory on
-        // PostgreSQL loses concurrent PATCHes of one group, a separate bug).
-        let t = Server::start(Backend::Sqlite);
+        let t = Server::start(b);
         let app_key = directory_with_inbound(&t, "app", "fedkey").await;
         let s = Server::start(b);
         let hr = directory_with_inbound(&s, "acme", "hr").await;
@@ -953,7 +951,7 @@ async fn role_groups_are_created_once_under_concurrent_deliveries() {
         let mapping = json!({"roles": [{"group": "Team 00", "assign": {"appGroup": "eng-app"}}]});
         s.set_target("acme/app", &proxy.url, Some(mapping), &["--concurrency", "8"]);
         let r = s.sync_tick().await;
-        assert_eq!(r["dead_letters"], 0, "{r}");
+        assert_eq!(r["dead_letters"], 0, "{r} {}", s.cli_json(&["sync", "dead-letters", "list", "acme"]));
         let mut retried = r["retried"].as_u64().unwrap();
         for _ in 0..5 {
             if target_status(&s, "acme").await["pending"] == 0 {

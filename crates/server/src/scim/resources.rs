@@ -328,12 +328,18 @@ pub async fn patch_core(
         w.changed = changed;
         match s.store.scim_replace(&ctx.actor, &dir, id, Some(current.version), w).await {
             Ok(r) => return Ok((rt, r)),
-            Err(StoreError::PreconditionFailed(_)) if expected.is_none() && attempts < 5 => continue,
+            // Lost a race with another write (clients send concurrent membership PATCHes to one
+            // group). Writers take turns in order, so each round lets at least one through:
+            // the bound only stops a pathological pile-up.
+            Err(StoreError::PreconditionFailed(_)) if expected.is_none() && attempts < MAX_PATCH_ATTEMPTS => continue,
             Err(StoreError::NotFound(_)) => return Err(not_found(rt, id)),
             Err(e) => return Err(ScimResponse(store_error(e))),
         }
     }
 }
+
+/// How often a PATCH without `If-Match` re-reads and re-applies after losing a race.
+const MAX_PATCH_ATTEMPTS: u32 = 64;
 
 /// DELETE: deletes resource `id`; `expected` is the version `If-Match` names.
 pub async fn delete_core(

@@ -27,6 +27,7 @@ async fn statuses_are_classified() {
     assert_eq!(e, ClientError::Conflict { scim_type: Some("uniqueness".into()), detail: "taken".into() });
     let e = answer(&fake, &c, Canned::scim_error(412, None, "stale")).await;
     assert_eq!(e, ClientError::PreconditionFailed { detail: "stale".into() });
+    assert!(e.retryable(), "the account changed meanwhile: read it again and retry");
     let e = answer(&fake, &c, Canned::scim_error(400, Some("invalidValue"), "bad title")).await;
     assert_eq!(
         e,
