@@ -1444,6 +1444,32 @@ async fn concurrent_member_patches_to_one_group_all_apply() {
     }
 }
 
+/// `members.display` filters see what responses show: the display a client sent for a
+/// member, else the member's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_display_filters_match_what_is_presented() {
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let c = Scim { s: &s, dir: "acme".into(), key };
+        let ann = c.post("/Users", json!({"userName": "ann@x.com"})).await.body["id"].clone();
+        let bob = c.post("/Users", json!({"userName": "bob@x.com"})).await.body["id"].clone();
+        let g = c
+            .post(
+                "/Groups",
+                json!({"displayName": "Ops", "members": [{"value": ann, "display": "Ann Smith"}, {"value": bob}]}),
+            )
+            .await;
+        assert_eq!(g.status, 201, "{}", g.body);
+        let shown: Vec<&str> =
+            g.body["members"].as_array().unwrap().iter().filter_map(|m| m["display"].as_str()).collect();
+        assert!(shown.contains(&"Ann Smith") && shown.contains(&"bob@x.com"), "{}", g.body);
+        let names = |v: Vec<Value>| v.iter().map(|g| g["displayName"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(c.filter("Groups", r#"members.display eq "ANN SMITH""#).await), ["Ops"], "{b:?}");
+        assert_eq!(names(c.filter("Groups", r#"members[display eq "bob@x.com"]"#).await), ["Ops"], "{b:?}");
+        assert!(c.filter("Groups", r#"members.display eq "ann@x.com""#).await.is_empty(), "{b:?}: not shown");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_scopes_are_enforced_and_denials_audited() {
     for b in backends() {

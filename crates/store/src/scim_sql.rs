@@ -88,6 +88,9 @@ use crate::scim::{SqlFragment, SqlValue};
 const PRESENT: &str = "#p";
 const SORT: &str = "#s";
 const DISPLAY: &str = "#d";
+/// Where a group's body keeps the `display` a client sent for each member (by member id);
+/// the query document keeps them folded under the same key.
+pub const MEMBER_DISPLAY: &str = "$memberDisplay";
 
 const TRUE: &str = "(1=1)";
 const FALSE: &str = "(1=0)";
@@ -254,6 +257,13 @@ pub fn case_folded(rt: &ResourceTypeDef, body: &Value) -> Value {
     let display_attr = if rt.schema.eq_ignore_ascii_case(schema::USER) { "userName" } else { "displayName" };
     if let Some(d) = body.get(display_attr).and_then(Value::as_str) {
         root.insert(DISPLAY.to_owned(), Value::String(text_key(d, true)));
+    }
+    if let Some(Value::Object(sent)) = body.get(MEMBER_DISPLAY) {
+        let folded: Map<String, Value> = sent
+            .iter()
+            .filter_map(|(id, d)| d.as_str().map(|d| (id.clone(), Value::String(text_key(d, true)))))
+            .collect();
+        root.insert(MEMBER_DISPLAY.to_owned(), Value::Object(folded));
     }
     Value::Object(root)
 }
@@ -804,9 +814,19 @@ impl Builder<'_> {
         } else {
             format!("(({d}.body_ci::jsonb) ->> '{DISPLAY}')")
         };
-        format!(
+        let own = format!(
             "(SELECT {value} FROM scim_resources {d} WHERE {d}.directory_id = {m}.directory_id AND {d}.id = {m}.{other})"
-        )
+        );
+        if groups {
+            return own;
+        }
+        // A group's member shows the display the client sent for it, if any (as presented).
+        let sent = if self.sqlite() {
+            format!("json_extract(r.body_ci, '$.\"{MEMBER_DISPLAY}\".\"' || {m}.member_id || '\"')")
+        } else {
+            format!("((r.body_ci::jsonb) -> '{MEMBER_DISPLAY}' ->> {m}.member_id)")
+        };
+        format!("COALESCE({sent}, {own})")
     }
 
     fn scalar_test(&mut self, sc: &Scalar, test: &Test) -> String {

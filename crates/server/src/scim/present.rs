@@ -15,7 +15,7 @@ use super::scim_json;
 
 /// Key of a group's stored body holding the `display` a client gave each member (the
 /// schema lets clients set it); members without one show the member's name.
-pub const MEMBER_DISPLAY: &str = "$memberDisplay";
+pub use fedkey_store::scim_sql::MEMBER_DISPLAY;
 
 /// The endpoint of a resource type (`Users`, `Groups`).
 pub fn endpoint(resource_type: &str) -> &'static str {
