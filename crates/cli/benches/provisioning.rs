@@ -563,11 +563,20 @@ fn main() {
         for b in backends {
             let r = fanout(&cfg, b).await;
             if !smoke {
+                // Printed at once, so a run stopped later still leaves this backend's figures.
                 println!(
-                    "[{}] written in {:.1} s, delivered to all targets {:.1} s after the first write",
+                    "[{}] written in {:.1} s, delivered to all targets {:.1} s after the first write; {} target writes ({:.0}/s), {} target requests; source peak RSS {} (VmHWM {}); reconcile dry {:.2} s, real {:.2} s, second dry {:.2} s",
                     b.label(),
                     r.write_seconds,
-                    r.e2e_seconds
+                    r.e2e_seconds,
+                    r.writes,
+                    r.writes as f64 / r.e2e_seconds,
+                    r.requests,
+                    mib(r.rss_max_kib),
+                    mib(r.hwm_kib),
+                    r.reconcile.dry_seconds,
+                    r.reconcile.real_seconds,
+                    r.reconcile.second_dry_seconds
                 );
             }
             runs.push(r);

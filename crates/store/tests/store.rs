@@ -236,6 +236,7 @@ on_both_backends!(
     user_groups_lookup_uses_the_member_index,
     outbox_rows_commit_with_their_change,
     outbox_claims_exclude_other_owners,
+    sync_outcomes_need_one_connection,
 );
 
 #[path = "store/outbox.rs"]
@@ -406,7 +407,9 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
-    pub use super::outbox::{outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change};
+    pub use super::outbox::{
+        outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change, sync_outcomes_need_one_connection,
+    };
     pub use super::rotation::{
         leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
         trust_material_versions_and_replay, trust_scopes_change_applies_to_live_keys,
