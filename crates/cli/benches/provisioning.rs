@@ -454,7 +454,7 @@ fn print_results(cfg: &Config, base: &Baseline, runs: &[Fanout]) {
         cfg.users, cfg.groups, cfg.members, cfg.conc, cfg.writers
     );
     println!(
-        "| run | write at source | end to end | target writes | writes/s | target requests/s | deliveries/s | source peak RSS (sampled) | source VmHWM |"
+        "| run | write at source | end to end | target writes | writes/s | target requests/s | resources×targets/s | source peak RSS (sampled) | source VmHWM |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
