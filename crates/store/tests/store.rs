@@ -238,6 +238,7 @@ on_both_backends!(
     outbox_rows_commit_with_their_change,
     outbox_claims_exclude_other_owners,
     reconcile_schedule_claims_once,
+    sync_outcomes_need_one_connection,
 );
 
 #[path = "store/outbox.rs"]
@@ -410,7 +411,9 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
-    pub use super::outbox::{outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change};
+    pub use super::outbox::{
+        outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change, sync_outcomes_need_one_connection,
+    };
     pub use super::reconcile_schedule::reconcile_schedule_claims_once;
     pub use super::rotation::{
         leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,

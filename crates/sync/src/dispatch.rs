@@ -148,15 +148,30 @@ impl Dispatcher {
         }
     }
 
-    /// Ticks every `interval` until the task is dropped; errors are logged and retried.
+    /// Ticks until the task is dropped; errors are logged and retried. A tick that moved
+    /// work (fanned out or delivered) is followed by the next one at once, since more
+    /// changes may have arrived meanwhile (or its rounds ran out); only an idle or failed
+    /// tick waits `interval`, so a backlog drains at delivery speed, not one tick per interval.
+    /// Retries and open circuits do not count as progress: their work is not due yet.
     pub async fn run(self: Arc<Self>, interval: Duration) {
         loop {
-            match self.tick().await {
-                Ok(r) if r != TickReport::default() => tracing::info!(report = ?r, "sync tick"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "sync tick failed"),
+            let progressed = match self.tick().await {
+                Ok(r) if r != TickReport::default() => {
+                    tracing::info!(report = ?r, "sync tick");
+                    r.fanned_out > 0 || r.delivered > 0
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync tick failed");
+                    false
+                }
+            };
+            if progressed {
+                // Let the HTTP handlers and other loops run between back-to-back ticks.
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(interval).await;
             }
-            tokio::time::sleep(interval).await;
         }
     }
 

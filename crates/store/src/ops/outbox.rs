@@ -581,6 +581,9 @@ impl Store {
         d: &Delivered,
     ) -> Result<bool, StoreError> {
         let now = self.now().0;
+        // Read before taking the write lock: a second pool connection wanted while holding it
+        // can deadlock against writers that hold every other connection (SQLite).
+        let directory = self.directory_name_of(&w.directory_id).await?;
         let mut tx = self.db.begin().await?;
         let n = sqlx::query(
             "UPDATE sync_work SET status = CASE WHEN generation = $1 THEN 'done' ELSE 'pending' END, \
@@ -606,14 +609,12 @@ impl Store {
             return Ok(false);
         }
         requeue_in(&mut tx, &w.trust_id, "Group", &d.requeue_groups, now).await?;
-        let ev = self
-            .event(actor, "sync.deliver", Outcome::Success)
-            .directory(self.directory_name_of(&w.directory_id).await?)
-            .trust(&w.trust_name)
-            .details(json!({
+        let ev = self.event(actor, "sync.deliver", Outcome::Success).directory(directory).trust(&w.trust_name).details(
+            json!({
                 "resource_type": w.resource_type, "id": w.resource_id, "generation": w.generation,
                 "remote_id": d.remote_id, "deprovisioned": d.deprovisioned, "did": d.summary,
-            }));
+            }),
+        );
         self.commit_with(tx, actor, ev).await?;
         Ok(true)
     }
@@ -631,6 +632,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = self.now().0;
         let error = clip(error, 1000);
+        // Before the write lock, as in `finish_sync_work`.
+        let directory = self.directory_name_of(&w.directory_id).await?;
         let mut tx = self.db.begin().await?;
         let n = sqlx::query(
             "UPDATE sync_work SET status = $1, attempts = attempts + 1, next_attempt_at = $2, lease_owner = NULL, \
@@ -653,14 +656,10 @@ impl Store {
         }
         let (action, outcome) =
             if retry_at.is_some() { ("sync.retry", Outcome::Failure) } else { ("sync.dead_letter", Outcome::Failure) };
-        let ev = self
-            .event(actor, action, outcome)
-            .directory(self.directory_name_of(&w.directory_id).await?)
-            .trust(&w.trust_name)
-            .details(json!({
-                "resource_type": w.resource_type, "id": w.resource_id, "attempt": w.attempts + 1,
-                "error": error, "retry_at": retry_at.map(|t| t.to_rfc3339()),
-            }));
+        let ev = self.event(actor, action, outcome).directory(directory).trust(&w.trust_name).details(json!({
+            "resource_type": w.resource_type, "id": w.resource_id, "attempt": w.attempts + 1,
+            "error": error, "retry_at": retry_at.map(|t| t.to_rfc3339()),
+        }));
         self.commit_with(tx, actor, ev).await?;
         Ok(true)
     }

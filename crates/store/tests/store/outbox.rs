@@ -260,3 +260,37 @@ pub async fn outbox_claims_exclude_other_owners(kind: Kind) {
     assert_eq!((after.status.as_str(), after.generation), ("pending", before.generation + 1));
     verify(s).await.unwrap();
 }
+
+/// Recording an outcome needs one pool connection at a time: with every other connection
+/// taken (SCIM writers waiting for the write lock, under load), `finish_sync_work` and
+/// `fail_sync_work` still complete instead of waiting for a second one while holding the
+/// write lock (a deadlock until the pool's 10 s acquire timeout on SQLite).
+pub async fn sync_outcomes_need_one_connection(kind: Kind) {
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let (trust, _, _) = s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
+    s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
+    for i in 0..2 {
+        s.scim_create(&a, &dir, user(&format!("u{i}"), true)).await.unwrap();
+    }
+    s.fan_out(100).await.unwrap();
+    let w = s.claim_sync_work(&trust.id, "node-a", 2, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(w.len(), 2);
+    let pool = s.db.pool();
+    let max = pool.options().get_max_connections() as usize;
+    let mut held = Vec::new();
+    for _ in 1..max {
+        held.push(tokio::time::timeout(Duration::from_secs(5), pool.acquire()).await.unwrap().unwrap());
+    }
+    let d = Delivered { remote_id: Some("r-1".into()), remote_active: Some(true), ..Default::default() };
+    let one = Duration::from_secs(5);
+    let done = tokio::time::timeout(one, s.finish_sync_work(&a, &w[0], "node-a", &d)).await;
+    assert!(matches!(done, Ok(Ok(true))), "finish with one free connection: {done:?}");
+    let failed = tokio::time::timeout(one, s.fail_sync_work(&a, &w[1], "node-a", "unavailable (503)", None)).await;
+    assert!(matches!(failed, Ok(Ok(true))), "fail with one free connection: {failed:?}");
+    drop(held);
+    assert_eq!(count_action(s, "sync.deliver").await, 1);
+    assert_eq!(count_action(s, "sync.dead_letter").await, 1);
+}
