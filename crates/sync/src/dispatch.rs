@@ -192,7 +192,7 @@ impl Dispatcher {
         }
         let mut skipped: Vec<String> = Vec::new();
         for _ in 0..self.cfg.max_rounds {
-            let mut any = false;
+            let mut claimed = Vec::new();
             for t in self.store.sync_targets(None).await? {
                 if !t.active || skipped.contains(&t.trust_id) {
                     continue;
@@ -207,16 +207,34 @@ impl Dispatcher {
                 let conc = if half_open { 1 } else { t.concurrency };
                 let batch =
                     self.store.claim_sync_work(&t.trust_id, &self.cfg.node_id, conc, self.cfg.lease_ttl).await?;
-                if batch.is_empty() {
-                    continue;
-                }
-                any = true;
-                if !self.deliver_batch(&t, batch, &mut report).await? {
-                    skipped.push(t.trust_id.clone());
+                if !batch.is_empty() {
+                    claimed.push((t, batch));
                 }
             }
-            if !any {
+            if claimed.is_empty() {
                 break;
+            }
+            // Targets are independent: each round delivers to all of them at once, so a
+            // slow application does not hold the others back.
+            let rounds = futures_util::future::join_all(claimed.into_iter().map(|(t, batch)| async move {
+                let mut part = TickReport::default();
+                let keep = self.deliver_batch(&t, batch, &mut part).await;
+                (t.trust_id, keep, part)
+            }))
+            .await;
+            let mut failed = None;
+            for (trust_id, keep, part) in rounds {
+                report.delivered += part.delivered;
+                report.retried += part.retried;
+                report.dead_letters += part.dead_letters;
+                match keep {
+                    Ok(true) => {}
+                    Ok(false) => skipped.push(trust_id),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         Ok(report)
