@@ -697,12 +697,15 @@ impl Dispatcher {
             return Ok(remote.clone());
         }
         let patch = c.capabilities().is_none_or(|caps| caps.patch);
+        // Where the target supports ETags, the change applies only to the version it was
+        // computed from; a 412 (changed meanwhile) is retried from a fresh read.
+        let if_match = if c.capabilities().is_some_and(|caps| caps.etag) { remote.etag.as_deref() } else { None };
         let result = if patch {
-            c.patch(kind, &remote.id, ops, None).await.map(|r| r.unwrap_or_else(|| remote.clone()))
+            c.patch(kind, &remote.id, ops, if_match).await.map(|r| r.unwrap_or_else(|| remote.clone()))
         } else {
             let body = diff::replacement_body(kind.resource_type(), &remote.body, ops)
                 .map_err(|e| Failure::fatal(format!("cannot build the replacement body: {}", e.detail), false))?;
-            c.replace(kind, &remote.id, &body, None).await
+            c.replace(kind, &remote.id, &body, if_match).await
         };
         match result {
             Ok(r) => Ok(r),

@@ -186,6 +186,10 @@ struct FakeState {
     /// Every request answers 503 while set.
     down: bool,
     log: Vec<String>,
+    /// Advertise ETags: resources carry `meta.version`, a stale `If-Match` gets 412.
+    etag: bool,
+    /// The `If-Match` of every PATCH and PUT (with `etag` set).
+    if_match: Vec<Option<String>>,
 }
 
 struct Fake {
@@ -321,7 +325,7 @@ fn fake_handle(
             json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
                 "patch": {"supported": true}, "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
                 "filter": {"supported": true, "maxResults": 200}, "changePassword": {"supported": false},
-                "sort": {"supported": false}, "etag": {"supported": false}, "authenticationSchemes": []}),
+                "sort": {"supported": false}, "etag": {"supported": s.etag}, "authenticationSchemes": []}),
         ),
         ("GET", [_]) if !matches!(parts[0], "Users" | "Groups") => scim_error(404, None, "no such endpoint"),
         (_, [ep, rest @ ..]) if matches!(*ep, "Users" | "Groups") => {
@@ -353,6 +357,9 @@ fn fake_handle(
                     let id = format!("{}-{}", if is_users { "u" } else { "g" }, s.next);
                     let mut v = v;
                     v["id"] = json!(id);
+                    if s.etag {
+                        v["meta"] = json!({"version": format!("W/\"{}\"", s.next)});
+                    }
                     let map = if is_users { &mut s.users } else { &mut s.groups };
                     map.insert(id, v.clone());
                     if matches!(act, Some(Act::RaceConflict)) {
@@ -370,6 +377,15 @@ fn fake_handle(
                         return scim_error(404, None, "deleted");
                     }
                     let Some(cur) = map.get_mut(*id) else { return scim_error(404, None, "not found") };
+                    if s.etag {
+                        let sent = headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        s.if_match.push(sent.clone());
+                        if sent.is_some_and(|e| Some(e.as_str()) != cur["meta"]["version"].as_str()) {
+                            return scim_error(412, None, "changed meanwhile");
+                        }
+                        s.next += 1;
+                        cur["meta"] = json!({"version": format!("W/\"{}\"", s.next)});
+                    }
                     let ops = match fedkey_scim::patch::parse_request(&serde_json::from_str(body).unwrap()) {
                         Ok(o) => o,
                         Err(e) => return scim_error(400, Some("invalidSyntax"), &e.detail),
@@ -834,4 +850,35 @@ async fn group_waits_for_a_member_being_recreated() {
         want.sort();
         assert_eq!(ids_of(&g), want, "{last}");
     }
+}
+
+/// A target that supports ETags: updates carry the `If-Match` of the version they were
+/// computed from, and a 412 (the account changed meanwhile) is retried from a fresh read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn updates_use_etags_where_the_target_supports_them() {
+    let s = Server::start(Backend::Sqlite);
+    let fake = fake_target("fake-app-key-123456").await;
+    fake.st.lock().unwrap().etag = true;
+    let hr = directory_with_inbound(&s, "acme", "hr").await;
+    outbound_trust(&s, "acme", "fake", "fake-app-key-123456").await;
+    s.set_target("acme/fake", &fake.url, None, &[]);
+    let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+    let alice = acme.post("/Users", user_body("alice@acme.test", "Engineer")).await;
+    let alice_id = alice.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.sync_tick().await["delivered"], 1);
+
+    acme.patch(&format!("/Users/{alice_id}"), json!([{"op": "replace", "path": "title", "value": "Senior"}])).await;
+    fake.inject("PATCH", "/Users", Act::Status(412, None), 1);
+    let r = s.sync_tick().await;
+    assert_eq!(
+        (r["delivered"].as_u64(), r["retried"].as_u64(), r["dead_letters"].as_u64()),
+        (Some(0), Some(1), Some(0))
+    );
+    s.advance("1h").await;
+    assert_eq!(s.sync_tick().await["delivered"], 1);
+    let user = fake.user_by_ext(&alice_id).unwrap();
+    assert_eq!(user["title"], "Senior");
+    // The PATCH that went through named the version it was computed from.
+    let sent = fake.st.lock().unwrap().if_match.clone();
+    assert!(!sent.is_empty() && sent.iter().all(|m| m.as_deref().is_some_and(|e| e.starts_with("W/\""))), "{sent:?}");
 }
