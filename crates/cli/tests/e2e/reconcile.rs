@@ -204,18 +204,9 @@ async fn reconcile_repairs_drift_at_fedkey_and_scim2_server() {
     }
 }
 
-async fn reconcile_scenario(b: Backend, ref_url: Option<&str>) {
-    let s = Server::start(b);
-    let hr = new_directory(&s, "acme", "hr").await;
-    let app_key = new_directory(&s, "app", "fedkey").await;
-    let app_url = format!("{}/scim/v2/app", s.url);
-    outbound(&s, "acme", "app", &app_key, &app_url).await;
-    let mut targets = vec![("acme/app", App { base: app_url, token: app_key })];
-    if let Some(url) = ref_url {
-        outbound(&s, "acme", "ref", REF_TOKEN, url).await;
-        targets.push(("acme/ref", App { base: url.to_owned(), token: REF_TOKEN.into() }));
-    }
-    let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+/// Alice, Bob and Carol, and the group Engineering holding Alice and Bob; returns the
+/// directory ids of Alice and Bob.
+async fn people_and_group(acme: &Scim<'_>) -> (String, String) {
     let mut ids = Vec::new();
     for (n, title) in [("alice@acme.test", "Engineer"), ("bob@acme.test", "Analyst"), ("carol@acme.test", "Manager")] {
         let r = acme.post("/Users", person(n, title)).await;
@@ -231,6 +222,22 @@ async fn reconcile_scenario(b: Backend, ref_url: Option<&str>) {
         )
         .await;
     assert_eq!(g.status, 201, "{}", g.body);
+    (alice, bob)
+}
+
+async fn reconcile_scenario(b: Backend, ref_url: Option<&str>) {
+    let s = Server::start(b);
+    let hr = new_directory(&s, "acme", "hr").await;
+    let app_key = new_directory(&s, "app", "fedkey").await;
+    let app_url = format!("{}/scim/v2/app", s.url);
+    outbound(&s, "acme", "app", &app_key, &app_url).await;
+    let mut targets = vec![("acme/app", App { base: app_url, token: app_key })];
+    if let Some(url) = ref_url {
+        outbound(&s, "acme", "ref", REF_TOKEN, url).await;
+        targets.push(("acme/ref", App { base: url.to_owned(), token: REF_TOKEN.into() }));
+    }
+    let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+    let (alice, bob) = people_and_group(&acme).await;
     let r = tick(&s).await;
     assert_eq!(r["dead_letters"], 0, "{r}");
 
@@ -481,21 +488,7 @@ async fn scheduled_scenario(b: Backend) {
 
     // Provisioned, then drift at the application.
     let acme = Scim { s: &s, dir: "acme".into(), key: hr };
-    let mut ids = Vec::new();
-    for (n, title) in [("alice@acme.test", "Engineer"), ("bob@acme.test", "Analyst"), ("carol@acme.test", "Manager")] {
-        let r = acme.post("/Users", person(n, title)).await;
-        assert_eq!(r.status, 201, "{}", r.body);
-        ids.push(r.body["id"].as_str().unwrap().to_owned());
-    }
-    let (alice, bob) = (ids[0].clone(), ids[1].clone());
-    let g = acme
-        .post(
-            "/Groups",
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering",
-                   "members": [{"value": alice}, {"value": bob}]}),
-        )
-        .await;
-    assert_eq!(g.status, 201, "{}", g.body);
+    let (alice, bob) = people_and_group(&acme).await;
     assert_eq!(tick(&s).await["dead_letters"], 0);
     let app = App { base: format!("{}/scim/v2/app", s.url), token: app_key.clone() };
     drift(&app, &alice, &bob).await;

@@ -35,7 +35,7 @@ fn group(name: &str, members: Vec<String>) -> ResourceWrite {
     }
 }
 
-fn target() -> NewSyncTarget {
+pub(super) fn target() -> NewSyncTarget {
     NewSyncTarget {
         base_url: "http://127.0.0.1:9/scim/v2".into(),
         oauth: None,

@@ -13,15 +13,7 @@ use super::{Kind, TestDb, actor, env_on, open_store, outbound, tref, verify};
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn target(reconcile: Option<ReconcileSchedule>) -> NewSyncTarget {
-    NewSyncTarget {
-        base_url: "http://127.0.0.1:9/scim/v2".into(),
-        oauth: None,
-        mapping: json!({}),
-        max_attempts: 5,
-        concurrency: 2,
-        timeout_seconds: 30,
-        reconcile,
-    }
+    NewSyncTarget { reconcile, ..super::outbox::target() }
 }
 
 fn every(secs: i64, dry_run: bool) -> Option<ReconcileSchedule> {
