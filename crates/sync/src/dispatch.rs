@@ -697,9 +697,13 @@ impl Dispatcher {
             return Ok(remote.clone());
         }
         let patch = c.capabilities().is_none_or(|caps| caps.patch);
-        // Where the target supports ETags, the change applies only to the version it was
-        // computed from; a 412 (changed meanwhile) is retried from a fresh read.
-        let if_match = if c.capabilities().is_some_and(|caps| caps.etag) { remote.etag.as_deref() } else { None };
+        // Where the target supports ETags, a change computed from a version applies only to
+        // that version; a 412 (changed meanwhile) is retried from a fresh read. Not for a
+        // group's PATCH: adding and removing members commute, and deliveries of many members
+        // of one application group at once would otherwise keep failing each other.
+        let guarded = kind == ResourceKind::User || !patch;
+        let if_match =
+            if guarded && c.capabilities().is_some_and(|caps| caps.etag) { remote.etag.as_deref() } else { None };
         let result = if patch {
             c.patch(kind, &remote.id, ops, if_match).await.map(|r| r.unwrap_or_else(|| remote.clone()))
         } else {
