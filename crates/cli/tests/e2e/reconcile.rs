@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use reqwest::Method as M;
 
 // The reference server and its harness are shared with the provisioning tests.
-use super::provisioning::{REF_TOKEN, reference_server};
+use super::provisioning::{REF_TOKEN, directory_with_inbound, outbound_trust, reference_server};
 
 /// A SCIM target, read and changed directly (as someone at the application would).
 struct App {
@@ -76,31 +76,8 @@ async fn reconcile_api(s: &Server, trust: &str, dry_run: bool) -> Value {
     v["reconcile"].clone()
 }
 
-async fn new_directory(s: &Server, dir: &str, trust: &str) -> String {
-    let (st, v) = s.api(M::POST, "/api/v1/directories", Some(&s.token), Some(json!({"name": dir}))).await;
-    assert_eq!(st, 201, "{v}");
-    let (st, v) = s
-        .api(
-            M::POST,
-            &format!("/api/v1/directories/{dir}/trusts"),
-            Some(&s.token),
-            Some(json!({"name": trust, "direction": "inbound"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    v["key"].as_str().unwrap().to_owned()
-}
-
 async fn outbound(s: &Server, dir: &str, name: &str, key: &str, url: &str) {
-    let (st, v) = s
-        .api(
-            M::POST,
-            &format!("/api/v1/directories/{dir}/trusts"),
-            Some(&s.token),
-            Some(json!({"name": name, "direction": "outbound", "key": key})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
+    outbound_trust(s, dir, name, key).await;
     let v = s.cli_json(&["sync", "target", "set", &format!("{dir}/{name}"), "--url", url, "--orphans", "deactivate"]);
     assert_eq!(v["target"]["mapping"]["orphans"], "deactivate", "{v}");
 }
@@ -227,8 +204,8 @@ async fn people_and_group(acme: &Scim<'_>) -> (String, String) {
 
 async fn reconcile_scenario(b: Backend, ref_url: Option<&str>) {
     let s = Server::start(b);
-    let hr = new_directory(&s, "acme", "hr").await;
-    let app_key = new_directory(&s, "app", "fedkey").await;
+    let hr = directory_with_inbound(&s, "acme", "hr").await;
+    let app_key = directory_with_inbound(&s, "app", "fedkey").await;
     let app_url = format!("{}/scim/v2/app", s.url);
     outbound(&s, "acme", "app", &app_key, &app_url).await;
     let mut targets = vec![("acme/app", App { base: app_url, token: app_key })];
@@ -314,18 +291,10 @@ async fn reconcile_scenario(b: Backend, ref_url: Option<&str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconcile_reports_orphans_by_default() {
     let s = Server::start(Backend::Sqlite);
-    let hr = new_directory(&s, "acme", "hr").await;
-    let app_key = new_directory(&s, "app", "fedkey").await;
+    let hr = directory_with_inbound(&s, "acme", "hr").await;
+    let app_key = directory_with_inbound(&s, "app", "fedkey").await;
     let app_url = format!("{}/scim/v2/app", s.url);
-    let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/directories/acme/trusts",
-            Some(&s.token),
-            Some(json!({"name": "app", "direction": "outbound", "key": app_key})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
+    outbound_trust(&s, "acme", "app", &app_key).await;
     let (st, v) = s
         .api(M::POST, "/api/v1/directories/acme/trusts/app/reconcile", Some(&s.token), Some(json!({"dry_run": true})))
         .await;
@@ -435,20 +404,12 @@ async fn scheduled_reconciliation_repairs_reports_and_survives_an_outage() {
 
 async fn scheduled_scenario(b: Backend) {
     let s = Server::start(b);
-    let hr = new_directory(&s, "acme", "hr").await;
-    let app_key = new_directory(&s, "app", "fedkey").await;
+    let hr = directory_with_inbound(&s, "acme", "hr").await;
+    let app_key = directory_with_inbound(&s, "app", "fedkey").await;
     // The application (fedkey's "app" directory) is reached through a relay that can fail.
     let relay = Relay::start(&s.url).await;
     let app_url = format!("{}/scim/v2/app", relay.url);
-    let (st, v) = s
-        .api(
-            M::POST,
-            "/api/v1/directories/acme/trusts",
-            Some(&s.token),
-            Some(json!({"name": "app", "direction": "outbound", "key": app_key})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
+    outbound_trust(&s, "acme", "app", &app_key).await;
     let set = |extra: &[&str]| {
         let mut args = vec!["sync", "target", "set", "acme/app", "--url", &app_url, "--orphans", "deactivate"];
         args.extend(extra);
