@@ -72,6 +72,10 @@ pub enum TargetCmd {
         /// Limit for each request to the target, e.g. 10s (default 30s).
         #[arg(long)]
         timeout: Option<String>,
+        /// SCIM /Bulk: auto (default: when the target supports it, as many operations per
+        /// request as it allows), off, or the most operations per request.
+        #[arg(long, value_name = "auto|off|N")]
+        bulk: Option<String>,
         /// Reconcile the target on a schedule, e.g. 24h (at least 5m; off when absent).
         #[arg(long, value_name = "DURATION")]
         reconcile_every: Option<String>,
@@ -143,6 +147,7 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             max_attempts,
             concurrency,
             timeout,
+            bulk,
             reconcile_every,
             reconcile_dry_run,
             oauth_token_url,
@@ -171,6 +176,12 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             }
             if let Some(t) = timeout {
                 body["timeout"] = json!(t);
+            }
+            if let Some(b) = bulk {
+                body["bulk"] = match b.parse::<i64>() {
+                    Ok(n) => json!(n),
+                    Err(_) => json!(b),
+                };
             }
             if let Some(e) = reconcile_every {
                 body["reconcile_every"] = json!(e);
@@ -276,10 +287,20 @@ fn print_target(out: Output, v: &Value) {
                     "updated_at",
                 ],
             );
+            outln!("{:<14} {}", "bulk:", bulk_text(t));
             outln!("{:<14} {}", "reconcile:", schedule_text(t));
             outln!("{:<14} {}", "last run:", last_run_text(&t["last_reconcile"]));
             outln!("{:<14} {}", "mapping:", t["mapping"]);
         }
+    }
+}
+
+/// `auto`, `off` or `at most N operations per request`.
+fn bulk_text(t: &Value) -> String {
+    match t["bulk_max_operations"].as_i64() {
+        None => "auto".into(),
+        Some(0) => "off".into(),
+        Some(n) => format!("at most {n} operations per request"),
     }
 }
 

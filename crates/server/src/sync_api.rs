@@ -66,6 +66,10 @@ struct TargetBody {
     max_attempts: Option<i64>,
     #[serde(default)]
     concurrency: Option<i64>,
+    /// SCIM `/Bulk` use: `"auto"` (default: when the target supports it, as many
+    /// operations per request as it allows), `"off"`, or the most operations per request.
+    #[serde(default)]
+    bulk: Option<BulkSetting>,
     /// Limit for each request to the target, e.g. `30s` (default).
     #[serde(default)]
     timeout: Option<String>,
@@ -75,6 +79,26 @@ struct TargetBody {
     /// Scheduled runs only report the drift.
     #[serde(default)]
     reconcile_dry_run: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BulkSetting {
+    Word(String),
+    Max(i64),
+}
+
+/// `bulk` as stored: `None` = auto, `Some(0)` = off, `Some(n)` = at most n per request.
+fn bulk_setting(b: Option<&BulkSetting>) -> Result<Option<i64>, ApiError> {
+    match b {
+        None => Ok(None),
+        Some(BulkSetting::Word(w)) if w.eq_ignore_ascii_case("auto") => Ok(None),
+        Some(BulkSetting::Word(w)) if w.eq_ignore_ascii_case("off") => Ok(Some(0)),
+        Some(BulkSetting::Word(_)) => {
+            Err(ApiError::bad_request("bulk must be \"auto\", \"off\" or a number of operations"))
+        }
+        Some(BulkSetting::Max(n)) => Ok(Some(*n)),
+    }
 }
 
 /// `reconcile_every` (and its dry-run flag) as stored; absent: off.
@@ -159,6 +183,7 @@ async fn put_target(
             let reconcile = reconcile_schedule(b.reconcile_every.as_deref(), b.reconcile_dry_run)?;
             let t = NewSyncTarget {
                 reconcile,
+                bulk_max_operations: bulk_setting(b.bulk.as_ref())?,
                 timeout_seconds: i64::try_from(timeout).unwrap_or(i64::MAX),
                 base_url: url,
                 oauth,

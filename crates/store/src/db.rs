@@ -86,6 +86,7 @@ impl Backend {
                 (7, include_str!("../migrations/sqlite/0007_member_index.sql")),
                 (8, include_str!("../migrations/sqlite/0008_reconcile_schedule.sql")),
                 (10, include_str!("../migrations/sqlite/0010_planner.sql")),
+                (11, include_str!("../migrations/sqlite/0011_sync_bulk.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -97,6 +98,7 @@ impl Backend {
                 (7, include_str!("../migrations/postgres/0007_member_index.sql")),
                 (8, include_str!("../migrations/postgres/0008_reconcile_schedule.sql")),
                 (10, include_str!("../migrations/postgres/0010_planner.sql")),
+                (11, include_str!("../migrations/postgres/0011_sync_bulk.sql")),
             ],
         }
     }

@@ -3,6 +3,7 @@
 //! `application/scim+json`, accepts it or `application/json` back, follows no redirects
 //! (a redirect would carry the key elsewhere) and fails with a classified [`ClientError`].
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use fedkey_core::clock::Clock;
@@ -20,6 +21,9 @@ use crate::discovery::{Capabilities, list_items};
 use crate::error::ClientError;
 use crate::http::{error_details, is_json_media_type, parse_retry_after, read_capped, transport_error};
 use crate::target::TargetConfig;
+
+mod bulk;
+pub use bulk::{BulkMethod, BulkOp, BulkOutcome, LOOKUP_CHUNK, remote_of};
 
 /// Page size used when a lookup has to page through a target without filter support.
 const FALLBACK_PAGE_SIZE: u64 = 100;
@@ -73,6 +77,10 @@ pub struct ScimClient {
     auth: Authenticator,
     clock: Arc<dyn Clock>,
     caps: RwLock<Option<Capabilities>>,
+    /// The target rejected a `/Bulk` request as a whole: one request per change instead.
+    bulk_broken: AtomicBool,
+    /// The target rejected an `or`-joined lookup: one lookup per value instead.
+    or_broken: AtomicBool,
 }
 
 /// A successful answer.
@@ -102,6 +110,8 @@ impl ScimClient {
             auth: Authenticator::new(config.auth, clock.clone()),
             clock,
             caps: RwLock::new(None),
+            bulk_broken: AtomicBool::new(false),
+            or_broken: AtomicBool::new(false),
         })
     }
 
@@ -188,6 +198,18 @@ impl ScimClient {
     /// the target has no filter support, pages through all resources instead. Several
     /// matches are [`ClientError::Ambiguous`].
     pub async fn find_one(&self, kind: ResourceKind, attr: &str, value: &str) -> Result<Option<Remote>, ClientError> {
+        let mut found = self.find_all(kind, attr, value).await?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            count => {
+                Err(ClientError::Ambiguous { filter: format!("{attr} eq {}", Value::String(value.to_owned())), count })
+            }
+        }
+    }
+
+    /// Every resource whose `attr` equals `value` (see [`find_one`](Self::find_one)).
+    pub async fn find_all(&self, kind: ResourceKind, attr: &str, value: &str) -> Result<Vec<Remote>, ClientError> {
         // A JSON string literal is exactly a SCIM compValue: `"` and `\` escaped.
         let text = format!("{attr} eq {}", Value::String(value.to_owned()));
         let matcher = filter::parse(&text)
@@ -216,11 +238,7 @@ impl ScimClient {
                 }
             }
         }
-        match found.len() {
-            0 => Ok(None),
-            1 => Ok(found.pop()),
-            count => Err(ClientError::Ambiguous { filter: text, count }),
-        }
+        Ok(found)
     }
 
     /// `PATCH /Users/{id}` with `ops` (RFC 7644 §3.5.2). The target may answer 200 with

@@ -34,6 +34,13 @@ use crate::error::ClientError;
 use crate::mapping::{Desired, GroupRef, LeaverPolicy, Mapping};
 use crate::target::{Auth, TargetConfig};
 
+mod bulk;
+
+/// Operations per `/Bulk` request when the target's own limit is higher and the target
+/// is configured `auto`: enough to make a request carry real work, small enough that one
+/// timeout does not set many users back.
+const AUTO_BULK_OPERATIONS: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     /// This node's lease owner name.
@@ -97,6 +104,9 @@ pub struct Dispatcher {
     /// One application-group creation at a time in this process.
     app_groups: tokio::sync::Mutex<()>,
 }
+
+/// How one delivery went.
+type Outcome = Result<Delivered, Failure>;
 
 /// Why a delivery failed.
 #[derive(Debug)]
@@ -205,8 +215,13 @@ impl Dispatcher {
                 // Half open: one request decides whether the target is back.
                 let half_open = t.consecutive_failures >= self.cfg.breaker_threshold;
                 let conc = if half_open { 1 } else { t.concurrency };
-                let batch =
-                    self.store.claim_sync_work(&t.trust_id, &self.cfg.node_id, conc, self.cfg.lease_ttl).await?;
+                // With /Bulk, each of the `conc` requests in flight carries many users.
+                let per_request = if half_open { 1 } else { self.bulk_claim(&t).await };
+                let per_request = i64::try_from(per_request).unwrap_or(1);
+                let batch = self
+                    .store
+                    .claim_sync_slots(&t.trust_id, &self.cfg.node_id, conc, per_request, self.cfg.lease_ttl)
+                    .await?;
                 if !batch.is_empty() {
                     claimed.push((t, batch));
                 }
@@ -256,7 +271,7 @@ impl Dispatcher {
             Err(e) => Err(Failure::fatal(format!("the stored mapping is invalid: {e}"), false)),
         };
         let results: Vec<Result<Delivered, Failure>> = match &setup {
-            Ok((m, c)) => futures_util::future::join_all(batch.iter().map(|w| self.deliver(t, c, m, w))).await,
+            Ok((m, c)) => self.deliver_all(t, c, m, &batch).await,
             Err(f) => batch
                 .iter()
                 .map(|_| {
@@ -334,6 +349,52 @@ impl Dispatcher {
         Ok(true)
     }
 
+    /// Delivers a claimed batch, one request (or request sequence) per lease at once: the
+    /// users of a lease in `/Bulk` requests where the target takes them, everything else
+    /// one by one.
+    async fn deliver_all(&self, t: &SyncTarget, c: &ScimClient, m: &Mapping, batch: &[SyncWork]) -> Vec<Outcome> {
+        let Some((max_ops, max_bytes)) = bulk_size(t, c) else {
+            return futures_util::future::join_all(batch.iter().map(|w| self.deliver(t, c, m, w))).await;
+        };
+        let mut slots: Vec<Vec<usize>> = Vec::new();
+        for (i, w) in batch.iter().enumerate() {
+            match slots.iter_mut().find(|s| batch[s[0]].lease == w.lease && w.lease.is_some()) {
+                Some(s) => s.push(i),
+                None => slots.push(vec![i]),
+            }
+        }
+        let done = futures_util::future::join_all(slots.into_iter().map(|slot| async move {
+            let users = slot.len() > 1 && slot.iter().all(|i| batch[*i].resource_type == "User");
+            let results = if users {
+                let works: Vec<&SyncWork> = slot.iter().map(|i| &batch[*i]).collect();
+                self.deliver_users_in_bulk(c, m, &works, max_ops, max_bytes).await
+            } else {
+                futures_util::future::join_all(slot.iter().map(|i| self.deliver(t, c, m, &batch[*i]))).await
+            };
+            (slot, results)
+        }))
+        .await;
+        let mut out: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
+        for (slot, results) in done {
+            for (i, r) in slot.into_iter().zip(results) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Failure::fatal("the delivery did not run".into(), true))))
+            .collect()
+    }
+
+    /// Operations per request to claim work for: what the target's client allows (its
+    /// discovery runs here when the client is not cached; a failure leaves it to the
+    /// delivery to report, with one request per change).
+    async fn bulk_claim(&self, t: &SyncTarget) -> usize {
+        match self.client(t).await {
+            Ok(c) => bulk_size(t, &c).map_or(1, |(ops, _)| ops),
+            Err(_) => 1,
+        }
+    }
+
     fn backoff(&self, attempt: i64) -> Duration {
         let r = fedkey_crypto::random::bytes::<8>().map(|b| u64::from_le_bytes(*b)).unwrap_or(0);
         backoff(self.cfg.base_backoff, self.cfg.max_backoff, attempt, r)
@@ -401,25 +462,8 @@ impl Dispatcher {
 
     async fn deliver_user(&self, c: &ScimClient, m: &Mapping, w: &SyncWork) -> Result<Delivered, Failure> {
         let user = self.directory_resource(w).await?;
-        let desired = match &user {
-            None => Desired::OutOfScope,
-            Some(u) if matches!(u.body.get("active"), Some(Value::Bool(false))) => Desired::OutOfScope,
-            Some(u) => {
-                let groups: Vec<GroupRef> = u
-                    .groups
-                    .iter()
-                    .map(|g| GroupRef { id: g.value.clone(), display_name: g.display.clone().unwrap_or_default() })
-                    .collect();
-                m.desired_user(&wire(u), &groups).map_err(|e| Failure::fatal(e.to_string(), false))?
-            }
-        };
-        let caps = c.capabilities().unwrap_or_else(default_caps);
-        let body = match desired {
-            Desired::OutOfScope => return self.leaver(c, m, w).await,
-            Desired::User(mut b) => {
-                caps.restrict(USER, &mut b);
-                b
-            }
+        let Some(body) = desired_user(c, m, user.as_ref())? else {
+            return self.leaver(c, m, w).await;
         };
         let user_name = body.get("userName").and_then(Value::as_str).map(str::to_owned);
         let (remote, did) = self.upsert(c, ResourceKind::User, w, &body, "userName", user_name.as_deref()).await?;
@@ -428,18 +472,25 @@ impl Dispatcher {
         let remote = self.apply(c, ResourceKind::User, &remote, &ops, &body).await?;
         let mut did = vec![json!(did)];
         if !ops.is_empty() {
-            did.push(json!({"patched": ops.iter().filter_map(|o| o.path.as_ref().map(|p| p.to_string())).collect::<Vec<_>>()}));
+            did.push(patched(&ops));
         }
-        // Application groups earned through role rules.
-        let groups: Vec<GroupRef> = user
-            .as_ref()
-            .map(|u| {
-                u.groups
-                    .iter()
-                    .map(|g| GroupRef { id: g.value.clone(), display_name: g.display.clone().unwrap_or_default() })
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.user_delivered(c, m, w, user, &remote.id, &body, did).await
+    }
+
+    /// The rest of a user's delivery once the account holds the desired attributes: the
+    /// application groups earned through role rules, and the record of what was done.
+    #[allow(clippy::too_many_arguments)]
+    async fn user_delivered(
+        &self,
+        c: &ScimClient,
+        m: &Mapping,
+        w: &SyncWork,
+        user: Option<StoredResource>,
+        remote_id: &str,
+        body: &Value,
+        mut did: Vec<Value>,
+    ) -> Result<Delivered, Failure> {
+        let groups: Vec<GroupRef> = user.as_ref().map(group_refs).unwrap_or_default();
         let want = m.app_groups(&groups);
         for name in m.managed_app_groups() {
             let should = want.contains(&name);
@@ -449,18 +500,19 @@ impl Dispatcher {
                 None if should => self.create_app_group(c, &name).await?,
                 None => continue,
             };
-            let has = member_ids(&g.body).contains(&remote.id);
+            let has = member_ids(&g.body).iter().any(|id| id == remote_id);
             if has != should {
-                let me = std::slice::from_ref(&remote.id);
-                let ops = if should { diff::group_members_patch(&[], me) } else { diff::group_members_patch(me, &[]) };
+                let me = [remote_id.to_owned()];
+                let ops =
+                    if should { diff::group_members_patch(&[], &me) } else { diff::group_members_patch(&me, &[]) };
                 self.apply(c, ResourceKind::Group, &g, &ops, &g.body).await?;
                 did.push(json!({if should { "app_group_add" } else { "app_group_remove" }: name}));
             }
         }
         let active = !matches!(body.get("active"), Some(Value::Bool(false)));
-        let requeue = w.remote_id.as_deref() != Some(remote.id.as_str()) || w.remote_active != Some(active);
+        let requeue = w.remote_id.as_deref() != Some(remote_id) || w.remote_active != Some(active);
         Ok(Delivered {
-            remote_id: Some(remote.id.clone()),
+            remote_id: Some(remote_id.to_owned()),
             remote_active: Some(active),
             deprovisioned: false,
             summary: Value::Array(did),
@@ -732,6 +784,47 @@ impl Dispatcher {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Operations and bytes per `/Bulk` request to `t`, or `None` for one request per change:
+/// the target's limits, the trust's `bulk_max_operations` and [`AUTO_BULK_OPERATIONS`].
+fn bulk_size(t: &SyncTarget, c: &ScimClient) -> Option<(usize, usize)> {
+    let (ops, bytes) = c.bulk_limit()?;
+    let ours = match t.bulk_max_operations {
+        None => AUTO_BULK_OPERATIONS,
+        Some(n) => usize::try_from(n).unwrap_or(0),
+    };
+    let ops = ops.min(ours);
+    (ops >= 2).then_some((ops, bytes))
+}
+
+/// What the target should hold for a directory user (`None`: nothing, the user is a
+/// leaver or out of scope), restricted to what the target accepts.
+fn desired_user(c: &ScimClient, m: &Mapping, user: Option<&StoredResource>) -> Result<Option<Value>, Failure> {
+    let desired = match user {
+        None => Desired::OutOfScope,
+        Some(u) if matches!(u.body.get("active"), Some(Value::Bool(false))) => Desired::OutOfScope,
+        Some(u) => m.desired_user(&wire(u), &group_refs(u)).map_err(|e| Failure::fatal(e.to_string(), false))?,
+    };
+    match desired {
+        Desired::OutOfScope => Ok(None),
+        Desired::User(mut b) => {
+            c.capabilities().unwrap_or_else(default_caps).restrict(USER, &mut b);
+            Ok(Some(b))
+        }
+    }
+}
+
+fn group_refs(u: &StoredResource) -> Vec<GroupRef> {
+    u.groups
+        .iter()
+        .map(|g| GroupRef { id: g.value.clone(), display_name: g.display.clone().unwrap_or_default() })
+        .collect()
+}
+
+/// The audit summary entry of a PATCH: the paths changed (never the values).
+fn patched(ops: &[PatchOp]) -> Value {
+    json!({"patched": ops.iter().filter_map(|o| o.path.as_ref().map(|p| p.to_string())).collect::<Vec<_>>()})
 }
 
 pub(crate) fn default_caps() -> crate::Capabilities {

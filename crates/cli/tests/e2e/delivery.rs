@@ -28,6 +28,9 @@ const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// How long a stalled answer stays silent (well beyond the 1 s target timeout).
 const STALL: Duration = Duration::from_secs(8);
 
+#[path = "delivery_bulk.rs"]
+mod delivery_bulk;
+
 // ---------------------------------------------------------------- misbehaving proxy
 
 /// How the proxy mistreats one request.
@@ -42,6 +45,11 @@ enum Misbehave {
     StallAfterForward,
     /// Neither forwards nor answers it.
     StallBeforeForward,
+    /// Answers it with this status and a SCIM Error, without forwarding it.
+    Refuse(u16),
+    /// A `/Bulk` request: forwards it without its last operation, and answers that one
+    /// with this status (as if the application had refused just that operation).
+    FailLastBulkOp(u16),
 }
 
 /// One request the proxy received.
@@ -55,6 +63,8 @@ struct Seen {
     /// `userName` / `displayName` of a POST body.
     name: Option<String>,
     misbehaved: Option<Misbehave>,
+    /// An operation of a `/Bulk` request (which is recorded too), not a request itself.
+    bulk_op: bool,
 }
 
 #[derive(Default)]
@@ -111,6 +121,11 @@ impl Proxy {
 
     fn seen(&self) -> Vec<Seen> {
         self.st.lock().unwrap().seen.clone()
+    }
+
+    /// HTTP requests that reached the proxy (not counting the operations inside a `/Bulk`).
+    fn requests(&self) -> usize {
+        self.seen().iter().filter(|s| !s.bulk_op).count()
     }
 
     /// Requests the target has answered so far.
@@ -206,12 +221,34 @@ async fn proxy_conn(
         .then(|| serde_json::from_slice::<Value>(&req.body).ok())
         .flatten()
         .and_then(|v| v.get("userName").or_else(|| v.get("displayName")).and_then(Value::as_str).map(str::to_owned));
-    let mut seen = Seen { method: req.method.clone(), path, status: None, name, misbehaved };
+    let mut seen = Seen { method: req.method.clone(), path, status: None, name, misbehaved, bulk_op: false };
     if misbehaved == Some(Misbehave::StallBeforeForward) {
         drop(open);
         st.lock().unwrap().seen.push(seen);
         tokio::time::sleep(STALL).await;
         return;
+    }
+    if let Some(Misbehave::Refuse(code)) = misbehaved {
+        drop(open);
+        seen.status = Some(code);
+        st.lock().unwrap().seen.push(seen);
+        let body = json!({"schemas": [ERROR_URN], "status": code.to_string(), "detail": "refused by the test proxy"});
+        let body = serde_json::to_vec(&body).unwrap();
+        let head = format!(
+            "HTTP/1.1 {code} Refused\r\nconnection: close\r\ncontent-type: application/scim+json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = sock.write_all(head.as_bytes()).await;
+        let _ = sock.write_all(&body).await;
+        let _ = sock.shutdown().await;
+        return;
+    }
+    let mut forward = req.body.clone();
+    let mut withheld: Option<Value> = None;
+    if let Some(Misbehave::FailLastBulkOp(_)) = misbehaved {
+        let mut v: Value = serde_json::from_slice(&req.body).unwrap();
+        withheld = v["Operations"].as_array_mut().unwrap().pop();
+        forward = serde_json::to_vec(&v).unwrap();
     }
     let mut rb = http.request(M::from_bytes(req.method.as_bytes()).unwrap(), format!("{upstream}{}", req.target));
     for (k, v) in &req.headers {
@@ -219,7 +256,7 @@ async fn proxy_conn(
             rb = rb.header(k.as_str(), v.as_str());
         }
     }
-    let (status, ctype, body) = match rb.body(req.body).send().await {
+    let (status, ctype, mut body) = match rb.body(forward.clone()).send().await {
         Ok(r) => {
             let status = r.status().as_u16();
             let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -229,7 +266,26 @@ async fn proxy_conn(
     };
     drop(open);
     seen.status = Some(status);
-    st.lock().unwrap().seen.push(seen);
+    let ops = if seen.method == "POST" && seen.path.ends_with("/Bulk") {
+        bulk_operations(&forward, &body)
+    } else {
+        Vec::new()
+    };
+    if let (Some(Misbehave::FailLastBulkOp(code)), Some(op)) = (misbehaved, withheld) {
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        let mut answer = json!({"method": op["method"], "status": code.to_string(),
+            "response": {"schemas": [ERROR_URN], "status": code.to_string(), "detail": "refused by the test proxy"}});
+        if let Some(b) = op.get("bulkId") {
+            answer["bulkId"] = b.clone();
+        }
+        v["Operations"].as_array_mut().unwrap().push(answer);
+        body = serde_json::to_vec(&v).unwrap();
+    }
+    {
+        let mut g = st.lock().unwrap();
+        g.seen.push(seen);
+        g.seen.extend(ops);
+    }
     let mut head = format!("HTTP/1.1 {status} Proxied\r\nconnection: close\r\n");
     if !ctype.is_empty() {
         head.push_str(&format!("content-type: {ctype}\r\n"));
@@ -239,7 +295,7 @@ async fn proxy_conn(
     }
     head.push_str("\r\n");
     match misbehaved {
-        None => {
+        None | Some(Misbehave::FailLastBulkOp(_)) | Some(Misbehave::Refuse(_)) => {
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(&body).await;
             let _ = sock.shutdown().await;
@@ -264,6 +320,37 @@ async fn proxy_conn(
             tokio::time::sleep(STALL).await;
         }
     }
+}
+
+/// The operations of a `/Bulk` request as if each had been its own request, with the
+/// status the application gave it: the assertions about creates and PATCHes count them
+/// whichever way fedkey sent them.
+fn bulk_operations(request: &[u8], answer: &[u8]) -> Vec<Seen> {
+    let (Ok(req), Ok(ans)) = (serde_json::from_slice::<Value>(request), serde_json::from_slice::<Value>(answer)) else {
+        return Vec::new();
+    };
+    let empty = Vec::new();
+    let sent = req["Operations"].as_array().unwrap_or(&empty);
+    let mut out = Vec::new();
+    for (i, a) in ans["Operations"].as_array().unwrap_or(&empty).iter().enumerate() {
+        let op = match a["bulkId"].as_str() {
+            Some(b) => sent.iter().find(|o| o["bulkId"] == b),
+            None => sent.get(i),
+        };
+        let Some(op) = op else { continue };
+        let status =
+            a["status"].as_str().and_then(|s| s.parse().ok()).or_else(|| a["status"].as_u64().map(|n| n as u16));
+        let name = op["data"]["userName"].as_str().or_else(|| op["data"]["displayName"].as_str());
+        out.push(Seen {
+            method: op["method"].as_str().unwrap_or("").to_uppercase(),
+            path: op["path"].as_str().unwrap_or("").to_owned(),
+            status,
+            name: (op["method"] == "POST").then(|| name.map(str::to_owned)).flatten(),
+            misbehaved: None,
+            bulk_op: true,
+        });
+    }
+    out
 }
 
 // ---------------------------------------------------------------- helpers
@@ -578,9 +665,12 @@ const CRASH_USERS: usize = 1000;
 const CRASH_GROUPS: usize = 10;
 /// Deliveries in flight at once (the target's `concurrency`).
 const CRASH_CONCURRENCY: usize = 8;
-/// Requests the target answers between two kills (varied: early, late, mid-batch).
-/// The whole run takes about 3,000 answers: the kills are spread over it.
-const KILL_AFTER: [usize; 6] = [40, 360, 410, 520, 610, 560];
+/// Operations per `/Bulk` request (the application, a fedkey directory, supports it).
+const CRASH_BULK: usize = 10;
+/// Answers of the target between two kills (varied: early, late, mid-batch), each
+/// operation of a `/Bulk` counting as one. The whole run takes about 1,800: the kills are
+/// spread over its first 1,000.
+const KILL_AFTER: [usize; 6] = [40, 250, 250, 200, 150, 100];
 
 /// What a [`ticker`] did: deliveries, and ticks answered with an error.
 #[derive(Debug, Default, Clone, Copy)]
@@ -645,7 +735,14 @@ async fn crash(b: Backend) {
     let mut s = Server::start(b);
     let hr = directory_with_inbound(&s, "acme", "hr").await;
     outbound_trust(&s, "acme", "app", &app_key).await;
-    s.set_target("acme/app", &proxy.url, None, &["--concurrency", &CRASH_CONCURRENCY.to_string()]);
+    // Ten users per /Bulk request: kills hit bulk requests in flight, and the rows a dead
+    // process holds stay few.
+    s.set_target(
+        "acme/app",
+        &proxy.url,
+        None,
+        &["--concurrency", &CRASH_CONCURRENCY.to_string(), "--bulk", &CRASH_BULK.to_string()],
+    );
     let (users, groups) = {
         let acme = Scim { s: &s, dir: "acme".into(), key: hr.clone() };
         let users = create_users(&acme, CRASH_USERS).await;
@@ -753,7 +850,8 @@ async fn crash(b: Backend) {
     assert_eq!((r["retried"].as_u64(), r["dead_letters"].as_u64()), (Some(0), Some(0)), "{r}");
     let held = target_status(&s, "acme").await["pending"].as_u64().unwrap();
     assert!(held >= 1, "the dead process's leased rows are not taken before the lease expires: {r}");
-    assert!(held <= CRASH_CONCURRENCY as u64 || r["delivered"] == 0, "only leased rows are left: {held}, {r}");
+    let leasable = (CRASH_CONCURRENCY * CRASH_BULK) as u64;
+    assert!(held <= leasable || r["delivered"] == 0, "only leased rows are left: {held}, {r}");
     eprintln!("crash {b:?}: {held} rows wait for the dead process's leases after {r}");
     let mut drained = false;
     for _ in 0..20 {
@@ -865,7 +963,8 @@ async fn two_nodes_on_one_postgres_deliver_each_change_once() {
     let b = second_node(&a, "node-b");
     let hr = directory_with_inbound(&a, "acme", "hr").await;
     outbound_trust(&a, "acme", "app", &app_key).await;
-    a.set_target("acme/app", &proxy.url, None, &["--concurrency", "8"]);
+    // Ten users per /Bulk request: each claim takes at most 80 rows, so both nodes get work.
+    a.set_target("acme/app", &proxy.url, None, &["--concurrency", "8", "--bulk", "10"]);
     let (users, groups) = {
         let acme = Scim { s: &a, dir: "acme".into(), key: hr.clone() };
         let users = create_users(&acme, TWO_NODE_USERS).await;

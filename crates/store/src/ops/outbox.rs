@@ -29,6 +29,8 @@ use crate::db::Tx;
 
 /// Largest mapping document accepted.
 pub const MAX_MAPPING_DOC: usize = 64 * 1024;
+/// Most operations fedkey puts in one `/Bulk` request to a target, whatever it allows.
+pub const MAX_BULK_OPERATIONS: i64 = 1000;
 
 /// What happened to a resource, as recorded in the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,9 @@ pub struct SyncTarget {
     pub concurrency: i64,
     /// Limit for each request to the target, in seconds.
     pub timeout_seconds: i64,
+    /// Operations per SCIM `/Bulk` request: `None` = as many as the target allows,
+    /// `Some(0)` = never use `/Bulk`.
+    pub bulk_max_operations: Option<i64>,
     pub consecutive_failures: i64,
     #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub circuit_open_until: Option<Timestamp>,
@@ -107,6 +112,8 @@ pub struct NewSyncTarget {
     pub max_attempts: i64,
     pub concurrency: i64,
     pub timeout_seconds: i64,
+    /// Operations per `/Bulk` request (`None`: the target's limit, `Some(0)`: no `/Bulk`).
+    pub bulk_max_operations: Option<i64>,
     /// Scheduled reconciliation (`None`: off).
     pub reconcile: Option<super::reconcile_schedule::ReconcileSchedule>,
 }
@@ -141,6 +148,9 @@ pub struct SyncWork {
     pub deprovisioned_at: Option<Timestamp>,
     #[serde(serialize_with = "fedkey_core::clock::rfc3339_opt")]
     pub delivered_at: Option<Timestamp>,
+    /// The lease this row was claimed under (rows of one request share it).
+    #[serde(skip)]
+    pub lease: Option<String>,
 }
 
 /// The result of one successful delivery.
@@ -167,12 +177,12 @@ pub struct DeadLetterFilter {
 
 const WORK_COLUMNS: &str = "w.trust_id, t.name AS trust_name, d.name AS directory_name, w.resource_type, w.resource_id, \
     w.directory_id, w.display, w.generation, w.deleted, w.status, w.attempts, w.next_attempt_at, w.last_error, \
-    w.remote_id, w.remote_active, w.leaver_since, w.deprovisioned_at, w.delivered_at";
+    w.remote_id, w.remote_active, w.leaver_since, w.deprovisioned_at, w.delivered_at, w.lease_owner";
 const WORK_FROM: &str = "sync_work w JOIN trusts t ON t.id = w.trust_id JOIN directories d ON d.id = t.directory_id";
 
 pub(super) const TARGET_SELECT: &str = "SELECT s.trust_id, s.directory_id, d.name AS directory_name, t.name AS trust_name, t.status AS trust_status, \
     s.base_url, s.oauth, s.oauth_secret IS NOT NULL AS has_secret, s.mapping, s.max_attempts, s.concurrency, s.timeout_seconds, \
-    s.consecutive_failures, s.circuit_open_until, s.last_error, s.created_at, s.updated_at, s.updated_by, \
+    s.bulk_max_operations, s.consecutive_failures, s.circuit_open_until, s.last_error, s.created_at, s.updated_at, s.updated_by, \
     s.reconcile_every, s.reconcile_dry_run, s.next_reconcile_at, s.last_reconcile_started_at, \
     s.last_reconcile_finished_at, s.last_reconcile_outcome, s.last_reconcile_counts, s.last_reconcile_error \
     FROM sync_targets s JOIN trusts t ON t.id = s.trust_id JOIN directories d ON d.id = t.directory_id";
@@ -333,6 +343,11 @@ impl Store {
         if !(1..=600).contains(&t.timeout_seconds) {
             return Err(StoreError::Invalid("timeout must be between 1s and 600s".into()));
         }
+        if t.bulk_max_operations.is_some_and(|n| !(0..=MAX_BULK_OPERATIONS).contains(&n)) {
+            return Err(StoreError::Invalid(format!(
+                "bulk operations must be between 0 (off) and {MAX_BULK_OPERATIONS}"
+            )));
+        }
         if let Some(r) = &t.reconcile {
             r.validate()?;
         }
@@ -354,14 +369,14 @@ impl Store {
         sqlx::query(
             "INSERT INTO sync_targets (trust_id, directory_id, base_url, oauth, oauth_secret, mapping, max_attempts, concurrency, \
              timeout_seconds, consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by, \
-             reconcile_every, reconcile_dry_run, next_reconcile_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10, $12, $13, $14) \
+             reconcile_every, reconcile_dry_run, next_reconcile_at, bulk_max_operations) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10, $12, $13, $14, $15) \
              ON CONFLICT (trust_id) DO UPDATE SET base_url = excluded.base_url, oauth = excluded.oauth, \
              oauth_secret = excluded.oauth_secret, mapping = excluded.mapping, max_attempts = excluded.max_attempts, \
              concurrency = excluded.concurrency, timeout_seconds = excluded.timeout_seconds, consecutive_failures = 0, circuit_open_until = NULL, \
              updated_at = excluded.updated_at, updated_by = excluded.updated_by, \
              reconcile_every = excluded.reconcile_every, reconcile_dry_run = excluded.reconcile_dry_run, \
-             next_reconcile_at = CASE WHEN excluded.reconcile_every IS NULL THEN NULL \
+             bulk_max_operations = excluded.bulk_max_operations, next_reconcile_at = CASE WHEN excluded.reconcile_every IS NULL THEN NULL \
                WHEN sync_targets.reconcile_every = excluded.reconcile_every AND sync_targets.next_reconcile_at IS NOT NULL \
                THEN sync_targets.next_reconcile_at ELSE excluded.next_reconcile_at END",
         )
@@ -380,6 +395,7 @@ impl Store {
         .bind(i64::from(t.reconcile.as_ref().is_some_and(|r| r.dry_run)))
         // The first run is one interval away (an unchanged interval keeps its due time).
         .bind(every.map(|e| now.saturating_add(e.saturating_mul(1_000_000))))
+        .bind(t.bulk_max_operations)
         .execute(&mut *tx)
         .await?;
         // A changed mapping or URL can change what every resource should look like: queue
@@ -412,7 +428,7 @@ impl Store {
                 json!({
                     "base_url": t.base_url, "auth": if t.oauth.is_some() { "oauth2" } else { "bearer" },
                     "mapping": t.mapping, "max_attempts": t.max_attempts, "concurrency": t.concurrency,
-                "timeout_seconds": t.timeout_seconds,
+                "timeout_seconds": t.timeout_seconds, "bulk_max_operations": t.bulk_max_operations,
                     "reconcile_every_seconds": every,
                     "reconcile_dry_run": t.reconcile.as_ref().is_some_and(|r| r.dry_run),
                     "replaced": existed, "queued": rows.len(),
@@ -495,7 +511,7 @@ impl Store {
 
     // ----- work -----
 
-    /// Leases up to `limit` due work rows of a target for `owner` until `now + ttl`,
+    /// Leases due work rows of a target for `owner` until `now + ttl`, one row per lease,
     /// keeping at most `concurrency` rows of the target in flight across all nodes.
     /// Users come before groups (a group's members must exist at the target first).
     pub async fn claim_sync_work(
@@ -505,12 +521,29 @@ impl Store {
         concurrency: i64,
         ttl: Duration,
     ) -> Result<Vec<SyncWork>, StoreError> {
+        self.claim_sync_slots(trust_id, owner, concurrency, 1, ttl).await
+    }
+
+    /// Leases due work rows of a target in *slots*: a slot is what one request carries,
+    /// up to `per_slot` users (a `/Bulk` request) or one group. At most `slots` slots of
+    /// the target are in flight across all nodes, so `slots` bounds the requests a target
+    /// gets at once whichever node sends them. Rows of one slot share their lease
+    /// ([`SyncWork::lease`]); users come before groups.
+    pub async fn claim_sync_slots(
+        &self,
+        trust_id: &str,
+        owner: &str,
+        slots: i64,
+        per_slot: i64,
+        ttl: Duration,
+    ) -> Result<Vec<SyncWork>, StoreError> {
         let now = self.now();
         let until = now.saturating_add(ttl).0;
+        let per_slot = per_slot.max(1);
         let mut tx = self.db.begin().await?;
         // Claims of one target take turns across nodes, so each counts the leases the
-        // other just took and together they stay within `concurrency` (SQLite's single
-        // writer already serialises them).
+        // other just took and together they stay within `slots` (SQLite's single writer
+        // already serialises them).
         if self.db.backend == crate::Backend::Postgres {
             sqlx::query("SELECT trust_id FROM sync_targets WHERE trust_id = $1 FOR UPDATE")
                 .bind(trust_id.to_owned())
@@ -518,14 +551,15 @@ impl Store {
                 .await?;
         }
         let in_flight: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM sync_work WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2",
+            "SELECT COUNT(DISTINCT lease_owner) AS n FROM sync_work \
+             WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2",
         )
         .bind(trust_id.to_owned())
         .bind(now.0)
         .fetch_one(&mut *tx)
         .await?
         .try_get("n")?;
-        let room = concurrency - in_flight;
+        let room = slots - in_flight;
         if room <= 0 {
             return Ok(Vec::new());
         }
@@ -538,17 +572,30 @@ impl Store {
         let keys = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(trust_id.to_owned())
             .bind(now.0)
-            .bind(room)
+            .bind(room.saturating_mul(per_slot))
             .fetch_all(&mut *tx)
             .await?;
+        // Users fill slots of `per_slot`; each other resource takes a slot of its own.
+        let mut leases: Vec<(String, i64)> = Vec::new();
         let mut out = Vec::with_capacity(keys.len());
         for k in &keys {
             let rt: String = k.try_get("resource_type")?;
             let id: String = k.try_get("resource_id")?;
+            let joins = rt == "User"
+                && leases.last().is_some_and(|(_, n)| *n < per_slot)
+                && out.last().is_some_and(|w: &SyncWork| w.resource_type == "User");
+            if !joins {
+                if leases.len() as i64 >= room {
+                    break;
+                }
+                leases.push((new_lease(owner)?, 0));
+            }
+            let Some((lease, n)) = leases.last_mut() else { break };
+            *n += 1;
             sqlx::query(
                 "UPDATE sync_work SET lease_owner = $1, lease_expires_at = $2 WHERE trust_id = $3 AND resource_type = $4 AND resource_id = $5",
             )
-            .bind(owner.to_owned())
+            .bind(lease.clone())
             .bind(until)
             .bind(trust_id.to_owned())
             .bind(rt.clone())
@@ -580,6 +627,7 @@ impl Store {
         owner: &str,
         d: &Delivered,
     ) -> Result<bool, StoreError> {
+        let Some(lease) = held_lease(w, owner) else { return Ok(false) };
         let now = self.now().0;
         // Read before taking the write lock: a second pool connection wanted while holding it
         // can deadlock against writers that hold every other connection (SQLite).
@@ -601,7 +649,7 @@ impl Store {
         .bind(w.trust_id.clone())
         .bind(w.resource_type.clone())
         .bind(w.resource_id.clone())
-        .bind(owner.to_owned())
+        .bind(lease.to_owned())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -630,6 +678,7 @@ impl Store {
         error: &str,
         retry_at: Option<Timestamp>,
     ) -> Result<bool, StoreError> {
+        let Some(lease) = held_lease(w, owner) else { return Ok(false) };
         let now = self.now().0;
         let error = clip(error, 1000);
         // Before the write lock, as in `finish_sync_work`.
@@ -647,7 +696,7 @@ impl Store {
         .bind(w.trust_id.clone())
         .bind(w.resource_type.clone())
         .bind(w.resource_id.clone())
-        .bind(owner.to_owned())
+        .bind(lease.to_owned())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -666,6 +715,7 @@ impl Store {
 
     /// Gives a lease back without recording an attempt (the target's circuit is open).
     pub async fn release_sync_work(&self, w: &SyncWork, owner: &str, at: Timestamp) -> Result<(), StoreError> {
+        let Some(lease) = held_lease(w, owner) else { return Ok(()) };
         sqlx::query(
             "UPDATE sync_work SET lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = $1 \
              WHERE trust_id = $2 AND resource_type = $3 AND resource_id = $4 AND lease_owner = $5",
@@ -674,7 +724,7 @@ impl Store {
         .bind(w.trust_id.clone())
         .bind(w.resource_type.clone())
         .bind(w.resource_id.clone())
-        .bind(owner.to_owned())
+        .bind(lease.to_owned())
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -994,6 +1044,18 @@ pub struct RemoteRef {
     pub settled: bool,
 }
 
+/// A fresh lease name: the node's name and a random slot id, so leases of one slot are
+/// counted once and those of two slots (or two claims) twice.
+fn new_lease(owner: &str) -> Result<String, StoreError> {
+    let r = fedkey_crypto::random::bytes::<8>().map_err(|_| StoreError::Crypto("no randomness".into()))?;
+    Ok(format!("{owner}#{:016x}", u64::from_le_bytes(*r)))
+}
+
+/// The lease of `w` when `owner` (a node name) took it.
+fn held_lease<'a>(w: &'a SyncWork, owner: &str) -> Option<&'a str> {
+    w.lease.as_deref().filter(|l| l.strip_prefix(owner).is_some_and(|rest| rest.starts_with('#')))
+}
+
 pub(super) fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
     let oauth: Option<String> = r.try_get("oauth")?;
     let oauth = match oauth {
@@ -1017,6 +1079,7 @@ pub(super) fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
         max_attempts: r.try_get("max_attempts")?,
         concurrency: r.try_get("concurrency")?,
         timeout_seconds: r.try_get("timeout_seconds")?,
+        bulk_max_operations: r.try_get("bulk_max_operations")?,
         consecutive_failures: r.try_get("consecutive_failures")?,
         circuit_open_until: opt_ts(r.try_get("circuit_open_until")?),
         last_error: r.try_get("last_error")?,
@@ -1055,5 +1118,6 @@ fn work_from_row(r: &AnyRow) -> Result<SyncWork, StoreError> {
         leaver_since: opt_ts(r.try_get("leaver_since")?),
         deprovisioned_at: opt_ts(r.try_get("deprovisioned_at")?),
         delivered_at: opt_ts(r.try_get("delivered_at")?),
+        lease: r.try_get("lease_owner")?,
     })
 }

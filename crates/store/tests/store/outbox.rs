@@ -43,6 +43,7 @@ pub(super) fn target() -> NewSyncTarget {
         max_attempts: 5,
         concurrency: 2,
         timeout_seconds: 30,
+        bulk_max_operations: None,
         reconcile: None,
     }
 }
@@ -128,6 +129,53 @@ pub async fn outbox_rows_commit_with_their_change(kind: Kind) {
     s.fan_out(100).await.unwrap();
     assert_eq!(s.sync_leavers("acme").await.unwrap().len(), 1);
     assert!(count_action(s, "sync.target.set").await == 1);
+    verify(s).await.unwrap();
+}
+
+/// Slots: users share a lease up to `per_slot`, a group takes a slot of its own, and the
+/// number of slots in flight (requests at the target) is bounded across stores.
+pub async fn outbox_slots_bound_requests_across_owners(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let e = env_on(t).await;
+    let s = &e.store;
+    let other = Arc::new(open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::from_secs(60)).await);
+    let a = actor();
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let (trust, _, _) = s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
+    s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
+    for i in 0..10 {
+        s.scim_create(&a, &dir, user(&format!("u{i:02}"), true)).await.unwrap();
+    }
+    s.scim_create(&a, &dir, group("g1", vec![])).await.unwrap();
+    s.scim_create(&a, &dir, group("g2", vec![])).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let leases = |ws: &[fedkey_store::ops::SyncWork]| {
+        let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for w in ws {
+            by.entry(w.lease.clone().unwrap()).or_default().push(w.resource_type.clone());
+        }
+        by.into_values().collect::<Vec<_>>()
+    };
+    let mine = s.claim_sync_slots(&trust.id, "node-a", 2, 4, ttl).await.unwrap();
+    assert_eq!(leases(&mine), vec![vec!["User"; 4]; 2], "two slots of four users");
+    assert!(other.claim_sync_slots(&trust.id, "node-b", 2, 4, ttl).await.unwrap().is_empty(), "both slots in flight");
+    // One more slot: the two users left (a group does not share their slot).
+    let theirs = other.claim_sync_slots(&trust.id, "node-b", 3, 4, ttl).await.unwrap();
+    assert_eq!(leases(&theirs), vec![vec!["User"; 2]]);
+    let groups = other.claim_sync_slots(&trust.id, "node-b", 5, 4, ttl).await.unwrap();
+    assert_eq!(leases(&groups), vec![vec!["Group"], vec!["Group"]], "a slot per group");
+    // Only the node that took a slot records its outcome; finishing frees the slot.
+    let d = Delivered { remote_id: Some("r-1".into()), remote_active: Some(true), ..Default::default() };
+    assert!(!other.finish_sync_work(&a, &mine[0], "node-b", &d).await.unwrap());
+    assert!(!other.finish_sync_work(&a, &mine[0], "node", &d).await.unwrap(), "a prefix of the name is not the name");
+    for w in mine.iter().filter(|w| w.lease == mine[0].lease) {
+        assert!(s.finish_sync_work(&a, w, "node-a", &d).await.unwrap());
+    }
+    s.scim_create(&a, &dir, user("u10", true)).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    let next = s.claim_sync_slots(&trust.id, "node-a", 5, 4, ttl).await.unwrap();
+    assert_eq!(leases(&next), vec![vec!["User"]], "four of five slots are still in flight");
     verify(s).await.unwrap();
 }
 

@@ -11,7 +11,7 @@ use fedkey_sync::mapping::{Desired, Mapping};
 use fedkey_sync::{ClientError, ResourceKind, ScimClient, TargetConfig};
 use serde_json::json;
 
-use crate::fake::{BASE, Config, Fake, KEY};
+use crate::fake::{BASE, Canned, Config, Fake, KEY};
 
 pub fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Timestamp(1_700_000_000_000_000)))
@@ -265,4 +265,53 @@ async fn targets_without_patch_get_a_put_that_keeps_their_own_attributes() {
     let body = replacement_body(ResourceKind::User.resource_type(), &after.body, &[deactivate()]).unwrap();
     let after = c.replace(ResourceKind::User, &id, &body, None).await.unwrap();
     assert_eq!(after.body["active"], false);
+}
+
+/// Lookups of many values: one `or`-joined filter per chunk, checked client-side; one by
+/// one where the target rejects such a filter (remembered) or cannot filter at all.
+#[tokio::test]
+async fn many_lookups_share_one_filter_and_fall_back_one_by_one() {
+    let fake = Fake::start(Config::default()).await;
+    let c = client_for(&fake);
+    c.discover().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(fake.seed_user(json!({"userName": format!("u{i}@x.com"), "externalId": format!("dir-{i}")})));
+    }
+    // Two accounts share an externalId: ambiguous, reported as two matches.
+    fake.seed_user(json!({"userName": "dup@x.com", "externalId": "dir-7"}));
+    let wanted: Vec<String> = (0..60).map(|i| format!("dir-{i}")).chain(["dir-none".to_owned()]).collect();
+    fake.clear();
+    let found = c.find_many(ResourceKind::User, "externalId", &wanted).await.unwrap();
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 2, "60 values in chunks of 50: two requests");
+    assert!(reqs[0].query["filter"].starts_with("externalId eq \"dir-0\" or externalId eq \"dir-1\""));
+    assert_eq!(found["dir-3"].len(), 1);
+    assert_eq!(found["dir-3"][0].id, ids[3]);
+    assert_eq!(found["dir-7"].len(), 2, "ambiguous");
+    assert!(!found.contains_key("dir-none"));
+    let by_id = c.find_many(ResourceKind::User, "id", &[ids[0].clone(), ids[59].clone()]).await.unwrap();
+    assert_eq!(by_id.len(), 2);
+
+    // A target that rejects `or` filters: one lookup per value from then on.
+    fake.push(Canned::scim_error(400, Some("invalidFilter"), "or is not supported"));
+    fake.clear();
+    let three: Vec<String> = wanted[..3].to_vec();
+    let found = c.find_many(ResourceKind::User, "externalId", &three).await.unwrap();
+    assert_eq!((found.len(), fake.requests().len()), (3, 4), "the rejected filter, then three single lookups");
+    fake.clear();
+    c.find_many(ResourceKind::User, "externalId", &three).await.unwrap();
+    assert_eq!(fake.requests().len(), 3, "remembered: no second try");
+    assert!(fake.requests().iter().all(|r| !r.query["filter"].contains(" or ")));
+
+    // Without filter support: paged reads, matched client-side.
+    let nofilter = Fake::start(Config { filter: false, ..Config::default() }).await;
+    let c = client_for(&nofilter);
+    c.discover().await.unwrap();
+    let a = nofilter.seed_user(json!({"userName": "a@x.com", "externalId": "e-a"}));
+    nofilter.seed_user(json!({"userName": "b@x.com", "externalId": "e-b"}));
+    let found = c.find_many(ResourceKind::User, "externalId", &["e-a".into(), "e-z".into()]).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found["e-a"][0].id, a);
+    assert!(nofilter.requests().iter().all(|r| !r.query.contains_key("filter")));
 }
