@@ -24,7 +24,9 @@
 //! (4: the target's `--concurrency`, the dispatcher default, and the baseline's requests in
 //! flight per directory), BENCH_WRITERS (8 concurrent SCIM writers at the source),
 //! BENCH_BACKENDS (sqlite,postgres; PostgreSQL is skipped when unreachable), BENCH_TIMEOUT_SECS
-//! (1800, per wait), FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test).
+//! (1800, per wait), FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test), BENCH_BULK
+//! (auto: the targets' `--bulk` setting, so users travel in /Bulk requests; `off`: one request
+//! per change; `auto,off`: both, one after the other, to compare).
 //! Under `cargo test --all-targets` (no `--bench`) it runs a small smoke version on SQLite
 //! that asserts the same things.
 
@@ -220,6 +222,8 @@ async fn futures_join_all<T: Send + 'static>(
 
 struct Fanout {
     backend: Backend,
+    /// The targets' `--bulk` setting (`auto`: /Bulk requests, `off`: one request per change).
+    bulk: String,
     write_seconds: f64,
     e2e_seconds: f64,
     writes: u64,
@@ -270,7 +274,7 @@ async fn wait_delivered(cfg: &Config, source: &Fedkey, t0: Instant) {
     }
 }
 
-async fn fanout(cfg: &Arc<Config>, backend: Backend) -> Fanout {
+async fn fanout(cfg: &Arc<Config>, backend: Backend, bulk: &str) -> Fanout {
     let target = Fedkey::start("target", Backend::Sqlite);
     let source = Fedkey::start(&format!("source-{}", backend.label()), backend);
     let mut apps = Vec::new();
@@ -290,7 +294,7 @@ async fn fanout(cfg: &Arc<Config>, backend: Backend) -> Fanout {
             .await;
         let url = format!("{}/scim/v2/{d}", target.url);
         let trust = format!("acme/{d}");
-        let mut args = vec!["sync", "target", "set", &trust, "--url", &url, "--concurrency", &conc];
+        let mut args = vec!["sync", "target", "set", &trust, "--url", &url, "--concurrency", &conc, "--bulk", bulk];
         if *d == TARGETS[0] {
             args.extend(["--orphans", "deactivate"]);
         }
@@ -321,6 +325,7 @@ async fn fanout(cfg: &Arc<Config>, backend: Backend) -> Fanout {
     drop(sampler);
     Fanout {
         backend,
+        bulk: bulk.to_owned(),
         write_seconds,
         e2e_seconds,
         writes: counts.writes,
@@ -454,25 +459,28 @@ fn print_results(cfg: &Config, base: &Baseline, runs: &[Fanout]) {
         cfg.users, cfg.groups, cfg.members, cfg.conc, cfg.writers
     );
     println!(
-        "| run | write at source | end to end | target writes | writes/s | target requests/s | resources×targets/s | source peak RSS (sampled) | source VmHWM |"
+        "| run | write at source | end to end | target write requests | write requests/s | target requests | target requests/s | resources×targets/s | source peak RSS (sampled) | source VmHWM |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| baseline: direct POSTs to {n} directories | – | {:.1} s | {} | {:.0} | {:.0} | – | – | – |",
+        "| baseline: direct POSTs to {n} directories | – | {:.1} s | {} | {:.0} | {} | {:.0} | – | – | – |",
         base.seconds,
         base.writes,
         base.writes as f64 / base.seconds,
+        base.requests,
         base.requests as f64 / base.seconds
     );
     for r in runs {
         println!(
-            "| fedkey fan-out, source on {} | {:.1} s ({:.0} users/s) | {:.1} s | {} | {:.0} | {:.0} | {:.0} | {} (idle {}) | {} |",
+            "| fedkey fan-out, source on {}, bulk {} | {:.1} s ({:.0} users/s) | {:.1} s | {} | {:.0} | {} | {:.0} | {:.0} | {} (idle {}) | {} |",
             r.backend.label(),
+            r.bulk,
             r.write_seconds,
             cfg.users as f64 / r.write_seconds,
             r.e2e_seconds,
             r.writes,
             r.writes as f64 / r.e2e_seconds,
+            r.requests,
             r.requests as f64 / r.e2e_seconds,
             r.deliveries as f64 / r.e2e_seconds,
             mib(r.rss_max_kib),
@@ -482,8 +490,9 @@ fn print_results(cfg: &Config, base: &Baseline, runs: &[Fanout]) {
     }
     for r in runs {
         println!(
-            "  [{}] end to end {:.1}× the baseline time; delivery backlog drained {:.1} s after the last write",
+            "  [{}, bulk {}] end to end {:.1}× the baseline time; delivery backlog drained {:.1} s after the last write",
             r.backend.label(),
+            r.bulk,
             r.e2e_seconds / base.seconds,
             r.e2e_seconds - r.write_seconds
         );
@@ -501,8 +510,9 @@ fn print_results(cfg: &Config, base: &Baseline, runs: &[Fanout]) {
     for r in runs {
         let c = &r.reconcile;
         println!(
-            "| {} | {:.2} s | {:.0} | {:.2} s | {:.2} s | {} |",
+            "| {}, bulk {} | {:.2} s | {:.0} | {:.2} s | {:.2} s | {} |",
             r.backend.label(),
+            r.bulk,
             c.dry_seconds,
             c.remote_users as f64 / c.dry_seconds,
             c.real_seconds,
@@ -560,12 +570,14 @@ fn main() {
             );
         }
         let mut runs = Vec::new();
-        for b in backends {
-            let r = fanout(&cfg, b).await;
+        let modes = std::env::var("BENCH_BULK").unwrap_or_else(|_| if smoke { "auto,off".into() } else { "auto".into() });
+        let modes: Vec<String> = modes.split(',').map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+        for (b, bulk) in backends.iter().flat_map(|b| modes.iter().map(move |m| (*b, m))) {
+            let r = fanout(&cfg, b, bulk).await;
             if !smoke {
                 // Printed at once, so a run stopped later still leaves this backend's figures.
                 println!(
-                    "[{}] written in {:.1} s, delivered to all targets {:.1} s after the first write; {} target writes ({:.0}/s), {} target requests; source peak RSS {} (VmHWM {}); reconcile dry {:.2} s, real {:.2} s, second dry {:.2} s",
+                    "[{}, bulk {bulk}] written in {:.1} s, delivered to all targets {:.1} s after the first write; {} target writes ({:.0}/s), {} target requests; source peak RSS {} (VmHWM {}); reconcile dry {:.2} s, real {:.2} s, second dry {:.2} s",
                     b.label(),
                     r.write_seconds,
                     r.e2e_seconds,
