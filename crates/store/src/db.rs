@@ -7,9 +7,9 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, Transaction};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use crate::StoreError;
+
+mod group;
 
 /// The two supported backends and the handful of places where their SQL differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,43 +112,91 @@ impl Backend {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
     pub backend: Backend,
-    /// SQLite has one writer at a time. Writers queue here, in order, instead of in
-    /// SQLite's busy handler, which sleeps 1 ms, 2 ms, 5 ms … between attempts: under
-    /// concurrent writes that turned into idle CPU and p99 latencies in the hundreds of ms.
-    write_gate: Option<Arc<Semaphore>>,
+    /// SQLite: the writers' group commit (see [`group`]). Writers queue here, in order,
+    /// instead of in SQLite's busy handler (which sleeps 1 ms, 2 ms, 5 ms … between
+    /// attempts), and share one fsync per group.
+    group: Option<Arc<group::Group>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
+    }
 }
 
 /// A write (or snapshot) transaction; derefs to the connection it runs on.
 pub struct Tx {
-    inner: Transaction<'static, Any>,
-    _turn: Option<OwnedSemaphorePermit>,
+    inner: TxInner,
+}
+
+enum TxInner {
+    /// Its own transaction on a pool connection (PostgreSQL, snapshots).
+    Own(Transaction<'static, Any>),
+    /// A savepoint in SQLite's shared write transaction; `None` once finished.
+    Grouped(Option<group::Turn>),
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+    /// Makes the transaction's changes durable (for a grouped SQLite writer: once the
+    /// group it belongs to is committed).
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match std::mem::replace(&mut self.inner, TxInner::Grouped(None)) {
+            TxInner::Own(t) => t.commit().await,
+            TxInner::Grouped(Some(turn)) => turn.commit().await,
+            TxInner::Grouped(None) => Ok(()),
+        }
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.inner.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match std::mem::replace(&mut self.inner, TxInner::Grouped(None)) {
+            TxInner::Own(t) => t.rollback().await,
+            TxInner::Grouped(Some(turn)) => turn.rollback().await,
+            TxInner::Grouped(None) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        // An unfinished grouped writer is rolled back to its savepoint (sqlx rolls back
+        // its own transactions the same way).
+        if let TxInner::Grouped(turn) = &mut self.inner
+            && let Some(turn) = turn.take()
+        {
+            turn.rollback_later();
+        }
     }
 }
 
 impl std::ops::Deref for Tx {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        &self.inner
+        match &self.inner {
+            TxInner::Own(t) => t,
+            TxInner::Grouped(Some(turn)) => turn.conn_ref(),
+            // Finished transactions are consumed by `commit`/`rollback`: unreachable.
+            TxInner::Grouped(None) => unreachable_conn(),
+        }
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.inner
+        match &mut self.inner {
+            TxInner::Own(t) => t,
+            TxInner::Grouped(Some(turn)) => turn.conn(),
+            TxInner::Grouped(None) => unreachable_conn(),
+        }
     }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_conn() -> ! {
+    panic!("a finished transaction has no connection")
 }
 
 /// How long a writer waits for its turn before it falls back to SQLite's own locking
@@ -209,8 +257,11 @@ impl Db {
             .connect_with(opts)
             .await
             .map_err(StoreError::Database)?;
-        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
-        let db = Db { pool, backend, write_gate };
+        let group = match backend {
+            Backend::Sqlite => Some(group::Group::new(&pool)),
+            Backend::Postgres => None,
+        };
+        let db = Db { pool, backend, group };
         if !create {
             // An offline tool must not turn an empty or foreign database into a fedkey one.
             let initialised =
@@ -227,19 +278,18 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let turn = match &self.write_gate {
-            Some(gate) => {
-                tokio::time::timeout(WRITE_TURN_WAIT, gate.clone().acquire_owned()).await.ok().and_then(Result::ok)
-            }
-            None => None,
-        };
+        if let Some(group) = &self.group
+            && let Some(turn) = group.begin(WRITE_TURN_WAIT).await?
+        {
+            return Ok(Tx { inner: TxInner::Grouped(Some(turn)) });
+        }
         let inner = self.pool.begin_with(self.backend.begin_statement()).await?;
-        Ok(Tx { inner, _turn: turn })
+        Ok(Tx { inner: TxInner::Own(inner) })
     }
 
     /// Begins a read-only snapshot transaction (see [`Backend::snapshot_statement`]).
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
-        Ok(Tx { inner: self.pool.begin_with(self.backend.snapshot_statement()).await?, _turn: None })
+        Ok(Tx { inner: TxInner::Own(self.pool.begin_with(self.backend.snapshot_statement()).await?) })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -253,6 +303,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(g) = &self.group {
+            g.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -1,0 +1,244 @@
+//! Group commit for SQLite writers.
+//!
+//! SQLite has one writer at a time, and with `synchronous = FULL` each commit waits for
+//! an fsync: one transaction per request made the fsync the limit on every write path.
+//! Here every write transaction of the process runs on one connection, inside one shared
+//! transaction (an *epoch*), each in its own savepoint:
+//!
+//! - a writer takes its turn (in order), opens the epoch if none is open (`BEGIN
+//!   IMMEDIATE`), and works inside `SAVEPOINT`;
+//! - its commit releases the savepoint and waits for the epoch's `COMMIT`; the writer that
+//!   finds nobody else waiting (or the epoch full or old) commits it for everyone;
+//! - its rollback (or a `Tx` dropped unfinished) rolls back to its savepoint: the other
+//!   writers of the epoch keep their work;
+//! - if the epoch's `COMMIT` fails (or the shared transaction is lost), every writer of the
+//!   epoch gets the error: each learns of its change only with its durable commit, so
+//!   nothing is reported written that is not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+/// Writers committed together at most.
+const MAX_EPOCH_WRITERS: usize = 64;
+/// An epoch older than this is committed by its next writer even if others wait.
+const MAX_EPOCH_AGE: Duration = Duration::from_millis(4);
+/// A waiting writer whose epoch was not committed within this time commits it itself
+/// (the writer meant to lost its turn).
+const WAITER_PATIENCE: Duration = Duration::from_secs(1);
+
+pub(super) struct Group {
+    state: Arc<Mutex<Shared>>,
+    /// Writers waiting for their turn.
+    queued: AtomicUsize,
+}
+
+pub(super) struct Shared {
+    /// Taken from the pool on first use; given back by [`Group::close`].
+    conn: Option<PoolConnection<Any>>,
+    pool: AnyPool,
+    /// `BEGIN IMMEDIATE` issued and not yet committed.
+    open: bool,
+    opened_at: Option<Instant>,
+    /// Incremented by every commit or rollback of the shared transaction.
+    epoch: u64,
+    /// Writers whose savepoint was released in the open epoch, waiting for its commit.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A writer's turn: the shared connection, inside the writer's savepoint.
+pub(super) struct Turn {
+    pub(super) guard: OwnedMutexGuard<Shared>,
+    group: Arc<Group>,
+}
+
+const SAVEPOINT: &str = "SAVEPOINT fk_writer";
+const RELEASE: &str = "RELEASE SAVEPOINT fk_writer";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT fk_writer";
+
+impl Group {
+    pub(super) fn new(pool: &AnyPool) -> Arc<Group> {
+        Arc::new(Group {
+            state: Arc::new(Mutex::new(Shared {
+                conn: None,
+                pool: pool.clone(),
+                open: false,
+                opened_at: None,
+                epoch: 0,
+                waiters: Vec::new(),
+            })),
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    /// Gives the shared connection back to the pool (before the pool closes), once the
+    /// writers of the open epoch are answered.
+    pub(super) async fn close(&self) {
+        let mut g = self.state.lock().await;
+        if g.open {
+            finish(&mut g).await;
+        }
+        g.conn = None;
+    }
+
+    /// Waits (at most `wait`) for this writer's turn and opens its savepoint; `None` when
+    /// the wait timed out.
+    pub(super) async fn begin(self: &Arc<Self>, wait: Duration) -> Result<Option<Turn>, sqlx::Error> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let guard = tokio::time::timeout(wait, self.state.clone().lock_owned()).await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let Ok(mut g) = guard else { return Ok(None) };
+        if g.conn.is_none() {
+            let c = g.pool.acquire().await?;
+            g.conn = Some(c);
+        }
+        if !g.open {
+            g.conn().execute("BEGIN IMMEDIATE").await?;
+            g.open = true;
+            g.opened_at = Some(Instant::now());
+        }
+        if let Err(e) = g.conn().execute(SAVEPOINT).await {
+            abandon(&mut g, &e).await;
+            return Err(e);
+        }
+        Ok(Some(Turn { guard: g, group: self.clone() }))
+    }
+}
+
+impl Turn {
+    pub(super) fn conn(&mut self) -> &mut AnyConnection {
+        self.guard.conn()
+    }
+
+    pub(super) fn conn_ref(&self) -> &AnyConnection {
+        match &self.guard.conn {
+            Some(c) => c,
+            None => super::unreachable_conn(),
+        }
+    }
+
+    /// Releases the savepoint and returns once the epoch holding it is committed.
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
+        let Turn { mut guard, group } = self;
+        if let Err(e) = guard.conn().execute(RELEASE).await {
+            // The savepoint is gone: the shared transaction was lost with it.
+            abandon(&mut guard, &e).await;
+            return Err(e);
+        }
+        let (done, wait) = oneshot::channel();
+        guard.waiters.push(done);
+        let epoch = guard.epoch;
+        let full = guard.waiters.len() >= MAX_EPOCH_WRITERS;
+        let state = group.state.clone();
+        end_turn(guard, &group, full).await;
+        let mut wait = wait;
+        let result = match tokio::time::timeout(WAITER_PATIENCE, &mut wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                let mut g = state.lock_owned().await;
+                if g.epoch == epoch && g.open {
+                    finish(&mut g).await;
+                }
+                drop(g);
+                wait.await
+            }
+        };
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(m)) => Err(sqlx::Error::Protocol(format!("the group commit failed: {m}"))),
+            Err(_) => Err(sqlx::Error::Protocol("the group commit was abandoned".into())),
+        }
+    }
+
+    /// Rolls back to the savepoint; the epoch's other writers keep their work.
+    pub(super) async fn rollback(self) -> Result<(), sqlx::Error> {
+        let Turn { mut guard, group } = self;
+        let r = undo(&mut guard).await;
+        end_turn(guard, &group, false).await;
+        r
+    }
+
+    /// For a `Tx` dropped unfinished: rolls back in a task of its own, keeping the turn
+    /// until that is done.
+    pub(super) fn rollback_later(self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    let _ = self.rollback().await;
+                });
+            }
+            Err(_) => {
+                // No runtime to finish it: the shared transaction cannot be trusted.
+                let Turn { mut guard, .. } = self;
+                guard.open = false;
+                for w in guard.waiters.drain(..) {
+                    let _ = w.send(Err("the write transaction was dropped outside a runtime".into()));
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The shared connection; a turn exists only once it was acquired.
+    fn conn(&mut self) -> &mut AnyConnection {
+        match &mut self.conn {
+            Some(c) => c,
+            None => super::unreachable_conn(),
+        }
+    }
+}
+
+/// Undoes the writer's savepoint; if that fails, the whole shared transaction is gone.
+async fn undo(g: &mut Shared) -> Result<(), sqlx::Error> {
+    let r = async {
+        g.conn().execute(ROLLBACK_TO).await?;
+        g.conn().execute(RELEASE).await
+    }
+    .await;
+    if let Err(e) = &r {
+        abandon(g, e).await;
+    }
+    r.map(|_| ())
+}
+
+/// Ends a writer's turn: commits the epoch when nobody else waits for a turn, when it is
+/// old (readers see only committed data: a long epoch makes their reads stale) or `now`,
+/// so its writers are answered; otherwise the next writer carries it on.
+async fn end_turn(mut g: OwnedMutexGuard<Shared>, group: &Group, now: bool) {
+    let old = g.opened_at.is_some_and(|t| t.elapsed() >= MAX_EPOCH_AGE);
+    if g.open && (now || old || group.queued.load(Ordering::SeqCst) == 0) {
+        finish(&mut g).await;
+    }
+}
+
+/// Commits the open epoch and tells its writers how it went.
+async fn finish(g: &mut Shared) {
+    let r = g.conn().execute("COMMIT").await;
+    if r.is_err() {
+        let _ = g.conn().execute("ROLLBACK").await;
+    }
+    g.open = false;
+    g.opened_at = None;
+    g.epoch += 1;
+    metrics::histogram!("fedkey_db_group_commit_writers").record(g.waiters.len() as f64);
+    let outcome = r.map(|_| ()).map_err(|e| e.to_string());
+    for w in g.waiters.drain(..) {
+        let _ = w.send(outcome.clone());
+    }
+}
+
+/// The shared transaction failed: roll it back and fail every writer waiting on it.
+async fn abandon(g: &mut Shared, e: &sqlx::Error) {
+    let _ = g.conn().execute("ROLLBACK").await;
+    g.open = false;
+    g.opened_at = None;
+    g.epoch += 1;
+    for w in g.waiters.drain(..) {
+        let _ = w.send(Err(format!("the shared write transaction failed: {e}")));
+    }
+}
