@@ -18,8 +18,9 @@
 //!
 //! Run: `cargo bench -p fedkey-server --bench scim_bench` (or `scripts/bench-scim.sh`).
 //! Env: BENCH_USERS (100000), BENCH_GROUPS (1000), BENCH_SECONDS (5), BENCH_CONCURRENCY
-//! (32), BENCH_TIMEOUT (30, seconds per request), BENCH_BACKENDS (sqlite,postgres), SCIM2_SERVER (/tmp/scimvenv/bin/scim2-server;
-//! `none` skips it), BENCH_REF_SEED_SECONDS (300, budget for seeding scim2-server),
+//! (32), BENCH_TIMEOUT (30, seconds per request), BENCH_BACKENDS (sqlite,postgres; also
+//! sqlite-single: SQLite committing each transaction on its own, the group-commit baseline),
+//! SCIM2_SERVER (/tmp/scimvenv/bin/scim2-server; `none` skips it), BENCH_REF_SEED_SECONDS (300, budget for seeding scim2-server),
 //! BENCH_MILLION=1 (afterwards top each backend up to 1,000,000 users and measure
 //! `userName eq` again), FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test).
 //! Under `cargo test --all-targets` (no `--bench`) it runs a small smoke version.
@@ -654,8 +655,11 @@ struct Config {
 async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
     let (state, key, base) = start_fedkey(url).await;
     let store = state.store.clone();
+    if backend == "sqlite-single" {
+        store.db.set_group_commit_limit(1);
+    }
     let dir = store.directory("acme").await.unwrap();
-    let tasks = if backend == "sqlite" { 4 } else { 16 };
+    let tasks = if backend.starts_with("sqlite") { 4 } else { 16 };
     let t0 = Instant::now();
     let users = seed_store_users(&store, &dir, 0, cfg.users, tasks).await;
     let ut = t0.elapsed().as_secs_f64();
@@ -806,6 +810,18 @@ fn main() {
                     }
                     results.push(("SQLite (synchronous=FULL)".into(), s));
                 }
+                // The same SQLite set-up committing each transaction on its own: the
+                // baseline for group commit, in the same run.
+                "sqlite-single" => {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+                    let s = run_backend(&cfg, "sqlite-single", &url).await;
+                    let label = "SQLite (synchronous=FULL), one commit per transaction";
+                    if !smoke {
+                        print_table(label, &s, reference.as_deref());
+                    }
+                    results.push((label.into(), s));
+                }
                 "postgres" => match pg_scratch().await {
                     Ok(pg) => {
                         println!("[postgres] scratch database {}", pg.name);
@@ -816,7 +832,7 @@ fn main() {
                     }
                     Err(e) => println!("\n*** SKIPPED PostgreSQL: {e} (set FEDKEY_TEST_PG_URL) ***\n"),
                 },
-                other => panic!("unknown backend {other:?} in BENCH_BACKENDS (sqlite, postgres)"),
+                other => panic!("unknown backend {other:?} in BENCH_BACKENDS (sqlite, sqlite-single, postgres)"),
             }
         }
 

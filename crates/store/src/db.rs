@@ -292,6 +292,14 @@ impl Db {
         Ok(Tx { inner: TxInner::Own(self.pool.begin_with(self.backend.snapshot_statement()).await?) })
     }
 
+    /// SQLite: how many writers' transactions one commit may carry (default 64; 1 commits
+    /// each transaction on its own, as benchmarks compare). No effect on PostgreSQL.
+    pub fn set_group_commit_limit(&self, writers: usize) {
+        if let Some(g) = &self.group {
+            g.max_writers.store(writers.max(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -23,8 +23,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
-/// Writers committed together at most.
-const MAX_EPOCH_WRITERS: usize = 64;
+/// Writers committed together at most (by default).
+pub(super) const MAX_EPOCH_WRITERS: usize = 64;
 /// An epoch older than this is committed by its next writer even if others wait.
 const MAX_EPOCH_AGE: Duration = Duration::from_millis(4);
 /// A waiting writer whose epoch was not committed within this time commits it itself
@@ -35,6 +35,8 @@ pub(super) struct Group {
     state: Arc<Mutex<Shared>>,
     /// Writers waiting for their turn.
     queued: AtomicUsize,
+    /// Writers committed together at most; 1 is a commit per transaction.
+    pub(super) max_writers: AtomicUsize,
 }
 
 pub(super) struct Shared {
@@ -72,6 +74,7 @@ impl Group {
                 waiters: Vec::new(),
             })),
             queued: AtomicUsize::new(0),
+            max_writers: AtomicUsize::new(MAX_EPOCH_WRITERS),
         })
     }
 
@@ -132,7 +135,7 @@ impl Turn {
         let (done, wait) = oneshot::channel();
         guard.waiters.push(done);
         let epoch = guard.epoch;
-        let full = guard.waiters.len() >= MAX_EPOCH_WRITERS;
+        let full = guard.waiters.len() >= group.max_writers.load(Ordering::Relaxed);
         let state = group.state.clone();
         end_turn(guard, &group, full).await;
         let mut wait = wait;
