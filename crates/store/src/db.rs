@@ -300,6 +300,12 @@ impl Db {
         }
     }
 
+    /// SQLite: the group commits so far and the writers' transactions they carried.
+    pub fn group_commit_counts(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.group.as_ref().map(|g| (g.commits.load(Relaxed), g.writers.load(Relaxed)))
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -225,6 +225,7 @@ on_both_backends!(
     awkward_text_survives_the_batch_insert,
     scim_resources_round_trip,
     scim_concurrent_replaces_lose_nothing,
+    group_commit_keeps_each_writers_outcome,
     scim_filters_select_expected_resources,
     scim_filter_fast_paths_use_indexes,
     scim_filters_agree_with_the_evaluator,
@@ -985,6 +986,70 @@ mod cases {
         ids.dedup();
         assert_eq!(ids.len(), 200);
         assert_eq!(s.list_directories().await.unwrap().len(), 11);
+    }
+
+    /// Concurrent writers (SQLite: one group commit): the ones that fail (a uniqueness
+    /// conflict, a transaction dropped unfinished) leave no trace, the others all land,
+    /// and the audit chain holds exactly the successful writes.
+    pub async fn group_commit_keeps_each_writers_outcome(kind: Kind) {
+        let e = env(kind).await;
+        let s = e.store.clone();
+        let a = actor();
+        let dir = s.create_directory(&a, "acme").await.unwrap();
+        s.scim_create(&a, &dir, user_write(&json!({"userName": "taken"}))).await.unwrap();
+        let before = count_action(&s, "scim.create").await;
+        let counts = s.db.group_commit_counts();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (s, dir, a) = (s.clone(), dir.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                match i % 4 {
+                    // A conflict: refused, nothing written.
+                    0 => {
+                        let r = s.scim_create(&a, &dir, user_write(&json!({"userName": "TAKEN"}))).await;
+                        assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+                    }
+                    // A transaction dropped after writing: undone.
+                    1 => {
+                        let mut tx = s.db.begin().await.unwrap();
+                        sqlx::query("INSERT INTO install (name, value) VALUES ($1, $2)")
+                            .bind(format!("dropped-{i}"))
+                            .bind(vec![1u8])
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                        drop(tx);
+                    }
+                    _ => {
+                        s.scim_create(&a, &dir, user_write(&json!({"userName": format!("ok{i}")}))).await.unwrap();
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let dropped: i64 = sqlx::query("SELECT COUNT(*) AS n FROM install WHERE name LIKE 'dropped-%'")
+            .fetch_one(s.db.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(dropped, 0, "dropped transactions are undone");
+        let (_, all) = s.scim_list(&dir.id, "User", &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
+        let mut names: Vec<String> =
+            all.iter().filter_map(|u| u.body["userName"].as_str().map(str::to_owned)).collect();
+        names.sort();
+        let mut want: Vec<String> = (0..40).filter(|i| i % 4 >= 2).map(|i| format!("ok{i}")).collect();
+        want.push("taken".into());
+        want.sort();
+        assert_eq!(names, want, "every successful create landed, nothing else");
+        assert_eq!(count_action(&s, "scim.create").await, before + 20, "one record per successful create");
+        if let (Some((c0, w0)), Some((c1, w1))) = (counts, s.db.group_commit_counts()) {
+            // 20 creates (and the audit writer's batches) in fewer commits than writers.
+            assert!(w1 - w0 >= 20 && c1 - c0 < w1 - w0, "{} commits for {} writers", c1 - c0, w1 - w0);
+        }
+        verify(&s).await.unwrap();
     }
 
     /// Concurrent replaces of one group (as concurrent membership PATCHes do: read, change,

@@ -16,7 +16,7 @@
 //!   nothing is reported written that is not.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -37,6 +37,9 @@ pub(super) struct Group {
     queued: AtomicUsize,
     /// Writers committed together at most; 1 is a commit per transaction.
     pub(super) max_writers: AtomicUsize,
+    /// Commits of the shared transaction, and the writers they carried.
+    pub(super) commits: AtomicU64,
+    pub(super) writers: AtomicU64,
 }
 
 pub(super) struct Shared {
@@ -75,7 +78,16 @@ impl Group {
             })),
             queued: AtomicUsize::new(0),
             max_writers: AtomicUsize::new(MAX_EPOCH_WRITERS),
+            commits: AtomicU64::new(0),
+            writers: AtomicU64::new(0),
         })
+    }
+
+    fn count(&self, carried: Option<u64>) {
+        if let Some(n) = carried.filter(|n| *n > 0) {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.writers.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Gives the shared connection back to the pool (before the pool closes), once the
@@ -83,7 +95,7 @@ impl Group {
     pub(super) async fn close(&self) {
         let mut g = self.state.lock().await;
         if g.open {
-            finish(&mut g).await;
+            self.count(finish(&mut g).await);
         }
         g.conn = None;
     }
@@ -144,7 +156,7 @@ impl Turn {
             Err(_) => {
                 let mut g = state.lock_owned().await;
                 if g.epoch == epoch && g.open {
-                    finish(&mut g).await;
+                    group.count(finish(&mut g).await);
                 }
                 drop(g);
                 wait.await
@@ -215,12 +227,13 @@ async fn undo(g: &mut Shared) -> Result<(), sqlx::Error> {
 async fn end_turn(mut g: OwnedMutexGuard<Shared>, group: &Group, now: bool) {
     let old = g.opened_at.is_some_and(|t| t.elapsed() >= MAX_EPOCH_AGE);
     if g.open && (now || old || group.queued.load(Ordering::SeqCst) == 0) {
-        finish(&mut g).await;
+        group.count(finish(&mut g).await);
     }
 }
 
-/// Commits the open epoch and tells its writers how it went.
-async fn finish(g: &mut Shared) {
+/// Commits the open epoch and tells its writers how it went; returns how many writers it
+/// carried when it committed.
+async fn finish(g: &mut Shared) -> Option<u64> {
     let r = g.conn().execute("COMMIT").await;
     if r.is_err() {
         let _ = g.conn().execute("ROLLBACK").await;
@@ -230,9 +243,11 @@ async fn finish(g: &mut Shared) {
     g.epoch += 1;
     metrics::histogram!("fedkey_db_group_commit_writers").record(g.waiters.len() as f64);
     let outcome = r.map(|_| ()).map_err(|e| e.to_string());
+    let carried = g.waiters.len() as u64;
     for w in g.waiters.drain(..) {
         let _ = w.send(outcome.clone());
     }
+    outcome.ok().map(|()| carried)
 }
 
 /// The shared transaction failed: roll it back and fail every writer waiting on it.
