@@ -413,14 +413,20 @@ impl Store {
             .bind(id.to_owned())
             .execute(&mut **tx)
             .await?;
-        for (attr, key) in &w.indexed {
-            sqlx::query("INSERT INTO scim_values (directory_id, resource_id, attr, value_key) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-                .bind(dir.id.clone())
-                .bind(id.to_owned())
-                .bind(attr.clone())
-                .bind(key.clone())
-                .execute(&mut **tx)
-                .await?;
+        // Multi-row statements: a write holds the writers' turn, and each statement is a
+        // round trip to the database.
+        for chunk in w.indexed.chunks(WRITE_CHUNK) {
+            let rows: Vec<String> =
+                (0..chunk.len()).map(|i| format!("($1, $2, ${}, ${})", 3 + 2 * i, 4 + 2 * i)).collect();
+            let sql = format!(
+                "INSERT INTO scim_values (directory_id, resource_id, attr, value_key) VALUES {} ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dir.id.clone()).bind(id.to_owned());
+            for (attr, key) in chunk {
+                q = q.bind(attr.clone()).bind(key.clone());
+            }
+            q.execute(&mut **tx).await?;
         }
         let Some(members) = &w.members else { return Ok(()) };
         sqlx::query("DELETE FROM scim_members WHERE directory_id = $1 AND group_id = $2")
@@ -428,28 +434,55 @@ impl Store {
             .bind(id.to_owned())
             .execute(&mut **tx)
             .await?;
-        for m in members {
-            if m == id {
-                return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
+        if members.iter().any(|m| m == id) {
+            return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
+        }
+        let mut distinct: Vec<&String> = members.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        for chunk in distinct.chunks(WRITE_CHUNK) {
+            // Each member's type comes from the directory; one outside it inserts nothing.
+            let sql = format!(
+                "INSERT INTO scim_members (directory_id, group_id, member_id, member_type) \
+                 SELECT r.directory_id, $1, r.id, r.resource_type FROM scim_resources r \
+                 WHERE r.directory_id = $2 AND r.id IN ({}) ON CONFLICT DO NOTHING",
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_owned()).bind(dir.id.clone());
+            for m in chunk {
+                q = q.bind((*m).clone());
             }
-            let row = sqlx::query("SELECT resource_type FROM scim_resources WHERE directory_id = $1 AND id = $2")
-                .bind(dir.id.clone())
-                .bind(m.clone())
-                .fetch_optional(&mut **tx)
-                .await?
-                .ok_or_else(|| StoreError::Invalid(format!("member {m:?} does not exist in directory {}", dir.name)))?;
-            let kind: String = row.try_get("resource_type")?;
-            sqlx::query(
-                "INSERT INTO scim_members (directory_id, group_id, member_id, member_type) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(dir.id.clone())
-            .bind(id.to_owned())
-            .bind(m.clone())
-            .bind(kind)
-            .execute(&mut **tx)
-            .await?;
+            let inserted = q.execute(&mut **tx).await?.rows_affected();
+            if inserted < chunk.len() as u64 {
+                let missing = self.first_missing(tx, &dir.id, chunk).await?;
+                return Err(StoreError::Invalid(format!(
+                    "member {:?} does not exist in directory {}",
+                    missing.unwrap_or_default(),
+                    dir.name
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// The first of `ids` that is not a resource of the directory.
+    async fn first_missing(
+        &self,
+        tx: &mut Tx,
+        directory_id: &str,
+        ids: &[&String],
+    ) -> Result<Option<String>, StoreError> {
+        for m in ids {
+            let found = sqlx::query("SELECT id FROM scim_resources WHERE directory_id = $1 AND id = $2")
+                .bind(directory_id.to_owned())
+                .bind((*m).clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+            if found.is_none() {
+                return Ok(Some((*m).clone()));
+            }
+        }
+        Ok(None)
     }
 
     /// Fills `members` and `groups` of `resources` (two queries for the whole page).
@@ -613,6 +646,9 @@ fn bind_all<'q>(
 }
 
 /// `$2, $3, …`: one placeholder per id (`$1` is the directory).
+/// Rows per multi-row statement of a write (well under SQLite's parameter limit).
+const WRITE_CHUNK: usize = 200;
+
 fn placeholders(n: usize) -> String {
     (0..n).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ")
 }

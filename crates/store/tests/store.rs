@@ -239,6 +239,7 @@ on_both_backends!(
     outbox_rows_commit_with_their_change,
     outbox_claims_exclude_other_owners,
     outbox_slots_bound_requests_across_owners,
+    outbox_slots_are_shared_with_a_waiting_node,
     reconcile_schedule_claims_once,
     sync_outcomes_need_one_connection,
 );
@@ -415,7 +416,8 @@ async fn populated(kind: Kind) -> Env {
 mod cases {
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change,
-        outbox_slots_bound_requests_across_owners, sync_outcomes_need_one_connection,
+        outbox_slots_are_shared_with_a_waiting_node, outbox_slots_bound_requests_across_owners,
+        sync_outcomes_need_one_connection,
     };
     pub use super::reconcile_schedule::reconcile_schedule_claims_once;
     pub use super::rotation::{

@@ -41,6 +41,9 @@ mod bulk;
 /// timeout does not set many users back.
 const AUTO_BULK_OPERATIONS: usize = 100;
 
+/// Deliveries recorded per transaction.
+const FINISH_CHUNK: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     /// This node's lease owner name.
@@ -289,15 +292,12 @@ impl Dispatcher {
         let mut outage: Option<String> = None;
         let mut pause: Option<Duration> = None;
         let mut ok = false;
+        let mut delivered: Vec<(&SyncWork, Delivered)> = Vec::new();
         for (w, r) in batch.iter().zip(results) {
             match r {
                 Ok(done) => {
                     ok = true;
-                    // The groups to send again are queued in the same transaction: a crash
-                    // cannot record the delivery and lose the group update it calls for.
-                    if self.store.finish_sync_work(&actor, w, &self.cfg.node_id, &done).await? {
-                        report.delivered += 1;
-                    }
+                    delivered.push((w, done));
                 }
                 Err(f) => {
                     if f.unauthorized {
@@ -323,6 +323,14 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        // Successes are recorded together (one transaction per chunk). The groups to send
+        // again are queued in the same transaction: a crash cannot record a delivery and
+        // lose the group update it calls for.
+        for chunk in delivered.chunks(FINISH_CHUNK) {
+            let rows: Vec<(&SyncWork, &Delivered)> = chunk.iter().map(|(w, d)| (*w, d)).collect();
+            let recorded = self.store.finish_sync_many(&actor, &self.cfg.node_id, &rows).await?;
+            report.delivered += recorded.iter().filter(|r| **r).count();
         }
         // Circuit breaker and rate limits.
         let now = self.now();
@@ -633,8 +641,11 @@ impl Dispatcher {
         let managed = m.managed_group_attributes().map_err(|e| Failure::fatal(e.to_string(), false))?;
         let mut ops = diff::group_patch(&remote.body, &body, &managed);
         // Members: those already at the target (active users, groups).
-        let users = self.store.sync_remote_ids(&t.trust_id, "User").await?;
-        let groups = self.store.sync_remote_ids(&t.trust_id, "Group").await?;
+        let of_kind = |kind: &str| group.members.iter().filter(|m| m.kind == kind).map(|m| m.value.clone()).collect();
+        let user_ids: Vec<String> = of_kind("User");
+        let group_ids: Vec<String> = of_kind("Group");
+        let users = self.store.sync_remote_ids(&t.trust_id, "User", &user_ids).await?;
+        let groups = self.store.sync_remote_ids(&t.trust_id, "Group", &group_ids).await?;
         let mut want: Vec<String> = Vec::new();
         // A member with a change still to deliver may have a remote id that is about to
         // change (its account was deleted at the target and is being created again).

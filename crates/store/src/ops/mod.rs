@@ -151,8 +151,18 @@ impl Store {
     }
 
     /// Commits `tx` after appending `event`: the change and its record land together.
-    pub(crate) async fn commit_with(&self, mut tx: Tx, actor: &Actor, event: Event) -> Result<(), StoreError> {
-        crate::audit::append_in_tx(&mut tx, &self.db, vec![event])
+    pub(crate) async fn commit_with(&self, tx: Tx, actor: &Actor, event: Event) -> Result<(), StoreError> {
+        self.commit_with_events(tx, actor, vec![event]).await
+    }
+
+    /// [`commit_with`](Self::commit_with) for several records.
+    pub(crate) async fn commit_with_events(
+        &self,
+        mut tx: Tx,
+        actor: &Actor,
+        events: Vec<Event>,
+    ) -> Result<(), StoreError> {
+        crate::audit::append_in_tx(&mut tx, &self.db, events)
             .await
             .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
         if let Some(id) = &actor.token_id {

@@ -14,6 +14,7 @@
 //!   target, across nodes); [`Store::finish_sync_work`] and [`Store::fail_sync_work`]
 //!   record the outcome with its audit record, only while the caller still holds the lease.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use fedkey_audit::Outcome;
@@ -29,6 +30,9 @@ use crate::db::Tx;
 
 /// Largest mapping document accepted.
 pub const MAX_MAPPING_DOC: usize = 64 * 1024;
+/// How long a node that found a target's slots all taken by others is left its share.
+const STARVED_FOR: Duration = Duration::from_secs(5);
+
 /// Most operations fedkey puts in one `/Bulk` request to a target, whatever it allows.
 pub const MAX_BULK_OPERATIONS: i64 = 1000;
 
@@ -559,8 +563,46 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get("n")?;
-        let room = slots - in_flight;
+        // Fair sharing: while another node waits for work of this target, this one keeps
+        // to half of the slots.
+        let mine: i64 = sqlx::query(
+            "SELECT COUNT(DISTINCT lease_owner) AS n FROM sync_work \
+             WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2 AND SUBSTR(lease_owner, 1, CAST($3 AS INTEGER)) = $4",
+        )
+        .bind(trust_id.to_owned())
+        .bind(now.0)
+        .bind(i64::try_from(owner.chars().count() + 1).unwrap_or(i64::MAX))
+        .bind(format!("{owner}#"))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        let starved = sqlx::query("SELECT starved_node, starved_until FROM sync_targets WHERE trust_id = $1")
+            .bind(trust_id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let another_waits = match &starved {
+            Some(r) => {
+                let node: Option<String> = r.try_get("starved_node")?;
+                let until: Option<i64> = r.try_get("starved_until")?;
+                node.is_some_and(|n| n != owner) && until.is_some_and(|u| u > now.0)
+            }
+            None => false,
+        };
+        let mut room = slots - in_flight;
+        if another_waits {
+            room = room.min((slots + 1) / 2 - mine);
+        }
         if room <= 0 {
+            if in_flight > mine {
+                // Taken by other nodes: ask them to leave this one its share.
+                sqlx::query("UPDATE sync_targets SET starved_node = $1, starved_until = $2 WHERE trust_id = $3")
+                    .bind(owner.to_owned())
+                    .bind(now.saturating_add(STARVED_FOR).0)
+                    .bind(trust_id.to_owned())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
             return Ok(Vec::new());
         }
         let sql = format!(
@@ -627,44 +669,76 @@ impl Store {
         owner: &str,
         d: &Delivered,
     ) -> Result<bool, StoreError> {
-        let Some(lease) = held_lease(w, owner) else { return Ok(false) };
+        Ok(self.finish_sync_many(actor, owner, &[(w, d)]).await?.first().copied().unwrap_or(false))
+    }
+
+    /// [`finish_sync_work`](Self::finish_sync_work) for many rows in one transaction (a
+    /// `/Bulk` request's worth): one commit and one multi-row audit append for all. One
+    /// result per row, in order.
+    pub async fn finish_sync_many(
+        &self,
+        actor: &Actor,
+        owner: &str,
+        done: &[(&SyncWork, &Delivered)],
+    ) -> Result<Vec<bool>, StoreError> {
         let now = self.now().0;
         // Read before taking the write lock: a second pool connection wanted while holding it
         // can deadlock against writers that hold every other connection (SQLite).
-        let directory = self.directory_name_of(&w.directory_id).await?;
-        let mut tx = self.db.begin().await?;
-        let n = sqlx::query(
-            "UPDATE sync_work SET status = CASE WHEN generation = $1 THEN 'done' ELSE 'pending' END, \
-             done_generation = $1, attempts = 0, next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL, \
-             last_error = NULL, remote_id = $3, remote_active = $4, delivered_at = $2, updated_at = $2, \
-             leaver_since = CASE WHEN $5 = 1 THEN COALESCE(leaver_since, $2) ELSE leaver_since END, \
-             deprovisioned_at = CASE WHEN $5 = 1 THEN COALESCE(deprovisioned_at, $2) ELSE deprovisioned_at END \
-             WHERE trust_id = $6 AND resource_type = $7 AND resource_id = $8 AND lease_owner = $9",
-        )
-        .bind(w.generation)
-        .bind(now)
-        .bind(d.remote_id.clone())
-        .bind(d.remote_active.map(i64::from))
-        .bind(i64::from(d.deprovisioned))
-        .bind(w.trust_id.clone())
-        .bind(w.resource_type.clone())
-        .bind(w.resource_id.clone())
-        .bind(lease.to_owned())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Ok(false);
+        let mut directories: HashMap<&str, String> = HashMap::new();
+        for (w, _) in done {
+            if !directories.contains_key(w.directory_id.as_str()) {
+                directories.insert(&w.directory_id, self.directory_name_of(&w.directory_id).await?);
+            }
         }
-        requeue_in(&mut tx, &w.trust_id, "Group", &d.requeue_groups, now).await?;
-        let ev = self.event(actor, "sync.deliver", Outcome::Success).directory(directory).trust(&w.trust_name).details(
-            json!({
-                "resource_type": w.resource_type, "id": w.resource_id, "generation": w.generation,
-                "remote_id": d.remote_id, "deprovisioned": d.deprovisioned, "did": d.summary,
-            }),
-        );
-        self.commit_with(tx, actor, ev).await?;
-        Ok(true)
+        let mut tx = self.db.begin().await?;
+        let mut events = Vec::new();
+        let mut out = Vec::with_capacity(done.len());
+        for (w, d) in done {
+            let Some(lease) = held_lease(w, owner) else {
+                out.push(false);
+                continue;
+            };
+            let n = sqlx::query(
+                "UPDATE sync_work SET status = CASE WHEN generation = $1 THEN 'done' ELSE 'pending' END, \
+                 done_generation = $1, attempts = 0, next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = NULL, remote_id = $3, remote_active = $4, delivered_at = $2, updated_at = $2, \
+                 leaver_since = CASE WHEN $5 = 1 THEN COALESCE(leaver_since, $2) ELSE leaver_since END, \
+                 deprovisioned_at = CASE WHEN $5 = 1 THEN COALESCE(deprovisioned_at, $2) ELSE deprovisioned_at END \
+                 WHERE trust_id = $6 AND resource_type = $7 AND resource_id = $8 AND lease_owner = $9",
+            )
+            .bind(w.generation)
+            .bind(now)
+            .bind(d.remote_id.clone())
+            .bind(d.remote_active.map(i64::from))
+            .bind(i64::from(d.deprovisioned))
+            .bind(w.trust_id.clone())
+            .bind(w.resource_type.clone())
+            .bind(w.resource_id.clone())
+            .bind(lease.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            out.push(n > 0);
+            if n == 0 {
+                continue;
+            }
+            requeue_in(&mut tx, &w.trust_id, "Group", &d.requeue_groups, now).await?;
+            let directory = directories.get(w.directory_id.as_str()).cloned().unwrap_or_default();
+            events.push(
+                self.event(actor, "sync.deliver", Outcome::Success).directory(directory).trust(&w.trust_name).details(
+                    json!({
+                        "resource_type": w.resource_type, "id": w.resource_id, "generation": w.generation,
+                        "remote_id": d.remote_id, "deprovisioned": d.deprovisioned, "did": d.summary,
+                    }),
+                ),
+            );
+        }
+        if events.is_empty() {
+            tx.rollback().await?;
+            return Ok(out);
+        }
+        self.commit_with_events(tx, actor, events).await?;
+        Ok(out)
     }
 
     /// Records a failed delivery: retried at `retry_at`, or a dead letter when `None`
@@ -747,27 +821,36 @@ impl Store {
         Ok(())
     }
 
-    /// The remote ids (and activity) of resources at one target, by directory id.
+    /// The remote ids (and activity) at one target of the resources `ids` (directory ids),
+    /// by directory id; resources without an account there are absent.
     pub async fn sync_remote_ids(
         &self,
         trust_id: &str,
         resource_type: &str,
-    ) -> Result<std::collections::HashMap<String, RemoteRef>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT resource_id, remote_id, remote_active, status FROM sync_work WHERE trust_id = $1 \
-             AND resource_type = $2 AND remote_id IS NOT NULL AND deleted = 0",
-        )
-        .bind(trust_id.to_owned())
-        .bind(resource_type.to_owned())
-        .fetch_all(self.db.pool())
-        .await?;
-        let mut out = std::collections::HashMap::new();
-        for r in &rows {
-            let active: Option<i64> = r.try_get("remote_active")?;
-            let status: String = r.try_get("status")?;
-            let remote =
-                RemoteRef { id: r.try_get("remote_id")?, active: active.map(|a| a != 0), settled: status == "done" };
-            out.insert(r.try_get("resource_id")?, remote);
+        ids: &[String],
+    ) -> Result<HashMap<String, RemoteRef>, StoreError> {
+        let mut out = HashMap::new();
+        // Primary-key lookups, a chunk at a time (a group delivery reads only its members).
+        for chunk in ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT resource_id, remote_id, remote_active, status FROM sync_work WHERE trust_id = $1 \
+                 AND resource_type = $2 AND resource_id IN ({list}) AND remote_id IS NOT NULL AND deleted = 0"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(trust_id.to_owned()).bind(resource_type.to_owned());
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for r in &q.fetch_all(self.db.pool()).await? {
+                let active: Option<i64> = r.try_get("remote_active")?;
+                let status: String = r.try_get("status")?;
+                let remote = RemoteRef {
+                    id: r.try_get("remote_id")?,
+                    active: active.map(|a| a != 0),
+                    settled: status == "done",
+                };
+                out.insert(r.try_get("resource_id")?, remote);
+            }
         }
         Ok(out)
     }

@@ -179,6 +179,43 @@ pub async fn outbox_slots_bound_requests_across_owners(kind: Kind) {
     verify(s).await.unwrap();
 }
 
+/// A node that finds every slot of a target taken by another is left half of them.
+pub async fn outbox_slots_are_shared_with_a_waiting_node(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let e = env_on(t).await;
+    let s = &e.store;
+    let other = Arc::new(open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::from_secs(60)).await);
+    let a = actor();
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let (trust, _, _) = s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
+    s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
+    for i in 0..10 {
+        s.scim_create(&a, &dir, user(&format!("u{i:02}"), true)).await.unwrap();
+    }
+    s.fan_out(100).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let d = Delivered { remote_id: Some("r".into()), remote_active: Some(true), ..Default::default() };
+    let first = s.claim_sync_slots(&trust.id, "node-a", 4, 1, ttl).await.unwrap();
+    assert_eq!(first.len(), 4, "alone, a node takes every slot");
+    assert!(other.claim_sync_slots(&trust.id, "node-b", 4, 1, ttl).await.unwrap().is_empty());
+    for w in &first {
+        assert!(s.finish_sync_work(&a, w, "node-a", &d).await.unwrap());
+    }
+    let again = s.claim_sync_slots(&trust.id, "node-a", 4, 1, ttl).await.unwrap();
+    assert_eq!(again.len(), 2, "node-b waits: node-a keeps to half");
+    let theirs = other.claim_sync_slots(&trust.id, "node-b", 4, 1, ttl).await.unwrap();
+    assert_eq!(theirs.len(), 2, "the other half");
+    // Once node-b stops asking, node-a may take every free slot again.
+    for w in &again {
+        assert!(s.finish_sync_work(&a, w, "node-a", &d).await.unwrap());
+    }
+    for w in &theirs {
+        assert!(other.finish_sync_work(&a, w, "node-b", &d).await.unwrap());
+    }
+    e.clock.advance(Duration::from_secs(6));
+    assert_eq!(s.claim_sync_slots(&trust.id, "node-a", 4, 1, ttl).await.unwrap().len(), 2, "the last two rows");
+}
+
 /// Leases: a claimed row is invisible to other owners until its lease expires; only
 /// the lease holder can record the outcome; retries back off; dead letters can be
 /// retried and discarded; concurrency per target is bounded across stores.
