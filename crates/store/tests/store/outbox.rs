@@ -132,23 +132,34 @@ pub async fn outbox_rows_commit_with_their_change(kind: Kind) {
     verify(s).await.unwrap();
 }
 
-/// Slots: users share a lease up to `per_slot`, a group takes a slot of its own, and the
-/// number of slots in flight (requests at the target) is bounded across stores.
-pub async fn outbox_slots_bound_requests_across_owners(kind: Kind) {
-    let t = TestDb::new(kind).await;
-    let e = env_on(t).await;
-    let s = &e.store;
+/// Two stores on one database (two nodes), directory `acme` with target `acme/app`, and
+/// `users` users and the `groups` fanned out to it; the target's trust id.
+async fn two_nodes_with_work(
+    kind: Kind,
+    users: usize,
+    groups: &[&str],
+) -> (super::Env, Arc<fedkey_store::Store>, String) {
+    let e = env_on(TestDb::new(kind).await).await;
     let other = Arc::new(open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::from_secs(60)).await);
-    let a = actor();
+    let (s, a) = (&e.store, actor());
     let dir = s.create_directory(&a, "acme").await.unwrap();
     let (trust, _, _) = s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
     s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
-    for i in 0..10 {
+    for i in 0..users {
         s.scim_create(&a, &dir, user(&format!("u{i:02}"), true)).await.unwrap();
     }
-    s.scim_create(&a, &dir, group("g1", vec![])).await.unwrap();
-    s.scim_create(&a, &dir, group("g2", vec![])).await.unwrap();
+    for g in groups {
+        s.scim_create(&a, &dir, group(g, vec![])).await.unwrap();
+    }
     s.fan_out(100).await.unwrap();
+    (e, other, trust.id)
+}
+
+/// Slots: users share a lease up to `per_slot`, a group takes a slot of its own, and the
+/// number of slots in flight (requests at the target) is bounded across stores.
+pub async fn outbox_slots_bound_requests_across_owners(kind: Kind) {
+    let (e, other, trust_id) = two_nodes_with_work(kind, 10, &["g1", "g2"]).await;
+    let (s, a, dir) = (&e.store, actor(), e.store.directory("acme").await.unwrap());
     let ttl = Duration::from_secs(30);
     let leases = |ws: &[fedkey_store::ops::SyncWork]| {
         let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -157,13 +168,13 @@ pub async fn outbox_slots_bound_requests_across_owners(kind: Kind) {
         }
         by.into_values().collect::<Vec<_>>()
     };
-    let mine = s.claim_sync_slots(&trust.id, "node-a", 2, 4, ttl).await.unwrap();
+    let mine = s.claim_sync_slots(&trust_id, "node-a", 2, 4, ttl).await.unwrap();
     assert_eq!(leases(&mine), vec![vec!["User"; 4]; 2], "two slots of four users");
-    assert!(other.claim_sync_slots(&trust.id, "node-b", 2, 4, ttl).await.unwrap().is_empty(), "both slots in flight");
+    assert!(other.claim_sync_slots(&trust_id, "node-b", 2, 4, ttl).await.unwrap().is_empty(), "both slots in flight");
     // One more slot: the two users left (a group does not share their slot).
-    let theirs = other.claim_sync_slots(&trust.id, "node-b", 3, 4, ttl).await.unwrap();
+    let theirs = other.claim_sync_slots(&trust_id, "node-b", 3, 4, ttl).await.unwrap();
     assert_eq!(leases(&theirs), vec![vec!["User"; 2]]);
-    let groups = other.claim_sync_slots(&trust.id, "node-b", 5, 4, ttl).await.unwrap();
+    let groups = other.claim_sync_slots(&trust_id, "node-b", 5, 4, ttl).await.unwrap();
     assert_eq!(leases(&groups), vec![vec!["Group"], vec!["Group"]], "a slot per group");
     // Only the node that took a slot records its outcome; finishing frees the slot.
     let d = Delivered { remote_id: Some("r-1".into()), remote_active: Some(true), ..Default::default() };
@@ -174,36 +185,26 @@ pub async fn outbox_slots_bound_requests_across_owners(kind: Kind) {
     }
     s.scim_create(&a, &dir, user("u10", true)).await.unwrap();
     s.fan_out(100).await.unwrap();
-    let next = s.claim_sync_slots(&trust.id, "node-a", 5, 4, ttl).await.unwrap();
+    let next = s.claim_sync_slots(&trust_id, "node-a", 5, 4, ttl).await.unwrap();
     assert_eq!(leases(&next), vec![vec!["User"]], "four of five slots are still in flight");
     verify(s).await.unwrap();
 }
 
 /// A node that finds every slot of a target taken by another is left half of them.
 pub async fn outbox_slots_are_shared_with_a_waiting_node(kind: Kind) {
-    let t = TestDb::new(kind).await;
-    let e = env_on(t).await;
-    let s = &e.store;
-    let other = Arc::new(open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::from_secs(60)).await);
-    let a = actor();
-    let dir = s.create_directory(&a, "acme").await.unwrap();
-    let (trust, _, _) = s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
-    s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
-    for i in 0..10 {
-        s.scim_create(&a, &dir, user(&format!("u{i:02}"), true)).await.unwrap();
-    }
-    s.fan_out(100).await.unwrap();
+    let (e, other, trust_id) = two_nodes_with_work(kind, 10, &[]).await;
+    let (s, a) = (&e.store, actor());
     let ttl = Duration::from_secs(30);
     let d = Delivered { remote_id: Some("r".into()), remote_active: Some(true), ..Default::default() };
-    let first = s.claim_sync_slots(&trust.id, "node-a", 4, 1, ttl).await.unwrap();
+    let first = s.claim_sync_slots(&trust_id, "node-a", 4, 1, ttl).await.unwrap();
     assert_eq!(first.len(), 4, "alone, a node takes every slot");
-    assert!(other.claim_sync_slots(&trust.id, "node-b", 4, 1, ttl).await.unwrap().is_empty());
+    assert!(other.claim_sync_slots(&trust_id, "node-b", 4, 1, ttl).await.unwrap().is_empty());
     for w in &first {
         assert!(s.finish_sync_work(&a, w, "node-a", &d).await.unwrap());
     }
-    let again = s.claim_sync_slots(&trust.id, "node-a", 4, 1, ttl).await.unwrap();
+    let again = s.claim_sync_slots(&trust_id, "node-a", 4, 1, ttl).await.unwrap();
     assert_eq!(again.len(), 2, "node-b waits: node-a keeps to half");
-    let theirs = other.claim_sync_slots(&trust.id, "node-b", 4, 1, ttl).await.unwrap();
+    let theirs = other.claim_sync_slots(&trust_id, "node-b", 4, 1, ttl).await.unwrap();
     assert_eq!(theirs.len(), 2, "the other half");
     // Once node-b stops asking, node-a may take every free slot again.
     for w in &again {
@@ -213,7 +214,7 @@ pub async fn outbox_slots_are_shared_with_a_waiting_node(kind: Kind) {
         assert!(other.finish_sync_work(&a, w, "node-b", &d).await.unwrap());
     }
     e.clock.advance(Duration::from_secs(6));
-    assert_eq!(s.claim_sync_slots(&trust.id, "node-a", 4, 1, ttl).await.unwrap().len(), 2, "the last two rows");
+    assert_eq!(s.claim_sync_slots(&trust_id, "node-a", 4, 1, ttl).await.unwrap().len(), 2, "the last two rows");
 }
 
 /// Leases: a claimed row is invisible to other owners until its lease expires; only
