@@ -6,7 +6,8 @@
 //! transaction (an *epoch*), each in its own savepoint:
 //!
 //! - a writer takes its turn (in order), opens the epoch if none is open (`BEGIN
-//!   IMMEDIATE`), and works inside `SAVEPOINT`;
+//!   IMMEDIATE`; the epoch's first writer needs no savepoint), and otherwise works inside
+//!   `SAVEPOINT`;
 //! - its commit releases the savepoint and waits for the epoch's `COMMIT`; the writer that
 //!   finds nobody else waiting (or the epoch full or old) commits it for everyone;
 //! - its rollback (or a `Tx` dropped unfinished) rolls back to its savepoint: the other
@@ -59,6 +60,9 @@ pub(super) struct Shared {
 pub(super) struct Turn {
     pub(super) guard: OwnedMutexGuard<Shared>,
     group: Arc<Group>,
+    /// The first writer of an epoch needs no savepoint: the transaction holds only its
+    /// work, so undoing it is a `ROLLBACK` (two statements fewer for a lone writer).
+    savepoint: bool,
 }
 
 const SAVEPOINT: &str = "SAVEPOINT fk_writer";
@@ -115,12 +119,13 @@ impl Group {
             g.conn().execute("BEGIN IMMEDIATE").await?;
             g.open = true;
             g.opened_at = Some(Instant::now());
+            return Ok(Some(Turn { guard: g, group: self.clone(), savepoint: false }));
         }
         if let Err(e) = g.conn().execute(SAVEPOINT).await {
             abandon(&mut g, &e).await;
             return Err(e);
         }
-        Ok(Some(Turn { guard: g, group: self.clone() }))
+        Ok(Some(Turn { guard: g, group: self.clone(), savepoint: true }))
     }
 }
 
@@ -138,8 +143,8 @@ impl Turn {
 
     /// Releases the savepoint and returns once the epoch holding it is committed.
     pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
-        let Turn { mut guard, group } = self;
-        if let Err(e) = guard.conn().execute(RELEASE).await {
+        let Turn { mut guard, group, savepoint } = self;
+        if savepoint && let Err(e) = guard.conn().execute(RELEASE).await {
             // The savepoint is gone: the shared transaction was lost with it.
             abandon(&mut guard, &e).await;
             return Err(e);
@@ -171,8 +176,8 @@ impl Turn {
 
     /// Rolls back to the savepoint; the epoch's other writers keep their work.
     pub(super) async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Turn { mut guard, group } = self;
-        let r = undo(&mut guard).await;
+        let Turn { mut guard, group, savepoint } = self;
+        let r = undo(&mut guard, savepoint).await;
         end_turn(guard, &group, false).await;
         r
     }
@@ -208,8 +213,20 @@ impl Shared {
     }
 }
 
-/// Undoes the writer's savepoint; if that fails, the whole shared transaction is gone.
-async fn undo(g: &mut Shared) -> Result<(), sqlx::Error> {
+/// Undoes the writer's work (its savepoint, or the whole transaction when it was the
+/// epoch's first writer); if that fails, the whole shared transaction is gone.
+async fn undo(g: &mut Shared, savepoint: bool) -> Result<(), sqlx::Error> {
+    if !savepoint {
+        let r = g.conn().execute("ROLLBACK").await;
+        g.open = false;
+        g.opened_at = None;
+        g.epoch += 1;
+        // The first writer: nobody else's work was in it, nobody waits on it.
+        for w in g.waiters.drain(..) {
+            let _ = w.send(Err("the write transaction was rolled back".into()));
+        }
+        return r.map(|_| ());
+    }
     let r = async {
         g.conn().execute(ROLLBACK_TO).await?;
         g.conn().execute(RELEASE).await
