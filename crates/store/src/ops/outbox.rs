@@ -545,42 +545,18 @@ impl Store {
         let until = now.saturating_add(ttl).0;
         let per_slot = per_slot.max(1);
         let mut tx = self.db.begin().await?;
-        // Claims of one target take turns across nodes, so each counts the leases the
-        // other just took and together they stay within `slots` (SQLite's single writer
-        // already serialises them).
-        if self.db.backend == crate::Backend::Postgres {
-            sqlx::query("SELECT trust_id FROM sync_targets WHERE trust_id = $1 FOR UPDATE")
-                .bind(trust_id.to_owned())
-                .fetch_optional(&mut *tx)
-                .await?;
-        }
-        let in_flight: i64 = sqlx::query(
-            "SELECT COUNT(DISTINCT lease_owner) AS n FROM sync_work \
-             WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2",
-        )
+        // Claims of one target take turns across nodes (the target's row is locked), so each
+        // counts the leases the other just took and together they stay within `slots`
+        // (SQLite's single writer already serialises them). The row also says whether
+        // another node waits for work: then this one keeps to half of the slots.
+        let lock = if self.db.backend == crate::Backend::Postgres { " FOR UPDATE" } else { "" };
+        let target = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT starved_node, starved_until FROM sync_targets WHERE trust_id = $1{lock}"
+        )))
         .bind(trust_id.to_owned())
-        .bind(now.0)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
-        // Fair sharing: while another node waits for work of this target, this one keeps
-        // to half of the slots.
-        let mine: i64 = sqlx::query(
-            "SELECT COUNT(DISTINCT lease_owner) AS n FROM sync_work \
-             WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2 AND SUBSTR(lease_owner, 1, CAST($3 AS INTEGER)) = $4",
-        )
-        .bind(trust_id.to_owned())
-        .bind(now.0)
-        .bind(i64::try_from(owner.chars().count() + 1).unwrap_or(i64::MAX))
-        .bind(format!("{owner}#"))
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
-        let starved = sqlx::query("SELECT starved_node, starved_until FROM sync_targets WHERE trust_id = $1")
-            .bind(trust_id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let another_waits = match &starved {
+        .fetch_optional(&mut *tx)
+        .await?;
+        let another_waits = match &target {
             Some(r) => {
                 let node: Option<String> = r.try_get("starved_node")?;
                 let until: Option<i64> = r.try_get("starved_until")?;
@@ -588,6 +564,19 @@ impl Store {
             }
             None => false,
         };
+        // Slots in flight: all, and this node's (leases named `owner#…`).
+        let counts = sqlx::query(
+            "SELECT COUNT(DISTINCT lease_owner) AS n, \
+             COUNT(DISTINCT CASE WHEN SUBSTR(lease_owner, 1, CAST($3 AS INTEGER)) = $4 THEN lease_owner END) AS mine \
+             FROM sync_work WHERE trust_id = $1 AND status = 'pending' AND lease_expires_at > $2",
+        )
+        .bind(trust_id.to_owned())
+        .bind(now.0)
+        .bind(i64::try_from(owner.chars().count() + 1).unwrap_or(i64::MAX))
+        .bind(format!("{owner}#"))
+        .fetch_one(&mut *tx)
+        .await?;
+        let (in_flight, mine): (i64, i64) = (counts.try_get("n")?, counts.try_get("mine")?);
         let mut room = slots - in_flight;
         if another_waits {
             room = room.min((slots + 1) / 2 - mine);
