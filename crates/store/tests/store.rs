@@ -219,6 +219,7 @@ on_both_backends!(
     fail_closed_without_audit,
     master_key_rotation,
     concurrent_authentications_one_chain,
+    audit_writer_follows_other_appenders,
     two_stores_one_chain,
     verify_while_appending,
     tamper_replaced_public_key,
@@ -988,6 +989,47 @@ mod cases {
         ids.dedup();
         assert_eq!(ids.len(), 200);
         assert_eq!(s.list_directories().await.unwrap().len(), 11);
+    }
+
+    /// The group-commit writer remembers the chain head between batches; appends made
+    /// meanwhile by other transactions (and another store on the same database) move the
+    /// head, and the writer must chain after them, not over them.
+    pub async fn audit_writer_follows_other_appenders(kind: Kind) {
+        let e = env(kind).await;
+        let s = &e.store;
+        let a = actor();
+        s.create_directory(&a, "acme").await.unwrap();
+        let (_, _, key) = s.create_trust(&a, inbound("acme", "entra")).await.unwrap();
+        let key = key.unwrap();
+        let other = open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::from_secs(60)).await;
+        let before = head_seq(s).await;
+        for i in 0..6 {
+            let meta = RequestMeta { source: None, request_id: Some(format!("req-{i}")) };
+            s.authenticate_provisioning("acme", Some(key.expose()), &meta).await.unwrap().unwrap();
+            match i % 3 {
+                0 => s.create_directory(&a, &format!("in-tx-{i}")).await.map(|_| ()).unwrap(),
+                1 => other.record(&a, "test.other.store", Outcome::Success, serde_json::json!({})).await.unwrap(),
+                _ => {}
+            }
+        }
+        assert_eq!(head_seq(s).await, before + 10);
+        let rep = verify(s).await.unwrap();
+        assert_eq!(rep.records, before + 10);
+        let auths = audit::query(
+            &s.db,
+            &AuditFilter {
+                action: Some("key.authenticate".into()),
+                after_seq: Some(before),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ids: Vec<_> = auths.iter().filter_map(|r| r.request_id.clone()).collect();
+        assert_eq!(ids, (0..6).map(|i| format!("req-{i}")).collect::<Vec<_>>());
+        let used = s.list_keys(&tref("acme", "entra")).await.unwrap();
+        assert_eq!(used[0].last_used_at, Some(s.now()));
     }
 
     /// Concurrent writers (SQLite: one group commit): the ones that fail (a uniqueness
