@@ -348,16 +348,23 @@ impl Store {
         touched.extend(old_members.iter().filter(|m| !new.contains(m)));
         touched.sort();
         touched.dedup();
-        for m in touched {
-            let row = sqlx::query("SELECT resource_type FROM scim_resources WHERE directory_id = $1 AND id = $2")
+        // One statement per chunk of members (not a lookup and an insert per member): an
+        // IdP adding 50 members to a group in one PATCH is common.
+        for chunk in touched.chunks(WRITE_CHUNK) {
+            let sql = format!(
+                "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at) \
+                 SELECT r.directory_id, r.resource_type, r.id, $2, NULL, -1, $3 FROM scim_resources r \
+                 WHERE r.directory_id = $1 AND r.id IN ({}) ORDER BY r.id",
+                (0..chunk.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(dir.id.clone())
-                .bind(m.clone())
-                .fetch_optional(&mut **tx)
-                .await?;
-            if let Some(row) = row {
-                let kind: String = row.try_get("resource_type")?;
-                self.outbox_insert(tx, &dir.id, &kind, m, Change::Membership, None, None).await?;
+                .bind(Change::Membership.as_str())
+                .bind(self.now().0);
+            for m in chunk {
+                q = q.bind((*m).clone());
             }
+            q.execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -371,18 +378,19 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<(), StoreError> {
-        let related = sqlx::query(
-            "SELECT group_id AS rid, 'Group' AS kind FROM scim_members WHERE directory_id = $1 AND member_id = $2 \
-             UNION SELECT member_id AS rid, member_type AS kind FROM scim_members WHERE directory_id = $1 AND group_id = $2",
+        sqlx::query(
+            "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at) \
+             SELECT $1, related.kind, related.rid, $3, NULL, -1, $4 FROM ( \
+             SELECT group_id AS rid, 'Group' AS kind FROM scim_members WHERE directory_id = $1 AND member_id = $2 \
+             UNION SELECT member_id AS rid, member_type AS kind FROM scim_members WHERE directory_id = $1 AND group_id = $2 \
+             ) AS related ORDER BY related.rid",
         )
         .bind(dir.id.clone())
         .bind(id.to_owned())
-        .fetch_all(&mut **tx)
+        .bind(Change::Membership.as_str())
+        .bind(self.now().0)
+        .execute(&mut **tx)
         .await?;
-        for r in &related {
-            let (rid, kind): (String, String) = (r.try_get("rid")?, r.try_get("kind")?);
-            self.outbox_insert(tx, &dir.id, &kind, &rid, Change::Membership, None, None).await?;
-        }
         let body = sqlx::query("SELECT body FROM scim_resources WHERE directory_id = $1 AND id = $2")
             .bind(dir.id.clone())
             .bind(id.to_owned())
