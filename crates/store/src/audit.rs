@@ -20,150 +20,23 @@ use crate::{Db, StoreError};
 /// Appends `events` to the chain inside `tx`. Nothing is durable until the caller
 /// commits, and the caller's change commits only with its audit records.
 pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Appended, StoreError> {
-    let head = read_head(tx, db).await?;
-    let records = chain(events, head);
-    write_records(tx, db, records, &Touches::default()).await
-}
-
-/// The chain head inside `tx`, locked against other writers where the backend needs it.
-async fn read_head(tx: &mut Tx, db: &Db) -> Result<(i64, [u8; 32]), StoreError> {
     let head = sqlx::query(db.backend.lock_audit_head()).fetch_one(&mut **tx).await?;
-    Ok((head.try_get("seq")?, hash32(head.try_get("hash")?, "audit_head")?))
-}
-
-/// Seals `events` as the records following `head`.
-fn chain(events: Vec<Event>, head: (i64, [u8; 32])) -> Vec<Record> {
-    let (mut seq, mut prev) = head;
-    events
-        .into_iter()
-        .map(|e| {
-            seq += 1;
-            let r = e.into_record(seq, prev);
-            prev = r.hash;
-            r
-        })
-        .collect()
-}
-
-/// Re-seals records after a different head (the head they were chained to was stale).
-fn rechain(records: &mut [Record], head: (i64, [u8; 32])) {
-    let (mut seq, mut prev) = head;
-    for r in records {
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev = hash32(head.try_get("hash")?, "audit_head")?;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
         seq += 1;
-        r.seq = seq;
-        r.prev_hash = prev;
-        r.hash = r.compute_hash();
+        let r = e.into_record(seq, prev);
         prev = r.hash;
+        out.push(r);
     }
-}
-
-/// Keys and tokens whose `last_used_at` moves with an audit batch.
-#[derive(Debug, Default)]
-struct Touches {
-    ts: i64,
-    keys: Vec<(String, i64)>,
-    tokens: Vec<String>,
-}
-
-/// Writes chained records, moves the head to the last of them and applies `touches`.
-///
-/// SQLite: one round trip — the records travel as one JSON array, so the statement text
-/// is the same for any batch (one prepared statement, whatever the batch size). The
-/// round trips to SQLite's worker thread, not the rows, were the cost of a batch.
-/// PostgreSQL: multi-row INSERTs, then the head and touch updates.
-async fn write_records(tx: &mut Tx, db: &Db, records: Vec<Record>, touches: &Touches) -> Result<Appended, StoreError> {
-    let Some(last) = records.last() else {
-        let (seq, hash) = read_head(tx, db).await?;
-        return Ok(Appended { first_seq: seq, last_seq: seq, last_hash: hash });
-    };
-    let appended = Appended { first_seq: records[0].seq, last_seq: last.seq, last_hash: last.hash };
-    match db.backend {
-        crate::Backend::Sqlite => {
-            write_records_json(tx, &records, touches).await?;
-        }
-        crate::Backend::Postgres => {
-            insert_rows(tx, db, records).await?;
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(appended.last_seq)
-                .bind(appended.last_hash.to_vec())
-                .execute(&mut **tx)
-                .await?;
-            for (trust_id, version) in &touches.keys {
-                sqlx::query("UPDATE key_versions SET last_used_at = $1 WHERE trust_id = $2 AND version = $3 AND (last_used_at IS NULL OR last_used_at < $1)")
-                    .bind(touches.ts).bind(trust_id.clone()).bind(*version).execute(&mut **tx).await?;
-            }
-            for id in &touches.tokens {
-                sqlx::query("UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
-                    .bind(touches.ts).bind(id.clone()).execute(&mut **tx).await?;
-            }
-        }
-    }
-    Ok(appended)
-}
-
-/// SQLite: records, head and touches in one round trip (see [`SQLITE_APPEND`]).
-async fn write_records_json(tx: &mut Tx, records: &[Record], touches: &Touches) -> Result<Appended, StoreError> {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else {
-        return Err(StoreError::Config("an audit batch without records".into()));
-    };
-    let keys: Vec<(&str, i64)> = touches.keys.iter().map(|(t, v)| (t.as_str(), *v)).collect();
-    sqlx::query(SQLITE_APPEND)
-        .bind(records_json(records))
-        .bind(last.seq)
-        .bind(last.hash.to_vec())
-        .bind(touches.ts)
-        .bind(serde_json::to_string(&keys).unwrap_or_default())
-        .bind(touches.ts)
-        .bind(touches.ts)
-        .bind(serde_json::to_string(&touches.tokens).unwrap_or_default())
-        .bind(touches.ts)
-        .execute(&mut **tx)
-        .await?;
-    Ok(Appended { first_seq: first.seq, last_seq: last.seq, last_hash: last.hash })
-}
-
-/// Records, head and touches in one statement list (anonymous parameters run on across
-/// the statements). The INSERT comes first: if it fails (a stale head: the `seq` is
-/// taken), nothing after it has run.
-const SQLITE_APPEND: &str = "\
-INSERT INTO audit_log (seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash) \
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, \
-value ->> 9, value ->> 10, unhex(value ->> 11), unhex(value ->> 12) FROM json_each(?) ORDER BY key; \
-UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1; \
-UPDATE key_versions SET last_used_at = ? WHERE (trust_id, version) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?)) \
-AND (last_used_at IS NULL OR last_used_at < ?); \
-UPDATE admin_tokens SET last_used_at = ? WHERE id IN (SELECT value FROM json_each(?)) AND (last_used_at IS NULL OR last_used_at < ?)";
-
-/// `[[seq, ts, actor, …, prev_hash_hex, hash_hex], …]` in the column order of [`SQLITE_APPEND`].
-fn records_json(records: &[Record]) -> String {
-    let rows: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| {
-            serde_json::json!([
-                r.seq,
-                r.ts.0,
-                r.actor,
-                r.action,
-                r.outcome.as_str(),
-                r.directory,
-                r.trust,
-                r.key_version,
-                r.source,
-                r.request_id,
-                r.details,
-                hex::encode(r.prev_hash),
-                hex::encode(r.hash)
-            ])
-        })
-        .collect();
-    serde_json::Value::Array(rows).to_string()
-}
-
-/// Multi-row INSERTs: one round trip per chunk instead of per record. Chunk sizes are
-/// powers of two so only a handful of distinct statements reach the prepared-statement
-/// cache. Records are moved into the statements, not cloned.
-async fn insert_rows(tx: &mut Tx, db: &Db, records: Vec<Record>) -> Result<(), StoreError> {
-    let mut rest = records.into_iter();
+    // Multi-row INSERTs: one round trip per chunk instead of per record (a group-commit
+    // batch holds up to `max_batch` records). Chunk sizes are powers of two so only a
+    // handful of distinct statements reach the prepared-statement cache, and at most
+    // 64 rows × 13 columns stays under SQLite's historic 999-parameter limit.
+    let appended = Appended { first_seq: out.first().map_or(seq, |r| r.seq), last_seq: seq, last_hash: prev };
+    // Records are moved into the statements, not cloned: this is the hot path.
+    let mut rest = out.into_iter();
     while rest.len() > 0 {
         let n = chunk_len(rest.len());
         let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(db.backend, n)));
@@ -185,7 +58,12 @@ async fn insert_rows(tx: &mut Tx, db: &Db, records: Vec<Record>) -> Result<(), S
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(())
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(prev.to_vec())
+        .execute(&mut **tx)
+        .await?;
+    Ok(appended)
 }
 
 /// Where an append landed in the chain.
@@ -233,15 +111,7 @@ pub enum Touch {
     AdminToken { id: String },
 }
 
-// Nearly every job is a record; boxing it would cost an allocation per record.
-#[allow(clippy::large_enum_variant)]
-enum Job {
-    Record(Pending),
-    /// Time for a periodic checkpoint (sent by a ticker on the runtime).
-    Tick,
-}
-
-struct Pending {
+struct Job {
     /// Taken by the writer when the batch is appended.
     event: Option<Event>,
     touch: Option<Touch>,
@@ -271,12 +141,9 @@ impl Default for WriterConfig {
 }
 
 impl AuditWriter {
-    /// Starts the writer on a thread of its own (see [`run_on_own_thread`]) and a ticker
-    /// for periodic checkpoints on the runtime. Must be called inside a Tokio runtime.
     pub fn spawn(db: Db, install: Arc<Install>, clock: Arc<dyn Clock>, cfg: WriterConfig) -> AuditWriter {
         let (tx, rx) = mpsc::channel(cfg.max_batch * 8);
-        run_on_own_thread(Box::pin(run_writer(db, install, clock, cfg, rx)));
-        tokio::spawn(tick(tx.downgrade(), cfg.checkpoint_interval));
+        tokio::spawn(run_writer(db, install, clock, cfg, rx));
         AuditWriter { tx }
     }
 
@@ -285,55 +152,13 @@ impl AuditWriter {
         let (done, wait) = oneshot::channel();
         let unavailable = |m: String| StoreError::AuditUnavailable(Box::new(StoreError::Config(m)));
         self.tx
-            .send(Job::Record(Pending { event: Some(event), touch, done }))
+            .send(Job { event: Some(event), touch, done })
             .await
             .map_err(|_| unavailable("audit writer stopped".into()))?;
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(m)) => Err(unavailable(m)),
             Err(_) => Err(unavailable("audit writer stopped".into())),
-        }
-    }
-}
-
-type Writer = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// Runs the writer's loop on a dedicated OS thread, inside the runtime's context (its I/O
-/// and timers are still driven by the runtime's workers).
-///
-/// A batch takes several round trips to the database. A task on the shared runtime is
-/// queued behind every runnable request after each of them, so under load the batch
-/// cycle — which every authenticated request waits for — grew with the number of
-/// clients; a thread of its own is woken as soon as a round trip completes.
-fn run_on_own_thread(writer: Writer) {
-    let handle = tokio::runtime::Handle::current();
-    let cell = Arc::new(std::sync::Mutex::new(Some(writer)));
-    let take = |c: &std::sync::Mutex<Option<Writer>>| c.lock().ok().and_then(|mut w| w.take());
-    let on_thread = cell.clone();
-    let started = std::thread::Builder::new().name("fedkey-audit".into()).spawn(move || {
-        if let Some(w) = take(&on_thread) {
-            handle.block_on(w);
-        }
-    });
-    if let Err(e) = started {
-        tracing::warn!(error = %e, "no thread for the audit writer; running it as a task");
-        if let Some(w) = take(&cell) {
-            tokio::spawn(w);
-        }
-    }
-}
-
-/// Asks the writer for a periodic checkpoint. The timer lives here, on the runtime, so
-/// the writer's thread waits on nothing but its channel and the database; the ticker
-/// holds no sender, so it stops with the writer.
-async fn tick(writer: mpsc::WeakSender<Job>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(tx) = writer.upgrade() else { return };
-        if tx.send(Job::Tick).await.is_err() {
-            return;
         }
     }
 }
@@ -345,113 +170,103 @@ async fn run_writer(
     cfg: WriterConfig,
     mut rx: mpsc::Receiver<Job>,
 ) {
-    let mut state = WriterState { last_checkpoint: latest_checkpoint_size(&db).await.unwrap_or(0), head: None };
-    let mut inbox: Vec<Job> = Vec::with_capacity(cfg.max_batch);
+    let mut last_checkpoint = latest_checkpoint_size(&db).await.unwrap_or(0);
+    let mut tick = tokio::time::interval(cfg.checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch: Vec<Job> = Vec::with_capacity(cfg.max_batch);
     loop {
-        if rx.recv_many(&mut inbox, cfg.max_batch).await == 0 {
-            return;
-        }
-        // No gathering pause: records that arrive while a batch commits form the next one.
-        let mut jobs = Vec::with_capacity(inbox.len());
-        let mut ticked = false;
-        for j in inbox.drain(..) {
-            match j {
-                Job::Record(p) => jobs.push(p),
-                Job::Tick => ticked = true,
-            }
-        }
-        if !jobs.is_empty() {
-            metrics::histogram!("fedkey_audit_batch_size").record(jobs.len() as f64);
-            let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut state, cfg.checkpoint_every).await;
-            match result {
-                Ok(first_seq) => {
-                    metrics::counter!("fedkey_audit_records_total").increment(jobs.len() as u64);
-                    for (i, j) in jobs.into_iter().enumerate() {
-                        let _ = j.done.send(Ok(first_seq + i as i64));
-                    }
+        tokio::select! {
+            n = rx.recv_many(&mut batch, cfg.max_batch) => {
+                if n == 0 {
+                    return;
                 }
-                Err(e) => {
-                    metrics::counter!("fedkey_audit_write_failures_total").increment(1);
-                    tracing::error!(error = %e, detail = ?e, batch = jobs.len(), "audit batch could not be committed");
-                    for j in jobs {
-                        let _ = j.done.send(Err(e.to_string()));
+                gather(&mut rx, &mut batch, cfg.max_batch).await;
+                let mut jobs = std::mem::take(&mut batch);
+                metrics::histogram!("fedkey_audit_batch_size").record(jobs.len() as f64);
+                let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut last_checkpoint, cfg.checkpoint_every).await;
+                match result {
+                    Ok(first_seq) => {
+                        metrics::counter!("fedkey_audit_records_total").increment(jobs.len() as u64);
+                        for (i, j) in jobs.into_iter().enumerate() {
+                            let _ = j.done.send(Ok(first_seq + i as i64));
+                        }
+                    }
+                    Err(e) => {
+                        metrics::counter!("fedkey_audit_write_failures_total").increment(1);
+                        tracing::error!(error = %e, detail = ?e, batch = jobs.len(), "audit batch could not be committed");
+                        for j in jobs {
+                            let _ = j.done.send(Err(e.to_string()));
+                        }
                     }
                 }
             }
-        }
-        if ticked && let Err(e) = checkpoint_if_new(&db, &install, clock.as_ref(), &mut state.last_checkpoint, 1).await
-        {
-            tracing::warn!(error = %e, "periodic audit checkpoint failed");
+            _ = tick.tick() => {
+                if let Err(e) = checkpoint_if_new(&db, &install, clock.as_ref(), &mut last_checkpoint, 1).await {
+                    tracing::warn!(error = %e, "periodic audit checkpoint failed");
+                }
+            }
         }
     }
 }
+
+/// Lets requests that are already running add their records before the batch is
+/// committed. Yielding costs nothing when nobody else is runnable (an idle server commits
+/// at once), while under load it turns many small commits into a few large ones.
+async fn gather(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+    for _ in 0..GATHER_YIELDS {
+        if batch.len() >= max {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            return;
+        }
+    }
+}
+
+const GATHER_YIELDS: usize = 8;
 
 async fn commit_batch(
     db: &Db,
     install: &Install,
     clock: &dyn Clock,
-    jobs: &mut [Pending],
-    state: &mut WriterState,
+    jobs: &mut [Job],
+    last_checkpoint: &mut i64,
     every: i64,
 ) -> Result<i64, StoreError> {
-    // Taken, not copied: any error below leaves no guess behind (the batch may have been
-    // rolled back, and the head with it).
-    let guess = state.head.take().filter(|_| db.backend.statement_errors_keep_transaction());
     let mut tx = db.begin().await?;
     let events = jobs.iter_mut().filter_map(|j| j.event.take()).collect();
+    let appended = append_in_tx(&mut tx, db, events).await?;
     let ts = clock.now();
-    let touches = touches_of(jobs, ts);
-    let appended = match guess {
-        // The head as this writer left it: right unless another writer appended since, and
-        // then the first `seq` is taken and the INSERT fails before anything is written.
-        Some(head) => {
-            let mut records = chain(events, head);
-            match write_records_json(&mut tx, &records, &touches).await {
-                Ok(a) => a,
-                Err(e) if e.is_unique_violation() => {
-                    let head = read_head(&mut tx, db).await?;
-                    rechain(&mut records, head);
-                    write_records(&mut tx, db, records, &touches).await?
-                }
-                Err(e) => return Err(e),
+    let touches: HashSet<&Touch> = jobs.iter().filter_map(|j| j.touch.as_ref()).collect();
+    for t in touches {
+        match t {
+            Touch::KeyVersion { trust_id, version } => {
+                sqlx::query("UPDATE key_versions SET last_used_at = $1 WHERE trust_id = $2 AND version = $3 AND (last_used_at IS NULL OR last_used_at < $1)")
+                    .bind(ts.0).bind(trust_id.clone()).bind(*version).execute(&mut *tx).await?;
+            }
+            Touch::AdminToken { id } => {
+                sqlx::query("UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
+                    .bind(ts.0).bind(id.clone()).execute(&mut *tx).await?;
             }
         }
-        None => {
-            let head = read_head(&mut tx, db).await?;
-            write_records(&mut tx, db, chain(events, head), &touches).await?
-        }
-    };
-    let checkpoint = appended.last_seq - state.last_checkpoint >= every;
+    }
+    let checkpoint = appended.last_seq - *last_checkpoint >= every;
     if checkpoint {
         insert_checkpoint(&mut tx, install, appended.last_seq, appended.last_hash, ts).await?;
     }
     tx.commit().await?;
     if checkpoint {
-        state.last_checkpoint = appended.last_seq;
+        *last_checkpoint = appended.last_seq;
     }
-    state.head = Some((appended.last_seq, appended.last_hash));
     Ok(appended.first_seq)
-}
-
-/// What the writer remembers between batches.
-struct WriterState {
-    last_checkpoint: i64,
-    /// The chain head after this writer's last committed batch (a guess: other writers
-    /// may have appended since).
-    head: Option<(i64, [u8; 32])>,
-}
-
-/// The distinct keys and tokens a batch marks as used.
-fn touches_of(jobs: &[Pending], ts: Timestamp) -> Touches {
-    let distinct: HashSet<&Touch> = jobs.iter().filter_map(|j| j.touch.as_ref()).collect();
-    let mut t = Touches { ts: ts.0, ..Default::default() };
-    for touch in distinct {
-        match touch {
-            Touch::KeyVersion { trust_id, version } => t.keys.push((trust_id.clone(), *version)),
-            Touch::AdminToken { id } => t.tokens.push(id.clone()),
-        }
-    }
-    t
 }
 
 async fn insert_checkpoint(

@@ -50,13 +50,6 @@ impl Backend {
 
     /// Reads the audit chain head, locking it until commit. SQLite's `BEGIN IMMEDIATE`
     /// already serialises writers.
-    /// Whether a failed statement leaves its transaction usable (SQLite undoes just the
-    /// statement; PostgreSQL aborts the whole transaction). Where it does, a writer may
-    /// guess the audit head and let the `seq` key catch a stale guess.
-    pub(crate) fn statement_errors_keep_transaction(self) -> bool {
-        matches!(self, Backend::Sqlite)
-    }
-
     pub(crate) fn lock_audit_head(self) -> &'static str {
         match self {
             Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",

@@ -33,10 +33,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn is_unique_violation(&self) -> bool {
-        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
-    }
-
     /// Unique-constraint violations become conflicts named by the caller.
     pub(crate) fn conflict_or(self, what: impl Into<String>) -> StoreError {
         match &self {
