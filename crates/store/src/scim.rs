@@ -348,25 +348,7 @@ impl Store {
         touched.extend(old_members.iter().filter(|m| !new.contains(m)));
         touched.sort();
         touched.dedup();
-        // One statement per chunk of members (not a lookup and an insert per member): an
-        // IdP adding 50 members to a group in one PATCH is common.
-        for chunk in touched.chunks(WRITE_CHUNK) {
-            let sql = format!(
-                "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at) \
-                 SELECT r.directory_id, r.resource_type, r.id, $2, NULL, -1, $3 FROM scim_resources r \
-                 WHERE r.directory_id = $1 AND r.id IN ({}) ORDER BY r.id",
-                (0..chunk.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(dir.id.clone())
-                .bind(Change::Membership.as_str())
-                .bind(self.now().0);
-            for m in chunk {
-                q = q.bind((*m).clone());
-            }
-            q.execute(&mut **tx).await?;
-        }
-        Ok(())
+        self.outbox_insert_memberships(tx, &dir.id, &touched).await
     }
 
     /// Outbox rows of a delete, before the rows go: the groups it was a member of and
@@ -378,19 +360,7 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at) \
-             SELECT $1, related.kind, related.rid, $3, NULL, -1, $4 FROM ( \
-             SELECT group_id AS rid, 'Group' AS kind FROM scim_members WHERE directory_id = $1 AND member_id = $2 \
-             UNION SELECT member_id AS rid, member_type AS kind FROM scim_members WHERE directory_id = $1 AND group_id = $2 \
-             ) AS related ORDER BY related.rid",
-        )
-        .bind(dir.id.clone())
-        .bind(id.to_owned())
-        .bind(Change::Membership.as_str())
-        .bind(self.now().0)
-        .execute(&mut **tx)
-        .await?;
+        self.outbox_insert_related(tx, &dir.id, id).await?;
         let body = sqlx::query("SELECT body FROM scim_resources WHERE directory_id = $1 AND id = $2")
             .bind(dir.id.clone())
             .bind(id.to_owned())

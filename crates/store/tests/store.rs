@@ -991,9 +991,9 @@ mod cases {
         assert_eq!(s.list_directories().await.unwrap().len(), 11);
     }
 
-    /// The group-commit writer remembers the chain head between batches; appends made
-    /// meanwhile by other transactions (and another store on the same database) move the
-    /// head, and the writer must chain after them, not over them.
+    /// Group-commit batches interleaved with appends made inside other transactions and by
+    /// another store on the same database form one chain: each append follows the head the
+    /// others left, in order, and the key's `last_used_at` moves with the batch.
     pub async fn audit_writer_follows_other_appenders(kind: Kind) {
         let e = env(kind).await;
         let s = &e.store;

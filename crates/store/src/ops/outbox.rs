@@ -47,7 +47,7 @@ pub enum Change {
 }
 
 impl Change {
-    pub(crate) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Change::Create => "create",
             Change::Update => "update",
@@ -202,6 +202,13 @@ pub(super) fn clip(s: &str, max: usize) -> String {
     }
 }
 
+const OUTBOX_INSERT: &str =
+    "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at)";
+/// The `leaver` column of a row that does not change whether the user is a leaver.
+const NO_LEAVER_CHANGE: i64 = -1;
+/// Member ids bound per statement (well under every backend's parameter limit).
+const MEMBERSHIP_CHUNK: usize = 200;
+
 impl Store {
     // ----- outbox -----
 
@@ -220,23 +227,72 @@ impl Store {
         leaver: Option<bool>,
     ) -> Result<(), StoreError> {
         let flag: i64 = match leaver {
-            None => -1,
+            None => NO_LEAVER_CHANGE,
             Some(false) => 0,
             Some(true) => 1,
         };
-        sqlx::query(
-            "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(directory_id.to_owned())
-        .bind(resource_type.to_owned())
-        .bind(resource_id.to_owned())
-        .bind(change.as_str())
-        .bind(display.map(str::to_owned))
-        .bind(flag)
-        .bind(self.now().0)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("{OUTBOX_INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7)")))
+            .bind(directory_id.to_owned())
+            .bind(resource_type.to_owned())
+            .bind(resource_id.to_owned())
+            .bind(change.as_str())
+            .bind(display.map(str::to_owned))
+            .bind(flag)
+            .bind(self.now().0)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Membership outbox rows for the resources of the directory among `ids` (ids outside
+    /// it are skipped), one statement per chunk instead of a lookup and an insert each:
+    /// an IdP adding 50 members to a group in one PATCH is common.
+    pub(crate) async fn outbox_insert_memberships(
+        &self,
+        tx: &mut Tx,
+        directory_id: &str,
+        ids: &[&String],
+    ) -> Result<(), StoreError> {
+        let now = self.now().0;
+        for chunk in ids.chunks(MEMBERSHIP_CHUNK) {
+            let sql = format!(
+                "{OUTBOX_INSERT} SELECT r.directory_id, r.resource_type, r.id, $2, NULL, {NO_LEAVER_CHANGE}, $3 \
+                 FROM scim_resources r WHERE r.directory_id = $1 AND r.id IN ({}) ORDER BY r.id",
+                (0..chunk.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(directory_id.to_owned())
+                .bind(Change::Membership.as_str())
+                .bind(now);
+            for id in chunk {
+                q = q.bind((*id).clone());
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Membership outbox rows for everything related to `id` (the groups it is in and, for
+    /// a group, its members), in one statement; before a delete removes the memberships.
+    pub(crate) async fn outbox_insert_related(
+        &self,
+        tx: &mut Tx,
+        directory_id: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "{OUTBOX_INSERT} SELECT $1, related.kind, related.rid, $3, NULL, {NO_LEAVER_CHANGE}, $4 FROM ( \
+             SELECT group_id AS rid, 'Group' AS kind FROM scim_members WHERE directory_id = $1 AND member_id = $2 \
+             UNION SELECT member_id AS rid, member_type AS kind FROM scim_members WHERE directory_id = $1 AND group_id = $2 \
+             ) AS related ORDER BY related.rid"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(directory_id.to_owned())
+            .bind(id.to_owned())
+            .bind(Change::Membership.as_str())
+            .bind(self.now().0)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
