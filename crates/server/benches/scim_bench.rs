@@ -22,7 +22,9 @@
 //! sqlite-single: SQLite committing each transaction on its own, the group-commit baseline),
 //! SCIM2_SERVER (/tmp/scimvenv/bin/scim2-server; `none` skips it), BENCH_REF_SEED_SECONDS (300, budget for seeding scim2-server),
 //! BENCH_MILLION=1 (afterwards top each backend up to 1,000,000 users and measure
-//! `userName eq` again), FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test).
+//! `userName eq` again), BENCH_OPS (a subset: get,username,email,post,patch,group),
+//! BENCH_KEEP_DB=1 (keep the SQLite file and print its path), BENCH_SEED_TASKS (concurrent
+//! seeding writers: 4 on SQLite, 16 on PostgreSQL), FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test).
 //! Under `cargo test --all-targets` (no `--bench`) it runs a small smoke version.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -389,7 +391,34 @@ enum Op {
 
 const OPS: [Op; 6] = [Op::GetById, Op::FilterUserName, Op::FilterEmail, Op::Post, Op::PatchUser, Op::PatchGroup];
 
+/// The request types to measure: all, or those named in BENCH_OPS (comma-separated
+/// short names: get, username, email, post, patch, group) for a quicker focused run.
+fn selected_ops() -> Vec<Op> {
+    match std::env::var("BENCH_OPS") {
+        Ok(list) if !list.trim().is_empty() => {
+            let ops: Vec<Op> = OPS.into_iter().filter(|op| list.split(',').any(|n| n.trim() == op.short())).collect();
+            assert!(
+                !ops.is_empty(),
+                "BENCH_OPS={list:?} names no request type (get, username, email, post, patch, group)"
+            );
+            ops
+        }
+        _ => OPS.to_vec(),
+    }
+}
+
 impl Op {
+    fn short(self) -> &'static str {
+        match self {
+            Op::GetById => "get",
+            Op::FilterUserName => "username",
+            Op::FilterEmail => "email",
+            Op::Post => "post",
+            Op::PatchUser => "patch",
+            Op::PatchGroup => "group",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Op::GetById => "GET /Users/{id}",
@@ -584,7 +613,7 @@ async fn measure(t: &Target, conc: u64, run: Duration, warm: Duration) -> Vec<St
     verify(t).await;
     load(t, Op::GetById, conc, warm, "warm").await;
     let mut out = Vec::new();
-    for op in OPS {
+    for op in selected_ops() {
         let s = load(t, op, conc, run, &format!("{}-{}", t.name, uuid::Uuid::new_v4().simple())).await;
         if let Some(e) = &s.first_error {
             println!("  [{}] {}: {} failed, first: {e}", t.name, op.label(), s.failed);
@@ -601,7 +630,7 @@ fn print_table(backend: &str, fk: &[Stats], reference: Option<&[Stats]>) -> bool
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     let mut all_met = true;
-    for (k, op) in OPS.iter().enumerate() {
+    for (k, op) in selected_ops().iter().enumerate() {
         let f = &fk[k];
         let (rr, rp50, rp99, rf, ratio, met) = match reference {
             Some(r) => {
@@ -641,6 +670,27 @@ fn print_table(backend: &str, fk: &[Stats], reference: Option<&[Stats]>) -> bool
 
 // ---------------------------------------------------------------- main
 
+/// A fresh SQLite database file: removed at the end, or kept (and its path printed) with
+/// BENCH_KEEP_DB=1, to inspect query plans and the WAL afterwards with `sqlite3`.
+fn sqlite_file() -> (Option<tempfile::TempDir>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    if std::env::var("BENCH_KEEP_DB").is_ok_and(|v| v == "1") {
+        println!("[sqlite] BENCH_KEEP_DB=1: the database stays at {}", dir.path().join("bench.db").display());
+        let _kept = dir.keep();
+        (None, url)
+    } else {
+        (Some(dir), url)
+    }
+}
+
+/// Sizes of a SQLite database file and its WAL, in MB, for the report.
+fn sqlite_sizes(url: &str) -> Option<(f64, f64)> {
+    let path = url.strip_prefix("sqlite://")?;
+    let mb = |p: &str| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    Some((mb(path), mb(&format!("{path}-wal"))))
+}
+
 struct Config {
     smoke: bool,
     users: u64,
@@ -659,7 +709,7 @@ async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
         store.db.set_group_commit_limit(1);
     }
     let dir = store.directory("acme").await.unwrap();
-    let tasks = if backend.starts_with("sqlite") { 4 } else { 16 };
+    let tasks = env_num("BENCH_SEED_TASKS", if backend.starts_with("sqlite") { 4 } else { 16 });
     let t0 = Instant::now();
     let users = seed_store_users(&store, &dir, 0, cfg.users, tasks).await;
     let ut = t0.elapsed().as_secs_f64();
@@ -686,6 +736,9 @@ async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
         users: Arc::new(users),
         groups: Arc::new(groups),
     };
+    if let Some((db, wal)) = sqlite_sizes(url) {
+        println!("[{backend}] database file {db:.0} MB, WAL {wal:.0} MB");
+    }
     let stats = measure(&target, cfg.conc, cfg.run, cfg.warm).await;
     if cfg.million && !cfg.smoke {
         let to = env_num("BENCH_MILLION_USERS", 1_000_000);
@@ -697,6 +750,9 @@ async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
             more.len(),
             more.len() as f64 / mt
         );
+        if let Some((db, wal)) = sqlite_sizes(url) {
+            println!("[{backend}] database file {db:.0} MB, WAL {wal:.0} MB");
+        }
         let mut all = (*target.users).clone();
         all.extend(more);
         target.users = Arc::new(all);
@@ -710,6 +766,17 @@ async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
             s.p99,
             s.failed,
             if s.p50 < 2.0 { "met" } else { "MISSED" }
+        );
+        // The same lookup one at a time: its latency without queueing behind 31 others (at
+        // 32 connections a closed loop's p50 is about 32 / throughput).
+        let s1 = load(&target, Op::FilterUserName, 1, cfg.run, "million-c1").await;
+        println!(
+            "[{backend}] userName eq with {} users, 1 connection: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} failed",
+            target.users.len(),
+            s1.rps,
+            s1.p50,
+            s1.p99,
+            s1.failed
         );
     }
     // Stop the audit writer cleanly before the database goes away.
@@ -802,8 +869,7 @@ fn main() {
         for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
             match backend {
                 "sqlite" => {
-                    let dir = tempfile::tempdir().unwrap();
-                    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+                    let (_dir, url) = sqlite_file();
                     let s = run_backend(&cfg, "sqlite", &url).await;
                     if !smoke {
                         all_met &= print_table("SQLite (synchronous=FULL)", &s, reference.as_deref());
@@ -813,8 +879,7 @@ fn main() {
                 // The same SQLite set-up committing each transaction on its own: the
                 // baseline for group commit, in the same run.
                 "sqlite-single" => {
-                    let dir = tempfile::tempdir().unwrap();
-                    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+                    let (_dir, url) = sqlite_file();
                     let s = run_backend(&cfg, "sqlite-single", &url).await;
                     let label = "SQLite (synchronous=FULL), one commit per transaction";
                     if !smoke {
@@ -838,7 +903,7 @@ fn main() {
 
         if smoke {
             for (b, stats) in &results {
-                for (op, s) in OPS.iter().zip(stats) {
+                for (op, s) in selected_ops().iter().zip(stats) {
                     assert!(s.failed == 0 && s.ok > 0, "smoke run: {b} {}: {} ok, {} failed", op.label(), s.ok, s.failed);
                 }
             }
