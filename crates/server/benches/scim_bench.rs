@@ -115,6 +115,7 @@ fn resource_write(rt_id: &str, body: &Value, members: Option<Vec<String>>) -> Re
         members,
         indexed,
         changed,
+        known: None,
     }
 }
 

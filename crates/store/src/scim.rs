@@ -53,6 +53,21 @@ pub struct ResourceWrite {
     pub indexed: Vec<(String, String)>,
     /// Names (never values) of the attributes the request changed, for the audit record.
     pub changed: Vec<String>,
+    /// For a replace: what the caller read of the resource at the version it expects.
+    pub known: Option<Known>,
+}
+
+/// The side-table state of a resource at `version`, as its writer read it. A replace that
+/// expects that version writes only what differs from it (a one-member group PATCH used to
+/// delete and re-insert every membership, and re-read them first), inside the writers'
+/// turn that every SQLite write waits for.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub version: i64,
+    /// The resource's [`ResourceWrite::indexed`] values at `version`.
+    pub indexed: Vec<(String, String)>,
+    /// Its member ids at `version` (groups).
+    pub members: Vec<String>,
 }
 
 /// A condition or ordering produced by the filter translator, with its bound values.
@@ -153,7 +168,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
-        self.write_side_tables(&mut tx, dir, &id, &w).await?;
+        self.write_side_tables(&mut tx, dir, &id, &w, Some(&[]), &[]).await?;
         self.outbox_for_write(&mut tx, dir, &id, &w, Change::Create, &[]).await?;
         let ev = self.scim_event(actor, dir, "scim.create", w.resource_type, &id, &w.changed);
         self.commit_with(tx, actor, ev).await?;
@@ -195,11 +210,16 @@ impl Store {
             let version = self.current_version(&mut tx, &dir.id, w.resource_type, id).await?;
             return Err(StoreError::PreconditionFailed(format!("{} {id} is at version {version}", w.resource_type)));
         }
-        let old_members = match &w.members {
-            Some(_) => self.member_ids(&mut tx, &dir.id, id).await?,
-            None => Vec::new(),
+        // The UPDATE matched `expected_version`: what the caller read at that version is
+        // what is stored.
+        let known = w.known.as_ref().filter(|k| expected_version == Some(k.version));
+        let old_members = match (&w.members, known) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(k)) => k.members.clone(),
+            (Some(_), None) => self.member_ids(&mut tx, &dir.id, id).await?,
         };
-        self.write_side_tables(&mut tx, dir, id, &w).await?;
+        let old_values = known.map(|k| k.indexed.as_slice());
+        self.write_side_tables(&mut tx, dir, id, &w, old_values, &old_members).await?;
         self.outbox_for_write(&mut tx, dir, id, &w, Change::Update, &old_members).await?;
         let ev = self.scim_event(actor, dir, "scim.replace", w.resource_type, id, &w.changed);
         self.commit_with(tx, actor, ev).await?;
@@ -383,48 +403,42 @@ impl Store {
         rows.iter().map(|r| r.try_get::<String, _>("member_id").map_err(StoreError::from)).collect()
     }
 
-    /// Rewrites a resource's indexed values and (for groups) memberships. Every member
-    /// must exist in the same directory; its type is taken from the store.
+    /// Brings a resource's indexed values and (for groups) memberships up to `w`. Every
+    /// added member must exist in the same directory; its type is taken from the store.
+    /// `old_values` are the stored values when known (`None`: rewrite them all);
+    /// `old_members` are the stored member ids.
     async fn write_side_tables(
         &self,
         tx: &mut Tx,
         dir: &Directory,
         id: &str,
         w: &ResourceWrite,
+        old_values: Option<&[(String, String)]>,
+        old_members: &[String],
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM scim_values WHERE directory_id = $1 AND resource_id = $2")
-            .bind(dir.id.clone())
-            .bind(id.to_owned())
-            .execute(&mut **tx)
-            .await?;
-        // Multi-row statements: a write holds the writers' turn, and each statement is a
-        // round trip to the database.
-        for chunk in w.indexed.chunks(WRITE_CHUNK) {
-            let rows: Vec<String> =
-                (0..chunk.len()).map(|i| format!("($1, $2, ${}, ${})", 3 + 2 * i, 4 + 2 * i)).collect();
-            let sql = format!(
-                "INSERT INTO scim_values (directory_id, resource_id, attr, value_key) VALUES {} ON CONFLICT DO NOTHING",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dir.id.clone()).bind(id.to_owned());
-            for (attr, key) in chunk {
-                q = q.bind(attr.clone()).bind(key.clone());
-            }
-            q.execute(&mut **tx).await?;
+        if old_values.is_none_or(|old| !same_values(old, &w.indexed)) {
+            self.write_values(tx, dir, id, w, old_values.is_some_and(<[_]>::is_empty)).await?;
         }
         let Some(members) = &w.members else { return Ok(()) };
-        sqlx::query("DELETE FROM scim_members WHERE directory_id = $1 AND group_id = $2")
-            .bind(dir.id.clone())
-            .bind(id.to_owned())
-            .execute(&mut **tx)
-            .await?;
         if members.iter().any(|m| m == id) {
             return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
         }
-        let mut distinct: Vec<&String> = members.iter().collect();
-        distinct.sort();
-        distinct.dedup();
-        for chunk in distinct.chunks(WRITE_CHUNK) {
+        let removed: Vec<&String> = old_members.iter().filter(|m| !members.contains(m)).collect();
+        for chunk in removed.chunks(WRITE_CHUNK) {
+            let sql = format!(
+                "DELETE FROM scim_members WHERE directory_id = $1 AND group_id = $2 AND member_id IN ({})",
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dir.id.clone()).bind(id.to_owned());
+            for m in chunk {
+                q = q.bind((*m).clone());
+            }
+            q.execute(&mut **tx).await?;
+        }
+        let mut added: Vec<&String> = members.iter().filter(|m| !old_members.contains(m)).collect();
+        added.sort();
+        added.dedup();
+        for chunk in added.chunks(WRITE_CHUNK) {
             // Each member's type comes from the directory; one outside it inserts nothing.
             let sql = format!(
                 "INSERT INTO scim_members (directory_id, group_id, member_id, member_type) \
@@ -445,6 +459,40 @@ impl Store {
                     dir.name
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Replaces a resource's indexed values with `w.indexed` (`fresh`: it has none yet).
+    /// Multi-row statements: a write holds the writers' turn, and each statement is a
+    /// round trip to the database.
+    async fn write_values(
+        &self,
+        tx: &mut Tx,
+        dir: &Directory,
+        id: &str,
+        w: &ResourceWrite,
+        fresh: bool,
+    ) -> Result<(), StoreError> {
+        if !fresh {
+            sqlx::query("DELETE FROM scim_values WHERE directory_id = $1 AND resource_id = $2")
+                .bind(dir.id.clone())
+                .bind(id.to_owned())
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in w.indexed.chunks(WRITE_CHUNK) {
+            let rows: Vec<String> =
+                (0..chunk.len()).map(|i| format!("($1, $2, ${}, ${})", 3 + 2 * i, 4 + 2 * i)).collect();
+            let sql = format!(
+                "INSERT INTO scim_values (directory_id, resource_id, attr, value_key) VALUES {} ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dir.id.clone()).bind(id.to_owned());
+            for (attr, key) in chunk {
+                q = q.bind(attr.clone()).bind(key.clone());
+            }
+            q.execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -561,6 +609,11 @@ fn uniqueness(resource_type: &str) -> String {
         "User" => "a User with this userName".into(),
         _ => "a Group with this displayName".into(),
     }
+}
+
+/// Whether two lists of indexed values hold the same values (in any order).
+fn same_values(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    a.len() == b.len() && a.iter().all(|v| b.contains(v)) && b.iter().all(|v| a.contains(v))
 }
 
 fn display_of(kind: &str, body: &Value) -> Option<String> {

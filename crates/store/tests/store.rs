@@ -225,6 +225,7 @@ on_both_backends!(
     tamper_replaced_public_key,
     awkward_text_survives_the_batch_insert,
     scim_resources_round_trip,
+    scim_replace_writes_only_what_changed,
     scim_concurrent_replaces_lose_nothing,
     group_commit_keeps_each_writers_outcome,
     scim_filters_select_expected_resources,
@@ -1155,6 +1156,7 @@ mod cases {
             members: None,
             indexed: vec![("emails.value".into(), format!("{}@x.test", name.to_lowercase()))],
             changed: vec!["userName".into(), "emails".into()],
+            known: None,
         };
         let alice = s.scim_create(&a, &dir, user("Alice")).await.unwrap();
         assert_eq!(alice.version, 1);
@@ -1172,6 +1174,7 @@ mod cases {
             members: Some(members),
             indexed: vec![],
             changed: vec!["displayName".into(), "members".into()],
+            known: None,
         };
         let g = s.scim_create(&a, &dir, group(vec![alice.id.clone(), bob.id.clone()])).await.unwrap();
         assert_eq!(g.members.len(), 2);
@@ -1217,6 +1220,99 @@ mod cases {
         assert!(matches!(s.scim_get(&dir.id, "User", &bob.id).await, Err(StoreError::NotFound(_))));
         assert!(matches!(s.scim_delete(&a, &dir, "User", &bob.id, None).await, Err(StoreError::NotFound(_))));
         assert!(count_action(s, "scim.create").await >= 9);
+        assert!(verify(s).await.is_ok());
+    }
+
+    /// A replace that knows what is stored at the version it expects writes only the
+    /// differences (memberships, indexed values) and ends where a full rewrite would; a
+    /// `Known` of another version is not trusted.
+    pub async fn scim_replace_writes_only_what_changed(kind: Kind) {
+        use fedkey_store::scim::{Known, ListQuery, ResourceWrite, SqlFragment, SqlValue, StoredResource};
+        let e = env(kind).await;
+        let s = &e.store;
+        let a = actor();
+        let dir = s.create_directory(&a, "acme").await.unwrap();
+        let user = |name: &str, email: &str, known: Option<Known>| ResourceWrite {
+            resource_type: "User",
+            name_key: name.to_lowercase(),
+            external_id: None,
+            body: serde_json::json!({"userName": name, "emails": [{"value": email}]}),
+            members: None,
+            indexed: vec![("emails.value".into(), email.to_lowercase())],
+            changed: vec!["emails".into()],
+            known,
+        };
+        let group = |members: &[&String], known: Option<Known>| ResourceWrite {
+            resource_type: "Group",
+            name_key: "eng".into(),
+            external_id: None,
+            body: serde_json::json!({"displayName": "eng"}),
+            members: Some(members.iter().map(|m| (*m).clone()).collect()),
+            indexed: vec![],
+            changed: vec!["members".into()],
+            known,
+        };
+        let known = |r: &StoredResource, indexed: Vec<(String, String)>| Known {
+            version: r.version,
+            indexed,
+            members: r.members.iter().map(|m| m.value.clone()).collect(),
+        };
+        let ids = |r: &StoredResource| {
+            let mut v: Vec<String> = r.members.iter().map(|m| m.value.clone()).collect();
+            v.sort();
+            v
+        };
+        let sorted = |v: &[&String]| {
+            let mut v: Vec<String> = v.iter().map(|s| (*s).clone()).collect();
+            v.sort();
+            v
+        };
+        let u1 = s.scim_create(&a, &dir, user("u1", "u1@x.test", None)).await.unwrap();
+        let u2 = s.scim_create(&a, &dir, user("u2", "u2@x.test", None)).await.unwrap();
+        let u3 = s.scim_create(&a, &dir, user("u3", "u3@x.test", None)).await.unwrap();
+        let g = s.scim_create(&a, &dir, group(&[&u1.id, &u2.id], None)).await.unwrap();
+
+        // One member out, one in.
+        let g2 = s.scim_replace(&a, &dir, &g.id, Some(g.version), group(&[&u2.id, &u3.id], Some(known(&g, vec![]))));
+        let g2 = g2.await.unwrap();
+        assert_eq!(ids(&g2), sorted(&[&u2.id, &u3.id]));
+        assert!(s.scim_get(&dir.id, "User", &u1.id).await.unwrap().groups.is_empty());
+        assert_eq!(s.scim_get(&dir.id, "User", &u3.id).await.unwrap().groups.len(), 1);
+        // An added member that does not exist is refused, and nothing changes.
+        let nope = "nope".to_owned();
+        let bad = group(&[&u2.id, &u3.id, &nope], Some(known(&g2, vec![])));
+        let err = s.scim_replace(&a, &dir, &g.id, Some(g2.version), bad).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        assert_eq!(ids(&s.scim_get(&dir.id, "Group", &g.id).await.unwrap()), ids(&g2));
+        // A Known of an older version claims no members: trusted, u2 and u3 would stay.
+        let stale = Known { version: g2.version - 1, indexed: vec![], members: vec![] };
+        let g3 = s.scim_replace(&a, &dir, &g.id, Some(g2.version), group(&[&u1.id], Some(stale))).await.unwrap();
+        assert_eq!(ids(&g3), vec![u1.id.clone()]);
+
+        // Indexed values: kept when unchanged, replaced when changed.
+        let by_email = |email: &str| {
+            ListQuery {
+            filter: Some(SqlFragment {
+                sql: "EXISTS (SELECT 1 FROM scim_values v WHERE v.directory_id = r.directory_id AND v.resource_id = r.id AND v.attr = $1 AND v.value_key = $2)".into(),
+                binds: vec![SqlValue::Text("emails.value".into()), SqlValue::Text(email.into())],
+            }),
+            limit: 10,
+            ..Default::default()
+        }
+        };
+        let dir_id = dir.id.clone();
+        let found = |q: ListQuery| {
+            let dir_id = dir_id.clone();
+            async move { s.scim_list(&dir_id, "User", &q).await.unwrap().1 }
+        };
+        let same = vec![("emails.value".to_owned(), "u1@x.test".to_owned())];
+        let u1b = s.scim_replace(&a, &dir, &u1.id, Some(1), user("u1", "U1@x.test", Some(known(&u1, same.clone()))));
+        let u1b = u1b.await.unwrap();
+        assert_eq!(found(by_email("u1@x.test")).await.len(), 1);
+        let u1c = user("u1", "new@x.test", Some(known(&u1b, same)));
+        s.scim_replace(&a, &dir, &u1.id, Some(u1b.version), u1c).await.unwrap();
+        assert!(found(by_email("u1@x.test")).await.is_empty(), "the old value is gone");
+        assert_eq!(found(by_email("new@x.test")).await[0].id, u1.id);
         assert!(verify(s).await.is_ok());
     }
 
@@ -1948,6 +2044,7 @@ fn user_write(body: &Value) -> ResourceWrite {
         members: None,
         indexed,
         changed: vec![],
+        known: None,
     }
 }
 
@@ -1964,6 +2061,7 @@ fn group_write(name: &str, members: &[String], external_id: Option<&str>) -> Res
         members: Some(members.to_vec()),
         indexed: vec![],
         changed: vec![],
+        known: None,
     }
 }
 

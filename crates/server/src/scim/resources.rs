@@ -21,7 +21,7 @@ use fedkey_scim::filter::AttrPath;
 use fedkey_scim::resource::{normalize, parse_attr_list, schemas_of};
 use fedkey_scim::schema::{self, ResourceTypeDef};
 use fedkey_scim::{ScimError, ScimType, patch};
-use fedkey_store::scim::{ResourceWrite, StoredResource};
+use fedkey_store::scim::{Known, ResourceWrite, StoredResource};
 use fedkey_store::{Directory, StoreError};
 use serde_json::{Map, Value, json};
 
@@ -162,19 +162,7 @@ fn prepare(
         }
         check_indexed("externalId", x)?;
     }
-    let mut indexed = Vec::new();
-    if let Some(Value::Array(emails)) = obj.get("emails") {
-        let mut seen = BTreeSet::new();
-        for e in emails {
-            if let Some(v) = e.get("value").and_then(Value::as_str) {
-                let v = fedkey_store::scim_sql::fold(v).replace('\0', "\u{FFFD}");
-                check_indexed("emails.value", &v)?;
-                if seen.insert(v.clone()) {
-                    indexed.push(("emails.value".to_owned(), v));
-                }
-            }
-        }
-    }
+    let indexed = indexed_values(&body)?;
     let changed = match previous {
         None => attribute_names(rt, &body),
         Some(p) => {
@@ -194,7 +182,34 @@ fn prepare(
         changed.push("members".into());
         changed.sort();
     }
-    Ok(ResourceWrite { resource_type: rt_static(rt), name_key, external_id, body, members, indexed, changed })
+    // What is stored at the version the write expects, so the store writes only the
+    // differences. A previous body whose values no longer pass the checks is rewritten.
+    let known = previous.and_then(|p| {
+        Some(Known {
+            version: p.version,
+            indexed: indexed_values(&p.body).ok()?,
+            members: p.members.iter().map(|m| m.value.clone()).collect(),
+        })
+    });
+    Ok(ResourceWrite { resource_type: rt_static(rt), name_key, external_id, body, members, indexed, changed, known })
+}
+
+/// The values of a body (stored layout) the store indexes: its `emails.value`s, folded.
+fn indexed_values(body: &Value) -> std::result::Result<Vec<(String, String)>, ScimError> {
+    let mut indexed = Vec::new();
+    if let Some(Value::Array(emails)) = body.get("emails") {
+        let mut seen = BTreeSet::new();
+        for e in emails {
+            if let Some(v) = e.get("value").and_then(Value::as_str) {
+                let v = fedkey_store::scim_sql::fold(v).replace('\0', "\u{FFFD}");
+                check_indexed("emails.value", &v)?;
+                if seen.insert(v.clone()) {
+                    indexed.push(("emails.value".to_owned(), v));
+                }
+            }
+        }
+    }
+    Ok(indexed)
 }
 
 /// Longest value, in bytes after case folding, of an attribute the store indexes

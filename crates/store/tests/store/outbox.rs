@@ -20,6 +20,7 @@ fn user(name: &str, active: bool) -> ResourceWrite {
         members: None,
         indexed: vec![],
         changed: vec!["userName".into()],
+        known: None,
     }
 }
 
@@ -32,6 +33,7 @@ fn group(name: &str, members: Vec<String>) -> ResourceWrite {
         members: Some(members),
         indexed: vec![],
         changed: vec!["displayName".into(), "members".into()],
+        known: None,
     }
 }
 
