@@ -24,7 +24,7 @@
 //! BENCH_MILLION=1 (afterwards top each backend up to 1,000,000 users and measure
 //! `userName eq` again), BENCH_OPS (a subset: get,username,email,post,patch,group),
 //! BENCH_KEEP_DB=1 (keep the SQLite file and print its path), BENCH_SEED_TASKS (concurrent
-//! seeding writers: 4 on SQLite, 16 on PostgreSQL), FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test).
+//! seeding writers: 32 on SQLite, 16 on PostgreSQL), FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test).
 //! Under `cargo test --all-targets` (no `--bench`) it runs a small smoke version.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -710,7 +710,7 @@ async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
         store.db.set_group_commit_limit(1);
     }
     let dir = store.directory("acme").await.unwrap();
-    let tasks = env_num("BENCH_SEED_TASKS", if backend.starts_with("sqlite") { 4 } else { 16 });
+    let tasks = env_num("BENCH_SEED_TASKS", if backend.starts_with("sqlite") { 32 } else { 16 });
     let t0 = Instant::now();
     let users = seed_store_users(&store, &dir, 0, cfg.users, tasks).await;
     let ut = t0.elapsed().as_secs_f64();

@@ -120,6 +120,8 @@ pub struct Db {
     /// instead of in SQLite's busy handler (which sleeps 1 ms, 2 ms, 5 ms … between
     /// attempts), and share one fsync per group.
     group: Option<Arc<group::Group>>,
+    /// The audit chain head this process wrote last (see `audit::append_in_tx`).
+    audit_head: Arc<std::sync::Mutex<Option<(i64, [u8; 32])>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -280,7 +282,7 @@ impl Db {
             Backend::Sqlite => Some(group::Group::new(&pool)),
             Backend::Postgres => None,
         };
-        let db = Db { pool, backend, group };
+        let db = Db { pool, backend, group, audit_head: Arc::default() };
         if !create {
             // An offline tool must not turn an empty or foreign database into a fedkey one.
             let initialised =
@@ -323,6 +325,17 @@ impl Db {
     pub fn group_commit_counts(&self) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
         self.group.as_ref().map(|g| (g.commits.load(Relaxed), g.writers.load(Relaxed)))
+    }
+
+    /// The audit chain head this process last wrote: a guess, checked where it is used.
+    pub(crate) fn audit_head_hint(&self) -> Option<(i64, [u8; 32])> {
+        self.audit_head.lock().ok().and_then(|h| *h)
+    }
+
+    pub(crate) fn set_audit_head_hint(&self, head: Option<(i64, [u8; 32])>) {
+        if let Ok(mut h) = self.audit_head.lock() {
+            *h = head;
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {
