@@ -121,7 +121,7 @@ pub struct Db {
     /// attempts), and share one fsync per group.
     group: Option<Arc<group::Group>>,
     /// The audit chain head this process wrote last (see `audit::append_in_tx`).
-    audit_head: Arc<std::sync::Mutex<Option<(i64, [u8; 32])>>>,
+    audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -200,6 +200,9 @@ impl std::ops::DerefMut for Tx {
 fn unreachable_conn() -> ! {
     panic!("a finished transaction has no connection")
 }
+
+/// An audit chain head: its `seq` and `hash`.
+pub(crate) type ChainHead = (i64, [u8; 32]);
 
 /// A pooled PostgreSQL connection idle longer than this is pinged before it is used.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(30);
@@ -328,11 +331,11 @@ impl Db {
     }
 
     /// The audit chain head this process last wrote: a guess, checked where it is used.
-    pub(crate) fn audit_head_hint(&self) -> Option<(i64, [u8; 32])> {
+    pub(crate) fn audit_head_hint(&self) -> Option<ChainHead> {
         self.audit_head.lock().ok().and_then(|h| *h)
     }
 
-    pub(crate) fn set_audit_head_hint(&self, head: Option<(i64, [u8; 32])>) {
+    pub(crate) fn set_audit_head_hint(&self, head: Option<ChainHead>) {
         if let Ok(mut h) = self.audit_head.lock() {
             *h = head;
         }
