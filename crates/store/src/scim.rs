@@ -57,17 +57,15 @@ pub struct ResourceWrite {
     pub known: Option<Known>,
 }
 
-/// The side-table state of a resource at `version`, as its writer read it. A replace that
-/// expects that version writes only what differs from it (a one-member group PATCH used to
-/// delete and re-insert every membership, and re-read them first), inside the writers'
-/// turn that every SQLite write waits for.
+/// A resource as its writer read it, at the version the replace expects. The replace then
+/// writes only what differs from it (a one-member group PATCH used to delete and re-insert
+/// every membership, and re-read them first) inside the writers' turn that every SQLite
+/// write waits for, and answers from it and the write instead of reading the resource back.
 #[derive(Debug, Clone)]
 pub struct Known {
-    pub version: i64,
-    /// The resource's [`ResourceWrite::indexed`] values at `version`.
+    pub resource: StoredResource,
+    /// The resource's [`ResourceWrite::indexed`] values at that version.
     pub indexed: Vec<(String, String)>,
-    /// Its member ids at `version` (groups).
-    pub members: Vec<String>,
 }
 
 /// A condition or ordering produced by the filter translator, with its bound values.
@@ -212,18 +210,25 @@ impl Store {
         }
         // The UPDATE matched `expected_version`: what the caller read at that version is
         // what is stored.
-        let known = w.known.as_ref().filter(|k| expected_version == Some(k.version));
+        let known = w.known.as_ref().filter(|k| expected_version == Some(k.resource.version));
         let old_members = match (&w.members, known) {
             (None, _) => Vec::new(),
-            (Some(_), Some(k)) => k.members.clone(),
+            (Some(_), Some(k)) => k.resource.members.iter().map(|m| m.value.clone()).collect(),
             (Some(_), None) => self.member_ids(&mut tx, &dir.id, id).await?,
         };
         let old_values = known.map(|k| k.indexed.as_slice());
         self.write_side_tables(&mut tx, dir, id, &w, old_values, &old_members).await?;
         self.outbox_for_write(&mut tx, dir, id, &w, Change::Update, &old_members).await?;
         let ev = self.scim_event(actor, dir, "scim.replace", w.resource_type, id, &w.changed);
+        let written = known.is_some();
         self.commit_with(tx, actor, ev).await?;
-        self.scim_get(&dir.id, w.resource_type, id).await
+        match w.known {
+            Some(k) if written => match after_replace(k.resource, w.body, w.members.as_deref(), now) {
+                Some(r) => Ok(r),
+                None => self.scim_get(&dir.id, w.resource_type, id).await,
+            },
+            _ => self.scim_get(&dir.id, w.resource_type, id).await,
+        }
     }
 
     pub async fn scim_delete(
@@ -609,6 +614,29 @@ fn uniqueness(resource_type: &str) -> String {
         "User" => "a User with this userName".into(),
         _ => "a Group with this displayName".into(),
     }
+}
+
+/// The resource a replace of `before` (read at the version it replaced) wrote: one version
+/// on, `body`, `members`. `None` when a member was added, whose type and display only the
+/// store knows. `groups` are as read before the write: a membership that changed meanwhile
+/// shows in the next read (a read after the commit would race with such a change too).
+fn after_replace(
+    before: StoredResource,
+    body: Value,
+    members: Option<&[String]>,
+    now: Timestamp,
+) -> Option<StoredResource> {
+    let mut r = before;
+    if let Some(ids) = members {
+        if !ids.iter().all(|id| r.members.iter().any(|m| &m.value == id)) {
+            return None;
+        }
+        r.members.retain(|m| ids.contains(&m.value));
+    }
+    r.version += 1;
+    r.updated_at = now;
+    r.body = body;
+    Some(r)
 }
 
 /// Whether two lists of indexed values hold the same values (in any order).

@@ -1252,11 +1252,7 @@ mod cases {
             changed: vec!["members".into()],
             known,
         };
-        let known = |r: &StoredResource, indexed: Vec<(String, String)>| Known {
-            version: r.version,
-            indexed,
-            members: r.members.iter().map(|m| m.value.clone()).collect(),
-        };
+        let known = |r: &StoredResource, indexed: Vec<(String, String)>| Known { resource: r.clone(), indexed };
         let ids = |r: &StoredResource| {
             let mut v: Vec<String> = r.members.iter().map(|m| m.value.clone()).collect();
             v.sort();
@@ -1266,6 +1262,19 @@ mod cases {
             let mut v: Vec<String> = v.iter().map(|s| (*s).clone()).collect();
             v.sort();
             v
+        };
+        // What a replace answers is what a read afterwards finds.
+        let dir_id = dir.id.clone();
+        let same_as_read = |r: &StoredResource| {
+            let (r, dir_id) = (r.clone(), dir_id.clone());
+            async move {
+                let got = s.scim_get(&dir_id, &r.resource_type, &r.id).await.unwrap();
+                let view = |x: &StoredResource| {
+                    let groups: Vec<String> = x.groups.iter().map(|g| g.value.clone()).collect();
+                    (x.version, x.updated_at, x.body.clone(), ids(x), groups)
+                };
+                assert_eq!(view(&got), view(&r), "the answer of a replace is what is stored");
+            }
         };
         let u1 = s.scim_create(&a, &dir, user("u1", "u1@x.test", None)).await.unwrap();
         let u2 = s.scim_create(&a, &dir, user("u2", "u2@x.test", None)).await.unwrap();
@@ -1285,9 +1294,21 @@ mod cases {
         assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
         assert_eq!(ids(&s.scim_get(&dir.id, "Group", &g.id).await.unwrap()), ids(&g2));
         // A Known of an older version claims no members: trusted, u2 and u3 would stay.
-        let stale = Known { version: g2.version - 1, indexed: vec![], members: vec![] };
+        let stale = StoredResource { version: g2.version - 1, members: vec![], ..g2.clone() };
+        let stale = Known { resource: stale, indexed: vec![] };
         let g3 = s.scim_replace(&a, &dir, &g.id, Some(g2.version), group(&[&u1.id], Some(stale))).await.unwrap();
         assert_eq!(ids(&g3), vec![u1.id.clone()]);
+        same_as_read(&g3).await;
+        // A removal only is answered from what was written (no read back); so is an add, by a read.
+        let g4 = s.scim_replace(&a, &dir, &g.id, Some(g3.version), group(&[&u1.id, &u2.id], Some(known(&g3, vec![]))));
+        let g4 = g4.await.unwrap();
+        same_as_read(&g4).await;
+        e.clock.advance(Duration::from_secs(1));
+        let g5 = s.scim_replace(&a, &dir, &g.id, Some(g4.version), group(&[&u2.id], Some(known(&g4, vec![]))));
+        let g5 = g5.await.unwrap();
+        assert_eq!((ids(&g5), g5.version), (vec![u2.id.clone()], g4.version + 1));
+        assert!(g5.updated_at > g4.updated_at);
+        same_as_read(&g5).await;
 
         // Indexed values: kept when unchanged, replaced when changed.
         let by_email = |email: &str| {
@@ -1308,6 +1329,14 @@ mod cases {
         let same = vec![("emails.value".to_owned(), "u1@x.test".to_owned())];
         let u1b = s.scim_replace(&a, &dir, &u1.id, Some(1), user("u1", "U1@x.test", Some(known(&u1, same.clone()))));
         let u1b = u1b.await.unwrap();
+        same_as_read(&u1b).await;
+        // A user's answer carries its groups.
+        let u2_now = s.scim_get(&dir.id, "User", &u2.id).await.unwrap();
+        let u2_values = vec![("emails.value".to_owned(), "u2@x.test".to_owned())];
+        let u2b = user("u2", "u2@x.test", Some(known(&u2_now, u2_values)));
+        let u2b = s.scim_replace(&a, &dir, &u2.id, Some(u2_now.version), u2b).await.unwrap();
+        assert_eq!(u2b.groups.len(), 1, "u2 is in the group");
+        same_as_read(&u2b).await;
         assert_eq!(found(by_email("u1@x.test")).await.len(), 1);
         let u1c = user("u1", "new@x.test", Some(known(&u1b, same)));
         s.scim_replace(&a, &dir, &u1.id, Some(u1b.version), u1c).await.unwrap();

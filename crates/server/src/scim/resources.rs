@@ -184,13 +184,7 @@ fn prepare(
     }
     // What is stored at the version the write expects, so the store writes only the
     // differences. A previous body whose values no longer pass the checks is rewritten.
-    let known = previous.and_then(|p| {
-        Some(Known {
-            version: p.version,
-            indexed: indexed_values(&p.body).ok()?,
-            members: p.members.iter().map(|m| m.value.clone()).collect(),
-        })
-    });
+    let known = previous.and_then(|p| Some(Known { indexed: indexed_values(&p.body).ok()?, resource: p.clone() }));
     Ok(ResourceWrite { resource_type: rt_static(rt), name_key, external_id, body, members, indexed, changed, known })
 }
 
