@@ -13,7 +13,7 @@ use fedkey_core::{Clock, Timestamp};
 use sqlx::{Row, any::AnyRow};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::Tx;
+use crate::db::{ChainHead, Tx};
 use crate::install::Install;
 use crate::{Db, StoreError};
 
@@ -79,7 +79,7 @@ pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Ap
 }
 
 /// The chain head, locked for this transaction.
-async fn read_head(tx: &mut Tx, db: &Db) -> Result<(i64, [u8; 32]), StoreError> {
+async fn read_head(tx: &mut Tx, db: &Db) -> Result<ChainHead, StoreError> {
     let head = sqlx::query(db.backend.lock_audit_head()).fetch_one(&mut **tx).await?;
     Ok((head.try_get("seq")?, hash32(head.try_get("hash")?, "audit_head")?))
 }
@@ -112,7 +112,7 @@ fn rechain(records: &mut [Record], mut seq: i64, mut prev: [u8; 32]) -> Appended
 
 /// Moves the head to the end of `appended`; with `from`, only if that is still the head
 /// (returns whether it moved).
-async fn move_head(tx: &mut Tx, appended: &Appended, from: Option<(i64, [u8; 32])>) -> Result<bool, StoreError> {
+async fn move_head(tx: &mut Tx, appended: &Appended, from: Option<ChainHead>) -> Result<bool, StoreError> {
     let q = match from {
         Some((seq, hash)) => {
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4")

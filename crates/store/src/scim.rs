@@ -4,6 +4,8 @@
 //! and the server; this module stores what it is given and enforces uniqueness,
 //! referential integrity of members, and version preconditions.
 
+use std::collections::HashSet;
+
 use fedkey_audit::Outcome;
 use fedkey_core::Timestamp;
 use serde_json::{Value, json};
@@ -220,14 +222,15 @@ impl Store {
         self.write_side_tables(&mut tx, dir, id, &w, old_values, &old_members).await?;
         self.outbox_for_write(&mut tx, dir, id, &w, Change::Update, &old_members).await?;
         let ev = self.scim_event(actor, dir, "scim.replace", w.resource_type, id, &w.changed);
-        let written = known.is_some();
+        let trusted = known.is_some();
         self.commit_with(tx, actor, ev).await?;
-        match w.known {
-            Some(k) if written => match after_replace(k.resource, w.body, w.members.as_deref(), now) {
-                Some(r) => Ok(r),
-                None => self.scim_get(&dir.id, w.resource_type, id).await,
-            },
-            _ => self.scim_get(&dir.id, w.resource_type, id).await,
+        let answer = match w.known {
+            Some(k) if trusted => after_replace(k.resource, w.body, w.members.as_deref(), now),
+            _ => None,
+        };
+        match answer {
+            Some(r) => Ok(r),
+            None => self.scim_get(&dir.id, w.resource_type, id).await,
         }
     }
 
@@ -368,8 +371,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (display, leaver) = crate::ops::outbox_describe(w.resource_type, &w.body);
         self.outbox_insert(tx, &dir.id, w.resource_type, id, change, display.as_deref(), leaver).await?;
-        let Some(new) = &w.members else { return Ok(()) };
-        let mut touched: Vec<&String> = new.iter().filter(|m| !old_members.contains(m)).collect();
+        let Some(members) = &w.members else { return Ok(()) };
+        let new: HashSet<&String> = members.iter().collect();
+        let old: HashSet<&String> = old_members.iter().collect();
+        let mut touched: Vec<&String> = members.iter().filter(|m| !old.contains(m)).collect();
         touched.extend(old_members.iter().filter(|m| !new.contains(m)));
         touched.sort();
         touched.dedup();
@@ -428,7 +433,10 @@ impl Store {
         if members.iter().any(|m| m == id) {
             return Err(StoreError::Invalid("a group cannot be a member of itself".into()));
         }
-        let removed: Vec<&String> = old_members.iter().filter(|m| !members.contains(m)).collect();
+        // Sets: an IdP's group can hold tens of thousands of members.
+        let new: HashSet<&String> = members.iter().collect();
+        let old: HashSet<&String> = old_members.iter().collect();
+        let removed: Vec<&String> = old_members.iter().filter(|m| !new.contains(m)).collect();
         for chunk in removed.chunks(WRITE_CHUNK) {
             let sql = format!(
                 "DELETE FROM scim_members WHERE directory_id = $1 AND group_id = $2 AND member_id IN ({})",
@@ -440,7 +448,7 @@ impl Store {
             }
             q.execute(&mut **tx).await?;
         }
-        let mut added: Vec<&String> = members.iter().filter(|m| !old_members.contains(m)).collect();
+        let mut added: Vec<&String> = members.iter().filter(|m| !old.contains(m)).collect();
         added.sort();
         added.dedup();
         for chunk in added.chunks(WRITE_CHUNK) {
@@ -628,9 +636,11 @@ fn after_replace(
 ) -> Option<StoredResource> {
     let mut r = before;
     if let Some(ids) = members {
-        if !ids.iter().all(|id| r.members.iter().any(|m| &m.value == id)) {
+        let had: HashSet<&String> = r.members.iter().map(|m| &m.value).collect();
+        if !ids.iter().all(|id| had.contains(id)) {
             return None;
         }
+        let ids: HashSet<&String> = ids.iter().collect();
         r.members.retain(|m| ids.contains(&m.value));
     }
     r.version += 1;

@@ -182,10 +182,23 @@ fn prepare(
         changed.push("members".into());
         changed.sort();
     }
-    // What is stored at the version the write expects, so the store writes only the
-    // differences. A previous body whose values no longer pass the checks is rewritten.
-    let known = previous.and_then(|p| Some(Known { indexed: indexed_values(&p.body).ok()?, resource: p.clone() }));
-    Ok(ResourceWrite { resource_type: rt_static(rt), name_key, external_id, body, members, indexed, changed, known })
+    Ok(ResourceWrite {
+        resource_type: rt_static(rt),
+        name_key,
+        external_id,
+        body,
+        members,
+        indexed,
+        changed,
+        known: None,
+    })
+}
+
+/// The resource a replace read, for [`ResourceWrite::known`]: the store then writes only
+/// what differs from it and answers without reading it back. A body whose indexed values
+/// no longer pass the checks gives none (the store rewrites them all).
+fn known(current: StoredResource) -> Option<Known> {
+    Some(Known { indexed: indexed_values(&current.body).ok()?, resource: current })
 }
 
 /// The values of a body (stored layout) the store indexes: its `emails.value`s, folded.
@@ -296,10 +309,12 @@ pub async fn replace_core(
     {
         obj.insert("password".into(), pw.clone());
     }
-    let w = prepare(s, rt, normalized, Some(&current))?;
+    let mut w = prepare(s, rt, normalized, Some(&current))?;
     super::policy::check_group_write(s, ctx, Some(&current), &w).await?;
     let dir = directory(s, ctx).await?;
-    match s.store.scim_replace(&ctx.actor, &dir, id, Some(expected.unwrap_or(current.version)), w).await {
+    let version = expected.unwrap_or(current.version);
+    w.known = known(current);
+    match s.store.scim_replace(&ctx.actor, &dir, id, Some(version), w).await {
         Ok(r) => Ok((rt, r)),
         Err(StoreError::NotFound(_)) => Err(not_found(rt, id)),
         Err(e) => Err(e.into()),
@@ -335,7 +350,9 @@ pub async fn patch_core(
         let mut w = prepare(s, rt, doc, Some(&current))?;
         super::policy::check_group_write(s, ctx, Some(&current), &w).await?;
         w.changed = changed;
-        match s.store.scim_replace(&ctx.actor, &dir, id, Some(current.version), w).await {
+        let version = current.version;
+        w.known = known(current);
+        match s.store.scim_replace(&ctx.actor, &dir, id, Some(version), w).await {
             Ok(r) => return Ok((rt, r)),
             // Lost a race with another write (clients send concurrent membership PATCHes to one
             // group). Writers take turns in order, so each round lets at least one through:
@@ -407,7 +424,7 @@ pub(crate) async fn upsert_core(
     {
         obj.insert("password".into(), pw.clone());
     }
-    let w = prepare(s, rt, normalized, Some(current))?;
+    let mut w = prepare(s, rt, normalized, Some(current))?;
     if w.changed.is_empty() {
         return Ok((Upsert::Unchanged, Some(current.id.clone())));
     }
@@ -416,6 +433,7 @@ pub(crate) async fn upsert_core(
         return Ok((Upsert::Updated, Some(current.id.clone())));
     }
     let dir = directory(s, ctx).await?;
+    w.known = known(current.clone());
     match s.store.scim_replace(&ctx.actor, &dir, &current.id, Some(current.version), w).await {
         Ok(r) => Ok((Upsert::Updated, Some(r.id))),
         Err(StoreError::NotFound(_)) => Err(not_found(rt, &current.id)),
