@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{Kind, TestDb, actor, count_action, env, env_on, open_store, outbound, tref, verify};
 
-fn user(name: &str, active: bool) -> ResourceWrite {
+pub(super) fn user(name: &str, active: bool) -> ResourceWrite {
     ResourceWrite {
         resource_type: "User",
         name_key: name.to_lowercase(),
@@ -24,7 +24,7 @@ fn user(name: &str, active: bool) -> ResourceWrite {
     }
 }
 
-fn group(name: &str, members: Vec<String>) -> ResourceWrite {
+pub(super) fn group(name: &str, members: Vec<String>) -> ResourceWrite {
     ResourceWrite {
         resource_type: "Group",
         name_key: name.to_lowercase(),

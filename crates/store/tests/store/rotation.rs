@@ -298,13 +298,21 @@ pub async fn trust_scopes_change_applies_to_live_keys(kind: Kind) {
     assert_eq!(count_action(s, "trust.scopes").await, 1);
 }
 
-/// A user's groups are read on every GET of the user: the lookup must start from the
-/// member-side index even without planner statistics (no ANALYZE), or it scans every
-/// membership of the directory.
+/// A user's groups are read on every GET of the user, in the same statement: the lookup
+/// must start from the member-side index even without planner statistics (no ANALYZE), or
+/// it scans every membership of the directory; and the groups come back sorted by id with
+/// their display names.
 pub async fn user_groups_lookup_uses_the_member_index(kind: Kind) {
+    use super::outbox::{group, user};
     let e = env(kind).await;
     let s = &e.store;
-    let d = s.create_directory(&actor(), "acme").await.unwrap().id;
+    let a = actor();
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let d = dir.id.clone();
+    let alice = s.scim_create(&a, &dir, user("alice", true)).await.unwrap();
+    let bob = s.scim_create(&a, &dir, user("bob", true)).await.unwrap();
+    let zeta = s.scim_create(&a, &dir, group("zeta", vec![alice.id.clone()])).await.unwrap();
+    let alpha = s.scim_create(&a, &dir, group("alpha", vec![alice.id.clone(), bob.id.clone()])).await.unwrap();
     let filler = match kind {
         Kind::Sqlite => format!(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
@@ -315,24 +323,27 @@ pub async fn user_groups_lookup_uses_the_member_index(kind: Kind) {
         ),
     };
     e.exec(&filler).await;
-    let sql = fedkey_store::scim::groups_of_sql("$2");
-    let plan: Vec<String> = match kind {
-        Kind::Sqlite => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .bind(d.clone())
-                .bind("u77")
-                .fetch_all(s.db.pool())
-                .await
-                .unwrap();
-            rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, "detail").unwrap()).collect()
-        }
-        Kind::Postgres => Vec::new(),
-    };
     if kind == Kind::Sqlite {
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {} FROM scim_resources r WHERE r.directory_id = $1 AND r.id = $2",
+            fedkey_store::scim::read_columns(s.db.backend)
+        );
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(d.clone()).bind("u77").fetch_all(s.db.pool()).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, "detail").unwrap()).collect();
         let members = plan.iter().find(|l| l.contains(" m ")).unwrap();
         assert!(members.contains("scim_members_member") && members.contains("member_id=?"), "{plan:?}");
     }
-    // And it answers correctly on both backends.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(d).bind("u77").fetch_all(s.db.pool()).await.unwrap();
-    assert_eq!(rows.len(), 0, "no scim_resources row for the group, so the join is empty");
+    let mut expected = vec![(alpha.id.clone(), "alpha"), (zeta.id.clone(), "zeta")];
+    expected.sort();
+    let got = s.scim_get(&d, "User", &alice.id).await.unwrap();
+    let got: Vec<(String, &str)> =
+        got.groups.iter().map(|g| (g.value.clone(), g.display.as_deref().unwrap_or("-"))).collect();
+    assert_eq!(got, expected);
+    let listed =
+        s.scim_list(&d, "User", &fedkey_store::scim::ListQuery { limit: 10, ..Default::default() }).await.unwrap().1;
+    let bob_groups: Vec<&str> =
+        listed.iter().find(|r| r.id == bob.id).unwrap().groups.iter().map(|g| g.value.as_str()).collect();
+    assert_eq!(bob_groups, vec![alpha.id.as_str()]);
+    assert!(s.scim_get(&d, "Group", &alpha.id).await.unwrap().groups.is_empty());
 }
