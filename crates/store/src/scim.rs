@@ -732,16 +732,13 @@ fn bind_all<'q>(
     q
 }
 
-/// `$2, $3, …`: one placeholder per id (`$1` is the directory).
 /// Rows per multi-row statement of a write (well under SQLite's parameter limit).
 const WRITE_CHUNK: usize = 200;
 
+/// `$2, $3, …`: one placeholder per id (`$1` is the directory).
 fn placeholders(n: usize) -> String {
     (0..n).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ")
 }
-
-/// The groups of the members listed in `list` (`$2, $3, …`; `$1` is the directory). Read on
-/// every GET of a user, so it must start from the member-side index (see migration 0007).
 
 #[cfg(test)]
 mod tests {
