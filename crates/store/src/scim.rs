@@ -99,23 +99,34 @@ pub struct ListQuery {
 
 const RESOURCE_COLUMNS: &str = "r.id, r.resource_type, r.version, r.created_at, r.updated_at, r.body";
 
-/// What a read selects: [`RESOURCE_COLUMNS`] and `groups_json`, the groups the resource is
-/// a direct member of as one JSON array of `[group id, displayName]` sorted by id (NULL
-/// or `[]` for none). A GET is then one statement instead of two; on SQLite every statement
-/// is a round trip to the connection's worker thread.
+/// What a read selects: [`RESOURCE_COLUMNS`]; `groups_json`, the groups the resource is a
+/// direct member of as one JSON array of `[group id, displayName]`; and for a group
+/// `members_json`, its members as `[member id, type, userName or displayName]`, each sorted
+/// by id (NULL or `[]` for none). A read is then one statement instead of three; on SQLite
+/// every statement is a round trip to the connection's worker thread.
 pub fn read_columns(backend: Backend) -> String {
-    let groups = match backend {
-        Backend::Sqlite => {
-            "SELECT json_group_array(json_array(m.group_id, json_extract(g.body, '$.displayName')) ORDER BY m.group_id)"
-        }
-        Backend::Postgres => {
-            "SELECT json_agg(json_build_array(m.group_id, g.body::json ->> 'displayName') ORDER BY m.group_id)::text"
-        }
+    let sqlite = backend == Backend::Sqlite;
+    // An aggregate of JSON arrays, the JSON array constructor, and the text of a body's key.
+    let agg = |items: &str, order: &str| match sqlite {
+        true => format!("json_group_array({items} ORDER BY {order})"),
+        false => format!("json_agg({items} ORDER BY {order})::text"),
     };
+    let array = if sqlite { "json_array" } else { "json_build_array" };
+    let text = |body: &str, key: &str| match sqlite {
+        true => format!("json_extract({body}, '$.' || {key})"),
+        false => format!("({body}::json ->> {key})"),
+    };
+    let groups = agg(&format!("{array}(m.group_id, {})", text("g.body", "'displayName'")), "m.group_id");
+    let member_key = "CASE m.member_type WHEN 'User' THEN 'userName' ELSE 'displayName' END";
+    let members = agg(&format!("{array}(m.member_id, m.member_type, {})", text("u.body", member_key)), "m.member_id");
     format!(
-        "{RESOURCE_COLUMNS}, ({groups} FROM scim_members m \
-         JOIN scim_resources g ON g.directory_id = m.directory_id AND g.id = m.group_id \
-         WHERE m.directory_id = r.directory_id AND m.member_id = r.id) AS groups_json"
+        "{RESOURCE_COLUMNS}, \
+         (SELECT {groups} FROM scim_members m \
+          JOIN scim_resources g ON g.directory_id = m.directory_id AND g.id = m.group_id \
+          WHERE m.directory_id = r.directory_id AND m.member_id = r.id) AS groups_json, \
+         CASE WHEN r.resource_type = 'Group' THEN (SELECT {members} FROM scim_members m \
+          JOIN scim_resources u ON u.directory_id = m.directory_id AND u.id = m.member_id \
+          WHERE m.directory_id = r.directory_id AND m.group_id = r.id) END AS members_json"
     )
 }
 
@@ -297,9 +308,7 @@ impl Store {
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
-        let mut res = resource_from_row(&row)?;
-        self.load_memberships(directory_id, std::slice::from_mut(&mut res)).await?;
-        Ok(res)
+        resource_from_row(&row)
     }
 
     /// One page of a directory's resources of a type, and the total number that match.
@@ -312,7 +321,7 @@ impl Store {
         let sql = ListSql::new(self.db.backend, directory_id, resource_type, q);
         let rows =
             bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.page)), &sql.page_binds).fetch_all(self.db.pool()).await?;
-        let mut out = rows.iter().map(resource_from_row).collect::<Result<Vec<_>, _>>()?;
+        let out = rows.iter().map(resource_from_row).collect::<Result<Vec<_>, _>>()?;
         // A first page that is not full holds every match (the common `userName eq` lookup):
         // no second query to count them.
         let total = if q.limit > 0 && q.offset <= 0 && (out.len() as i64) < q.limit {
@@ -323,7 +332,6 @@ impl Store {
                 .await?
                 .try_get("n")?
         };
-        self.load_memberships(directory_id, &mut out).await?;
         Ok((total, out))
     }
 
@@ -553,41 +561,6 @@ impl Store {
     }
 
     /// Fills `members` and `groups` of `resources` (two queries for the whole page).
-    async fn load_memberships(&self, directory_id: &str, resources: &mut [StoredResource]) -> Result<(), StoreError> {
-        if resources.is_empty() {
-            return Ok(());
-        }
-        // Only groups have members. The query has no ORDER BY: without statistics SQLite
-        // would satisfy one by scanning the directory's whole member index in order, once
-        // per read (members are sorted below instead).
-        let group_ids: Vec<&String> = resources.iter().filter(|r| r.resource_type == "Group").map(|r| &r.id).collect();
-        if !group_ids.is_empty() {
-            let members_sql = format!(
-                "SELECT m.group_id, m.member_id, m.member_type, r.name_key, r.body FROM scim_members m \
-                 JOIN scim_resources r ON r.directory_id = m.directory_id AND r.id = m.member_id \
-                 WHERE m.directory_id = $1 AND m.group_id IN ({})",
-                placeholders(group_ids.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(members_sql)).bind(directory_id.to_owned());
-            for id in group_ids {
-                q = q.bind(id.clone());
-            }
-            for row in q.fetch_all(self.db.pool()).await? {
-                let group: String = row.try_get("group_id")?;
-                let kind: String = row.try_get("member_type")?;
-                let body: Value = serde_json::from_str(&row.try_get::<String, _>("body")?).unwrap_or(Value::Null);
-                let display = display_of(&kind, &body);
-                if let Some(r) = resources.iter_mut().find(|r| r.id == group) {
-                    r.members.push(MemberRef { value: row.try_get("member_id")?, kind, display });
-                }
-            }
-            for r in resources.iter_mut() {
-                r.members.sort_by(|a, b| a.value.cmp(&b.value));
-            }
-        }
-        Ok(())
-    }
-
     fn scim_event(
         &self,
         actor: &Actor,
@@ -658,11 +631,6 @@ fn same_values(a: &[(String, String)], b: &[(String, String)]) -> bool {
     a.len() == b.len() && a.iter().all(|v| b.contains(v)) && b.iter().all(|v| a.contains(v))
 }
 
-fn display_of(kind: &str, body: &Value) -> Option<String> {
-    let key = if kind == "User" { "userName" } else { "displayName" };
-    body.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
 fn resource_from_row(row: &AnyRow) -> Result<StoredResource, StoreError> {
     let body: String = row.try_get("body")?;
     Ok(StoredResource {
@@ -672,7 +640,7 @@ fn resource_from_row(row: &AnyRow) -> Result<StoredResource, StoreError> {
         created_at: Timestamp(row.try_get("created_at")?),
         updated_at: Timestamp(row.try_get("updated_at")?),
         body: serde_json::from_str(&body).map_err(|_| StoreError::Corrupt("scim_resources.body".into()))?,
-        members: Vec::new(),
+        members: members_from_json(row.try_get("members_json")?)?,
         groups: groups_from_json(row.try_get("groups_json")?)?,
     })
 }
@@ -683,6 +651,18 @@ fn groups_from_json(json: Option<String>) -> Result<Vec<MemberRef>, StoreError> 
     let pairs: Vec<(String, Option<String>)> =
         serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("groups of a SCIM resource".into()))?;
     Ok(pairs.into_iter().map(|(value, display)| MemberRef { value, kind: "Group".into(), display }).collect())
+}
+
+/// The `members_json` column of [`read_columns`], sorted by id (byte order: PostgreSQL's
+/// `ORDER BY` follows the database collation).
+fn members_from_json(json: Option<String>) -> Result<Vec<MemberRef>, StoreError> {
+    let Some(json) = json else { return Ok(Vec::new()) };
+    let triples: Vec<(String, String, Option<String>)> =
+        serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("members of a SCIM group".into()))?;
+    let mut members: Vec<MemberRef> =
+        triples.into_iter().map(|(value, kind, display)| MemberRef { value, kind, display }).collect();
+    members.sort_by(|a, b| a.value.cmp(&b.value));
+    Ok(members)
 }
 
 /// Shifts `$N` placeholders in a translator fragment by `offset` (fragments number their
@@ -734,11 +714,6 @@ fn bind_all<'q>(
 
 /// Rows per multi-row statement of a write (well under SQLite's parameter limit).
 const WRITE_CHUNK: usize = 200;
-
-/// `$2, $3, …`: one placeholder per id (`$1` is the directory).
-fn placeholders(n: usize) -> String {
-    (0..n).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ")
-}
 
 #[cfg(test)]
 mod tests {

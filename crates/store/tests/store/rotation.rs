@@ -345,5 +345,21 @@ pub async fn user_groups_lookup_uses_the_member_index(kind: Kind) {
     let bob_groups: Vec<&str> =
         listed.iter().find(|r| r.id == bob.id).unwrap().groups.iter().map(|g| g.value.as_str()).collect();
     assert_eq!(bob_groups, vec![alpha.id.as_str()]);
+    // A group's members come in the same statement: sorted by id, typed, with the
+    // member's userName or (a nested group) displayName.
+    let outer = s.scim_create(&a, &dir, group("outer", vec![zeta.id.clone(), bob.id.clone()])).await.unwrap();
+    let got = s.scim_get(&d, "Group", &outer.id).await.unwrap();
+    let members: Vec<(String, String, Option<String>)> =
+        got.members.iter().map(|m| (m.value.clone(), m.kind.clone(), m.display.clone())).collect();
+    let mut expected = vec![
+        (zeta.id.clone(), "Group".to_owned(), Some("zeta".to_owned())),
+        (bob.id.clone(), "User".to_owned(), Some("bob".to_owned())),
+    ];
+    expected.sort();
+    assert_eq!(members, expected);
+    let zeta_groups: Vec<String> =
+        s.scim_get(&d, "Group", &zeta.id).await.unwrap().groups.into_iter().map(|g| g.value).collect();
+    assert_eq!(zeta_groups, vec![outer.id.clone()]);
     assert!(s.scim_get(&d, "Group", &alpha.id).await.unwrap().groups.is_empty());
+    assert!(s.scim_get(&d, "User", &bob.id).await.unwrap().members.is_empty());
 }
