@@ -221,6 +221,7 @@ on_both_backends!(
     concurrent_authentications_one_chain,
     audit_writer_follows_other_appenders,
     two_stores_one_chain,
+    directories_are_found_by_every_store,
     verify_while_appending,
     tamper_replaced_public_key,
     awkward_text_survives_the_batch_insert,
@@ -1436,6 +1437,24 @@ mod cases {
             Err(other) => panic!("expected Corrupt, got {other:?}"),
             Ok(_) => panic!("a store opened with a replaced checkpoint public key"),
         }
+    }
+
+    /// Directory lookups are cached per store: a name another node creates later is found
+    /// (a miss is not remembered), and a found one keeps its id.
+    pub async fn directories_are_found_by_every_store(kind: Kind) {
+        let e = env(kind).await;
+        let other = open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::from_secs(60)).await;
+        assert!(matches!(other.directory("beta").await, Err(StoreError::NotFound(_))));
+        let created = e.store.create_directory(&actor(), "beta").await.unwrap();
+        for _ in 0..2 {
+            let found = other.directory("beta").await.unwrap();
+            assert_eq!(
+                (found.id, found.name, found.created_at),
+                (created.id.clone(), created.name.clone(), created.created_at)
+            );
+        }
+        assert!(matches!(other.directory("gamma").await, Err(StoreError::NotFound(_))));
+        assert!(other.directory("no such/name").await.is_err(), "names are still validated");
     }
 
     /// Two store instances (two nodes, or server + CLI) appending to one database.

@@ -33,14 +33,31 @@ impl Store {
 
     pub async fn directory(&self, name: &str) -> Result<Directory, StoreError> {
         names::validate(name)?;
+        if let Some(d) = self.cached_directories().get(name) {
+            return Ok(d.clone());
+        }
         let row = sqlx::query("SELECT id, name, created_at, created_by FROM directories WHERE name = $1")
             .bind(name)
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
-        directory_from_row(&row)
+        let d = directory_from_row(&row)?;
+        let mut cache = self.cached_directories();
+        if cache.len() >= DIRECTORY_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(d.name.clone(), d.clone());
+        Ok(d)
+    }
+
+    fn cached_directories(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Directory>> {
+        // A panic elsewhere cannot leave an entry half-written: insert and clear are whole.
+        self.directories.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// Directories kept by [`Store::directory`] (found ones only; a miss is asked again).
+const DIRECTORY_CACHE_SIZE: usize = 10_000;
 
 fn directory_from_row(r: &AnyRow) -> Result<Directory, StoreError> {
     Ok(Directory {

@@ -87,6 +87,9 @@ pub struct Store {
     /// older generation are re-read.
     generation: AtomicU64,
     pub(crate) auth_cache: AuthCache,
+    /// Directories by name. A directory is never renamed or deleted, so an entry never goes
+    /// stale; every SCIM write names its directory.
+    pub(crate) directories: std::sync::Mutex<std::collections::HashMap<String, crate::Directory>>,
 }
 
 impl Store {
@@ -111,6 +114,7 @@ impl Store {
             keyring,
             generation: AtomicU64::new(0),
             auth_cache: AuthCache::new(auth_cache_ttl),
+            directories: Default::default(),
         };
         Ok((store, created))
     }
