@@ -42,6 +42,12 @@ impl StoreError {
             _ => self,
         }
     }
+
+    /// PostgreSQL aborted the transaction to break a deadlock (or a serialization
+    /// conflict) with another one: running it again is safe and normally succeeds.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
 }
 
 impl From<fedkey_crypto::EnvelopeError> for StoreError {

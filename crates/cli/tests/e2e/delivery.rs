@@ -913,18 +913,18 @@ async fn both_deliver(a: &Server, b: &Server) -> (u64, u64) {
     let ta = ticker(a.url.clone(), a.token.clone(), stop.clone());
     let tb = ticker(b.url.clone(), b.token.clone(), stop.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
+    let errors = |s: &Server| s.logs().lines().filter(|l| l.contains("ERROR")).collect::<Vec<_>>().join("\n");
     loop {
         let st = a.sync_status("acme").await;
         if st["outbox"] == 0 && st["targets"][0]["pending"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the outbox drains: {st}");
+        assert!(Instant::now() < deadline, "the outbox drains: {st}\n{}\n{}", errors(a), errors(b));
         assert!(!ta.is_finished() && !tb.is_finished(), "a node stopped: {} {}", a.logs(), b.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
-    let errors = |s: &Server| s.logs().lines().filter(|l| l.contains("ERROR")).collect::<Vec<_>>().join("\n");
     assert_eq!(
         (ra.errors, rb.errors),
         (0, 0),

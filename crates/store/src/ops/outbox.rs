@@ -206,6 +206,8 @@ const OUTBOX_INSERT: &str =
     "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at)";
 /// The `leaver` column of a row that does not change whether the user is a leaver.
 const NO_LEAVER_CHANGE: i64 = -1;
+/// How often a transaction PostgreSQL aborted to break a deadlock is run in all.
+const TRANSIENT_ATTEMPTS: u32 = 5;
 /// Member ids bound per statement (well under every backend's parameter limit).
 const MEMBERSHIP_CHUNK: usize = 200;
 
@@ -726,7 +728,6 @@ impl Store {
         owner: &str,
         done: &[(&SyncWork, &Delivered)],
     ) -> Result<Vec<bool>, StoreError> {
-        let now = self.now().0;
         // Read before taking the write lock: a second pool connection wanted while holding it
         // can deadlock against writers that hold every other connection (SQLite).
         let mut directories: HashMap<&str, String> = HashMap::new();
@@ -735,9 +736,35 @@ impl Store {
                 directories.insert(&w.directory_id, self.directory_name_of(&w.directory_id).await?);
             }
         }
+        let mut attempt = 1;
+        loop {
+            match self.finish_sync_once(actor, owner, done, &directories).await {
+                // Two nodes finishing work at once can deadlock on PostgreSQL (the group rows
+                // that delivered members requeue); the loser's transaction is rolled back.
+                Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
+                    tracing::warn!(attempt, "finishing delivered work hit a deadlock; trying again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn finish_sync_once(
+        &self,
+        actor: &Actor,
+        owner: &str,
+        done: &[(&SyncWork, &Delivered)],
+        directories: &HashMap<&str, String>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let now = self.now().0;
         let mut tx = self.db.begin().await?;
         let mut events = Vec::new();
         let mut out = Vec::with_capacity(done.len());
+        // Groups whose delivered members changed them, bumped after every finished row and
+        // in one order (trust, id), as `fan_out` locks rows: two nodes finishing batches
+        // that share groups must not take those row locks in opposite orders.
+        let mut requeue: Vec<(String, String)> = Vec::new();
         for (w, d) in done {
             let Some(lease) = held_lease(w, owner) else {
                 out.push(false);
@@ -767,7 +794,7 @@ impl Store {
             if n == 0 {
                 continue;
             }
-            requeue_in(&mut tx, &w.trust_id, "Group", &d.requeue_groups, now).await?;
+            requeue.extend(d.requeue_groups.iter().map(|g| (w.trust_id.clone(), g.clone())));
             let directory = directories.get(w.directory_id.as_str()).cloned().unwrap_or_default();
             events.push(
                 self.event(actor, "sync.deliver", Outcome::Success).directory(directory).trust(&w.trust_name).details(
@@ -781,6 +808,12 @@ impl Store {
         if events.is_empty() {
             tx.rollback().await?;
             return Ok(out);
+        }
+        requeue.sort();
+        requeue.dedup();
+        for chunk in requeue.chunk_by(|a, b| a.0 == b.0) {
+            let ids: Vec<String> = chunk.iter().map(|(_, g)| g.clone()).collect();
+            requeue_in(&mut tx, &chunk[0].0, "Group", &ids, now).await?;
         }
         self.commit_with_events(tx, actor, events).await?;
         Ok(out)
