@@ -236,6 +236,7 @@ async fn run_writer(
     let mut tick = tokio::time::interval(cfg.checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Job> = Vec::with_capacity(cfg.max_batch);
+    let mut touched = Touched::default();
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, cfg.max_batch) => {
@@ -245,7 +246,7 @@ async fn run_writer(
                 gather(&mut rx, &mut batch, cfg.max_batch).await;
                 let mut jobs = std::mem::take(&mut batch);
                 metrics::histogram!("fedkey_audit_batch_size").record(jobs.len() as f64);
-                let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut last_checkpoint, cfg.checkpoint_every).await;
+                let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut last_checkpoint, cfg.checkpoint_every, &mut touched).await;
                 match result {
                     Ok(first_seq) => {
                         metrics::counter!("fedkey_audit_records_total").increment(jobs.len() as u64);
@@ -295,6 +296,30 @@ async fn gather(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) 
 
 const GATHER_YIELDS: usize = 8;
 
+/// `last_used_at` is written at most once per [`TOUCH_EVERY`] for each key or token: a
+/// statement fewer in nearly every batch (each one waits for its batch), for a time that is
+/// at most that much behind. Every use is still in the log, to the microsecond.
+const TOUCH_EVERY: i64 = 1_000_000;
+/// Keys and tokens remembered by [`Touched`] before it starts over.
+const TOUCHED_MAX: usize = 10_000;
+
+/// When this writer last wrote each key's or token's `last_used_at`.
+#[derive(Default)]
+struct Touched(std::collections::HashMap<Touch, Timestamp>);
+
+impl Touched {
+    fn due(&self, t: &Touch, now: Timestamp) -> bool {
+        self.0.get(t).is_none_or(|last| now.0 < last.0 || now.0 - last.0 >= TOUCH_EVERY)
+    }
+
+    fn written(&mut self, ts: impl IntoIterator<Item = Touch>, now: Timestamp) {
+        if self.0.len() >= TOUCHED_MAX {
+            self.0.clear();
+        }
+        self.0.extend(ts.into_iter().map(|t| (t, now)));
+    }
+}
+
 async fn commit_batch(
     db: &Db,
     install: &Install,
@@ -302,13 +327,15 @@ async fn commit_batch(
     jobs: &mut [Job],
     last_checkpoint: &mut i64,
     every: i64,
+    touched: &mut Touched,
 ) -> Result<i64, StoreError> {
     let mut tx = db.begin().await?;
     let events = jobs.iter_mut().filter_map(|j| j.event.take()).collect();
     let appended = append_in_tx(&mut tx, db, events).await?;
     let ts = clock.now();
-    let touches: HashSet<&Touch> = jobs.iter().filter_map(|j| j.touch.as_ref()).collect();
-    for t in touches {
+    let touches: HashSet<&Touch> =
+        jobs.iter().filter_map(|j| j.touch.as_ref()).filter(|t| touched.due(t, ts)).collect();
+    for t in &touches {
         match t {
             Touch::KeyVersion { trust_id, version } => {
                 sqlx::query("UPDATE key_versions SET last_used_at = $1 WHERE trust_id = $2 AND version = $3 AND (last_used_at IS NULL OR last_used_at < $1)")
@@ -325,6 +352,7 @@ async fn commit_batch(
         insert_checkpoint(&mut tx, install, appended.last_seq, appended.last_hash, ts).await?;
     }
     tx.commit().await?;
+    touched.written(touches.into_iter().cloned(), ts);
     if checkpoint {
         *last_checkpoint = appended.last_seq;
     }

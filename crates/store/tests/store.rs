@@ -449,8 +449,17 @@ mod cases {
         assert_eq!(p.trust_id, trust.id);
         assert_eq!(e.auth_key("other", &key1).await.unwrap_err(), AuthFailure::WrongDirectory);
         assert_eq!(e.auth_key("no-such-dir", &key1).await.unwrap_err(), AuthFailure::WrongDirectory);
-        // The successful use is written down with its audit batch.
+        // The successful use is written down with its audit batch; then at most once a
+        // second (every use is in the audit log regardless).
         assert_eq!(s.list_keys(&r).await.unwrap()[0].last_used_at, Some(T0));
+        let audited = count_action(s, "key.authenticate").await;
+        e.clock.advance(Duration::from_millis(600));
+        e.auth_key("acme", &key1).await.unwrap();
+        assert_eq!(s.list_keys(&r).await.unwrap()[0].last_used_at, Some(T0), "0.6 s later: not rewritten");
+        e.clock.advance(Duration::from_millis(600));
+        e.auth_key("acme", &key1).await.unwrap();
+        assert_eq!(s.list_keys(&r).await.unwrap()[0].last_used_at, Some(s.now()), "1.2 s later: rewritten");
+        assert_eq!(count_action(s, "key.authenticate").await, audited + 2, "every use is audited");
 
         // Rotation with a one-hour overlap: both versions authenticate.
         e.clock.advance(Duration::from_secs(60));
