@@ -324,6 +324,16 @@ impl Db {
         }
     }
 
+    /// SQLite: returns once the writers' shared transaction open now, if any, has ended, so
+    /// that a read sees what its writers wrote. A write that found another version than it
+    /// expected calls this before it answers: the version it found may be in that open
+    /// transaction, invisible to the caller's next read until it commits. No-op on PostgreSQL.
+    pub async fn settled(&self) {
+        if let Some(g) = &self.group {
+            g.settled().await;
+        }
+    }
+
     /// SQLite: the group commits so far and the writers' transactions they carried.
     pub fn group_commit_counts(&self) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;

@@ -99,12 +99,14 @@ pub struct ListQuery {
 
 const RESOURCE_COLUMNS: &str = "r.id, r.resource_type, r.version, r.created_at, r.updated_at, r.body";
 
-/// What a read selects: [`RESOURCE_COLUMNS`]; `groups_json`, the groups the resource is a
-/// direct member of as one JSON array of `[group id, displayName]`; and for a group
-/// `members_json`, its members as `[member id, type, userName or displayName]`, each sorted
-/// by id (NULL or `[]` for none). A read is then one statement instead of three; on SQLite
-/// every statement is a round trip to the connection's worker thread.
-pub fn read_columns(backend: Backend) -> String {
+/// What a read of `resource_type` selects: [`RESOURCE_COLUMNS`]; `groups_json`, the groups
+/// the resource is a direct member of as one JSON array of `[group id, displayName]`; and
+/// `members_json`, a group's members as `[member id, type, userName or displayName]`, each
+/// sorted by id (NULL or `[]` for none). A read is then one statement instead of three; on
+/// SQLite every statement is a round trip to the connection's worker thread. Users' reads
+/// leave the members subquery out: PostgreSQL plans a list statement on every execution
+/// (its `LIMIT` is a parameter), and planning that subquery halved `userName eq`.
+pub fn read_columns(backend: Backend, resource_type: &str) -> String {
     let sqlite = backend == Backend::Sqlite;
     // An aggregate of JSON arrays, the JSON array constructor, and the text of a body's key.
     let agg = |items: &str, order: &str| match sqlite {
@@ -117,16 +119,23 @@ pub fn read_columns(backend: Backend) -> String {
         false => format!("({body}::json ->> {key})"),
     };
     let groups = agg(&format!("{array}(m.group_id, {})", text("g.body", "'displayName'")), "m.group_id");
-    let member_key = "CASE m.member_type WHEN 'User' THEN 'userName' ELSE 'displayName' END";
-    let members = agg(&format!("{array}(m.member_id, m.member_type, {})", text("u.body", member_key)), "m.member_id");
+    let members = if resource_type == "Group" {
+        let key = "CASE m.member_type WHEN 'User' THEN 'userName' ELSE 'displayName' END";
+        let members = agg(&format!("{array}(m.member_id, m.member_type, {})", text("u.body", key)), "m.member_id");
+        format!(
+            "(SELECT {members} FROM scim_members m \
+             JOIN scim_resources u ON u.directory_id = m.directory_id AND u.id = m.member_id \
+             WHERE m.directory_id = r.directory_id AND m.group_id = r.id)"
+        )
+    } else {
+        "NULL".to_owned()
+    };
     format!(
         "{RESOURCE_COLUMNS}, \
          (SELECT {groups} FROM scim_members m \
           JOIN scim_resources g ON g.directory_id = m.directory_id AND g.id = m.group_id \
           WHERE m.directory_id = r.directory_id AND m.member_id = r.id) AS groups_json, \
-         CASE WHEN r.resource_type = 'Group' THEN (SELECT {members} FROM scim_members m \
-          JOIN scim_resources u ON u.directory_id = m.directory_id AND u.id = m.member_id \
-          WHERE m.directory_id = r.directory_id AND m.group_id = r.id) END AS members_json"
+         {members} AS members_json"
     )
 }
 
@@ -165,7 +174,7 @@ impl ListSql {
         let n = page_binds.len();
         let page = format!(
             "SELECT {} FROM scim_resources r WHERE {cond} ORDER BY {order} LIMIT ${} OFFSET ${}",
-            read_columns(backend),
+            read_columns(backend, resource_type),
             n + 1,
             n + 2
         );
@@ -239,7 +248,12 @@ impl Store {
         .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
         if updated.rows_affected() == 0 {
             // Missing (404) or at another version (412).
-            let version = self.current_version(&mut tx, &dir.id, w.resource_type, id).await?;
+            let version = self.current_version(&mut tx, &dir.id, w.resource_type, id).await;
+            tx.rollback().await?;
+            let version = version?;
+            // The version found may be uncommitted yet (SQLite's shared write transaction):
+            // a caller that reads again and retries must see it, not the one it had.
+            self.db.settled().await;
             return Err(StoreError::PreconditionFailed(format!("{} {id} is at version {version}", w.resource_type)));
         }
         // The UPDATE matched `expected_version`: what the caller read at that version is
@@ -299,7 +313,7 @@ impl Store {
     ) -> Result<StoredResource, StoreError> {
         let sql = format!(
             "SELECT {} FROM scim_resources r WHERE r.directory_id = $1 AND r.resource_type = $2 AND r.id = $3",
-            read_columns(self.db.backend)
+            read_columns(self.db.backend, resource_type)
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(directory_id.to_owned())

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
-use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot, watch};
 
 /// Writers committed together at most (by default).
 pub(super) const MAX_EPOCH_WRITERS: usize = 64;
@@ -54,6 +54,8 @@ pub(super) struct Shared {
     epoch: u64,
     /// Writers whose savepoint was released in the open epoch, waiting for its commit.
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    /// The number of the last epoch that ended (committed or rolled back).
+    ended: watch::Sender<u64>,
 }
 
 /// A writer's turn: the shared connection, inside the writer's savepoint.
@@ -79,6 +81,7 @@ impl Group {
                 opened_at: None,
                 epoch: 0,
                 waiters: Vec::new(),
+                ended: watch::Sender::new(0),
             })),
             queued: AtomicUsize::new(0),
             max_writers: AtomicUsize::new(MAX_EPOCH_WRITERS),
@@ -102,6 +105,19 @@ impl Group {
             self.count(finish(&mut g).await);
         }
         g.conn = None;
+    }
+
+    /// Returns once the epoch open now, if any, has ended (at most after [`WAITER_PATIENCE`]):
+    /// what its writers wrote is then committed and visible to every connection, or gone.
+    pub(super) async fn settled(&self) {
+        let (epoch, mut ended) = {
+            let g = self.state.lock().await;
+            if !g.open {
+                return;
+            }
+            (g.epoch, g.ended.subscribe())
+        };
+        let _ = tokio::time::timeout(WAITER_PATIENCE, ended.wait_for(|e| *e > epoch)).await;
     }
 
     /// Waits (at most `wait`) for this writer's turn and opens its savepoint; `None` when
@@ -194,7 +210,7 @@ impl Turn {
             Err(_) => {
                 // No runtime to finish it: the shared transaction cannot be trusted.
                 let Turn { mut guard, .. } = self;
-                guard.open = false;
+                guard.end_epoch();
                 for w in guard.waiters.drain(..) {
                     let _ = w.send(Err("the write transaction was dropped outside a runtime".into()));
                 }
@@ -204,6 +220,14 @@ impl Turn {
 }
 
 impl Shared {
+    /// The open epoch is over (committed, rolled back or lost).
+    fn end_epoch(&mut self) {
+        self.open = false;
+        self.opened_at = None;
+        self.epoch += 1;
+        self.ended.send_replace(self.epoch);
+    }
+
     /// The shared connection; a turn exists only once it was acquired.
     fn conn(&mut self) -> &mut AnyConnection {
         match &mut self.conn {
@@ -218,9 +242,7 @@ impl Shared {
 async fn undo(g: &mut Shared, savepoint: bool) -> Result<(), sqlx::Error> {
     if !savepoint {
         let r = g.conn().execute("ROLLBACK").await;
-        g.open = false;
-        g.opened_at = None;
-        g.epoch += 1;
+        g.end_epoch();
         // The first writer: nobody else's work was in it, nobody waits on it.
         for w in g.waiters.drain(..) {
             let _ = w.send(Err("the write transaction was rolled back".into()));
@@ -255,9 +277,7 @@ async fn finish(g: &mut Shared) -> Option<u64> {
     if r.is_err() {
         let _ = g.conn().execute("ROLLBACK").await;
     }
-    g.open = false;
-    g.opened_at = None;
-    g.epoch += 1;
+    g.end_epoch();
     metrics::histogram!("fedkey_db_group_commit_writers").record(g.waiters.len() as f64);
     let outcome = r.map(|_| ()).map_err(|e| e.to_string());
     let carried = g.waiters.len() as u64;
@@ -270,9 +290,7 @@ async fn finish(g: &mut Shared) -> Option<u64> {
 /// The shared transaction failed: roll it back and fail every writer waiting on it.
 async fn abandon(g: &mut Shared, e: &sqlx::Error) {
     let _ = g.conn().execute("ROLLBACK").await;
-    g.open = false;
-    g.opened_at = None;
-    g.epoch += 1;
+    g.end_epoch();
     for w in g.waiters.drain(..) {
         let _ = w.send(Err(format!("the shared write transaction failed: {e}")));
     }

@@ -326,7 +326,7 @@ pub async fn user_groups_lookup_uses_the_member_index(kind: Kind) {
     if kind == Kind::Sqlite {
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT {} FROM scim_resources r WHERE r.directory_id = $1 AND r.id = $2",
-            fedkey_store::scim::read_columns(s.db.backend)
+            fedkey_store::scim::read_columns(s.db.backend, "User")
         );
         let rows =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(d.clone()).bind("u77").fetch_all(s.db.pool()).await.unwrap();
