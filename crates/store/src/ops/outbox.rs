@@ -742,7 +742,10 @@ impl Store {
                 // Two nodes finishing work at once can deadlock on PostgreSQL (the group rows
                 // that delivered members requeue); the loser's transaction is rolled back.
                 Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
-                    tracing::warn!(attempt, "finishing delivered work hit a deadlock; trying again");
+                    tracing::warn!(
+                        attempt,
+                        "finishing delivered work conflicted with another transaction; trying again"
+                    );
                     attempt += 1;
                 }
                 result => return result,
