@@ -574,7 +574,6 @@ impl Store {
         Ok(None)
     }
 
-    /// Fills `members` and `groups` of `resources` (two queries for the whole page).
     fn scim_event(
         &self,
         actor: &Actor,
