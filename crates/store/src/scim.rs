@@ -101,7 +101,7 @@ const RESOURCE_COLUMNS: &str = "r.id, r.resource_type, r.version, r.created_at, 
 
 /// What a read of `resource_type` selects: [`RESOURCE_COLUMNS`]; `groups_json`, the groups
 /// the resource is a direct member of as one JSON array of `[group id, displayName]`; and
-/// `members_json`, a group's members as `[member id, type, userName or displayName]`, each
+/// `members_json`, a group's members as `[member id, type, userName or displayName]`, both
 /// sorted by id (NULL or `[]` for none). A read is then one statement instead of three; on
 /// SQLite every statement is a round trip to the connection's worker thread. Users' reads
 /// leave the members subquery out: PostgreSQL plans a list statement on every execution
@@ -110,18 +110,19 @@ pub fn read_columns(backend: Backend, resource_type: &str) -> String {
     let sqlite = backend == Backend::Sqlite;
     // An aggregate of JSON arrays, the JSON array constructor, and the text of a body's key.
     let agg = |items: &str, order: &str| match sqlite {
-        true => format!("json_group_array({items} ORDER BY {order})"),
-        false => format!("json_agg({items} ORDER BY {order})::text"),
+        true => format!("json_group_array({items}{order})"),
+        false => format!("json_agg({items}{order})::text"),
     };
     let array = if sqlite { "json_array" } else { "json_build_array" };
     let text = |body: &str, key: &str| match sqlite {
         true => format!("json_extract({body}, '$.' || {key})"),
         false => format!("({body}::json ->> {key})"),
     };
-    let groups = agg(&format!("{array}(m.group_id, {})", text("g.body", "'displayName'")), "m.group_id");
+    let groups = agg(&format!("{array}(m.group_id, {})", text("g.body", "'displayName'")), " ORDER BY m.group_id");
     let members = if resource_type == "Group" {
         let key = "CASE m.member_type WHEN 'User' THEN 'userName' ELSE 'displayName' END";
-        let members = agg(&format!("{array}(m.member_id, m.member_type, {})", text("u.body", key)), "m.member_id");
+        // Unordered: sorted after parsing, in byte order (see `members_from_json`).
+        let members = agg(&format!("{array}(m.member_id, m.member_type, {})", text("u.body", key)), "");
         format!(
             "(SELECT {members} FROM scim_members m \
              JOIN scim_resources u ON u.directory_id = m.directory_id AND u.id = m.member_id \
