@@ -235,11 +235,22 @@ pub async fn start_bao() -> Option<Bao> {
         return None;
     };
     let root_token = format!("root-{}", hex::encode(*fedkey_crypto::random::bytes::<16>().unwrap()));
-    // The port is free when chosen; a rare race with another process shows up as a failed
-    // health wait below, not as a silent pass.
+    // The port is free when chosen, but another test can take it (or the one after it, which
+    // a dev server also binds for its cluster listener) before bao does: bao then exits at
+    // once, and a new port is tried.
+    for _ in 0..5 {
+        if let Some(bao) = try_start_bao(&bin, &root_token).await {
+            return Some(bao);
+        }
+    }
+    panic!("bao server exited early on five free ports in a row");
+}
+
+/// One start on a fresh port: `None` when bao exited before it was healthy.
+async fn try_start_bao(bin: &std::path::Path, root_token: &str) -> Option<Bao> {
     let port = free_port();
     let addr = format!("http://127.0.0.1:{port}");
-    let child = Command::new(&bin)
+    let child = Command::new(bin)
         .args(["server", "-dev", &format!("-dev-listen-address=127.0.0.1:{port}")])
         .arg(format!("-dev-root-token-id={root_token}"))
         .stdin(Stdio::null())
@@ -247,11 +258,12 @@ pub async fn start_bao() -> Option<Bao> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let mut bao = Bao { child, addr, root_token };
+    let mut bao = Bao { child, addr, root_token: root_token.to_owned() };
     let client = http();
     for _ in 0..200 {
         if let Some(status) = bao.child.try_wait().unwrap() {
-            panic!("bao server exited early: {status}");
+            eprintln!("bao server on port {port} exited early ({status}); trying another port");
+            return None;
         }
         let health = client.get(format!("{}/v1/sys/health", bao.addr)).timeout(Duration::from_secs(1)).send().await;
         if health.is_ok_and(|r| r.status() == 200) {
