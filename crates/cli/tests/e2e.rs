@@ -578,8 +578,21 @@ async fn audit_failure_fails_closed() {
             .await;
         let key = v["key"].as_str().unwrap().to_owned();
         assert_eq!(s.api(M::GET, "/readyz", None, None).await.0, 200);
+        let user = |name: &str| json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name});
+        let (st, v) = s.api(M::POST, "/scim/v2/acme/Users", Some(&key), Some(user("ann"))).await;
+        assert_eq!(st, 201, "{v}");
+        let ann = format!("/scim/v2/acme/Users/{}", v["id"].as_str().unwrap());
+        let retitle = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": "blocked"}]});
 
         block_audit(b, &s, true);
+        // A SCIM request's work may run while its access record is written, but nothing is
+        // answered, and nothing committed, unless that record is durable.
+        let (st, v) = s.api(M::GET, &ann, Some(&key), None).await;
+        assert_eq!(st, 503, "{v}");
+        assert!(v.get("userName").is_none(), "no data is answered before its access is audited: {v}");
+        assert_eq!(s.api(M::PATCH, &ann, Some(&key), Some(retitle.clone())).await.0, 503);
+        assert_eq!(s.api(M::POST, "/scim/v2/acme/Users", Some(&key), Some(user("bob"))).await.0, 503);
         let (st, v) = s.api(M::POST, "/api/v1/directories", t, Some(json!({"name": "blocked"}))).await;
         assert_eq!((st, v["error"]["code"].as_str()), (503, Some("audit_unavailable")), "{v}");
         let (st, _) = s.api(M::POST, "/api/v1/directories/acme/trusts/idp/keys/rotate", t, None).await;
@@ -600,6 +613,10 @@ async fn audit_failure_fails_closed() {
         assert_eq!(keys.len(), 1, "the blocked rotation did not happen");
         assert_eq!(keys[0]["state"], "current", "the blocked revocation did not happen");
         assert_eq!(s.scim_status("acme", &key).await, 200);
+        let (_, v) = s.api(M::GET, &ann, Some(&key), None).await;
+        assert!(v.get("title").is_none(), "the blocked PATCH did not happen: {v}");
+        let (_, v) = s.api(M::GET, "/scim/v2/acme/Users?filter=userName%20eq%20%22bob%22", Some(&key), None).await;
+        assert_eq!(v["totalResults"], 0, "the blocked POST did not happen: {v}");
         let out = s.cli(&["audit", "verify", "--offline"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -211,18 +211,51 @@ impl AuditWriter {
 
     /// Records `event` durably; returns its sequence number.
     pub async fn record(&self, event: Event, touch: Option<Touch>) -> Result<i64, StoreError> {
+        self.submit(event, touch).await?.wait().await
+    }
+
+    /// Hands `event` to the writer and returns without waiting for it to be durable: the
+    /// caller can work meanwhile, but must not answer or commit anything that depends on
+    /// the record before [`Pending::wait`] has returned `Ok` (fail-closed).
+    pub async fn submit(&self, event: Event, touch: Option<Touch>) -> Result<Pending, StoreError> {
         let (done, wait) = oneshot::channel();
-        let unavailable = |m: String| StoreError::AuditUnavailable(Box::new(StoreError::Config(m)));
-        self.tx
-            .send(Job { event: Some(event), touch, done })
-            .await
-            .map_err(|_| unavailable("audit writer stopped".into()))?;
-        match wait.await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(m)) => Err(unavailable(m)),
-            Err(_) => Err(unavailable("audit writer stopped".into())),
+        self.tx.send(Job { event: Some(event), touch, done }).await.map_err(|_| unavailable("audit writer stopped"))?;
+        Ok(Pending(PendingState::Waiting(wait)))
+    }
+}
+
+/// A record handed to the [`AuditWriter`], durable once [`Pending::wait`] returns `Ok`.
+#[derive(Debug)]
+#[must_use = "a pending audit record must be waited for before the request is answered"]
+pub struct Pending(PendingState);
+
+#[derive(Debug)]
+enum PendingState {
+    Waiting(oneshot::Receiver<Result<i64, String>>),
+    Durable(i64),
+}
+
+impl Pending {
+    /// A record already durable at sequence number `seq`.
+    pub fn durable(seq: i64) -> Pending {
+        Pending(PendingState::Durable(seq))
+    }
+
+    /// Waits until the record is durable; returns its sequence number.
+    pub async fn wait(self) -> Result<i64, StoreError> {
+        match self.0 {
+            PendingState::Durable(seq) => Ok(seq),
+            PendingState::Waiting(rx) => match rx.await {
+                Ok(Ok(seq)) => Ok(seq),
+                Ok(Err(m)) => Err(unavailable(&m)),
+                Err(_) => Err(unavailable("audit writer stopped")),
+            },
         }
     }
+}
+
+fn unavailable(m: &str) -> StoreError {
+    StoreError::AuditUnavailable(Box::new(StoreError::Config(m.to_owned())))
 }
 
 async fn run_writer(

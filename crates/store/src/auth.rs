@@ -17,7 +17,7 @@ use fedkey_crypto::token::{self, TokenKind, Verifier};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::audit::Touch;
+use crate::audit::{Pending, Touch};
 use crate::ops::{Actor, Store};
 use crate::{StoreError, TrustPolicy};
 
@@ -223,6 +223,21 @@ impl Store {
         presented: Option<&str>,
         meta: &RequestMeta,
     ) -> Result<Result<Principal, AuthFailure>, StoreError> {
+        let (result, record) = self.authenticate_provisioning_early(directory, presented, meta).await?;
+        record.wait().await?;
+        Ok(result)
+    }
+
+    /// [`Store::authenticate_provisioning`], except that the record of a success is
+    /// returned on its way to the log: the request's work can run while it is written,
+    /// but nothing may be answered or committed before [`Pending::wait`] returns `Ok`. A
+    /// refusal's record is waited for here (it is answered at once).
+    pub async fn authenticate_provisioning_early(
+        &self,
+        directory: &str,
+        presented: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<(Result<Principal, AuthFailure>, Pending), StoreError> {
         let now = self.now();
         let (result, rec) = match presented {
             None => (Err(AuthFailure::Missing), None),
@@ -266,8 +281,12 @@ impl Store {
         };
         let outcome = if result.is_ok() { "success" } else { "denied" };
         metrics::counter!("fedkey_key_authentications_total", "outcome" => outcome).increment(1);
-        self.audit.record(ev, touch).await?;
-        Ok(result.and(rec.map(|r| r.principal).ok_or(AuthFailure::Unknown)))
+        let record = self.audit.submit(ev, touch).await?;
+        let record = match result {
+            Ok(()) => record,
+            Err(_) => Pending::durable(record.wait().await?),
+        };
+        Ok((result.and(rec.map(|r| r.principal).ok_or(AuthFailure::Unknown)), record))
     }
 
     /// The principal of a request authenticated by a federated assertion (a JWT signed by

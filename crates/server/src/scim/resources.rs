@@ -65,7 +65,10 @@ fn query_list(q: QueryList) -> Vec<(String, String)> {
     q.map(|Query(v)| v).unwrap_or_default()
 }
 
-async fn directory(s: &AppState, ctx: &Ctx) -> Result<Directory> {
+/// The directory a write goes to, once the request's authentication record is durable
+/// (every write core calls this right before its store write).
+async fn directory_to_write(s: &AppState, ctx: &Ctx) -> Result<Directory> {
+    ctx.audited().await?;
     Ok(s.store.directory(&ctx.principal.directory).await?)
 }
 
@@ -282,7 +285,7 @@ pub async fn create_core(
     let normalized = normalize(rt, body)?;
     let w = prepare(s, rt, normalized, None)?;
     super::policy::check_group_write(s, ctx, None, &w).await?;
-    let dir = directory(s, ctx).await?;
+    let dir = directory_to_write(s, ctx).await?;
     let r = s.store.scim_create(&ctx.actor, &dir, w).await?;
     Ok((rt, r))
 }
@@ -311,7 +314,7 @@ pub async fn replace_core(
     }
     let mut w = prepare(s, rt, normalized, Some(&current))?;
     super::policy::check_group_write(s, ctx, Some(&current), &w).await?;
-    let dir = directory(s, ctx).await?;
+    let dir = directory_to_write(s, ctx).await?;
     let version = expected.unwrap_or(current.version);
     w.known = known(current);
     match s.store.scim_replace(&ctx.actor, &dir, id, Some(version), w).await {
@@ -334,7 +337,6 @@ pub async fn patch_core(
     let (rt, _, write) = kind(rt_name);
     ctx.require(s, write, &format!("modify a {}", rt.id)).await?;
     let ops = patch::parse_request(body)?;
-    let dir = directory(s, ctx).await?;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -352,6 +354,7 @@ pub async fn patch_core(
         w.changed = changed;
         let version = current.version;
         w.known = known(current);
+        let dir = directory_to_write(s, ctx).await?;
         match s.store.scim_replace(&ctx.actor, &dir, id, Some(version), w).await {
             Ok(r) => return Ok((rt, r)),
             // Lost a race with another write (clients send concurrent membership PATCHes to one
@@ -379,7 +382,7 @@ pub async fn delete_core(
     ctx.require(s, write, &format!("delete a {}", rt.id)).await?;
     // A cheap read first: clients re-delete deleted resources many times.
     fetch(s, ctx, rt, id).await?;
-    let dir = directory(s, ctx).await?;
+    let dir = directory_to_write(s, ctx).await?;
     match s.store.scim_delete(&ctx.actor, &dir, rt_static(rt), id, expected).await {
         Ok(()) => Ok(rt),
         Err(StoreError::NotFound(_)) => Err(not_found(rt, id)),
@@ -415,7 +418,7 @@ pub(crate) async fn upsert_core(
         if dry_run {
             return Ok((Upsert::Created, None));
         }
-        let dir = directory(s, ctx).await?;
+        let dir = directory_to_write(s, ctx).await?;
         let r = s.store.scim_create(&ctx.actor, &dir, w).await?;
         return Ok((Upsert::Created, Some(r.id)));
     };
@@ -432,7 +435,7 @@ pub(crate) async fn upsert_core(
     if dry_run {
         return Ok((Upsert::Updated, Some(current.id.clone())));
     }
-    let dir = directory(s, ctx).await?;
+    let dir = directory_to_write(s, ctx).await?;
     w.known = known(current.clone());
     match s.store.scim_replace(&ctx.actor, &dir, &current.id, Some(current.version), w).await {
         Ok(r) => Ok((Upsert::Updated, Some(r.id))),
