@@ -20,14 +20,15 @@ use crate::{Db, StoreError};
 /// Appends `events` to the chain inside `tx`. Nothing is durable until the caller
 /// commits, and the caller's change commits only with its audit records.
 pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Appended, StoreError> {
-    // SQLite: the head this process wrote last is tried first. One guarded UPDATE checks
-    // that it is still the head and moves it, instead of reading the head and then
-    // updating it (one round trip fewer inside the writers' turn, on every audited write).
-    // When something else moved it (another process, a write rolled back), the head is
-    // read and the records chained again. Not on PostgreSQL: concurrent transactions and
-    // other nodes move the head all the time, and a failed guess would wait for the row
-    // lock only to read the head afterwards anyway.
-    let hint = if db.backend == crate::Backend::Sqlite { db.audit_head_hint() } else { None };
+    // A writer of the shared transaction tries the head this process wrote last first.
+    // One guarded UPDATE checks that it is still the head and moves it, instead of reading
+    // the head and then updating it (one round trip fewer inside the writers' turn, on
+    // every audited write). When something else moved it (another process, a write rolled
+    // back), the head is read and the records chained again. Not in a transaction of its
+    // own on PostgreSQL: other transactions move the head all the time, and a failed guess
+    // would wait for the row lock only to read the head afterwards anyway (the shared
+    // transaction locks the head when it begins, and refreshes the hint then).
+    let hint = if tx.is_grouped() || db.backend == crate::Backend::Sqlite { db.audit_head_hint() } else { None };
     let (out, appended) = match hint {
         Some((seq, hash)) => {
             let (mut out, mut appended) = chain(events, seq, hash);

@@ -116,9 +116,10 @@ impl Backend {
 pub struct Db {
     pub(crate) pool: AnyPool,
     pub backend: Backend,
-    /// SQLite: the writers' group commit (see [`group`]). Writers queue here, in order,
-    /// instead of in SQLite's busy handler (which sleeps 1 ms, 2 ms, 5 ms … between
-    /// attempts), and share one fsync per group.
+    /// The writers' group commit (see [`group`]), once migrated. Writers queue here, in
+    /// order — on SQLite instead of in its busy handler (which sleeps 1 ms, 2 ms, 5 ms …
+    /// between attempts), on PostgreSQL instead of on the audit chain head's row lock, held
+    /// by each writer through its commit — and share one commit and one fsync per group.
     group: Option<Arc<group::Group>>,
     /// The audit chain head this process wrote last (see `audit::append_in_tx`).
     audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
@@ -138,11 +139,17 @@ pub struct Tx {
 enum TxInner {
     /// Its own transaction on a pool connection (PostgreSQL, snapshots).
     Own(Transaction<'static, Any>),
-    /// A savepoint in SQLite's shared write transaction; `None` once finished.
+    /// A savepoint in the writers' shared transaction; `None` once finished.
     Grouped(Option<group::Turn>),
 }
 
 impl Tx {
+    /// Whether this is a writer in the shared transaction, which holds the audit chain
+    /// head for its whole life (see [`group`]).
+    pub(crate) fn is_grouped(&self) -> bool {
+        matches!(self.inner, TxInner::Grouped(Some(_)))
+    }
+
     /// Makes the transaction's changes durable (for a grouped SQLite writer: once the
     /// group it belongs to is committed).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
@@ -281,11 +288,7 @@ impl Db {
             .connect_with(opts)
             .await
             .map_err(StoreError::Database)?;
-        let group = match backend {
-            Backend::Sqlite => Some(group::Group::new(&pool)),
-            Backend::Postgres => None,
-        };
-        let db = Db { pool, backend, group, audit_head: Arc::default() };
+        let mut db = Db { pool, backend, group: None, audit_head: Arc::default() };
         if !create {
             // An offline tool must not turn an empty or foreign database into a fedkey one.
             let initialised =
@@ -297,7 +300,10 @@ impl Db {
                 )));
             }
         }
+        // Migrations run in transactions of their own (on PostgreSQL an epoch begins by
+        // locking the audit chain head, which migrations create).
         crate::migrate::run(&db).await?;
+        db.group = Some(group::Group::new(&db.pool, backend, db.audit_head.clone()));
         Ok(db)
     }
 
@@ -316,25 +322,25 @@ impl Db {
         Ok(Tx { inner: TxInner::Own(self.pool.begin_with(self.backend.snapshot_statement()).await?) })
     }
 
-    /// SQLite: how many writers' transactions one commit may carry (default 64; 1 commits
-    /// each transaction on its own, as benchmarks compare). No effect on PostgreSQL.
+    /// How many writers' transactions one commit may carry (default 64; 1 commits each
+    /// transaction on its own, as benchmarks compare).
     pub fn set_group_commit_limit(&self, writers: usize) {
         if let Some(g) = &self.group {
             g.max_writers.store(writers.max(1), std::sync::atomic::Ordering::Relaxed);
         }
     }
 
-    /// SQLite: returns once the writers' shared transaction open now, if any, has ended, so
-    /// that a read sees what its writers wrote. A write that found another version than it
+    /// Returns once the writers' shared transaction open now, if any, has ended, so that a
+    /// read sees what its writers wrote. A write that found another version than it
     /// expected calls this before it answers: the version it found may be in that open
-    /// transaction, invisible to the caller's next read until it commits. No-op on PostgreSQL.
+    /// transaction, invisible to the caller's next read until it commits.
     pub async fn settled(&self) {
         if let Some(g) = &self.group {
             g.settled().await;
         }
     }
 
-    /// SQLite: the group commits so far and the writers' transactions they carried.
+    /// The group commits so far and the writers' transactions they carried.
     pub fn group_commit_counts(&self) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
         self.group.as_ref().map(|g| (g.commits.load(Relaxed), g.writers.load(Relaxed)))

@@ -1,12 +1,16 @@
-//! Group commit for SQLite writers.
+//! Group commit for writers.
 //!
 //! SQLite has one writer at a time, and with `synchronous = FULL` each commit waits for
 //! an fsync: one transaction per request made the fsync the limit on every write path.
-//! Here every write transaction of the process runs on one connection, inside one shared
-//! transaction (an *epoch*), each in its own savepoint:
+//! PostgreSQL came to the same limit another way: every audited write locks the audit
+//! chain head (one row) and holds it through its commit, so writers took turns there,
+//! one fsync each. Here every write transaction of the process runs on one connection,
+//! inside one shared transaction (an *epoch*), each in its own savepoint:
 //!
 //! - a writer takes its turn (in order), opens the epoch if none is open (`BEGIN
-//!   IMMEDIATE`; the epoch's first writer needs no savepoint), and otherwise works inside
+//!   IMMEDIATE` on SQLite; on PostgreSQL `BEGIN` and a lock on the audit chain head, taken
+//!   first so that epochs of several nodes never wait on each other's rows while holding
+//!   it; the epoch's first writer needs no savepoint), and otherwise works inside
 //!   `SAVEPOINT`;
 //! - its commit releases the savepoint and waits for the epoch's `COMMIT`; the writer that
 //!   finds nobody else waiting (or the epoch full or old) commits it for everyone;
@@ -21,8 +25,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot, watch};
+
+use super::{Backend, ChainHead};
 
 /// Writers committed together at most (by default).
 pub(super) const MAX_EPOCH_WRITERS: usize = 64;
@@ -34,6 +40,9 @@ const WAITER_PATIENCE: Duration = Duration::from_secs(1);
 
 pub(super) struct Group {
     state: Arc<Mutex<Shared>>,
+    backend: Backend,
+    /// The process's audit chain head hint, refreshed when a PostgreSQL epoch locks the head.
+    audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
     /// Writers waiting for their turn.
     queued: AtomicUsize,
     /// Writers committed together at most; 1 is a commit per transaction.
@@ -72,8 +81,14 @@ const RELEASE: &str = "RELEASE SAVEPOINT fk_writer";
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT fk_writer";
 
 impl Group {
-    pub(super) fn new(pool: &AnyPool) -> Arc<Group> {
+    pub(super) fn new(
+        pool: &AnyPool,
+        backend: Backend,
+        audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
+    ) -> Arc<Group> {
         Arc::new(Group {
+            backend,
+            audit_head,
             state: Arc::new(Mutex::new(Shared {
                 conn: None,
                 pool: pool.clone(),
@@ -132,9 +147,15 @@ impl Group {
             g.conn = Some(c);
         }
         if !g.open {
-            g.conn().execute("BEGIN IMMEDIATE").await?;
+            g.conn().execute(self.backend.begin_statement()).await?;
             g.open = true;
             g.opened_at = Some(Instant::now());
+            if self.backend == Backend::Postgres
+                && let Err(e) = self.lock_audit_head(&mut g).await
+            {
+                abandon(&mut g, &e).await;
+                return Err(e);
+            }
             return Ok(Some(Turn { guard: g, group: self.clone(), savepoint: false }));
         }
         if let Err(e) = g.conn().execute(SAVEPOINT).await {
@@ -142,6 +163,23 @@ impl Group {
             return Err(e);
         }
         Ok(Some(Turn { guard: g, group: self.clone(), savepoint: true }))
+    }
+}
+
+impl Group {
+    /// Locks the audit chain head for the epoch and makes it the process's hint, so that
+    /// every append of the epoch moves it with one guarded UPDATE.
+    async fn lock_audit_head(&self, g: &mut Shared) -> Result<(), sqlx::Error> {
+        let row = sqlx::query(self.backend.lock_audit_head()).fetch_one(g.conn()).await?;
+        let hash: Vec<u8> = row.try_get("hash")?;
+        let head = <[u8; 32]>::try_from(hash.as_slice()).ok().map(|h| (row.try_get::<i64, _>("seq"), h));
+        if let Ok(mut hint) = self.audit_head.lock() {
+            *hint = match head {
+                Some((Ok(seq), hash)) => Some((seq, hash)),
+                _ => None,
+            };
+        }
+        Ok(())
     }
 }
 

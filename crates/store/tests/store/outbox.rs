@@ -368,10 +368,9 @@ pub async fn sync_outcomes_need_one_connection(kind: Kind) {
     assert_eq!(w.len(), 2);
     let pool = s.db.pool();
     let max = pool.options().get_max_connections() as usize;
-    // SQLite's writers share one connection of the pool (group commit) once one has written.
-    let writer = usize::from(kind == Kind::Sqlite);
+    // The writers share one connection of the pool (group commit) once one has written.
     let mut held = Vec::new();
-    for _ in (1 + writer)..max {
+    for _ in 2..max {
         held.push(tokio::time::timeout(Duration::from_secs(5), pool.acquire()).await.unwrap().unwrap());
     }
     let d = Delivered { remote_id: Some("r-1".into()), remote_active: Some(true), ..Default::default() };
