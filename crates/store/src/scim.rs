@@ -185,6 +185,39 @@ impl ListSql {
     }
 }
 
+// Finding one resource by id. The WHERE names only the primary key's columns (the type is
+// checked apart): given `resource_type = $n` too, PostgreSQL without statistics — a
+// directory's first load, before autovacuum has analysed the table — planned every lookup
+// by id as a scan of all the directory's resources of that type through the
+// `(directory_id, resource_type, …)` indexes, and kept that plan (86 ms per GET at 100,000
+// users, measured). `scim_by_id_plans` shows the plans.
+
+/// One resource with its groups (and members), by id; `resource_type` chooses the columns.
+fn get_sql(backend: Backend, resource_type: &str) -> String {
+    format!(
+        "SELECT {} FROM scim_resources r WHERE r.directory_id = $1 AND r.id = $2",
+        read_columns(backend, resource_type)
+    )
+}
+
+/// A resource's version and type, by id. On PostgreSQL the row lock makes a concurrent
+/// replace wait and then see the new version (412 or a retry), instead of both writing on
+/// top of the same version — under READ COMMITTED the second would silently undo the first
+/// (lost group PATCHes). SQLite's write transactions are serial already.
+fn version_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "SELECT version, resource_type FROM scim_resources WHERE directory_id = $1 AND id = $2",
+        Backend::Postgres => {
+            "SELECT version, resource_type FROM scim_resources WHERE directory_id = $1 AND id = $2 FOR UPDATE"
+        }
+    }
+}
+
+/// A replace, when the resource is of type `$8` and (with `$9`) at version `$9`. The type
+/// test is an expression, not a column an index could serve (see above).
+const REPLACE_SQL: &str = "UPDATE scim_resources SET version = version + 1, updated_at = $1, name_key = $2, external_id = $3, body = $4, body_ci = $7 \
+     WHERE directory_id = $5 AND id = $6 AND resource_type || '' = $8 AND ($9 IS NULL OR version = $9)";
+
 impl Store {
     pub async fn scim_create(
         &self,
@@ -231,28 +264,25 @@ impl Store {
         // The version check is part of the UPDATE (one statement fewer in the writers'
         // turn). On PostgreSQL the UPDATE locks the row: a concurrent replace waits, then
         // re-checks the version against the committed row and updates nothing.
-        let updated = sqlx::query(
-            "UPDATE scim_resources SET version = version + 1, updated_at = $1, name_key = $2, external_id = $3, body = $4, body_ci = $7 \
-             WHERE directory_id = $5 AND id = $6 AND resource_type = $8 AND ($9 IS NULL OR version = $9)",
-        )
-        .bind(now.0)
-        .bind(w.name_key.clone())
-        .bind(w.external_id.clone())
-        .bind(w.body.to_string())
-        .bind(dir.id.clone())
-        .bind(id.to_owned())
-        .bind(query_document(&w)?)
-        .bind(w.resource_type)
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
+        let updated = sqlx::query(REPLACE_SQL)
+            .bind(now.0)
+            .bind(w.name_key.clone())
+            .bind(w.external_id.clone())
+            .bind(w.body.to_string())
+            .bind(dir.id.clone())
+            .bind(id.to_owned())
+            .bind(query_document(&w)?)
+            .bind(w.resource_type)
+            .bind(expected_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
         if updated.rows_affected() == 0 {
             // Missing (404) or at another version (412).
             let version = self.current_version(&mut tx, &dir.id, w.resource_type, id).await;
             tx.rollback().await?;
             let version = version?;
-            // The version found may be uncommitted yet (SQLite's shared write transaction):
+            // The version found may be uncommitted yet (the writers' shared transaction):
             // a caller that reads again and retries must see it, not the one it had.
             self.db.settled().await;
             return Err(StoreError::PreconditionFailed(format!("{} {id} is at version {version}", w.resource_type)));
@@ -312,18 +342,77 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<StoredResource, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM scim_resources r WHERE r.directory_id = $1 AND r.resource_type = $2 AND r.id = $3",
-            read_columns(self.db.backend, resource_type)
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(sqlx::AssertSqlSafe(get_sql(self.db.backend, resource_type)))
             .bind(directory_id.to_owned())
-            .bind(resource_type.to_owned())
             .bind(id.to_owned())
             .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
-        resource_from_row(&row)
+            .await?;
+        // The type is checked here, not in the WHERE (see `BY_ID`).
+        match row.map(|r| resource_from_row(&r)).transpose()? {
+            Some(r) if r.resource_type == resource_type => Ok(r),
+            _ => Err(StoreError::NotFound(format!("{resource_type} {id:?}"))),
+        }
+    }
+
+    /// The database's plans for the statements that find one resource by id (GET, the
+    /// version check of a delete, a replace's `UPDATE`), as the database would run them
+    /// from its plan cache (PostgreSQL: a generic plan): for tests.
+    pub async fn scim_by_id_plans(&self, directory_id: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.db.begin_snapshot().await?;
+        let mut lines = Vec::new();
+        let (dir, id) = (directory_id.to_owned(), id.to_owned());
+        match self.db.backend {
+            Backend::Sqlite => {
+                let explained = |sql: &str| sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+                for q in [
+                    explained(&get_sql(self.db.backend, "User")).bind(dir.clone()).bind(id.clone()),
+                    explained(version_sql(self.db.backend)).bind(dir.clone()).bind(id.clone()),
+                    explained(REPLACE_SQL)
+                        .bind(0_i64)
+                        .bind(String::new())
+                        .bind(None::<String>)
+                        .bind(String::new())
+                        .bind(dir)
+                        .bind(id)
+                        .bind(String::new())
+                        .bind("User")
+                        .bind(None::<i64>),
+                ] {
+                    for row in q.fetch_all(&mut *tx).await? {
+                        lines.push(row.try_get::<String, _>("detail")?);
+                    }
+                }
+            }
+            Backend::Postgres => {
+                // The generic plan of a prepared statement: what a pooled connection runs
+                // once PostgreSQL has decided custom plans do not pay.
+                sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await?;
+                let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+                let (d, i) = (lit(&dir), lit(&id));
+                let by_id = "(text, text)";
+                let statements = [
+                    (get_sql(self.db.backend, "User"), by_id, format!("{d}, {i}")),
+                    (version_sql(self.db.backend).to_owned(), by_id, format!("{d}, {i}")),
+                    (
+                        REPLACE_SQL.to_owned(),
+                        "(bigint, text, text, text, text, text, text, text, bigint)",
+                        format!("0, '', NULL, '', {d}, {i}, '', 'User', NULL"),
+                    ),
+                ];
+                for (sql, types, args) in statements {
+                    let name = format!("fk_plan_{}", uuid::Uuid::new_v4().simple());
+                    let run = |text: String| sqlx::raw_sql(sqlx::AssertSqlSafe(text));
+                    run(format!("PREPARE {name} {types} AS {sql}")).execute(&mut *tx).await?;
+                    let rows = run(format!("EXPLAIN EXECUTE {name}({args})")).fetch_all(&mut *tx).await;
+                    run(format!("DEALLOCATE {name}")).execute(&mut *tx).await?;
+                    for row in rows? {
+                        lines.push(row.try_get::<String, _>("QUERY PLAN")?);
+                    }
+                }
+            }
+        }
+        tx.rollback().await?;
+        Ok(lines)
     }
 
     /// One page of a directory's resources of a type, and the total number that match.
@@ -381,26 +470,15 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<i64, StoreError> {
-        // On PostgreSQL the row lock makes a concurrent replace wait and then see the new
-        // version (412 or a retry), instead of both writing on top of the same version —
-        // under READ COMMITTED the second would silently undo the first (lost group PATCHes).
-        // SQLite's write transactions are serial already.
-        let sql = match self.db.backend {
-            Backend::Sqlite => {
-                "SELECT version FROM scim_resources WHERE directory_id = $1 AND resource_type = $2 AND id = $3"
-            }
-            Backend::Postgres => {
-                "SELECT version FROM scim_resources WHERE directory_id = $1 AND resource_type = $2 AND id = $3 FOR UPDATE"
-            }
-        };
-        let row = sqlx::query(sql)
+        let row = sqlx::query(version_sql(self.db.backend))
             .bind(directory_id.to_owned())
-            .bind(resource_type.to_owned())
             .bind(id.to_owned())
             .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("{resource_type} {id:?}")))?;
-        Ok(row.try_get("version")?)
+            .await?;
+        match row {
+            Some(r) if r.try_get::<String, _>("resource_type")? == resource_type => Ok(r.try_get("version")?),
+            _ => Err(StoreError::NotFound(format!("{resource_type} {id:?}"))),
+        }
     }
 
     /// Outbox rows of a create or replace, in its transaction: the resource itself, and

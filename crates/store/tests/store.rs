@@ -239,6 +239,7 @@ on_both_backends!(
     trust_material_versions_and_replay,
     trust_scopes_change_applies_to_live_keys,
     user_groups_lookup_uses_the_member_index,
+    lookups_by_id_use_the_primary_key,
     outbox_rows_commit_with_their_change,
     outbox_claims_exclude_other_owners,
     outbox_slots_bound_requests_across_owners,
@@ -424,9 +425,9 @@ mod cases {
     };
     pub use super::reconcile_schedule::reconcile_schedule_claims_once;
     pub use super::rotation::{
-        leases_exclude_other_owners, rotation_cancel_and_emergency, rotation_steps_persist_and_promote,
-        trust_material_versions_and_replay, trust_scopes_change_applies_to_live_keys,
-        user_groups_lookup_uses_the_member_index, wrapped_links_reveal_once,
+        leases_exclude_other_owners, lookups_by_id_use_the_primary_key, rotation_cancel_and_emergency,
+        rotation_steps_persist_and_promote, trust_material_versions_and_replay,
+        trust_scopes_change_applies_to_live_keys, user_groups_lookup_uses_the_member_index, wrapped_links_reveal_once,
     };
     use super::*;
 

@@ -363,3 +363,53 @@ pub async fn user_groups_lookup_uses_the_member_index(kind: Kind) {
     assert!(s.scim_get(&d, "Group", &alpha.id).await.unwrap().groups.is_empty());
     assert!(s.scim_get(&d, "User", &bob.id).await.unwrap().members.is_empty());
 }
+
+/// A lookup by id (GET, a delete's version check, a replace) goes through the primary key
+/// even before the database has statistics (a directory's first load; PostgreSQL: the
+/// generic plan it caches), and a lookup with the wrong type finds nothing.
+pub async fn lookups_by_id_use_the_primary_key(kind: Kind) {
+    use super::outbox::{group, user};
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let d = dir.id.clone();
+    let filler = match kind {
+        Kind::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+             INSERT INTO scim_resources (directory_id, id, resource_type, version, created_at, updated_at, name_key, body, body_ci) \
+             SELECT '{d}', 'u' || i, 'User', 1, i, i, 'user' || i, '{{}}', '{{}}' FROM n;"
+        ),
+        Kind::Postgres => format!(
+            "INSERT INTO scim_resources (directory_id, id, resource_type, version, created_at, updated_at, name_key, body, body_ci) \
+             SELECT '{d}', 'u' || i, 'User', 1, i, i, 'user' || i, '{{}}', '{{}}' FROM generate_series(1, 5000) i;"
+        ),
+    };
+    e.exec(&filler).await;
+    let plans = s.scim_by_id_plans(&d, "u77").await.unwrap();
+    // Every step that reads scim_resources (the resource, and a user's groups).
+    let on_resources: Vec<&String> = match kind {
+        Kind::Sqlite => plans.iter().filter(|l| l.starts_with("SEARCH") || l.starts_with("SCAN")).collect(),
+        Kind::Postgres => plans.iter().filter(|l| l.contains("Scan") && l.contains(" on scim_resources")).collect(),
+    };
+    let on_resources: Vec<&String> = on_resources.into_iter().filter(|l| !l.contains("scim_members")).collect();
+    assert!(on_resources.len() >= 3, "{plans:?}");
+    for l in on_resources {
+        let by_key = match kind {
+            Kind::Sqlite => l.contains("(directory_id=? AND id=?)"),
+            Kind::Postgres => l.contains("scim_resources_pkey"),
+        };
+        assert!(by_key, "{l} in {plans:?}");
+        assert!(!l.contains("external_id") && !l.contains("created"), "{l} in {plans:?}");
+    }
+    // The type is still checked, now outside the WHERE.
+    let alice = s.scim_create(&a, &dir, user("alice", true)).await.unwrap();
+    let team = s.scim_create(&a, &dir, group("team", vec![alice.id.clone()])).await.unwrap();
+    assert!(matches!(s.scim_get(&d, "Group", &alice.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.scim_get(&d, "User", &team.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.scim_delete(&a, &dir, "Group", &alice.id, None).await, Err(StoreError::NotFound(_))));
+    let as_group = group("alice", vec![]);
+    let replaced = s.scim_replace(&a, &dir, &alice.id, None, as_group).await;
+    assert!(matches!(replaced, Err(StoreError::PreconditionFailed(_) | StoreError::NotFound(_))), "{replaced:?}");
+    assert_eq!(s.scim_get(&d, "User", &alice.id).await.unwrap().version, 1, "a user is not replaced as a group");
+}
