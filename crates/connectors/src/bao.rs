@@ -96,6 +96,67 @@ impl BaoClient {
     }
 }
 
+/// What became of the token before a use (see [`BaoClient::keep_token_alive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenLife {
+    /// Renewed; it now lives `ttl` seconds.
+    Renewed { ttl: u64 },
+    /// It expires in `ttl` seconds and cannot be renewed.
+    Expiring { ttl: u64 },
+    /// No expiry (a root token, or one created without a TTL).
+    Unlimited,
+    /// The token may not look itself up (or the peer does not say): used as it is.
+    Unknown,
+}
+
+/// A token that cannot be renewed and expires within this is reported at every use.
+const EXPIRY_WARNING: u64 = 7 * 24 * 3600;
+
+impl BaoClient {
+    /// Keeps the token alive across rare uses (one delivery per rotation): a renewable token
+    /// with a TTL is renewed (`auth/token/renew-self`, to its own period or TTL) each time
+    /// fedkey uses it, so a token used at least once per TTL never expires under fedkey —
+    /// the default policy allows both calls. A token that cannot be renewed is reported
+    /// when it has less than 7 days left. Never fails the use itself: a lookup or renewal
+    /// that does not work leaves the token as it is, and the call that follows says
+    /// whether it still works.
+    pub(crate) async fn keep_token_alive(&self, now: Timestamp) -> TokenLife {
+        let life = self.renew_if_renewable(now).await.unwrap_or(TokenLife::Unknown);
+        match life {
+            TokenLife::Expiring { ttl } if ttl < EXPIRY_WARNING => tracing::warn!(
+                address = %self.address,
+                expires_in_hours = ttl / 3600,
+                "the OpenBao token fedkey uses cannot be renewed and expires soon: replace it"
+            ),
+            TokenLife::Renewed { ttl } if ttl < EXPIRY_WARNING => tracing::warn!(
+                address = %self.address,
+                expires_in_hours = ttl / 3600,
+                "the OpenBao token fedkey uses was renewed but reaches its maximum TTL soon: replace it"
+            ),
+            _ => {}
+        }
+        life
+    }
+
+    async fn renew_if_renewable(&self, now: Timestamp) -> Result<TokenLife, ConnectorError> {
+        let resp = self.call(Method::GET, self.url(&["auth/token/lookup-self"]), None, &[], now).await?;
+        let data = resp.json.get("data");
+        let ttl = data.and_then(|d| d.get("ttl")).and_then(serde_json::Value::as_u64);
+        let renewable = data.and_then(|d| d.get("renewable")).and_then(serde_json::Value::as_bool);
+        match (ttl, renewable) {
+            (Some(0), _) => Ok(TokenLife::Unlimited),
+            (Some(ttl), Some(false)) => Ok(TokenLife::Expiring { ttl }),
+            (Some(_), Some(true)) => {
+                let body = serde_json::json!({});
+                let resp = self.call(Method::POST, self.url(&["auth/token/renew-self"]), Some(&body), &[], now).await?;
+                let ttl = resp.json.pointer("/auth/lease_duration").and_then(serde_json::Value::as_u64);
+                Ok(ttl.map_or(TokenLife::Unknown, |ttl| TokenLife::Renewed { ttl }))
+            }
+            _ => Ok(TokenLife::Unknown),
+        }
+    }
+}
+
 pub(crate) fn protocol(status: StatusCode, detail: &str) -> ConnectorError {
     ConnectorError::Protocol { kind: KIND, status: status.as_u16(), detail: detail.to_owned() }
 }

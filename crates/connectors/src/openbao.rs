@@ -50,6 +50,7 @@ impl OpenbaoConnector {
     }
 
     pub async fn deliver(&self, d: &Delivery<'_>, now: Timestamp) -> Result<Receipt, ConnectorError> {
+        self.client.keep_token_alive(now).await;
         let cas = self.current_version(now).await?;
         let body = json!({
             "options": { "cas": cas },

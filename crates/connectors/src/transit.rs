@@ -44,6 +44,7 @@ impl TransitClient {
     /// Encrypts `plaintext` (a DEK) under transit key `key_name`; returns OpenBao's
     /// ciphertext string (`vault:v<N>:…`), which records the key version used.
     pub async fn encrypt(&self, key_name: &str, plaintext: &[u8], now: Timestamp) -> Result<String, ConnectorError> {
+        self.client.keep_token_alive(now).await;
         let b64 = Zeroizing::new(STANDARD.encode(plaintext));
         let url = self.client.url(&[&self.mount, "encrypt", key_name]);
         let body = json!({ "plaintext": b64.as_str() });
@@ -62,6 +63,7 @@ impl TransitClient {
         ciphertext: &str,
         now: Timestamp,
     ) -> Result<Zeroizing<Vec<u8>>, ConnectorError> {
+        self.client.keep_token_alive(now).await;
         let url = self.client.url(&[&self.mount, "decrypt", key_name]);
         let body = json!({ "ciphertext": ciphertext });
         let resp = self.client.call(Method::POST, url, Some(&body), &[], now).await?;

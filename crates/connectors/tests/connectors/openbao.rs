@@ -49,6 +49,53 @@ async fn versions_are_kept_and_validated() {
     assert!(matches!(e, ConnectorError::ValidationFailed { .. }), "{e:?}");
 }
 
+/// A token of its own for the connector, created by root with `policies` and `options`.
+async fn child_token(bao: &Bao, options: serde_json::Value) -> String {
+    let policy = r#"path "secret/*" { capabilities = ["create", "read", "update"] }"#;
+    let (status, _) = bao_api(bao, Method::PUT, "sys/policies/acl/fedkey-kv", Some(json!({"policy": policy}))).await;
+    assert_eq!(status, 204);
+    let mut body = json!({"policies": ["fedkey-kv"]});
+    body.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
+    let (status, v) = bao_api(bao, Method::POST, "auth/token/create", Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    v["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+/// The token's own view of itself (as root does not renew it).
+async fn lookup(bao: &Bao, token: &str) -> serde_json::Value {
+    let resp = http()
+        .get(format!("{}/v1/auth/token/lookup-self", bao.addr))
+        .header("X-Vault-Token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json::<serde_json::Value>().await.unwrap()["data"].clone()
+}
+
+#[tokio::test]
+async fn a_renewable_token_is_renewed_at_each_delivery() {
+    let Some(bao) = start_bao().await else { return };
+    let token = child_token(&bao, json!({"ttl": "1h", "renewable": true})).await;
+    assert!(lookup(&bao, &token).await.get("last_renewal_time").is_none(), "not renewed yet");
+    let c = connector(&bao.addr, &token, "fedkey/renewed");
+    let k = Secret::new("fkp_renewed_key_0123456789".into());
+    c.deliver(&delivery(&k, 1), NOW).await.unwrap();
+    let after = lookup(&bao, &token).await;
+    assert!(after["last_renewal_time"].as_u64().is_some_and(|t| t > 0), "renewed by the delivery: {after}");
+    assert_eq!(c.validate(&delivery(&k, 1), NOW).await.unwrap(), Validation::Verified);
+
+    // One that cannot be renewed is used as it is.
+    let fixed = child_token(&bao, json!({"ttl": "1h", "renewable": false})).await;
+    let c = connector(&bao.addr, &fixed, "fedkey/fixed");
+    c.deliver(&delivery(&k, 2), NOW).await.unwrap();
+    assert!(lookup(&bao, &fixed).await.get("last_renewal_time").is_none());
+    // And one whose policy may not even look itself up, too.
+    let blind = child_token(&bao, json!({"ttl": "1h", "no_default_policy": true})).await;
+    let c = connector(&bao.addr, &blind, "fedkey/blind");
+    assert_eq!(c.deliver(&delivery(&k, 3), NOW).await.unwrap(), Receipt::Openbao { kv_version: 1 });
+}
+
 #[tokio::test]
 async fn validation_detects_tampering() {
     let Some(bao) = start_bao().await else { return };
@@ -184,6 +231,8 @@ async fn transit_round_trip() {
 async fn kv_requests_carry_token_namespace_and_cas() {
     use crate::common::{FakePeer, Reply};
     let peer = FakePeer::start(|r| match (r.method.as_str(), r.path.as_str()) {
+        ("GET", "/v1/auth/token/lookup-self") => Reply::json(200, json!({"data": {"ttl": 600, "renewable": true}})),
+        ("POST", "/v1/auth/token/renew-self") => Reply::json(200, json!({"auth": {"lease_duration": 3600}})),
         ("GET", "/v1/kv/metadata/team/fedkey") => Reply::json(200, json!({"data": {"current_version": 5}})),
         ("POST", "/v1/kv/data/team/fedkey") => Reply::json(200, json!({"data": {"version": 6}})),
         _ => Reply::json(404, json!({"errors": []})),
@@ -200,13 +249,22 @@ async fn kv_requests_carry_token_namespace_and_cas() {
     let k = Secret::new("fkp_shape_key".into());
     assert_eq!(c.deliver(&delivery(&k, 9), NOW).await.unwrap(), Receipt::Openbao { kv_version: 6 });
     let reqs = peer.requests();
-    assert_eq!(reqs.len(), 2);
+    let calls: Vec<String> = reqs.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(
+        calls,
+        [
+            "GET /v1/auth/token/lookup-self",
+            "POST /v1/auth/token/renew-self",
+            "GET /v1/kv/metadata/team/fedkey",
+            "POST /v1/kv/data/team/fedkey"
+        ]
+    );
     for r in &reqs {
         assert_eq!(r.header("x-vault-token"), Some("s.token-abc"));
         assert_eq!(r.header("x-vault-namespace"), Some("tenant-a/"));
     }
     assert_eq!(
-        reqs[1].json(),
+        reqs[3].json(),
         json!({"options": {"cas": 5}, "data": {"key": "fkp_shape_key", "trust": TRUST, "version": 9}})
     );
 
