@@ -77,32 +77,35 @@ pub fn router() -> Router<AppState> {
 /// middleware waits for it and answers 503 instead if it could not be written — and writes
 /// wait for it before they commit ([`Ctx::audited`]).
 #[derive(Clone, Default)]
-pub(crate) struct AccessRecord(Arc<tokio::sync::Mutex<Option<AccessState>>>);
+pub(crate) struct AccessRecord(Arc<tokio::sync::Mutex<AccessState>>);
 
-enum AccessState {
-    Pending(Pending),
-    Written(Result<(), String>),
+#[derive(Default)]
+struct AccessState {
+    /// Records not yet known durable (one per authentication of the request).
+    pending: Vec<Pending>,
+    /// Why one of them could not be written.
+    failed: Option<String>,
 }
 
 impl AccessRecord {
     async fn put(&self, p: Pending) {
-        *self.0.lock().await = Some(AccessState::Pending(p));
+        self.0.lock().await.pending.push(p);
     }
 
-    /// Waits until the record is durable (at once if there is none or it already is).
+    /// Waits until the records are durable (at once if there are none or they already are).
     async fn durable(&self) -> Result<(), ScimResponse> {
         let mut state = self.0.lock().await;
-        if let Some(AccessState::Pending(_)) = &*state
-            && let Some(AccessState::Pending(p)) = state.take()
-        {
-            *state = Some(AccessState::Written(p.wait().await.map(|_| ()).map_err(|e| format!("{e:?}"))));
+        for p in std::mem::take(&mut state.pending) {
+            if let Err(e) = p.wait().await {
+                state.failed.get_or_insert(format!("{e:?}"));
+            }
         }
-        match &*state {
-            Some(AccessState::Written(Err(e))) => {
+        match &state.failed {
+            Some(e) => {
                 tracing::error!(error = %e, "audit unavailable; SCIM request refused");
                 Err(ScimResponse(ScimError::new(503, None, "the audit log is unavailable; request refused")))
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }

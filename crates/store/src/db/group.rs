@@ -171,13 +171,11 @@ impl Group {
     /// every append of the epoch moves it with one guarded UPDATE.
     async fn lock_audit_head(&self, g: &mut Shared) -> Result<(), sqlx::Error> {
         let row = sqlx::query(self.backend.lock_audit_head()).fetch_one(g.conn()).await?;
+        let seq: i64 = row.try_get("seq")?;
         let hash: Vec<u8> = row.try_get("hash")?;
-        let head = <[u8; 32]>::try_from(hash.as_slice()).ok().map(|h| (row.try_get::<i64, _>("seq"), h));
         if let Ok(mut hint) = self.audit_head.lock() {
-            *hint = match head {
-                Some((Ok(seq), hash)) => Some((seq, hash)),
-                _ => None,
-            };
+            // A malformed hash leaves no hint: the append reads the head and fails there.
+            *hint = <[u8; 32]>::try_from(hash.as_slice()).ok().map(|h| (seq, h));
         }
         Ok(())
     }
