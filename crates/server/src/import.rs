@@ -300,7 +300,11 @@ async fn lookup(
     value: &str,
 ) -> Result<Vec<StoredResource>, StoreError> {
     let q = ListQuery {
-        filter: Some(SqlFragment { sql: cond.to_owned(), binds: vec![SqlValue::Text(value.to_owned())] }),
+        filter: Some(SqlFragment {
+            sql: cond.to_owned(),
+            binds: vec![SqlValue::Text(value.to_owned())],
+            pins_id: false,
+        }),
         order: None,
         descending: false,
         offset: 0,

@@ -76,6 +76,8 @@ pub struct Known {
 pub struct SqlFragment {
     pub sql: String,
     pub binds: Vec<SqlValue>,
+    /// A filter every match of which has one given id (`id eq "…"`, alone or and-ed).
+    pub pins_id: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +152,14 @@ struct ListSql {
 
 impl ListSql {
     fn new(backend: Backend, directory_id: &str, resource_type: &str, q: &ListQuery) -> ListSql {
-        let mut cond = String::from("r.directory_id = $1 AND r.resource_type = $2");
+        // A filter that pins the id is found through the primary key; the type is then tested
+        // as an expression no index serves (see the note above `get_sql`).
+        let pinned = q.filter.as_ref().is_some_and(|f| f.pins_id);
+        let mut cond = String::from(if pinned {
+            "r.directory_id = $1 AND r.resource_type || '' = $2"
+        } else {
+            "r.directory_id = $1 AND r.resource_type = $2"
+        });
         let mut binds = vec![SqlValue::Text(directory_id.to_owned()), SqlValue::Text(resource_type.to_owned())];
         if let Some(f) = &q.filter {
             cond.push_str(&format!(" AND ({})", renumber(&f.sql, binds.len())));
@@ -347,7 +356,7 @@ impl Store {
             .bind(id.to_owned())
             .fetch_optional(self.db.pool())
             .await?;
-        // The type is checked here, not in the WHERE (see `BY_ID`).
+        // The type is checked here, not in the WHERE (see the note above `get_sql`).
         match row.map(|r| resource_from_row(&r)).transpose()? {
             Some(r) if r.resource_type == resource_type => Ok(r),
             _ => Err(StoreError::NotFound(format!("{resource_type} {id:?}"))),

@@ -335,7 +335,17 @@ pub fn translate(backend: Backend, rt: &ResourceTypeDef, filter: &Filter) -> Res
     eval::compile(rt, filter)?;
     let mut b = Builder { backend, rt, binds: Vec::new(), aliases: 0 };
     let sql = b.node(&Ctx::Root, filter, true)?;
-    Ok(SqlFragment { sql, binds: b.binds })
+    Ok(SqlFragment { sql, binds: b.binds, pins_id: pins_id(filter) })
+}
+
+/// Whether every match of `filter` has one given id: `id eq "…"`, alone or and-ed with
+/// anything (Entra ID checks a membership with `id eq "…" and members eq "…"`).
+fn pins_id(filter: &Filter) -> bool {
+    match filter {
+        Filter::And(a, b) => pins_id(a) || pins_id(b),
+        Filter::Compare(p, CompareOp::Eq, CompValue::Str(_)) => p.name.eq_ignore_ascii_case(ID.name) && p.sub.is_none(),
+        _ => false,
+    }
 }
 
 /// What a comparison tests each value against (mirrors the evaluator's `Test`). Text
@@ -1038,7 +1048,7 @@ pub fn order_by(backend: Backend, rt: &ResourceTypeDef, path: &AttrPath) -> Resu
         }
         Source::Hidden => constant(),
     };
-    Ok(SqlFragment { sql, binds: Vec::new() })
+    Ok(SqlFragment { sql, binds: Vec::new(), pins_id: false })
 }
 
 /// The type of the keys `def` sorts by.

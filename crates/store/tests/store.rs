@@ -1223,6 +1223,7 @@ mod cases {
             filter: Some(SqlFragment {
                 sql: "EXISTS (SELECT 1 FROM scim_values v WHERE v.directory_id = r.directory_id AND v.resource_id = r.id AND v.attr = $1 AND v.value_key = $2)".into(),
                 binds: vec![SqlValue::Text("emails.value".into()), SqlValue::Text("bob@x.test".into())],
+                pins_id: false,
             }),
             limit: 10,
             ..Default::default()
@@ -1331,6 +1332,7 @@ mod cases {
             filter: Some(SqlFragment {
                 sql: "EXISTS (SELECT 1 FROM scim_values v WHERE v.directory_id = r.directory_id AND v.resource_id = r.id AND v.attr = $1 AND v.value_key = $2)".into(),
                 binds: vec![SqlValue::Text("emails.value".into()), SqlValue::Text(email.into())],
+                pins_id: false,
             }),
             limit: 10,
             ..Default::default()

@@ -402,6 +402,27 @@ pub async fn lookups_by_id_use_the_primary_key(kind: Kind) {
         assert!(by_key, "{l} in {plans:?}");
         assert!(!l.contains("external_id") && !l.contains("created"), "{l} in {plans:?}");
     }
+    // So is a list whose filter pins the id (Entra ID's `id eq … and members eq …`).
+    let rt = fedkey_scim::schema::resource_type("User").unwrap();
+    let f = fedkey_scim::filter::parse(r#"id eq "u77" and active eq true"#).unwrap();
+    let frag = fedkey_store::scim_sql::translate(s.db.backend, rt, &f).unwrap();
+    assert!(frag.pins_id);
+    let q = fedkey_store::scim::ListQuery { filter: Some(frag), limit: 10, ..Default::default() };
+    let plans = s.scim_list_plan(&d, "User", &q).await.unwrap();
+    let scans: Vec<&String> = match kind {
+        Kind::Sqlite => plans.iter().filter(|l| l.starts_with("SEARCH r ") || l.starts_with("SCAN r")).collect(),
+        Kind::Postgres => plans.iter().filter(|l| l.contains("Scan") && l.contains("on scim_resources r")).collect(),
+    };
+    assert_eq!(scans.len(), 2, "page and count: {plans:?}");
+    for l in scans {
+        let by_key = match kind {
+            Kind::Sqlite => l.contains("(directory_id=? AND id=?)"),
+            Kind::Postgres => l.contains("scim_resources_pkey"),
+        };
+        assert!(by_key, "{l} in {plans:?}");
+    }
+    let found = s.scim_list(&d, "User", &q).await.unwrap();
+    assert_eq!(found.0, 0, "u77 is not active: the rest of the filter still applies");
     // The type is still checked, now outside the WHERE.
     let alice = s.scim_create(&a, &dir, user("alice", true)).await.unwrap();
     let team = s.scim_create(&a, &dir, group("team", vec![alice.id.clone()])).await.unwrap();
@@ -412,4 +433,11 @@ pub async fn lookups_by_id_use_the_primary_key(kind: Kind) {
     let replaced = s.scim_replace(&a, &dir, &alice.id, None, as_group).await;
     assert!(matches!(replaced, Err(StoreError::PreconditionFailed(_) | StoreError::NotFound(_))), "{replaced:?}");
     assert_eq!(s.scim_get(&d, "User", &alice.id).await.unwrap().version, 1, "a user is not replaced as a group");
+    let rt = fedkey_scim::schema::resource_type("Group").unwrap();
+    let f = fedkey_scim::filter::parse(&format!(r#"id eq "{}""#, alice.id)).unwrap();
+    let frag = fedkey_store::scim_sql::translate(s.db.backend, rt, &f).unwrap();
+    let q = fedkey_store::scim::ListQuery { filter: Some(frag), limit: 10, ..Default::default() };
+    assert_eq!(s.scim_list(&d, "Group", &q).await.unwrap().0, 0, "a user's id lists no group");
+    let q = fedkey_store::scim::ListQuery { filter: q.filter, limit: 10, ..Default::default() };
+    assert_eq!(s.scim_list(&d, "User", &q).await.unwrap().0, 1);
 }
