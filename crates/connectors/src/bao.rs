@@ -96,7 +96,7 @@ impl BaoClient {
     }
 }
 
-/// What became of the token before a use (see [`BaoClient::keep_token_alive`]).
+/// What a lookup (and renewal) of the token found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenLife {
     /// Renewed; it now lives `ttl` seconds.
@@ -120,22 +120,20 @@ impl BaoClient {
     /// when it has less than 7 days left. Never fails the use itself: a lookup or renewal
     /// that does not work leaves the token as it is, and the call that follows says
     /// whether it still works.
-    pub(crate) async fn keep_token_alive(&self, now: Timestamp) -> TokenLife {
-        let life = self.renew_if_renewable(now).await.unwrap_or(TokenLife::Unknown);
-        match life {
-            TokenLife::Expiring { ttl } if ttl < EXPIRY_WARNING => tracing::warn!(
+    pub(crate) async fn keep_token_alive(&self, now: Timestamp) {
+        let (ttl, renewed) = match self.renew_if_renewable(now).await {
+            Ok(TokenLife::Expiring { ttl }) => (ttl, false),
+            Ok(TokenLife::Renewed { ttl }) => (ttl, true),
+            _ => return,
+        };
+        if ttl < EXPIRY_WARNING {
+            tracing::warn!(
                 address = %self.address,
                 expires_in_hours = ttl / 3600,
-                "the OpenBao token fedkey uses cannot be renewed and expires soon: replace it"
-            ),
-            TokenLife::Renewed { ttl } if ttl < EXPIRY_WARNING => tracing::warn!(
-                address = %self.address,
-                expires_in_hours = ttl / 3600,
-                "the OpenBao token fedkey uses was renewed but reaches its maximum TTL soon: replace it"
-            ),
-            _ => {}
+                renewed,
+                "the OpenBao token fedkey uses can no longer be renewed and expires soon: replace it"
+            );
         }
-        life
     }
 
     async fn renew_if_renewable(&self, now: Timestamp) -> Result<TokenLife, ConnectorError> {

@@ -155,11 +155,8 @@ impl ListSql {
         // A filter that pins the id is found through the primary key; the type is then tested
         // as an expression no index serves (see the note above `get_sql`).
         let pinned = q.filter.as_ref().is_some_and(|f| f.pins_id);
-        let mut cond = String::from(if pinned {
-            "r.directory_id = $1 AND r.resource_type || '' = $2"
-        } else {
-            "r.directory_id = $1 AND r.resource_type = $2"
-        });
+        let ty = if pinned { "r.resource_type || ''" } else { "r.resource_type" };
+        let mut cond = format!("r.directory_id = $1 AND {ty} = $2");
         let mut binds = vec![SqlValue::Text(directory_id.to_owned()), SqlValue::Text(resource_type.to_owned())];
         if let Some(f) = &q.filter {
             cond.push_str(&format!(" AND ({})", renumber(&f.sql, binds.len())));
@@ -367,27 +364,28 @@ impl Store {
     /// version check of a delete, a replace's `UPDATE`), as the database would run them
     /// from its plan cache (PostgreSQL: a generic plan): for tests.
     pub async fn scim_by_id_plans(&self, directory_id: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+        let (d, i) = (lit(directory_id), lit(id));
+        let by_id = "(text, text)";
+        // (statement, its parameter types and values for PostgreSQL's EXPLAIN EXECUTE).
+        let statements = [
+            (get_sql(self.db.backend, "User"), by_id, format!("{d}, {i}")),
+            (version_sql(self.db.backend).to_owned(), by_id, format!("{d}, {i}")),
+            (
+                REPLACE_SQL.to_owned(),
+                "(bigint, text, text, text, text, text, text, text, bigint)",
+                format!("0, '', NULL, '', {d}, {i}, '', 'User', NULL"),
+            ),
+        ];
         let mut tx = self.db.begin_snapshot().await?;
         let mut lines = Vec::new();
-        let (dir, id) = (directory_id.to_owned(), id.to_owned());
+        let run = |text: String| sqlx::raw_sql(sqlx::AssertSqlSafe(text));
         match self.db.backend {
             Backend::Sqlite => {
-                let explained = |sql: &str| sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
-                for q in [
-                    explained(&get_sql(self.db.backend, "User")).bind(dir.clone()).bind(id.clone()),
-                    explained(version_sql(self.db.backend)).bind(dir.clone()).bind(id.clone()),
-                    explained(REPLACE_SQL)
-                        .bind(0_i64)
-                        .bind(String::new())
-                        .bind(None::<String>)
-                        .bind(String::new())
-                        .bind(dir)
-                        .bind(id)
-                        .bind(String::new())
-                        .bind("User")
-                        .bind(None::<i64>),
-                ] {
-                    for row in q.fetch_all(&mut *tx).await? {
+                // Parameters left unbound are NULL; SQLite's plan does not depend on them.
+                for (sql, _, _) in statements {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+                    for row in rows.fetch_all(&mut *tx).await? {
                         lines.push(row.try_get::<String, _>("detail")?);
                     }
                 }
@@ -395,22 +393,9 @@ impl Store {
             Backend::Postgres => {
                 // The generic plan of a prepared statement: what a pooled connection runs
                 // once PostgreSQL has decided custom plans do not pay.
-                sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await?;
-                let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
-                let (d, i) = (lit(&dir), lit(&id));
-                let by_id = "(text, text)";
-                let statements = [
-                    (get_sql(self.db.backend, "User"), by_id, format!("{d}, {i}")),
-                    (version_sql(self.db.backend).to_owned(), by_id, format!("{d}, {i}")),
-                    (
-                        REPLACE_SQL.to_owned(),
-                        "(bigint, text, text, text, text, text, text, text, bigint)",
-                        format!("0, '', NULL, '', {d}, {i}, '', 'User', NULL"),
-                    ),
-                ];
+                run("SET LOCAL plan_cache_mode = force_generic_plan".into()).execute(&mut *tx).await?;
                 for (sql, types, args) in statements {
                     let name = format!("fk_plan_{}", uuid::Uuid::new_v4().simple());
-                    let run = |text: String| sqlx::raw_sql(sqlx::AssertSqlSafe(text));
                     run(format!("PREPARE {name} {types} AS {sql}")).execute(&mut *tx).await?;
                     let rows = run(format!("EXPLAIN EXECUTE {name}({args})")).fetch_all(&mut *tx).await;
                     run(format!("DEALLOCATE {name}")).execute(&mut *tx).await?;

@@ -164,9 +164,7 @@ impl Group {
         }
         Ok(Some(Turn { guard: g, group: self.clone(), savepoint: true }))
     }
-}
 
-impl Group {
     /// Locks the audit chain head for the epoch and makes it the process's hint, so that
     /// every append of the epoch moves it with one guarded UPDATE.
     async fn lock_audit_head(&self, g: &mut Shared) -> Result<(), sqlx::Error> {
