@@ -175,6 +175,7 @@ async fn put_target(
                 }
                 None => None,
             };
+            let users_follow_groups = mapping.users_follow_groups();
             let mapping = serde_json::to_value(&mapping).map_err(|e| ApiError::bad_request(e.to_string()))?;
             let timeout = match &b.timeout {
                 Some(t) => crate::admin::parse_duration("timeout", t)?.as_secs(),
@@ -190,6 +191,7 @@ async fn put_target(
                 mapping,
                 max_attempts: b.max_attempts.unwrap_or(10),
                 concurrency: b.concurrency.unwrap_or(4),
+                users_follow_groups,
             };
             Ok(st.set_sync_target(&a.actor(), &r, t).await?)
         })

@@ -87,6 +87,7 @@ impl Backend {
                 (8, include_str!("../migrations/sqlite/0008_reconcile_schedule.sql")),
                 (10, include_str!("../migrations/sqlite/0010_planner.sql")),
                 (11, include_str!("../migrations/sqlite/0011_sync_bulk.sql")),
+                (12, include_str!("../migrations/sqlite/0012_users_follow_groups.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -99,6 +100,7 @@ impl Backend {
                 (8, include_str!("../migrations/postgres/0008_reconcile_schedule.sql")),
                 (10, include_str!("../migrations/postgres/0010_planner.sql")),
                 (11, include_str!("../migrations/postgres/0011_sync_bulk.sql")),
+                (12, include_str!("../migrations/postgres/0012_users_follow_groups.sql")),
             ],
         }
     }

@@ -244,6 +244,8 @@ on_both_backends!(
     outbox_claims_exclude_other_owners,
     outbox_slots_bound_requests_across_owners,
     outbox_slots_are_shared_with_a_waiting_node,
+    outbox_claims_put_deprovisioning_first,
+    outbox_memberships_reach_users_only_where_the_mapping_reads_them,
     reconcile_schedule_claims_once,
     sync_outcomes_need_one_connection,
 );
@@ -419,7 +421,8 @@ async fn populated(kind: Kind) -> Env {
 
 mod cases {
     pub use super::outbox::{
-        outbox_claims_exclude_other_owners, outbox_rows_commit_with_their_change,
+        outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
+        outbox_memberships_reach_users_only_where_the_mapping_reads_them, outbox_rows_commit_with_their_change,
         outbox_slots_are_shared_with_a_waiting_node, outbox_slots_bound_requests_across_owners,
         sync_outcomes_need_one_connection,
     };

@@ -192,19 +192,21 @@ impl Dispatcher {
         self.store.now()
     }
 
-    /// Fans the outbox out, then delivers everything due until nothing due is left.
+    /// Delivers everything due until nothing due is left, in rounds; each round first
+    /// fans out what the outbox holds, so a change written during a long pass (a leaver
+    /// during an initial load) waits for one round, not for the rest of the pass.
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
         let _one = self.running.lock().await;
         let mut report = TickReport::default();
-        loop {
-            let n = self.store.fan_out(self.cfg.fan_out_batch).await?;
-            report.fanned_out += n;
-            if n == 0 {
-                break;
-            }
-        }
         let mut skipped: Vec<String> = Vec::new();
         for _ in 0..self.cfg.max_rounds {
+            loop {
+                let n = self.store.fan_out(self.cfg.fan_out_batch).await?;
+                report.fanned_out += n;
+                if n == 0 {
+                    break;
+                }
+            }
             let mut claimed = Vec::new();
             for t in self.store.sync_targets(None).await? {
                 if !t.active || skipped.contains(&t.trust_id) {

@@ -190,6 +190,9 @@ struct FakeState {
     etag: bool,
     /// The `If-Match` of every PATCH and PUT (with `etag` set).
     if_match: Vec<Option<String>>,
+    /// (method, path prefix, arrived, release): the next matching request says it has
+    /// arrived, then waits to be released.
+    hold: Option<(String, String, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
 }
 
 struct Fake {
@@ -205,6 +208,14 @@ impl Fake {
 
     fn clear(&self) {
         self.st.lock().unwrap().inject.clear();
+    }
+
+    /// Holds the next `method` request under `prefix` until released; returns (arrived,
+    /// release).
+    fn hold(&self, method: &str, prefix: &str) -> (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+        let (arrived, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        self.st.lock().unwrap().hold = Some((method.into(), prefix.into(), arrived.clone(), release.clone()));
+        (arrived, release)
     }
 
     fn set_down(&self, down: bool) {
@@ -270,6 +281,15 @@ async fn fake_target(token: &'static str) -> Fake {
                 };
                 if let Some(ms) = stall {
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                let held = {
+                    let mut g = st.lock().unwrap();
+                    let hit = g.hold.as_ref().is_some_and(|h| h.0 == method.as_str() && uri.path().starts_with(&h.1));
+                    if hit { g.hold.take() } else { None }
+                };
+                if let Some((_, _, arrived, release)) = held {
+                    arrived.notify_one();
+                    release.notified().await;
                 }
                 fake_handle(&st, token, &method, uri.path(), &headers, &q, &body)
             }
@@ -797,6 +817,34 @@ async fn deprovisioning(b: Backend) {
     let took = u["seconds_to_full_deprovisioning"].as_i64().unwrap();
     assert!((600..700).contains(&took), "{took}");
     assert!(st["still_active"].as_array().unwrap().is_empty());
+}
+
+/// A change written while a pass is delivering (here: a user leaves while another user's
+/// create is held at the application) is delivered in the same pass, not the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_written_during_a_pass_are_delivered_in_it() {
+    for b in backends() {
+        let s = Server::start(b);
+        let hr = directory_with_inbound(&s, "acme", "hr").await;
+        let app = fake_target("ok-app-key-123456").await;
+        outbound_trust(&s, "acme", "crm", "ok-app-key-123456").await;
+        s.set_target("acme/crm", &app.url, None, &[]);
+        let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+        let dave = acme.post("/Users", user_body("dave@acme.test", "Engineer")).await;
+        let dave_id = dave.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(s.sync_tick().await["delivered"], 1);
+        acme.post("/Users", user_body("erin@acme.test", "Engineer")).await;
+        let (arrived, release) = app.hold("POST", "/Users");
+        let (report, ()) = tokio::join!(s.sync_tick(), async {
+            arrived.notified().await;
+            acme.patch(&format!("/Users/{dave_id}"), json!([{"op": "replace", "path": "active", "value": false}]))
+                .await;
+            release.notify_one();
+        });
+        assert_eq!(report["delivered"], 2, "erin and dave's leaving in one pass: {report}");
+        assert_eq!(app.user_by_ext(&dave_id).unwrap()["active"], false);
+        assert_eq!(app.users().len(), 2);
+    }
 }
 
 /// An account deleted at the application and everything queued again (`sync target set`):

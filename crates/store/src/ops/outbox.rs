@@ -120,6 +120,9 @@ pub struct NewSyncTarget {
     pub bulk_max_operations: Option<i64>,
     /// Scheduled reconciliation (`None`: off).
     pub reconcile: Option<super::reconcile_schedule::ReconcileSchedule>,
+    /// Whether a user's delivery depends on their group memberships (the mapping's
+    /// `users_follow_groups`); when not, membership changes queue no user work here.
+    pub users_follow_groups: bool,
 }
 
 /// One (target, resource) work row.
@@ -318,25 +321,35 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut targets: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        // Per directory: its targets, and whether their user deliveries follow groups.
+        let mut targets: std::collections::HashMap<String, Vec<(String, bool)>> = std::collections::HashMap::new();
         let mut work: Vec<WorkChange> = Vec::new();
         for row in &rows {
             let dir: String = row.try_get("directory_id")?;
             if !targets.contains_key(&dir) {
-                let ts = sqlx::query("SELECT trust_id FROM sync_targets WHERE directory_id = $1")
+                let ts = sqlx::query("SELECT trust_id, users_follow_groups FROM sync_targets WHERE directory_id = $1")
                     .bind(dir.clone())
                     .fetch_all(&mut *tx)
                     .await?
                     .iter()
-                    .map(|r| r.try_get::<String, _>("trust_id"))
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .map(|r| {
+                        Ok((r.try_get::<String, _>("trust_id")?, r.try_get::<i64, _>("users_follow_groups")? != 0))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
                 targets.insert(dir.clone(), ts);
             }
             let change: String = row.try_get("change")?;
-            for trust_id in targets.get(&dir).map(Vec::as_slice).unwrap_or_default() {
+            let resource_type: String = row.try_get("resource_type")?;
+            // A user's memberships reach a target through its groups' deliveries; the user
+            // itself only needs sending again where the mapping reads them.
+            let membership_only = change == Change::Membership.as_str() && resource_type == "User";
+            for (trust_id, follows) in targets.get(&dir).map(Vec::as_slice).unwrap_or_default() {
+                if membership_only && !follows {
+                    continue;
+                }
                 work.push(WorkChange {
                     trust_id: trust_id.clone(),
-                    resource_type: row.try_get("resource_type")?,
+                    resource_type: resource_type.clone(),
                     resource_id: row.try_get("resource_id")?,
                     directory_id: dir.clone(),
                     display: row.try_get("display")?,
@@ -431,14 +444,15 @@ impl Store {
         sqlx::query(
             "INSERT INTO sync_targets (trust_id, directory_id, base_url, oauth, oauth_secret, mapping, max_attempts, concurrency, \
              timeout_seconds, consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by, \
-             reconcile_every, reconcile_dry_run, next_reconcile_at, bulk_max_operations) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10, $12, $13, $14, $15) \
+             reconcile_every, reconcile_dry_run, next_reconcile_at, bulk_max_operations, users_follow_groups) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10, $12, $13, $14, $15, $16) \
              ON CONFLICT (trust_id) DO UPDATE SET base_url = excluded.base_url, oauth = excluded.oauth, \
              oauth_secret = excluded.oauth_secret, mapping = excluded.mapping, max_attempts = excluded.max_attempts, \
              concurrency = excluded.concurrency, timeout_seconds = excluded.timeout_seconds, consecutive_failures = 0, circuit_open_until = NULL, \
              updated_at = excluded.updated_at, updated_by = excluded.updated_by, \
              reconcile_every = excluded.reconcile_every, reconcile_dry_run = excluded.reconcile_dry_run, \
-             bulk_max_operations = excluded.bulk_max_operations, next_reconcile_at = CASE WHEN excluded.reconcile_every IS NULL THEN NULL \
+             bulk_max_operations = excluded.bulk_max_operations, users_follow_groups = excluded.users_follow_groups, \
+             next_reconcile_at = CASE WHEN excluded.reconcile_every IS NULL THEN NULL \
                WHEN sync_targets.reconcile_every = excluded.reconcile_every AND sync_targets.next_reconcile_at IS NOT NULL \
                THEN sync_targets.next_reconcile_at ELSE excluded.next_reconcile_at END",
         )
@@ -458,6 +472,7 @@ impl Store {
         // The first run is one interval away (an unchanged interval keeps its due time).
         .bind(every.map(|e| now.saturating_add(e.saturating_mul(1_000_000))))
         .bind(t.bulk_max_operations)
+        .bind(i64::from(t.users_follow_groups))
         .execute(&mut *tx)
         .await?;
         // A changed mapping or URL can change what every resource should look like: queue
@@ -655,7 +670,8 @@ impl Store {
         let sql = format!(
             "SELECT resource_type, resource_id FROM sync_work WHERE trust_id = $1 AND status = 'pending' \
              AND next_attempt_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
-             ORDER BY resource_type DESC, next_attempt_at, resource_id LIMIT $3{}",
+             ORDER BY resource_type DESC, CASE WHEN deleted = 1 OR leaver_since IS NOT NULL THEN 0 ELSE 1 END, \
+             next_attempt_at, resource_id LIMIT $3{}",
             self.db.backend.skip_locked()
         );
         let keys = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -47,6 +47,7 @@ pub(super) fn target() -> NewSyncTarget {
         timeout_seconds: 30,
         bulk_max_operations: None,
         reconcile: None,
+        users_follow_groups: true,
     }
 }
 
@@ -217,6 +218,85 @@ pub async fn outbox_slots_are_shared_with_a_waiting_node(kind: Kind) {
     }
     e.clock.advance(Duration::from_secs(6));
     assert_eq!(s.claim_sync_slots(&trust_id, "node-a", 4, 1, ttl).await.unwrap().len(), 2, "the last two rows");
+}
+
+/// Deprovisioning goes first: a leaver and a deleted user queued after a backlog of new
+/// users are claimed before it (users still before groups, which need their members'
+/// remote ids).
+pub async fn outbox_claims_put_deprovisioning_first(kind: Kind) {
+    let e = env(kind).await;
+    let (s, a) = (&e.store, actor());
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let (trust, _, _) = s.create_trust(&a, outbound("acme", "app", "app-key-1")).await.unwrap();
+    s.set_sync_target(&a, &tref("acme", "app"), target()).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let old: Vec<String> = [
+        s.scim_create(&a, &dir, user("old0", true)).await.unwrap(),
+        s.scim_create(&a, &dir, user("old1", true)).await.unwrap(),
+    ]
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
+    s.fan_out(100).await.unwrap();
+    let d = Delivered { remote_id: Some("r".into()), remote_active: Some(true), ..Default::default() };
+    for w in s.claim_sync_slots(&trust.id, "node", 2, 1, ttl).await.unwrap() {
+        assert!(s.finish_sync_work(&a, &w, "node", &d).await.unwrap());
+    }
+    // A backlog: new users and a group, then (later) one user leaves and one is deleted.
+    e.clock.advance(Duration::from_secs(1));
+    for i in 0..6 {
+        s.scim_create(&a, &dir, user(&format!("new{i}"), true)).await.unwrap();
+    }
+    s.scim_create(&a, &dir, group("g", vec![])).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    e.clock.advance(Duration::from_secs(1));
+    s.scim_replace(&a, &dir, &old[0], None, user("old0", false)).await.unwrap();
+    s.scim_delete(&a, &dir, "User", &old[1], None).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    let first = s.claim_sync_slots(&trust.id, "node", 1, 2, ttl).await.unwrap();
+    let mut ids: Vec<&str> = first.iter().map(|w| w.resource_id.as_str()).collect();
+    ids.sort();
+    let mut want: Vec<&str> = old.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(ids, want, "the leaver and the deleted user come before six new users");
+    let rest = s.claim_sync_slots(&trust.id, "node", 8, 1, ttl).await.unwrap();
+    let types: Vec<&str> = rest.iter().map(|w| w.resource_type.as_str()).collect();
+    assert_eq!(types, ["User", "User", "User", "User", "User", "User", "Group"]);
+}
+
+/// A group's new member is queued again only at targets whose mapping reads memberships
+/// (`users_follow_groups`); every target gets the group.
+pub async fn outbox_memberships_reach_users_only_where_the_mapping_reads_them(kind: Kind) {
+    let e = env(kind).await;
+    let (s, a) = (&e.store, actor());
+    let dir = s.create_directory(&a, "acme").await.unwrap();
+    let (plain, _, _) = s.create_trust(&a, outbound("acme", "plain", "plain-key-1")).await.unwrap();
+    let (roles, _, _) = s.create_trust(&a, outbound("acme", "roles", "roles-key-1")).await.unwrap();
+    let plain_target = NewSyncTarget { users_follow_groups: false, ..target() };
+    s.set_sync_target(&a, &tref("acme", "plain"), plain_target).await.unwrap();
+    s.set_sync_target(&a, &tref("acme", "roles"), target()).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let d = Delivered { remote_id: Some("r".into()), remote_active: Some(true), ..Default::default() };
+    let u = s.scim_create(&a, &dir, user("u", true)).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    for t in [&plain.id, &roles.id] {
+        for w in s.claim_sync_slots(t, "node", 4, 1, ttl).await.unwrap() {
+            assert!(s.finish_sync_work(&a, &w, "node", &d).await.unwrap());
+        }
+    }
+    let g = s.scim_create(&a, &dir, group("g", vec![u.id.clone()])).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    let queued = |t: String| async move {
+        let ws = s.claim_sync_slots(&t, "node", 4, 1, ttl).await.unwrap();
+        ws.into_iter().map(|w| (w.resource_type, w.resource_id)).collect::<Vec<_>>()
+    };
+    assert_eq!(queued(plain.id.clone()).await, [("Group".to_owned(), g.id.clone())]);
+    assert_eq!(queued(roles.id.clone()).await, [("User".to_owned(), u.id.clone()), ("Group".to_owned(), g.id)]);
+    // A change to the user itself still reaches the target that skipped the membership.
+    s.scim_replace(&a, &dir, &u.id, None, user("u", false)).await.unwrap();
+    s.fan_out(100).await.unwrap();
+    let pending = s.sync_work_of("acme", Some("pending")).await.unwrap();
+    assert!(pending.iter().any(|w| w.trust_id == plain.id && w.resource_id == u.id), "{pending:?}");
 }
 
 /// Leases: a claimed row is invisible to other owners until its lease expires; only

@@ -298,6 +298,22 @@ impl Mapping {
         }
     }
 
+    /// Whether the User a target should hold can change when only the user's group
+    /// memberships do: scope groups, role rules, or a scope filter or user rule that
+    /// mentions `groups` (read conservatively: any mention counts). When it cannot, a
+    /// membership change is not queued for the user; the group's delivery carries it.
+    pub fn users_follow_groups(&self) -> bool {
+        let mentions_groups = |p: &str| p.to_ascii_lowercase().contains("groups");
+        !self.scope_groups.is_empty()
+            || !self.roles.is_empty()
+            || self.scope_filter.as_deref().is_some_and(mentions_groups)
+            || self.user_attributes.iter().any(|r| match &r.source {
+                Source::Copy(p) => mentions_groups(p),
+                Source::Join { paths, .. } => paths.iter().any(|p| mentions_groups(p)),
+                Source::Constant(_) => false,
+            })
+    }
+
     /// The User the target should hold for `user` (a directory user in wire layout), or
     /// [`Desired::OutOfScope`]. `member_of` lists the user's directory groups.
     pub fn desired_user(&self, user: &Value, member_of: &[GroupRef]) -> Result<Desired, MappingError> {

@@ -276,3 +276,41 @@ fn groups_map_display_name_and_external_id() {
     let e = m.desired_group(&json!({"id": "g-2"})).unwrap_err();
     assert_eq!((e.resource.as_str(), e.rule.as_str()), ("group g-2", "schema"));
 }
+
+/// `users_follow_groups` is false only where memberships cannot change the desired user:
+/// for those mappings the user comes out the same with other groups (both the `member_of`
+/// list and the user's own `groups` attribute); for the others some membership change
+/// shows.
+#[test]
+fn users_follow_groups_exactly_when_memberships_can_change_the_user() {
+    let rules = |title: Value| json!({"userAttributes": [{"target": "userName", "source": {"copy": "userName"}}, {"target": "title", "source": title}]});
+    let copy = |path: &str| rules(json!({"copy": path}));
+    let cases = [
+        (json!({}), false),
+        (json!({"scopeFilter": "active eq true"}), false),
+        (copy("title"), false),
+        (rules(json!({"constant": "groups"})), false),
+        (json!({"scopeGroups": ["Engineering"]}), true),
+        (json!({"roles": [{"group": "Admins", "assign": {"appRole": "admin"}}]}), true),
+        (json!({"roles": [{"group": "Admins", "assign": {"appGroup": "crm-admins"}}]}), true),
+        (json!({"scopeFilter": "groups[display eq \"Engineering\"]"}), true),
+        (copy("groups.display"), true),
+        (rules(json!({"join": {"paths": ["title", "Groups.display"]}})), true),
+    ];
+    let member_of = groups(&[("g-eng", "Engineering"), ("g-a", "Admins")]);
+    let mut regrouped = alice();
+    regrouped["groups"] = json!([{"value": "g-x", "display": "Sales"}]);
+    for (v, follows) in cases {
+        let m: Mapping = serde_json::from_value(v.clone()).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.users_follow_groups(), follows, "{v}");
+        let variants = [
+            m.desired_user(&alice(), &member_of).unwrap(),
+            m.desired_user(&alice(), &[]).unwrap(),
+            m.desired_user(&regrouped, &member_of).unwrap(),
+        ];
+        let app_groups = [m.app_groups(&member_of), m.app_groups(&[])];
+        let same = variants.iter().all(|d| *d == variants[0]) && app_groups[0] == app_groups[1];
+        assert_eq!(same, !follows, "{v}: {variants:?} {app_groups:?}");
+    }
+}
