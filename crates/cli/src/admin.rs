@@ -232,7 +232,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn client(s: &Settings) -> anyhow::Result<Client> {
-    Client::new(&s.url, s.token.as_deref())
+    Client::new(s)
 }
 
 fn path(r: &TrustRef) -> String {

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
+
+use crate::config::Settings;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -10,19 +12,23 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    timeout: Duration,
 }
 
 impl Client {
-    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
-        let token = token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("no admin token: pass --token, or set FEDKEY_TOKEN or FEDKEY_TOKEN_FILE"))?;
+    /// The admin API of `s.url`, with `s.token`, waiting `s.request_timeout` per request.
+    pub fn new(s: &Settings) -> anyhow::Result<Client> {
+        let token =
+            s.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
+                anyhow::anyhow!("no admin token: pass --token, or set FEDKEY_TOKEN or FEDKEY_TOKEN_FILE")
+            })?;
+        let timeout = s.request_timeout()?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
+            .timeout(timeout)
             .user_agent(concat!("fedkey-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
+        Ok(Client { http, base: s.url.trim_end_matches('/').to_owned(), token: token.to_owned(), timeout })
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -31,9 +37,9 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach fedkey at {}", self.base))?;
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+        let text = resp.text().await.map_err(|e| self.transport_error(e))?;
         if status.is_success() {
             if status == StatusCode::NO_CONTENT || text.is_empty() {
                 return Ok(Value::Null);
@@ -44,6 +50,19 @@ impl Client {
         let msg = v["error"]["message"].as_str().unwrap_or("request failed");
         let code = v["error"]["code"].as_str().unwrap_or("http_error");
         anyhow::bail!("{msg} ({code}, HTTP {})", status.as_u16())
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
+        if e.is_timeout() {
+            anyhow::anyhow!(
+                "fedkey at {} did not answer within {}; the server may still finish the request. \
+                 For long operations (a large reconcile or import) raise --request-timeout or FEDKEY_REQUEST_TIMEOUT",
+                self.base,
+                humantime::format_duration(self.timeout)
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot reach fedkey at {}", self.base))
+        }
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {

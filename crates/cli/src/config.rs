@@ -30,6 +30,9 @@ pub struct Settings {
     pub log_level: String,
     /// Admin API base URL for the CLI's admin commands.
     pub url: String,
+    /// How long an admin command waits for the server's answer (a large `sync reconcile` or
+    /// `import` may need more than the default).
+    pub request_timeout: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
     /// Testing only: lets an admin advance the server clock through the API.
@@ -78,6 +81,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             url: "http://127.0.0.1:8080".into(),
+            request_timeout: "60s".into(),
             token: None,
             token_file: None,
             unsafe_test_clock: false,
@@ -97,7 +101,7 @@ impl Default for Settings {
     }
 }
 
-const ENV_KEYS: [&str; 28] = [
+const ENV_KEYS: [&str; 29] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -110,6 +114,7 @@ const ENV_KEYS: [&str; 28] = [
     "log_format",
     "log_level",
     "url",
+    "request_timeout",
     "token",
     "token_file",
     "unsafe_test_clock",
@@ -208,6 +213,19 @@ impl Settings {
         humantime::parse_duration(&self.engine_interval).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
             anyhow::anyhow!("engine_interval: {:?} is not a positive duration (e.g. 1s)", self.engine_interval)
         })
+    }
+
+    /// A positive duration of at most a day.
+    pub fn request_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        humantime::parse_duration(&self.request_timeout)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= std::time::Duration::from_secs(86_400))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "request_timeout: {:?} is not a duration between 1s and 24h (e.g. 10m)",
+                    self.request_timeout
+                )
+            })
     }
 
     pub fn auth_cache_ttl(&self) -> anyhow::Result<std::time::Duration> {

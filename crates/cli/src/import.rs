@@ -293,7 +293,7 @@ pub async fn import(s: &Settings, out: Output, a: ImportArgs) -> anyhow::Result<
     if meta.len() > MAX_FILE {
         anyhow::bail!("{} is larger than {MAX_FILE} bytes; split it", a.file.display());
     }
-    let api = Client::new(&s.url, s.token.as_deref())?;
+    let api = Client::new(s)?;
     // First pass: file-level problems stop the import before anything is written.
     let (mut users, mut groups) = (0u64, 0u64);
     let mut rows = Rows::open(&a.file, format)?;

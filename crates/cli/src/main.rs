@@ -54,6 +54,10 @@ struct Cli {
     /// Admin token for admin commands [env: FEDKEY_TOKEN, FEDKEY_TOKEN_FILE].
     #[arg(long, global = true)]
     token: Option<String>,
+    /// How long an admin command waits for the server, e.g. 10m (default 60s)
+    /// [env: FEDKEY_REQUEST_TIMEOUT].
+    #[arg(long, global = true)]
+    request_timeout: Option<String>,
     /// Human-readable tables, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: Output,
@@ -152,6 +156,7 @@ fn flags(cli: &Cli) -> Map<String, Value> {
     put("master_key_file", cli.master_key_file.as_ref().map(|p| json!(p)));
     put("url", cli.server.as_ref().map(|v| json!(v)));
     put("token", cli.token.as_ref().map(|v| json!(v)));
+    put("request_timeout", cli.request_timeout.as_ref().map(|v| json!(v)));
     put("log_format", cli.log_format.map(|v| json!(v)));
     put("log_level", cli.log_level.as_ref().map(|v| json!(v)));
     if let Cmd::Serve(a) = &cli.cmd {

@@ -252,7 +252,7 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
 }
 
 fn client(s: &Settings) -> anyhow::Result<Client> {
-    Client::new(&s.url, s.token.as_deref())
+    Client::new(s)
 }
 
 fn path(r: &TrustRef) -> String {

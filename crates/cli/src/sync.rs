@@ -136,7 +136,7 @@ fn target_path(r: &TrustRef) -> String {
 }
 
 pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitCode> {
-    let api = Client::new(&s.url, s.token.as_deref())?;
+    let api = Client::new(s)?;
     match c {
         SyncCmd::Target(TargetCmd::Set {
             trust,

@@ -701,6 +701,35 @@ fn unsafe_set_ups_are_refused_with_clear_messages() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting"));
 }
 
+/// Admin commands wait `--request-timeout` (or FEDKEY_REQUEST_TIMEOUT) for the server and
+/// say what happened when it does not answer; bad values are refused before any request.
+#[test]
+fn admin_commands_wait_as_long_as_told_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let db = format!("sqlite://{}", data.join("fedkey.db").display());
+    // Accepts connections (the kernel completes them) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let env = [("FEDKEY_URL", url.as_str()), ("FEDKEY_TOKEN", "fka_not-checked-here")];
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = fedkey(&data, &db, &["directory", "list", "--request-timeout", "1s"], &env);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("did not answer within 1s") && e.contains("--request-timeout"), "{e}");
+    assert!(!e.contains("fka_not-checked-here"), "{e}");
+    let mut with_env = env.to_vec();
+    with_env.push(("FEDKEY_REQUEST_TIMEOUT", "2s"));
+    let e = stderr(&fedkey(&data, &db, &["directory", "list"], &with_env));
+    assert!(e.contains("did not answer within 2s"), "{e}");
+    for bad in ["soon", "0s", "2d"] {
+        let out = fedkey(&data, &db, &["directory", "list", "--request-timeout", bad], &env);
+        assert!(!out.status.success());
+        let e = stderr(&out);
+        assert!(e.contains("request_timeout") && e.contains("between 1s and 24h"), "{bad}: {e}");
+    }
+}
+
 /// A throw-away CA and a server certificate for 127.0.0.1 signed by it.
 fn make_cert(dir: &Path, cert: &Path, key: &Path) {
     let run = |args: &[&str]| {
