@@ -290,6 +290,58 @@ impl Dispatcher {
                 })
                 .collect(),
         };
+        let recorded = self.record_outcomes(t, &batch, results, report).await;
+        let (outage, pause, ok) = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                // A store error part way: give back the leases of the rows not recorded, so
+                // the next pass retries them instead of waiting out the lease (2 minutes).
+                // Recorded rows hold no lease any more, so this leaves them alone.
+                let now = self.now();
+                for w in &batch {
+                    if let Err(e) = self.store.release_sync_work(w, &self.cfg.node_id, now).await {
+                        tracing::warn!(error = %e, "could not give back sync leases after a store error");
+                        break;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        // Circuit breaker and rate limits.
+        let now = self.now();
+        if let Some(msg) = outage.filter(|_| !ok) {
+            let opens = t.consecutive_failures + 1 >= self.cfg.breaker_threshold;
+            let until = opens.then(|| now.saturating_add(self.cfg.breaker_open));
+            self.store
+                .sync_target_outcome(&t.trust_id, Some(&msg), until.or(pause.map(|p| now.saturating_add(p))))
+                .await?;
+            if opens {
+                tracing::warn!(target = %t.trust, "sync circuit open: {msg}");
+            }
+            return Ok(false);
+        }
+        if let Some(p) = pause {
+            self.store
+                .sync_target_outcome(&t.trust_id, Some("rate limited by the target (429)"), Some(now.saturating_add(p)))
+                .await?;
+            return Ok(false);
+        }
+        if ok && (t.consecutive_failures > 0 || t.circuit_open_until.is_some()) {
+            self.store.sync_target_outcome(&t.trust_id, None, None).await?;
+        }
+        Ok(true)
+    }
+
+    /// Records each row's outcome (retries, dead letters, deliveries in chunks); returns the
+    /// target-level signals: an outage message, a rate-limit pause, and whether anything
+    /// succeeded.
+    async fn record_outcomes(
+        &self,
+        t: &SyncTarget,
+        batch: &[SyncWork],
+        results: Vec<Result<Delivered, Failure>>,
+        report: &mut TickReport,
+    ) -> Result<(Option<String>, Option<Duration>, bool), StoreError> {
         let actor = actor();
         let mut outage: Option<String> = None;
         let mut pause: Option<Duration> = None;
@@ -334,29 +386,7 @@ impl Dispatcher {
             let recorded = self.store.finish_sync_many(&actor, &self.cfg.node_id, &rows).await?;
             report.delivered += recorded.iter().filter(|r| **r).count();
         }
-        // Circuit breaker and rate limits.
-        let now = self.now();
-        if let Some(msg) = outage.filter(|_| !ok) {
-            let opens = t.consecutive_failures + 1 >= self.cfg.breaker_threshold;
-            let until = opens.then(|| now.saturating_add(self.cfg.breaker_open));
-            self.store
-                .sync_target_outcome(&t.trust_id, Some(&msg), until.or(pause.map(|p| now.saturating_add(p))))
-                .await?;
-            if opens {
-                tracing::warn!(target = %t.trust, "sync circuit open: {msg}");
-            }
-            return Ok(false);
-        }
-        if let Some(p) = pause {
-            self.store
-                .sync_target_outcome(&t.trust_id, Some("rate limited by the target (429)"), Some(now.saturating_add(p)))
-                .await?;
-            return Ok(false);
-        }
-        if ok && (t.consecutive_failures > 0 || t.circuit_open_until.is_some()) {
-            self.store.sync_target_outcome(&t.trust_id, None, None).await?;
-        }
-        Ok(true)
+        Ok((outage, pause, ok))
     }
 
     /// Delivers a claimed batch, one request (or request sequence) per lease at once: the

@@ -847,6 +847,69 @@ async fn changes_written_during_a_pass_are_delivered_in_it() {
     }
 }
 
+/// Makes recording a delivery (a work row turning `done`) fail, or stop failing, from
+/// outside fedkey: a store error after the application has the change.
+fn fail_finishing(b: Backend, s: &Server, on: bool) {
+    match b {
+        Backend::Sqlite => {
+            let sql = if on {
+                "CREATE TRIGGER fail_finishing BEFORE UPDATE ON sync_work WHEN NEW.status = 'done' \
+                 BEGIN SELECT RAISE(ABORT, 'disk trouble'); END;"
+            } else {
+                "DROP TRIGGER fail_finishing;"
+            };
+            let out = std::process::Command::new("python3")
+                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()"])
+                .arg(s.data_dir().join("fedkey.db"))
+                .arg(sql)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Backend::Postgres => {
+            let sql = if on {
+                "CREATE FUNCTION fail_finishing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk trouble'; END; $$; \
+                 CREATE TRIGGER fail_finishing BEFORE UPDATE ON sync_work FOR EACH ROW WHEN (NEW.status = 'done') \
+                 EXECUTE FUNCTION fail_finishing();"
+            } else {
+                "DROP TRIGGER fail_finishing ON sync_work; DROP FUNCTION fail_finishing();"
+            };
+            psql_on(&s.db_url, sql);
+        }
+    }
+}
+
+/// A store error while a pass records its outcomes gives the unrecorded rows' leases back:
+/// the next pass delivers them at once (found at the application, not created twice)
+/// instead of after the lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_error_while_recording_leaves_nothing_leased() {
+    for b in backends() {
+        let s = Server::start(b);
+        let hr = directory_with_inbound(&s, "acme", "hr").await;
+        let app = fake_target("ok-app-key-123456").await;
+        outbound_trust(&s, "acme", "crm", "ok-app-key-123456").await;
+        s.set_target("acme/crm", &app.url, None, &[]);
+        let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+        let mut ids = Vec::new();
+        for name in ["alice@acme.test", "bob@acme.test"] {
+            ids.push(acme.post("/Users", user_body(name, "Engineer")).await.body["id"].as_str().unwrap().to_owned());
+        }
+        fail_finishing(b, &s, true);
+        let (st, v) = s.api(M::POST, "/api/v1/test/sync/tick", Some(&s.token), None).await;
+        assert_eq!(st, 500, "{v}");
+        assert_eq!(app.users().len(), 2, "delivered, then the store failed");
+        fail_finishing(b, &s, false);
+        // The same instant: no lease has expired.
+        let r = s.sync_tick().await;
+        assert_eq!(r["delivered"], 2, "{r}");
+        assert_eq!(app.users().len(), 2, "found again, not created twice");
+        for id in &ids {
+            assert!(app.user_by_ext(id).is_some(), "{id}");
+        }
+    }
+}
+
 /// An account deleted at the application and everything queued again (`sync target set`):
 /// the user and a group holding them are delivered in the same tick, the group first with
 /// the member's stale remote id. The target refuses it; the group must be retried after
