@@ -1228,6 +1228,20 @@ async fn scim_users_entra_and_okta_flows() {
         assert_eq!(cur.body["title"], "Engineer");
         let r = c.raw(M::GET, &p, None, &[("if-none-match", &cur.header("etag").unwrap())]).await;
         assert_eq!(r.status, 304);
+        // An If-Match list matches any of its tags (RFC 9110 §13.1.1), not only the first.
+        let cur_tag = cur.header("etag").unwrap();
+        let title = |t: &str| Some(json!({"Operations":[{"op":"replace","path":"title","value":t}]}).to_string());
+        let r = c.raw(M::PATCH, &p, title("Lead"), &[("if-match", &format!("{etag}, {cur_tag}"))]).await;
+        assert_eq!((r.status, r.body["title"].as_str()), (200, Some("Lead")), "{}", r.body);
+        let none_current = format!("{etag}, {cur_tag}, \"foreign\"");
+        assert_scim_error(&c.raw(M::DELETE, &p, None, &[("if-match", &none_current)]).await, 412, None);
+        assert_scim_error(&c.raw(M::PUT, &p, Some(whole.to_string()), &[("if-match", &none_current)]).await, 412, None);
+        let now = c.get(&p).await;
+        assert_eq!((now.status, now.body["title"].as_str()), (200, Some("Lead")), "nothing deleted or replaced");
+        let r = c
+            .raw(M::PATCH, &p, title("Engineer"), &[("if-match", &format!("\"x\", {}", now.header("etag").unwrap()))])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
         // Okta's password PATCH.
         let r = c.patch(&p, json!([{"op":"replace","value":{"password":"An0ther-Secret-Pa55!"}}])).await;
         assert_eq!(r.status, 200, "{}", r.body);

@@ -171,6 +171,9 @@ impl Store {
         }
         let corrupt = |c: &str| StoreError::Corrupt(c.to_owned());
         let get = |c: &str| row.try_get::<String, _>(c);
+        let mut policy =
+            TrustPolicy::from_stored(&get("privileged_groups")?, &get("allowed_sources")?, row.try_get("rate_limit")?)?;
+        self.add_directory_privileged_groups(&mut policy, &get("directory_id")?, &get("trust_id")?).await?;
         let rec = KeyRecord {
             verifier: v,
             principal: Principal {
@@ -181,11 +184,7 @@ impl Store {
                 peer_kind: get("peer_kind")?.parse().map_err(|_| corrupt("trusts.peer_kind"))?,
                 version: row.try_get("version")?,
                 scopes: ScopeSet::parse_stored(&get("scopes")?).map_err(|_| corrupt("key_versions.scopes"))?,
-                policy: Arc::new(TrustPolicy::from_stored(
-                    &get("privileged_groups")?,
-                    &get("allowed_sources")?,
-                    row.try_get("rate_limit")?,
-                )?),
+                policy: Arc::new(policy),
             },
             direction: get("direction")?.parse().map_err(|_| corrupt("trusts.direction"))?,
             trust_status: get("status")?.parse().map_err(|_| corrupt("trusts.status"))?,
@@ -194,6 +193,31 @@ impl Store {
         };
         self.auth_cache.put(&v, Cached::Key(Box::new(rec.clone())), generation);
         Ok(Some(rec))
+    }
+
+    /// Adds the privileged-group patterns of the directory's other trusts to `policy`: a
+    /// group is privileged in a directory when any of its trusts says so, so the key of a
+    /// trust without patterns is no way around another trust's.
+    async fn add_directory_privileged_groups(
+        &self,
+        policy: &mut TrustPolicy,
+        directory_id: &str,
+        trust_id: &str,
+    ) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT privileged_groups FROM trusts WHERE directory_id = $1 AND id <> $2")
+            .bind(directory_id.to_owned())
+            .bind(trust_id.to_owned())
+            .fetch_all(self.db.pool())
+            .await?;
+        for r in rows {
+            let stored: String = r.try_get("privileged_groups")?;
+            for p in stored.split_whitespace() {
+                if !policy.privileged_groups.iter().any(|q| q == p) {
+                    policy.privileged_groups.push(p.to_owned());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Decides whether `rec` may access `directory` now. Pure, for benchmarks and tests.

@@ -25,6 +25,62 @@ fn member_ids(g: &Value) -> Vec<String> {
     v
 }
 
+/// A group is privileged in a directory when any of its trusts marks it: the key of
+/// another trust, without patterns of its own, cannot create it or add members to it;
+/// a pattern change applies to every trust's live keys at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_groups_hold_for_every_trust_of_the_directory() {
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let (st, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts",
+                Some(&s.token),
+                Some(json!({"name": "okta", "direction": "inbound"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        assert_eq!(v["trust"]["privileged_groups"], json!([]), "{v}");
+        let okta = Scim { s: &s, dir: "acme".into(), key: v["key"].as_str().unwrap().to_owned() };
+        let idp = Scim { s: &s, dir: "acme".into(), key };
+        let u1 = okta.post("/Users", json!({"userName": "u1"})).await.body["id"].as_str().unwrap().to_owned();
+        let u2 = okta.post("/Users", json!({"userName": "u2"})).await.body["id"].as_str().unwrap().to_owned();
+        // Before any pattern, `Admins` is an ordinary group.
+        let g = okta.post("/Groups", json!({"displayName": "Admins", "members": [{"value": u1}]})).await;
+        assert_eq!(g.status, 201, "{}", g.body);
+        let gp = format!("/Groups/{}", g.body["id"].as_str().unwrap());
+
+        // `idp` marks admin* privileged: okta's key (no patterns) is held to it too.
+        let (st, v) = put_policy(&s, "idp", json!({"privileged_groups": ["admin*"]})).await;
+        assert_eq!(st, 200, "{v}");
+        let add_u2 = json!([{"op": "add", "path": "members", "value": [{"value": u2}]}]);
+        for c in [&okta, &idp] {
+            let r = c.patch(&gp, add_u2.clone()).await;
+            assert_scim_error(&r, 403, None);
+            assert!(r.body["detail"].as_str().unwrap().contains("\"admin*\""), "{}", r.body);
+            assert_scim_error(&c.post("/Groups", json!({"displayName": "admins-eu"})).await, 403, None);
+        }
+        assert_eq!(member_ids(&okta.get(&gp).await.body), vec![u1.clone()], "nothing added");
+        assert!(okta.filter("Groups", "displayName eq \"admins-eu\"").await.is_empty(), "nothing created");
+        let refused = denials(&s).await;
+        assert_eq!(
+            refused
+                .iter()
+                .filter(|r| r["actor"].as_str().is_some_and(|a| a.starts_with("key:acme/okta#"))
+                    && r["details"]["reason"] == "privileged_group")
+                .count(),
+            2,
+            "{refused:?}"
+        );
+
+        // The pattern removed: ordinary again for both.
+        let (st, v) = put_policy(&s, "idp", json!({})).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(okta.patch(&gp, add_u2).await.status, 200);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileged_groups_need_the_privileged_scope() {
     for b in backends() {

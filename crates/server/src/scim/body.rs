@@ -71,12 +71,40 @@ fn tag_versions(value: &str) -> Option<Vec<i64>> {
     Some(out)
 }
 
-/// `If-Match`: `Ok(None)` when absent or `*`; `Ok(Some(v))` for the version it names.
-/// A list naming several versions matches the first; one naming none can never match,
-/// which the store reports as 412 (or 404 when the resource is gone).
-pub fn if_match(h: &HeaderMap) -> Option<i64> {
-    let v = h.get(header::IF_MATCH)?.to_str().unwrap_or("\"\"");
-    tag_versions(v).map(|vs| vs.first().copied().unwrap_or(-1))
+/// What an `If-Match` header (or a Bulk operation's `version`) asks of the current version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IfMatch {
+    /// No header, or `*`.
+    #[default]
+    Any,
+    /// One of these versions; an empty list (tags that are not fedkey's, an unreadable
+    /// header) matches none.
+    OneOf(Vec<i64>),
+}
+
+impl IfMatch {
+    /// The version to write against when the current one is `current`: `Some(None)` with no
+    /// condition, `Some(Some(current))` when it is listed, `None` when it is not (412).
+    pub fn expect(&self, current: i64) -> Option<Option<i64>> {
+        match self {
+            IfMatch::Any => Some(None),
+            IfMatch::OneOf(vs) => vs.contains(&current).then_some(Some(current)),
+        }
+    }
+
+    pub fn is_any(&self) -> bool {
+        *self == IfMatch::Any
+    }
+}
+
+/// `If-Match`: any of the entity tags it lists (RFC 9110 §13.1.1).
+pub fn if_match(h: &HeaderMap) -> IfMatch {
+    let Some(v) = h.get(header::IF_MATCH) else { return IfMatch::Any };
+    match v.to_str().ok().map(tag_versions) {
+        Some(None) => IfMatch::Any,
+        Some(Some(vs)) => IfMatch::OneOf(vs),
+        None => IfMatch::OneOf(Vec::new()),
+    }
 }
 
 /// Whether `If-None-Match` matches `version` (so a GET answers 304).
@@ -85,5 +113,33 @@ pub fn if_none_match(h: &HeaderMap, version: i64) -> bool {
     match tag_versions(v) {
         None => true,
         Some(vs) => vs.contains(&version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn with(v: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_MATCH, HeaderValue::from_bytes(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn if_match_lists_match_any_of_their_tags() {
+        assert_eq!(if_match(&HeaderMap::new()), IfMatch::Any);
+        assert_eq!(if_match(&with(b"*")), IfMatch::Any);
+        let list = if_match(&with(br#"W/"3", "5" ,W/"x""#));
+        assert_eq!(list, IfMatch::OneOf(vec![3, 5]));
+        assert_eq!(list.expect(5), Some(Some(5)));
+        assert_eq!(list.expect(3), Some(Some(3)));
+        assert_eq!(list.expect(4), None);
+        assert_eq!(IfMatch::Any.expect(4), Some(None));
+        // Tags fedkey never issued, and bytes that are not text, match nothing.
+        assert_eq!(if_match(&with(br#""abc""#)).expect(1), None);
+        assert_eq!(if_match(&with(b"W/\"1\xff\"")).expect(1), None);
     }
 }

@@ -27,7 +27,7 @@ use fedkey_core::Scope;
 use fedkey_scim::{ScimError, ScimType};
 use serde_json::{Map, Value, json};
 
-use super::body::{ScimBody, etag, if_match};
+use super::body::{IfMatch, ScimBody, etag, if_match};
 use super::present::location;
 use super::resources::{audit_refusal, create_core, delete_core, patch_core, replace_core};
 use super::{Ctx, SCIM_BODY_LIMIT, ScimResponse, scim_json};
@@ -79,8 +79,8 @@ struct Plan {
     /// The id in the path (possibly `bulkId:X`); `None` for POST.
     id: Option<String>,
     data: Value,
-    /// The version `version` names (as `If-Match` would).
-    expected: Option<i64>,
+    /// The versions `version` allows (as `If-Match` would).
+    expected: IfMatch,
 }
 
 /// One operation of the request.
@@ -102,8 +102,8 @@ fn get_ci<'m>(m: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
     m.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
 }
 
-/// The version a `version` value names, parsed as an `If-Match` header.
-fn expected_version(v: &str) -> Option<i64> {
+/// The versions a `version` value allows, parsed as an `If-Match` header.
+fn expected_version(v: &str) -> IfMatch {
     let mut h = HeaderMap::new();
     match HeaderValue::from_str(v) {
         Ok(hv) => {
@@ -111,7 +111,7 @@ fn expected_version(v: &str) -> Option<i64> {
             if_match(&h)
         }
         // Not a header value: matches no version (412).
-        Err(_) => Some(-1),
+        Err(_) => IfMatch::OneOf(Vec::new()),
     }
 }
 
@@ -185,7 +185,7 @@ fn parse_op(i: usize, raw: &Value) -> std::result::Result<Op, ScimError> {
             return Err(bad_path());
         }
         let expected = match get_ci(obj, "version") {
-            None | Some(Value::Null) => None,
+            None | Some(Value::Null) => IfMatch::Any,
             Some(Value::String(v)) => expected_version(v),
             Some(_) => return Err(bad(ScimType::InvalidSyntax, "\"version\" must be a string")),
         };
@@ -289,15 +289,15 @@ async fn execute(s: &AppState, ctx: &Ctx, plan: &Plan, created: &HashMap<String,
             audit_refusal(s, ctx, "scim.create", rt, None, r).await.map(|(_, r)| (r, 201))
         }
         (Method::Put, Some(id)) => {
-            let r = replace_core(s, ctx, rt, id, plan.expected, &data).await;
+            let r = replace_core(s, ctx, rt, id, &plan.expected, &data).await;
             audit_refusal(s, ctx, "scim.replace", rt, Some(id), r).await.map(|(_, r)| (r, 200))
         }
         (Method::Patch, Some(id)) => {
-            let r = patch_core(s, ctx, rt, id, plan.expected, &data).await;
+            let r = patch_core(s, ctx, rt, id, &plan.expected, &data).await;
             audit_refusal(s, ctx, "scim.patch", rt, Some(id), r).await.map(|(_, r)| (r, 200))
         }
         (Method::Delete, Some(id)) => {
-            let r = delete_core(s, ctx, rt, id, plan.expected).await;
+            let r = delete_core(s, ctx, rt, id, &plan.expected).await;
             return match audit_refusal(s, ctx, "scim.delete", rt, Some(id), r).await {
                 Ok(_) => (Outcome::Done { location: loc.unwrap_or_default(), version: None, status: 204 }, None),
                 Err(ScimResponse(error)) => (Outcome::Failed { location: loc, error }, None),

@@ -25,7 +25,7 @@ use fedkey_store::scim::{Known, ResourceWrite, StoredResource};
 use fedkey_store::{Directory, StoreError};
 use serde_json::{Map, Value, json};
 
-use super::body::{ScimBody, etag, if_match, if_none_match};
+use super::body::{IfMatch, ScimBody, etag, if_match, if_none_match};
 use super::present::{MEMBER_DISPLAY, resource_response};
 use super::{Ctx, ScimResponse, store_error};
 use crate::AppState;
@@ -290,22 +290,22 @@ pub async fn create_core(
     Ok((rt, r))
 }
 
-/// PUT: replaces resource `id`; `expected` is the version `If-Match` names.
+/// PUT: replaces resource `id` if its version is one `pre` allows.
 pub async fn replace_core(
     s: &AppState,
     ctx: &Ctx,
     rt_name: &str,
     id: &str,
-    expected: Option<i64>,
+    pre: &IfMatch,
     body: &Value,
 ) -> Result<(&'static ResourceTypeDef, StoredResource)> {
     let (rt, _, write) = kind(rt_name);
     ctx.require(s, write, &format!("replace a {}", rt.id)).await?;
     let mut normalized = normalize(rt, body)?;
     let current = fetch(s, ctx, rt, id).await?;
-    if expected.is_some_and(|v| v != current.version) {
+    let Some(expected) = pre.expect(current.version) else {
         return Err(precondition(rt, &current));
-    }
+    };
     // A replace without a password keeps the stored one (write-only, clients cannot echo it).
     if normalized.get("password").is_none()
         && let (Some(pw), Some(obj)) = (current.body.get("password"), normalized.as_object_mut())
@@ -324,14 +324,14 @@ pub async fn replace_core(
     }
 }
 
-/// PATCH: applies a PatchOp body to resource `id`; `expected` is the version `If-Match`
-/// names (without one a lost race is retried).
+/// PATCH: applies a PatchOp body to resource `id` if its version is one `pre` allows
+/// (without a condition a lost race is retried).
 pub async fn patch_core(
     s: &AppState,
     ctx: &Ctx,
     rt_name: &str,
     id: &str,
-    expected: Option<i64>,
+    pre: &IfMatch,
     body: &Value,
 ) -> Result<(&'static ResourceTypeDef, StoredResource)> {
     let (rt, _, write) = kind(rt_name);
@@ -341,7 +341,7 @@ pub async fn patch_core(
     loop {
         attempts += 1;
         let current = fetch(s, ctx, rt, id).await?;
-        if expected.is_some_and(|v| v != current.version) {
+        if pre.expect(current.version).is_none() {
             return Err(precondition(rt, &current));
         }
         let mut doc = patch_document(rt, &current);
@@ -360,7 +360,7 @@ pub async fn patch_core(
             // Lost a race with another write (clients send concurrent membership PATCHes to one
             // group). Writers take turns in order, so each round lets at least one through:
             // the bound only stops a pathological pile-up.
-            Err(StoreError::PreconditionFailed(_)) if expected.is_none() && attempts < MAX_PATCH_ATTEMPTS => continue,
+            Err(StoreError::PreconditionFailed(_)) if pre.is_any() && attempts < MAX_PATCH_ATTEMPTS => continue,
             Err(StoreError::NotFound(_)) => return Err(not_found(rt, id)),
             Err(e) => return Err(ScimResponse(store_error(e))),
         }
@@ -370,18 +370,21 @@ pub async fn patch_core(
 /// How often a PATCH without `If-Match` re-reads and re-applies after losing a race.
 const MAX_PATCH_ATTEMPTS: u32 = 64;
 
-/// DELETE: deletes resource `id`; `expected` is the version `If-Match` names.
+/// DELETE: deletes resource `id` if its version is one `pre` allows.
 pub async fn delete_core(
     s: &AppState,
     ctx: &Ctx,
     rt_name: &str,
     id: &str,
-    expected: Option<i64>,
+    pre: &IfMatch,
 ) -> Result<&'static ResourceTypeDef> {
     let (rt, _, write) = kind(rt_name);
     ctx.require(s, write, &format!("delete a {}", rt.id)).await?;
     // A cheap read first: clients re-delete deleted resources many times.
-    fetch(s, ctx, rt, id).await?;
+    let current = fetch(s, ctx, rt, id).await?;
+    let Some(expected) = pre.expect(current.version) else {
+        return Err(precondition(rt, &current));
+    };
     let dir = directory_to_write(s, ctx).await?;
     match s.store.scim_delete(&ctx.actor, &dir, rt_static(rt), id, expected).await {
         Ok(()) => Ok(rt),
@@ -512,7 +515,7 @@ async fn replace(
     body: Value,
     q: Vec<(String, String)>,
 ) -> Result<Response> {
-    let result = replace_core(&s, &ctx, rt_name, id, if_match(h), &body).await;
+    let result = replace_core(&s, &ctx, rt_name, id, &if_match(h), &body).await;
     let (rt, r) = audit_refusal(&s, &ctx, "scim.replace", rt_name, Some(id), result).await?;
     let (attrs, excluded) = projection(&q);
     Ok(resource_response(StatusCode::OK, rt, &ctx.base, &r, &attrs, &excluded))
@@ -559,14 +562,14 @@ async fn patch_resource(
     body: Value,
     q: Vec<(String, String)>,
 ) -> Result<Response> {
-    let result = patch_core(&s, &ctx, rt_name, id, if_match(h), &body).await;
+    let result = patch_core(&s, &ctx, rt_name, id, &if_match(h), &body).await;
     let (rt, r) = audit_refusal(&s, &ctx, "scim.patch", rt_name, Some(id), result).await?;
     let (attrs, excluded) = projection(&q);
     Ok(resource_response(StatusCode::OK, rt, &ctx.base, &r, &attrs, &excluded))
 }
 
 async fn delete(s: AppState, ctx: Ctx, rt_name: &str, id: &str, h: &HeaderMap) -> Result<Response> {
-    let result = delete_core(&s, &ctx, rt_name, id, if_match(h)).await;
+    let result = delete_core(&s, &ctx, rt_name, id, &if_match(h)).await;
     audit_refusal(&s, &ctx, "scim.delete", rt_name, Some(id), result).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
