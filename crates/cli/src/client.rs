@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-
-use crate::config::Settings;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+
+use crate::config::Settings;
 
 pub struct Client {
     http: reqwest::Client,

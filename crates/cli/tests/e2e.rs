@@ -622,23 +622,30 @@ async fn audit_failure_fails_closed() {
     }
 }
 
+/// Runs `sql` on the server's SQLite database from outside fedkey (Python's sqlite3).
+fn sqlite_script(s: &Server, sql: &str) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(s.data_dir().join("fedkey.db"))
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Makes every insert into the audit log fail (or stop failing), from outside fedkey.
 fn block_audit(b: Backend, s: &Server, on: bool) {
     match b {
         Backend::Sqlite => {
-            let db = s.data_dir().join("fedkey.db");
             let sql = if on {
                 "CREATE TRIGGER block_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;"
             } else {
                 "DROP TRIGGER block_audit;"
             };
-            let out = Command::new("python3")
-                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()"])
-                .arg(&db)
-                .arg(sql)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            sqlite_script(s, sql);
         }
         Backend::Postgres => {
             let sql = if on {

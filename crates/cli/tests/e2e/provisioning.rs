@@ -819,16 +819,23 @@ async fn deprovisioning(b: Backend) {
     assert!(st["still_active"].as_array().unwrap().is_empty());
 }
 
+/// A server whose directory `acme` (inbound trust `hr`) provisions to a fake target
+/// (`acme/crm`, default mapping); returns the server, the fake and `hr`'s SCIM key.
+async fn acme_to_a_fake(b: Backend) -> (Server, Fake, String) {
+    let s = Server::start(b);
+    let hr = directory_with_inbound(&s, "acme", "hr").await;
+    let app = fake_target("ok-app-key-123456").await;
+    outbound_trust(&s, "acme", "crm", "ok-app-key-123456").await;
+    s.set_target("acme/crm", &app.url, None, &[]);
+    (s, app, hr)
+}
+
 /// A change written while a pass is delivering (here: a user leaves while another user's
 /// create is held at the application) is delivered in the same pass, not the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn changes_written_during_a_pass_are_delivered_in_it() {
     for b in backends() {
-        let s = Server::start(b);
-        let hr = directory_with_inbound(&s, "acme", "hr").await;
-        let app = fake_target("ok-app-key-123456").await;
-        outbound_trust(&s, "acme", "crm", "ok-app-key-123456").await;
-        s.set_target("acme/crm", &app.url, None, &[]);
+        let (s, app, hr) = acme_to_a_fake(b).await;
         let acme = Scim { s: &s, dir: "acme".into(), key: hr };
         let dave = acme.post("/Users", user_body("dave@acme.test", "Engineer")).await;
         let dave_id = dave.body["id"].as_str().unwrap().to_owned();
@@ -836,7 +843,9 @@ async fn changes_written_during_a_pass_are_delivered_in_it() {
         acme.post("/Users", user_body("erin@acme.test", "Engineer")).await;
         let (arrived, release) = app.hold("POST", "/Users");
         let (report, ()) = tokio::join!(s.sync_tick(), async {
-            arrived.notified().await;
+            tokio::time::timeout(std::time::Duration::from_secs(60), arrived.notified())
+                .await
+                .expect("erin's create reaches the application");
             acme.patch(&format!("/Users/{dave_id}"), json!([{"op": "replace", "path": "active", "value": false}]))
                 .await;
             release.notify_one();
@@ -858,13 +867,7 @@ fn fail_finishing(b: Backend, s: &Server, on: bool) {
             } else {
                 "DROP TRIGGER fail_finishing;"
             };
-            let out = std::process::Command::new("python3")
-                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()"])
-                .arg(s.data_dir().join("fedkey.db"))
-                .arg(sql)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            sqlite_script(s, sql);
         }
         Backend::Postgres => {
             let sql = if on {
@@ -885,11 +888,7 @@ fn fail_finishing(b: Backend, s: &Server, on: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_error_while_recording_leaves_nothing_leased() {
     for b in backends() {
-        let s = Server::start(b);
-        let hr = directory_with_inbound(&s, "acme", "hr").await;
-        let app = fake_target("ok-app-key-123456").await;
-        outbound_trust(&s, "acme", "crm", "ok-app-key-123456").await;
-        s.set_target("acme/crm", &app.url, None, &[]);
+        let (s, app, hr) = acme_to_a_fake(b).await;
         let acme = Scim { s: &s, dir: "acme".into(), key: hr };
         let mut ids = Vec::new();
         for name in ["alice@acme.test", "bob@acme.test"] {

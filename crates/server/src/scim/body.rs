@@ -72,10 +72,9 @@ fn tag_versions(value: &str) -> Option<Vec<i64>> {
 }
 
 /// What an `If-Match` header (or a Bulk operation's `version`) asks of the current version.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfMatch {
     /// No header, or `*`.
-    #[default]
     Any,
     /// One of these versions; an empty list (tags that are not fedkey's, an unreadable
     /// header) matches none.
