@@ -622,6 +622,44 @@ async fn audit_failure_fails_closed() {
     }
 }
 
+/// A store failure injected from outside fedkey: while `on`, every `event` (`INSERT`,
+/// `UPDATE`) on `table` where `when` holds (a condition on `NEW`) fails with `message`;
+/// `on = false` removes the trigger `name` again.
+struct FailingTrigger<'a> {
+    name: &'a str,
+    event: &'a str,
+    table: &'a str,
+    when: &'a str,
+    message: &'a str,
+}
+
+impl FailingTrigger<'_> {
+    fn set(&self, b: Backend, s: &Server, on: bool) {
+        let FailingTrigger { name, event, table, when, message } = self;
+        match (b, on) {
+            (Backend::Sqlite, true) => sqlite_script(
+                s,
+                &format!(
+                    "CREATE TRIGGER {name} BEFORE {event} ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, '{message}'); END;"
+                ),
+            ),
+            (Backend::Sqlite, false) => sqlite_script(s, &format!("DROP TRIGGER {name};")),
+            (Backend::Postgres, true) => {
+                psql_on(
+                    &s.db_url,
+                    &format!(
+                        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{message}'; END; $$; \
+                     CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {name}();"
+                    ),
+                );
+            }
+            (Backend::Postgres, false) => {
+                psql_on(&s.db_url, &format!("DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();"));
+            }
+        };
+    }
+}
+
 /// Runs `sql` on the server's SQLite database from outside fedkey (Python's sqlite3).
 fn sqlite_script(s: &Server, sql: &str) {
     let out = Command::new("python3")
@@ -638,25 +676,14 @@ fn sqlite_script(s: &Server, sql: &str) {
 
 /// Makes every insert into the audit log fail (or stop failing), from outside fedkey.
 fn block_audit(b: Backend, s: &Server, on: bool) {
-    match b {
-        Backend::Sqlite => {
-            let sql = if on {
-                "CREATE TRIGGER block_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;"
-            } else {
-                "DROP TRIGGER block_audit;"
-            };
-            sqlite_script(s, sql);
-        }
-        Backend::Postgres => {
-            let sql = if on {
-                "CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit disk full'; END; $$; \
-                 CREATE TRIGGER block_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION block_audit();"
-            } else {
-                "DROP TRIGGER block_audit ON audit_log; DROP FUNCTION block_audit();"
-            };
-            psql_on(&s.db_url, sql);
-        }
+    FailingTrigger {
+        name: "block_audit",
+        event: "INSERT",
+        table: "audit_log",
+        when: "TRUE",
+        message: "audit disk full",
     }
+    .set(b, s, on);
 }
 
 #[test]

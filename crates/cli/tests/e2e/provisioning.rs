@@ -859,27 +859,14 @@ async fn changes_written_during_a_pass_are_delivered_in_it() {
 /// Makes recording a delivery (a work row turning `done`) fail, or stop failing, from
 /// outside fedkey: a store error after the application has the change.
 fn fail_finishing(b: Backend, s: &Server, on: bool) {
-    match b {
-        Backend::Sqlite => {
-            let sql = if on {
-                "CREATE TRIGGER fail_finishing BEFORE UPDATE ON sync_work WHEN NEW.status = 'done' \
-                 BEGIN SELECT RAISE(ABORT, 'disk trouble'); END;"
-            } else {
-                "DROP TRIGGER fail_finishing;"
-            };
-            sqlite_script(s, sql);
-        }
-        Backend::Postgres => {
-            let sql = if on {
-                "CREATE FUNCTION fail_finishing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk trouble'; END; $$; \
-                 CREATE TRIGGER fail_finishing BEFORE UPDATE ON sync_work FOR EACH ROW WHEN (NEW.status = 'done') \
-                 EXECUTE FUNCTION fail_finishing();"
-            } else {
-                "DROP TRIGGER fail_finishing ON sync_work; DROP FUNCTION fail_finishing();"
-            };
-            psql_on(&s.db_url, sql);
-        }
+    FailingTrigger {
+        name: "fail_finishing",
+        event: "UPDATE",
+        table: "sync_work",
+        when: "NEW.status = 'done'",
+        message: "disk trouble",
     }
+    .set(b, s, on);
 }
 
 /// A store error while a pass records its outcomes gives the unrecorded rows' leases back:
