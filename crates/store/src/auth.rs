@@ -173,13 +173,14 @@ impl Store {
         let get = |c: &str| row.try_get::<String, _>(c);
         let mut policy =
             TrustPolicy::from_stored(&get("privileged_groups")?, &get("allowed_sources")?, row.try_get("rate_limit")?)?;
-        self.add_directory_privileged_groups(&mut policy, &get("directory_id")?, &get("trust_id")?).await?;
+        let (directory_id, trust_id) = (get("directory_id")?, get("trust_id")?);
+        self.add_directory_privileged_groups(&mut policy, &directory_id, &trust_id).await?;
         let rec = KeyRecord {
             verifier: v,
             principal: Principal {
-                directory_id: get("directory_id")?,
+                directory_id,
                 directory: get("directory")?,
-                trust_id: get("trust_id")?,
+                trust_id,
                 trust: get("trust")?,
                 peer_kind: get("peer_kind")?.parse().map_err(|_| corrupt("trusts.peer_kind"))?,
                 version: row.try_get("version")?,
