@@ -440,14 +440,15 @@ pub async fn unwrap(url: &str, out: Output) -> anyhow::Result<ExitCode> {
     if !url.contains("/unwrap/") {
         anyhow::bail!("not a fedkey wrapped link (expected …/unwrap/fkw_…)");
     }
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let resp = http
-        .post(url)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the link's server: {}", e.without_url()))?;
+    // A link a person pasted: the address is theirs to choose, as for the admin client.
+    let egress = fedkey_egress::Egress::new(fedkey_egress::EgressConfig::operator())?;
+    let parsed = reqwest::Url::parse(url).map_err(|_| anyhow::anyhow!("not a URL"))?;
+    let timeout = std::time::Duration::from_secs(30);
+    let req = egress.request(reqwest::Method::POST, &parsed, fedkey_egress::UrlRules::LAB_HTTP)?;
+    let resp = egress.send(req, timeout).await.map_err(|e| anyhow::anyhow!("cannot reach the link's server: {e}"))?;
     let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let text = fedkey_egress::read_text(resp, 64 * 1024, timeout).await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !status.is_success() {
         let msg = v["error"]["message"].as_str().unwrap_or("the link was refused");
         anyhow::bail!("{msg} (HTTP {})", status.as_u16());
