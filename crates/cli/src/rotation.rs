@@ -162,6 +162,10 @@ pub enum MaterialCmd {
         /// Longest accepted token lifetime (default 1h).
         #[arg(long, requires = "jwt_issuer")]
         jwt_max_lifetime: Option<String>,
+        /// Lab only: fetch over plain http from a host that is not loopback. Recorded in the
+        /// audit log; a discovery document's jwks_uri still never downgrades https.
+        #[arg(long, conflicts_with = "remove")]
+        allow_http: bool,
         /// Stop watching (and stop accepting JWTs).
         #[arg(long, conflicts_with = "src")]
         remove: bool,
@@ -202,9 +206,13 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
             jwt_algorithms,
             jwt_leeway,
             jwt_max_lifetime,
+            allow_http,
             ..
         } => {
             let mut body = Map::new();
+            if allow_http {
+                body.insert("allow_http".into(), json!(true));
+            }
             for (k, v) in [
                 ("discovery_url", discovery_url),
                 ("jwks_url", jwks_url),

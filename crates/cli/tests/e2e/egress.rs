@@ -68,6 +68,13 @@ async fn checked_at_configuration(b: Backend) {
     assert_eq!(v["target"]["allow_http"], true, "{v}");
     let (st, v) = put_target(&s, json!({"url": "http://192.168.0.7/scim/v2", "allow_http": true})).await;
     refused(st, &v, &["private"]);
+    // The CLI's flag sends the same opt-in; without it the URL is refused.
+    let out = s.cli(&["sync", "target", "set", "acme/app", "--url", "http://app.lab.example.test/v2"]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_http"));
+    let v =
+        s.cli_json(&["sync", "target", "set", "acme/app", "--url", "http://app.lab.example.test/v2", "--allow-http"]);
+    assert_eq!(v["target"]["allow_http"], true, "{v}");
     let (st, v) = s.api(M::GET, "/api/v1/audit?action=sync.target.set&limit=10", Some(&s.token), None).await;
     assert_eq!(st, 200, "{v}");
     let records = v["records"].as_array().unwrap();
