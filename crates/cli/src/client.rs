@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use fedkey_egress::{Egress, EgressConfig, EgressError, UrlRules};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::config::Settings;
 
+/// Largest admin API answer read (an audit export page, a large list).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
 pub struct Client {
-    http: reqwest::Client,
+    egress: Egress,
     base: String,
     token: String,
     timeout: Duration,
@@ -23,23 +27,23 @@ impl Client {
                 anyhow::anyhow!("no admin token: pass --token, or set FEDKEY_TOKEN or FEDKEY_TOKEN_FILE")
             })?;
         let timeout = s.request_timeout()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout)
-            .user_agent(concat!("fedkey-cli/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Client { http, base: s.url.trim_end_matches('/').to_owned(), token: token.to_owned(), timeout })
+        // The operator chose this server: any address, and plain http as configured.
+        let egress = Egress::new(EgressConfig::operator())?;
+        Ok(Client { egress, base: s.url.trim_end_matches('/').to_owned(), token: token.to_owned(), timeout })
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = format!("{}/api/v1{path}", self.base);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        let url = reqwest::Url::parse(&format!("{}/api/v1{path}", self.base))
+            .with_context(|| format!("the server URL {:?} is not a URL", self.base))?;
+        let mut req = self.egress.request(method, &url, UrlRules::LAB_HTTP)?.bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let resp = self.egress.send(req, self.timeout).await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| self.transport_error(e))?;
+        let text = fedkey_egress::read_text(resp, MAX_ANSWER_BYTES, self.timeout)
+            .await
+            .map_err(|e| self.transport_error(e))?;
         if status.is_success() {
             if status == StatusCode::NO_CONTENT || text.is_empty() {
                 return Ok(Value::Null);
@@ -52,8 +56,8 @@ impl Client {
         anyhow::bail!("{msg} ({code}, HTTP {})", status.as_u16())
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
-        if e.is_timeout() {
+    fn transport_error(&self, e: EgressError) -> anyhow::Error {
+        if let EgressError::Timeout(_) = e {
             anyhow::anyhow!(
                 "fedkey at {} did not answer within {}; the server may still finish the request. \
                  For long operations (a large reconcile or import) raise --request-timeout or FEDKEY_REQUEST_TIMEOUT",

@@ -57,6 +57,17 @@ pub struct Settings {
     pub openbao_token_file: Option<PathBuf>,
     pub openbao_transit_mount: String,
     pub openbao_transit_key: String,
+    /// Outbound requests (`[egress]` in TOML).
+    pub egress: EgressSettings,
+}
+
+/// The egress policy's settings. See docs/configuration.md#egress.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressSettings {
+    /// CIDR ranges opened in the address deny list (a private deployment's peers), e.g.
+    /// `["10.20.0.0/16"]`; env `FEDKEY_EGRESS_ALLOW_CIDRS`, comma-separated.
+    pub allow_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +108,7 @@ impl Default for Settings {
             openbao_token_file: None,
             openbao_transit_mount: "transit".into(),
             openbao_transit_key: "fedkey".into(),
+            egress: EgressSettings::default(),
         }
     }
 }
@@ -165,6 +177,11 @@ impl Settings {
         if let Some(f) = &s.alert_webhook_secret_file {
             s.alert_webhook_secret = Some(read_secret_file(f, "alert webhook secret")?);
         }
+        // A list in one variable: figment's flat environment keys cannot fill the table.
+        if let Ok(v) = std::env::var("FEDKEY_EGRESS_ALLOW_CIDRS") {
+            s.egress.allow_cidrs = v.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
+        }
+        fedkey_egress::parse_allow_cidrs(&s.egress.allow_cidrs).map_err(|e| anyhow::anyhow!(e))?;
         Ok(s)
     }
 
@@ -202,11 +219,19 @@ impl Settings {
             anyhow::anyhow!("master_key_provider openbao-transit needs openbao_token or openbao_token_file")
         })?;
         Ok(crate::transit::TransitSettings {
+            egress: self.egress()?,
             address,
             token: fedkey_crypto::Secret::new(token),
             mount: self.openbao_transit_mount.clone(),
             key: self.openbao_transit_key.clone(),
         })
+    }
+
+    /// The egress policy for every request to a peer: the deny list, opened by
+    /// `egress.allow_cidrs`.
+    pub fn egress(&self) -> anyhow::Result<fedkey_egress::Egress> {
+        let allow = fedkey_egress::parse_allow_cidrs(&self.egress.allow_cidrs).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(fedkey_egress::Egress::new(fedkey_egress::EgressConfig::new(allow))?)
     }
 
     pub fn engine_interval(&self) -> anyhow::Result<std::time::Duration> {
@@ -266,6 +291,17 @@ mod tests {
         assert!(e.contains("unknown setting"), "{e}");
         let e = Settings::from_toml("insecure_http = \"maybe\"").unwrap_err().to_string();
         assert!(e.contains("insecure_http"), "{e}");
+    }
+
+    #[test]
+    fn egress_allow_cidrs_from_toml() {
+        let s = Settings::from_toml("[egress]\nallow_cidrs = [\"10.20.0.0/16\", \"fd00::/8\"]").unwrap();
+        assert_eq!(s.egress.allow_cidrs, ["10.20.0.0/16", "fd00::/8"]);
+        assert!(s.egress().is_ok());
+        let e = Settings::from_toml("[egress]\nallow_cidr = []").unwrap_err().to_string();
+        assert!(e.contains("unknown setting"), "{e}");
+        let bad = Settings::from_toml("[egress]\nallow_cidrs = [\"10.0.0.1/8\"]").unwrap();
+        assert!(bad.egress().unwrap_err().to_string().contains("allow_cidrs"));
     }
 
     #[test]

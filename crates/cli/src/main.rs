@@ -269,11 +269,11 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         fedkey_server::serve::tls_acceptor(t)?;
     }
     let engine_interval = s.engine_interval()?;
-    if let Some(u) = &s.alert_webhook_url
-        && !u.starts_with("https://")
-        && !fedkey_rotation::wiring::loopback_url(u)
-    {
-        anyhow::bail!("alert_webhook_url must use https (plain http only on loopback)");
+    let egress = s.egress()?;
+    if let Some(u) = &s.alert_webhook_url {
+        egress
+            .check_url(u, fedkey_egress::UrlRules::HTTPS_ONLY)
+            .map_err(|e| anyhow::anyhow!("alert_webhook_url: {e}"))?;
     }
     let opened = local::open(s).await?;
     if let Some(t) = &opened.bootstrap_token {
@@ -292,16 +292,18 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if s.public_url.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!(%public_url, "public_url is not set: connectors deliver a SCIM base URL and wrapped links built from the listen address; set FEDKEY_PUBLIC_URL to the address peers use");
     }
-    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url)?);
+    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url, &egress)?);
     let watchers = std::sync::Arc::new(fedkey_rotation::Watchers::new(
         opened.store.clone(),
         std::sync::Arc::new(opened.clock.clone()),
         engine.alerts().clone(),
         engine.node_id().to_owned(),
+        egress.clone(),
     ));
     let dispatcher = std::sync::Arc::new(fedkey_sync::Dispatcher::new(
         opened.store.clone(),
         fedkey_sync::DispatcherConfig::new(engine.node_id().to_owned()),
+        egress.clone(),
     ));
     let scheduler = std::sync::Arc::new(fedkey_sync::Scheduler::new(
         dispatcher.clone(),
@@ -317,6 +319,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         sync: Some(dispatcher.clone()),
         reconcile_schedule: Some(scheduler.clone()),
         public_url,
+        egress,
     };
     // With the test clock, the engine, the watchers and deliveries run only when a test asks
     // (`POST /api/v1/test/{engine,watchers,sync}/tick`, `/test/sync/reconcile-tick`), so what a
@@ -341,7 +344,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rotation_engine(s: &Settings, opened: &local::Opened, public_url: &str) -> anyhow::Result<fedkey_rotation::Engine> {
+fn rotation_engine(
+    s: &Settings,
+    opened: &local::Opened,
+    public_url: &str,
+    egress: &fedkey_egress::Egress,
+) -> anyhow::Result<fedkey_rotation::Engine> {
     let node_id = s.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4()));
     let webhook = match (&s.alert_webhook_url, &s.alert_webhook_secret) {
         (Some(u), Some(k)) => Some((u.clone(), fedkey_crypto::Secret::new(k.clone()))),
@@ -349,13 +357,13 @@ fn rotation_engine(s: &Settings, opened: &local::Opened, public_url: &str) -> an
         (None, _) => None,
     };
     let clock: std::sync::Arc<dyn fedkey_core::Clock> = std::sync::Arc::new(opened.clock.clone());
-    let alerts = fedkey_rotation::Alerter::new(webhook, clock)?;
+    let alerts = fedkey_rotation::Alerter::new(webhook, clock, egress.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let mut cfg = fedkey_rotation::EngineConfig::new(node_id, public_url.to_owned());
     if s.unsafe_test_clock {
         // Crash tests stop the engine at a named step and SIGKILL the process there.
         cfg.failpoint = std::env::var("FEDKEY_UNSAFE_FAILPOINT").ok();
     }
-    Ok(fedkey_rotation::Engine::new(opened.store.clone(), cfg, alerts)?)
+    Ok(fedkey_rotation::Engine::new(opened.store.clone(), cfg, alerts, egress.clone()))
 }
 
 async fn shutdown_signal() {

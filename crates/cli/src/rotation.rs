@@ -162,6 +162,10 @@ pub enum MaterialCmd {
         /// Longest accepted token lifetime (default 1h).
         #[arg(long, requires = "jwt_issuer")]
         jwt_max_lifetime: Option<String>,
+        /// Lab only: fetch over plain http from a host that is not loopback. Recorded in the
+        /// audit log; a discovery document's jwks_uri still never downgrades https.
+        #[arg(long, conflicts_with = "remove")]
+        allow_http: bool,
         /// Stop watching (and stop accepting JWTs).
         #[arg(long, conflicts_with = "src")]
         remove: bool,
@@ -202,9 +206,13 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
             jwt_algorithms,
             jwt_leeway,
             jwt_max_lifetime,
+            allow_http,
             ..
         } => {
             let mut body = Map::new();
+            if allow_http {
+                body.insert("allow_http".into(), json!(true));
+            }
             for (k, v) in [
                 ("discovery_url", discovery_url),
                 ("jwks_url", jwks_url),
@@ -440,14 +448,15 @@ pub async fn unwrap(url: &str, out: Output) -> anyhow::Result<ExitCode> {
     if !url.contains("/unwrap/") {
         anyhow::bail!("not a fedkey wrapped link (expected …/unwrap/fkw_…)");
     }
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let resp = http
-        .post(url)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the link's server: {}", e.without_url()))?;
+    // A link a person pasted: the address is theirs to choose, as for the admin client.
+    let egress = fedkey_egress::Egress::new(fedkey_egress::EgressConfig::operator())?;
+    let parsed = reqwest::Url::parse(url).map_err(|_| anyhow::anyhow!("not a URL"))?;
+    let timeout = std::time::Duration::from_secs(30);
+    let req = egress.request(reqwest::Method::POST, &parsed, fedkey_egress::UrlRules::LAB_HTTP)?;
+    let resp = egress.send(req, timeout).await.map_err(|e| anyhow::anyhow!("cannot reach the link's server: {e}"))?;
     let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let text = fedkey_egress::read_text(resp, 64 * 1024, timeout).await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !status.is_success() {
         let msg = v["error"]["message"].as_str().unwrap_or("the link was refused");
         anyhow::bail!("{msg} (HTTP {})", status.as_u16());

@@ -94,6 +94,10 @@ pub enum TargetCmd {
         /// OAuth2 scope to request.
         #[arg(long, requires = "oauth_token_url")]
         oauth_scope: Option<String>,
+        /// Lab only: allow plain http to a host that is not loopback (URL and token URL).
+        /// Recorded in the audit log; never allows a private or other denied address.
+        #[arg(long)]
+        allow_http: bool,
     },
     /// Show the target (never the OAuth2 secret).
     Show {
@@ -154,8 +158,9 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             oauth_client_id,
             oauth_secret_file,
             oauth_scope,
+            allow_http,
         }) => {
-            let mut body = json!({"url": url});
+            let mut body = json!({"url": url, "allow_http": allow_http});
             if let Some(f) = mapping_file {
                 let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
                 let v: Value =

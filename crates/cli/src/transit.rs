@@ -20,6 +20,7 @@ const HEADER: &str = "fedkey-transit-v1";
 
 /// Where to reach transit, from the settings.
 pub struct TransitSettings {
+    pub egress: fedkey_egress::Egress,
     pub address: String,
     pub token: Secret,
     pub mount: String,
@@ -43,8 +44,7 @@ impl TransitKeyring {
         clock: Arc<dyn Clock>,
         create: bool,
     ) -> anyhow::Result<TransitKeyring> {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-        let client = TransitClient::new(&cfg.address, cfg.token, http)
+        let client = TransitClient::new(&cfg.address, cfg.token, cfg.egress)
             .map_err(|e| anyhow::anyhow!("OpenBao transit: {e}"))?
             .with_mount(cfg.mount);
         let fresh = !path.exists();

@@ -1594,6 +1594,8 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
 mod bulk;
 #[path = "e2e/delivery.rs"]
 mod delivery;
+#[path = "e2e/egress.rs"]
+mod egress;
 #[path = "e2e/federation.rs"]
 mod federation;
 #[path = "e2e/hostile.rs"]

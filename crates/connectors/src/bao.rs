@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use fedkey_core::clock::Timestamp;
 use fedkey_crypto::Secret;
-use reqwest::{Client, Method, StatusCode, Url};
+use fedkey_egress::Egress;
+use reqwest::{Method, StatusCode, Url};
 
 use crate::error::{ConnectorError, Redactor};
 use crate::http;
@@ -17,7 +18,7 @@ pub(crate) struct BaoClient {
     pub(crate) address: Url,
     pub(crate) namespace: Option<String>,
     pub(crate) token: Secret,
-    pub(crate) http: Client,
+    pub(crate) egress: Egress,
     pub(crate) timeout: Duration,
 }
 
@@ -32,10 +33,10 @@ impl BaoClient {
         address: &str,
         namespace: Option<String>,
         token: Secret,
-        http: Client,
+        egress: Egress,
     ) -> Result<Self, ConnectorError> {
-        let address = http::parse_base_url(KIND, "address", address)?;
-        Ok(BaoClient { address, namespace, token, http, timeout: http::DEFAULT_TIMEOUT })
+        let address = http::parse_base_url(KIND, "address", address, &egress)?;
+        Ok(BaoClient { address, namespace, token, egress, timeout: http::DEFAULT_TIMEOUT })
     }
 
     /// `/v1/<segments…>`; each segment may itself contain `/` (mounts and KV paths do), but
@@ -60,14 +61,14 @@ impl BaoClient {
         for s in extra {
             redactor = redactor.with(s);
         }
-        let mut req = self.http.request(method, url).header("X-Vault-Token", self.token.expose());
+        let mut req = http::request(KIND, &self.egress, method, &url)?.header("X-Vault-Token", self.token.expose());
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = http::send(KIND, req, self.timeout, &redactor).await?;
+        let resp = http::send(KIND, &self.egress, req, self.timeout, &redactor).await?;
         let status = resp.status();
         if !status.is_success() && status != StatusCode::NOT_FOUND {
             let headers = resp.headers().clone();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fedkey_core::clock::Timestamp;
-use reqwest::Client;
+use fedkey_egress::Egress;
 
 use crate::bao::BaoClient;
 use crate::delivery::{Delivery, Receipt, Validation};
@@ -34,12 +34,12 @@ impl std::fmt::Debug for Connector {
 
 impl Connector {
     /// Checks that spec and credentials are of the same kind and that every URL is https
-    /// (plain http only for loopback). `http` is shared; each call sets its own timeout
+    /// (plain http only for loopback) and allowed by the egress policy. `egress` is shared; each call sets its own timeout
     /// ([`crate::DEFAULT_TIMEOUT`] unless changed with [`Connector::with_timeout`]).
     pub fn new(
         spec: ConnectorSpec,
         credentials: ConnectorCredentials,
-        http: Client,
+        egress: Egress,
     ) -> Result<Connector, ConnectorError> {
         let kind = spec.kind();
         if credentials.kind() != kind {
@@ -69,8 +69,8 @@ impl Connector {
                         return Err(ConnectorError::config(kind, format!("{field} is empty")));
                     }
                 }
-                let graph = parse_base_url(kind, "graph_base_url", &graph_base_url)?;
-                let login = parse_base_url(kind, "login_base_url", &login_base_url)?;
+                let graph = parse_base_url(kind, "graph_base_url", &graph_base_url, &egress)?;
+                let login = parse_base_url(kind, "login_base_url", &login_base_url, &egress)?;
                 Ok(Connector::Entra(EntraConnector::new(
                     tenant_id,
                     client_id,
@@ -79,26 +79,26 @@ impl Connector {
                     graph,
                     login,
                     client_secret,
-                    http,
+                    egress,
                 )))
             }
             (ConnectorSpec::Okta { org_url, app_id }, ConnectorCredentials::Okta { api_token }) => {
                 if app_id.trim().is_empty() {
                     return Err(ConnectorError::config(kind, "app_id is empty"));
                 }
-                let org = parse_base_url(kind, "org_url", &org_url)?;
-                Ok(Connector::Okta(OktaConnector::new(org, app_id, api_token, http)))
+                let org = parse_base_url(kind, "org_url", &org_url, &egress)?;
+                Ok(Connector::Okta(OktaConnector::new(org, app_id, api_token, egress)))
             }
             (ConnectorSpec::Openbao { address, mount, path, namespace }, ConnectorCredentials::Openbao { token }) => {
-                let client = BaoClient::new(&address, namespace, token, http)?;
+                let client = BaoClient::new(&address, namespace, token, egress)?;
                 Ok(Connector::Openbao(OpenbaoConnector::new(client, mount, path)?))
             }
             (ConnectorSpec::File { path }, ConnectorCredentials::File) => {
                 Ok(Connector::File(FileConnector::new(path)?))
             }
             (ConnectorSpec::Webhook { url }, ConnectorCredentials::Webhook { signing_secret }) => {
-                let url = parse_base_url(kind, "url", &url)?;
-                Ok(Connector::Webhook(WebhookConnector::new(url, signing_secret, http)))
+                let url = parse_base_url(kind, "url", &url, &egress)?;
+                Ok(Connector::Webhook(WebhookConnector::new(url, signing_secret, egress)))
             }
             _ => Err(ConnectorError::config(kind, "spec and credentials kinds differ")),
         }
@@ -165,7 +165,7 @@ mod tests {
         let c = Connector::new(
             ConnectorSpec::Webhook { url: "https://hooks.example/fedkey".into() },
             ConnectorCredentials::Webhook { signing_secret: fedkey_crypto::Secret::new("s3cr3t-value".into()) },
-            Client::new(),
+            Egress::strict().unwrap(),
         )
         .unwrap();
         send_sync(&c);

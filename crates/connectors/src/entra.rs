@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use fedkey_core::clock::Timestamp;
 use fedkey_crypto::Secret;
-use reqwest::{Client, StatusCode, Url};
+use fedkey_egress::Egress;
+use fedkey_egress::oauth::{ClientCredentials, OAuthError, TokenCache};
+use reqwest::{StatusCode, Url};
 use serde::Serialize;
-use tokio::sync::Mutex;
+use zeroize::Zeroizing;
 
 use crate::delivery::{Delivery, Receipt, Validation};
 use crate::error::{ConnectorError, Redactor};
@@ -20,28 +22,13 @@ const KIND: ConnectorKind = ConnectorKind::Entra;
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 pub struct EntraConnector {
-    pub(crate) tenant_id: String,
-    pub(crate) client_id: String,
     pub(crate) service_principal_id: String,
     pub(crate) job_id: Option<String>,
     pub(crate) graph: Url,
-    pub(crate) login: Url,
-    pub(crate) client_secret: Secret,
-    pub(crate) http: Client,
+    pub(crate) egress: Egress,
     pub(crate) timeout: Duration,
-    token: Mutex<Option<CachedToken>>,
-}
-
-struct CachedToken {
-    access_token: Secret,
-    refresh_at: Timestamp,
-}
-
-#[derive(serde::Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    /// Seconds. Entra sends a number; some OAuth servers send a string.
-    expires_in: serde_json::Value,
+    /// Boxed: the cache is large next to the other connectors' fields.
+    token: Box<TokenCache>,
 }
 
 #[derive(Serialize)]
@@ -76,75 +63,43 @@ impl EntraConnector {
         graph: Url,
         login: Url,
         client_secret: Secret,
-        http: Client,
+        egress: Egress,
     ) -> Self {
-        EntraConnector {
-            tenant_id,
+        let creds = ClientCredentials {
+            token_url: http::join(&login, &[&tenant_id, "oauth2", "v2.0", "token"]),
+            rules: fedkey_egress::UrlRules::HTTPS_ONLY,
             client_id,
+            client_secret: Zeroizing::new(client_secret.expose().to_owned()),
+            scope: Some(format!("{}/.default", graph.as_str().trim_end_matches('/'))),
+        };
+        EntraConnector {
             service_principal_id,
             job_id,
             graph,
-            login,
-            client_secret,
-            http,
+            egress,
             timeout: http::DEFAULT_TIMEOUT,
-            token: Mutex::new(None),
+            token: Box::new(TokenCache::new(creds, REFRESH_MARGIN)),
         }
     }
 
     /// A cached Graph token, or a fresh one when the cached one is near expiry.
     async fn access_token(&self, now: Timestamp) -> Result<Secret, ConnectorError> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref().filter(|t| now < t.refresh_at) {
-            return Ok(t.access_token.clone());
+        let redactor = Redactor::new().with(self.token.client_secret());
+        match self.token.token(&self.egress, now, self.timeout).await {
+            Ok(t) => Ok(Secret::new(t.value.to_string())),
+            Err(OAuthError::Egress(e)) => Err(http::egress_error(KIND, e, &redactor)),
+            Err(OAuthError::Status { status, headers, body }) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                Err(http::classify(KIND, status, &headers, &body, now, &redactor))
+            }
+            Err(OAuthError::Protocol { status, message }) => {
+                Err(ConnectorError::Protocol { kind: KIND, status, detail: message })
+            }
         }
-        let fresh = self.fetch_token(now).await?;
-        let token = fresh.access_token.clone();
-        *cached = Some(fresh);
-        Ok(token)
-    }
-
-    async fn fetch_token(&self, now: Timestamp) -> Result<CachedToken, ConnectorError> {
-        let url = http::join(&self.login, &[&self.tenant_id, "oauth2", "v2.0", "token"]);
-        let scope = format!("{}/.default", self.graph.as_str().trim_end_matches('/'));
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose()),
-            ("scope", scope.as_str()),
-        ];
-        let redactor = Redactor::new().with(self.client_secret.expose());
-        let resp = http::send(KIND, self.http.post(url).form(&form), self.timeout, &redactor).await?;
-        if !resp.status().is_success() {
-            return Err(http::error_from_response(KIND, resp, self.timeout, now, &redactor).await);
-        }
-        let status = resp.status().as_u16();
-        let body = http::body_text(KIND, resp, self.timeout, &redactor).await?;
-        let parsed: TokenResponse = serde_json::from_str(&body).map_err(|_| ConnectorError::Protocol {
-            kind: KIND,
-            status,
-            detail: "token response is not {access_token, expires_in} JSON".into(),
-        })?;
-        let lifetime = match &parsed.expires_in {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
-        .map(Duration::from_secs)
-        .ok_or_else(|| ConnectorError::Protocol {
-            kind: KIND,
-            status,
-            detail: "token response lacks expires_in".into(),
-        })?;
-        let margin = REFRESH_MARGIN.min(lifetime / 2);
-        Ok(CachedToken {
-            access_token: Secret::new(parsed.access_token),
-            refresh_at: now.saturating_add(lifetime.saturating_sub(margin)),
-        })
     }
 
     async fn forget_token(&self) {
-        *self.token.lock().await = None;
+        self.token.invalidate().await;
     }
 
     fn service_principal_url(&self, rest: &[&str]) -> Url {
@@ -163,9 +118,9 @@ impl EntraConnector {
         now: Timestamp,
     ) -> Result<u16, ConnectorError> {
         let token = self.access_token(now).await?;
-        let redactor = Redactor::new().with(d.key.expose()).with(self.client_secret.expose()).with(token.expose());
-        let req = self.http.request(method, url).bearer_auth(token.expose()).json(body);
-        let resp = http::send(KIND, req, self.timeout, &redactor).await?;
+        let redactor = Redactor::new().with(d.key.expose()).with(self.token.client_secret()).with(token.expose());
+        let req = http::request(KIND, &self.egress, method, &url)?.bearer_auth(token.expose()).json(body);
+        let resp = http::send(KIND, &self.egress, req, self.timeout, &redactor).await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(status.as_u16());

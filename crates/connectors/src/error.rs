@@ -7,7 +7,7 @@ use crate::kind::ConnectorKind;
 
 /// Peer-provided text is cut to this many characters: enough to diagnose, too little to
 /// turn an error message into a data channel.
-pub const PEER_TEXT_LIMIT: usize = 200;
+pub const PEER_TEXT_LIMIT: usize = fedkey_egress::DEFAULT_LIMIT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -29,6 +29,14 @@ pub enum ConnectorError {
 
     #[error("{kind} connector: network error, no HTTP status: {detail}")]
     Network { kind: ConnectorKind, detail: String },
+
+    /// The egress policy refused the URL, an address or a redirect; nothing was sent there.
+    #[error("{kind} connector: refused by the egress policy: {detail}")]
+    Refused { kind: ConnectorKind, detail: String },
+
+    /// The peer's answer is larger than a connector reads.
+    #[error("{kind} connector: the response body exceeds the limit of {limit} bytes")]
+    TooLarge { kind: ConnectorKind, limit: usize },
 
     #[error("{kind} connector: the peer refused the request (HTTP {status}){}{}", code_text(code), suffix(message))]
     Rejected { kind: ConnectorKind, status: u16, code: Option<String>, message: String },
@@ -73,6 +81,8 @@ impl ConnectorError {
             | ConnectorError::Unavailable { kind, .. }
             | ConnectorError::Timeout { kind, .. }
             | ConnectorError::Network { kind, .. }
+            | ConnectorError::Refused { kind, .. }
+            | ConnectorError::TooLarge { kind, .. }
             | ConnectorError::Rejected { kind, .. }
             | ConnectorError::Conflict { kind, .. }
             | ConnectorError::ValidationFailed { kind, .. }
@@ -98,6 +108,8 @@ impl ConnectorError {
             | ConnectorError::Rejected { .. }
             | ConnectorError::ValidationFailed { .. }
             | ConnectorError::Protocol { .. }
+            | ConnectorError::Refused { .. }
+            | ConnectorError::TooLarge { .. }
             | ConnectorError::Config { .. } => false,
         }
     }
@@ -131,65 +143,11 @@ impl ConnectorError {
     }
 }
 
-/// Removes every secret the connector holds from text that came from elsewhere (a peer may
-/// echo the key or token back in its error), then truncates it.
-#[derive(Default)]
-pub(crate) struct Redactor<'a> {
-    secrets: Vec<&'a str>,
-}
-
-impl<'a> Redactor<'a> {
-    pub(crate) fn new() -> Self {
-        Redactor { secrets: Vec::new() }
-    }
-
-    pub(crate) fn with(mut self, secret: &'a str) -> Self {
-        // Very short values would redact ordinary words; real keys and tokens are long.
-        if secret.len() >= 4 {
-            self.secrets.push(secret);
-        }
-        self
-    }
-
-    /// Redact first, truncate second: cutting first could leave a prefix of a secret behind.
-    pub(crate) fn clean(&self, text: &str) -> String {
-        let mut out = text.trim().to_owned();
-        for s in &self.secrets {
-            if out.contains(s) {
-                out = out.replace(s, "[redacted]");
-            }
-        }
-        truncate(&out, PEER_TEXT_LIMIT)
-    }
-}
-
-pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_owned(),
-    }
-}
+pub(crate) use fedkey_egress::Redactor;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_before_truncating() {
-        let key = "fkp_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123";
-        let text = format!("{}{key}", "x".repeat(195));
-        let cleaned = Redactor::new().with(key).clean(&text);
-        assert!(!cleaned.contains("fkp_"), "{cleaned}");
-        assert!(cleaned.ends_with('…'));
-    }
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        let s = "é".repeat(300);
-        let t = truncate(&s, PEER_TEXT_LIMIT);
-        assert_eq!(t.chars().count(), PEER_TEXT_LIMIT + 1);
-        assert_eq!(truncate("short", 10), "short");
-    }
 
     #[test]
     fn messages_name_kind_and_status() {

@@ -1,55 +1,38 @@
-//! The HTTP plumbing every remote connector shares: URL policy, timeouts, and turning a
-//! non-success response into a classified, redacted [`ConnectorError`].
+//! The HTTP plumbing every remote connector shares: URL policy, timeouts, size caps (all
+//! through [`fedkey_egress::Egress`]), and turning a non-success response into a classified,
+//! redacted [`ConnectorError`].
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use fedkey_core::clock::Timestamp;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use fedkey_egress::{Egress, EgressError, Redactor, UrlRules};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
-use crate::error::{ConnectorError, Redactor};
+use crate::error::ConnectorError;
 use crate::kind::ConnectorKind;
 
 /// Default per-call timeout (connect + response + body).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A client suited to the connectors: no redirects (a 307/308 would re-send the key or a
-/// credential to wherever the peer points), and an identifying user agent. Callers may bring
-/// their own client; this is the recommended one.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("fedkey-connectors/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// Largest response body a connector reads from a peer: its answers are small JSON
+/// documents; anything larger is refused, not parsed.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Parses a peer base URL under the egress policy: https (plain http only for loopback
+/// hosts: local fakes in tests, a sidecar OpenBao agent), no credentials, no denied address.
+pub fn parse_base_url(kind: ConnectorKind, field: &str, raw: &str, egress: &Egress) -> Result<Url, ConnectorError> {
+    egress.check_url(raw, UrlRules::HTTPS_ONLY).map_err(|e| ConnectorError::config(kind, format!("{field}: {e}")))
 }
 
-/// Parses a peer base URL and enforces TLS: plain `http` is accepted only for loopback
-/// hosts (local fakes in tests, a sidecar OpenBao agent).
-pub fn parse_base_url(kind: ConnectorKind, field: &str, raw: &str) -> Result<Url, ConnectorError> {
-    let url = Url::parse(raw).map_err(|e| ConnectorError::config(kind, format!("{field} is not a URL: {e}")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConnectorError::config(kind, format!("{field} must not carry credentials")));
-    }
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(&url) => {}
-        "http" => {
-            return Err(ConnectorError::config(
-                kind,
-                format!("{field} must use https (plain http is allowed only for 127.0.0.1, ::1 and localhost)"),
-            ));
-        }
-        other => return Err(ConnectorError::config(kind, format!("{field} has unsupported scheme {other:?}"))),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(ConnectorError::config(kind, format!("{field} has no host")));
-    }
-    Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    // `host_str` is the parsed, normalised host: IPv6 in brackets, IPv4 in dotted form.
-    matches!(url.host_str(), Some(h) if h == "127.0.0.1" || h == "[::1]" || h.eq_ignore_ascii_case("localhost"))
+/// A request to a peer URL (checked again by the egress policy).
+pub fn request(
+    kind: ConnectorKind,
+    egress: &Egress,
+    method: Method,
+    url: &Url,
+) -> Result<RequestBuilder, ConnectorError> {
+    egress.request(method, url, UrlRules::HTTPS_ONLY).map_err(|e| egress_error(kind, e, &Redactor::new()))
 }
 
 /// Joins path segments onto a base URL, percent-encoding each segment (ids come from
@@ -68,41 +51,34 @@ pub fn join(base: &Url, segments: &[&str]) -> Url {
 /// Sends a request with the connector's timeout and maps transport failures.
 pub async fn send(
     kind: ConnectorKind,
+    egress: &Egress,
     req: RequestBuilder,
     timeout: Duration,
     redactor: &Redactor<'_>,
 ) -> Result<Response, ConnectorError> {
-    req.timeout(timeout).send().await.map_err(|e| transport_error(kind, &e, timeout, redactor))
+    egress.send(req, timeout).await.map_err(|e| egress_error(kind, e, redactor))
 }
 
-/// Reads a response body, bounded by the same timeout as the request.
+/// Reads a response body, bounded by the same timeout as the request and by
+/// [`MAX_RESPONSE_BYTES`].
 pub async fn body_text(
     kind: ConnectorKind,
     resp: Response,
     timeout: Duration,
     redactor: &Redactor<'_>,
 ) -> Result<String, ConnectorError> {
-    resp.text().await.map_err(|e| transport_error(kind, &e, timeout, redactor))
+    fedkey_egress::read_text(resp, MAX_RESPONSE_BYTES, timeout).await.map_err(|e| egress_error(kind, e, redactor))
 }
 
-fn transport_error(
-    kind: ConnectorKind,
-    e: &reqwest::Error,
-    timeout: Duration,
-    redactor: &Redactor<'_>,
-) -> ConnectorError {
-    if e.is_timeout() {
-        return ConnectorError::Timeout { kind, timeout };
+pub(crate) fn egress_error(kind: ConnectorKind, e: EgressError, redactor: &Redactor<'_>) -> ConnectorError {
+    match e {
+        EgressError::Timeout(timeout) => ConnectorError::Timeout { kind, timeout },
+        EgressError::Refused(detail) => ConnectorError::Refused { kind, detail: redactor.clean(&detail) },
+        EgressError::TooLarge(limit) => ConnectorError::TooLarge { kind, limit },
+        EgressError::Network(detail) | EgressError::Setup(detail) => {
+            ConnectorError::Network { kind, detail: redactor.clean(&detail) }
+        }
     }
-    // reqwest's Display names the URL only; the source chain says what actually failed.
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    ConnectorError::Network { kind, detail: redactor.clean(&detail) }
 }
 
 /// Classifies a non-success response. `now` turns an HTTP-date `Retry-After` into a delay.
@@ -156,23 +132,11 @@ pub fn classify(
 /// `Retry-After` as delay-seconds or an HTTP-date; failing that, Okta's
 /// `X-Rate-Limit-Reset` (Unix seconds at which the window resets).
 pub fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
-    if let Some(v) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
-        if let Ok(secs) = v.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
-        }
-        if let Ok(at) = httpdate::parse_http_date(v) {
-            let at_us = at.duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_micros()).ok())?;
-            return Some(until(at_us, now));
-        }
+    if let Some(d) = fedkey_egress::retry_after::from_headers(headers, now) {
+        return Some(d);
     }
     let reset = headers.get("x-rate-limit-reset")?.to_str().ok()?.trim().parse::<i64>().ok()?;
-    Some(until(reset.saturating_mul(1_000_000), now))
-}
-
-fn until(at_us: i64, now: Timestamp) -> Duration {
-    let delta = at_us.saturating_sub(now.micros());
-    Duration::from_micros(u64::try_from(delta).unwrap_or(0))
+    Some(fedkey_egress::retry_after::until(reset.saturating_mul(1_000_000), now))
 }
 
 /// Extracts an error code and message from the body shapes fedkey's peers document:
@@ -205,7 +169,8 @@ pub fn peer_error(body: &str) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+    use std::time::UNIX_EPOCH;
 
     const NOW: Timestamp = Timestamp(1_784_000_000_000_000);
 
@@ -254,13 +219,16 @@ mod tests {
     #[test]
     fn url_policy() {
         let k = ConnectorKind::Okta;
+        let egress = Egress::strict().unwrap();
+        let parse_base_url = |k, f, raw| parse_base_url(k, f, raw, &egress);
         assert!(parse_base_url(k, "org_url", "https://acme.okta.com").is_ok());
         assert!(parse_base_url(k, "org_url", "http://127.0.0.1:8080").is_ok());
         assert!(parse_base_url(k, "org_url", "http://[::1]:8080").is_ok());
         assert!(parse_base_url(k, "org_url", "http://localhost:1").is_ok());
         let e = parse_base_url(k, "org_url", "http://acme.okta.com").unwrap_err();
         assert!(matches!(e, ConnectorError::Config { .. }) && e.to_string().contains("https"), "{e}");
-        assert!(parse_base_url(k, "org_url", "http://127.0.0.2").is_err());
+        assert!(parse_base_url(k, "org_url", "http://127.0.0.2").is_ok(), "all of 127.0.0.0/8 is loopback");
+        assert!(parse_base_url(k, "org_url", "https://169.254.169.254").is_err());
         assert!(parse_base_url(k, "org_url", "ftp://127.0.0.1").is_err());
         assert!(parse_base_url(k, "org_url", "https://user:pw@acme.okta.com").is_err());
         assert!(parse_base_url(k, "org_url", "not a url").is_err());

@@ -5,7 +5,7 @@
 //!
 //! Use: build a [`Connector`] from a trust's stored [`ConnectorSpec`] (plain JSON) and
 //! [`ConnectorCredentials`] (decrypted with [`ConnectorCredentials::from_secret_json`]) and a
-//! shared HTTP client ([`http_client`] is the recommended one), then call
+//! shared [`fedkey_egress::Egress`] (every request goes through its policy), then call
 //! [`Connector::deliver`] in the rotation's *set* step and [`Connector::validate`] in its *test*
 //! step. On error, [`ConnectorError::retryable`] and [`ConnectorError::retry_after`] say
 //! whether and when to try again.
@@ -27,7 +27,7 @@ pub mod webhook;
 pub use connector::Connector;
 pub use delivery::{Delivery, Receipt, Validation};
 pub use error::ConnectorError;
-pub use http::{DEFAULT_TIMEOUT, client as http_client};
+pub use http::{DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES};
 pub use kind::ConnectorKind;
 pub use spec::{ConnectorCredentials, ConnectorSpec, CredentialsError};
 pub use transit::TransitClient;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use fedkey_core::clock::Timestamp;
 use fedkey_crypto::Secret;
-use reqwest::{Client, Url};
+use fedkey_egress::Egress;
+use reqwest::{Method, Url};
 use serde::Serialize;
 
 use crate::delivery::{Delivery, Receipt, Validation};
@@ -19,7 +20,7 @@ pub struct OktaConnector {
     pub(crate) org: Url,
     pub(crate) app_id: String,
     pub(crate) api_token: Secret,
-    pub(crate) http: Client,
+    pub(crate) egress: Egress,
     pub(crate) timeout: Duration,
 }
 
@@ -45,8 +46,8 @@ struct Connection {
 }
 
 impl OktaConnector {
-    pub(crate) fn new(org: Url, app_id: String, api_token: Secret, http: Client) -> Self {
-        OktaConnector { org, app_id, api_token, http, timeout: http::DEFAULT_TIMEOUT }
+    pub(crate) fn new(org: Url, app_id: String, api_token: Secret, egress: Egress) -> Self {
+        OktaConnector { org, app_id, api_token, egress, timeout: http::DEFAULT_TIMEOUT }
     }
 
     fn connection_url(&self) -> Url {
@@ -77,13 +78,11 @@ impl OktaConnector {
         let mut url = self.connection_url();
         url.set_query(Some("activate=true"));
         let body = ConnectionRequest { profile: Profile { auth_scheme: "TOKEN", token: d.key.expose() } };
-        let req = self
-            .http
-            .post(url)
+        let req = http::request(KIND, &self.egress, Method::POST, &url)?
             .header(reqwest::header::AUTHORIZATION, self.auth())
             .header(reqwest::header::ACCEPT, "application/json")
             .json(&body);
-        let resp = http::send(KIND, req, self.timeout, &redactor).await?;
+        let resp = http::send(KIND, &self.egress, req, self.timeout, &redactor).await?;
         if !resp.status().is_success() {
             return Err(http::error_from_response(KIND, resp, self.timeout, now, &redactor).await);
         }
@@ -95,12 +94,10 @@ impl OktaConnector {
     /// and is enabled, which is what a failed or half-applied activation breaks.
     pub async fn validate(&self, d: &Delivery<'_>, now: Timestamp) -> Result<Validation, ConnectorError> {
         let redactor = Redactor::new().with(d.key.expose()).with(self.api_token.expose());
-        let req = self
-            .http
-            .get(self.connection_url())
+        let req = http::request(KIND, &self.egress, Method::GET, &self.connection_url())?
             .header(reqwest::header::AUTHORIZATION, self.auth())
             .header(reqwest::header::ACCEPT, "application/json");
-        let resp = http::send(KIND, req, self.timeout, &redactor).await?;
+        let resp = http::send(KIND, &self.egress, req, self.timeout, &redactor).await?;
         if !resp.status().is_success() {
             return Err(http::error_from_response(KIND, resp, self.timeout, now, &redactor).await);
         }

@@ -7,7 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use fedkey_core::clock::Timestamp;
 use fedkey_crypto::Secret;
-use reqwest::{Client, Method};
+use fedkey_egress::Egress;
+use reqwest::Method;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -22,8 +23,8 @@ pub struct TransitClient {
 
 impl TransitClient {
     /// `address` like `https://bao.internal:8200`; the engine is expected at mount `transit`.
-    pub fn new(address: &str, token: Secret, http: Client) -> Result<Self, ConnectorError> {
-        Ok(TransitClient { client: BaoClient::new(address, None, token, http)?, mount: "transit".into() })
+    pub fn new(address: &str, token: Secret, egress: Egress) -> Result<Self, ConnectorError> {
+        Ok(TransitClient { client: BaoClient::new(address, None, token, egress)?, mount: "transit".into() })
     }
 
     pub fn with_mount(mut self, mount: impl Into<String>) -> Self {

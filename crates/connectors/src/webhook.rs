@@ -7,7 +7,8 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use fedkey_core::clock::Timestamp;
 use fedkey_crypto::{Secret, ct_eq};
-use reqwest::{Client, Url};
+use fedkey_egress::Egress;
+use reqwest::{Method, Url};
 
 use crate::delivery::{Delivery, Receipt, Validation};
 use crate::error::{ConnectorError, Redactor};
@@ -58,7 +59,7 @@ pub fn verify(secret: &[u8], header_value: &str, ts: i64, body: &[u8], now: Time
 pub struct WebhookConnector {
     pub(crate) url: Url,
     pub(crate) signing_secret: Secret,
-    pub(crate) http: Client,
+    pub(crate) egress: Egress,
     pub(crate) timeout: Duration,
 }
 
@@ -72,8 +73,8 @@ struct Payload<'a> {
 }
 
 impl WebhookConnector {
-    pub(crate) fn new(url: Url, signing_secret: Secret, http: Client) -> Self {
-        WebhookConnector { url, signing_secret, http, timeout: http::DEFAULT_TIMEOUT }
+    pub(crate) fn new(url: Url, signing_secret: Secret, egress: Egress) -> Self {
+        WebhookConnector { url, signing_secret, egress, timeout: http::DEFAULT_TIMEOUT }
     }
 
     pub async fn deliver(&self, d: &Delivery<'_>, now: Timestamp) -> Result<Receipt, ConnectorError> {
@@ -91,14 +92,12 @@ impl WebhookConnector {
         let ts = now.micros().div_euclid(1_000_000);
         let signature = sign(self.signing_secret.expose().as_bytes(), ts, &body);
         let redactor = Redactor::new().with(d.key.expose()).with(self.signing_secret.expose());
-        let req = self
-            .http
-            .post(self.url.clone())
+        let req = http::request(KIND, &self.egress, Method::POST, &self.url)?
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(TIMESTAMP_HEADER, ts.to_string())
             .header(SIGNATURE_HEADER, signature)
             .body(body.to_vec());
-        let resp = http::send(KIND, req, self.timeout, &redactor).await?;
+        let resp = http::send(KIND, &self.egress, req, self.timeout, &redactor).await?;
         if !resp.status().is_success() {
             return Err(http::error_from_response(KIND, resp, self.timeout, now, &redactor).await);
         }

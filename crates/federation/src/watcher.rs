@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fedkey_core::clock::{Clock, Timestamp};
 
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{FetchError, FetchedDocument, Fetcher};
 use crate::jwt::{self, Claims, JwtError, JwtPolicy};
 use crate::limits::Limits;
 use crate::material::{Material, MaterialKind, SigningKey, digest_hex};
@@ -360,9 +360,14 @@ impl Watcher {
                 {
                     return Err(RefreshError::IssuerMismatch { expected: expected.clone(), found: discovery.issuer });
                 }
-                self.fetch_jwks(&discovery.jwks_uri, Some(discovery.issuer), now).await
+                // The document names where the keys are: that URL must be as safe as its own.
+                let doc = self.fetcher.get_derived(url, &discovery.jwks_uri).await?;
+                self.jwks_material(doc, Some(discovery.issuer), now)
             }
-            Source::Jwks { url, issuer } => self.fetch_jwks(url, issuer.clone(), now).await,
+            Source::Jwks { url, issuer } => {
+                let doc = self.fetcher.get(url).await?;
+                self.jwks_material(doc, issuer.clone(), now)
+            }
             Source::SamlMetadata { url, expected_entity_id } => {
                 let doc = self.fetcher.get(url).await?;
                 let meta = parse_saml_metadata(&doc.body, now, limits)?;
@@ -387,9 +392,13 @@ impl Watcher {
         }
     }
 
-    async fn fetch_jwks(&self, url: &str, issuer: Option<String>, now: Timestamp) -> Result<Material, RefreshError> {
+    fn jwks_material(
+        &self,
+        doc: FetchedDocument,
+        issuer: Option<String>,
+        now: Timestamp,
+    ) -> Result<Material, RefreshError> {
         let policy = &self.config.refresh;
-        let doc = self.fetcher.get(url).await?;
         let keys = parse_jwks(&doc.body, &self.config.limits)?;
         let lifetime = policy.jwks_lifetime(doc.cache_control.as_deref());
         Ok(Material {

@@ -162,7 +162,7 @@ impl Engine {
         c: &ConnectorRow,
         key: &fedkey_crypto::Secret,
     ) -> Result<Result<serde_json::Value, String>, StoreError> {
-        let spec = match crate::wiring::WrappedLinkSpec::parse(&c.spec) {
+        let spec = match crate::wiring::WrappedLinkSpec::parse(&c.spec, &self.egress) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -181,26 +181,33 @@ impl Engine {
         .to_string();
         let ts = now.0 / 1_000_000;
         let sig = fedkey_connectors::webhook::sign(secret.expose().as_bytes(), ts, body.as_bytes());
-        let sent = self
-            .http
-            .post(&spec.notify_url)
-            .header("content-type", "application/json")
-            .header(fedkey_connectors::webhook::TIMESTAMP_HEADER, ts.to_string())
-            .header(fedkey_connectors::webhook::SIGNATURE_HEADER, sig)
-            .body(body)
-            .send()
-            .await;
+        let sent = match self.notify_request(&spec.notify_url) {
+            Ok(req) => {
+                let req = req
+                    .header("content-type", "application/json")
+                    .header(fedkey_connectors::webhook::TIMESTAMP_HEADER, ts.to_string())
+                    .header(fedkey_connectors::webhook::SIGNATURE_HEADER, sig)
+                    .body(body);
+                self.egress.send(req, self.cfg.connector_timeout).await
+            }
+            Err(e) => Err(e),
+        };
         let failed = match sent {
             Ok(r) if r.status().is_success() => {
                 return Ok(Ok(json!({"kind": "wrapped_link", "expires_at": link.expires_at.to_rfc3339()})));
             }
             Ok(r) => format!("the notify_url answered HTTP {}", r.status().as_u16()),
-            Err(e) if e.is_timeout() => "the notify_url did not answer in time".to_owned(),
-            Err(e) => format!("the notify_url is unreachable: {}", e.without_url()),
+            Err(fedkey_egress::EgressError::Timeout(_)) => "the notify_url did not answer in time".to_owned(),
+            Err(e) => format!("the notify_url: {e}"),
         };
         // A link nobody received must not stay usable; the retry makes a new one.
         self.store.discard_wrap(&link.token).await?;
         Ok(Err(failed))
+    }
+
+    fn notify_request(&self, url: &str) -> Result<fedkey_egress::RequestBuilder, fedkey_egress::EgressError> {
+        let url = self.egress.check_url(url, fedkey_egress::UrlRules::HTTPS_ONLY)?;
+        self.egress.request(fedkey_egress::Method::POST, &url, fedkey_egress::UrlRules::HTTPS_ONLY)
     }
 
     async fn used_since_start(&self, rot: &Rotation) -> Result<bool, StoreError> {
@@ -210,7 +217,7 @@ impl Engine {
 
     async fn connector(&self, c: &ConnectorRow) -> Result<Result<Connector, String>, StoreError> {
         let creds = self.store.connector_credentials(&self.actor, c).await?;
-        Ok(crate::wiring::build(c, creds.as_ref(), self.http.clone(), self.cfg.connector_timeout))
+        Ok(crate::wiring::build(c, creds.as_ref(), self.egress.clone(), self.cfg.connector_timeout))
     }
 
     /// A retryable error (429, 5xx, timeouts) backs off as usual; one that repeating cannot

@@ -62,7 +62,7 @@ pub struct TickReport {
 pub struct Engine {
     pub(crate) store: Arc<Store>,
     pub(crate) cfg: EngineConfig,
-    pub(crate) http: reqwest::Client,
+    pub(crate) egress: fedkey_egress::Egress,
     pub(crate) alerts: Alerter,
     pub(crate) actor: Actor,
     /// One pass at a time in this process: the background loop and an explicit tick share a
@@ -71,13 +71,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<Store>, cfg: EngineConfig, alerts: Alerter) -> Result<Engine, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.connector_timeout)
-            .connect_timeout(cfg.connector_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Engine { store, cfg, http, alerts, actor: Actor::system("rotation"), pass: tokio::sync::Mutex::new(()) })
+    /// Every connector call goes through `egress` with `cfg.connector_timeout`.
+    pub fn new(store: Arc<Store>, cfg: EngineConfig, alerts: Alerter, egress: fedkey_egress::Egress) -> Engine {
+        Engine { store, cfg, egress, alerts, actor: Actor::system("rotation"), pass: tokio::sync::Mutex::new(()) }
+    }
+
+    pub fn egress(&self) -> &fedkey_egress::Egress {
+        &self.egress
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use fedkey_audit::Outcome;
 use fedkey_core::{Clock, Timestamp, TrustRef};
+use fedkey_egress::{Egress, UrlRules};
 use fedkey_federation::{
     FetchConfig, Fetcher, JwtError, JwtPolicy, Material, Source, WatchEvent, Watcher, WatcherConfig,
 };
@@ -40,6 +41,10 @@ pub struct SourceConfig {
     /// The issuer / entityID the document must name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// Lab opt-in: plain http to a host that is not loopback. A `jwks_uri` named by an https
+    /// discovery document is still never plain http.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_http: bool,
     /// Accept bearer JWTs signed by the watched keys on this inbound trust's SCIM endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtConfig>,
@@ -65,21 +70,19 @@ pub struct JwtConfig {
 }
 
 impl SourceConfig {
-    /// Parses and checks a configuration; the error says what to fix.
-    pub fn parse(v: &Value) -> Result<SourceConfig, String> {
+    /// Parses and checks a configuration; the error says what to fix. The URL must pass
+    /// the egress policy (https unless loopback or `allow_http`, no denied address).
+    pub fn parse(v: &Value, egress: &Egress) -> Result<SourceConfig, String> {
         let c: SourceConfig = serde_json::from_value(v.clone()).map_err(|e| format!("trust source: {e}"))?;
-        c.source()?;
+        c.source(egress)?;
         c.jwt_policy()?;
         Ok(c)
     }
 
-    pub fn source(&self) -> Result<Source, String> {
+    pub fn source(&self, egress: &Egress) -> Result<Source, String> {
+        let rules = UrlRules { allow_http: self.allow_http };
         let check = |u: &str| -> Result<String, String> {
-            match u.split_once("://") {
-                Some(("https", _)) => Ok(u.to_owned()),
-                Some(("http", rest)) if is_loopback(rest) => Ok(u.to_owned()),
-                _ => Err(format!("{u:?}: trust material is fetched over https (http only on loopback)")),
-            }
+            egress.check_url(u, rules).map(|_| u.to_owned()).map_err(|e| format!("trust material source: {e}"))
         };
         match (&self.discovery_url, &self.jwks_url, &self.saml_metadata_url) {
             (Some(u), None, None) => Ok(Source::OidcDiscovery { url: check(u)?, expected_issuer: self.issuer.clone() }),
@@ -127,10 +130,6 @@ fn humantime_parse(s: &str) -> Option<Duration> {
     humantime::parse_duration(s.trim()).ok()
 }
 
-fn is_loopback(rest: &str) -> bool {
-    crate::wiring::loopback_url(&format!("http://{rest}"))
-}
-
 struct Entry {
     trust: TrustRef,
     trust_id: String,
@@ -155,6 +154,7 @@ pub struct Watchers {
     alerts: Alerter,
     node_id: String,
     fetch: FetchConfig,
+    egress: Egress,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     actor: Actor,
     /// One pass at a time in this process (background loop and explicit ticks).
@@ -162,13 +162,15 @@ pub struct Watchers {
 }
 
 impl Watchers {
-    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, alerts: Alerter, node_id: String) -> Watchers {
+    /// Every fetch goes through `egress`.
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, alerts: Alerter, node_id: String, egress: Egress) -> Watchers {
         Watchers {
             store,
             clock,
             alerts,
             node_id,
             fetch: FetchConfig::default(),
+            egress,
             entries: RwLock::new(HashMap::new()),
             actor: Actor::system("material"),
             pass: tokio::sync::Mutex::new(()),
@@ -182,7 +184,7 @@ impl Watchers {
         let mut entries = self.entries.write().await;
         entries.retain(|id, _| sources.iter().any(|s| &s.trust_id == id));
         for src in sources {
-            let Ok(config) = SourceConfig::parse(&src.config) else {
+            let Ok(config) = SourceConfig::parse(&src.config, &self.egress) else {
                 tracing::warn!(trust = %src.trust, "stored trust source is invalid; not watched");
                 continue;
             };
@@ -198,8 +200,9 @@ impl Watchers {
     }
 
     fn entry(&self, src: &TrustSource, config: SourceConfig) -> Result<Option<Entry>, StoreError> {
-        let (Ok(source), Ok(jwt)) = (config.source(), config.jwt_policy()) else { return Ok(None) };
-        let fetcher = Fetcher::new(self.fetch).map_err(|e| StoreError::Config(e.to_string()))?;
+        let (Ok(source), Ok(jwt)) = (config.source(&self.egress), config.jwt_policy()) else { return Ok(None) };
+        let fetch = FetchConfig { allow_http: config.allow_http, ..self.fetch };
+        let fetcher = Fetcher::new(self.egress.clone(), fetch);
         let watcher = Watcher::new(WatcherConfig::new(source), fetcher, self.clock.clone());
         Ok(Some(Entry { trust: src.trust.clone(), trust_id: src.trust_id.clone(), config, watcher, jwt }))
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fedkey_connectors::{Connector, ConnectorCredentials, ConnectorSpec};
 use fedkey_crypto::Secret;
+use fedkey_egress::{Egress, UrlRules};
 use fedkey_store::ConnectorRow;
 use serde_json::Value;
 
@@ -12,13 +13,13 @@ use serde_json::Value;
 pub fn build(
     row: &ConnectorRow,
     creds: Option<&Secret>,
-    http: reqwest::Client,
+    egress: Egress,
     timeout: Duration,
 ) -> Result<Connector, String> {
     let spec: ConnectorSpec =
         serde_json::from_value(row.spec.clone()).map_err(|e| format!("the stored spec is invalid: {e}"))?;
     let creds = credentials(&spec, creds)?;
-    Connector::new(spec, creds, http).map(|c| c.with_timeout(timeout)).map_err(|e| e.to_string())
+    Connector::new(spec, creds, egress).map(|c| c.with_timeout(timeout)).map_err(|e| e.to_string())
 }
 
 /// The `wrapped_link` connector, which the engine runs itself (it needs the store): the new
@@ -41,18 +42,6 @@ fn default_ttl() -> String {
 
 pub const WRAPPED_LINK: &str = "wrapped_link";
 
-/// Whether `url` is plain http to a loopback host (exact host match: `localhost.evil.example`
-/// is not loopback).
-pub fn loopback_url(url: &str) -> bool {
-    let Ok(u) = reqwest::Url::parse(url) else { return false };
-    if u.scheme() != "http" {
-        return false;
-    }
-    let Some(host) = u.host_str() else { return false };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WrappedLinkCredentials {
@@ -61,12 +50,10 @@ struct WrappedLinkCredentials {
 }
 
 impl WrappedLinkSpec {
-    pub fn parse(spec: &Value) -> Result<WrappedLinkSpec, String> {
+    /// Parses a spec; `notify_url` must pass the egress policy (https unless loopback).
+    pub fn parse(spec: &Value, egress: &Egress) -> Result<WrappedLinkSpec, String> {
         let s: WrappedLinkSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("connector spec: {e}"))?;
-        let ok = s.notify_url.starts_with("https://") || loopback_url(&s.notify_url);
-        if !ok {
-            return Err("notify_url must be https (http only on loopback)".into());
-        }
+        egress.check_url(&s.notify_url, UrlRules::HTTPS_ONLY).map_err(|e| format!("notify_url: {e}"))?;
         s.ttl()?;
         Ok(s)
     }
@@ -93,15 +80,15 @@ impl WrappedLinkSpec {
 
 /// Validates a new connector: the spec parses, the credentials match its kind, and the
 /// connector can be built (URLs, paths). Returns the kind and the normalised spec.
-pub fn check(spec: &Value, creds: Option<&Secret>) -> Result<(String, Value), String> {
+pub fn check(spec: &Value, creds: Option<&Secret>, egress: &Egress) -> Result<(String, Value), String> {
     if spec.get("kind").and_then(Value::as_str) == Some(WRAPPED_LINK) {
-        let w = WrappedLinkSpec::parse(spec)?;
+        let w = WrappedLinkSpec::parse(spec, egress)?;
         WrappedLinkSpec::signing_secret(creds)?;
         return Ok((WRAPPED_LINK.to_owned(), serde_json::to_value(&w).map_err(|e| e.to_string())?));
     }
     let parsed: ConnectorSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("connector spec: {e}"))?;
     let c = credentials(&parsed, creds)?;
-    Connector::new(parsed.clone(), c, reqwest::Client::new()).map_err(|e| e.to_string())?;
+    Connector::new(parsed.clone(), c, egress.clone()).map_err(|e| e.to_string())?;
     let normalised = serde_json::to_value(&parsed).map_err(|e| e.to_string())?;
     Ok((parsed.kind().as_str().to_owned(), normalised))
 }
@@ -116,25 +103,6 @@ fn credentials(spec: &ConnectorSpec, creds: Option<&Secret>) -> Result<Connector
                 return Err(format!("the credentials are for a {} connector, the spec is {}", c.kind(), spec.kind()));
             }
             Ok(c)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn loopback_is_an_exact_host() {
-        for ok in ["http://127.0.0.1:8080/x", "http://localhost/x", "http://[::1]:9/x", "http://127.9.9.9/"] {
-            assert!(super::loopback_url(ok), "{ok}");
-        }
-        for no in [
-            "http://localhost.evil.example/",
-            "http://127.evil.example/",
-            "https://127.0.0.1/",
-            "http://10.0.0.1/",
-            "nonsense",
-        ] {
-            assert!(!super::loopback_url(no), "{no}");
         }
     }
 }

@@ -35,7 +35,7 @@ async fn spawn(app: Router) -> String {
 async fn load(url: String, key: Option<String>, conc: u64, secs: u64) -> (f64, u64, Vec<f64>) {
     // Zero seconds means a smoke run of a fraction of a second.
     let run = if secs == 0 { Duration::from_millis(200) } else { Duration::from_secs(secs) };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(conc as usize).build().unwrap();
+    let client = fedkey_egress::operator_client(Duration::from_secs(60)).unwrap();
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + run;

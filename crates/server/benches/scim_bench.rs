@@ -274,7 +274,7 @@ async fn start_reference(bin: &str, token: &str) -> Result<(RefServer, String), 
         .map_err(|e| format!("cannot start {bin}: {e}"))?;
     let server = RefServer(child);
     let base = format!("http://127.0.0.1:{port}/v2");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let client = fedkey_egress::operator_client(Duration::from_secs(2)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let r = client.get(format!("{base}/ServiceProviderConfig")).bearer_auth(token).send().await;
@@ -296,7 +296,7 @@ async fn seed_reference(
     conc: u64,
     budget: Duration,
 ) -> (Vec<(u64, String)>, Vec<String>) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = fedkey_egress::operator_client(Duration::from_secs(30)).unwrap();
     let deadline = Instant::now() + budget;
     let next = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
@@ -496,11 +496,7 @@ fn pct(lat: &[f64], p: f64) -> f64 {
 /// every request has a timeout (BENCH_TIMEOUT, 30 s), so the run ends at most that long
 /// after `run`; a timed-out request counts as failed.
 async fn load(t: &Target, op: Op, conc: u64, run: Duration, tag: &str) -> Stats {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(conc as usize)
-        .timeout(Duration::from_secs(env_num("BENCH_TIMEOUT", 30)))
-        .build()
-        .unwrap();
+    let client = fedkey_egress::operator_client(Duration::from_secs(env_num("BENCH_TIMEOUT", 30))).unwrap();
     let seq = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -595,7 +591,7 @@ async fn load(t: &Target, op: Op, conc: u64, run: Duration, tag: &str) -> Stats 
 /// One request of each read, checked for the right answer (1 result), so a table never
 /// reports the speed of wrong answers.
 async fn verify(t: &Target) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = fedkey_egress::operator_client(Duration::from_secs(30)).unwrap();
     let (i, id) = &t.users[t.users.len() / 2];
     let get = |url: String| {
         let (client, token) = (client.clone(), t.token.clone());

@@ -222,7 +222,7 @@ async fn add_connector(
             let ApiJson(b) = body?;
             let creds = b.credentials.map(|c| Secret::new(c.to_string()));
             let (kind, spec) =
-                fedkey_rotation::wiring::check(&b.spec, creds.as_ref()).map_err(ApiError::invalid_value)?;
+                fedkey_rotation::wiring::check(&b.spec, creds.as_ref(), &s.egress).map_err(ApiError::invalid_value)?;
             Ok(st.add_connector(&a.actor(), &r, &b.name, &kind, spec, creds).await?)
         })
         .await?;
@@ -294,7 +294,7 @@ async fn set_source(
         .change(st, Need::Administer, "material.source.set", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
             let ApiJson(v) = body?;
-            let cfg = fedkey_rotation::SourceConfig::parse(&v).map_err(ApiError::invalid_value)?;
+            let cfg = fedkey_rotation::SourceConfig::parse(&v, &s.egress).map_err(ApiError::invalid_value)?;
             let trust = st.trust(&r).await?;
             if cfg.jwt.is_some() && trust.direction != fedkey_core::Direction::Inbound {
                 return Err(ApiError::invalid_value("jwt: only inbound trusts accept assertions"));

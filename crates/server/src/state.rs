@@ -26,4 +26,6 @@ pub struct AppState {
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,
+    /// The egress policy, for checking outbound URLs when they are configured.
+    pub egress: fedkey_egress::Egress,
 }

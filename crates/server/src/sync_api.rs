@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fedkey_crypto::Secret;
+use fedkey_egress::UrlRules;
 use fedkey_store::ops::{
     DeadLetterFilter, MAX_RECONCILE_EVERY, MIN_RECONCILE_EVERY, NewSyncTarget, OAuthSettings, ReconcileSchedule,
     SyncWork,
@@ -62,6 +63,9 @@ struct TargetBody {
     /// OAuth2 client credentials instead of the trust's app-issued key as bearer.
     #[serde(default)]
     oauth: Option<OAuthBody>,
+    /// Lab opt-in: plain http to a host that is not loopback (URL and token URL).
+    #[serde(default)]
+    allow_http: bool,
     #[serde(default)]
     max_attempts: Option<i64>,
     #[serde(default)]
@@ -156,18 +160,26 @@ async fn put_target(
             }
             mapping.validate().map_err(|e| ApiError::invalid_value(e.to_string()))?;
             let url = b.url.trim().to_owned();
-            // The client parses the URL exactly as deliveries will.
-            let probe = TargetConfig::bearer(url.clone(), Secret::new("probe".into()));
-            ScimClient::new(probe, st.clock.clone()).map_err(|e| ApiError::invalid_value(format!("url: {e}")))?;
+            let rules = UrlRules { allow_http: b.allow_http };
+            // The client checks the URL exactly as deliveries will, egress policy included.
+            let probe = TargetConfig {
+                allow_http: b.allow_http,
+                ..TargetConfig::bearer(url.clone(), Secret::new("probe".into()))
+            };
+            ScimClient::new(probe, s.egress.clone(), st.clock.clone())
+                .map_err(|e| ApiError::invalid_value(format!("url: {e}")))?;
             let oauth = match b.oauth {
                 Some(o) => {
                     if o.client_secret.is_empty() || o.client_id.trim().is_empty() {
                         return Err(ApiError::invalid_value("oauth: client_id and client_secret are required"));
                     }
                     let tu = o.token_url.trim();
-                    if !(tu.starts_with("https://") || tu.starts_with("http://")) || tu.contains(char::is_whitespace) {
+                    if tu.contains(char::is_whitespace) {
                         return Err(ApiError::invalid_value("oauth.token_url must be an http(s) URL"));
                     }
+                    s.egress
+                        .check_url(tu, rules)
+                        .map_err(|e| ApiError::invalid_value(format!("oauth.token_url: {e}")))?;
                     Some((
                         OAuthSettings { token_url: o.token_url, client_id: o.client_id, scope: o.scope },
                         Secret::new(o.client_secret.to_string()),
@@ -187,6 +199,7 @@ async fn put_target(
                 bulk_max_operations: bulk_setting(b.bulk.as_ref())?,
                 timeout_seconds: i64::try_from(timeout).unwrap_or(i64::MAX),
                 base_url: url,
+                allow_http: b.allow_http,
                 oauth,
                 mapping,
                 max_attempts: b.max_attempts.unwrap_or(10),

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use fedkey_core::clock::Clock;
+use fedkey_egress::{Egress, UrlRules};
 use fedkey_scim::eval;
 use fedkey_scim::filter::{self, Filter};
 use fedkey_scim::patch::PatchOp;
@@ -19,7 +20,7 @@ use crate::auth::Authenticator;
 use crate::diff::patch_request;
 use crate::discovery::{Capabilities, list_items};
 use crate::error::ClientError;
-use crate::http::{error_details, is_json_media_type, parse_retry_after, read_capped, transport_error};
+use crate::http::{egress_error, error_details, is_json_media_type, read_capped};
 use crate::target::TargetConfig;
 
 mod bulk;
@@ -72,7 +73,9 @@ pub struct ListPage {
 }
 
 pub struct ScimClient {
-    http: reqwest::Client,
+    egress: Egress,
+    rules: UrlRules,
+    timeout: std::time::Duration,
     base: Url,
     auth: Authenticator,
     clock: Arc<dyn Clock>,
@@ -91,23 +94,23 @@ struct Answer {
 }
 
 impl ScimClient {
-    pub fn new(config: TargetConfig, clock: Arc<dyn Clock>) -> Result<ScimClient, ClientError> {
-        let base = Url::parse(config.base_url.trim_end_matches('/'))
-            .map_err(|e| ClientError::Config { message: format!("bad base URL: {e}") })?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+    /// Checks the base URL (and an OAuth2 token URL) under the egress policy: https unless
+    /// loopback or the target's lab opt-in (`allow_http`), no denied address.
+    pub fn new(config: TargetConfig, egress: Egress, clock: Arc<dyn Clock>) -> Result<ScimClient, ClientError> {
+        let rules = UrlRules { allow_http: config.allow_http };
+        let base = egress
+            .check_url(config.base_url.trim_end_matches('/'), rules)
+            .map_err(|e| ClientError::Config { message: format!("base URL: {e}") })?;
+        if base.cannot_be_a_base() {
             return Err(ClientError::Config { message: "the base URL must be an http(s) URL".into() });
         }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("fedkey-sync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Config { message: format!("cannot build the HTTP client: {e}") })?;
+        let auth = Authenticator::new(config.auth, &egress, rules, clock.clone(), config.timeout)?;
         Ok(ScimClient {
-            http,
+            egress,
+            rules,
+            timeout: config.timeout,
             base,
-            auth: Authenticator::new(config.auth, clock.clone()),
+            auth,
             clock,
             caps: RwLock::new(None),
             bulk_broken: AtomicBool::new(false),
@@ -310,11 +313,12 @@ impl ScimClient {
         };
         let mut retried = false;
         loop {
-            let cred = self.auth.credential(&self.http).await?;
+            let cred = self.auth.credential(&self.egress).await?;
             let scrub = self.auth.scrubber().with(cred.token.expose());
             let mut req = self
-                .http
-                .request(method.clone(), url.clone())
+                .egress
+                .request(method.clone(), &url, self.rules)
+                .map_err(|e| egress_error(e, &scrub))?
                 .bearer_auth(cred.token.expose())
                 .header(header::ACCEPT, "application/scim+json, application/json");
             if !query.is_empty() {
@@ -326,10 +330,10 @@ impl ScimClient {
             if let Some(m) = if_match {
                 req = req.header(header::IF_MATCH, m);
             }
-            let resp = req.send().await.map_err(|e| transport_error(&e, &scrub))?;
+            let resp = self.egress.send(req, self.timeout).await.map_err(|e| egress_error(e, &scrub))?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let bytes = read_capped(resp, &scrub).await?;
+            let bytes = read_capped(resp, self.timeout, &scrub).await?;
             if (200..300).contains(&status) {
                 return Ok(Answer { status, headers, body: bytes });
             }
@@ -339,10 +343,7 @@ impl ScimClient {
                 continue;
             }
             let (scim_type, detail) = error_details(&bytes, &scrub);
-            let retry_after = headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, self.clock.now()));
+            let retry_after = fedkey_egress::retry_after::from_headers(&headers, self.clock.now());
             return Err(ClientError::from_status(status, scim_type, detail, retry_after));
         }
     }

@@ -101,6 +101,7 @@ struct CachedClient {
 pub struct Dispatcher {
     pub(crate) store: Arc<Store>,
     cfg: DispatcherConfig,
+    egress: fedkey_egress::Egress,
     clients: tokio::sync::Mutex<HashMap<String, CachedClient>>,
     /// One tick at a time in this process (the loop and the test endpoint).
     running: tokio::sync::Mutex<()>,
@@ -151,10 +152,12 @@ fn actor() -> Actor {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<Store>, cfg: DispatcherConfig) -> Dispatcher {
+    /// Every request to a target goes through `egress`.
+    pub fn new(store: Arc<Store>, cfg: DispatcherConfig, egress: fedkey_egress::Egress) -> Dispatcher {
         Dispatcher {
             store,
             cfg,
+            egress,
             clients: tokio::sync::Mutex::new(HashMap::new()),
             running: tokio::sync::Mutex::new(()),
             app_groups: tokio::sync::Mutex::new(()),
@@ -466,9 +469,9 @@ impl Dispatcher {
             None => Auth::Bearer(self.store.outbound_key(&actor(), &t.trust).await?.1),
         };
         let timeout = Duration::from_secs(u64::try_from(t.timeout_seconds).unwrap_or(30)).min(self.cfg.request_timeout);
-        let cfg = TargetConfig { base_url: t.base_url.clone(), auth, timeout };
+        let cfg = TargetConfig { base_url: t.base_url.clone(), auth, timeout, allow_http: t.allow_http };
         let clock: Arc<dyn Clock> = self.store.clock.clone();
-        let client = Arc::new(ScimClient::new(cfg, clock)?);
+        let client = Arc::new(ScimClient::new(cfg, self.egress.clone(), clock)?);
         client.discover().await?;
         cache.insert(
             t.trust_id.clone(),

@@ -1,6 +1,6 @@
 //! How a call to a target failed, classified for the dispatcher: what to retry, when, and
 //! what needs a human. Messages carry the target's own `detail` (clipped) but never a
-//! credential: every text that may echo one passes through [`Scrubber`].
+//! credential: every text that may echo one passes through the redactor.
 
 use std::time::Duration;
 
@@ -30,6 +30,12 @@ pub enum ClientError {
     /// Connection refused or reset, DNS, TLS.
     #[error("network error talking to the target: {message}")]
     Network { message: String },
+    /// The egress policy refused the URL, an address or a redirect: nothing was sent there.
+    #[error("refused by the egress policy: {message}")]
+    Refused { message: String },
+    /// The answer is larger than [`crate::MAX_RESPONSE_BYTES`]; it was not parsed.
+    #[error("the target's answer exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
     /// 401: the key (or OAuth2 client) is not accepted.
     #[error("the target rejected our credentials (401): {detail}")]
     Unauthorized { detail: String },
@@ -122,37 +128,12 @@ impl ClientError {
 }
 
 /// Removes credentials from text that may echo them (a target's error detail, a transport
-/// error) and clips it.
-#[derive(Default)]
-pub(crate) struct Scrubber<'a> {
-    secrets: Vec<&'a str>,
-}
+/// error) and clips it to [`MAX_DETAIL_CHARS`].
+pub(crate) type Scrubber<'a> = fedkey_egress::Redactor<'a>;
 
-impl<'a> Scrubber<'a> {
-    pub(crate) fn new() -> Self {
-        Scrubber { secrets: Vec::new() }
-    }
-
-    pub(crate) fn with(mut self, secret: &'a str) -> Self {
-        // Very short values would redact ordinary words; real keys are long.
-        if secret.len() >= 4 {
-            self.secrets.push(secret);
-        }
-        self
-    }
-
-    pub(crate) fn clean(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in &self.secrets {
-            if out.contains(s) {
-                out = out.replace(s, "[redacted]");
-            }
-        }
-        if out.chars().count() > MAX_DETAIL_CHARS {
-            out = out.chars().take(MAX_DETAIL_CHARS).collect::<String>() + "…";
-        }
-        out
-    }
+/// A redactor with the clip length of target errors.
+pub(crate) fn scrubber<'a>() -> Scrubber<'a> {
+    fedkey_egress::Redactor::new().limit(MAX_DETAIL_CHARS)
 }
 
 #[cfg(test)]
@@ -181,7 +162,7 @@ mod tests {
 
     #[test]
     fn scrubber_redacts_and_clips() {
-        let s = Scrubber::new().with("fk_secret_key").with("ab");
+        let s = scrubber().with("fk_secret_key").with("ab");
         assert_eq!(s.clean("bad token fk_secret_key here, ab"), "bad token [redacted] here, ab");
         let long = "x".repeat(2000);
         assert_eq!(s.clean(&long).chars().count(), MAX_DETAIL_CHARS + 1);

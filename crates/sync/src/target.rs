@@ -13,12 +13,19 @@ pub struct TargetConfig {
     pub auth: Auth,
     /// Limit for each whole request (connect, send, read the answer), token requests included.
     pub timeout: Duration,
+    /// Lab opt-in: plain http to a host that is not loopback (base URL and token URL).
+    pub allow_http: bool,
 }
 
 impl TargetConfig {
     /// A target using the bearer key the application issued, with a 30 s timeout.
     pub fn bearer(base_url: impl Into<String>, key: Secret) -> Self {
-        TargetConfig { base_url: base_url.into(), auth: Auth::Bearer(key), timeout: Duration::from_secs(30) }
+        TargetConfig {
+            base_url: base_url.into(),
+            auth: Auth::Bearer(key),
+            timeout: Duration::from_secs(30),
+            allow_http: false,
+        }
     }
 }
 

@@ -129,7 +129,7 @@ impl Fedkey {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        let http = fedkey_egress::operator_client(Duration::from_secs(120)).unwrap();
         Fedkey { name: name.to_owned(), child, url, token, dir, db_url, http, _pg: pg }
     }
 
@@ -330,7 +330,7 @@ pub struct Scim {
 
 impl Scim {
     pub fn new(base: String, key: String) -> Scim {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        let http = fedkey_egress::operator_client(Duration::from_secs(120)).unwrap();
         Scim { base, key, http }
     }
 

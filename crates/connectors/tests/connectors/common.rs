@@ -184,7 +184,12 @@ async fn handle(State(state): State<Arc<PeerState>>, req: Request) -> Response {
     resp.body(Body::from(reply.body)).unwrap()
 }
 
-/// A client with no global timeout: the connector's per-call timeout is what is tested.
+/// The egress policy with nothing opened (the fakes listen on loopback).
+pub fn egress() -> fedkey_egress::Egress {
+    fedkey_egress::Egress::strict().unwrap()
+}
+
+/// A client with no global timeout, for the tests' own calls to OpenBao.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }

@@ -10,7 +10,7 @@ use fedkey_core::clock::{Clock, ManualClock};
 use fedkey_crypto::Secret;
 use serde_json::json;
 
-use crate::common::{Canned, FakePeer, KEY, NOW, Recorded, Reply, http, key};
+use crate::common::{Canned, FakePeer, KEY, NOW, Recorded, Reply, egress, key};
 
 const TENANT: &str = "8f2c1e7a-3b4d-4c5e-9f60-1a2b3c4d5e6f";
 const CLIENT_ID: &str = "5d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6";
@@ -100,7 +100,7 @@ async fn fixture(job_id: Option<&str>, client_secret: &str) -> Fixture {
         login_base_url: peer.url.clone(),
     };
     let creds = ConnectorCredentials::Entra { client_secret: Secret::new(client_secret.into()) };
-    let connector = Connector::new(spec, creds, http()).unwrap().with_timeout(Duration::from_millis(500));
+    let connector = Connector::new(spec, creds, egress()).unwrap().with_timeout(Duration::from_millis(500));
     Fixture { peer, connector }
 }
 
@@ -267,13 +267,13 @@ async fn construction_rejects_mismatches_and_plain_http() {
         login_base_url: "https://login.microsoftonline.com".into(),
     };
     let creds = || ConnectorCredentials::Entra { client_secret: Secret::new(CLIENT_SECRET.into()) };
-    assert!(Connector::new(entra("https://graph.microsoft.com"), creds(), http()).is_ok());
-    let e = Connector::new(entra("http://graph.microsoft.com"), creds(), http()).err().unwrap();
+    assert!(Connector::new(entra("https://graph.microsoft.com"), creds(), egress()).is_ok());
+    let e = Connector::new(entra("http://graph.microsoft.com"), creds(), egress()).err().unwrap();
     assert!(matches!(e, ConnectorError::Config { .. }) && e.to_string().contains("graph_base_url"), "{e}");
     let e = Connector::new(
         entra("https://graph.microsoft.com"),
         ConnectorCredentials::Okta { api_token: Secret::new("t0k3n".into()) },
-        http(),
+        egress(),
     )
     .err()
     .unwrap();

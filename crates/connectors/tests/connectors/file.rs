@@ -8,10 +8,10 @@ use fedkey_connectors::{
 };
 use fedkey_crypto::Secret;
 
-use crate::common::{NOW, http};
+use crate::common::{NOW, egress};
 
 fn connector(path: &Path) -> Connector {
-    Connector::new(ConnectorSpec::File { path: path.to_owned() }, ConnectorCredentials::File, http()).unwrap()
+    Connector::new(ConnectorSpec::File { path: path.to_owned() }, ConnectorCredentials::File, egress()).unwrap()
 }
 
 fn delivery(key: &Secret) -> Delivery<'_> {
@@ -116,7 +116,7 @@ async fn a_failed_write_keeps_the_old_key() {
 
 #[test]
 fn relative_paths_are_rejected() {
-    let e = Connector::new(ConnectorSpec::File { path: "scim.key".into() }, ConnectorCredentials::File, http())
+    let e = Connector::new(ConnectorSpec::File { path: "scim.key".into() }, ConnectorCredentials::File, egress())
         .err()
         .unwrap();
     assert!(matches!(e, ConnectorError::Config { .. }), "{e:?}");

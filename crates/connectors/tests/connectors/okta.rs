@@ -10,7 +10,7 @@ use fedkey_connectors::{
 use fedkey_crypto::Secret;
 use serde_json::json;
 
-use crate::common::{Canned, FakePeer, KEY, NOW, Recorded, Reply, http, key};
+use crate::common::{Canned, FakePeer, KEY, NOW, Recorded, Reply, egress, key};
 
 const APP_ID: &str = "0oa1gjh63g214q0Hq0g4";
 const API_TOKEN: &str = "00QCjAl4MlV-WPXM-ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -61,7 +61,7 @@ async fn fixture(api_token: &str) -> (FakePeer, Connector, Arc<Mutex<String>>) {
     let peer = FakePeer::start(okta_peer(state.clone())).await;
     let spec = ConnectorSpec::Okta { org_url: peer.url.clone(), app_id: APP_ID.into() };
     let creds = ConnectorCredentials::Okta { api_token: Secret::new(api_token.into()) };
-    let connector = Connector::new(spec, creds, http()).unwrap().with_timeout(Duration::from_millis(500));
+    let connector = Connector::new(spec, creds, egress()).unwrap().with_timeout(Duration::from_millis(500));
     (peer, connector, state)
 }
 
@@ -163,4 +163,20 @@ async fn a_wrong_api_token_is_unauthorized() {
     assert!(matches!(e, ConnectorError::Unauthorized { .. }), "{e:?}");
     assert!(e.to_string().contains("E0000011"), "{e}");
     assert!(!e.to_string().contains("00wrong-token-value-xyz"));
+}
+
+/// A peer answering with more than a connector reads is refused with an error that says
+/// so, not parsed from a cut body and not read to the end.
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    let (peer, connector, _) = fixture(API_TOKEN).await;
+    let k = key();
+    let pad = "x".repeat(fedkey_connectors::MAX_RESPONSE_BYTES);
+    let huge = Reply::json(200, json!({"authScheme": "TOKEN", "status": "ENABLED", "pad": pad}));
+    peer.queue(PATH, Canned::Reply(huge));
+    let e = connector.deliver(&delivery(&k), NOW).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::TooLarge { limit: fedkey_connectors::MAX_RESPONSE_BYTES, .. }), "{e:?}");
+    assert!(e.to_string().contains("exceeds the limit"), "{e}");
+    assert!(!e.retryable());
+    assert_clean(&e);
 }

@@ -13,14 +13,14 @@ use fedkey_crypto::Secret;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{Bao, NOW, bao_api, http, start_bao};
+use crate::common::{Bao, NOW, bao_api, egress, http, start_bao};
 
 const TRUST: &str = "acme/app";
 
 fn connector(address: &str, token: &str, path: &str) -> Connector {
     let spec =
         ConnectorSpec::Openbao { address: address.into(), mount: "secret".into(), path: path.into(), namespace: None };
-    Connector::new(spec, ConnectorCredentials::Openbao { token: Secret::new(token.into()) }, http()).unwrap()
+    Connector::new(spec, ConnectorCredentials::Openbao { token: Secret::new(token.into()) }, egress()).unwrap()
 }
 
 fn delivery(key: &Secret, version: u32) -> Delivery<'_> {
@@ -208,7 +208,7 @@ async fn transit_round_trip() {
     assert_eq!(bao_api(&bao, Method::POST, "sys/mounts/transit", Some(json!({"type": "transit"}))).await.0, 204);
     assert!([200, 204].contains(&bao_api(&bao, Method::POST, "transit/keys/fedkey-kek", None).await.0));
 
-    let transit = TransitClient::new(&bao.addr, Secret::new(bao.root_token.clone()), http()).unwrap();
+    let transit = TransitClient::new(&bao.addr, Secret::new(bao.root_token.clone()), egress()).unwrap();
     let dek = [7u8, 0, 255, 42, 13, 99, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
     let ct = transit.encrypt("fedkey-kek", &dek, NOW).await.unwrap();
     assert!(ct.starts_with("vault:v1:"), "{ct}");
@@ -220,7 +220,7 @@ async fn transit_round_trip() {
     let e = transit.decrypt("fedkey-kek", std::str::from_utf8(&tampered).unwrap(), NOW).await.unwrap_err();
     assert!(matches!(e, ConnectorError::Rejected { .. }), "{e:?}");
 
-    let denied = TransitClient::new(&bao.addr, Secret::new("wrong-token-abcdef".into()), http()).unwrap();
+    let denied = TransitClient::new(&bao.addr, Secret::new("wrong-token-abcdef".into()), egress()).unwrap();
     let e = denied.encrypt("fedkey-kek", &dek, NOW).await.unwrap_err();
     assert!(matches!(e, ConnectorError::Forbidden { .. } | ConnectorError::Unauthorized { .. }), "{e:?}");
 }
@@ -244,7 +244,7 @@ async fn kv_requests_carry_token_namespace_and_cas() {
         path: "team/fedkey".into(),
         namespace: Some("tenant-a/".into()),
     };
-    let c = Connector::new(spec, ConnectorCredentials::Openbao { token: Secret::new("s.token-abc".into()) }, http())
+    let c = Connector::new(spec, ConnectorCredentials::Openbao { token: Secret::new("s.token-abc".into()) }, egress())
         .unwrap();
     let k = Secret::new("fkp_shape_key".into());
     assert_eq!(c.deliver(&delivery(&k, 9), NOW).await.unwrap(), Receipt::Openbao { kv_version: 6 });
@@ -275,6 +275,6 @@ async fn kv_requests_carry_token_namespace_and_cas() {
         namespace: None,
     };
     let e =
-        Connector::new(bad, ConnectorCredentials::Openbao { token: Secret::new("t".into()) }, http()).err().unwrap();
+        Connector::new(bad, ConnectorCredentials::Openbao { token: Secret::new("t".into()) }, egress()).err().unwrap();
     assert!(matches!(e, ConnectorError::Config { .. }), "{e:?}");
 }

@@ -10,7 +10,7 @@ use fedkey_core::clock::Timestamp;
 use fedkey_crypto::Secret;
 use serde_json::json;
 
-use crate::common::{Canned, FakePeer, KEY, NOW, Reply, http, key};
+use crate::common::{Canned, FakePeer, KEY, NOW, Reply, egress, key};
 
 const SIGNING_SECRET: &str = "whsec_4f9a8b7c6d5e4f3a2b1c";
 
@@ -18,7 +18,7 @@ async fn fixture() -> (FakePeer, Connector) {
     let peer = FakePeer::start(|_| Reply::empty(204)).await;
     let spec = ConnectorSpec::Webhook { url: format!("{}/hooks/fedkey", peer.url) };
     let creds = ConnectorCredentials::Webhook { signing_secret: Secret::new(SIGNING_SECRET.into()) };
-    (peer, Connector::new(spec, creds, http()).unwrap().with_timeout(Duration::from_millis(500)))
+    (peer, Connector::new(spec, creds, egress()).unwrap().with_timeout(Duration::from_millis(500)))
 }
 
 fn delivery(key: &Secret) -> Delivery<'_> {
@@ -81,20 +81,30 @@ async fn receiver_errors_are_classified_without_secrets() {
 }
 
 #[tokio::test]
-async fn redirects_are_not_followed_with_the_key() {
-    let peer = FakePeer::start(|r| {
+async fn redirects_to_another_origin_are_refused_without_the_key() {
+    let other = FakePeer::start(|_| Reply::empty(204)).await;
+    let elsewhere = format!("{}/elsewhere", other.url);
+    let peer = FakePeer::start(move |r| {
         if r.path == "/hooks/fedkey" {
-            Reply::empty(307).with_header("Location", "/elsewhere")
+            Reply::empty(307).with_header("Location", &elsewhere)
+        } else if r.path == "/hooks/moved" {
+            Reply::empty(307).with_header("Location", "/hooks/new")
         } else {
             Reply::empty(204)
         }
     })
     .await;
+    let creds = || ConnectorCredentials::Webhook { signing_secret: Secret::new(SIGNING_SECRET.into()) };
     let spec = ConnectorSpec::Webhook { url: format!("{}/hooks/fedkey", peer.url) };
-    let creds = ConnectorCredentials::Webhook { signing_secret: Secret::new(SIGNING_SECRET.into()) };
-    let c = Connector::new(spec, creds, fedkey_connectors::http_client().unwrap()).unwrap();
+    let c = Connector::new(spec, creds(), egress()).unwrap();
     let k = key();
     let e = c.deliver(&delivery(&k), NOW).await.unwrap_err();
-    assert_eq!(e.http_status(), Some(307), "{e:?}");
-    assert_eq!(peer.count("/elsewhere"), 0, "the key was not re-sent to the redirect target");
+    assert!(matches!(e, ConnectorError::Refused { .. }) && e.to_string().contains("another origin"), "{e:?}");
+    assert!(!e.retryable());
+    assert_eq!(other.count("/elsewhere"), 0, "the key was not re-sent to the redirect target");
+    // On the same origin the redirect is followed (and checked again).
+    let spec = ConnectorSpec::Webhook { url: format!("{}/hooks/moved", peer.url) };
+    let c = Connector::new(spec, creds(), egress()).unwrap();
+    c.deliver(&delivery(&k), NOW).await.unwrap();
+    assert_eq!(peer.count("/hooks/new"), 1);
 }

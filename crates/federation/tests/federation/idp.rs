@@ -191,9 +191,9 @@ pub fn watcher_with_timeout(
     timeout: Duration,
     tweak: impl FnOnce(&mut WatcherConfig),
 ) -> Watcher {
+    let egress = fedkey_egress::Egress::strict().unwrap();
     let fetcher =
-        Fetcher::new(FetchConfig { connect_timeout: timeout, total_timeout: timeout, max_body_bytes: 256 * 1024 })
-            .unwrap();
+        Fetcher::new(egress, FetchConfig { total_timeout: timeout, max_body_bytes: 256 * 1024, allow_http: false });
     let mut config = WatcherConfig::new(source);
     tweak(&mut config);
     Watcher::new(config, fetcher, Arc::new(clock.clone()))

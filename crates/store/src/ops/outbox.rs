@@ -76,6 +76,8 @@ pub struct SyncTarget {
     #[serde(rename = "ref")]
     pub trust: TrustRef,
     pub base_url: String,
+    /// Lab opt-in: plain http to a host that is not loopback (base URL and token URL).
+    pub allow_http: bool,
     /// `bearer` (the trust's app-issued key) or `oauth2`.
     pub auth: &'static str,
     pub oauth: Option<OAuthSettings>,
@@ -111,6 +113,8 @@ pub struct SyncTarget {
 /// A target configuration to store. The caller validates the mapping.
 pub struct NewSyncTarget {
     pub base_url: String,
+    /// Lab opt-in: plain http to a host that is not loopback. Checked by the caller.
+    pub allow_http: bool,
     pub oauth: Option<(OAuthSettings, Secret)>,
     pub mapping: Value,
     pub max_attempts: i64,
@@ -188,7 +192,7 @@ const WORK_COLUMNS: &str = "w.trust_id, t.name AS trust_name, d.name AS director
 const WORK_FROM: &str = "sync_work w JOIN trusts t ON t.id = w.trust_id JOIN directories d ON d.id = t.directory_id";
 
 pub(super) const TARGET_SELECT: &str = "SELECT s.trust_id, s.directory_id, d.name AS directory_name, t.name AS trust_name, t.status AS trust_status, \
-    s.base_url, s.oauth, s.oauth_secret IS NOT NULL AS has_secret, s.mapping, s.max_attempts, s.concurrency, s.timeout_seconds, \
+    s.base_url, s.allow_http, s.oauth, s.oauth_secret IS NOT NULL AS has_secret, s.mapping, s.max_attempts, s.concurrency, s.timeout_seconds, \
     s.bulk_max_operations, s.consecutive_failures, s.circuit_open_until, s.last_error, s.created_at, s.updated_at, s.updated_by, \
     s.reconcile_every, s.reconcile_dry_run, s.next_reconcile_at, s.last_reconcile_started_at, \
     s.last_reconcile_finished_at, s.last_reconcile_outcome, s.last_reconcile_counts, s.last_reconcile_error \
@@ -444,14 +448,15 @@ impl Store {
         sqlx::query(
             "INSERT INTO sync_targets (trust_id, directory_id, base_url, oauth, oauth_secret, mapping, max_attempts, concurrency, \
              timeout_seconds, consecutive_failures, circuit_open_until, last_error, created_at, updated_at, updated_by, \
-             reconcile_every, reconcile_dry_run, next_reconcile_at, bulk_max_operations, users_follow_groups) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10, $12, $13, $14, $15, $16) \
+             reconcile_every, reconcile_dry_run, next_reconcile_at, bulk_max_operations, users_follow_groups, allow_http) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 0, NULL, NULL, $9, $9, $10, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (trust_id) DO UPDATE SET base_url = excluded.base_url, oauth = excluded.oauth, \
              oauth_secret = excluded.oauth_secret, mapping = excluded.mapping, max_attempts = excluded.max_attempts, \
              concurrency = excluded.concurrency, timeout_seconds = excluded.timeout_seconds, consecutive_failures = 0, circuit_open_until = NULL, \
              updated_at = excluded.updated_at, updated_by = excluded.updated_by, \
              reconcile_every = excluded.reconcile_every, reconcile_dry_run = excluded.reconcile_dry_run, \
              bulk_max_operations = excluded.bulk_max_operations, users_follow_groups = excluded.users_follow_groups, \
+             allow_http = excluded.allow_http, \
              next_reconcile_at = CASE WHEN excluded.reconcile_every IS NULL THEN NULL \
                WHEN sync_targets.reconcile_every = excluded.reconcile_every AND sync_targets.next_reconcile_at IS NOT NULL \
                THEN sync_targets.next_reconcile_at ELSE excluded.next_reconcile_at END",
@@ -473,6 +478,7 @@ impl Store {
         .bind(every.map(|e| now.saturating_add(e.saturating_mul(1_000_000))))
         .bind(t.bulk_max_operations)
         .bind(i64::from(t.users_follow_groups))
+        .bind(i64::from(t.allow_http))
         .execute(&mut *tx)
         .await?;
         // A changed mapping or URL can change what every resource should look like: queue
@@ -503,7 +509,7 @@ impl Store {
         let ev =
             self.event(actor, "sync.target.set", Outcome::Success).directory(&r.directory).trust(&r.trust).details(
                 json!({
-                    "base_url": t.base_url, "auth": if t.oauth.is_some() { "oauth2" } else { "bearer" },
+                    "base_url": t.base_url, "allow_http": t.allow_http, "auth": if t.oauth.is_some() { "oauth2" } else { "bearer" },
                     "mapping": t.mapping, "max_attempts": t.max_attempts, "concurrency": t.concurrency,
                 "timeout_seconds": t.timeout_seconds, "bulk_max_operations": t.bulk_max_operations,
                     "reconcile_every_seconds": every,
@@ -1253,6 +1259,7 @@ pub(super) fn target_from_row(r: &AnyRow) -> Result<SyncTarget, StoreError> {
         directory_id: r.try_get("directory_id")?,
         trust: TrustRef { directory: r.try_get("directory_name")?, trust: r.try_get("trust_name")? },
         base_url: r.try_get("base_url")?,
+        allow_http: r.try_get::<i64, _>("allow_http")? != 0,
         auth: if has_secret { "oauth2" } else { "bearer" },
         oauth,
         mapping: serde_json::from_str(&mapping).map_err(|_| StoreError::Corrupt("sync_targets.mapping".into()))?,

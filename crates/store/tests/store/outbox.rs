@@ -40,6 +40,7 @@ pub(super) fn group(name: &str, members: Vec<String>) -> ResourceWrite {
 pub(super) fn target() -> NewSyncTarget {
     NewSyncTarget {
         base_url: "http://127.0.0.1:9/scim/v2".into(),
+        allow_http: false,
         oauth: None,
         mapping: json!({}),
         max_attempts: 5,

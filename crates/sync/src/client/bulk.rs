@@ -338,7 +338,7 @@ mod tests {
         assert_eq!((o1.status, o1.resource_id().as_deref()), (200, Some("r-1")));
         let o0 = out[0].as_ref().unwrap();
         assert!(!o0.succeeded());
-        let e = o0.error(&Scrubber::new().with("fk_secret"));
+        let e = o0.error(&crate::error::scrubber().with("fk_secret"));
         assert_eq!(e.to_string(), "conflict at the target (409, uniqueness): taken [redacted]");
         assert!(out[2].is_none(), "an unreadable status answers nothing");
     }

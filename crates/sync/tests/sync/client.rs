@@ -13,6 +13,11 @@ use serde_json::json;
 
 use crate::fake::{BASE, Canned, Config, Fake, KEY};
 
+/// The egress policy with nothing opened: the fakes listen on loopback, which a loopback URL may use.
+pub fn egress() -> fedkey_egress::Egress {
+    fedkey_egress::Egress::strict().unwrap()
+}
+
 pub fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Timestamp(1_700_000_000_000_000)))
 }
@@ -20,7 +25,7 @@ pub fn clock() -> Arc<ManualClock> {
 pub fn client_for(fake: &Fake) -> ScimClient {
     let mut cfg = TargetConfig::bearer(fake.base_url.clone(), Secret::new(KEY.into()));
     cfg.timeout = Duration::from_secs(10);
-    ScimClient::new(cfg, clock()).unwrap()
+    ScimClient::new(cfg, egress(), clock()).unwrap()
 }
 
 #[tokio::test]
@@ -35,7 +40,7 @@ async fn crud_requests_are_exact() {
     assert_eq!(r.header("content-type"), Some("application/scim+json"));
     assert_eq!(r.header("accept"), Some("application/scim+json, application/json"));
     assert_eq!(r.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
-    assert!(r.header("user-agent").unwrap().starts_with("fedkey-sync/"));
+    assert!(r.header("user-agent").unwrap().starts_with("fedkey/"));
     assert_eq!(r.json(), body);
     assert!(created.id.starts_with("t-"));
     assert_eq!(created.etag.as_deref(), Some("W/\"1\""));

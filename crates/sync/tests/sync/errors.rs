@@ -5,7 +5,7 @@ use std::time::Duration;
 use fedkey_crypto::Secret;
 use fedkey_sync::{ClientError, MAX_RESPONSE_BYTES, ResourceKind, ScimClient, TargetConfig};
 
-use crate::client::{client_for, clock};
+use crate::client::{client_for, clock, egress};
 use crate::fake::{Canned, Config, Fake, KEY};
 
 async fn answer(fake: &Fake, c: &ScimClient, canned: Canned) -> ClientError {
@@ -93,11 +93,13 @@ async fn unreadable_and_oversized_answers_are_protocol_errors() {
     big.extend_from_slice(b"\"}");
     let huge = Canned { status: 200, headers: vec![("content-type", "application/scim+json".into())], body: big };
     let e = answer(&fake, &c, huge).await;
-    assert!(matches!(&e, ClientError::Protocol { message } if message.contains("exceeds")), "{e:?}");
-    // A redirect is not followed (it would carry the key elsewhere).
+    assert_eq!(e, ClientError::TooLarge { limit: MAX_RESPONSE_BYTES }, "{e:?}");
+    // A redirect to another origin is refused (it would carry the key elsewhere).
     let redirect =
         Canned { status: 302, headers: vec![("location", "http://127.0.0.1:1/elsewhere".into())], body: vec![] };
-    assert!(matches!(answer(&fake, &c, redirect).await, ClientError::Protocol { .. }));
+    let e = answer(&fake, &c, redirect).await;
+    assert!(matches!(&e, ClientError::Refused { message } if message.contains("another origin")), "{e:?}");
+    assert!(!e.retryable());
     // The JSON media type is accepted as well as the SCIM one.
     let plain = Canned {
         status: 200,
@@ -121,7 +123,7 @@ async fn a_target_that_never_answers_times_out() {
     });
     let mut cfg = TargetConfig::bearer(format!("http://{addr}/scim/v2"), Secret::new(KEY.into()));
     cfg.timeout = Duration::from_millis(200);
-    let c = ScimClient::new(cfg, clock()).unwrap();
+    let c = ScimClient::new(cfg, egress(), clock()).unwrap();
     let e = c.get(ResourceKind::User, "x").await.unwrap_err();
     assert_eq!(e, ClientError::Timeout);
     assert!(e.retryable());
@@ -133,13 +135,17 @@ async fn refused_connections_are_network_errors() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let c = ScimClient::new(TargetConfig::bearer(format!("http://{addr}/scim/v2"), Secret::new(KEY.into())), clock())
-        .unwrap();
+    let c = ScimClient::new(
+        TargetConfig::bearer(format!("http://{addr}/scim/v2"), Secret::new(KEY.into())),
+        egress(),
+        clock(),
+    )
+    .unwrap();
     let e = c.discover().await.unwrap_err();
     assert!(matches!(e, ClientError::Network { .. }) && e.retryable(), "{e:?}");
     assert!(!e.to_string().contains(KEY));
     assert!(matches!(
-        ScimClient::new(TargetConfig::bearer("not a url", Secret::new(KEY.into())), clock()).err(),
+        ScimClient::new(TargetConfig::bearer("not a url", Secret::new(KEY.into())), egress(), clock()).err(),
         Some(ClientError::Config { .. })
     ));
 }
@@ -149,7 +155,8 @@ async fn the_bearer_key_never_appears_in_errors() {
     let fake = Fake::start(Config::default()).await;
     // The fake echoes a rejected credential in its 401 detail.
     let wrong = "fkp_wrong_key_that_the_target_echoes";
-    let c = ScimClient::new(TargetConfig::bearer(fake.base_url.clone(), Secret::new(wrong.into())), clock()).unwrap();
+    let c = ScimClient::new(TargetConfig::bearer(fake.base_url.clone(), Secret::new(wrong.into())), egress(), clock())
+        .unwrap();
     let e = c.get(ResourceKind::User, "x").await.unwrap_err();
     assert!(matches!(e, ClientError::Unauthorized { .. }), "{e:?}");
     for text in [e.to_string(), format!("{e:?}")] {
@@ -195,9 +202,13 @@ async fn a_streamed_body_without_length_is_cut_at_the_cap() {
         }
         let _ = s.write_all(b"0\r\n\r\n").await;
     });
-    let c = ScimClient::new(TargetConfig::bearer(format!("http://{addr}/scim/v2"), Secret::new(KEY.into())), clock())
-        .unwrap();
+    let c = ScimClient::new(
+        TargetConfig::bearer(format!("http://{addr}/scim/v2"), Secret::new(KEY.into())),
+        egress(),
+        clock(),
+    )
+    .unwrap();
     let e = c.get(ResourceKind::User, "x").await.unwrap_err();
-    assert!(matches!(&e, ClientError::Protocol { message } if message.contains("exceeds")), "{e:?}");
+    assert_eq!(e, ClientError::TooLarge { limit: MAX_RESPONSE_BYTES }, "{e:?}");
     server.abort();
 }

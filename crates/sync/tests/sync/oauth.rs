@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::egress;
 use fedkey_core::clock::{ManualClock, Timestamp};
 use fedkey_crypto::Secret;
 use fedkey_sync::{Auth, ClientError, ResourceKind, ScimClient, TargetConfig};
@@ -20,8 +21,9 @@ fn oauth_client(fake: &Fake, secret: &str, clock: Arc<ManualClock>) -> ScimClien
             scope: Some("scim.write".into()),
         },
         timeout: Duration::from_secs(10),
+        allow_http: false,
     };
-    ScimClient::new(cfg, clock).unwrap()
+    ScimClient::new(cfg, egress(), clock).unwrap()
 }
 
 #[tokio::test]

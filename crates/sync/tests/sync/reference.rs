@@ -16,7 +16,7 @@ use fedkey_sync::mapping::{Desired, GroupRef, Mapping};
 use fedkey_sync::{ClientError, ResourceKind, ScimClient, TargetConfig};
 use serde_json::{Value, json};
 
-use crate::client::clock;
+use crate::client::{clock, egress};
 
 const TOKEN: &str = "reference-server-bearer-token-123";
 
@@ -69,7 +69,7 @@ async fn provisioning_against_scim2_server() {
     let (_server, base) = tokio::task::spawn_blocking(move || start(&bin)).await.unwrap();
     let mut cfg = TargetConfig::bearer(base, Secret::new(TOKEN.into()));
     cfg.timeout = Duration::from_secs(10);
-    let c = ScimClient::new(cfg, clock()).unwrap();
+    let c = ScimClient::new(cfg, egress(), clock()).unwrap();
 
     let caps = c.discover().await.unwrap();
     assert!(caps.patch && caps.filter.supported && caps.enterprise_user, "{caps:?}");
