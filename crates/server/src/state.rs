@@ -26,4 +26,6 @@ pub struct AppState {
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,
+    /// The leak endpoint's GitHub keys and rate limit.
+    pub leaks: Arc<crate::leaks::LeakIntake>,
 }
