@@ -370,8 +370,8 @@ fn leak_intake(s: &Settings) -> anyhow::Result<fedkey_server::leaks::LeakIntake>
     let Some(path) = &s.leak_github_keys_file else {
         return Ok(fedkey_server::leaks::LeakIntake::new());
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("leak_github_keys_file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("leak_github_keys_file {}: {e}", path.display()))?;
     fedkey_server::leaks::LeakIntake::with_github_keys(&text)
         .map_err(|e| anyhow::anyhow!("leak_github_keys_file {}: {e}", path.display()))
 }

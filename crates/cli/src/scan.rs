@@ -29,7 +29,9 @@ pub struct ScanArgs {
     /// Also scan every commit of the git repository at each PATH (all refs).
     #[arg(long)]
     git: bool,
-    /// Skip paths containing this text (repeatable), e.g. `--exclude tests/fixtures`.
+    /// Skip paths containing this text (repeatable), e.g. `--exclude tests/fixtures`; a
+    /// directory's path is matched with a trailing `/`, so `--exclude /target/` skips the
+    /// directory `target` but not a file `target.rs`.
     #[arg(long = "exclude")]
     excludes: Vec<String>,
     /// Send the findings to this fedkey server's leak endpoint (`POST /api/v1/leaks`), with
@@ -109,19 +111,24 @@ fn print(out: Output, scan: &Scan, reported: &Value) {
         })),
         Output::Table => {
             for f in &findings {
-                outln!("{}  {}  {}", f["kind"].as_str().unwrap_or(""), f["token"].as_str().unwrap_or(""), f["location"].as_str().unwrap_or(""));
+                outln!(
+                    "{}  {}  {}",
+                    f["kind"].as_str().unwrap_or(""),
+                    f["token"].as_str().unwrap_or(""),
+                    f["location"].as_str().unwrap_or("")
+                );
             }
             for s in &scan.skipped {
                 eprintln!("skipped: {s}");
             }
             if !reported.is_null() {
-                outln!("reported: {} finding(s), {} of them live fedkey tokens of that server", findings.len(), reported["ours"]);
+                outln!(
+                    "reported: {} finding(s), {} of them live fedkey tokens of that server",
+                    findings.len(),
+                    reported["ours"]
+                );
             }
-            outln!(
-                "{} token(s) found; {} look-alike(s) with a bad checksum ignored",
-                findings.len(),
-                scan.ignored
-            );
+            outln!("{} token(s) found; {} look-alike(s) with a bad checksum ignored", findings.len(), scan.ignored);
         }
     }
 }
@@ -129,15 +136,14 @@ fn print(out: Output, scan: &Scan, reported: &Value) {
 impl Scan {
     fn path(&mut self, p: &Path, excludes: &[String]) -> std::io::Result<()> {
         let shown = p.display().to_string();
-        if excludes.iter().any(|x| shown.contains(x.as_str())) {
-            return Ok(());
-        }
         let meta = std::fs::symlink_metadata(p)?;
-        if meta.is_symlink() {
+        let matched = if meta.is_dir() { format!("{shown}/") } else { shown.clone() };
+        if meta.is_symlink() || excludes.iter().any(|x| matched.contains(x.as_str())) {
             return Ok(());
         }
         if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+            let mut entries: Vec<PathBuf> =
+                std::fs::read_dir(p)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
             entries.sort();
             for e in entries {
                 if e.file_name().is_some_and(|n| n == ".git") {

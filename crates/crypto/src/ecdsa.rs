@@ -61,8 +61,8 @@ impl std::fmt::Debug for P256PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
     fn pem_of(spki: &[u8]) -> String {

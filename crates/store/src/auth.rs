@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedkey_audit::Outcome;
-use fedkey_core::{Direction, KeyState, PeerKind, PendingAuth, Role, ScopeSet, Timestamp, TrustRef, TrustStatus, lifecycle};
+use fedkey_core::{
+    Direction, KeyState, PeerKind, PendingAuth, Role, ScopeSet, Timestamp, TrustRef, TrustStatus, lifecycle,
+};
 use fedkey_crypto::token::{self, TokenKind, Verifier};
 use serde_json::json;
 use sqlx::Row;

@@ -1,5 +1,7 @@
 use fedkey_audit::Outcome;
-use fedkey_core::{Direction, KeyState, LeakPolicy, PeerKind, PendingAuth, ScopeSet, Timestamp, TrustRef, TrustStatus, names};
+use fedkey_core::{
+    Direction, KeyState, LeakPolicy, PeerKind, PendingAuth, ScopeSet, Timestamp, TrustRef, TrustStatus, names,
+};
 use fedkey_crypto::Secret;
 use serde_json::json;
 use sqlx::{Row, any::AnyRow};
@@ -242,12 +244,13 @@ impl Store {
             .bind(before.id.clone())
             .execute(&mut *tx)
             .await?;
-        let ev = self.event(actor, "trust.leak_settings", Outcome::Success).directory(&r.directory).trust(&r.trust).details(
-            json!({
-                "before": {"leak_policy": before.leak_policy(), "pending_auth": before.pending_auth},
-                "after": {"leak_policy": after.leak_policy(), "pending_auth": after.pending_auth},
-            }),
-        );
+        let ev =
+            self.event(actor, "trust.leak_settings", Outcome::Success).directory(&r.directory).trust(&r.trust).details(
+                json!({
+                    "before": {"leak_policy": before.leak_policy(), "pending_auth": before.pending_auth},
+                    "after": {"leak_policy": after.leak_policy(), "pending_auth": after.pending_auth},
+                }),
+            );
         self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
         Ok(Trust { updated_at: now, ..after })
