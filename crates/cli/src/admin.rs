@@ -62,6 +62,20 @@ pub enum TrustCmd {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// How a trust answers a leak of one of its keys, and when its pending versions
+    /// authenticate (flags left out keep their setting).
+    LeakSettings {
+        /// DIRECTORY/TRUST
+        trust: TrustRef,
+        /// report (alert only), revoke (that version), or rotate (an emergency rotation;
+        /// the default for inbound trusts).
+        #[arg(long)]
+        leak_policy: Option<String>,
+        /// staged (a pending version authenticates once staged; the default) or delivered
+        /// (only once every connector has confirmed it).
+        #[arg(long)]
+        pending_auth: Option<String>,
+    },
     /// Replace the scopes of a trust's keys (applies at once to every live version).
     Scopes {
         /// DIRECTORY/TRUST
@@ -242,6 +256,7 @@ fn path(r: &TrustRef) -> String {
 const KEY_COLUMNS: &[&str] =
     &["version", "state", "scopes", "created_at", "activated_at", "expires_at", "last_used_at"];
 const TRUST_COLUMNS: &[&str] = &["ref", "direction", "peer_kind", "status", "scopes", "created_at"];
+const LEAK_COLUMNS: &[&str] = &["ref", "leak_policy", "pending_auth", "updated_at"];
 const POLICY_COLUMNS: &[&str] = &["ref", "privileged_groups", "allowed_sources", "rate_limit", "updated_at"];
 
 /// Prints a response carrying a one-time key: the key first, then what it belongs to.
@@ -365,6 +380,14 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => output::record(&v["trust"], POLICY_COLUMNS),
+            }
+        }
+        TrustCmd::LeakSettings { trust, leak_policy, pending_auth } => {
+            let body = json!({"leak_policy": leak_policy, "pending_auth": pending_auth});
+            let v = api.call(reqwest::Method::PUT, &format!("{}/leak-settings", path(&trust)), Some(body)).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(&v["trust"], LEAK_COLUMNS),
             }
         }
         TrustCmd::Scopes { trust, scopes } => {

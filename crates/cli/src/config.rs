@@ -57,6 +57,9 @@ pub struct Settings {
     pub openbao_token_file: Option<PathBuf>,
     pub openbao_transit_mount: String,
     pub openbao_transit_key: String,
+    /// GitHub's secret-scanning public keys (the JSON document GitHub publishes), which
+    /// verify GitHub-format leak reports; without it such reports are refused.
+    pub leak_github_keys_file: Option<PathBuf>,
     /// Outbound requests (`[egress]` in TOML).
     pub egress: EgressSettings,
 }
@@ -109,11 +112,12 @@ impl Default for Settings {
             openbao_transit_mount: "transit".into(),
             openbao_transit_key: "fedkey".into(),
             egress: EgressSettings::default(),
+            leak_github_keys_file: None,
         }
     }
 }
 
-const ENV_KEYS: [&str; 29] = [
+const ENV_KEYS: [&str; 30] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -142,6 +146,7 @@ const ENV_KEYS: [&str; 29] = [
     "openbao_token_file",
     "openbao_transit_mount",
     "openbao_transit_key",
+    "leak_github_keys_file",
     "config",
 ];
 

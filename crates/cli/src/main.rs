@@ -15,6 +15,7 @@ mod import;
 mod local;
 mod output;
 mod rotation;
+mod scan;
 mod sync;
 mod transit;
 
@@ -111,6 +112,10 @@ enum Cmd {
     /// SCIM write path (validated, audited, fanned out to targets). Re-running is safe:
     /// rows match existing resources and unchanged ones are not rewritten. Exit 1 when a row failed.
     Import(import::ImportArgs),
+    /// Find fedkey keys and admin tokens in files, directories and git history (`--git`);
+    /// `--report URL` sends them to a server's leak endpoint. Exit 0: nothing found,
+    /// 1: found, 2: the scan or the report failed.
+    Scan(scan::ScanArgs),
     /// Trusts that need attention: keys near or past their policy age, failing
     /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
     Doctor,
@@ -240,6 +245,7 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Material(c) => rotation::material(&s, cli.output, c).await,
         Cmd::Sync(c) => sync::sync(&s, cli.output, c).await,
         Cmd::Import(a) => import::import(&s, cli.output, a).await,
+        Cmd::Scan(a) => scan::scan(&s, cli.output, a).await,
     }
 }
 
@@ -320,6 +326,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         reconcile_schedule: Some(scheduler.clone()),
         public_url,
         egress,
+        leaks: std::sync::Arc::new(leak_intake(s)?),
     };
     // With the test clock, the engine, the watchers and deliveries run only when a test asks
     // (`POST /api/v1/test/{engine,watchers,sync}/tick`, `/test/sync/reconcile-tick`), so what a
@@ -364,6 +371,17 @@ fn rotation_engine(
         cfg.failpoint = std::env::var("FEDKEY_UNSAFE_FAILPOINT").ok();
     }
     Ok(fedkey_rotation::Engine::new(opened.store.clone(), cfg, alerts, egress.clone()))
+}
+
+/// The leak endpoint's GitHub keys, read once at start so a bad file stops the server.
+fn leak_intake(s: &Settings) -> anyhow::Result<fedkey_server::leaks::LeakIntake> {
+    let Some(path) = &s.leak_github_keys_file else {
+        return Ok(fedkey_server::leaks::LeakIntake::new());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("leak_github_keys_file {}: {e}", path.display()))?;
+    fedkey_server::leaks::LeakIntake::with_github_keys(&text)
+        .map_err(|e| anyhow::anyhow!("leak_github_keys_file {}: {e}", path.display()))
 }
 
 async fn shutdown_signal() {

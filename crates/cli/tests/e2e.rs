@@ -1602,6 +1602,8 @@ mod federation;
 mod hostile;
 #[path = "e2e/import.rs"]
 mod import;
+#[path = "e2e/leaks.rs"]
+mod leaks;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/provisioning.rs"]

@@ -12,5 +12,8 @@ pub mod scope;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::DomainError;
-pub use model::{Direction, KeyState, PeerKind, Role, RotationKind, RotationStep, TrustRef, TrustStatus, Validation};
+pub use model::{
+    Direction, KeyState, LeakPolicy, PeerKind, PendingAuth, Role, RotationKind, RotationStep, TrustRef, TrustStatus,
+    Validation,
+};
 pub use scope::{Scope, ScopeSet};

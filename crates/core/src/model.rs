@@ -63,6 +63,28 @@ string_enum!(
 string_enum!(TrustStatus, "trust status", { Active => "active", Suspended => "suspended" });
 
 string_enum!(
+    /// What a leak report naming one of a trust's keys does: raise an alert only, revoke that
+    /// version, or run an emergency rotation (every old version revoked, a new one delivered).
+    LeakPolicy, "leak policy", { Report => "report", Revoke => "revoke", Rotate => "rotate" });
+
+impl LeakPolicy {
+    /// The policy of a trust that has not chosen one: an inbound key is replaced by an
+    /// emergency rotation; an outbound key is issued by the application, so fedkey can only
+    /// report it.
+    pub fn default_for(direction: Direction) -> LeakPolicy {
+        match direction {
+            Direction::Inbound => LeakPolicy::Rotate,
+            Direction::Outbound => LeakPolicy::Report,
+        }
+    }
+}
+
+string_enum!(
+    /// When a pending version (staged by a rotation) starts to authenticate: as soon as it is
+    /// staged, or only once every connector of the trust has confirmed its delivery.
+    PendingAuth, "pending auth", { Staged => "staged", Delivered => "delivered" });
+
+string_enum!(
 /// `pending → current → previous → revoked | expired`.
 KeyState, "key state", {
     Pending => "pending", Current => "current", Previous => "previous",

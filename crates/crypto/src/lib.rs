@@ -2,6 +2,7 @@
 //! envelope encryption under a rotatable master key, audit signing and HMAC
 //! fingerprints. Secret types here never implement `Display` and redact `Debug`.
 
+pub mod ecdsa;
 pub mod envelope;
 pub mod fingerprint;
 pub mod random;

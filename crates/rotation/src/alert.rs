@@ -15,6 +15,8 @@ pub enum AlertKind {
     WrappedLinkReused,
     MaterialHeld,
     MaterialExpired,
+    /// A leak report named one of fedkey's tokens.
+    LeakReported,
 }
 
 impl AlertKind {
@@ -24,6 +26,7 @@ impl AlertKind {
             AlertKind::WrappedLinkReused => "wrapped_link_reused",
             AlertKind::MaterialHeld => "trust_material_held",
             AlertKind::MaterialExpired => "trust_material_expired",
+            AlertKind::LeakReported => "leak_reported",
         }
     }
 }

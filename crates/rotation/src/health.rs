@@ -1,7 +1,7 @@
 //! `fedkey doctor`: every trust whose key is near or past its policy age, whose last
 //! rotation step failed, or whose connector is failing — with the action to take.
 
-use fedkey_core::{Direction, KeyState, Timestamp, TrustStatus};
+use fedkey_core::{Direction, KeyState, RotationKind, RotationStep, Timestamp, TrustStatus};
 use fedkey_store::{Store, StoreError};
 use serde::Serialize;
 
@@ -84,6 +84,24 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
                     rot.last_error.clone().unwrap_or_default()
                 ),
                 format!("fix the cause, then `fedkey rotation retry {r}`; or `fedkey rotation cancel {r}`"),
+            );
+        }
+        if let Some(rot) = active.iter().find(|x| x.trust_id == t.id)
+            && rot.kind == RotationKind::Emergency
+            && rot.step == RotationStep::Set
+        {
+            // The old versions are revoked: until the new one reaches the peer, it cannot
+            // authenticate at all.
+            push(
+                Severity::Critical,
+                "emergency_rotation_undelivered",
+                format!(
+                    "emergency rotation: every older version is revoked, and version {} is not yet confirmed by every connector",
+                    rot.version
+                ),
+                format!(
+                    "the peer cannot authenticate until it has the new version: fix any failing connector, then `fedkey rotation retry {r}`"
+                ),
             );
         }
         if sources.iter().any(|s| s.trust_id == t.id) {

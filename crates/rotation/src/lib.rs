@@ -11,7 +11,7 @@ pub mod health;
 pub mod watch;
 pub mod wiring;
 
-pub use alert::Alerter;
+pub use alert::{AlertKind, Alerter};
 pub use engine::{Engine, EngineConfig, TickReport};
 pub use health::{Finding, HealthReport, Severity};
 pub use watch::{SourceConfig, Watchers};

@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::rotation_api::routes())
         .merge(crate::sync_api::routes())
         .merge(crate::import::routes())
+        .merge(crate::leaks::routes())
         .fallback(crate::error::not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(crate::ADMIN_BODY_LIMIT))
@@ -93,15 +94,24 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
         let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
-        match s.store.authenticate_admin(crate::scim::bearer(&parts.headers), &meta).await {
+        Admin::authenticate(&s.store, &parts.headers, meta).await
+    }
+}
+
+impl Admin {
+    /// Authenticates the bearer admin token of a request (a failure is audited).
+    pub(crate) async fn authenticate(
+        store: &Store,
+        headers: &axum::http::HeaderMap,
+        meta: RequestMeta,
+    ) -> Result<Admin, ApiError> {
+        match store.authenticate_admin(crate::scim::bearer(headers), &meta).await {
             Ok(Ok(who)) => Ok(Admin { who, meta }),
             Ok(Err(_)) => Err(ApiError::unauthorized()),
             Err(e) => Err(e.into()),
         }
     }
-}
 
-impl Admin {
     pub(crate) fn actor(&self) -> Actor {
         Actor::token(&self.who, &self.meta)
     }
@@ -214,7 +224,7 @@ fn key_json(k: &KeyVersion, now: Timestamp) -> Value {
     })
 }
 
-fn trust_json(t: &fedkey_store::Trust) -> Value {
+pub(crate) fn trust_json(t: &fedkey_store::Trust) -> Value {
     json!({
         "directory": t.directory,
         "name": t.name,
@@ -230,6 +240,8 @@ fn trust_json(t: &fedkey_store::Trust) -> Value {
         "privileged_groups": t.policy.privileged_groups,
         "allowed_sources": t.policy.sources(),
         "rate_limit": t.policy.rate_limit,
+        "leak_policy": t.leak_policy(),
+        "pending_auth": t.pending_auth,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod import;
+pub mod leaks;
 pub mod metrics;
 pub mod ratelimit;
 pub mod request;

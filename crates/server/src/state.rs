@@ -28,4 +28,6 @@ pub struct AppState {
     pub public_url: String,
     /// The egress policy, for checking outbound URLs when they are configured.
     pub egress: fedkey_egress::Egress,
+    /// The leak endpoint's GitHub keys and rate limit.
+    pub leaks: Arc<crate::leaks::LeakIntake>,
 }

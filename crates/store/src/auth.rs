@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedkey_audit::Outcome;
-use fedkey_core::{Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustRef, TrustStatus, lifecycle};
+use fedkey_core::{
+    Direction, KeyState, PeerKind, PendingAuth, Role, ScopeSet, Timestamp, TrustRef, TrustStatus, lifecycle,
+};
 use fedkey_crypto::token::{self, TokenKind, Verifier};
 use serde_json::json;
 use sqlx::Row;
@@ -54,6 +56,8 @@ pub enum AuthFailure {
     Revoked,
     Expired,
     WrongKind,
+    /// A pending version of a trust whose pending versions wait for every connector.
+    NotDelivered,
 }
 
 impl AuthFailure {
@@ -68,6 +72,7 @@ impl AuthFailure {
             AuthFailure::Revoked => "key_revoked",
             AuthFailure::Expired => "key_expired",
             AuthFailure::WrongKind => "wrong_token_kind",
+            AuthFailure::NotDelivered => "key_not_yet_delivered",
         }
     }
 }
@@ -81,6 +86,10 @@ pub struct KeyRecord {
     pub trust_status: TrustStatus,
     pub state: KeyState,
     pub expires_at: Option<Timestamp>,
+    /// The trust's rule for pending versions.
+    pub pending_auth: PendingAuth,
+    /// Whether every connector has confirmed this version (its rotation is past `set`).
+    pub delivered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -155,7 +164,9 @@ impl Store {
         }
         let row = sqlx::query(
             "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
-             t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, d.id AS directory_id, d.name AS directory \
+             t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, t.pending_auth, d.id AS directory_id, d.name AS directory, \
+             CASE WHEN EXISTS (SELECT 1 FROM rotations r WHERE r.trust_id = k.trust_id AND r.version = k.version \
+             AND r.step <> 'set') THEN 1 ELSE 0 END AS delivered \
              FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
              WHERE k.verifier = $1",
         )
@@ -191,6 +202,8 @@ impl Store {
             trust_status: get("status")?.parse().map_err(|_| corrupt("trusts.status"))?,
             state: get("state")?.parse().map_err(|_| corrupt("key_versions.state"))?,
             expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(Timestamp),
+            pending_auth: get("pending_auth")?.parse().map_err(|_| corrupt("trusts.pending_auth"))?,
+            delivered: row.try_get::<i64, _>("delivered")? != 0,
         };
         self.auth_cache.put(&v, Cached::Key(Box::new(rec.clone())), generation);
         Ok(Some(rec))
@@ -233,8 +246,13 @@ impl Store {
             return Err(AuthFailure::TrustSuspended);
         }
         match lifecycle::effective_state(rec.state, rec.expires_at, now) {
-            // A pending version is being delivered by the rotation engine (see lifecycle::accepts).
-            KeyState::Current | KeyState::Previous | KeyState::Pending => Ok(()),
+            KeyState::Current | KeyState::Previous => Ok(()),
+            // A pending version is being delivered by the rotation engine. It authenticates
+            // from the moment it is staged, unless the trust waits for every connector.
+            KeyState::Pending if rec.pending_auth == PendingAuth::Delivered && !rec.delivered => {
+                Err(AuthFailure::NotDelivered)
+            }
+            KeyState::Pending => Ok(()),
             KeyState::Revoked => Err(AuthFailure::Revoked),
             KeyState::Expired => Err(AuthFailure::Expired),
         }

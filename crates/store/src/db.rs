@@ -89,6 +89,7 @@ impl Backend {
                 (11, include_str!("../migrations/sqlite/0011_sync_bulk.sql")),
                 (12, include_str!("../migrations/sqlite/0012_users_follow_groups.sql")),
                 (13, include_str!("../migrations/sqlite/0013_target_allow_http.sql")),
+                (14, include_str!("../migrations/sqlite/0014_leak_response.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -103,6 +104,7 @@ impl Backend {
                 (11, include_str!("../migrations/postgres/0011_sync_bulk.sql")),
                 (12, include_str!("../migrations/postgres/0012_users_follow_groups.sql")),
                 (13, include_str!("../migrations/postgres/0013_target_allow_http.sql")),
+                (14, include_str!("../migrations/postgres/0014_leak_response.sql")),
             ],
         }
     }

@@ -28,6 +28,18 @@ pub struct Trust {
     pub updated_at: Timestamp,
     /// Privileged groups, source allow-list and rate limit.
     pub policy: crate::TrustPolicy,
+    /// What a leak report of one of its keys does; `None` is [`LeakPolicy::default_for`] its
+    /// direction (see [`Trust::leak_policy`]).
+    pub leak_policy: Option<fedkey_core::LeakPolicy>,
+    /// When a pending version starts to authenticate.
+    pub pending_auth: fedkey_core::PendingAuth,
+}
+
+impl Trust {
+    /// The leak policy in effect: the one set, or the default for the trust's direction.
+    pub fn leak_policy(&self) -> fedkey_core::LeakPolicy {
+        self.leak_policy.unwrap_or_else(|| fedkey_core::LeakPolicy::default_for(self.direction))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

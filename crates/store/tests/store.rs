@@ -234,6 +234,7 @@ on_both_backends!(
     scim_filters_agree_with_the_evaluator,
     rotation_steps_persist_and_promote,
     rotation_cancel_and_emergency,
+    leak_reports_and_pending_auth,
     leases_exclude_other_owners,
     wrapped_links_reveal_once,
     trust_material_versions_and_replay,
@@ -428,8 +429,8 @@ mod cases {
     };
     pub use super::reconcile_schedule::reconcile_schedule_claims_once;
     pub use super::rotation::{
-        leases_exclude_other_owners, lookups_by_id_use_the_primary_key, rotation_cancel_and_emergency,
-        rotation_steps_persist_and_promote, trust_material_versions_and_replay,
+        leak_reports_and_pending_auth, leases_exclude_other_owners, lookups_by_id_use_the_primary_key,
+        rotation_cancel_and_emergency, rotation_steps_persist_and_promote, trust_material_versions_and_replay,
         trust_scopes_change_applies_to_live_keys, user_groups_lookup_uses_the_member_index, wrapped_links_reveal_once,
     };
     use super::*;

@@ -889,7 +889,7 @@ async fn crash(b: Backend) {
 
 /// Starts a second `fedkey serve` on `a`'s database with a copy of its data directory
 /// (the same master key) and its own node id.
-fn second_node(a: &Server, node_id: &str) -> Server {
+pub(super) fn second_node(a: &Server, node_id: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     copy_dir(&a.data_dir(), &data);

@@ -41,13 +41,13 @@ pub(super) async fn receiver(fail_first: usize, status: u16) -> Receiver {
 }
 
 impl Server {
-    async fn tick(&self) -> Value {
+    pub(super) async fn tick(&self) -> Value {
         let (st, v) = self.api(M::POST, "/api/v1/test/engine/tick", Some(&self.token), None).await;
         assert_eq!(st, 200, "{v}");
         v["report"].clone()
     }
 
-    async fn rotation(&self, trust: &str) -> Value {
+    pub(super) async fn rotation(&self, trust: &str) -> Value {
         let (st, v) = self
             .api(M::GET, &format!("/api/v1/directories/acme/trusts/{trust}/rotation"), Some(&self.token), None)
             .await;
@@ -55,7 +55,7 @@ impl Server {
         v
     }
 
-    async fn key_states(&self, trust: &str) -> Vec<(i64, String)> {
+    pub(super) async fn key_states(&self, trust: &str) -> Vec<(i64, String)> {
         let (st, v) =
             self.api(M::GET, &format!("/api/v1/directories/acme/trusts/{trust}/keys"), Some(&self.token), None).await;
         assert_eq!(st, 200, "{v}");
@@ -68,13 +68,13 @@ impl Server {
     }
 
     /// Creates directory `acme` and inbound trust `entra`; returns its first key.
-    fn acme_entra(&self) -> String {
+    pub(super) fn acme_entra(&self) -> String {
         self.cli_json(&["directory", "create", "acme"]);
         let v = self.cli_json(&["trust", "create", "--directory", "acme", "--name", "entra", "--direction", "inbound"]);
         v["key"].as_str().unwrap().to_owned()
     }
 
-    fn file_connector(&self, path: &Path) {
+    pub(super) fn file_connector(&self, path: &Path) {
         let spec = json!({"kind": "file", "path": path}).to_string();
         self.cli_json(&["connector", "add", "acme/entra", "--name", "sidecar", "--spec", &spec]);
     }
@@ -86,7 +86,7 @@ fn signed_by(secret: &[u8], sig: &str, ts: i64, body: &str) -> bool {
     fedkey_connectors::webhook::verify(secret, sig, ts, body.as_bytes(), at, std::time::Duration::from_secs(300))
 }
 
-fn read_key(p: &Path) -> String {
+pub(super) fn read_key(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap().trim().to_owned()
 }
 

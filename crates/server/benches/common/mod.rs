@@ -44,6 +44,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         reconcile_schedule: None,
         public_url: "http://127.0.0.1".into(),
         egress: fedkey_egress::Egress::strict().unwrap(),
+        leaks: Default::default(),
     };
     (state, key)
 }

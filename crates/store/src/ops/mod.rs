@@ -3,6 +3,7 @@
 
 mod directories;
 mod keys;
+mod leaks;
 mod masterkey;
 mod material;
 mod outbox;
@@ -28,6 +29,7 @@ use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
 pub use keys::RotateKey;
+pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;
 pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, NewMaterial, TrustSource};
 pub(crate) use outbox::describe as outbox_describe;

@@ -340,7 +340,9 @@ impl Store {
 
     /// Step `create`: a new version, staged for delivery (pending, or current at once in
     /// an emergency, which also revokes every older version). Fails with a conflict if a
-    /// rotation of this trust is already in progress.
+    /// rotation of this trust is already in progress, except in an emergency: that always
+    /// wins, cancelling the rotation in progress (whose staged version it revokes with the
+    /// others).
     pub async fn start_rotation(
         &self,
         actor: &Actor,
@@ -357,11 +359,15 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let now = self.now();
         let versions = self.versions_in_tx(&mut tx, &trust.id).await?;
+        let mut superseded = Value::Null;
         if let Some(active) = self.active_rotation_in_tx(&mut tx, &trust.id).await? {
-            return Err(StoreError::InvalidState(format!(
-                "a rotation of {r} is already in progress (version {}, step {}); retry or cancel it first",
-                active.0, active.1
-            )));
+            if kind != RotationKind::Emergency {
+                return Err(StoreError::InvalidState(format!(
+                    "a rotation of {r} is already in progress (version {}, step {}); retry or cancel it first",
+                    active.0, active.1
+                )));
+            }
+            superseded = self.supersede_in_tx(&mut tx, &trust.id, active, now).await?;
         }
         let version = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
         let mut material = self.new_material(&trust, version, None)?;
@@ -410,7 +416,7 @@ impl Store {
             .details(json!({
                 "rotation": id, "kind": kind, "overlap_seconds": overlap.as_secs(),
                 "new": {"version": version, "state": state, "fingerprint": material.fingerprint},
-                "transitions": transitions_json(&transitions),
+                "transitions": transitions_json(&transitions), "superseded": superseded,
             }));
         self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
@@ -569,7 +575,11 @@ impl Store {
             .trust(&rot.trust)
             .key_version(rot.version)
             .details(json!({"rotation": rot.id, "from": from, "to": to, "result": details}));
-        self.commit_with(tx, actor, ev).await
+        self.commit_with(tx, actor, ev).await?;
+        // Leaving `set` means every connector confirmed the staged version, which a trust may
+        // wait for before that version authenticates.
+        self.bump_generation();
+        Ok(())
     }
 
     /// Records a failed attempt of the current step; the current version is untouched.
@@ -763,6 +773,32 @@ impl Store {
     }
 
     // ----- helpers -----
+
+    /// Ends the rotation in progress `(version, step, id)` because an emergency rotation
+    /// replaces it: marked canceled, its staged plaintext erased. Its version is revoked by
+    /// the emergency's own plan. Returns what the audit record says about it.
+    async fn supersede_in_tx(
+        &self,
+        tx: &mut crate::db::Tx,
+        trust_id: &str,
+        (version, step, id): (i64, String, String),
+        now: Timestamp,
+    ) -> Result<Value, StoreError> {
+        sqlx::query("UPDATE key_versions SET envelope = NULL WHERE trust_id = $1 AND version = $2")
+            .bind(trust_id.to_owned())
+            .bind(version)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "UPDATE rotations SET step = 'canceled', finished_at = $1, updated_at = $1, last_error = $2 WHERE id = $3",
+        )
+        .bind(now.0)
+        .bind("superseded by an emergency rotation")
+        .bind(id.clone())
+        .execute(&mut **tx)
+        .await?;
+        Ok(json!({"rotation": id, "version": version, "step": step}))
+    }
 
     async fn inbound_trust(&self, r: &TrustRef) -> Result<Trust, StoreError> {
         let trust = self.trust(r).await?;

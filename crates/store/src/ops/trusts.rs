@@ -1,5 +1,7 @@
 use fedkey_audit::Outcome;
-use fedkey_core::{Direction, KeyState, PeerKind, ScopeSet, Timestamp, TrustRef, TrustStatus, names};
+use fedkey_core::{
+    Direction, KeyState, LeakPolicy, PeerKind, PendingAuth, ScopeSet, Timestamp, TrustRef, TrustStatus, names,
+};
 use fedkey_crypto::Secret;
 use serde_json::json;
 use sqlx::{Row, any::AnyRow};
@@ -22,7 +24,7 @@ pub struct NewTrust {
 
 const TRUST_SELECT: &str = "SELECT t.id, t.directory_id, d.name AS directory, t.name, t.direction, t.peer_kind, t.status, \
     t.scopes, t.description, t.created_at, t.created_by, t.updated_at, t.privileged_groups, t.allowed_sources, \
-    t.rate_limit FROM trusts t JOIN directories d ON d.id = t.directory_id";
+    t.rate_limit, t.leak_policy, t.pending_auth FROM trusts t JOIN directories d ON d.id = t.directory_id";
 
 impl Store {
     /// Creates a trust and its first key version (current). For an inbound trust the
@@ -74,6 +76,8 @@ impl Store {
             created_by: actor.id.clone(),
             updated_at: now,
             policy,
+            leak_policy: None,
+            pending_auth: PendingAuth::Staged,
         };
         let material = self.new_material(&trust, 1, n.outbound_key)?;
         let mut tx = self.db.begin().await?;
@@ -209,6 +213,49 @@ impl Store {
         Ok(Trust { policy, updated_at: now, ..before })
     }
 
+    /// Sets how a trust responds to a leak of one of its keys and when a pending version
+    /// authenticates; a `None` leaves that setting as it is.
+    pub async fn set_trust_leak_settings(
+        &self,
+        actor: &Actor,
+        r: &TrustRef,
+        leak_policy: Option<LeakPolicy>,
+        pending_auth: Option<PendingAuth>,
+    ) -> Result<Trust, StoreError> {
+        let before = self.trust(r).await?;
+        if before.direction == Direction::Outbound
+            && (leak_policy.is_some_and(|p| p != LeakPolicy::Report) || pending_auth == Some(PendingAuth::Delivered))
+        {
+            return Err(StoreError::Invalid(
+                "an outbound trust's key is issued by the application: its leak policy can only be report, and it has no pending versions".into(),
+            ));
+        }
+        let after = Trust {
+            leak_policy: leak_policy.or(before.leak_policy),
+            pending_auth: pending_auth.unwrap_or(before.pending_auth),
+            ..before.clone()
+        };
+        let mut tx = self.db.begin().await?;
+        let now = self.now();
+        sqlx::query("UPDATE trusts SET leak_policy = $1, pending_auth = $2, updated_at = $3 WHERE id = $4")
+            .bind(after.leak_policy.map(|p| p.as_str().to_owned()))
+            .bind(after.pending_auth.as_str())
+            .bind(now.0)
+            .bind(before.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        let ev =
+            self.event(actor, "trust.leak_settings", Outcome::Success).directory(&r.directory).trust(&r.trust).details(
+                json!({
+                    "before": {"leak_policy": before.leak_policy(), "pending_auth": before.pending_auth},
+                    "after": {"leak_policy": after.leak_policy(), "pending_auth": after.pending_auth},
+                }),
+            );
+        self.commit_with(tx, actor, ev).await?;
+        self.bump_generation();
+        Ok(Trust { updated_at: now, ..after })
+    }
+
     /// Changes what a trust's keys may do. Every version that can still authenticate
     /// gets the new scopes at once (they are read per version at authentication).
     pub async fn set_trust_scopes(&self, actor: &Actor, r: &TrustRef, scopes: ScopeSet) -> Result<Trust, StoreError> {
@@ -291,5 +338,11 @@ pub(crate) fn trust_from_row(r: &AnyRow) -> Result<Trust, StoreError> {
             &r.try_get::<String, _>("allowed_sources")?,
             r.try_get("rate_limit")?,
         )?,
+        leak_policy: r
+            .try_get::<Option<String>, _>("leak_policy")?
+            .map(|p| p.parse())
+            .transpose()
+            .map_err(|_| corrupt("leak_policy"))?,
+        pending_auth: r.try_get::<String, _>("pending_auth")?.parse().map_err(|_| corrupt("pending_auth"))?,
     })
 }

@@ -441,3 +441,83 @@ pub async fn lookups_by_id_use_the_primary_key(kind: Kind) {
     let q = fedkey_store::scim::ListQuery { filter: q.filter, limit: 10, ..Default::default() };
     assert_eq!(s.scim_list(&d, "User", &q).await.unwrap().0, 1);
 }
+
+/// An emergency rotation supersedes a rotation in progress; a leak report applies the trust's
+/// policy and never stores the candidate; `pending_auth delivered` holds a pending version
+/// back until its rotation has left step `set`.
+pub async fn leak_reports_and_pending_auth(kind: Kind) {
+    use fedkey_core::{LeakPolicy, PendingAuth};
+    use fedkey_store::auth::AuthFailure;
+    use fedkey_store::ops::{LeakAction, LeakCandidate};
+    let e = env(kind).await;
+    let s = &e.store;
+    let a = actor();
+    let r = tref("acme", "entra");
+    s.create_directory(&a, "acme").await.unwrap();
+    let (_, _, k1) = s.create_trust(&a, inbound("acme", "entra")).await.unwrap();
+    let k1 = k1.unwrap();
+    let stalled = s.start_rotation(&a, &r, RotationKind::Manual, None).await.unwrap();
+    let k2 = s.staged_key(&a, &stalled).await.unwrap();
+    assert!(e.auth_key("acme", &k2).await.is_ok(), "staged (default): a pending version authenticates");
+    let err = s.start_rotation(&a, &r, RotationKind::Manual, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
+    let rot = s.start_rotation(&a, &r, RotationKind::Emergency, None).await.unwrap();
+    assert_eq!(rot.version, 3);
+    assert_eq!(
+        states(&s.list_keys(&r).await.unwrap()),
+        vec![(1, KeyState::Revoked), (2, KeyState::Revoked), (3, KeyState::Current)]
+    );
+    let old = s.rotation_by_id(&stalled.id).await.unwrap();
+    assert_eq!(
+        (old.step, old.last_error.as_deref()),
+        (RotationStep::Canceled, Some("superseded by an emergency rotation"))
+    );
+    assert!(e.auth_key("acme", &k1).await.is_err());
+    assert!(e.auth_key("acme", &k2).await.is_err());
+
+    // A report of the current key under the default policy (rotate) supersedes again.
+    let k3 = s.staged_key(&a, &rot).await.unwrap();
+    let c = LeakCandidate { token: k3.expose(), location: "https://paste.example/1", reporter: "report" };
+    let f = s.report_leak(&a, &c).await.unwrap();
+    assert_eq!((f.ours, f.action, f.version), (true, LeakAction::Rotated, Some(3)));
+    assert_eq!(states(&s.list_keys(&r).await.unwrap()).last(), Some(&(4, KeyState::Current)));
+    let again = s.report_leak(&a, &c).await.unwrap();
+    assert_eq!(again.action, LeakAction::AlreadyDead);
+    let mut bad = k1.expose().to_owned();
+    let last = if bad.ends_with('0') { '1' } else { '0' };
+    bad.pop();
+    bad.push(last);
+    let f = s.report_leak(&a, &LeakCandidate { token: &bad, location: "x", reporter: "report" }).await.unwrap();
+    assert_eq!((f.ours, f.action), (false, LeakAction::None));
+    // Policy revoke: that version only.
+    let t = s.set_trust_leak_settings(&a, &r, Some(LeakPolicy::Revoke), None).await.unwrap();
+    assert_eq!(t.leak_policy(), LeakPolicy::Revoke);
+    let rot4 = s.latest_rotation(&r).await.unwrap().unwrap();
+    let k4 = s.staged_key(&a, &rot4).await.unwrap();
+    let f = s.report_leak(&a, &LeakCandidate { token: k4.expose(), location: "y", reporter: "report" }).await.unwrap();
+    assert_eq!(f.action, LeakAction::Revoked);
+    assert_eq!(states(&s.list_keys(&r).await.unwrap()).last(), Some(&(4, KeyState::Revoked)));
+    assert_eq!(count_action(s, "leak.report").await, 4);
+    let all =
+        fedkey_store::audit::query(&s.db, &fedkey_store::audit::AuditFilter { limit: 10_000, ..Default::default() })
+            .await
+            .unwrap();
+    for rec in &all {
+        for t in [k1.expose(), k3.expose(), k4.expose(), bad.as_str()] {
+            assert!(!rec.details.contains(t), "a candidate in audit record {}", rec.seq);
+        }
+    }
+    // An outbound trust can only report.
+    s.create_trust(&a, outbound("acme", "app", "k")).await.unwrap();
+    assert!(s.set_trust_leak_settings(&a, &tref("acme", "app"), Some(LeakPolicy::Rotate), None).await.is_err());
+
+    // pending_auth delivered: refused until the rotation leaves `set`.
+    s.cancel_rotation(&a, &r, "test").await.ok();
+    s.set_trust_leak_settings(&a, &r, None, Some(PendingAuth::Delivered)).await.unwrap();
+    let rot5 = s.start_rotation(&a, &r, RotationKind::Manual, None).await.unwrap();
+    let k5 = s.staged_key(&a, &rot5).await.unwrap();
+    assert_eq!(e.auth_key("acme", &k5).await.unwrap_err(), AuthFailure::NotDelivered);
+    s.advance_rotation(&a, &rot5, RotationStep::Set, RotationStep::Test, json!({})).await.unwrap();
+    assert!(e.auth_key("acme", &k5).await.is_ok(), "every connector confirmed it");
+    verify(s).await.unwrap();
+}
