@@ -5,9 +5,10 @@
 //! cost one query a second at most, whatever their number (a "ready" is dropped at once
 //! when a write fails). The write path is trusted
 //! while writes succeed; once one failed for a reason of the database (the audit log
-//! refused a record, the write connection was lost), a probe audit record is appended in
-//! a transaction that is rolled back (the chain-head lock, triggers and disk are
-//! exercised, nothing remains) until one goes through.
+//! refused a record, the write connection was lost, a commit failed), a probe audit
+//! record is appended in a transaction that is rolled back (the chain-head lock and
+//! triggers are exercised, nothing remains) and a write that changes nothing is
+//! committed (so is the disk), until that goes through.
 
 use std::time::{Duration, Instant};
 
@@ -74,12 +75,17 @@ impl Store {
         Readiness { database, writes }
     }
 
-    /// Appends a probe record inside a transaction and rolls it back.
+    /// Appends a probe record inside a transaction and rolls it back (locks, triggers),
+    /// then commits a write that changes nothing (the commit needs the disk, as every
+    /// write's does).
     async fn probe_write(&self) -> Result<(), StoreError> {
         let mut tx = self.db.begin().await?;
         let ev = Event::new(self.now(), "system:readyz", "readiness.probe", Outcome::Success);
         crate::audit::append_in_tx(&mut tx, &self.db, vec![ev]).await?;
         tx.rollback().await?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

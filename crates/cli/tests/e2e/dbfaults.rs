@@ -529,8 +529,8 @@ async fn sqlite_disk_full_refuses_then_recovers() {
     }
     assert!(refused.is_some(), "a write was refused on the full disk");
     assert!(s.logs().contains("database or disk is full"), "the log says the disk is full: {}", s.logs());
-    let (st, _) = s.api(M::GET, "/readyz", None, None).await;
-    eprintln!("disk full: refused after {refused:?} more users; /readyz {st}");
+    let (st, v) = s.api(M::GET, "/readyz", None, None).await;
+    eprintln!("disk full: refused after {refused:?} more users; /readyz {st} {v}");
 
     std::fs::remove_file(&filler).unwrap();
     let served = wait_for(Duration::from_secs(5), "a write once space is freed", || async {

@@ -343,7 +343,7 @@ impl Shared {
             *hint = None;
         }
         self.health.connection_lost();
-        tracing::warn!(error = %why, "the shared write connection was lost; taking a new one");
+        tracing::warn!(error = %why, "the shared write connection is closed after this error; taking a new one");
     }
 
     /// The open epoch is over (committed, rolled back or lost).
@@ -404,6 +404,7 @@ async fn end_turn(mut g: OwnedMutexGuard<Shared>, group: &Group, now: bool) {
 async fn finish(g: &mut Shared) -> Option<u64> {
     let r = g.conn().execute("COMMIT").await;
     if let Err(e) = &r {
+        g.health.write_failed();
         // Lost mid-COMMIT, the outcome is unknown: the writers get an error either way.
         if is_connection_lost(e) || g.conn().execute("ROLLBACK").await.is_err() {
             g.drop_conn(e);
@@ -421,6 +422,7 @@ async fn finish(g: &mut Shared) -> Option<u64> {
 
 /// The shared transaction failed: roll it back and fail every writer waiting on it.
 async fn abandon(g: &mut Shared, e: &sqlx::Error) {
+    g.health.write_failed();
     let rolled_back = !is_connection_lost(e) && g.conn().execute("ROLLBACK").await.is_ok();
     g.end_epoch();
     for w in g.waiters.drain(..) {
