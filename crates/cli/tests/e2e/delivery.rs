@@ -405,7 +405,7 @@ fn patch_op(path: &str, ops: Value) -> Value {
 }
 
 /// Every resource of a SCIM endpoint, page by page.
-async fn read_all(base: &str, token: &str, endpoint: &str) -> Vec<Value> {
+pub(super) async fn read_all(base: &str, token: &str, endpoint: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
     let mut out = Vec::new();
     let mut start = 1;
@@ -431,7 +431,7 @@ async fn read_all(base: &str, token: &str, endpoint: &str) -> Vec<Value> {
 }
 
 /// Every audit record with `action`, page by page.
-async fn audit_all(s: &Server, action: &str) -> Vec<Value> {
+pub(super) async fn audit_all(s: &Server, action: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = 0i64;
     for _ in 0..1000 {
@@ -889,7 +889,7 @@ async fn crash(b: Backend) {
 
 /// Starts a second `fedkey serve` on `a`'s database with a copy of its data directory
 /// (the same master key) and its own node id.
-fn second_node(a: &Server, node_id: &str) -> Server {
+pub(super) fn second_node(a: &Server, node_id: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     copy_dir(&a.data_dir(), &data);
