@@ -466,7 +466,9 @@ async fn sqlite_locked_past_busy_timeout_refuses_then_recovers() {
     let r = c.post("/Users", user("locked@faults.test")).await;
     assert_scim_error(&r, 503, None);
     eprintln!("sqlite lock: refused after {:?}", started.elapsed());
-    assert!(s.logs().contains("database is locked"), "the log names the lock: {}", s.logs());
+    // The log is read from the server's stderr by a thread of its own: poll for the line.
+    wait_for(Duration::from_secs(5), "the log names the lock", || async { s.logs().contains("database is locked") })
+        .await;
 
     use std::io::Write as _;
     holder.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
@@ -542,7 +544,11 @@ async fn sqlite_disk_full_refuses_then_recovers() {
         }
     }
     assert!(refused.is_some(), "a write was refused on the full disk");
-    assert!(s.logs().contains("database or disk is full"), "the log says the disk is full: {}", s.logs());
+    // The log is read from the server's stderr by a thread of its own: poll for the line.
+    wait_for(Duration::from_secs(5), "the log says the disk is full", || async {
+        s.logs().contains("database or disk is full")
+    })
+    .await;
     let (st, v) = s.api(M::GET, "/readyz", None, None).await;
     eprintln!("disk full: refused after {refused:?} more users; /readyz {st} {v}");
 
