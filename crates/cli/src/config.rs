@@ -17,6 +17,16 @@ pub struct Settings {
     /// `sqlite:PATH` or `postgres://…`; default: SQLite in the data directory.
     pub database_url: Option<String>,
     pub database_url_file: Option<PathBuf>,
+    /// Database connections in the pool at most; default 8 on SQLite, 16 on PostgreSQL.
+    pub database_pool_size: Option<u32>,
+    /// How long a request waits for a database connection (a new one while the server is
+    /// down or restarting, or a free one of the pool) before it gets a 503.
+    pub database_connect_timeout: String,
+    /// PostgreSQL: the server cancels statements that run longer; default: the server's.
+    pub database_statement_timeout: Option<String>,
+    /// PostgreSQL: server-side TCP keepalive idle time of fedkey's connections, so that
+    /// the server notices a vanished node and releases its locks; default: the server's.
+    pub database_tcp_keepalive: Option<String>,
     /// Default: `master.key` in the data directory.
     pub master_key_file: Option<PathBuf>,
     pub listen: String,
@@ -86,6 +96,10 @@ impl Default for Settings {
             data_dir: PathBuf::from("./fedkey-data"),
             database_url: None,
             database_url_file: None,
+            database_pool_size: None,
+            database_connect_timeout: "10s".into(),
+            database_statement_timeout: None,
+            database_tcp_keepalive: None,
             master_key_file: None,
             listen: "127.0.0.1:8080".into(),
             tls_cert: None,
@@ -117,10 +131,14 @@ impl Default for Settings {
     }
 }
 
-const ENV_KEYS: [&str; 30] = [
+const ENV_KEYS: [&str; 34] = [
     "data_dir",
     "database_url",
     "database_url_file",
+    "database_pool_size",
+    "database_connect_timeout",
+    "database_statement_timeout",
+    "database_tcp_keepalive",
     "master_key_file",
     "listen",
     "tls_cert",
@@ -258,6 +276,26 @@ impl Settings {
             })
     }
 
+    /// The database connection settings; durations between 1 ms and a day.
+    pub fn db_options(&self) -> anyhow::Result<fedkey_store::DbOptions> {
+        fn duration(name: &str, v: &str) -> anyhow::Result<std::time::Duration> {
+            humantime::parse_duration(v)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= std::time::Duration::from_secs(86_400))
+                .ok_or_else(|| anyhow::anyhow!("{name}: {v:?} is not a duration between 1ms and 24h (e.g. 5s)"))
+        }
+        if self.database_pool_size == Some(0) {
+            anyhow::bail!("database_pool_size: must be at least 1");
+        }
+        let optional = |name: &str, v: &Option<String>| v.as_deref().map(|v| duration(name, v)).transpose();
+        Ok(fedkey_store::DbOptions {
+            pool_size: self.database_pool_size,
+            connect_timeout: Some(duration("database_connect_timeout", &self.database_connect_timeout)?),
+            statement_timeout: optional("database_statement_timeout", &self.database_statement_timeout)?,
+            tcp_keepalive: optional("database_tcp_keepalive", &self.database_tcp_keepalive)?,
+        })
+    }
+
     pub fn auth_cache_ttl(&self) -> anyhow::Result<std::time::Duration> {
         humantime::parse_duration(&self.auth_cache_ttl)
             .map_err(|_| anyhow::anyhow!("auth_cache_ttl: {:?} is not a duration (e.g. 5s)", self.auth_cache_ttl))
@@ -313,6 +351,26 @@ mod tests {
     fn secret_values_are_not_echoed() {
         let e = Settings::from_toml("token = 42").unwrap_err().to_string();
         assert!(!e.contains("42"), "{e}");
+    }
+
+    #[test]
+    fn database_connection_settings_parse_and_bad_values_are_named() {
+        let o = Settings::default().db_options().unwrap();
+        assert_eq!((o.pool_size, o.connect_timeout), (None, Some(std::time::Duration::from_secs(10))));
+        assert_eq!((o.statement_timeout, o.tcp_keepalive), (None, None));
+        let s = Settings::from_toml(
+            "database_pool_size = 4\ndatabase_connect_timeout = \"3s\"\ndatabase_statement_timeout = \"30s\"\ndatabase_tcp_keepalive = \"1m\"",
+        )
+        .unwrap();
+        let o = s.db_options().unwrap();
+        assert_eq!(o.pool_size, Some(4));
+        assert_eq!(o.connect_timeout, Some(std::time::Duration::from_secs(3)));
+        assert_eq!(o.statement_timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(o.tcp_keepalive, Some(std::time::Duration::from_secs(60)));
+        let e = Settings::from_toml("database_statement_timeout = \"soon\"").unwrap().db_options().unwrap_err();
+        assert!(e.to_string().contains("database_statement_timeout"), "{e}");
+        let e = Settings::from_toml("database_pool_size = 0").unwrap().db_options().unwrap_err();
+        assert!(e.to_string().contains("database_pool_size"), "{e}");
     }
 
     #[test]

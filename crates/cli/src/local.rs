@@ -106,7 +106,7 @@ pub struct Opened {
 /// bootstrap admin token on first start.
 pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     ensure_data_dir(s)?;
-    let db = Db::connect(&s.database_url()).await?;
+    let db = Db::connect_with(&s.database_url(), &s.db_options()?).await?;
     restrict_sqlite_files(&s.database_url());
     let keys = keyring_for(s, &db, true).await?;
     if let Keys::Transit(t) = &keys {

@@ -115,12 +115,20 @@ impl Server {
     }
 
     fn start_with(backend: Backend, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
         let pg = (backend == Backend::Postgres).then(PgDb::new);
-        let db_url = match &pg {
-            Some(p) => p.url(),
-            None => format!("sqlite://{}", dir.path().join("data/fedkey.db").display()),
-        };
+        let db_url = pg.as_ref().map(PgDb::url);
+        Server::start_in(tempfile::tempdir().unwrap(), db_url, pg, extra_args, env)
+    }
+
+    /// Initialises and serves `DIR/data` on `db_url` (default: SQLite in the data directory).
+    fn start_in(
+        dir: tempfile::TempDir,
+        db_url: Option<String>,
+        pg: Option<PgDb>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let db_url = db_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("data/fedkey.db").display()));
         let data = dir.path().join("data");
         let out = fedkey(&data, &db_url, &["init", "--output", "json"], env);
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -605,7 +613,12 @@ async fn audit_failure_fails_closed() {
         assert_eq!((st, v["audit"].as_str()), (503, Some("not writable")));
 
         block_audit(b, &s, false);
-        assert_eq!(s.api(M::GET, "/readyz", None, None).await.0, 200);
+        // Readiness is checked at most once a second: the refusal above may be reused.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while s.api(M::GET, "/readyz", None, None).await.0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "/readyz passes once the audit log is writable");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let (_, v) = s.api(M::GET, "/api/v1/directories", t, None).await;
         assert_eq!(v["directories"].as_array().unwrap().len(), 1, "the blocked create did not happen");
         let (_, v) = s.api(M::GET, "/api/v1/directories/acme/trusts/idp/keys", t, None).await;
@@ -1592,6 +1605,8 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
 
 #[path = "e2e/bulk.rs"]
 mod bulk;
+#[path = "e2e/dbfaults.rs"]
+mod dbfaults;
 #[path = "e2e/delivery.rs"]
 mod delivery;
 #[path = "e2e/egress.rs"]

@@ -81,6 +81,14 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = ?e, "audit unavailable; request refused");
                 ApiError::audit_unavailable()
             }
+            e if e.is_unavailable() => {
+                tracing::error!(error = ?e, "database unavailable; request refused");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; the request was not performed, retry later",
+                )
+            }
             e => {
                 tracing::error!(error = ?e, "internal error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")

@@ -283,12 +283,17 @@ async fn run_writer(
                 let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut last_checkpoint, cfg.checkpoint_every, &mut touched).await;
                 match result {
                     Ok(first_seq) => {
+                        db.health.write_succeeded();
                         metrics::counter!("fedkey_audit_records_total").increment(jobs.len() as u64);
                         for (i, j) in jobs.into_iter().enumerate() {
                             let _ = j.done.send(Ok(first_seq + i as i64));
                         }
                     }
                     Err(e) => {
+                        db.health.write_failed();
+                        if let StoreError::Database(d) = &e {
+                            db.note_error(d);
+                        }
                         metrics::counter!("fedkey_audit_write_failures_total").increment(1);
                         tracing::error!(error = %e, detail = ?e, batch = jobs.len(), "audit batch could not be committed");
                         for j in jobs {

@@ -10,6 +10,10 @@ use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Tr
 use crate::StoreError;
 
 mod group;
+mod health;
+
+pub use health::Readiness;
+pub(crate) use health::{Checked, is_connection_lost};
 
 /// The two supported backends and the handful of places where their SQL differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +133,42 @@ pub struct Db {
     group: Option<Arc<group::Group>>,
     /// The audit chain head this process wrote last (see `audit::append_in_tx`).
     audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
+    pub(crate) health: Arc<health::Health>,
+}
+
+/// Connection settings (see docs/configuration.md); `None` keeps the default.
+#[derive(Debug, Clone, Default)]
+pub struct DbOptions {
+    /// Connections in the pool at most (default 8 on SQLite, 16 on PostgreSQL).
+    pub pool_size: Option<u32>,
+    /// How long a caller waits for a connection: a new one (retried while the server
+    /// refuses connections) or a free one of the pool (default 10 s).
+    pub connect_timeout: Option<Duration>,
+    /// PostgreSQL: the server cancels a statement that runs longer (default: the server's
+    /// `statement_timeout`).
+    pub statement_timeout: Option<Duration>,
+    /// PostgreSQL: TCP keepalive on the server's side of each connection, so that the
+    /// server notices a node that vanished and releases its locks (the audit chain head
+    /// among them): first probe after this much idle time (default: the server's).
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl DbOptions {
+    /// Session settings sent once on every new PostgreSQL connection.
+    fn postgres_session(&self) -> Option<String> {
+        let mut set = Vec::new();
+        if let Some(t) = self.statement_timeout {
+            set.push(format!("SET statement_timeout = {}", t.as_millis()));
+        }
+        if let Some(k) = self.tcp_keepalive {
+            let idle = k.as_secs().max(1);
+            set.push(format!(
+                "SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {}; SET tcp_keepalives_count = 3",
+                (idle / 3).max(1)
+            ));
+        }
+        (!set.is_empty()).then(|| set.join("; "))
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -217,9 +257,6 @@ fn unreachable_conn() -> ! {
 /// An audit chain head: its `seq` and `hash`.
 pub(crate) type ChainHead = (i64, [u8; 32]);
 
-/// A pooled PostgreSQL connection idle longer than this is pinged before it is used.
-const IDLE_PING_AFTER: Duration = Duration::from_secs(30);
-
 /// How long a writer waits for its turn before it falls back to SQLite's own locking
 /// (so a nested transaction in one task cannot wait forever, only fail as before).
 const WRITE_TURN_WAIT: Duration = Duration::from_secs(10);
@@ -227,13 +264,18 @@ const WRITE_TURN_WAIT: Duration = Duration::from_secs(10);
 impl Db {
     /// Connects and migrates. `sqlite:` URLs create the file if needed.
     pub async fn connect(url: &str) -> Result<Db, StoreError> {
-        Db::connect_mode(url, "rwc", true).await
+        Db::connect_with(url, &DbOptions::default()).await
+    }
+
+    /// Like [`Db::connect`], with connection settings.
+    pub async fn connect_with(url: &str, options: &DbOptions) -> Result<Db, StoreError> {
+        Db::connect_mode(url, "rwc", true, options).await
     }
 
     /// Like [`Db::connect`], but a SQLite file must already exist: offline tools must
     /// not create an empty database when pointed at the wrong directory.
     pub async fn connect_existing(url: &str) -> Result<Db, StoreError> {
-        Db::connect_mode(url, "rw", false).await.map_err(|e| match e {
+        Db::connect_mode(url, "rw", false, &DbOptions::default()).await.map_err(|e| match e {
             StoreError::Database(sqlx::Error::Database(d)) if d.message().contains("unable to open") => {
                 StoreError::Config(format!(
                     "no fedkey database at {url} (run `fedkey init`, or check --data-dir / --database-url)"
@@ -243,7 +285,7 @@ impl Db {
         })
     }
 
-    async fn connect_mode(url: &str, sqlite_mode: &str, create: bool) -> Result<Db, StoreError> {
+    async fn connect_mode(url: &str, sqlite_mode: &str, create: bool, options: &DbOptions) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let given = url;
@@ -261,24 +303,36 @@ impl Db {
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
         };
+        let health = Arc::new(health::Health::default());
+        let (ping_health, connect_health) = (health.clone(), health.clone());
+        let session = options.postgres_session();
         let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(options.pool_size.unwrap_or(max).max(1))
+            .acquire_timeout(options.connect_timeout.unwrap_or(Duration::from_secs(10)))
             // sqlx pings every idle connection before lending it out: a round trip to the
             // SQLite worker thread or the PostgreSQL server on every pool query, for a check
-            // that only matters after a long idle spell (a restarted server, a firewall that
-            // drops quiet connections). Ping only connections idle longer than that.
+            // that only matters after a long idle spell (a firewall that drops quiet
+            // connections, the server's idle_session_timeout) or once a connection was
+            // found lost (a restarted or failed-over server). Ping only those.
             .test_before_acquire(false)
             .before_acquire(move |conn, meta| {
+                let health = ping_health.clone();
                 Box::pin(async move {
-                    if backend == Backend::Postgres && meta.idle_for > IDLE_PING_AFTER {
+                    if backend == Backend::Postgres && health.should_ping(meta.idle_for) {
                         conn.ping().await?;
                     }
                     Ok(true)
                 })
             })
             .after_connect(move |conn, _| {
+                let (health, session) = (connect_health.clone(), session.clone());
                 Box::pin(async move {
+                    if backend == Backend::Postgres {
+                        if let Some(set) = &session {
+                            conn.execute(sqlx::AssertSqlSafe(set.as_str())).await?;
+                        }
+                        health.set_idle_session_timeout(idle_session_timeout(conn).await?);
+                    }
                     if backend == Backend::Sqlite {
                         // WAL for concurrent readers, FULL so a commit is durable when it returns.
                         // Reads are memory-mapped up to SQLite's 2 GiB limit (a million users is
@@ -294,7 +348,7 @@ impl Db {
             .connect_with(opts)
             .await
             .map_err(StoreError::Database)?;
-        let mut db = Db { pool, backend, group: None, audit_head: Arc::default() };
+        let mut db = Db { pool, backend, group: None, audit_head: Arc::default(), health };
         if !create {
             // An offline tool must not turn an empty or foreign database into a fedkey one.
             let initialised =
@@ -309,7 +363,7 @@ impl Db {
         // Migrations run in transactions of their own (on PostgreSQL an epoch begins by
         // locking the audit chain head, which migrations create).
         crate::migrate::run(&db).await?;
-        db.group = Some(group::Group::new(&db.pool, backend, db.audit_head.clone()));
+        db.group = Some(group::Group::new(&db.pool, backend, db.audit_head.clone(), db.health.clone()));
         Ok(db)
     }
 
@@ -369,8 +423,16 @@ impl Db {
 
     /// A cheap liveness probe for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.inspect_err(|e| self.note_error(e))?;
         Ok(())
+    }
+
+    /// Records what an error says about the connection it came from (see
+    /// [`is_connection_lost`]): pooled connections idle since are checked before use.
+    pub(crate) fn note_error(&self, e: &sqlx::Error) {
+        if is_connection_lost(e) {
+            self.health.connection_lost();
+        }
     }
 
     pub async fn close(&self) {
@@ -379,6 +441,16 @@ impl Db {
         }
         self.pool.close().await;
     }
+}
+
+/// The server's `idle_session_timeout` in ms (0: off, or a server without it).
+async fn idle_session_timeout(conn: &mut AnyConnection) -> Result<u64, sqlx::Error> {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT setting FROM pg_settings WHERE name = 'idle_session_timeout'")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let setting: Option<String> = row.map(|r| r.try_get("setting")).transpose()?;
+    Ok(setting.and_then(|s| s.parse().ok()).unwrap_or(0))
 }
 
 /// A database URL without its password, for messages.

@@ -43,10 +43,39 @@ impl StoreError {
         }
     }
 
+    /// The database could not take the request now, for a reason of its own rather than
+    /// the request's: the connection was lost, no connection came within the connect
+    /// timeout, SQLite stayed locked past `busy_timeout`, the disk is full, a statement
+    /// timed out, or the server is short of resources. Nothing was performed, and the
+    /// same request may succeed later (a 503, not a 500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => database_unavailable(e),
+            StoreError::AuditUnavailable(_) => true,
+            _ => false,
+        }
+    }
+
     /// PostgreSQL aborted the transaction to break a deadlock (or a serialization
     /// conflict) with another one: running it again is safe and normally succeeds.
     pub(crate) fn is_transient(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
+}
+
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    if crate::db::is_connection_lost(e) || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) {
+        return true;
+    }
+    let sqlx::Error::Database(d) = e else { return false };
+    let Some(code) = d.code() else { return false };
+    match code.len() {
+        // PostgreSQL's SQLSTATE: insufficient resources (disk full, out of memory, too many
+        // connections), query canceled (statement_timeout), lock not available.
+        5 => code.starts_with("53") || code == "57014" || code == "55P03",
+        // SQLite's extended result code; the primary code is its low byte: BUSY, LOCKED,
+        // IOERR, FULL.
+        _ => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13)),
     }
 }
 

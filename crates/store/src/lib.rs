@@ -15,10 +15,11 @@ mod migrate;
 pub mod model;
 pub mod ops;
 pub mod policy;
+mod ready;
 pub mod scim;
 pub mod scim_sql;
 
-pub use db::{Backend, Db};
+pub use db::{Backend, Db, DbOptions, Readiness};
 pub use error::StoreError;
 pub use model::*;
 pub use ops::{Actor, ConnectorRow, DeliveryRow, PolicyRow, Rotation, Store};

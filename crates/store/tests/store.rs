@@ -249,8 +249,11 @@ on_both_backends!(
     outbox_memberships_reach_users_only_where_the_mapping_reads_them,
     reconcile_schedule_claims_once,
     sync_outcomes_need_one_connection,
+    connection_settings_reach_every_session,
 );
 
+#[path = "store/connections.rs"]
+mod connections;
 #[path = "store/outbox.rs"]
 mod outbox;
 #[path = "store/reconcile_schedule.rs"]
@@ -421,6 +424,7 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::connections::connection_settings_reach_every_session;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
         outbox_memberships_reach_users_only_where_the_mapping_reads_them, outbox_rows_commit_with_their_change,

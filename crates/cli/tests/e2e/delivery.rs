@@ -405,7 +405,7 @@ fn patch_op(path: &str, ops: Value) -> Value {
 }
 
 /// Every resource of a SCIM endpoint, page by page.
-async fn read_all(base: &str, token: &str, endpoint: &str) -> Vec<Value> {
+pub(super) async fn read_all(base: &str, token: &str, endpoint: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
     let mut out = Vec::new();
     let mut start = 1;
@@ -431,7 +431,7 @@ async fn read_all(base: &str, token: &str, endpoint: &str) -> Vec<Value> {
 }
 
 /// Every audit record with `action`, page by page.
-async fn audit_all(s: &Server, action: &str) -> Vec<Value> {
+pub(super) async fn audit_all(s: &Server, action: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = 0i64;
     for _ in 0..1000 {

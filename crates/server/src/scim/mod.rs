@@ -164,6 +164,10 @@ pub fn store_error(e: StoreError) -> ScimError {
             tracing::error!(error = ?e, "audit unavailable; SCIM request refused");
             ScimError::new(503, None, "the audit log could not record this request, so it was not performed")
         }
+        e if e.is_unavailable() => {
+            tracing::error!(error = ?e, "database unavailable; SCIM request refused");
+            ScimError::new(503, None, "the database is unavailable; the request was not performed, retry later")
+        }
         e => {
             tracing::error!(error = ?e, "internal error in SCIM request");
             ScimError::new(500, None, "internal error; see the server log")

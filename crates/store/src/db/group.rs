@@ -18,7 +18,17 @@
 //!   writers of the epoch keep their work;
 //! - if the epoch's `COMMIT` fails (or the shared transaction is lost), every writer of the
 //!   epoch gets the error: each learns of its change only with its durable commit, so
-//!   nothing is reported written that is not.
+//!   nothing is reported written that is not. A `COMMIT` cut off by a lost connection has
+//!   an unknown outcome; its writers get an error all the same (a client's retry of a
+//!   create that did commit meets the uniqueness of what it created).
+//!
+//! The shared connection outlives any one request, so it must survive the database
+//! restarting, failing over or closing it: an error that says the connection is gone (or
+//! a `ROLLBACK` that fails after an error) drops it, and the next writer takes a new one
+//! from the pool, after a back-off with jitter while attempts keep failing. A writer
+//! whose `BEGIN` or `SAVEPOINT` met a lost connection has done nothing yet and starts
+//! again on the new one at once. The audit chain head is re-read before the first append
+//! on a new connection (the process's hint is cleared with the old one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +38,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot, watch};
 
+use super::health::{Health, is_connection_lost, jitter};
 use super::{Backend, ChainHead};
 
 /// Writers committed together at most (by default).
@@ -37,12 +48,14 @@ const MAX_EPOCH_AGE: Duration = Duration::from_millis(4);
 /// A waiting writer whose epoch was not committed within this time commits it itself
 /// (the writer meant to lost its turn).
 const WAITER_PATIENCE: Duration = Duration::from_secs(1);
+/// Waits between attempts to take a new shared connection while they fail: doubling
+/// from the first to the last, half of each random (nodes reconnecting together spread out).
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 pub(super) struct Group {
     state: Arc<Mutex<Shared>>,
     backend: Backend,
-    /// The process's audit chain head hint, refreshed when a PostgreSQL epoch locks the head.
-    audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
     /// Writers waiting for their turn.
     queued: AtomicUsize,
     /// Writers committed together at most; 1 is a commit per transaction.
@@ -53,9 +66,16 @@ pub(super) struct Group {
 }
 
 pub(super) struct Shared {
-    /// Taken from the pool on first use; given back by [`Group::close`].
+    /// Taken from the pool on first use; given back by [`Group::close`], dropped when lost.
     conn: Option<PoolConnection<Any>>,
     pool: AnyPool,
+    /// The process's audit chain head hint, refreshed when a PostgreSQL epoch locks the
+    /// head and cleared when the connection is lost.
+    audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
+    health: Arc<Health>,
+    /// Attempts to take a new connection that failed in a row, and when the next may start.
+    reconnect_failures: u32,
+    reconnect_at: Option<Instant>,
     /// `BEGIN IMMEDIATE` issued and not yet committed.
     open: bool,
     opened_at: Option<Instant>,
@@ -85,13 +105,17 @@ impl Group {
         pool: &AnyPool,
         backend: Backend,
         audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
+        health: Arc<Health>,
     ) -> Arc<Group> {
         Arc::new(Group {
             backend,
-            audit_head,
             state: Arc::new(Mutex::new(Shared {
                 conn: None,
                 pool: pool.clone(),
+                audit_head,
+                health,
+                reconnect_failures: 0,
+                reconnect_at: None,
                 open: false,
                 opened_at: None,
                 epoch: 0,
@@ -142,27 +166,45 @@ impl Group {
         let guard = tokio::time::timeout(wait, self.state.clone().lock_owned()).await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let Ok(mut g) = guard else { return Ok(None) };
-        if g.conn.is_none() {
-            let c = g.pool.acquire().await?;
-            g.conn = Some(c);
+        let had_conn = g.conn.is_some();
+        match self.open_turn(&mut g).await {
+            Ok(savepoint) => Ok(Some(Turn { guard: g, group: self.clone(), savepoint })),
+            // Nothing of this writer's was on the lost connection: start again on a new one.
+            Err(_) if had_conn && g.conn.is_none() => {
+                let savepoint = self.open_turn(&mut g).await?;
+                Ok(Some(Turn { guard: g, group: self.clone(), savepoint }))
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// Opens the epoch or this writer's savepoint in it; returns whether it is a savepoint.
+    async fn open_turn(&self, g: &mut Shared) -> Result<bool, sqlx::Error> {
+        g.connect().await?;
         if !g.open {
-            g.conn().execute(self.backend.begin_statement()).await?;
+            if let Err(e) = g.conn().execute(self.backend.begin_statement()).await {
+                // No transaction is open (SQLite's BEGIN IMMEDIATE found the database
+                // locked, or the connection is gone).
+                if is_connection_lost(&e) {
+                    g.drop_conn(&e);
+                }
+                return Err(e);
+            }
             g.open = true;
             g.opened_at = Some(Instant::now());
             if self.backend == Backend::Postgres
-                && let Err(e) = self.lock_audit_head(&mut g).await
+                && let Err(e) = self.lock_audit_head(g).await
             {
-                abandon(&mut g, &e).await;
+                abandon(g, &e).await;
                 return Err(e);
             }
-            return Ok(Some(Turn { guard: g, group: self.clone(), savepoint: false }));
+            return Ok(false);
         }
         if let Err(e) = g.conn().execute(SAVEPOINT).await {
-            abandon(&mut g, &e).await;
+            abandon(g, &e).await;
             return Err(e);
         }
-        Ok(Some(Turn { guard: g, group: self.clone(), savepoint: true }))
+        Ok(true)
     }
 
     /// Locks the audit chain head for the epoch and makes it the process's hint, so that
@@ -171,7 +213,7 @@ impl Group {
         let row = sqlx::query(self.backend.lock_audit_head()).fetch_one(g.conn()).await?;
         let seq: i64 = row.try_get("seq")?;
         let hash: Vec<u8> = row.try_get("hash")?;
-        if let Ok(mut hint) = self.audit_head.lock() {
+        if let Ok(mut hint) = g.audit_head.lock() {
             // A malformed hash leaves no hint: the append reads the head and fails there.
             *hint = <[u8; 32]>::try_from(hash.as_slice()).ok().map(|h| (seq, h));
         }
@@ -254,6 +296,56 @@ impl Turn {
 }
 
 impl Shared {
+    /// Takes a connection from the pool if there is none; while attempts keep failing, the
+    /// next waits for its back-off and writers meanwhile fail at once (their clients get
+    /// a quick 503 instead of waiting in line for an attempt that will fail too).
+    async fn connect(&mut self) -> Result<(), sqlx::Error> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if self.reconnect_at.is_some_and(|at| Instant::now() < at) {
+            return Err(sqlx::Error::PoolTimedOut);
+        }
+        match self.pool.acquire().await {
+            Ok(c) => {
+                if self.reconnect_failures > 0 {
+                    tracing::info!(attempts = self.reconnect_failures + 1, "the shared write connection is back");
+                }
+                self.conn = Some(c);
+                self.reconnect_failures = 0;
+                self.reconnect_at = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.reconnect_failures = self.reconnect_failures.saturating_add(1);
+                let wait = fedkey_core::rotation::retry_delay(
+                    self.reconnect_failures,
+                    RECONNECT_FIRST,
+                    RECONNECT_MAX,
+                    jitter(),
+                );
+                self.reconnect_at = Some(Instant::now() + wait);
+                self.health.write_failed();
+                tracing::warn!(error = %e, retry_in = ?wait, "no database connection for writes");
+                Err(e)
+            }
+        }
+    }
+
+    /// The connection is gone (or cannot be trusted): close it instead of giving it back
+    /// to the pool, and forget the audit chain head this process wrote last, so that the
+    /// next append reads it from the database.
+    fn drop_conn(&mut self, why: &sqlx::Error) {
+        if let Some(c) = self.conn.take() {
+            drop(c.detach());
+        }
+        if let Ok(mut hint) = self.audit_head.lock() {
+            *hint = None;
+        }
+        self.health.connection_lost();
+        tracing::warn!(error = %why, "the shared write connection is closed after this error; taking a new one");
+    }
+
     /// The open epoch is over (committed, rolled back or lost).
     fn end_epoch(&mut self) {
         self.open = false;
@@ -280,6 +372,9 @@ async fn undo(g: &mut Shared, savepoint: bool) -> Result<(), sqlx::Error> {
         // The first writer: nobody else's work was in it, nobody waits on it.
         for w in g.waiters.drain(..) {
             let _ = w.send(Err("the write transaction was rolled back".into()));
+        }
+        if let Err(e) = &r {
+            g.drop_conn(e);
         }
         return r.map(|_| ());
     }
@@ -308,8 +403,12 @@ async fn end_turn(mut g: OwnedMutexGuard<Shared>, group: &Group, now: bool) {
 /// carried when it committed.
 async fn finish(g: &mut Shared) -> Option<u64> {
     let r = g.conn().execute("COMMIT").await;
-    if r.is_err() {
-        let _ = g.conn().execute("ROLLBACK").await;
+    if let Err(e) = &r {
+        g.health.write_failed();
+        // Lost mid-COMMIT, the outcome is unknown: the writers get an error either way.
+        if is_connection_lost(e) || g.conn().execute("ROLLBACK").await.is_err() {
+            g.drop_conn(e);
+        }
     }
     g.end_epoch();
     metrics::histogram!("fedkey_db_group_commit_writers").record(g.waiters.len() as f64);
@@ -323,9 +422,13 @@ async fn finish(g: &mut Shared) -> Option<u64> {
 
 /// The shared transaction failed: roll it back and fail every writer waiting on it.
 async fn abandon(g: &mut Shared, e: &sqlx::Error) {
-    let _ = g.conn().execute("ROLLBACK").await;
+    g.health.write_failed();
+    let rolled_back = !is_connection_lost(e) && g.conn().execute("ROLLBACK").await.is_ok();
     g.end_epoch();
     for w in g.waiters.drain(..) {
         let _ = w.send(Err(format!("the shared write transaction failed: {e}")));
+    }
+    if !rolled_back {
+        g.drop_conn(e);
     }
 }
