@@ -57,6 +57,9 @@ pub struct Settings {
     pub openbao_token_file: Option<PathBuf>,
     pub openbao_transit_mount: String,
     pub openbao_transit_key: String,
+    /// The only directory file connectors may write under; default: `deliveries` in the data
+    /// directory (created, mode 0700). It must not hold the master key or the database.
+    pub delivery_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -97,11 +100,12 @@ impl Default for Settings {
             openbao_token_file: None,
             openbao_transit_mount: "transit".into(),
             openbao_transit_key: "fedkey".into(),
+            delivery_root: None,
         }
     }
 }
 
-const ENV_KEYS: [&str; 29] = [
+const ENV_KEYS: [&str; 30] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -130,6 +134,7 @@ const ENV_KEYS: [&str; 29] = [
     "openbao_token_file",
     "openbao_transit_mount",
     "openbao_transit_key",
+    "delivery_root",
     "config",
 ];
 
@@ -187,6 +192,35 @@ impl Settings {
     pub fn master_key_file(&self) -> PathBuf {
         let default = if self.transit() { "master.key.transit" } else { "master.key" };
         self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join(default))
+    }
+
+    /// The SQLite database's files (with `-wal` and `-shm`); none on PostgreSQL.
+    pub fn sqlite_files(&self) -> Vec<PathBuf> {
+        let url = self.database_url();
+        let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+            return Vec::new();
+        };
+        let path = rest.split('?').next().unwrap_or(rest);
+        ["", "-wal", "-shm"].iter().map(|suffix| PathBuf::from(format!("{path}{suffix}"))).collect()
+    }
+
+    pub fn delivery_root(&self) -> PathBuf {
+        self.delivery_root.clone().unwrap_or_else(|| self.data_dir.join("deliveries"))
+    }
+
+    /// Files fedkey keeps its own secrets in; no file connector may write them.
+    pub fn secret_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.master_key_file()];
+        files.extend(self.sqlite_files());
+        let named = [
+            &self.tls_key,
+            &self.token_file,
+            &self.database_url_file,
+            &self.alert_webhook_secret_file,
+            &self.openbao_token_file,
+        ];
+        files.extend(named.into_iter().flatten().cloned());
+        files
     }
 
     /// Whether the master keyring is sealed by OpenBao transit.

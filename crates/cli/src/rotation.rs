@@ -162,6 +162,15 @@ pub enum MaterialCmd {
         /// Longest accepted token lifetime (default 1h).
         #[arg(long, requires = "jwt_issuer")]
         jwt_max_lifetime: Option<String>,
+        /// Accepted `sub` (repeatable; default any).
+        #[arg(long = "jwt-subject", requires = "jwt_issuer")]
+        jwt_subjects: Vec<String>,
+        /// Accepted client application: `azp`, Entra v1 `appid`, Okta `cid` (repeatable; default any).
+        #[arg(long = "jwt-client-id", requires = "jwt_issuer")]
+        jwt_client_ids: Vec<String>,
+        /// Required header `typ`, e.g. JWT or at+jwt (default any).
+        #[arg(long, requires = "jwt_issuer")]
+        jwt_type: Option<String>,
         /// Stop watching (and stop accepting JWTs).
         #[arg(long, conflicts_with = "src")]
         remove: bool,
@@ -202,6 +211,9 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
             jwt_algorithms,
             jwt_leeway,
             jwt_max_lifetime,
+            jwt_subjects,
+            jwt_client_ids,
+            jwt_type,
             ..
         } => {
             let mut body = Map::new();
@@ -225,6 +237,15 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
                 }
                 if let Some(m) = jwt_max_lifetime {
                     jwt["max_lifetime"] = json!(m);
+                }
+                if !jwt_subjects.is_empty() {
+                    jwt["subjects"] = json!(jwt_subjects);
+                }
+                if !jwt_client_ids.is_empty() {
+                    jwt["client_ids"] = json!(jwt_client_ids);
+                }
+                if let Some(t) = jwt_type {
+                    jwt["token_type"] = json!(t);
                 }
                 body.insert("jwt".into(), jwt);
             }

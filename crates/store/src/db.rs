@@ -88,6 +88,7 @@ impl Backend {
                 (10, include_str!("../migrations/sqlite/0010_planner.sql")),
                 (11, include_str!("../migrations/sqlite/0011_sync_bulk.sql")),
                 (12, include_str!("../migrations/sqlite/0012_users_follow_groups.sql")),
+                (13, include_str!("../migrations/sqlite/0013_overlap_cap.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -101,6 +102,7 @@ impl Backend {
                 (10, include_str!("../migrations/postgres/0010_planner.sql")),
                 (11, include_str!("../migrations/postgres/0011_sync_bulk.sql")),
                 (12, include_str!("../migrations/postgres/0012_users_follow_groups.sql")),
+                (13, include_str!("../migrations/postgres/0013_overlap_cap.sql")),
             ],
         }
     }
