@@ -315,6 +315,20 @@ mod tests {
         assert!(s.master_key_file().ends_with("master.key"));
     }
 
+    #[test]
+    fn file_deliveries_default_to_a_directory_of_their_own() {
+        let s = Settings::default();
+        assert_eq!(s.delivery_root(), PathBuf::from("./fedkey-data/deliveries"));
+        let secrets = s.secret_files();
+        for f in ["master.key", "fedkey.db", "fedkey.db-wal", "fedkey.db-shm"] {
+            assert!(secrets.contains(&s.data_dir.join(f)), "{f}: {secrets:?}");
+        }
+        let s = Settings { tls_key: Some("/etc/tls/key.pem".into()), ..Settings::default() };
+        assert!(s.secret_files().contains(&PathBuf::from("/etc/tls/key.pem")));
+        let pg = Settings { database_url: Some("postgres://db/fedkey".into()), ..Settings::default() };
+        assert!(pg.sqlite_files().is_empty());
+    }
+
     proptest! {
         #[test]
         fn config_loader_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
