@@ -67,6 +67,9 @@ pub struct Settings {
     pub openbao_token_file: Option<PathBuf>,
     pub openbao_transit_mount: String,
     pub openbao_transit_key: String,
+    /// The only directory file connectors may write under; default: `deliveries` in the data
+    /// directory (created, mode 0700). It must not hold the master key or the database.
+    pub delivery_root: Option<PathBuf>,
     /// GitHub's secret-scanning public keys (the JSON document GitHub publishes), which
     /// verify GitHub-format leak reports; without it such reports are refused.
     pub leak_github_keys_file: Option<PathBuf>,
@@ -127,11 +130,12 @@ impl Default for Settings {
             openbao_transit_key: "fedkey".into(),
             egress: EgressSettings::default(),
             leak_github_keys_file: None,
+            delivery_root: None,
         }
     }
 }
 
-const ENV_KEYS: [&str; 34] = [
+const ENV_KEYS: [&str; 35] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -165,6 +169,7 @@ const ENV_KEYS: [&str; 34] = [
     "openbao_transit_mount",
     "openbao_transit_key",
     "leak_github_keys_file",
+    "delivery_root",
     "config",
 ];
 
@@ -227,6 +232,35 @@ impl Settings {
     pub fn master_key_file(&self) -> PathBuf {
         let default = if self.transit() { "master.key.transit" } else { "master.key" };
         self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join(default))
+    }
+
+    /// The SQLite database's files (with `-wal` and `-shm`); none on PostgreSQL.
+    pub fn sqlite_files(&self) -> Vec<PathBuf> {
+        let url = self.database_url();
+        let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+            return Vec::new();
+        };
+        let path = rest.split('?').next().unwrap_or(rest);
+        ["", "-wal", "-shm"].iter().map(|suffix| PathBuf::from(format!("{path}{suffix}"))).collect()
+    }
+
+    pub fn delivery_root(&self) -> PathBuf {
+        self.delivery_root.clone().unwrap_or_else(|| self.data_dir.join("deliveries"))
+    }
+
+    /// Files fedkey keeps its own secrets in; no file connector may write them.
+    pub fn secret_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.master_key_file()];
+        files.extend(self.sqlite_files());
+        let named = [
+            &self.tls_key,
+            &self.token_file,
+            &self.database_url_file,
+            &self.alert_webhook_secret_file,
+            &self.openbao_token_file,
+        ];
+        files.extend(named.into_iter().flatten().cloned());
+        files
     }
 
     /// Whether the master keyring is sealed by OpenBao transit.
@@ -378,6 +412,20 @@ mod tests {
         let s = Settings::default();
         assert!(s.database_url().starts_with("sqlite://"));
         assert!(s.master_key_file().ends_with("master.key"));
+    }
+
+    #[test]
+    fn file_deliveries_default_to_a_directory_of_their_own() {
+        let s = Settings::default();
+        assert_eq!(s.delivery_root(), PathBuf::from("./fedkey-data/deliveries"));
+        let secrets = s.secret_files();
+        for f in ["master.key", "fedkey.db", "fedkey.db-wal", "fedkey.db-shm"] {
+            assert!(secrets.contains(&s.data_dir.join(f)), "{f}: {secrets:?}");
+        }
+        let s = Settings { tls_key: Some("/etc/tls/key.pem".into()), ..Settings::default() };
+        assert!(s.secret_files().contains(&PathBuf::from("/etc/tls/key.pem")));
+        let pg = Settings { database_url: Some("postgres://db/fedkey".into()), ..Settings::default() };
+        assert!(pg.sqlite_files().is_empty());
     }
 
     proptest! {

@@ -32,15 +32,11 @@ fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
 
 /// The database holds no plaintext secret, but its metadata is still nobody else's
 /// business: SQLite files are made owner-only (the process umask decides otherwise).
-fn restrict_sqlite_files(url: &str) {
+fn restrict_sqlite_files(s: &Settings) {
     #[cfg(unix)]
-    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    for p in s.sqlite_files() {
         use std::os::unix::fs::PermissionsExt;
-        let path = rest.split('?').next().unwrap_or(rest);
-        for suffix in ["", "-wal", "-shm"] {
-            let p = format!("{path}{suffix}");
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
-        }
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
     }
 }
 
@@ -107,7 +103,7 @@ pub struct Opened {
 pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     ensure_data_dir(s)?;
     let db = Db::connect_with(&s.database_url(), &s.db_options()?).await?;
-    restrict_sqlite_files(&s.database_url());
+    restrict_sqlite_files(s);
     let keys = keyring_for(s, &db, true).await?;
     if let Keys::Transit(t) = &keys {
         // Picks up a keyring that `master-key rotate` resealed, like the file provider does.

@@ -370,6 +370,7 @@ fn rotation_engine(
         // Crash tests stop the engine at a named step and SIGKILL the process there.
         cfg.failpoint = std::env::var("FEDKEY_UNSAFE_FAILPOINT").ok();
     }
+    cfg.delivery_root = Some(delivery_root(s)?);
     Ok(fedkey_rotation::Engine::new(opened.store.clone(), cfg, alerts, egress.clone()))
 }
 
@@ -382,6 +383,20 @@ fn leak_intake(s: &Settings) -> anyhow::Result<fedkey_server::leaks::LeakIntake>
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("leak_github_keys_file {}: {e}", path.display()))?;
     fedkey_server::leaks::LeakIntake::with_github_keys(&text)
         .map_err(|e| anyhow::anyhow!("leak_github_keys_file {}: {e}", path.display()))
+}
+
+/// The file connectors' delivery root: the default one is created (mode 0700); a configured
+/// one must exist. Refused when it holds the master key, the database or another secret file.
+fn delivery_root(s: &Settings) -> anyhow::Result<fedkey_connectors::DeliveryRoot> {
+    let dir = s.delivery_root();
+    if s.delivery_root.is_none() && !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| anyhow::anyhow!("delivery_root {}: {e}", dir.display()))?;
+    }
+    fedkey_connectors::DeliveryRoot::new(&dir, &s.secret_files()).map_err(anyhow::Error::msg)
 }
 
 async fn shutdown_signal() {

@@ -166,6 +166,15 @@ pub enum MaterialCmd {
         /// audit log; a discovery document's jwks_uri still never downgrades https.
         #[arg(long, conflicts_with = "remove")]
         allow_http: bool,
+        /// Accepted `sub` (repeatable; default any).
+        #[arg(long = "jwt-subject", requires = "jwt_issuer")]
+        jwt_subjects: Vec<String>,
+        /// Accepted client application: `azp`, Entra v1 `appid`, Okta `cid` (repeatable; default any).
+        #[arg(long = "jwt-client-id", requires = "jwt_issuer")]
+        jwt_client_ids: Vec<String>,
+        /// Required header `typ`, e.g. JWT or at+jwt (default any).
+        #[arg(long, requires = "jwt_issuer")]
+        jwt_type: Option<String>,
         /// Stop watching (and stop accepting JWTs).
         #[arg(long, conflicts_with = "src")]
         remove: bool,
@@ -207,6 +216,9 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
             jwt_leeway,
             jwt_max_lifetime,
             allow_http,
+            jwt_subjects,
+            jwt_client_ids,
+            jwt_type,
             ..
         } => {
             let mut body = Map::new();
@@ -233,6 +245,15 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
                 }
                 if let Some(m) = jwt_max_lifetime {
                     jwt["max_lifetime"] = json!(m);
+                }
+                if !jwt_subjects.is_empty() {
+                    jwt["subjects"] = json!(jwt_subjects);
+                }
+                if !jwt_client_ids.is_empty() {
+                    jwt["client_ids"] = json!(jwt_client_ids);
+                }
+                if let Some(t) = jwt_type {
+                    jwt["token_type"] = json!(t);
                 }
                 body.insert("jwt".into(), jwt);
             }

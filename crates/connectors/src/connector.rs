@@ -9,7 +9,7 @@ use crate::bao::BaoClient;
 use crate::delivery::{Delivery, Receipt, Validation};
 use crate::entra::EntraConnector;
 use crate::error::ConnectorError;
-use crate::file::FileConnector;
+use crate::file::{DeliveryRoot, FileConnector};
 use crate::http::parse_base_url;
 use crate::kind::ConnectorKind;
 use crate::okta::OktaConnector;
@@ -114,6 +114,15 @@ impl Connector {
             Connector::Webhook(c) => c.timeout = timeout,
         }
         self
+    }
+
+    /// Confines a file connector to `root` (its path must lie under it); without this a
+    /// file connector refuses to deliver. Other kinds are unchanged.
+    pub fn confine(self, root: &DeliveryRoot) -> Result<Self, ConnectorError> {
+        match self {
+            Connector::File(c) => c.confine(root).map(Connector::File),
+            other => Ok(other),
+        }
     }
 
     pub fn kind(&self) -> ConnectorKind {

@@ -27,6 +27,7 @@ pub mod webhook;
 pub use connector::Connector;
 pub use delivery::{Delivery, Receipt, Validation};
 pub use error::ConnectorError;
+pub use file::DeliveryRoot;
 pub use http::{DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES};
 pub use kind::ConnectorKind;
 pub use spec::{ConnectorCredentials, ConnectorSpec, CredentialsError};

@@ -11,8 +11,18 @@ use crate::{DomainError, KeyState, Timestamp, Validation};
 /// Shortest period accepted. Seconds are allowed so a rotation can be watched end to end
 /// (the demo script rotates every few seconds); production periods are days.
 pub const MIN_PERIOD: Duration = Duration::from_secs(1);
-/// Longest overlap, period and validation timeout accepted (ten years).
+/// Longest period and validation timeout accepted (ten years).
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Longest overlap accepted on every path (a key rotation, a rotation start, a rotation
+/// policy): a forgotten old key must not stay valid for months.
+pub const MAX_OVERLAP: Duration = Duration::from_secs(90 * 24 * 3600);
+/// [`MAX_OVERLAP`] as the message every refusal shows.
+pub const MAX_OVERLAP_TEXT: &str = "overlap: at most 90 days";
+
+/// Checks an overlap against [`MAX_OVERLAP`].
+pub fn check_overlap(overlap: Duration) -> Result<(), &'static str> {
+    if overlap > MAX_OVERLAP { Err(MAX_OVERLAP_TEXT) } else { Ok(()) }
+}
 
 /// A trust's rotation policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +81,7 @@ impl RotationPolicy {
                 return bad("durations must be at most 10 years");
             }
         }
+        check_overlap(self.overlap).or_else(bad)?;
         if let Some(c) = &self.schedule {
             c.parse::<crate::cron::Cron>()?;
         }
@@ -217,6 +228,18 @@ mod tests {
         assert_eq!(p.period, Duration::from_secs(30 * 86400));
         assert!(serde_json::from_str::<RotationPolicy>(&json.replace("30d", "soon")).is_err());
         assert!(serde_json::from_str::<RotationPolicy>(&json.replace("\"enabled\"", "\"enabeld\"")).is_err());
+    }
+
+    /// Issue 16, row 8: one overlap maximum for every path; a policy took up to ten years.
+    #[test]
+    fn overlap_is_capped_at_90_days_everywhere() {
+        assert_eq!(check_overlap(MAX_OVERLAP), Ok(()));
+        assert_eq!(check_overlap(MAX_OVERLAP + Duration::from_secs(1)), Err(MAX_OVERLAP_TEXT));
+        let year = Duration::from_secs(365 * 86400);
+        let p = RotationPolicy { period: 2 * year, overlap: year, ..Default::default() };
+        assert!(p.validate().unwrap_err().to_string().contains("at most 90 days"));
+        let p = RotationPolicy { period: 2 * year, overlap: MAX_OVERLAP, ..Default::default() };
+        assert!(p.validate().is_ok());
     }
 
     #[test]

@@ -18,6 +18,10 @@ use serde_json::{Map, Value};
 
 use crate::material::SigningKey;
 
+/// Where a token names the client application it was issued to: `azp` (OpenID Connect,
+/// Entra v2), `appid` (Entra v1), `cid` (Okta access tokens).
+pub const CLIENT_ID_CLAIMS: [&str; 3] = ["azp", "appid", "cid"];
+
 /// Longest accepted token, in bytes.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -44,6 +48,15 @@ pub struct JwtPolicy {
     /// Longest accepted validity (exp minus iat, or exp minus now without iat).
     pub max_lifetime: Duration,
     pub require_jti: bool,
+    /// When not empty, `sub` must be one of these (the IdP's provisioning identity).
+    pub subjects: Vec<String>,
+    /// When not empty, the client application the token was issued to must be one of these,
+    /// read from [`CLIENT_ID_CLAIMS`]. A token must carry at least one of those claims, and
+    /// every one it carries must be listed.
+    pub client_ids: Vec<String>,
+    /// When set, the header's `typ` must be this (case-insensitive, `application/` optional,
+    /// RFC 7515 §4.1.9), e.g. `at+jwt` for RFC 9068 access tokens.
+    pub token_type: Option<String>,
 }
 
 impl JwtPolicy {
@@ -55,6 +68,9 @@ impl JwtPolicy {
             leeway: Duration::from_secs(60),
             max_lifetime: Duration::from_secs(3600),
             require_jti: true,
+            subjects: Vec::new(),
+            client_ids: Vec::new(),
+            token_type: None,
         }
     }
 
@@ -107,6 +123,12 @@ pub enum JwtError {
     Replayed,
     #[error("replay cache is full; refusing rather than forgetting")]
     ReplayCacheFull,
+    #[error("subject {found:?} is not allowed on this trust")]
+    SubjectNotAllowed { found: String },
+    #[error("client application {found:?} (azp/appid/cid) is not allowed on this trust")]
+    ClientNotAllowed { found: String },
+    #[error("token type {found:?} is not the required type")]
+    WrongType { found: String },
 }
 
 /// Verifies signature, issuer, audience and times. Key choice: the header's `kid` must name a
@@ -126,6 +148,11 @@ pub fn verify(token: &str, policy: &JwtPolicy, keys: &[SigningKey], now: Timesta
     if header.contains_key("crit") {
         return Err(JwtError::Malformed("unsupported critical header".into()));
     }
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(JwtError::Malformed("typ is not a string".into())),
+    };
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.clone()),
@@ -156,7 +183,11 @@ pub fn verify(token: &str, policy: &JwtPolicy, keys: &[SigningKey], now: Timesta
     let mut last_error = JwtError::BadSignature;
     for (key, dk) in usable {
         match jsonwebtoken::decode::<Map<String, Value>>(token, &dk, &validation) {
-            Ok(data) => return check_claims(data.claims, policy, now, key.kid.clone()),
+            Ok(data) => {
+                let claims = check_claims(data.claims, policy, now, key.kid.clone())?;
+                check_identity(&claims, typ.as_deref(), policy)?;
+                return Ok(claims);
+            }
             Err(e) => {
                 last_error = match e.kind() {
                     jsonwebtoken::errors::ErrorKind::InvalidSignature => JwtError::BadSignature,
@@ -331,6 +362,43 @@ fn check_claims(
         claims.remove(k);
     }
     Ok(Claims { iss, sub, aud, exp, nbf, iat, jti, kid, extra: claims })
+}
+
+/// The per-trust rules on who the token is for: subject, client application, type. Checked
+/// after the signature, so only the IdP's own tokens reach them.
+fn check_identity(claims: &Claims, typ: Option<&str>, policy: &JwtPolicy) -> Result<(), JwtError> {
+    if let Some(want) = &policy.token_type {
+        let bare = |t: &str| {
+            let t = t.to_ascii_lowercase();
+            t.strip_prefix("application/").map(str::to_owned).unwrap_or(t)
+        };
+        if typ.is_none_or(|t| bare(t) != bare(want)) {
+            return Err(JwtError::WrongType { found: printable(typ.unwrap_or("")) });
+        }
+    }
+    if !policy.subjects.is_empty() {
+        let sub = claims.sub.as_deref().unwrap_or("");
+        if !policy.subjects.iter().any(|s| s == sub) {
+            return Err(JwtError::SubjectNotAllowed { found: printable(sub) });
+        }
+    }
+    if !policy.client_ids.is_empty() {
+        let mut carried = Vec::new();
+        for name in CLIENT_ID_CLAIMS {
+            match claims.extra.get(name) {
+                None => {}
+                Some(Value::String(s)) => carried.push(s.as_str()),
+                Some(_) => return Err(JwtError::Malformed(format!("{name} is not a string"))),
+            }
+        }
+        if let Some(bad) = carried.iter().find(|c| !policy.client_ids.iter().any(|a| a == *c)) {
+            return Err(JwtError::ClientNotAllowed { found: printable(bad) });
+        }
+        if carried.is_empty() {
+            return Err(JwtError::ClientNotAllowed { found: String::new() });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -217,7 +217,8 @@ impl Engine {
 
     async fn connector(&self, c: &ConnectorRow) -> Result<Result<Connector, String>, StoreError> {
         let creds = self.store.connector_credentials(&self.actor, c).await?;
-        Ok(crate::wiring::build(c, creds.as_ref(), self.egress.clone(), self.cfg.connector_timeout))
+        let root = self.cfg.delivery_root.as_ref();
+        Ok(crate::wiring::build(c, creds.as_ref(), self.egress.clone(), self.cfg.connector_timeout, root))
     }
 
     /// A retryable error (429, 5xx, timeouts) backs off as usual; one that repeating cannot

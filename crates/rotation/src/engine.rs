@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub connector_timeout: Duration,
     /// Test-only: stop (hang) the process at this named point so a test can SIGKILL it.
     pub failpoint: Option<String>,
+    /// Where file connectors may write; without one they are refused.
+    pub delivery_root: Option<fedkey_connectors::DeliveryRoot>,
 }
 
 impl EngineConfig {
@@ -40,6 +42,7 @@ impl EngineConfig {
             first_use_poll: Duration::from_secs(2),
             connector_timeout: Duration::from_secs(10),
             failpoint: None,
+            delivery_root: None,
         }
     }
 }
@@ -90,6 +93,10 @@ impl Engine {
 
     pub fn node_id(&self) -> &str {
         &self.cfg.node_id
+    }
+
+    pub fn delivery_root(&self) -> Option<&fedkey_connectors::DeliveryRoot> {
+        self.cfg.delivery_root.as_ref()
     }
 
     /// One pass: start due scheduled rotations, then drive every rotation whose next

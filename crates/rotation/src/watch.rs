@@ -67,6 +67,15 @@ pub struct JwtConfig {
     /// Longest accepted token lifetime (default 1h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lifetime: Option<String>,
+    /// Accepted `sub` values (the IdP's provisioning identity); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    /// Accepted client applications (`azp`, Entra v1 `appid`, Okta `cid`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_ids: Vec<String>,
+    /// Required header `typ` (e.g. `JWT`, `at+jwt`); none: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
 }
 
 impl SourceConfig {
@@ -122,6 +131,17 @@ impl SourceConfig {
         };
         p.leeway = dur("leeway", &j.leeway, p.leeway)?;
         p.max_lifetime = dur("max_lifetime", &j.max_lifetime, p.max_lifetime)?;
+        for (field, values) in [("subjects", &j.subjects), ("client_ids", &j.client_ids)] {
+            if values.iter().any(|v| v.trim().is_empty() || v.len() > 256) {
+                return Err(format!("jwt.{field}: each value is 1 to 256 characters"));
+            }
+        }
+        if j.token_type.as_deref().is_some_and(|t| t.trim().is_empty() || t.len() > 64) {
+            return Err("jwt.token_type: 1 to 64 characters".into());
+        }
+        p.subjects = j.subjects.clone();
+        p.client_ids = j.client_ids.clone();
+        p.token_type = j.token_type.clone();
         Ok(Some(p))
     }
 }

@@ -3,23 +3,34 @@
 
 use std::time::Duration;
 
-use fedkey_connectors::{Connector, ConnectorCredentials, ConnectorSpec};
+use fedkey_connectors::{Connector, ConnectorCredentials, ConnectorSpec, DeliveryRoot};
 use fedkey_crypto::Secret;
 use fedkey_egress::{Egress, UrlRules};
 use fedkey_store::ConnectorRow;
 use serde_json::Value;
 
-/// Builds the connector of a stored row with its decrypted credentials.
+/// Builds the connector of a stored row with its decrypted credentials. A file connector is
+/// confined to `root` (checked again here: the root or the file system may have changed
+/// since it was stored); without a root it refuses to deliver.
 pub fn build(
     row: &ConnectorRow,
     creds: Option<&Secret>,
     egress: Egress,
     timeout: Duration,
+    root: Option<&DeliveryRoot>,
 ) -> Result<Connector, String> {
     let spec: ConnectorSpec =
         serde_json::from_value(row.spec.clone()).map_err(|e| format!("the stored spec is invalid: {e}"))?;
     let creds = credentials(&spec, creds)?;
-    Connector::new(spec, creds, egress).map(|c| c.with_timeout(timeout)).map_err(|e| e.to_string())
+    let c = Connector::new(spec, creds, egress).map_err(|e| e.to_string())?;
+    confine(c, root).map(|c| c.with_timeout(timeout))
+}
+
+fn confine(c: Connector, root: Option<&DeliveryRoot>) -> Result<Connector, String> {
+    match root {
+        Some(r) => c.confine(r).map_err(|e| e.to_string()),
+        None => Ok(c),
+    }
 }
 
 /// The `wrapped_link` connector, which the engine runs itself (it needs the store): the new
@@ -79,8 +90,14 @@ impl WrappedLinkSpec {
 }
 
 /// Validates a new connector: the spec parses, the credentials match its kind, and the
-/// connector can be built (URLs, paths). Returns the kind and the normalised spec.
-pub fn check(spec: &Value, creds: Option<&Secret>, egress: &Egress) -> Result<(String, Value), String> {
+/// connector can be built (URLs, paths; a file connector's path under `root`). Returns the
+/// kind and the normalised spec.
+pub fn check(
+    spec: &Value,
+    creds: Option<&Secret>,
+    egress: &Egress,
+    root: Option<&DeliveryRoot>,
+) -> Result<(String, Value), String> {
     if spec.get("kind").and_then(Value::as_str) == Some(WRAPPED_LINK) {
         let w = WrappedLinkSpec::parse(spec, egress)?;
         WrappedLinkSpec::signing_secret(creds)?;
@@ -88,7 +105,11 @@ pub fn check(spec: &Value, creds: Option<&Secret>, egress: &Egress) -> Result<(S
     }
     let parsed: ConnectorSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("connector spec: {e}"))?;
     let c = credentials(&parsed, creds)?;
-    Connector::new(parsed.clone(), c, egress.clone()).map_err(|e| e.to_string())?;
+    let built = Connector::new(parsed.clone(), c, egress.clone()).map_err(|e| e.to_string())?;
+    if matches!(parsed, ConnectorSpec::File { .. }) && root.is_none() {
+        return Err("file connectors need a delivery root (setting delivery_root)".into());
+    }
+    confine(built, root)?;
     let normalised = serde_json::to_value(&parsed).map_err(|e| e.to_string())?;
     Ok((parsed.kind().as_str().to_owned(), normalised))
 }

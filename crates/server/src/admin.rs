@@ -519,9 +519,6 @@ struct RotateBody {
     wrap: Option<String>,
 }
 
-/// Longest overlap accepted: a forgotten old key must not live for years.
-const MAX_OVERLAP: Duration = Duration::from_secs(90 * 24 * 3600);
-
 async fn rotate_key(
     a: Admin,
     State(s): State<AppState>,
@@ -543,9 +540,7 @@ async fn rotate_key(
                 Some(o) => parse_duration("overlap", o)?,
                 None => Duration::from_secs(24 * 3600),
             };
-            if overlap > MAX_OVERLAP {
-                return Err(ApiError::invalid_value("overlap: at most 90 days"));
-            }
+            fedkey_core::rotation::check_overlap(overlap).map_err(ApiError::invalid_value)?;
             let req = RotateKey { overlap, outbound_key: b.key.map(|k| Secret::new(k.to_string())) };
             if wrap.is_some() && req.outbound_key.is_some() {
                 return Err(ApiError::invalid_value(

@@ -136,6 +136,9 @@ async fn start_rotation(
                 return Err(ApiError::invalid_value("kind: manual or emergency"));
             }
             let overlap = b.overlap.as_deref().map(|o| parse_duration("overlap", o)).transpose()?;
+            if let Some(o) = overlap {
+                fedkey_core::rotation::check_overlap(o).map_err(ApiError::invalid_value)?;
+            }
             Ok(st.start_rotation(&a.actor(), &r, kind, overlap).await?)
         })
         .await?;
@@ -221,8 +224,13 @@ async fn add_connector(
             let r = trust_ref(&d, &t)?;
             let ApiJson(b) = body?;
             let creds = b.credentials.map(|c| Secret::new(c.to_string()));
-            let (kind, spec) =
-                fedkey_rotation::wiring::check(&b.spec, creds.as_ref(), &s.egress).map_err(ApiError::invalid_value)?;
+            let (kind, spec) = fedkey_rotation::wiring::check(
+                &b.spec,
+                creds.as_ref(),
+                &s.egress,
+                s.engine.as_ref().and_then(|e| e.delivery_root()),
+            )
+            .map_err(ApiError::invalid_value)?;
             Ok(st.add_connector(&a.actor(), &r, &b.name, &kind, spec, creds).await?)
         })
         .await?;

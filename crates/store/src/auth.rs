@@ -333,7 +333,8 @@ impl Store {
     }
 
     /// The principal of a request authenticated by a federated assertion (a JWT signed by
-    /// the trust's peer): the trust's scopes and policy, key version 0. The trust must be an
+    /// the trust's peer): the trust's scopes and its policy resolved as for its keys
+    /// ([`Store::resolve_key`]), key version 0. The trust must be an
     /// active inbound trust.
     pub async fn federated_principal(&self, r: &TrustRef) -> Result<Result<Principal, AuthFailure>, StoreError> {
         let t = self.trust(r).await?;
@@ -343,6 +344,9 @@ impl Store {
         if t.status != TrustStatus::Active {
             return Ok(Err(AuthFailure::TrustSuspended));
         }
+        // The same directory-wide privileged patterns as a key of this trust gets.
+        let mut policy = t.policy;
+        self.add_directory_privileged_groups(&mut policy, &t.directory_id, &t.id).await?;
         Ok(Ok(Principal {
             directory_id: t.directory_id,
             directory: t.directory,
@@ -351,7 +355,7 @@ impl Store {
             peer_kind: t.peer_kind,
             version: 0,
             scopes: t.scopes,
-            policy: Arc::new(t.policy),
+            policy: Arc::new(policy),
         }))
     }
 

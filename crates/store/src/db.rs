@@ -94,6 +94,7 @@ impl Backend {
                 (12, include_str!("../migrations/sqlite/0012_users_follow_groups.sql")),
                 (13, include_str!("../migrations/sqlite/0013_target_allow_http.sql")),
                 (14, include_str!("../migrations/sqlite/0014_leak_response.sql")),
+                (15, include_str!("../migrations/sqlite/0015_overlap_cap.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -109,6 +110,7 @@ impl Backend {
                 (12, include_str!("../migrations/postgres/0012_users_follow_groups.sql")),
                 (13, include_str!("../migrations/postgres/0013_target_allow_http.sql")),
                 (14, include_str!("../migrations/postgres/0014_leak_response.sql")),
+                (15, include_str!("../migrations/postgres/0015_overlap_cap.sql")),
             ],
         }
     }

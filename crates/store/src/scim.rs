@@ -360,6 +360,34 @@ impl Store {
         }
     }
 
+    /// Every group that holds group `id` as a member, directly or through other groups, as
+    /// `(id, displayName)`. `UNION` keeps each group once, so a membership cycle ends.
+    pub async fn scim_ancestor_groups(
+        &self,
+        directory_id: &str,
+        id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "WITH RECURSIVE up(id) AS ( \
+               SELECT group_id FROM scim_members WHERE directory_id = $1 AND member_id = $2 \
+               UNION \
+               SELECT m.group_id FROM scim_members m JOIN up ON m.member_id = up.id WHERE m.directory_id = $1) \
+             SELECT r.id, r.body FROM up JOIN scim_resources r ON r.directory_id = $1 AND r.id = up.id",
+        )
+        .bind(directory_id.to_owned())
+        .bind(id.to_owned())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let body: Value = serde_json::from_str(&r.try_get::<String, _>("body")?)
+                    .map_err(|_| StoreError::Corrupt("body of a SCIM group".into()))?;
+                let name = body.get("displayName").and_then(Value::as_str).unwrap_or_default().to_owned();
+                Ok((r.try_get("id")?, name))
+            })
+            .collect()
+    }
+
     /// The database's plans for the statements that find one resource by id (GET, the
     /// version check of a delete, a replace's `UPDATE`), as the database would run them
     /// from its plan cache (PostgreSQL: a generic plan): for tests.

@@ -219,3 +219,131 @@ async fn jwt_assertions_follow_the_idps_key_rotation() {
         assert!(!s.logs().contains(&t), "assertions are not logged");
     }
 }
+
+/// A server with directory `acme`, inbound trust `entra` accepting JWTs signed by `key`
+/// (published by `idp`), with the extra `material source` flags `jwt_flags`.
+fn jwt_trust(b: Backend, idp: &Idp, key: &IdpKey, jwt_flags: &[&str]) -> Server {
+    let s = Server::start(b);
+    s.cli_json(&["directory", "create", "acme"]);
+    s.cli_json(&["trust", "create", "--directory", "acme", "--name", "entra", "--direction", "inbound"]);
+    idp.publish(&[key]);
+    let jwks_url = format!("{}/jwks", idp.url);
+    let mut args =
+        vec!["material", "source", "acme/entra", "--jwks-url", &jwks_url, "--jwt-issuer", ISS, "--jwt-audience", AUD];
+    args.extend(jwt_flags);
+    s.cli_json(&args);
+    s
+}
+
+/// Issue 16, row 2: a principal authenticated by a JWT gets the directory-wide privileged
+/// patterns, as a key of its trust does. Before the fix the JWT created the group another
+/// trust marks privileged (201) where the key was refused (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_principals_are_held_to_the_directorys_privileged_groups() {
+    for b in backends() {
+        let idp = Idp::start().await;
+        let ka = IdpKey::new("a");
+        let s = jwt_trust(b, &idp, &ka, &[]);
+        assert_eq!(s.watch().await["accepted"], 1);
+        // Another trust of the directory marks admin* privileged; `entra` has no patterns.
+        s.cli_json(&[
+            "trust",
+            "create",
+            "--directory",
+            "acme",
+            "--name",
+            "hr",
+            "--direction",
+            "inbound",
+            "--privileged-group",
+            "admin*",
+        ]);
+        let post = |name: &'static str| {
+            let s = &s;
+            let ka = &ka;
+            async move {
+                let t = ka.sign(&s.claims().await);
+                s.api(M::POST, "/scim/v2/acme/Groups", Some(&t), Some(json!({"displayName": name}))).await
+            }
+        };
+        let (st, v) = post("Admins").await;
+        assert_eq!(st, 403, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("groups:privileged"), "{v}");
+        let (st, v) = post("staff").await;
+        assert_eq!(st, 201, "{v}");
+    }
+}
+
+/// Issue 16, row 11: with claim rules, a token of the right issuer and audience is accepted
+/// only for the configured subject and client application (and header `typ`). Before the
+/// rules existed, any subject of the issuer was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_claim_rules_accept_only_the_provisioning_client() {
+    for b in backends() {
+        let idp = Idp::start().await;
+        let ka = IdpKey::new("a");
+        let rules = [
+            "--jwt-subject",
+            "entra-provisioning",
+            "--jwt-client-id",
+            "app-1",
+            "--jwt-client-id",
+            "app-2",
+            "--jwt-type",
+            "JWT",
+        ];
+        let s = jwt_trust(b, &idp, &ka, &rules);
+        assert_eq!(s.watch().await["accepted"], 1);
+        let shown = s.cli_json(&["material", "show", "acme/entra"]);
+        let jwt = &shown["source"]["config"]["jwt"];
+        assert_eq!(jwt["subjects"], json!(["entra-provisioning"]), "{shown}");
+        assert_eq!(jwt["client_ids"], json!(["app-1", "app-2"]), "{shown}");
+        assert_eq!(jwt["token_type"], "JWT", "{shown}");
+
+        let with = |pairs: Vec<(&'static str, &'static str)>| {
+            let s = &s;
+            let ka = &ka;
+            async move {
+                let mut c = s.claims().await;
+                for (k, v) in pairs {
+                    c[k] = json!(v);
+                }
+                s.scim_users(&ka.sign(&c)).await
+            }
+        };
+        assert_eq!(with(vec![("azp", "app-1")]).await, 200, "Entra v2: azp");
+        assert_eq!(with(vec![("appid", "app-2")]).await, 200, "Entra v1: appid");
+        assert_eq!(with(vec![("sub", "some-user-of-the-tenant"), ("azp", "app-1")]).await, 401, "wrong subject");
+        assert_eq!(with(vec![("azp", "another-app")]).await, 401, "wrong client");
+        assert_eq!(with(vec![]).await, 401, "no client claim");
+
+        let (st, v) = s.api(M::GET, "/api/v1/audit?action=key.authenticate&limit=1000", Some(&s.token), None).await;
+        assert_eq!(st, 200);
+        let errors: Vec<&str> =
+            v["records"].as_array().unwrap().iter().filter_map(|r| r["details"]["error"].as_str()).collect();
+        assert!(errors.iter().any(|e| e.contains("subject \"some-user-of-the-tenant\" is not allowed")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("client application \"another-app\"")), "{errors:?}");
+
+        // Bad rules are refused with the field named.
+        let jwks_url = format!("{}/jwks", idp.url);
+        let out = s.cli(&[
+            "material",
+            "source",
+            "acme/entra",
+            "--jwks-url",
+            &jwks_url,
+            "--jwt-issuer",
+            ISS,
+            "--jwt-audience",
+            AUD,
+            "--jwt-subject",
+            " ",
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("jwt.subjects"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -403,3 +403,79 @@ async fn bulk_operations_on_privileged_groups_are_checked_one_by_one() {
         assert_eq!(recs.iter().filter(|r| r["details"]["reason"] == "privileged_group").count(), 1, "{recs:?}");
     }
 }
+
+/// Trust `idp` (default scopes) with `admin*` privileged, and trust `root` that has
+/// `groups:privileged`; their SCIM clients.
+async fn idp_and_root(s: &Server, idp_key: String) -> (Scim<'_>, Scim<'_>) {
+    let (st, v) = put_policy(s, "idp", json!({"privileged_groups": ["admin*"]})).await;
+    assert_eq!(st, 200, "{v}");
+    let scopes = ["users:read", "users:write", "groups:read", "groups:write", "groups:privileged", "bulk"];
+    let (st, v) = s
+        .api(
+            M::POST,
+            "/api/v1/directories/acme/trusts",
+            Some(&s.token),
+            Some(json!({"name": "root", "direction": "inbound", "scopes": scopes})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let root = Scim { s, dir: "acme".into(), key: v["key"].as_str().unwrap().to_owned() };
+    (Scim { s, dir: "acme".into(), key: idp_key }, root)
+}
+
+/// Issue 16, row 12: the members of a group inside a privileged group — directly or through
+/// other groups — are members of the privileged group too, so adding any needs
+/// `groups:privileged`: by PATCH, PUT and Bulk. A membership cycle does not loop. Before
+/// the fix each of these writes answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_nested_in_a_privileged_group_need_the_privileged_scope() {
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let (c, root) = idp_and_root(&s, key).await;
+        let id = |r: ScimResp| r.body["id"].as_str().unwrap().to_owned();
+        let u1 = id(c.post("/Users", json!({"userName": "u1"})).await);
+        let inner = id(c.post("/Groups", json!({"displayName": "inner"})).await);
+        let middle = id(c.post("/Groups", json!({"displayName": "middle", "members": [{"value": inner}]})).await);
+        let admins = root.post("/Groups", json!({"displayName": "Admins", "members": [{"value": middle}]})).await;
+        assert_eq!(admins.status, 201, "{}", admins.body);
+        let admins = id(admins);
+        // A cycle: inner also holds middle.
+        let add = |v: &str| json!([{"op": "add", "path": "members", "value": [{"value": v}]}]);
+        assert_eq!(root.patch(&format!("/Groups/{inner}"), add(&middle)).await.status, 200);
+
+        for g in [&inner, &middle] {
+            let r = c.patch(&format!("/Groups/{g}"), add(&u1)).await;
+            assert_scim_error(&r, 403, None);
+            assert!(r.body["detail"].as_str().unwrap().contains("nested in a privileged group"), "{}", r.body);
+        }
+        let put = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "inner", "members": [{"value": u1}]});
+        assert_scim_error(&c.call(M::PUT, &format!("/Groups/{inner}"), Some(put)).await, 403, None);
+        let bulk = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+            "Operations": [{"method": "PATCH", "path": format!("/Groups/{inner}"),
+                "data": {"schemas": [PATCH_URN], "Operations": add(&u1)}}],
+        });
+        let r = c.post("/Bulk", bulk).await;
+        assert_eq!(r.body["Operations"][0]["status"], "403", "{}", r.body);
+        let held = root.get(&format!("/Groups/{inner}")).await;
+        assert_eq!(member_ids(&held.body), vec![middle.clone()], "nothing changed");
+
+        // With the scope it works; an unrelated group is not affected; once `middle` leaves
+        // Admins, its members are ordinary again.
+        assert_eq!(root.patch(&format!("/Groups/{inner}"), add(&u1)).await.status, 200);
+        let staff = id(c.post("/Groups", json!({"displayName": "staff"})).await);
+        assert_eq!(c.patch(&format!("/Groups/{staff}"), add(&u1)).await.status, 200);
+        let drop = json!([{"op": "remove", "path": format!("members[value eq \"{middle}\"]")}]);
+        assert_eq!(root.patch(&format!("/Groups/{admins}"), drop).await.status, 200);
+        let u2 = id(c.post("/Users", json!({"userName": "u2"})).await);
+        assert_eq!(c.patch(&format!("/Groups/{inner}"), add(&u2)).await.status, 200);
+
+        let recs = denials(&s).await;
+        let nested = recs
+            .iter()
+            .filter(|r| r["details"]["operation"] == "add members to a group nested in a privileged group")
+            .count();
+        assert_eq!(nested, 4, "{recs:?}");
+        assert!(recs.iter().all(|r| r["details"]["reason"] == "privileged_group"), "{recs:?}");
+    }
+}

@@ -979,3 +979,62 @@ async fn updates_use_etags_where_the_target_supports_them() {
     let sent = fake.st.lock().unwrap().if_match.clone();
     assert!(!sent.is_empty() && sent.iter().all(|m| m.as_deref().is_some_and(|e| e.starts_with("W/\""))), "{sent:?}");
 }
+
+/// Issue 16, row 1: a role rule that names the privileged group by id is not met by a group
+/// someone without `groups:privileged` named after that id. Before the fix the impostor's
+/// member got the role at the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_rule_by_id_is_not_met_by_a_group_named_after_the_id() {
+    for b in backends() {
+        let (s, app, hr) = acme_to_a_fake(b).await;
+        let (st, v) = s
+            .api(
+                M::PUT,
+                "/api/v1/directories/acme/trusts/hr/policy",
+                Some(&s.token),
+                Some(json!({"privileged_groups": ["admin*"]})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let scopes = ["users:read", "users:write", "groups:read", "groups:write", "groups:privileged"];
+        let (st, v) = s
+            .api(
+                M::POST,
+                "/api/v1/directories/acme/trusts",
+                Some(&s.token),
+                Some(json!({"name": "root", "direction": "inbound", "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let root = Scim { s: &s, dir: "acme".into(), key: v["key"].as_str().unwrap().to_owned() };
+        let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+        let id = |r: ScimResp| r.body["id"].as_str().unwrap().to_owned();
+        let alice = id(acme.post("/Users", user_body("alice@acme.test", "Admin")).await);
+        let mallory = id(acme.post("/Users", user_body("mallory@acme.test", "Intern")).await);
+        let admins = root.post("/Groups", json!({"displayName": "Admins", "members": [{"value": alice}]})).await;
+        assert_eq!(admins.status, 201, "{}", admins.body);
+        let admins = id(admins);
+        // Without the privileged scope: read the id, name a group after it, join it.
+        let r = acme.post("/Groups", json!({"displayName": admins, "members": [{"value": mallory}]})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let mapping = json!({"roles": [
+            {"group": admins, "assign": {"appRole": "admin"}},
+            {"group": {"name": "Admins"}, "assign": {"appRole": "auditor"}}
+        ]});
+        let shown = s.set_target("acme/crm", &app.url, Some(mapping), &[]);
+        assert_eq!(shown["target"]["mapping"]["roles"][0]["group"], json!({"id": admins}), "{shown}");
+        for _ in 0..3 {
+            s.sync_tick().await;
+        }
+        let roles = |u: &Value| -> Vec<String> {
+            u["roles"]
+                .as_array()
+                .map(|a| a.iter().map(|r| r["value"].as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
+        };
+        let a = app.user_by_ext(&alice).expect("alice at the application");
+        assert_eq!(roles(&a), ["admin", "auditor"], "{a}");
+        let m = app.user_by_ext(&mallory).expect("mallory at the application");
+        assert!(roles(&m).is_empty(), "{m}");
+    }
+}

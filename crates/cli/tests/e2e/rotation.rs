@@ -95,7 +95,7 @@ async fn scheduled_rotation_is_delivered_validated_and_promoted() {
     for b in backends() {
         let s = Server::start(b);
         let k1 = s.acme_entra();
-        let file = s.dir.path().join("peer-key");
+        let file = s.data_dir().join("deliveries/peer-key");
         s.file_connector(&file);
         s.cli_json(&[
             "rotation",
@@ -150,7 +150,7 @@ async fn rotation_resumes_after_a_crash_at_every_step() {
             let env = [("FEDKEY_UNSAFE_FAILPOINT", point), ("FEDKEY_NODE_ID", "node-a")];
             let mut s = Server::start_with(b, &[], &env);
             let k1 = s.acme_entra();
-            let file = s.dir.path().join("peer-key");
+            let file = s.data_dir().join("deliveries/peer-key");
             s.file_connector(&file);
             s.cli_json(&[
                 "rotation",
@@ -295,7 +295,7 @@ async fn emergency_rotation_and_cancel() {
     for b in backends() {
         let s = Server::start(b);
         let k1 = s.acme_entra();
-        let file = s.dir.path().join("peer-key");
+        let file = s.data_dir().join("deliveries/peer-key");
         s.file_connector(&file);
         // A canceled rotation revokes its staged version and leaves the current one.
         s.cli_json(&["rotation", "start", "acme/entra"]);
@@ -399,5 +399,51 @@ async fn wrapped_link_connector_hands_over_a_link_not_the_key() {
         assert_eq!(s.tick().await["finished"], 1);
         assert_eq!(s.key_states("entra").await, vec![(1, "previous".into()), (2, "current".into())]);
         assert_eq!(s.scim_status("acme", &k1).await, 200);
+    }
+}
+
+/// Issue 16, rows 8 and 9: one overlap maximum on every path (`rotation/start` accepted
+/// 1000 years before), and file connectors write only under the delivery root (before, a
+/// connector could be pointed at the master key or the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlaps_and_file_targets_are_bounded() {
+    for b in backends() {
+        let s = Server::start(b);
+        s.acme_entra();
+        let trust = "/api/v1/directories/acme/trusts/entra";
+        for (path, body) in
+            [("rotation/start", json!({"overlap": "1000years"})), ("keys/rotate", json!({"overlap": "91d"}))]
+        {
+            let (st, v) = s.api(M::POST, &format!("{trust}/{path}"), Some(&s.token), Some(body)).await;
+            assert_eq!(st, 400, "{path}: {v}");
+            assert!(v.to_string().contains("at most 90 days"), "{path}: {v}");
+        }
+        let out = s.cli(&["rotation", "policy", "set", "acme/entra", "--period", "400d", "--overlap", "100d"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("at most 90 days"), "{out:?}");
+        let (st, v) =
+            s.api(M::POST, &format!("{trust}/rotation/start"), Some(&s.token), Some(json!({"overlap": "90d"}))).await;
+        assert_eq!(st, 202, "{v}");
+
+        let data = s.data_dir();
+        let master = std::fs::read(data.join("master.key")).unwrap();
+        let outside = s.dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("deliveries/out")).unwrap();
+        let refused = [
+            (data.join("master.key"), "outside the delivery root"),
+            (data.join("fedkey.db"), "outside the delivery root"),
+            (outside.join("k"), "outside the delivery root"),
+            (data.join("deliveries/../master.key"), "without . or .."),
+            (data.join("deliveries/out/k"), "symbolic link"),
+        ];
+        for (path, why) in refused {
+            let spec = json!({"kind": "file", "path": path}).to_string();
+            let out = s.cli(&["connector", "add", "acme/entra", "--name", "f", "--spec", &spec]);
+            assert!(!out.status.success(), "{path:?} accepted");
+            assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{path:?}: {out:?}");
+        }
+        assert_eq!(std::fs::read(data.join("master.key")).unwrap(), master);
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
     }
 }

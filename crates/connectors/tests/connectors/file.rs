@@ -1,17 +1,31 @@
-//! File connector: atomic replacement, mode 0600, failure leaves the old key, validation.
+//! File connector: atomic replacement, mode 0600, failure leaves the old key, validation;
+//! writes only under its delivery root, never through a symbolic link.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use fedkey_connectors::{
-    Connector, ConnectorCredentials, ConnectorError, ConnectorSpec, Delivery, Receipt, Validation,
+    Connector, ConnectorCredentials, ConnectorError, ConnectorSpec, Delivery, DeliveryRoot, Receipt, Validation,
 };
 use fedkey_crypto::Secret;
 
 use crate::common::{NOW, egress};
 
+/// A file connector for `path`, confined to the directory it is in.
 fn connector(path: &Path) -> Connector {
+    let root = DeliveryRoot::new(path.parent().unwrap(), &[]).unwrap();
+    unconfined(path).confine(&root).unwrap()
+}
+
+fn unconfined(path: &Path) -> Connector {
     Connector::new(ConnectorSpec::File { path: path.to_owned() }, ConnectorCredentials::File, egress()).unwrap()
+}
+
+/// A temporary directory by its resolved path (the delivery root is compared resolved).
+fn tempdir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    (dir, base)
 }
 
 fn delivery(key: &Secret) -> Delivery<'_> {
@@ -120,4 +134,71 @@ fn relative_paths_are_rejected() {
         .err()
         .unwrap();
     assert!(matches!(e, ConnectorError::Config { .. }), "{e:?}");
+}
+
+/// Issue 16, row 9: the connector wrote wherever the process could (the master key, the
+/// database). Now a path outside the root, with `..`, or without a root is refused.
+#[tokio::test]
+async fn writes_only_under_the_delivery_root() {
+    let (_dir, base) = tempdir();
+    let root_dir = base.join("deliveries");
+    std::fs::create_dir(&root_dir).unwrap();
+    let root = DeliveryRoot::new(&root_dir, &[base.join("master.key")]).unwrap();
+    let key = Secret::new("fkp_key".into());
+    for outside in [base.join("master.key"), base.join("fedkey.db"), root_dir.join("../master.key"), root_dir.clone()] {
+        let e = unconfined(&outside).confine(&root).unwrap_err();
+        assert!(matches!(e, ConnectorError::Config { .. }), "{e:?}");
+        assert!(e.to_string().contains("delivery root"), "{e}");
+    }
+    let e = unconfined(&root_dir.join("k")).deliver(&delivery(&key), NOW).await.unwrap_err();
+    assert!(e.to_string().contains("no delivery root"), "{e}");
+    assert!(!base.join("master.key").exists() && !root_dir.join("k").exists());
+    let inside = unconfined(&root_dir.join("k")).confine(&root).unwrap();
+    inside.deliver(&delivery(&key), NOW).await.unwrap();
+    assert_eq!(std::fs::read_to_string(root_dir.join("k")).unwrap(), "fkp_key");
+}
+
+#[test]
+fn a_root_that_holds_fedkeys_secrets_is_refused() {
+    let (_dir, base) = tempdir();
+    let e = DeliveryRoot::new(&base, &[base.join("master.key")]).unwrap_err();
+    assert!(e.contains("master key"), "{e}");
+    let e = DeliveryRoot::new(&base.join("missing"), &[]).unwrap_err();
+    assert!(e.contains("delivery_root"), "{e}");
+}
+
+#[tokio::test]
+async fn symbolic_links_out_of_the_root_are_not_followed() {
+    let (_dir, base) = tempdir();
+    let (root_dir, outside) = (base.join("root"), base.join("outside"));
+    std::fs::create_dir_all(root_dir.join("sub")).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), "precious").unwrap();
+    let root = DeliveryRoot::new(&root_dir, &[]).unwrap();
+    let key = Secret::new("fkp_key".into());
+
+    // At configuration time: a linked directory on the way.
+    std::os::unix::fs::symlink(&outside, root_dir.join("link")).unwrap();
+    let e = unconfined(&root_dir.join("link/victim")).confine(&root).unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+
+    // At delivery time: the directory was swapped for a link after the connector was stored.
+    let c = unconfined(&root_dir.join("sub/victim")).confine(&root).unwrap();
+    std::fs::remove_dir(root_dir.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&outside, root_dir.join("sub")).unwrap();
+    let e = c.deliver(&delivery(&key), NOW).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::Io { retryable: false, .. }), "{e:?}");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(c.validate(&delivery(&key), NOW).await.is_err());
+
+    // A link at the target: refused when configured; one placed later is replaced, not
+    // written through.
+    let c = unconfined(&root_dir.join("key")).confine(&root).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim"), root_dir.join("key")).unwrap();
+    assert!(unconfined(&root_dir.join("key")).confine(&root).is_err());
+    c.deliver(&delivery(&key), NOW).await.unwrap();
+    assert!(!std::fs::symlink_metadata(root_dir.join("key")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(root_dir.join("key")).unwrap(), "fkp_key");
+    assert_eq!(std::fs::read_to_string(outside.join("victim")).unwrap(), "precious");
+    assert_eq!(entries(&outside), vec!["victim"]);
 }

@@ -52,6 +52,61 @@ fn valid_tokens_from_each_key_type_are_accepted() {
     assert!(verify(&rsa.sign(&c), &policy(), &keys, T0).is_ok());
 }
 
+/// Issue 16, row 11: a token of the right issuer and audience but for another subject or
+/// client application (any user of an Entra tenant can get one for the app's audience) is
+/// refused when the trust names its subjects, clients or token type.
+#[test]
+fn subject_client_and_type_rules_refuse_other_tokens_of_the_same_issuer() {
+    let key = TestKey::ec("k");
+    let keys = published(&[&key]);
+    let mut p = policy();
+    // No rules: any subject (the behaviour the rules are for).
+    let mut stranger = claims(ISS, AUD, T0);
+    stranger["sub"] = json!("some-user-of-the-tenant");
+    assert!(verify(&key.sign(&stranger), &p, &keys, T0).is_ok());
+
+    p.subjects = vec!["scim-client".into()];
+    assert_eq!(
+        verify(&key.sign(&stranger), &p, &keys, T0),
+        Err(JwtError::SubjectNotAllowed { found: "some-user-of-the-tenant".into() })
+    );
+    assert!(verify(&key.sign(&claims(ISS, AUD, T0)), &p, &keys, T0).is_ok());
+
+    // Client application: Entra v2 `azp`, v1 `appid`, Okta `cid`; every one carried must be allowed.
+    p.client_ids = vec!["app-1".into()];
+    let with = |pairs: &[(&str, &str)]| {
+        let mut c = claims(ISS, AUD, T0);
+        for (k, v) in pairs {
+            c[*k] = json!(v);
+        }
+        verify(&key.sign(&c), &p, &keys, T0)
+    };
+    assert!(with(&[("azp", "app-1")]).is_ok());
+    assert!(with(&[("appid", "app-1")]).is_ok());
+    assert!(with(&[("cid", "app-1")]).is_ok());
+    assert_eq!(with(&[]), Err(JwtError::ClientNotAllowed { found: String::new() }));
+    assert_eq!(with(&[("azp", "app-2")]), Err(JwtError::ClientNotAllowed { found: "app-2".into() }));
+    assert_eq!(
+        with(&[("azp", "app-1"), ("appid", "app-2")]),
+        Err(JwtError::ClientNotAllowed { found: "app-2".into() })
+    );
+
+    // Header typ, case-insensitive, `application/` optional.
+    p.client_ids.clear();
+    p.token_type = Some("at+jwt".into());
+    let c = claims(ISS, AUD, T0);
+    assert!(verify(&key.sign_typed(&c, Some("AT+JWT")), &p, &keys, T0).is_ok());
+    assert!(verify(&key.sign_typed(&claims(ISS, AUD, T0), Some("application/at+jwt")), &p, &keys, T0).is_ok());
+    assert_eq!(
+        verify(&key.sign(&claims(ISS, AUD, T0)), &p, &keys, T0),
+        Err(JwtError::WrongType { found: "JWT".into() })
+    );
+    assert_eq!(
+        verify(&key.sign_typed(&claims(ISS, AUD, T0), None), &p, &keys, T0),
+        Err(JwtError::WrongType { found: String::new() })
+    );
+}
+
 #[test]
 fn issuer_audience_and_time_checks_use_the_injected_clock() {
     let key = TestKey::ec("k");

@@ -86,6 +86,14 @@ impl TestKey {
         jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
     }
 
+    /// Signs with header `typ` set to `typ` (`None`: no `typ`).
+    pub fn sign_typed(&self, claims: &Value, typ: Option<&str>) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+
     pub fn sign_without_kid(&self, claims: &Value) -> String {
         jsonwebtoken::encode(&Header::new(self.alg), claims, &self.encoding).unwrap()
     }

@@ -6,8 +6,9 @@
 //!   with `Retry-After`. Not audited per request (a flood must not flood the audit
 //!   log); counted in `fedkey_scim_rate_limited_total`;
 //! - privileged groups: creating one, renaming a group into or out of a privileged
-//!   name, or adding members to one needs `groups:privileged` (403, audited, nothing
-//!   changed). Removing members does not.
+//!   name, or adding members to one — or to a group that is, directly or through other
+//!   groups, a member of one — needs `groups:privileged` (403, audited, nothing changed).
+//!   Removing members does not.
 
 use fedkey_core::Scope;
 use fedkey_scim::ScimError;
@@ -76,16 +77,26 @@ pub async fn check_group_write(
     let new_name = w.body.get("displayName").and_then(Value::as_str).unwrap_or(&w.name_key);
     let new_match = policy.privileged_match(new_name);
     let denial = match previous {
-        None => new_match.map(|p| ("create a privileged group", new_name, p)),
+        // A new group is nobody's member yet: only its own name can make it privileged.
+        None => new_match.map(|p| ("create a privileged group", new_name.to_owned(), p)),
         Some(prev) => {
             let old_name = prev.body.get("displayName").and_then(Value::as_str).unwrap_or("");
             let old_match = policy.privileged_match(old_name);
             let added =
                 w.members.as_ref().is_some_and(|m| m.iter().any(|v| !prev.members.iter().any(|o| &o.value == v)));
             match (old_match, new_match) {
-                (None, Some(p)) => Some(("rename a group to a privileged name", new_name, p)),
-                (Some(p), None) => Some(("rename a privileged group", old_name, p)),
-                (Some(_), Some(p)) if added => Some(("add members to a privileged group", new_name, p)),
+                (None, Some(p)) => Some(("rename a group to a privileged name", new_name.to_owned(), p)),
+                (Some(p), None) => Some(("rename a privileged group", old_name.to_owned(), p)),
+                (Some(_), Some(p)) if added => Some(("add members to a privileged group", new_name.to_owned(), p)),
+                // Members of a group inside a privileged group are members of that one too.
+                (None, None) if added => {
+                    let ancestors = s.store.scim_ancestor_groups(&ctx.principal.directory_id, &prev.id).await?;
+                    ancestors.into_iter().find_map(|(_, name)| {
+                        policy
+                            .privileged_match(&name)
+                            .map(|p| ("add members to a group nested in a privileged group", name, p))
+                    })
+                }
                 _ => None,
             }
         }

@@ -166,6 +166,7 @@ impl Store {
         r: &TrustRef,
         req: RotateKey,
     ) -> Result<(KeyVersion, Option<Secret>), StoreError> {
+        fedkey_core::rotation::check_overlap(req.overlap).map_err(|m| StoreError::Invalid(m.into()))?;
         let trust = self.trust(r).await?;
         let mut tx = self.db.begin().await?;
         let now = self.now();

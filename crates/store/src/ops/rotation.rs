@@ -356,6 +356,7 @@ impl Store {
             RotationKind::Emergency => Duration::ZERO,
             _ => overlap.or(policy.as_ref().map(|p| p.policy.overlap)).unwrap_or(Duration::from_secs(24 * 3600)),
         };
+        fedkey_core::rotation::check_overlap(overlap).map_err(|m| StoreError::Invalid(m.into()))?;
         let mut tx = self.db.begin().await?;
         let now = self.now();
         let versions = self.versions_in_tx(&mut tx, &trust.id).await?;

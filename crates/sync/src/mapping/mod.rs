@@ -3,12 +3,13 @@
 //! directory group membership. Stored per outbound trust as JSON (serde, camelCase).
 //!
 //! ```json
-//! {"scopeFilter": "active eq true", "scopeGroups": ["Engineering"],
+//! {"scopeFilter": "active eq true", "scopeGroups": [{"name": "Engineering"}],
 //!  "userAttributes": [
 //!    {"target": "userName", "source": {"copy": "emails[type eq \"work\"].value"}, "transforms": ["lower"]},
 //!    {"target": "name.formatted", "source": {"join": {"paths": ["name.givenName", "name.familyName"], "separator": " "}}},
 //!    {"target": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter", "source": {"constant": "CC-1"}}],
-//!  "roles": [{"group": "Admins", "assign": {"appRole": "admin"}}, {"group": "Sales", "assign": {"appGroup": "crm-sales"}}],
+//!  "roles": [{"group": {"id": "2819c223-7f76-453a-919d-413861904646"}, "assign": {"appRole": "admin"}},
+//!            {"group": {"name": "Sales"}, "assign": {"appGroup": "crm-sales"}}],
 //!  "leaver": "delete"}
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! the resource and the rule; nothing is dropped silently.
 
 mod paths;
+mod selector;
 
 use fedkey_scim::eval::{self, CompiledFilter};
 use fedkey_scim::filter;
@@ -28,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::diff::ManagedAttr;
 use paths::{Slot, SourcePath};
+pub use selector::GroupSelector;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -35,9 +38,10 @@ pub struct Mapping {
     /// A SCIM filter on the directory user; users that do not match are out of scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope_filter: Option<String>,
-    /// Directory group ids or displayNames; when not empty, a user must be a member of one.
+    /// Directory groups (each by id or by displayName); when not empty, a user must be a
+    /// member of one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scope_groups: Vec<String>,
+    pub scope_groups: Vec<GroupSelector>,
     /// Rules for User attributes; empty means [`default_user_rules`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_attributes: Vec<AttributeRule>,
@@ -98,8 +102,8 @@ pub enum Transform {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleRule {
-    /// Directory group id or displayName (case-insensitive).
-    pub group: String,
+    /// The one directory group (by id, or by displayName) whose members get `assign`.
+    pub group: GroupSelector,
     pub assign: RoleAssignment,
 }
 
@@ -145,13 +149,6 @@ impl OrphanPolicy {
 pub struct GroupRef {
     pub id: String,
     pub display_name: String,
-}
-
-impl GroupRef {
-    /// Whether `name` (a group id, or a displayName compared case-insensitively) names it.
-    fn is(&self, name: &str) -> bool {
-        self.id == name || self.display_name.to_lowercase() == name.to_lowercase()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -270,8 +267,8 @@ impl Mapping {
             },
         };
         for (i, g) in self.scope_groups.iter().enumerate() {
-            if g.trim().is_empty() {
-                problems.push(format!("scopeGroups[{i}]: empty group name"));
+            if let Err(e) = g.check() {
+                problems.push(format!("scopeGroups[{i}]: {e}"));
             }
         }
         let has_app_roles = self.roles.iter().any(|r| matches!(r.assign, RoleAssignment::AppRole(_)));
@@ -280,8 +277,8 @@ impl Mapping {
                 RoleAssignment::AppRole(v) => ("appRole", v),
                 RoleAssignment::AppGroup(v) => ("appGroup", v),
             };
-            if r.group.trim().is_empty() {
-                problems.push(format!("roles[{i}]: empty directory group"));
+            if let Err(e) = r.group.check() {
+                problems.push(format!("roles[{i}].group: {e}"));
             }
             if v.trim().is_empty() {
                 problems.push(format!("roles[{i}]: empty {what}"));
@@ -329,14 +326,14 @@ impl Mapping {
         {
             return Ok(Desired::OutOfScope);
         }
-        if !self.scope_groups.is_empty() && !member_of.iter().any(|g| self.scope_groups.iter().any(|s| g.is(s))) {
+        if !self.scope_groups.is_empty() && !self.scope_groups.iter().any(|s| s.held_by(member_of)) {
             return Ok(Desired::OutOfScope);
         }
         let mut body = build(user_rt(), user, &compiled.user_rules, &resource)?;
         let mut roles: Vec<Value> = Vec::new();
         for r in &self.roles {
             if let RoleAssignment::AppRole(role) = &r.assign
-                && member_of.iter().any(|g| g.is(&r.group))
+                && r.group.held_by(member_of)
             {
                 let v = json!({"value": role});
                 if !roles.contains(&v) {
@@ -372,7 +369,7 @@ impl Mapping {
             .roles
             .iter()
             .filter_map(|r| match &r.assign {
-                RoleAssignment::AppGroup(name) if member_of.iter().any(|g| g.is(&r.group)) => Some(name.clone()),
+                RoleAssignment::AppGroup(name) if r.group.held_by(member_of) => Some(name.clone()),
                 _ => None,
             })
             .collect();

@@ -17,6 +17,11 @@ fn alice() -> Value {
     })
 }
 
+/// Directory group ids (the directory gives every group a UUID).
+const ENG: &str = "00000000-0000-4000-8000-0000000000e1";
+const OPS: &str = "00000000-0000-4000-8000-0000000000e2";
+const ADMINS: &str = "00000000-0000-4000-8000-0000000000a1";
+
 fn groups(names: &[(&str, &str)]) -> Vec<GroupRef> {
     names.iter().map(|(id, n)| GroupRef { id: (*id).into(), display_name: (*n).into() }).collect()
 }
@@ -129,12 +134,12 @@ fn custom_rules_copy_join_constant_transform_default() {
 fn scope_filter_and_scope_groups() {
     let m = Mapping {
         scope_filter: Some("active eq true and emails[type eq \"work\"].value ew \"@example.com\"".into()),
-        scope_groups: vec!["engineering".into(), "g-ops".into()],
+        scope_groups: vec![GroupSelector::Name("engineering".into()), GroupSelector::Id(OPS.into())],
         ..Mapping::default()
     };
-    let eng = groups(&[("g-eng", "Engineering")]);
+    let eng = groups(&[(ENG, "Engineering")]);
     assert!(matches!(m.desired_user(&alice(), &eng).unwrap(), Desired::User(_)));
-    assert!(matches!(m.desired_user(&alice(), &groups(&[("g-ops", "Operations")])).unwrap(), Desired::User(_)));
+    assert!(matches!(m.desired_user(&alice(), &groups(&[(OPS, "Operations")])).unwrap(), Desired::User(_)));
     assert_eq!(m.desired_user(&alice(), &groups(&[("g-x", "Sales")])).unwrap(), Desired::OutOfScope);
     assert_eq!(m.desired_user(&alice(), &[]).unwrap(), Desired::OutOfScope);
     let mut inactive = alice();
@@ -148,14 +153,14 @@ fn scope_filter_and_scope_groups() {
 #[test]
 fn role_rules_assign_roles_and_app_groups() {
     let m: Mapping = serde_json::from_value(json!({"roles": [
-        {"group": "Admins", "assign": {"appRole": "admin"}},
-        {"group": "g-eng", "assign": {"appRole": "developer"}},
-        {"group": "engineering", "assign": {"appRole": "developer"}},
-        {"group": "g-eng", "assign": {"appGroup": "crm-eng"}},
+        {"group": {"name": "Admins"}, "assign": {"appRole": "admin"}},
+        {"group": {"id": ENG}, "assign": {"appRole": "developer"}},
+        {"group": {"name": "engineering"}, "assign": {"appRole": "developer"}},
+        {"group": ENG, "assign": {"appGroup": "crm-eng"}},
         {"group": "Sales", "assign": {"appGroup": "crm-sales"}}
     ]}))
     .unwrap();
-    let member_of = groups(&[("g-eng", "Engineering")]);
+    let member_of = groups(&[(ENG, "Engineering")]);
     let u = user_of(m.desired_user(&alice(), &member_of).unwrap());
     assert_eq!(u["roles"], json!([{"value": "developer"}]));
     assert_eq!(m.app_groups(&member_of), ["crm-eng"]);
@@ -195,14 +200,15 @@ fn validation_reports_every_problem_with_its_rule() {
             {"target": "emails[type co \"w\"].value", "source": {"copy": "userName"}}
         ],
         "groupAttributes": [{"target": "members", "source": {"copy": "members"}}],
-        "roles": [{"group": "", "assign": {"appRole": "r"}}]
+        "roles": [{"group": "", "assign": {"appRole": "r"}}, {"group": {"id": "Admins"}, "assign": {"appRole": "r"}}]
     }))
     .unwrap();
     let e = m.validate().unwrap_err();
     let expect = [
         "scopeFilter: invalid filter",
         "scopeGroups[0]: empty group name",
-        "roles[0]: empty directory group",
+        "roles[0].group: empty group name",
+        "roles[1].group: \"Admins\" is not a directory group id",
         "userAttributes[0] (target \"nope\"): User resources have no attribute nope",
         "userAttributes[1] (target \"id\"): id is set by fedkey",
         "userAttributes[2] (target \"groups\"): read-only",
@@ -297,7 +303,7 @@ fn users_follow_groups_exactly_when_memberships_can_change_the_user() {
         (copy("groups.display"), true),
         (rules(json!({"join": {"paths": ["title", "Groups.display"]}})), true),
     ];
-    let member_of = groups(&[("g-eng", "Engineering"), ("g-a", "Admins")]);
+    let member_of = groups(&[(ENG, "Engineering"), (ADMINS, "Admins")]);
     let mut regrouped = alice();
     regrouped["groups"] = json!([{"value": "g-x", "display": "Sales"}]);
     for (v, follows) in cases {
@@ -313,4 +319,45 @@ fn users_follow_groups_exactly_when_memberships_can_change_the_user() {
         let same = variants.iter().all(|d| *d == variants[0]) && app_groups[0] == app_groups[1];
         assert_eq!(same, !follows, "{v}: {variants:?} {app_groups:?}");
     }
+}
+
+/// A rule names exactly one group: by id, only that id; by name, only when it says so. A
+/// group someone named after the privileged group's id earns nothing (issue 16, row 1).
+#[test]
+fn a_group_named_after_another_groups_id_does_not_meet_a_rule_by_id() {
+    let m: Mapping = serde_json::from_value(json!({
+        "scopeGroups": [ADMINS],
+        "roles": [{"group": ADMINS, "assign": {"appRole": "admin"}}, {"group": {"id": ADMINS}, "assign": {"appGroup": "crm-admins"}}]
+    }))
+    .unwrap();
+    m.validate().unwrap();
+    let impostor = groups(&[(ENG, ADMINS)]);
+    assert_eq!(m.desired_user(&alice(), &impostor).unwrap(), Desired::OutOfScope);
+    assert!(m.app_groups(&impostor).is_empty());
+    let upper = groups(&[(ENG, &ADMINS.to_uppercase())]);
+    assert_eq!(m.desired_user(&alice(), &upper).unwrap(), Desired::OutOfScope);
+    let admin = groups(&[(ADMINS, "Admins")]);
+    assert_eq!(user_of(m.desired_user(&alice(), &admin).unwrap())["roles"], json!([{"value": "admin"}]));
+    assert_eq!(m.app_groups(&admin), ["crm-admins"]);
+    // Written back in the explicit form.
+    let back = serde_json::to_value(&m).unwrap();
+    assert_eq!(back["scopeGroups"], json!([{"id": ADMINS}]));
+    assert_eq!(back["roles"][0]["group"], json!({"id": ADMINS}));
+}
+
+#[test]
+fn a_group_name_matching_two_groups_is_not_applied_and_bad_selectors_are_refused() {
+    let m: Mapping =
+        serde_json::from_value(json!({"roles": [{"group": {"name": "admins"}, "assign": {"appRole": "admin"}}]}))
+            .unwrap();
+    let two = groups(&[(ADMINS, "Admins"), (ENG, "ADMINS")]);
+    assert!(user_of(m.desired_user(&alice(), &two).unwrap()).get("roles").is_none());
+    let one = groups(&[(ADMINS, "Admins")]);
+    assert_eq!(user_of(m.desired_user(&alice(), &one).unwrap())["roles"], json!([{"value": "admin"}]));
+    for bad in [json!({"idd": ADMINS}), json!({"id": ADMINS, "name": "x"}), json!(7), json!({"name": 3})] {
+        let e = serde_json::from_value::<Mapping>(json!({"scopeGroups": [bad]})).unwrap_err();
+        assert!(e.to_string().contains(r#"{"id": "<group id>"} or {"name": "<displayName>"}"#), "{e}");
+    }
+    let upper: Mapping = serde_json::from_value(json!({"scopeGroups": [ADMINS.to_uppercase()]})).unwrap();
+    assert!(upper.validate().unwrap_err().problems[0].contains("not a directory group id"));
 }
