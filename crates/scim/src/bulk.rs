@@ -510,7 +510,7 @@ mod tests {
             (0..100).map(|i| group(i, (0..per_op + usize::from(i < extra)).map(|_| 0))).collect()
         };
         assert!(request(ops(0)).is_ok());
-        let e = request(ops(1)).unwrap_err();
+        let Err(e) = request(ops(1)) else { panic!("{} references accepted", MAX_REFERENCES + 1) };
         assert_eq!(e.status_code(), 413);
         assert_eq!(e.scim_type, Some(ScimType::TooMany));
         assert!(e.detail.contains(&MAX_REFERENCES.to_string()), "{}", e.detail);

@@ -166,8 +166,9 @@ fn contains_doctype(bytes: &[u8]) -> bool {
     bytes.windows(NEEDLE.len()).any(|w| w.eq_ignore_ascii_case(NEEDLE))
 }
 
+/// A name from the document, for an error: short, without control characters.
 fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, ParseError> {
@@ -326,5 +327,14 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.len() <= 256, "{} bytes: {msg}", msg.len());
         assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+
+    /// Found by the `saml` fuzz harness: the root element's name went into the error with
+    /// its control characters.
+    #[test]
+    fn unexpected_root_names_are_printable() {
+        let e = parse_saml_metadata(b"<\x1b[2J\x1fa/>", NOW, &Limits::default()).unwrap_err();
+        assert!(matches!(e, ParseError::UnexpectedRoot { .. }), "{e:?}");
+        assert!(!e.to_string().chars().any(char::is_control), "{e}");
     }
 }
