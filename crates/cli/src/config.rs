@@ -337,16 +337,25 @@ impl Settings {
 }
 
 /// Figment errors may quote a value; for secret keys that would leak it, so only the
-/// key and the kind of problem are reported.
+/// key and the kind of problem are reported. A TOML syntax error has no key and quotes
+/// the offending line, which may hold a secret: only its position and the problem are kept.
 fn describe(e: &figment::Error) -> String {
     let key = e.path.join(".");
     let secret = ["token", "database_url", "alert_webhook_secret", "openbao_token"].iter().any(|k| key.ends_with(k));
     let what = match &e.kind {
         figment::error::Kind::UnknownField(f, _) => format!("unknown setting {f:?}"),
         _ if secret => "invalid value".to_owned(),
+        figment::error::Kind::Message(m) => without_source_lines(m),
         k => k.to_string(),
     };
     if key.is_empty() { what } else { format!("{key}: {what}") }
+}
+
+/// A TOML parser message without its excerpt of the source: the lines drawn as
+/// `N | text` and the `  |  ^` markers under them.
+fn without_source_lines(msg: &str) -> String {
+    let excerpt = |l: &str| l.split_once('|').is_some_and(|(n, _)| n.trim().bytes().all(|b| b.is_ascii_digit()));
+    msg.lines().filter(|l| !excerpt(l)).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ")
 }
 
 fn read_secret_file(p: &Path, what: &str) -> anyhow::Result<String> {
@@ -385,6 +394,19 @@ mod tests {
     fn secret_values_are_not_echoed() {
         let e = Settings::from_toml("token = 42").unwrap_err().to_string();
         assert!(!e.contains("42"), "{e}");
+    }
+
+    /// Found by the `config` fuzz harness: a TOML syntax error quoted the offending line,
+    /// secret and all.
+    #[test]
+    fn a_syntax_error_on_a_secret_line_does_not_show_it() {
+        for text in
+            ["database_url = \"postgres://fedkey:hunter2@db/fedkey", "token = \"hunter2\" x", "openbao_token = hunter2"]
+        {
+            let e = format!("{:#}", Settings::from_toml(text).unwrap_err());
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("line 1"), "{e}");
+        }
     }
 
     #[test]
@@ -439,5 +461,99 @@ mod tests {
             let _ = Settings::from_toml(&format!("{k} = {v}"));
             let _ = Settings::from_toml(&format!("{k} = \"{v}\""));
         }
+    }
+}
+
+/// Fuzz harness of the config loader (machinery: fedkey-fuzz, docs/fuzzing.md).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+
+    use super::*;
+
+    const MARKER: &str = "s3cr3t-MARKER";
+    const SECRETS: [&str; 4] = ["token", "database_url", "alert_webhook_secret", "openbao_token"];
+    const DICT: &[&str] =
+        &["=", "\"", "'", "\"\"\"", "[", "]", "[table]", "\n", "#", "{", "}", ".", "true", "1e9", "\\u"];
+
+    fn check<S>(target: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+    where
+        S: Strategy,
+        S::Value: std::fmt::Debug,
+    {
+        if let Err(e) = fedkey_fuzz::fuzz(target, strategy, test) {
+            panic!("{e}");
+        }
+    }
+
+    /// A value as TOML text, well-formed or not.
+    fn value(secret: bool) -> impl Strategy<Value = String> {
+        let s = if secret { MARKER } else { "plain" };
+        prop::sample::select(vec![
+            format!("\"{s}\""),
+            format!("'{s}'"),
+            format!("\"{s}"),
+            format!("{s}"),
+            format!("[\"{s}\"]"),
+            format!("{{ v = \"{s}\" }}"),
+            format!("\"\"\"{s}\n\"\"\""),
+            "42".to_owned(),
+            "true".to_owned(),
+            "\"1s\"".to_owned(),
+            "\"99999999999999999999y\"".to_owned(),
+            "\"0s\"".to_owned(),
+            "\"json\"".to_owned(),
+            "\"openbao-transit\"".to_owned(),
+        ])
+    }
+
+    /// A TOML document setting known and unknown keys; secret keys get the marker.
+    fn document() -> impl Strategy<Value = String> {
+        let mut keys: Vec<&'static str> = ENV_KEYS.to_vec();
+        keys.push("lisen");
+        let line = prop::sample::select(keys).prop_flat_map(|k| {
+            let secret = SECRETS.contains(&k);
+            value(secret).prop_map(move |v| format!("{k} = {v}"))
+        });
+        prop::collection::vec(line, 0..6).prop_map(|lines| lines.join("\n"))
+    }
+
+    /// Everything derived from loaded settings, which startup computes.
+    fn derive(s: &Settings) {
+        let _ = (s.database_url(), s.master_key_file(), s.transit());
+        let _ = (s.engine_interval(), s.request_timeout(), s.auth_cache_ttl());
+        if s.transit() {
+            let _ = s.transit_settings();
+        }
+    }
+
+    #[test]
+    fn fuzz_config_secrets_never_in_errors() {
+        check("config", document(), |text| {
+            match Settings::from_toml(&text) {
+                Ok(s) => derive(&s),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    prop_assert!(!msg.contains(MARKER), "the error shows a secret: {}", msg);
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_config_loader_on_mutated_files() {
+        let seeds = fedkey_fuzz::corpus("config").unwrap();
+        let input = prop_oneof![
+            fedkey_fuzz::mutated_corpus(seeds.clone(), DICT),
+            fedkey_fuzz::mutate(document().prop_map(String::into_bytes), seeds, DICT),
+        ];
+        check("config-mutated", input, |bytes| {
+            if let Ok(s) = Settings::from_toml(&String::from_utf8_lossy(&bytes)) {
+                derive(&s);
+            }
+            Ok(())
+        });
     }
 }

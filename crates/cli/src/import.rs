@@ -8,6 +8,8 @@
 //! transaction on the server, so one bad row never stops the others.
 
 mod columns;
+#[cfg(test)]
+mod fuzz;
 mod read;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

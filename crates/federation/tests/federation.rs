@@ -4,6 +4,8 @@
 
 #[path = "federation/egress.rs"]
 mod egress;
+#[path = "federation/fuzz.rs"]
+mod fuzz;
 #[path = "federation/hostile.rs"]
 mod hostile;
 #[path = "federation/idp.rs"]

@@ -1,8 +1,8 @@
-//! SCIM 2.0 protocol types with no I/O: error bodies and discovery documents.
-//!
-//! The full schema registry, filter language and PATCH engine arrive with the SCIM
-//! service issue; this crate already owns the wire shapes the server emits today.
+//! SCIM 2.0 protocol with no I/O: the schema registry, the filter language and its
+//! evaluator, the PATCH engine, resource normalisation and projection, Bulk request
+//! parsing and planning, error bodies and discovery documents.
 
+pub mod bulk;
 pub mod discovery;
 pub mod error;
 pub mod eval;

@@ -34,8 +34,9 @@
 //! - remove with a `value` on a multi-valued attribute removes the values that match one
 //!   of the given ones on every sub-attribute given (Entra's member removal); a `value`
 //!   on a single-valued attribute is ignored. Removing what is absent succeeds.
-//! - replace with null (or an empty array) removes. Removing a required attribute
-//!   (`userName`) is 400 `invalidValue`.
+//! - replace with null (or an empty array) removes. An empty string is no value, as on
+//!   create and replace: it removes too. Removing a required attribute (`userName`) is
+//!   400 `invalidValue`.
 //! - Read-only targets (`id`, `meta`, `groups`, read-only sub-attributes) may be written
 //!   only when the write changes nothing (Okta echoes `id`); otherwise 400 `mutability`.
 //!   `schemas` may not be a path (it follows the extensions present); as a key in a value
@@ -1084,6 +1085,8 @@ fn coerce_single(def: &'static AttributeDef, v: &Value) -> Result<Value, ScimErr
             _ => Err(wrong("a number")),
         },
         AttrType::String | AttrType::Reference | AttrType::DateTime | AttrType::Binary => match v {
+            // No value, as on create and replace (resource::normalize).
+            Value::String(s) if s.is_empty() => Ok(Value::Null),
             Value::String(_) => Ok(v.clone()),
             _ => Err(wrong("a string")),
         },
@@ -1486,6 +1489,31 @@ mod tests {
     fn ok_body(rt: &str, res: &mut Value, body: &str) -> Vec<String> {
         let body: Value = serde_json::from_str(body).unwrap();
         run_body(rt, res, &body).unwrap_or_else(|e| panic!("{}", e.detail))
+    }
+
+    /// Found by the `patch` fuzz harness: PATCH stored `""` where create and replace read
+    /// no value, so `replace userName ""` left a user without a usable userName.
+    #[test]
+    fn an_empty_string_is_no_value_as_on_create() {
+        let mut res = user();
+        let before = res.clone();
+        let e = run("User", &mut res, json!([{"op": "replace", "path": "userName", "value": ""}])).unwrap_err();
+        assert_eq!((e.status_code(), e.scim_type), (400, Some(ScimType::InvalidValue)), "{}", e.detail);
+        assert_eq!(res, before);
+        ok("User", &mut res, json!([{"op": "replace", "path": "displayName", "value": ""}]));
+        assert!(res.get("displayName").is_none(), "{res}");
+        ok("User", &mut res, json!([{"op": "add", "path": "name.givenName", "value": [""]}]));
+        assert!(res["name"].get("givenName").is_none(), "{res}");
+        ok("User", &mut res, json!([{"op": "add", "path": "emails", "value": [{"value": "", "type": "other"}]}]));
+        assert!(!res["emails"].as_array().unwrap().iter().any(|e| e.get("value") == Some(&json!(""))), "{res}");
+        let stored: Map<String, Value> = res
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| !["id", "meta", "schemas"].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(crate::resource::normalize(resource_type("User").unwrap(), &res).unwrap(), Value::Object(stored));
     }
 
     /// Runs a PATCH that must fail; checks the resource is byte-identical and returns the

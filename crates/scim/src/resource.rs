@@ -29,7 +29,7 @@ fn invalid(detail: impl Into<String>) -> ScimError {
 }
 
 /// First `n` characters of client input, for error messages.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 

@@ -396,3 +396,69 @@ async fn scim_bulk_scopes_are_enforced() {
         assert_eq!(c.get("/Groups").await.body["totalResults"], 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_bulk_reference_limit_and_long_cycles() {
+    const MAX_REFERENCES: usize = 10_000;
+    for b in backends() {
+        let (s, key) = scim_server(b, None).await;
+        let c = Scim { s: &s, dir: "acme".into(), key };
+        // One reference over the limit → 413 tooMany, nothing done.
+        let member = json!({"value": "bulkId:u"});
+        let per_group = MAX_REFERENCES / 100;
+        let mut ops = vec![json!({"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "frank"}})];
+        ops.extend((0..100).map(|i| {
+            let n = per_group + usize::from(i == 0);
+            json!({"method": "POST", "path": "/Groups", "data": {"displayName": format!("G{i}"), "members": vec![member.clone(); n]}})
+        }));
+        let r = c.bulk(None, Value::Array(ops)).await;
+        assert_scim_error(&r, 413, Some("tooMany"));
+        assert!(r.body["detail"].as_str().unwrap().contains("10000 bulkId references"), "{}", r.body);
+        assert_eq!(c.get("/Users").await.body["totalResults"], 0);
+        assert_eq!(c.get("/Groups").await.body["totalResults"], 0);
+
+        // A ring of 1000 groups, each naming the next nine: every one is on a cycle and
+        // fails with 409; nothing is created.
+        let n = 1000;
+        let ring: Vec<Value> = (0..n)
+            .map(|i| {
+                let members: Vec<Value> =
+                    (1..=9).map(|k| json!({"value": format!("bulkId:g{}", (i + k) % n)})).collect();
+                json!({"method": "POST", "path": "/Groups", "bulkId": format!("g{i}"),
+                       "data": {"displayName": format!("G{i}"), "members": members}})
+            })
+            .collect();
+        let ops = bulk_ops(&c.bulk(None, Value::Array(ring)).await);
+        assert_eq!(ops.len(), n);
+        for (i, op) in ops.iter().enumerate() {
+            assert_op_error(op, 409, Some("invalidValue"));
+            assert_eq!(op["bulkId"], format!("g{i}"));
+            assert!(op["response"]["detail"].as_str().unwrap().contains("circular"), "{op}");
+        }
+        assert_eq!(c.get("/Groups").await.body["totalResults"], 0);
+
+        // A chain written backwards runs last-first. With failOnErrors 2 the two
+        // operations of the cycle x <-> y are the last processed: Z, waiting on x, is
+        // not, while the user after it, ready earlier, is.
+        let ops = bulk_ops(
+            &c.bulk(
+                Some(2),
+                json!([
+                    {"method": "POST", "path": "/Groups", "bulkId": "c0", "data": {"displayName": "C0", "members": [{"value": "bulkId:c1"}]}},
+                    {"method": "POST", "path": "/Groups", "bulkId": "c1", "data": {"displayName": "C1", "members": [{"value": "bulkId:c2"}]}},
+                    {"method": "POST", "path": "/Users", "bulkId": "c2", "data": {"userName": "gina"}},
+                    {"method": "POST", "path": "/Groups", "bulkId": "x", "data": {"displayName": "X", "members": [{"value": "bulkId:y"}]}},
+                    {"method": "POST", "path": "/Groups", "bulkId": "y", "data": {"displayName": "Y", "members": [{"value": "bulkId:x"}]}},
+                    {"method": "POST", "path": "/Groups", "data": {"displayName": "Z", "members": [{"value": "bulkId:x"}]}},
+                    {"method": "POST", "path": "/Users", "data": {"userName": "hal"}}
+                ]),
+            )
+            .await,
+        );
+        assert_eq!(statuses(&ops), ["201", "201", "201", "409", "409", "201"]);
+        assert!(ops[5]["location"].as_str().unwrap().contains("/Users/"), "{ops:?}");
+        let c1 = c.get(&format!("/Groups/{}", id_of(&ops[1]))).await;
+        assert_eq!(member_ids(&c1.body), [id_of(&ops[2])]);
+        assert!(c.filter("Groups", "displayName eq \"Z\"").await.is_empty());
+    }
+}

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::limits::Limits;
 use crate::material::SigningKey;
 
-use super::{ParseError, parse_json_object};
+use super::{ParseError, loggable, parse_json_object};
 
 /// Members that only a private (or symmetric) JWK has (RFC 7518 §6.2.2, §6.3.2, §6.4).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
@@ -102,7 +102,7 @@ fn signing_key(index: usize, obj: &Map<String, Value>) -> Result<SigningKey, Par
             let (size, algs): (usize, &[&str]) = match crv {
                 "P-256" => (32, &["ES256"]),
                 "P-384" => (48, &["ES384"]),
-                other => return Err(unsupported(format!("EC curve {other}"))),
+                other => return Err(unsupported(format!("EC curve {}", loggable(other)))),
             };
             let (x, x_bytes) = b64_member(index, obj, "x")?;
             let (y, y_bytes) = b64_member(index, obj, "y")?;
@@ -118,7 +118,7 @@ fn signing_key(index: usize, obj: &Map<String, Value>) -> Result<SigningKey, Par
         "OKP" => {
             let crv = str_member(obj, "crv")?.ok_or(ParseError::MissingField("crv"))?;
             if crv != "Ed25519" {
-                return Err(unsupported(format!("OKP curve {crv}")));
+                return Err(unsupported(format!("OKP curve {}", loggable(crv))));
             }
             let (x, x_bytes) = b64_member(index, obj, "x")?;
             if x_bytes.len() != 32 {
@@ -131,7 +131,7 @@ fn signing_key(index: usize, obj: &Map<String, Value>) -> Result<SigningKey, Par
             vec![("crv", crv.to_owned()), ("kty", kty.to_owned()), ("x", x)]
         }
         "oct" => return Err(unsupported("symmetric (oct) keys cannot be published".into())),
-        other => return Err(unsupported(format!("key type {other}"))),
+        other => return Err(unsupported(format!("key type {}", loggable(other)))),
     };
 
     let fingerprint = jwk_thumbprint(&members);
@@ -151,9 +151,10 @@ fn signing_key(index: usize, obj: &Map<String, Value>) -> Result<SigningKey, Par
 
 fn check_alg(index: usize, alg: Option<&str>, allowed: &[&str]) -> Result<(), ParseError> {
     match alg {
-        Some(a) if !allowed.contains(&a) => {
-            Err(ParseError::UnsupportedKey { index, detail: format!("algorithm {a} does not fit this key type") })
-        }
+        Some(a) if !allowed.contains(&a) => Err(ParseError::UnsupportedKey {
+            index,
+            detail: format!("algorithm {} does not fit this key type", loggable(a)),
+        }),
         _ => Ok(()),
     }
 }
@@ -245,5 +246,24 @@ mod tests {
         assert_eq!(bit_length(&[0, 0, 1]), 1);
         assert_eq!(bit_length(&[0x80, 0]), 16);
         assert_eq!(bit_length(&[]), 0);
+    }
+
+    /// Found by the `jwks` fuzz harness: the peer's `alg`, `kty` and `crv` went into
+    /// errors as they were, control characters and any length included.
+    #[test]
+    fn errors_show_peer_strings_short_and_printable() {
+        let long = "x".repeat(5000);
+        let ed = r#""crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo""#;
+        for doc in [
+            format!(r#"{{"keys":[{{"kty":"OKP",{ed},"alg":"\u0000RS256\n{long}"}}]}}"#),
+            format!(r#"{{"keys":[{{"kty":"\u001b[31m{long}"}}]}}"#),
+            format!(r#"{{"keys":[{{"kty":"OKP","crv":"\r\n{long}","x":"AA"}}]}}"#),
+            format!(r#"{{"keys":[{{"kty":"EC","crv":"\r\n{long}","x":"AA","y":"AA"}}]}}"#),
+        ] {
+            let e = parse_jwks(doc.as_bytes(), &Limits::default()).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, ParseError::UnsupportedKey { .. }), "{msg}");
+            assert!(msg.len() <= 300 && !msg.chars().any(char::is_control), "{msg:?}");
+        }
     }
 }

@@ -51,6 +51,24 @@ pub enum ParseError {
     UnexpectedRoot { found: String },
 }
 
+/// Most bytes of a parser's message kept in an error. XML parsers quote the document,
+/// which is the peer's text, and the error goes to logs and the admin API.
+const MAX_MESSAGE: usize = 200;
+
+/// A parser's message fit for a log line: control characters (line breaks) become spaces
+/// and it is cut at [`MAX_MESSAGE`] bytes.
+pub(crate) fn loggable(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE + 3));
+    for c in msg.chars() {
+        if out.len() + c.len_utf8() > MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
 pub(crate) fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), ParseError> {
     if bytes.len() > limits.max_document_bytes {
         return Err(ParseError::TooLarge { size: bytes.len(), limit: limits.max_document_bytes });

@@ -15,7 +15,7 @@ use crate::limits::Limits;
 use crate::material::SigningKey;
 
 use super::duration::parse_iso8601_duration;
-use super::{ParseError, check_size, der};
+use super::{ParseError, check_size, der, loggable};
 
 const MD_NS: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 const DS_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
@@ -64,7 +64,7 @@ pub fn parse_saml_metadata(bytes: &[u8], now: Timestamp, limits: &Limits) -> Res
     let mut cert_text: Option<String> = None;
 
     loop {
-        let (ns, event) = reader.read_resolved_event().map_err(|e| ParseError::Xml(e.to_string()))?;
+        let (ns, event) = reader.read_resolved_event().map_err(|e| ParseError::Xml(loggable(&e.to_string())))?;
         let in_ns = |want: &str| matches!(&ns, ResolveResult::Bound(n) if n.as_ref() == want);
         match event {
             Event::DocType(_) => return Err(ParseError::DocType),
@@ -166,17 +166,18 @@ fn contains_doctype(bytes: &[u8]) -> bool {
     bytes.windows(NEEDLE.len()).any(|w| w.eq_ignore_ascii_case(NEEDLE))
 }
 
+/// A name from the document, for an error: short, without control characters.
 fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, ParseError> {
     for a in e.attributes() {
-        let a = a.map_err(|err| ParseError::Xml(err.to_string()))?;
+        let a = a.map_err(|err| ParseError::Xml(loggable(&err.to_string())))?;
         if a.key.as_ref() == name {
             let v = a
                 .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|err| ParseError::Xml(err.to_string()))?;
+                .map_err(|err| ParseError::Xml(loggable(&err.to_string())))?;
             return Ok(Some(v.trim().to_owned()));
         }
     }
@@ -313,5 +314,27 @@ mod tests {
             Err(ParseError::UnexpectedRoot { .. } | ParseError::Xml(_))
         ));
         assert_eq!(parse_saml_metadata(&[0xff, 0xfe, 0x3c], NOW, &l), Err(ParseError::NotUtf8));
+    }
+
+    /// Found by the `saml` fuzz harness: quick-xml quotes the document in its errors (here
+    /// a 1,000-byte end tag with line breaks), and the error reaches logs and the API.
+    #[test]
+    fn xml_errors_do_not_carry_document_text() {
+        let tag = "b\n".repeat(500);
+        let bad = format!(r#"<md:EntityDescriptor xmlns:md="{MD_NS}" entityID="x" cacheDuration="PT1H"><a></{tag}>"#);
+        let e = parse_saml_metadata(bad.as_bytes(), NOW, &Limits::default()).unwrap_err();
+        assert!(matches!(e, ParseError::Xml(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.len() <= 256, "{} bytes: {msg}", msg.len());
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+
+    /// Found by the `saml` fuzz harness: the root element's name went into the error with
+    /// its control characters.
+    #[test]
+    fn unexpected_root_names_are_printable() {
+        let e = parse_saml_metadata(b"<\x1b[2J\x1fa/>", NOW, &Limits::default()).unwrap_err();
+        assert!(matches!(e, ParseError::UnexpectedRoot { .. }), "{e:?}");
+        assert!(!e.to_string().chars().any(char::is_control), "{e}");
     }
 }

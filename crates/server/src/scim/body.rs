@@ -15,7 +15,11 @@ use super::{SCIM_BODY_LIMIT, ScimResponse};
 /// A SCIM JSON object body.
 pub struct ScimBody(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for ScimBody {
+/// A SCIM body before JSON parsing (content type and size checked), for handlers that
+/// parse large bodies off the async workers.
+pub struct ScimBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ScimBytes {
     type Rejection = ScimResponse;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ScimResponse> {
@@ -36,17 +40,31 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
                 ScimResponse(ScimError::new(400, Some(ScimType::InvalidSyntax), "could not read the request body"))
             }
         })?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ScimResponse(ScimError::new(400, Some(ScimType::InvalidSyntax), format!("malformed JSON: {e}")))
-        })?;
-        if !v.is_object() {
-            return Err(ScimResponse(ScimError::new(
-                400,
-                Some(ScimType::InvalidSyntax),
-                "the request body must be a JSON object",
-            )));
-        }
-        Ok(ScimBody(v))
+        Ok(ScimBytes(bytes))
+    }
+}
+
+/// Parses a body that must be a JSON object.
+pub fn json_object(bytes: &[u8]) -> Result<Value, ScimResponse> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ScimResponse(ScimError::new(400, Some(ScimType::InvalidSyntax), format!("malformed JSON: {e}")))
+    })?;
+    if !v.is_object() {
+        return Err(ScimResponse(ScimError::new(
+            400,
+            Some(ScimType::InvalidSyntax),
+            "the request body must be a JSON object",
+        )));
+    }
+    Ok(v)
+}
+
+impl<S: Send + Sync> FromRequest<S> for ScimBody {
+    type Rejection = ScimResponse;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ScimResponse> {
+        let ScimBytes(bytes) = ScimBytes::from_request(req, state).await?;
+        json_object(&bytes).map(ScimBody)
     }
 }
 
