@@ -1,9 +1,9 @@
-//! `/healthz` (the process answers), `/readyz` (the database and the audit log can be
-//! written) and `/metrics`.
+//! `/healthz` (the process answers) and `/readyz` (the database and the audit log can be
+//! written). `/metrics` is in [`crate::metrics`].
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use fedkey_audit::{Event, Outcome};
@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -50,8 +50,4 @@ async fn probe_audit(s: &AppState) -> Result<(), fedkey_store::StoreError> {
     fedkey_store::audit::append_in_tx(&mut tx, &store.db, vec![ev]).await?;
     tx.rollback().await?;
     Ok(())
-}
-
-async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }

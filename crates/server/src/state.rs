@@ -26,4 +26,6 @@ pub struct AppState {
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,
+    /// SHA-256 of the bearer token `/metrics` requires; `None` leaves it open.
+    pub metrics_token: Option<[u8; 32]>,
 }

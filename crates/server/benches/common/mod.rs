@@ -43,6 +43,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         sync: None,
         reconcile_schedule: None,
         public_url: "http://127.0.0.1".into(),
+        metrics_token: None,
     };
     (state, key)
 }
