@@ -29,7 +29,7 @@ check() { # description, got, want
   fi
 }
 
-token="$("$BIN" init --data-dir "$work/data" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
+token="$("$BIN" init --data-dir "$work/data" --output json 2>"$work/init.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
 "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.log" &
 pid=$!
 url=""
