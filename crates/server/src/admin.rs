@@ -47,7 +47,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::sync_api::routes());
     #[cfg(feature = "test-hooks")]
     let routes = routes.merge(crate::test_hooks::routes());
-    crate::body_limit::admin(routes, crate::ADMIN_BODY_LIMIT)
+    crate::body_limit::limit(routes, crate::ADMIN_BODY_LIMIT)
         // Import has its own, larger limit.
         .merge(crate::import::routes())
         .fallback(crate::error::not_found)

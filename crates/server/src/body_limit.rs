@@ -1,29 +1,30 @@
 //! Request body limits, one per group of routes. Extractors stop reading past the limit
-//! (`DefaultBodyLimit`, 413 from the extractor), and a request that declares a longer
-//! body in `Content-Length` is refused with 413 before anything reads or authenticates
-//! it. Either way the response says `Connection: close` ([`crate::request`]) and the
-//! connection closes with a bounded lingering drain ([`crate::conn`]), so a client still
-//! sending its body reads the 413 instead of a connection reset.
+//! (`DefaultBodyLimit`). A request that declares a longer body in `Content-Length` gets
+//! its body replaced by one that is already over the limit, so nothing of it is read and
+//! the handler's extractor answers 413 in the endpoint's own words. Either way the 413
+//! says `Connection: close` ([`crate::request`]) and the connection closes with a bounded
+//! lingering drain ([`crate::conn`]), so a client still sending its body reads the 413
+//! instead of a connection reset.
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{Next, from_fn_with_state};
-use axum::response::{IntoResponse, Response};
-use fedkey_scim::ScimError;
+use axum::response::Response;
 
 use crate::AppState;
-use crate::error::ApiError;
-use crate::scim::ScimResponse;
 
-/// Limits the admin API routes of `routes` to `limit` bytes; 413 in the admin error shape.
-pub fn admin(routes: Router<AppState>, limit: usize) -> Router<AppState> {
-    routes.layer(DefaultBodyLimit::max(limit)).layer(from_fn_with_state(limit, refuse_admin))
+/// Limits the request bodies of `routes` to `limit` bytes.
+pub fn limit(routes: Router<AppState>, limit: usize) -> Router<AppState> {
+    routes.layer(DefaultBodyLimit::max(limit)).layer(from_fn_with_state(limit, refuse_declared))
 }
 
-/// Limits the SCIM routes of `routes` to `limit` bytes; 413 as a SCIM Error.
-pub fn scim(routes: Router<AppState>, limit: usize) -> Router<AppState> {
-    routes.layer(DefaultBodyLimit::max(limit)).layer(from_fn_with_state(limit, refuse_scim))
+async fn refuse_declared(State(limit): State<usize>, mut req: Request, next: Next) -> Response {
+    if declared_over(req.headers(), limit) {
+        *req.body_mut() = over_limit();
+    }
+    next.run(req).await
 }
 
 /// Whether the request declares a body longer than `limit`.
@@ -35,23 +36,16 @@ fn declared_over(headers: &HeaderMap, limit: usize) -> bool {
         .is_some_and(|n| n > limit as u64)
 }
 
-async fn refuse_admin(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    if declared_over(req.headers(), limit) {
-        return ApiError::too_large(limit).into_response();
-    }
-    next.run(req).await
-}
-
-async fn refuse_scim(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    if declared_over(req.headers(), limit) {
-        return ScimResponse(ScimError::new(413, None, format!("request body exceeds {limit} bytes"))).into_response();
-    }
-    next.run(req).await
+/// A body whose first read fails with the length-limit error the extractors turn into 413.
+fn over_limit() -> Body {
+    Body::new(http_body_util::Limited::new(Body::from(" "), 0))
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::body::Bytes;
+    use axum::extract::FromRequest;
+    use axum::http::{HeaderValue, StatusCode};
 
     use super::*;
 
@@ -68,5 +62,18 @@ mod tests {
         assert!(!declared_over(&HeaderMap::new(), 1024), "chunked bodies are left to the extractor's limit");
         // Unparseable lengths are hyper's to refuse (400); this check stays out of the way.
         assert!(!declared_over(&length("lots"), 1024));
+    }
+
+    /// The replaced body is what the extractors report as 413, under a route's limit or not.
+    #[tokio::test]
+    async fn the_replacement_body_is_a_413_to_the_extractors() {
+        use tower::{Layer, ServiceExt};
+        let read = tower::service_fn(|req: Request| async move {
+            Ok::<_, std::convert::Infallible>(Bytes::from_request(req, &()).await.map(|_| ()).map_err(|r| r.status()))
+        });
+        let plain = read.oneshot(Request::new(over_limit())).await.unwrap();
+        assert_eq!(plain, Err(StatusCode::PAYLOAD_TOO_LARGE));
+        let limited = DefaultBodyLimit::max(1024).layer(read).oneshot(Request::new(over_limit())).await.unwrap();
+        assert_eq!(limited, Err(StatusCode::PAYLOAD_TOO_LARGE));
     }
 }

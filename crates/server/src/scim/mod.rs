@@ -67,7 +67,7 @@ pub fn router() -> Router<AppState> {
         )
         .fallback(unknown)
         .method_not_allowed_fallback(method_not_allowed);
-    crate::body_limit::scim(routes, SCIM_BODY_LIMIT).layer(axum::middleware::from_fn(answer_when_audited))
+    crate::body_limit::limit(routes, SCIM_BODY_LIMIT).layer(axum::middleware::from_fn(answer_when_audited))
 }
 
 /// The authentication record of one SCIM request, on its way to the audit log while the
