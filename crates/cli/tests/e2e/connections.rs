@@ -38,7 +38,7 @@ async fn closed_after(mut c: TcpStream, since: Instant, within: Duration) -> Opt
 }
 
 async fn healthz(url: &str) -> Option<u16> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     client.get(format!("{url}/healthz")).send().await.ok().map(|r| r.status().as_u16())
 }
 
