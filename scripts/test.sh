@@ -70,8 +70,15 @@ else
   echo "demo-provisioning: 0 passed, 1 failed" | tee -a "$log"
 fi
 
+# A release build (no cargo features) carries no test hooks: /api/v1/test/* is 404 and
+# --unsafe-test-clock is refused. Builds into target/release, so reruns are quick.
+if ! bash scripts/check-release.sh 2>&1 | tee -a "$log"; then
+  status=1
+  grep -q '^check-release: ' "$log" || echo "check-release: 0 passed, 1 failed" | tee -a "$log"
+fi
+
 # One closing line for the whole suite: every test binary's result plus the conformance checks.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^(conformance|demo-rotation|demo-provisioning): / { p += $2; f += $4 }
+     /^(conformance|demo-rotation|demo-provisioning|check-release): / { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -45,8 +45,18 @@ pub struct Settings {
     pub request_timeout: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
-    /// Testing only: lets an admin advance the server clock through the API.
+    /// Testing only: lets an admin advance the server clock through the API. Refused by
+    /// builds without the `test-hooks` feature.
     pub unsafe_test_clock: bool,
+    /// How long a client has to send a request's header (and a connection's first request).
+    pub header_read_timeout: String,
+    /// How long a connection with no request in progress stays open.
+    pub idle_timeout: String,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// The bearer token `/metrics` requires; without it `/metrics` is open.
+    pub metrics_token: Option<String>,
+    pub metrics_token_file: Option<PathBuf>,
     /// This node's name in database leases (rotation engine). Keep it stable across
     /// restarts of one node and unique among nodes; default: a random name per start.
     pub node_id: Option<String>,
@@ -116,6 +126,11 @@ impl Default for Settings {
             token: None,
             token_file: None,
             unsafe_test_clock: false,
+            header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            max_connections: 512,
+            metrics_token: None,
+            metrics_token_file: None,
             node_id: None,
             public_url: None,
             alert_webhook_url: None,
@@ -135,7 +150,7 @@ impl Default for Settings {
     }
 }
 
-const ENV_KEYS: [&str; 35] = [
+const ENV_KEYS: [&str; 40] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -156,6 +171,11 @@ const ENV_KEYS: [&str; 35] = [
     "token",
     "token_file",
     "unsafe_test_clock",
+    "header_read_timeout",
+    "idle_timeout",
+    "max_connections",
+    "metrics_token",
+    "metrics_token_file",
     "node_id",
     "public_url",
     "alert_webhook_url",
@@ -210,6 +230,12 @@ impl Settings {
             s.egress.allow_cidrs = v.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
         }
         fedkey_egress::parse_allow_cidrs(&s.egress.allow_cidrs).map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(f) = &s.metrics_token_file {
+            s.metrics_token = Some(read_secret_file(f, "metrics token")?);
+        }
+        if s.metrics_token.as_deref().is_some_and(str::is_empty) {
+            anyhow::bail!("metrics_token is empty; set a random token or leave it unset");
+        }
         Ok(s)
     }
 
@@ -330,6 +356,30 @@ impl Settings {
         })
     }
 
+    /// The connection limits of `serve`: a header timeout of at most 10 s, a positive idle
+    /// timeout of at most a day, and at least one connection.
+    pub fn conn_limits(&self) -> anyhow::Result<fedkey_server::ConnLimits> {
+        use std::time::Duration;
+        let within = |key: &str, v: &str, max: Duration, max_text: &str| {
+            humantime::parse_duration(v).ok().filter(|d| !d.is_zero() && *d <= max).ok_or_else(|| {
+                anyhow::anyhow!("{key}: {v:?} is not a positive duration of at most {max_text} (e.g. 10s)")
+            })
+        };
+        if self.max_connections == 0 {
+            anyhow::bail!("max_connections: must be at least 1");
+        }
+        Ok(fedkey_server::ConnLimits {
+            header_read_timeout: within(
+                "header_read_timeout",
+                &self.header_read_timeout,
+                Duration::from_secs(10),
+                "10s",
+            )?,
+            idle_timeout: within("idle_timeout", &self.idle_timeout, Duration::from_secs(86_400), "24h")?,
+            max_connections: self.max_connections,
+        })
+    }
+
     pub fn auth_cache_ttl(&self) -> anyhow::Result<std::time::Duration> {
         humantime::parse_duration(&self.auth_cache_ttl)
             .map_err(|_| anyhow::anyhow!("auth_cache_ttl: {:?} is not a duration (e.g. 5s)", self.auth_cache_ttl))
@@ -427,6 +477,27 @@ mod tests {
         assert!(e.to_string().contains("database_statement_timeout"), "{e}");
         let e = Settings::from_toml("database_pool_size = 0").unwrap().db_options().unwrap_err();
         assert!(e.to_string().contains("database_pool_size"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_have_safe_defaults_and_bounds() {
+        let l = Settings::default().conn_limits().unwrap();
+        assert_eq!(l.header_read_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(l.max_connections, 512);
+        let s =
+            Settings::from_toml("header_read_timeout = \"2s\"\nidle_timeout = \"5m\"\nmax_connections = 64").unwrap();
+        let l = s.conn_limits().unwrap();
+        assert_eq!((l.header_read_timeout.as_secs(), l.idle_timeout.as_secs(), l.max_connections), (2, 300, 64));
+        for bad in [
+            "header_read_timeout = \"11s\"",
+            "header_read_timeout = \"0s\"",
+            "idle_timeout = \"soon\"",
+            "max_connections = 0",
+        ] {
+            let e = Settings::from_toml(bad).unwrap().conn_limits().unwrap_err().to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
+        }
     }
 
     #[test]

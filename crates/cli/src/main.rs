@@ -138,7 +138,20 @@ struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address. Keys travel in headers: use TLS.
     #[arg(long)]
     insecure_http: bool,
-    /// Testing only: let an admin advance the server clock through the API.
+    /// How long a client has to send a request's header, at most 10s (default 10s)
+    /// [env: FEDKEY_HEADER_READ_TIMEOUT].
+    #[arg(long)]
+    header_read_timeout: Option<String>,
+    /// How long a connection with no request in progress stays open (default 60s)
+    /// [env: FEDKEY_IDLE_TIMEOUT].
+    #[arg(long)]
+    idle_timeout: Option<String>,
+    /// Connections served at once; more wait in the listen backlog (default 512)
+    /// [env: FEDKEY_MAX_CONNECTIONS].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Testing only: let an admin advance the server clock through the API. Refused by
+    /// builds without the `test-hooks` feature.
     #[arg(long, hide = true)]
     unsafe_test_clock: bool,
 }
@@ -171,6 +184,9 @@ fn flags(cli: &Cli) -> Map<String, Value> {
         put("tls_key", a.tls_key.as_ref().map(|p| json!(p)));
         put("insecure_http", a.insecure_http.then_some(json!(true)));
         put("unsafe_test_clock", a.unsafe_test_clock.then_some(json!(true)));
+        put("header_read_timeout", a.header_read_timeout.as_ref().map(|v| json!(v)));
+        put("idle_timeout", a.idle_timeout.as_ref().map(|v| json!(v)));
+        put("max_connections", a.max_connections.map(|v| json!(v)));
     }
     m
 }
@@ -274,6 +290,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if let Some(t) = &tls {
         fedkey_server::serve::tls_acceptor(t)?;
     }
+    if s.unsafe_test_clock && !fedkey_server::TEST_HOOKS {
+        anyhow::bail!(
+            "--unsafe-test-clock (unsafe_test_clock) is refused: this fedkey is built without test hooks (cargo feature test-hooks), which are for tests only"
+        );
+    }
+    let limits = s.conn_limits()?;
     let engine_interval = s.engine_interval()?;
     let egress = s.egress()?;
     if let Some(u) = &s.alert_webhook_url {
@@ -327,7 +349,11 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         public_url,
         egress,
         leaks: std::sync::Arc::new(leak_intake(s)?),
+        metrics_token: s.metrics_token.as_deref().map(|t| fedkey_crypto::sha256(t.as_bytes())),
     };
+    if s.metrics_token.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!("metrics_token is not set: /metrics is open to anyone who can reach {local_addr}");
+    }
     // With the test clock, the engine, the watchers and deliveries run only when a test asks
     // (`POST /api/v1/test/{engine,watchers,sync}/tick`, `/test/sync/reconcile-tick`), so what a
     // test observes is what it did.
@@ -342,7 +368,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5) };
+    let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5), limits };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     for t in tasks {
         t.abort();

@@ -1607,6 +1607,8 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
 mod bulk;
 #[path = "e2e/dbfaults.rs"]
 mod dbfaults;
+#[path = "e2e/connections.rs"]
+mod connections;
 #[path = "e2e/delivery.rs"]
 mod delivery;
 #[path = "e2e/egress.rs"]

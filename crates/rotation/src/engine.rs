@@ -26,6 +26,7 @@ pub struct EngineConfig {
     /// Per-call timeout of connector requests.
     pub connector_timeout: Duration,
     /// Test-only: stop (hang) the process at this named point so a test can SIGKILL it.
+    /// Ignored unless built with the `test-hooks` feature ([`crate::TEST_HOOKS`]).
     pub failpoint: Option<String>,
     /// Where file connectors may write; without one they are refused.
     pub delivery_root: Option<fedkey_connectors::DeliveryRoot>,
@@ -148,13 +149,18 @@ impl Engine {
     }
 
     /// Test hook: announce the point on stderr and hang, so a crash test can kill the
-    /// process exactly here. Never set in production.
+    /// process exactly here. Only in builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub(crate) async fn failpoint(&self, name: &str) {
         if self.cfg.failpoint.as_deref() == Some(name) {
             eprintln!("FAILPOINT {name}");
             std::future::pending::<()>().await;
         }
     }
+
+    /// Without the `test-hooks` feature there are no failpoints.
+    #[cfg(not(feature = "test-hooks"))]
+    pub(crate) async fn failpoint(&self, _name: &str) {}
 }
 
 /// Calls `pass` every `every` (a slow pass delays the next, never stacks), logging failures;

@@ -11,6 +11,9 @@ pub mod health;
 pub mod watch;
 pub mod wiring;
 
+/// Whether this build has the test hooks (the `test-hooks` feature): the engine's failpoints.
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+
 pub use alert::{AlertKind, Alerter};
 pub use engine::{Engine, EngineConfig, TickReport};
 pub use health::{Finding, HealthReport, Severity};

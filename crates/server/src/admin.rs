@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .route("/directories", get(list_directories).post(create_directory))
         .route("/directories/{d}", get(get_directory))
         .route("/directories/{d}/trusts", get(list_trusts).post(create_trust))
@@ -43,14 +43,16 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{name}/revoke", post(revoke_token))
         .route("/audit", get(audit_page))
         .route("/audit/verify", get(audit_verify))
-        .route("/test/clock", post(advance_clock))
         .merge(crate::rotation_api::routes())
-        .merge(crate::sync_api::routes())
+        .merge(crate::sync_api::routes());
+    #[cfg(feature = "test-hooks")]
+    let routes = routes.merge(crate::test_hooks::routes());
+    crate::body_limit::limit(routes, crate::ADMIN_BODY_LIMIT)
+        // Import has its own, larger limit.
         .merge(crate::import::routes())
         .merge(crate::leaks::routes())
         .fallback(crate::error::not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(crate::ADMIN_BODY_LIMIT))
 }
 
 /// What a role must be able to do for an endpoint.
@@ -712,32 +714,4 @@ async fn audit_verify(a: Admin, State(s): State<AppState>) -> Result<Json<Value>
         })
     })
     .await
-}
-
-// ---- test clock ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdvanceClock {
-    advance: String,
-}
-
-async fn advance_clock(
-    a: Admin,
-    State(s): State<AppState>,
-    body: Result<ApiJson<AdvanceClock>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
-    let Some(clock) = &s.test_clock else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the test clock is disabled (start with --unsafe-test-clock)",
-        ));
-    };
-    a.require(&s.store, Need::Administer, "test.clock", &Target::default()).await?;
-    let ApiJson(b) = body?;
-    let d = parse_duration("advance", &b.advance)?;
-    s.store.record(&a.actor(), "test.clock.advance", Outcome::Success, json!({"advance_seconds": d.as_secs()})).await?;
-    clock.advance(d);
-    Ok(Json(json!({"now": s.store.now().to_rfc3339()})))
 }

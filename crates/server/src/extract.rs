@@ -35,11 +35,7 @@ fn rejection(r: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "expected Content-Type: application/json",
         ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body exceeds {} bytes", crate::ADMIN_BODY_LIMIT),
-        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(crate::ADMIN_BODY_LIMIT),
         other => ApiError::new(other.status(), "invalid_request", other.body_text()),
     }
 }
@@ -50,11 +46,7 @@ pub fn optional_json<T: DeserializeOwned + Default>(
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body exceeds {} bytes", crate::ADMIN_BODY_LIMIT),
-            )
+            ApiError::too_large(crate::ADMIN_BODY_LIMIT)
         } else {
             ApiError::new(r.status(), "invalid_request", r.body_text())
         }

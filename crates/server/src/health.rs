@@ -1,9 +1,9 @@
-//! `/healthz` (the process answers), `/readyz` (the database answers and the audit log
-//! can be written) and `/metrics`.
+//! `/healthz` (the process answers) and `/readyz` (the database answers and the audit log
+//! can be written). `/metrics` is in [`crate::metrics`].
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -28,8 +28,4 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let database = if r.database { "ok" } else { "unreachable" };
     let audit = if r.writes { "ok" } else { "not writable" };
     (status, axum::Json(json!({"status": if ready {"ready"} else {"not ready"}, "database": database, "audit": audit})))
-}
-
-async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }

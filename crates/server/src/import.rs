@@ -48,8 +48,7 @@ pub const MAX_ROW_BYTES: usize = SCIM_BODY_LIMIT;
 const AUDITED_ERRORS: usize = 20;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/directories/{d}/import", post(import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_BODY_LIMIT)))
+    crate::body_limit::limit(Router::new().route("/directories/{d}/import", post(import)), IMPORT_BODY_LIMIT)
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,8 @@
 //! health and metrics, served over plain HTTP on loopback or TLS (rustls).
 
 pub mod admin;
+pub mod body_limit;
+mod conn;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -15,8 +17,14 @@ pub mod scim;
 pub mod serve;
 pub mod state;
 pub mod sync_api;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
-pub use serve::{ServeOptions, TlsFiles, serve};
+pub use serve::{ConnLimits, ServeOptions, TlsFiles, serve};
+
+/// Whether this build has the test hooks (the `test-hooks` feature): the `/api/v1/test/*`
+/// routes, `--unsafe-test-clock` and the rotation engine's failpoints.
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
 pub use state::AppState;
 
 use axum::Router;
@@ -30,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", admin::router())
         .nest("/scim/v2", scim::router())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(rotation_api::unwrap_routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

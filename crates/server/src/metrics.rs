@@ -1,10 +1,34 @@
-//! Prometheus metrics. Labels are route templates and status codes only: never a path
-//! with user data, never a token.
+//! Prometheus metrics, served at `/metrics`. Labels are route templates and status codes
+//! only: never a path with user data, never a token. With `metrics_token` set, a scrape
+//! must present it as a bearer token (compared in constant time); otherwise 401.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(want) = &s.metrics_token {
+        // Hashes of equal length, so the comparison's time says nothing about the token.
+        let given = crate::scim::bearer(&headers).map(|t| fedkey_crypto::sha256(t.as_bytes()));
+        if !given.is_some_and(|g| fedkey_crypto::ct_eq(&g, want)) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()).into_response()
+}
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, header::HeaderName};
+use axum::http::header::{self, HeaderName};
+use axum::http::{HeaderValue, StatusCode, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use fedkey_store::auth::RequestMeta;
@@ -24,6 +25,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let path = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
     let method = req.method().clone();
+    let version = req.version();
     req.extensions_mut().insert(RequestMeta { source, request_id: Some(id.clone()) });
     let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
@@ -32,6 +34,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     tracing::info!(request_id = %id, %method, route = path.as_deref().unwrap_or("-"), status, "request");
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    // The rest of a refused body is never read: say that the connection ends here
+    // (HTTP/2 has no such header; a stream reset does it).
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && version <= Version::HTTP_11 {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

@@ -35,8 +35,6 @@ pub fn routes() -> Router<AppState> {
         .route("/directories/{d}/trusts/{t}/material/approve", post(approve_material))
         .route("/directories/{d}/trusts/{t}/material/reject", post(reject_material))
         .route("/health/trusts", get(trust_health))
-        .route("/test/engine/tick", post(engine_tick))
-        .route("/test/watchers/tick", post(watchers_tick))
 }
 
 /// The retrieval endpoint of wrapped links, outside `/api/v1`: whoever holds the link
@@ -259,17 +257,6 @@ async fn trust_health(a: Admin, State(s): State<AppState>) -> Result<Json<Value>
     .await
 }
 
-/// Test-only (with `--unsafe-test-clock`): runs one engine pass now, so tests need not
-/// wait for the background loop.
-async fn engine_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (Some(_), Some(engine)) = (&s.test_clock, &s.engine) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "engine ticks need --unsafe-test-clock"));
-    };
-    a.require(&s.store, Need::Administer, "test.engine.tick", &Target::default()).await?;
-    let report = engine.tick().await?;
-    Ok(Json(json!({"report": report})))
-}
-
 // ---- trust material ----
 
 async fn show_material(
@@ -363,16 +350,6 @@ async fn decide(a: Admin, s: AppState, d: String, t: String, approve: bool) -> R
         })
         .await?;
     Ok(Json(json!({"trust": format!("{d}/{t}"), "version": v})))
-}
-
-/// Test-only (with `--unsafe-test-clock`): one watcher pass now.
-async fn watchers_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (Some(_), Some(w)) = (&s.test_clock, &s.watchers) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "watcher ticks need --unsafe-test-clock"));
-    };
-    a.require(&s.store, Need::Administer, "test.watchers.tick", &Target::default()).await?;
-    let report = w.tick().await?;
-    Ok(Json(json!({"report": report})))
 }
 
 // ---- wrapped links ----

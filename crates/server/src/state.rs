@@ -30,4 +30,6 @@ pub struct AppState {
     pub egress: fedkey_egress::Egress,
     /// The leak endpoint's GitHub keys and rate limit.
     pub leaks: Arc<crate::leaks::LeakIntake>,
+    /// SHA-256 of the bearer token `/metrics` requires; `None` leaves it open.
+    pub metrics_token: Option<[u8; 32]>,
 }

@@ -33,8 +33,6 @@ pub fn routes() -> Router<AppState> {
         .route("/directories/{d}/sync/dead-letters/retry", post(retry_dead_letters))
         .route("/directories/{d}/sync/dead-letters/discard", post(discard_dead_letters))
         .route("/directories/{d}/trusts/{t}/reconcile", post(reconcile))
-        .route("/test/sync/tick", post(tick))
-        .route("/test/sync/reconcile-tick", post(reconcile_tick))
 }
 
 #[derive(Deserialize)]
@@ -401,23 +399,4 @@ async fn reconcile(
         })
         .await?;
     Ok(Json(json!({"reconcile": report})))
-}
-
-async fn tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (Some(_), Some(sync)) = (&s.test_clock, &s.sync) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "sync ticks need --unsafe-test-clock"));
-    };
-    a.require(&s.store, Need::Administer, "test.sync.tick", &Target::default()).await?;
-    let report = sync.tick().await?;
-    Ok(Json(json!({"report": report})))
-}
-
-/// Runs the scheduled reconciliations that are due now (the loop's pass, on demand).
-async fn reconcile_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (Some(_), Some(sched)) = (&s.test_clock, &s.reconcile_schedule) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "reconcile ticks need --unsafe-test-clock"));
-    };
-    a.require(&s.store, Need::Administer, "test.sync.reconcile_tick", &Target::default()).await?;
-    let runs = sched.tick().await?;
-    Ok(Json(json!({"runs": runs})))
 }

@@ -45,6 +45,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         public_url: "http://127.0.0.1".into(),
         egress: fedkey_egress::Egress::strict().unwrap(),
         leaks: Default::default(),
+        metrics_token: None,
     };
     (state, key)
 }

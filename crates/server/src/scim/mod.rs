@@ -39,7 +39,7 @@ pub const SCIM_BODY_LIMIT: usize = 1024 * 1024;
 pub const MAX_RESULTS: usize = 200;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .route("/{directory}/ServiceProviderConfig", get(discovery::spc))
         .route("/{directory}/ResourceTypes", get(discovery::resource_types))
         .route("/{directory}/ResourceTypes/{id}", get(discovery::resource_type))
@@ -66,9 +66,8 @@ pub fn router() -> Router<AppState> {
                 .delete(resources::delete_group),
         )
         .fallback(unknown)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(SCIM_BODY_LIMIT))
-        .layer(axum::middleware::from_fn(answer_when_audited))
+        .method_not_allowed_fallback(method_not_allowed);
+    crate::body_limit::limit(routes, SCIM_BODY_LIMIT).layer(axum::middleware::from_fn(answer_when_audited))
 }
 
 /// The authentication record of one SCIM request, on its way to the audit log while the
