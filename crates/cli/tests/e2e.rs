@@ -1602,6 +1602,8 @@ mod hostile;
 mod import;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/preauth.rs"]
+mod preauth;
 #[path = "e2e/provisioning.rs"]
 mod provisioning;
 #[path = "e2e/reconcile.rs"]

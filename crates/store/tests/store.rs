@@ -248,7 +248,11 @@ on_both_backends!(
     outbox_memberships_reach_users_only_where_the_mapping_reads_them,
     reconcile_schedule_claims_once,
     sync_outcomes_need_one_connection,
+    failed_authentications_are_summarized_per_window,
 );
+
+#[path = "store/auth_failures.rs"]
+mod auth_failures;
 
 #[path = "store/outbox.rs"]
 mod outbox;
@@ -420,6 +424,7 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
         outbox_memberships_reach_users_only_where_the_mapping_reads_them, outbox_rows_commit_with_their_change,
