@@ -77,6 +77,19 @@ pub struct Settings {
     pub openbao_token_file: Option<PathBuf>,
     pub openbao_transit_mount: String,
     pub openbao_transit_key: String,
+    /// Requests per second one client address may send before authentication (0: no limit).
+    pub source_rate_limit: u32,
+    /// Requests one client address may send at once above its rate.
+    pub source_burst: u32,
+    /// CIDRs of the proxies whose `X-Forwarded-For` names the client: a TOML list, or
+    /// one comma-separated string (as `FEDKEY_TRUSTED_PROXIES` gives it).
+    #[serde(deserialize_with = "string_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications per source recorded one each per window; later ones are
+    /// summarized.
+    pub failed_auth_records: u32,
+    /// The window of `failed_auth_records`, e.g. 60s.
+    pub failed_auth_window: String,
     /// The only directory file connectors may write under; default: `deliveries` in the data
     /// directory (created, mode 0700). It must not hold the master key or the database.
     pub delivery_root: Option<PathBuf>,
@@ -146,11 +159,16 @@ impl Default for Settings {
             egress: EgressSettings::default(),
             leak_github_keys_file: None,
             delivery_root: None,
+            source_rate_limit: 2000,
+            source_burst: 4000,
+            trusted_proxies: Vec::new(),
+            failed_auth_records: 10,
+            failed_auth_window: "60s".into(),
         }
     }
 }
 
-const ENV_KEYS: [&str; 40] = [
+const ENV_KEYS: [&str; 45] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -190,6 +208,11 @@ const ENV_KEYS: [&str; 40] = [
     "openbao_transit_key",
     "leak_github_keys_file",
     "delivery_root",
+    "source_rate_limit",
+    "source_burst",
+    "trusted_proxies",
+    "failed_auth_records",
+    "failed_auth_window",
     "config",
 ];
 
@@ -380,10 +403,57 @@ impl Settings {
         })
     }
 
+    /// The per-source limit before authentication; the burst is at least the rate.
+    pub fn source_limits(&self) -> anyhow::Result<fedkey_server::source_limit::SourceLimits> {
+        if self.source_rate_limit > 0 && self.source_burst < self.source_rate_limit {
+            anyhow::bail!(
+                "source_burst ({}) must be at least source_rate_limit ({}), or set source_rate_limit = 0 to turn the limit off",
+                self.source_burst,
+                self.source_rate_limit
+            );
+        }
+        Ok(fedkey_server::source_limit::SourceLimits { rate: self.source_rate_limit, burst: self.source_burst })
+    }
+
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<fedkey_store::policy::Cidr>> {
+        self.trusted_proxies
+            .iter()
+            .map(|c| fedkey_store::policy::Cidr::parse(c.trim()).map_err(|e| anyhow::anyhow!("trusted_proxies: {e}")))
+            .collect()
+    }
+
+    /// How failed authentications are aggregated in the audit log.
+    pub fn failed_auth_policy(&self) -> anyhow::Result<fedkey_store::auth_failures::FailurePolicy> {
+        let window = humantime::parse_duration(&self.failed_auth_window)
+            .ok()
+            .filter(|d| *d >= std::time::Duration::from_secs(1) && *d <= std::time::Duration::from_secs(86_400))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "failed_auth_window: {:?} is not a duration between 1s and 24h (e.g. 60s)",
+                    self.failed_auth_window
+                )
+            })?;
+        Ok(fedkey_store::auth_failures::FailurePolicy { window, recorded_per_window: self.failed_auth_records })
+    }
+
     pub fn auth_cache_ttl(&self) -> anyhow::Result<std::time::Duration> {
         humantime::parse_duration(&self.auth_cache_ttl)
             .map_err(|_| anyhow::anyhow!("auth_cache_ttl: {:?} is not a duration (e.g. 5s)", self.auth_cache_ttl))
     }
+}
+
+/// A list of strings, or one string of comma-separated items.
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Figment errors may quote a value; for secret keys that would leak it, so only the
@@ -438,6 +508,29 @@ mod tests {
         assert!(e.contains("unknown setting"), "{e}");
         let bad = Settings::from_toml("[egress]\nallow_cidrs = [\"10.0.0.1/8\"]").unwrap();
         assert!(bad.egress().unwrap_err().to_string().contains("allow_cidrs"));
+    }
+
+    #[test]
+    fn preauth_settings_parse_and_are_checked() {
+        let s = Settings::default();
+        assert_eq!(s.source_limits().unwrap(), fedkey_server::source_limit::SourceLimits { rate: 2000, burst: 4000 });
+        assert!(s.trusted_proxies().unwrap().is_empty());
+        assert_eq!(s.failed_auth_policy().unwrap(), fedkey_store::auth_failures::FailurePolicy::default());
+        let s = Settings::from_toml(
+            "trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::1\"]\nsource_rate_limit = 5\nsource_burst = 5\nfailed_auth_window = \"5m\"",
+        )
+        .unwrap();
+        assert_eq!(s.trusted_proxies().unwrap().len(), 2);
+        let one = Settings::from_toml("trusted_proxies = \"10.0.0.0/8, 192.168.0.0/16\"").unwrap();
+        assert_eq!(one.trusted_proxies, ["10.0.0.0/8", "192.168.0.0/16"]);
+        assert_eq!(s.failed_auth_policy().unwrap().window, std::time::Duration::from_secs(300));
+        let e = Settings::from_toml("trusted_proxies = [\"10.0.0.1/8\"]").unwrap().trusted_proxies().unwrap_err();
+        assert!(e.to_string().contains("trusted_proxies"), "{e}");
+        let e = Settings::from_toml("source_rate_limit = 10\nsource_burst = 5").unwrap().source_limits().unwrap_err();
+        assert!(e.to_string().contains("source_burst"), "{e}");
+        assert!(Settings::from_toml("failed_auth_window = \"0s\"").unwrap().failed_auth_policy().is_err());
+        let off = Settings::from_toml("source_rate_limit = 0\nsource_burst = 0").unwrap();
+        assert_eq!(off.source_limits().unwrap(), fedkey_server::source_limit::SourceLimits::OFF);
     }
 
     #[test]

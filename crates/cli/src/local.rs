@@ -120,6 +120,7 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     let clock = SystemClock::default();
     let (store, _) =
         Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), s.auth_cache_ttl()?).await?;
+    let store = store.with_auth_failure_policy(s.failed_auth_policy()?);
     let bootstrap_token = store.bootstrap_admin().await?;
     Ok(Opened { store: Arc::new(store), bootstrap_token, clock })
 }

@@ -297,6 +297,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     }
     let limits = s.conn_limits()?;
     let engine_interval = s.engine_interval()?;
+    let source_limits = s.source_limits()?;
+    let trusted_proxies = s.trusted_proxies()?;
+    s.failed_auth_policy()?;
     let egress = s.egress()?;
     if let Some(u) = &s.alert_webhook_url {
         egress
@@ -342,6 +345,8 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
         scheme,
         limiter: std::sync::Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
+        source_limiter: std::sync::Arc::new(fedkey_server::source_limit::SourceLimiter::new(source_limits)),
+        trusted_proxies: trusted_proxies.into(),
         engine: Some(engine.clone()),
         watchers: Some(watchers.clone()),
         sync: Some(dispatcher.clone()),
@@ -368,10 +373,18 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    // Summaries of failed authentications are written by this task (it follows the
+    // store's clock, so also under the test clock) and once more on shutdown below.
+    let failures = opened.store.spawn_auth_failure_flush(std::time::Duration::from_secs(1));
     let opts = ServeOptions { tls, sweep_interval: std::time::Duration::from_secs(5), limits };
     fedkey_server::serve(listener, state, opts, shutdown_signal()).await?;
     for t in tasks {
         t.abort();
+    }
+    failures.abort();
+    match opened.store.flush_auth_failures(true).await {
+        Ok(n) => tracing::info!(summarized = n, "failed-authentication summaries written"),
+        Err(e) => tracing::error!(error = %e, "failed-authentication summaries could not be written at shutdown"),
     }
     opened.store.db.close().await;
     Ok(())

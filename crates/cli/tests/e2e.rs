@@ -1623,6 +1623,8 @@ mod import;
 mod leaks;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/preauth.rs"]
+mod preauth;
 #[path = "e2e/provisioning.rs"]
 mod provisioning;
 #[path = "e2e/reconcile.rs"]

@@ -476,6 +476,9 @@ impl Watchers {
         }
         let o = if result.is_ok() { "success" } else { "denied" };
         metrics::counter!("fedkey_jwt_authentications_total", "outcome" => o).increment(1);
-        self.store.audit.record(ev, None).await.map(|_| ())
+        match result {
+            Ok(()) => self.store.audit.record(ev, None).await.map(|_| ()),
+            Err(_) => self.store.record_auth_failure(ev).await.map(|_| ()),
+        }
     }
 }

@@ -105,7 +105,7 @@ fn main() {
                     get(|Path(d): Path<String>, h: HeaderMap| async move { fedkey_server::scim::render_spc("http", &d, &h) }),
                 )
                 // The same per-request middleware as the real router (request id, metrics, log).
-                .layer(axum::middleware::from_fn(fedkey_server::request::request_context)),
+                .layer(axum::middleware::from_fn_with_state(state.clone(), fedkey_server::request::request_context)),
         )
         .await;
         let path = "/scim/v2/acme/ServiceProviderConfig";

@@ -15,6 +15,7 @@ pub mod request;
 pub mod rotation_api;
 pub mod scim;
 pub mod serve;
+pub mod source_limit;
 pub mod state;
 pub mod sync_api;
 #[cfg(feature = "test-hooks")]
@@ -34,14 +35,18 @@ pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
+    use axum::middleware::from_fn_with_state;
+    // The per-source limit runs before anything that authenticates; health and metrics
+    // are not limited.
+    let admin_limit = from_fn_with_state(state.clone(), source_limit::admin);
     Router::new()
-        .nest("/api/v1", admin::router())
-        .nest("/scim/v2", scim::router())
+        .nest("/api/v1", admin::router().layer(admin_limit.clone()))
+        .nest("/scim/v2", scim::router().layer(from_fn_with_state(state.clone(), source_limit::scim)))
         .merge(health::router())
         .merge(metrics::router())
-        .merge(rotation_api::unwrap_routes())
+        .merge(rotation_api::unwrap_routes().layer(admin_limit))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(axum::middleware::from_fn(request::request_context))
+        .layer(from_fn_with_state(state.clone(), request::request_context))
         .with_state(state)
 }

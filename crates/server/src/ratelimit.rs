@@ -9,9 +9,41 @@ use std::time::{Duration, Instant};
 const MAX_BUCKETS: usize = 100_000;
 
 struct Bucket {
+    tokens: TokenBucket,
+    rate: i64,
+}
+
+/// A token bucket: `burst` tokens at most, refilled at `rate` per second. Shared by the
+/// per-trust limits here and the per-source limits of [`crate::source_limit`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
-    rate: i64,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub(crate) fn full(burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket { tokens: burst, last: now }
+    }
+
+    /// Takes one token; `Err(wait)` when empty, with the time until one is available.
+    pub(crate) fn take(&mut self, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(((1.0 - self.tokens) / rate).clamp(0.0, 1.0)))
+        }
+    }
+
+    /// Whether the bucket has refilled to `burst` by `now`: forgetting it changes nothing.
+    pub(crate) fn is_full(&self, rate: f64, burst: f64, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * rate >= burst
+    }
 }
 
 #[derive(Default)]
@@ -41,21 +73,13 @@ impl RateLimiter {
             map.clear();
         }
         let r = rate as f64;
-        let b = map.entry(trust_id.to_owned()).or_insert(Bucket { tokens: r, last: now, rate });
+        let b = map.entry(trust_id.to_owned()).or_insert(Bucket { tokens: TokenBucket::full(r, now), rate });
         if b.rate != rate {
             // The policy changed: start from the new burst size, never above it.
-            b.tokens = b.tokens.min(r);
+            b.tokens.tokens = b.tokens.tokens.min(r);
             b.rate = rate;
         }
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * r).min(r);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(((1.0 - b.tokens) / r).clamp(0.0, 1.0)))
-        }
+        b.tokens.take(r, r, now)
     }
 }
 

@@ -3,7 +3,10 @@ use std::sync::Arc;
 use fedkey_core::SystemClock;
 use fedkey_store::Store;
 
+use fedkey_store::policy::Cidr;
+
 use crate::ratelimit::RateLimiter;
+use crate::source_limit::SourceLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,6 +18,10 @@ pub struct AppState {
     pub scheme: &'static str,
     /// Per-trust SCIM rate limits (token buckets in this process).
     pub limiter: Arc<RateLimiter>,
+    /// Per-source limits checked before authentication.
+    pub source_limiter: Arc<SourceLimiter>,
+    /// Peers whose `X-Forwarded-For` names the client (see [`crate::request::client_addr`]).
+    pub trusted_proxies: Arc<[Cidr]>,
     /// The rotation engine (absent in benchmarks that only serve requests).
     pub engine: Option<Arc<fedkey_rotation::Engine>>,
     /// Trust-material watchers, which also verify federated (JWT) SCIM authentication.

@@ -234,6 +234,7 @@ pub struct Pending(PendingState);
 enum PendingState {
     Waiting(oneshot::Receiver<Result<i64, String>>),
     Durable(i64),
+    Summarized,
 }
 
 impl Pending {
@@ -242,10 +243,17 @@ impl Pending {
         Pending(PendingState::Durable(seq))
     }
 
+    /// No record of its own: a failed authentication counted for its window's summary
+    /// (see `auth_failures`). Waiting returns at once, with sequence number 0.
+    pub fn summarized() -> Pending {
+        Pending(PendingState::Summarized)
+    }
+
     /// Waits until the record is durable; returns its sequence number.
     pub async fn wait(self) -> Result<i64, StoreError> {
         match self.0 {
             PendingState::Durable(seq) => Ok(seq),
+            PendingState::Summarized => Ok(0),
             PendingState::Waiting(rx) => match rx.await {
                 Ok(Ok(seq)) => Ok(seq),
                 Ok(Err(m)) => Err(unavailable(&m)),

@@ -5,7 +5,8 @@
 //! re-read when it is older than the TTL (other nodes' changes) or when this process
 //! changed any key or trust since (generation counter). Expiry is always judged against
 //! the clock, so an overlap ends on time whatever the cache holds. Every attempt,
-//! successful or not, is audited before the caller proceeds.
+//! successful or not, is audited before the caller proceeds; failures under the
+//! per-source aggregation rule of `auth_failures`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -324,10 +325,9 @@ impl Store {
         };
         let outcome = if result.is_ok() { "success" } else { "denied" };
         metrics::counter!("fedkey_key_authentications_total", "outcome" => outcome).increment(1);
-        let record = self.audit.submit(ev, touch).await?;
         let record = match result {
-            Ok(()) => record,
-            Err(_) => Pending::durable(record.wait().await?),
+            Ok(()) => self.audit.submit(ev, touch).await?,
+            Err(_) => self.record_auth_failure(ev).await?.map_or_else(Pending::summarized, Pending::durable),
         };
         Ok((result.and(rec.map(|r| r.principal).ok_or(AuthFailure::Unknown)), record))
     }
@@ -391,7 +391,7 @@ impl Store {
                     d["presented"] = json!(self.install.fingerprint(p.as_bytes()));
                 }
                 let actor = Actor::anonymous("anonymous".into(), meta);
-                self.audit.record(self.event(&actor, "admin.authenticate", Outcome::Denied).details(d), None).await?;
+                self.record_auth_failure(self.event(&actor, "admin.authenticate", Outcome::Denied).details(d)).await?;
             }
         }
         Ok(result)

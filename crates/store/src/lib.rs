@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod auth_failures;
 pub mod db;
 pub mod error;
 pub mod install;

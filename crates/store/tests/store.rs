@@ -250,10 +250,15 @@ on_both_backends!(
     reconcile_schedule_claims_once,
     sync_outcomes_need_one_connection,
     connection_settings_reach_every_session,
+    failed_authentications_are_summarized_per_window,
 );
 
 #[path = "store/connections.rs"]
 mod connections;
+
+#[path = "store/auth_failures.rs"]
+mod auth_failures;
+
 #[path = "store/outbox.rs"]
 mod outbox;
 #[path = "store/reconcile_schedule.rs"]
@@ -425,6 +430,7 @@ async fn populated(kind: Kind) -> Env {
 
 mod cases {
     pub use super::connections::connection_settings_reach_every_session;
+    pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
         outbox_memberships_reach_users_only_where_the_mapping_reads_them, outbox_rows_commit_with_their_change,
@@ -545,9 +551,19 @@ mod cases {
         let (_, admin) = s.create_admin_token(&a, "ops", Role::Operator, None).await.unwrap();
         assert_eq!(e.auth_key("acme", &admin).await.unwrap_err(), AuthFailure::WrongKind);
 
-        // Every attempt, allowed or denied, is in the log, and the log verifies.
+        // Every attempt, allowed or denied, is in the log — a record each, or, past the first
+        // 10 denials of a source's minute, counted in a summary — and the log verifies.
         let n = e.auths.load(Ordering::SeqCst);
-        assert_eq!(count_action(s, "key.authenticate").await, n);
+        s.flush_auth_failures(true).await.unwrap();
+        let f = AuditFilter { action: Some("auth.failure_summary".into()), limit: 1000, ..Default::default() };
+        let summarized: usize = audit::query(&s.db, &f)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(&r.details).unwrap()["summarized"].as_u64().unwrap())
+            .sum::<u64>() as usize;
+        assert!(summarized > 0, "this test makes more than 10 denials in a minute");
+        assert_eq!(count_action(s, "key.authenticate").await + summarized, n);
         let denied = audit::query(
             &s.db,
             &AuditFilter { action: Some("key.authenticate".into()), limit: 10_000, ..Default::default() },

@@ -38,6 +38,8 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         test_clock: None,
         scheme: "http",
         limiter: Arc::new(fedkey_server::ratelimit::RateLimiter::new()),
+        source_limiter: Arc::new(fedkey_server::source_limit::SourceLimiter::new(bench_source_limits())),
+        trusted_proxies: Arc::from(Vec::new()),
         engine: None,
         watchers: None,
         sync: None,
@@ -48,4 +50,14 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         metrics_token: None,
     };
     (state, key)
+}
+
+/// The per-source limit of the benchmarks: `BENCH_SOURCE_LIMIT=off` turns it off (for an
+/// A/B pair); on by default, at a rate one loopback load generator never reaches, so the
+/// limiter's work is measured without refusing anything.
+pub fn bench_source_limits() -> fedkey_server::source_limit::SourceLimits {
+    match std::env::var("BENCH_SOURCE_LIMIT").as_deref() {
+        Ok("off") => fedkey_server::source_limit::SourceLimits::OFF,
+        _ => fedkey_server::source_limit::SourceLimits { rate: 10_000_000, burst: 10_000_000 },
+    }
 }

@@ -92,6 +92,8 @@ pub struct Store {
     /// Directories by name. A directory is never renamed or deleted, so an entry never goes
     /// stale; every SCIM write names its directory.
     pub(crate) directories: std::sync::Mutex<std::collections::HashMap<String, crate::Directory>>,
+    /// Failed authentications per source and window (see `auth_failures`).
+    pub(crate) auth_failures: crate::auth_failures::FailedAuths,
 }
 
 impl Store {
@@ -117,8 +119,16 @@ impl Store {
             generation: AtomicU64::new(0),
             auth_cache: AuthCache::new(auth_cache_ttl),
             directories: Default::default(),
+            auth_failures: crate::auth_failures::FailedAuths::new(Default::default()),
         };
         Ok((store, created))
+    }
+
+    /// The store with `policy` for aggregating failed authentications (default: 10 per
+    /// source a minute recorded one each).
+    pub fn with_auth_failure_policy(mut self, policy: crate::auth_failures::FailurePolicy) -> Store {
+        self.auth_failures = crate::auth_failures::FailedAuths::new(policy);
+        self
     }
 
     pub fn now(&self) -> Timestamp {
