@@ -1605,10 +1605,10 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
 
 #[path = "e2e/bulk.rs"]
 mod bulk;
-#[path = "e2e/dbfaults.rs"]
-mod dbfaults;
 #[path = "e2e/connections.rs"]
 mod connections;
+#[path = "e2e/dbfaults.rs"]
+mod dbfaults;
 #[path = "e2e/delivery.rs"]
 mod delivery;
 #[path = "e2e/egress.rs"]

@@ -429,8 +429,8 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
-    pub use super::connections::connection_settings_reach_every_session;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
+    pub use super::connections::connection_settings_reach_every_session;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
         outbox_memberships_reach_users_only_where_the_mapping_reads_them, outbox_rows_commit_with_their_change,
