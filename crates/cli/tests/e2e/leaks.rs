@@ -88,7 +88,7 @@ async fn github_leak_report_revokes_and_redelivers_within_one_engine_pass() {
     for b in backends() {
         let s = Server::start_with(b, &[], &gh.env());
         let k1 = s.acme_entra();
-        let file = s.dir.path().join("peer-key");
+        let file = s.data_dir().join("deliveries/peer-key");
         s.file_connector(&file);
         let body = json!([
             {"token": k1, "type": "fedkey_provisioning_key", "url": "https://github.com/octo/app/blob/abc123/.env", "source": "content"},
@@ -283,7 +283,7 @@ async fn pending_version_authenticates_per_the_trust_setting() {
         let peer = receiver(2, 503).await;
         let s = Server::start(b);
         s.acme_entra();
-        let file = s.dir.path().join("peer-key");
+        let file = s.data_dir().join("deliveries/peer-key");
         s.file_connector(&file);
         let spec = json!({"kind": "webhook", "url": format!("{}/hook", peer.url)}).to_string();
         let creds = s.dir.path().join("hook-creds.json");
