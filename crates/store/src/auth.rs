@@ -163,24 +163,18 @@ impl Store {
         if let Some(Cached::Key(k)) = self.auth_cache.get(&v, generation) {
             return Ok(Some(*k));
         }
-        let row = sqlx::query(
+        let row = self
+            .row_by_verifier(
             "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
              t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, t.pending_auth, d.id AS directory_id, d.name AS directory, \
              CASE WHEN EXISTS (SELECT 1 FROM rotations r WHERE r.trust_id = k.trust_id AND r.version = k.version \
              AND r.step <> 'set') THEN 1 ELSE 0 END AS delivered \
              FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
              WHERE k.verifier = $1",
+            &v,
         )
-        .bind(v.0.to_vec())
-        .fetch_optional(self.db.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("verifier")?;
-        // The index found it; compare in constant time anyway, so no code path depends on
-        // a variable-time comparison of secret-derived bytes.
-        if !fedkey_crypto::ct_eq(&stored, &v.0) {
-            return Ok(None);
-        }
         let corrupt = |c: &str| StoreError::Corrupt(c.to_owned());
         let get = |c: &str| row.try_get::<String, _>(c);
         let mut policy =
@@ -397,23 +391,34 @@ impl Store {
         Ok(result)
     }
 
+    /// The row `sql` (one `$1` placeholder, selecting a `verifier` column) finds for `v`, if
+    /// its stored verifier equals `v`. The index found it; the bytes are compared again in
+    /// constant time, so no code path depends on a variable-time comparison of
+    /// secret-derived bytes.
+    pub(crate) async fn row_by_verifier(
+        &self,
+        sql: &'static str,
+        v: &Verifier,
+    ) -> Result<Option<sqlx::any::AnyRow>, StoreError> {
+        let row = sqlx::query(sql).bind(v.0.to_vec()).fetch_optional(self.db.pool()).await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get("verifier")?;
+        Ok(fedkey_crypto::ct_eq(&stored, &v.0).then_some(row))
+    }
+
     async fn resolve_admin(&self, presented: &str) -> Result<Option<TokenRecord>, StoreError> {
         let v = Verifier::of(presented);
         let generation = self.generation();
         if let Some(Cached::Token(t)) = self.auth_cache.get(&v, generation) {
             return Ok(Some(t));
         }
-        let row = sqlx::query(
-            "SELECT id, name, role, verifier, expires_at, revoked_at FROM admin_tokens WHERE verifier = $1",
-        )
-        .bind(v.0.to_vec())
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row = self
+            .row_by_verifier(
+                "SELECT id, name, role, verifier, expires_at, revoked_at FROM admin_tokens WHERE verifier = $1",
+                &v,
+            )
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("verifier")?;
-        if !fedkey_crypto::ct_eq(&stored, &v.0) {
-            return Ok(None);
-        }
         let role: String = row.try_get("role")?;
         let rec = TokenRecord {
             verifier: v,

@@ -148,19 +148,15 @@ impl Store {
         presented: &str,
     ) -> Result<Option<(TrustRef, i64, KeyState, Option<Timestamp>)>, StoreError> {
         let v = Verifier::of(presented);
-        let row = sqlx::query(
-            "SELECT k.verifier, k.version, k.state, k.expires_at, t.name AS trust, d.name AS directory \
-             FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
-             WHERE k.verifier = $1",
-        )
-        .bind(v.0.to_vec())
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row = self
+            .row_by_verifier(
+                "SELECT k.verifier, k.version, k.state, k.expires_at, t.name AS trust, d.name AS directory \
+                 FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
+                 WHERE k.verifier = $1",
+                &v,
+            )
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("verifier")?;
-        if !fedkey_crypto::ct_eq(&stored, &v.0) {
-            return Ok(None);
-        }
         let state: String = row.try_get("state")?;
         Ok(Some((
             TrustRef { directory: row.try_get("directory")?, trust: row.try_get("trust")? },
@@ -173,15 +169,7 @@ impl Store {
     /// The name of the admin token whose verifier matches.
     async fn admin_token_by_verifier(&self, presented: &str) -> Result<Option<String>, StoreError> {
         let v = Verifier::of(presented);
-        let row = sqlx::query("SELECT verifier, name FROM admin_tokens WHERE verifier = $1")
-            .bind(v.0.to_vec())
-            .fetch_optional(self.db.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("verifier")?;
-        if !fedkey_crypto::ct_eq(&stored, &v.0) {
-            return Ok(None);
-        }
-        Ok(Some(row.try_get("name")?))
+        let row = self.row_by_verifier("SELECT verifier, name FROM admin_tokens WHERE verifier = $1", &v).await?;
+        row.map(|r| r.try_get("name")).transpose().map_err(Into::into)
     }
 }
