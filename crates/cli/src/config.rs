@@ -98,6 +98,8 @@ pub struct Settings {
     pub leak_github_keys_file: Option<PathBuf>,
     /// Outbound requests (`[egress]` in TOML).
     pub egress: EgressSettings,
+    /// Notifications (`[notify]` in TOML, `FEDKEY_NOTIFY_*` in the environment).
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// The egress policy's settings. See docs/configuration.md#egress.
@@ -157,6 +159,7 @@ impl Default for Settings {
             openbao_transit_mount: "transit".into(),
             openbao_transit_key: "fedkey".into(),
             egress: EgressSettings::default(),
+            notify: crate::notify::NotifySettings::default(),
             leak_github_keys_file: None,
             delivery_root: None,
             source_rate_limit: 2000,
@@ -229,8 +232,11 @@ impl Settings {
             }
             fig = fig.merge(Toml::file_exact(p));
         }
-        fig =
-            fig.merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..ENV_KEYS.len() - 1])).merge(Serialized::globals(flags));
+        fig = fig
+            .merge(Env::prefixed("FEDKEY_").only(&ENV_KEYS[..ENV_KEYS.len() - 1]))
+            // `FEDKEY_NOTIFY_SMTP_HOST` is `smtp_host` of the `[notify]` table.
+            .merge(Env::prefixed("FEDKEY_NOTIFY_").map(|k| format!("notify.{k}").into()))
+            .merge(Serialized::globals(flags));
         let mut s: Settings = fig.extract().map_err(|e| anyhow::anyhow!("configuration: {}", describe(&e)))?;
         // A value given as a flag wins over a *_FILE from the environment or TOML.
         if let (Some(f), false) = (&s.token_file, flags.contains_key("token")) {
@@ -307,6 +313,8 @@ impl Settings {
             &self.database_url_file,
             &self.alert_webhook_secret_file,
             &self.openbao_token_file,
+            &self.notify.smtp_password_file,
+            &self.notify.chat_webhook_url_file,
         ];
         files.extend(named.into_iter().flatten().cloned());
         files
@@ -443,7 +451,7 @@ impl Settings {
 }
 
 /// A list of strings, or one string of comma-separated items.
-fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -461,7 +469,9 @@ fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 /// the offending line, which may hold a secret: only its position and the problem are kept.
 fn describe(e: &figment::Error) -> String {
     let key = e.path.join(".");
-    let secret = ["token", "database_url", "alert_webhook_secret", "openbao_token"].iter().any(|k| key.ends_with(k));
+    let secret = ["token", "database_url", "alert_webhook_secret", "openbao_token", "chat_webhook_url"]
+        .iter()
+        .any(|k| key.ends_with(k));
     let what = match &e.kind {
         figment::error::Kind::UnknownField(f, _) => format!("unknown setting {f:?}"),
         _ if secret => "invalid value".to_owned(),
@@ -478,7 +488,7 @@ fn without_source_lines(msg: &str) -> String {
     msg.lines().filter(|l| !excerpt(l)).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ")
 }
 
-fn read_secret_file(p: &Path, what: &str) -> anyhow::Result<String> {
+pub(crate) fn read_secret_file(p: &Path, what: &str) -> anyhow::Result<String> {
     let s = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", p.display()))?;
     Ok(s.trim_end_matches(['\n', '\r']).to_owned())
 }

@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod import;
 mod local;
+mod notify;
 mod output;
 mod rotation;
 mod scan;
@@ -301,11 +302,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     let trusted_proxies = s.trusted_proxies()?;
     s.failed_auth_policy()?;
     let egress = s.egress()?;
-    if let Some(u) = &s.alert_webhook_url {
-        egress
-            .check_url(u, fedkey_egress::UrlRules::HTTPS_ONLY)
-            .map_err(|e| anyhow::anyhow!("alert_webhook_url: {e}"))?;
-    }
+    // Checked before anything is opened or printed: a bad channel stops the start.
+    let channels = notify::channels(s, &egress)?;
+    let notify_policy = s.notify.policy()?;
     let opened = local::open(s).await?;
     if let Some(t) = &opened.bootstrap_token {
         local::print_bootstrap(t);
@@ -323,7 +322,8 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if s.public_url.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!(%public_url, "public_url is not set: connectors deliver a SCIM base URL and wrapped links built from the listen address; set FEDKEY_PUBLIC_URL to the address peers use");
     }
-    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url, &egress)?);
+    let notifier = fedkey_notify::Notifier::new(opened.store.clone(), channels, notify_policy, egress.clone());
+    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url, &egress, notifier.clone())?);
     let watchers = std::sync::Arc::new(fedkey_rotation::Watchers::new(
         opened.store.clone(),
         std::sync::Arc::new(opened.clock.clone()),
@@ -331,11 +331,14 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         engine.node_id().to_owned(),
         egress.clone(),
     ));
-    let dispatcher = std::sync::Arc::new(fedkey_sync::Dispatcher::new(
-        opened.store.clone(),
-        fedkey_sync::DispatcherConfig::new(engine.node_id().to_owned()),
-        egress.clone(),
-    ));
+    let dispatcher = std::sync::Arc::new(
+        fedkey_sync::Dispatcher::new(
+            opened.store.clone(),
+            fedkey_sync::DispatcherConfig::new(engine.node_id().to_owned()),
+            egress.clone(),
+        )
+        .with_notifier(notifier),
+    );
     let scheduler = std::sync::Arc::new(fedkey_sync::Scheduler::new(
         dispatcher.clone(),
         fedkey_sync::SchedulerConfig::new(engine.node_id().to_owned()),
@@ -395,15 +398,10 @@ fn rotation_engine(
     opened: &local::Opened,
     public_url: &str,
     egress: &fedkey_egress::Egress,
+    notifier: fedkey_notify::Notifier,
 ) -> anyhow::Result<fedkey_rotation::Engine> {
     let node_id = s.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4()));
-    let webhook = match (&s.alert_webhook_url, &s.alert_webhook_secret) {
-        (Some(u), Some(k)) => Some((u.clone(), fedkey_crypto::Secret::new(k.clone()))),
-        (Some(_), None) => anyhow::bail!("alert_webhook_url needs alert_webhook_secret (or _FILE) to sign alerts"),
-        (None, _) => None,
-    };
-    let clock: std::sync::Arc<dyn fedkey_core::Clock> = std::sync::Arc::new(opened.clock.clone());
-    let alerts = fedkey_rotation::Alerter::new(webhook, clock, egress.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let alerts = fedkey_rotation::Alerter::new(notifier);
     let mut cfg = fedkey_rotation::EngineConfig::new(node_id, public_url.to_owned());
     if s.unsafe_test_clock {
         // Crash tests stop the engine at a named step and SIGKILL the process there.

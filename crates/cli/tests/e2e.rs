@@ -1621,6 +1621,8 @@ mod hostile;
 mod import;
 #[path = "e2e/leaks.rs"]
 mod leaks;
+#[path = "e2e/notify.rs"]
+mod notify;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/preauth.rs"]

@@ -1,13 +1,9 @@
-//! Alerts: a metric always, and a signed webhook when one is configured. Every alert
-//! also has an audit record, written by the operation that raised it.
+//! Alerts: a metric always, and a notification (fedkey-notify: the signed webhook, chat,
+//! email) when channels are configured. Every alert also has an audit record, written by
+//! the operation that raised it; the notification's outcome has its own.
 
-use std::time::Duration;
-
-use fedkey_core::Clock;
-use fedkey_crypto::Secret;
-use fedkey_egress::{Egress, Method, Url, UrlRules};
-use serde_json::{Value, json};
-use std::sync::Arc;
+use fedkey_notify::{Event, EventKind, Notifier};
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertKind {
@@ -21,72 +17,102 @@ pub enum AlertKind {
 
 impl AlertKind {
     pub fn as_str(self) -> &'static str {
+        self.event().as_str()
+    }
+
+    fn event(self) -> EventKind {
         match self {
-            AlertKind::RotationFailed => "rotation_failed",
-            AlertKind::WrappedLinkReused => "wrapped_link_reused",
-            AlertKind::MaterialHeld => "trust_material_held",
-            AlertKind::MaterialExpired => "trust_material_expired",
-            AlertKind::LeakReported => "leak_reported",
+            AlertKind::RotationFailed => EventKind::RotationFailed,
+            AlertKind::WrappedLinkReused => EventKind::WrappedLinkReused,
+            AlertKind::MaterialHeld => EventKind::MaterialAwaitingApproval,
+            AlertKind::MaterialExpired => EventKind::MaterialExpired,
+            AlertKind::LeakReported => EventKind::LeakReported,
         }
     }
 }
-
-/// Each alert webhook call's overall timeout.
-const ALERT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where alerts go. Cheap to clone.
 #[derive(Clone)]
 pub struct Alerter {
-    webhook: Option<Arc<(Url, Secret)>>,
-    egress: Egress,
-    clock: Arc<dyn Clock>,
+    notifier: Notifier,
 }
 
 impl Alerter {
-    /// `webhook`: URL and HMAC signing secret; `None` leaves metrics and the audit log. The
-    /// URL must pass the egress policy (https unless loopback, no denied address).
-    pub fn new(webhook: Option<(String, Secret)>, clock: Arc<dyn Clock>, egress: Egress) -> Result<Alerter, String> {
-        let webhook = match webhook {
-            Some((url, secret)) => {
-                let url =
-                    egress.check_url(&url, UrlRules::HTTPS_ONLY).map_err(|e| format!("alert_webhook_url: {e}"))?;
-                Some(Arc::new((url, secret)))
-            }
-            None => None,
-        };
-        Ok(Alerter { webhook, egress, clock })
+    pub fn new(notifier: Notifier) -> Alerter {
+        Alerter { notifier }
     }
 
-    /// Raises an alert. Never fails the caller: a webhook that cannot be reached is
-    /// logged (the alert is already in the audit log and metrics).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Raises an alert. Never fails nor waits for the caller: sending happens in the
+    /// background (the alert is already in the audit log and metrics).
     pub async fn raise(&self, kind: AlertKind, details: Value) {
         metrics::counter!("fedkey_alerts_total", "kind" => kind.as_str()).increment(1);
-        let Some(hook) = &self.webhook else {
-            return;
-        };
-        let (url, secret) = (&hook.0, &hook.1);
-        let now = self.clock.now();
-        let body = json!({"alert": kind.as_str(), "at": now.to_rfc3339(), "details": details}).to_string();
-        let ts = now.0 / 1_000_000;
-        let signature = fedkey_connectors::webhook::sign(secret.expose().as_bytes(), ts, body.as_bytes());
-        let req = match self.egress.request(Method::POST, url, UrlRules::HTTPS_ONLY) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(alert = kind.as_str(), error = %e, "alert webhook refused");
-                return;
-            }
-        };
-        let sent = req
-            .header("content-type", "application/json")
-            .header(fedkey_connectors::webhook::TIMESTAMP_HEADER, ts.to_string())
-            .header(fedkey_connectors::webhook::SIGNATURE_HEADER, signature)
-            .body(body);
-        match self.egress.send(sent, ALERT_TIMEOUT).await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                tracing::warn!(alert = kind.as_str(), status = r.status().as_u16(), "alert webhook refused the alert")
-            }
-            Err(e) => tracing::warn!(alert = kind.as_str(), error = %e, "alert webhook unreachable"),
-        }
+        self.notifier.notify(event(kind, details));
+    }
+}
+
+/// The notification for an alert: keyed by what it is about, in a state that makes a
+/// repeat of the same problem a duplicate and a new one news.
+fn event(kind: AlertKind, details: Value) -> Event {
+    let field = |k: &str| match &details[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    let (trust, version) = (field("trust"), field("version"));
+    let (key, state, summary) = match kind {
+        AlertKind::RotationFailed => (
+            format!("rotation_failed:{trust}:{version}"),
+            field("step"),
+            format!("rotation of {trust} to version {version} failed at step {}: {}", field("step"), field("error")),
+        ),
+        AlertKind::WrappedLinkReused => (
+            format!("wrapped_link_reused:{trust}:{version}"),
+            field("first_used_at"),
+            format!("a wrapped link for key version {version} of {trust} was used a second time"),
+        ),
+        AlertKind::MaterialHeld => (
+            format!("material_held:{trust}"),
+            field("digest"),
+            format!("new trust material for {trust} awaits approval (fedkey trust material approve)"),
+        ),
+        AlertKind::MaterialExpired => (
+            format!("material_expired:{trust}"),
+            field("expired_at"),
+            format!("the trust material of {trust} expired without a successful refresh"),
+        ),
+        AlertKind::LeakReported => (
+            format!("leak_reported:{}", field("fingerprint")),
+            field("action"),
+            format!("a leak report named a live token of {trust} (action: {})", field("action")),
+        ),
+    };
+    Event::new(kind.event(), key, summary, details).state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn alert_names_are_unchanged() {
+        assert_eq!(AlertKind::RotationFailed.as_str(), "rotation_failed");
+        assert_eq!(AlertKind::MaterialHeld.as_str(), "trust_material_held");
+        assert_eq!(AlertKind::MaterialExpired.as_str(), "trust_material_expired");
+        assert_eq!(AlertKind::WrappedLinkReused.as_str(), "wrapped_link_reused");
+        assert_eq!(AlertKind::LeakReported.as_str(), "leak_reported");
+    }
+
+    #[test]
+    fn a_repeated_failure_at_the_same_step_is_the_same_event() {
+        let d = |attempt: i64| json!({"trust": "acme/okta", "version": 3, "step": "set", "attempt": attempt, "error": "boom"});
+        let (a, b) = (event(AlertKind::RotationFailed, d(1)), event(AlertKind::RotationFailed, d(2)));
+        assert_eq!((&a.key, &a.state), (&b.key, &b.state));
+        assert_eq!(a.key, "rotation_failed:acme/okta:3");
+        assert!(a.summary.contains("failed at step set: boom"), "{}", a.summary);
     }
 }

@@ -140,6 +140,10 @@ impl Engine {
                 crate::drive::Outcome::Waiting => {}
             }
         }
+        // Key expiry ahead and stalled rotations: found by time, so on the engine's beat.
+        if let Err(e) = self.alerts.notifier().scan().await {
+            tracing::warn!(error = %e, "notification scan failed");
+        }
         Ok(report)
     }
 

@@ -107,6 +107,8 @@ pub struct Dispatcher {
     running: tokio::sync::Mutex<()>,
     /// One application-group creation at a time in this process.
     app_groups: tokio::sync::Mutex<()>,
+    /// Told about dead letters (one event per target and round).
+    notifier: Option<fedkey_notify::Notifier>,
 }
 
 /// How one delivery went.
@@ -161,7 +163,14 @@ impl Dispatcher {
             clients: tokio::sync::Mutex::new(HashMap::new()),
             running: tokio::sync::Mutex::new(()),
             app_groups: tokio::sync::Mutex::new(()),
+            notifier: None,
         }
+    }
+
+    /// Dead letters are notified through `notifier`.
+    pub fn with_notifier(mut self, notifier: fedkey_notify::Notifier) -> Dispatcher {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Ticks until the task is dropped; errors are logged and retried. A tick that moved
@@ -350,6 +359,7 @@ impl Dispatcher {
         let mut pause: Option<Duration> = None;
         let mut ok = false;
         let mut delivered: Vec<(&SyncWork, Delivered)> = Vec::new();
+        let mut dead: Option<(usize, String)> = None;
         for (w, r) in batch.iter().zip(results) {
             match r {
                 Ok(done) => {
@@ -376,10 +386,15 @@ impl Dispatcher {
                             report.retried += 1;
                         } else {
                             report.dead_letters += 1;
+                            let d = dead.get_or_insert_with(|| (0, f.message.clone()));
+                            d.0 += 1;
                         }
                     }
                 }
             }
+        }
+        if let (Some((count, cause)), Some(n)) = (dead, &self.notifier) {
+            n.notify(fedkey_notify::Event::dead_letter(&t.trust_id, &t.trust.to_string(), count, &cause));
         }
         // Successes are recorded together (one transaction per chunk). The groups to send
         // again are queued in the same transaction: a crash cannot record a delivery and

@@ -199,7 +199,7 @@ async fn jwt_assertions_follow_the_idps_key_rotation() {
         let out = s.cli(&["doctor", "--output", "json"]);
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stdout).contains("material_pending_approval"));
-        assert!(alerts.seen.lock().unwrap().iter().any(|(_, b)| b.contains("trust_material_held")), "alert raised");
+        alerts.wait_for("trust_material_held alert", |b| b.contains("trust_material_held")).await;
         // Policy: a change of the IdP's keys also rotates the provisioning key.
         s.cli_json(&["rotation", "policy", "set", "acme/entra", "--rotate-on-material-change", "true"]);
         s.cli_json(&["material", "approve", "acme/entra"]);

@@ -40,6 +40,26 @@ pub(super) async fn receiver(fail_first: usize, status: u16) -> Receiver {
     Receiver { url, seen, _task: task }
 }
 
+impl Receiver {
+    /// The requests received once one satisfies `pred`, waiting up to 10 s: notifications
+    /// are sent in the background, so they arrive shortly after what raised them.
+    pub(super) async fn wait_for(
+        &self,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<(axum::http::HeaderMap, String)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.iter().any(|(_, b)| pred(b)) {
+                return seen;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {what} arrived within 10 s: {seen:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Server {
     pub(super) async fn tick(&self) -> Value {
         let (st, v) = self.api(M::POST, "/api/v1/test/engine/tick", Some(&self.token), None).await;
@@ -81,7 +101,7 @@ impl Server {
 }
 
 /// Whether `sig` is the fedkey webhook signature of `body` at `ts` with `secret`.
-fn signed_by(secret: &[u8], sig: &str, ts: i64, body: &str) -> bool {
+pub(super) fn signed_by(secret: &[u8], sig: &str, ts: i64, body: &str) -> bool {
     let at = fedkey_core::Timestamp(ts * 1_000_000);
     fedkey_connectors::webhook::verify(secret, sig, ts, body.as_bytes(), at, std::time::Duration::from_secs(300))
 }
@@ -259,7 +279,7 @@ async fn failing_connector_backs_off_alerts_and_leaves_the_current_key() {
         assert_eq!(peer.seen.lock().unwrap().len(), 1);
         // The alert arrived, signed.
         {
-            let seen = alerts.seen.lock().unwrap();
+            let seen = alerts.wait_for("rotation_failed alert", |b| b.contains("rotation_failed")).await;
             assert_eq!(seen.len(), 1, "one alert per failure");
             let (h, body) = &seen[0];
             assert!(body.contains("rotation_failed") && body.contains("acme/entra"), "{body}");
@@ -345,7 +365,8 @@ async fn wrapped_link_reveals_the_key_once_and_a_reuse_alerts() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let reused = alerts.seen.lock().unwrap().iter().any(|(_, b)| b.contains("wrapped_link_reused"));
+        let reused =
+            alerts.wait_for("reuse alert", |b| b.contains("wrapped_link_reused")).await.iter().any(|(_, b)| b.contains("wrapped_link_reused"));
         assert!(reused, "alert raised on reuse");
         let (st, v) = s.api(M::GET, "/api/v1/audit?action=wrap.reuse", Some(&s.token), None).await;
         assert_eq!(st, 200);

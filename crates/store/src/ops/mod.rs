@@ -6,6 +6,7 @@ mod keys;
 mod leaks;
 mod masterkey;
 mod material;
+mod notify;
 mod outbox;
 mod reconcile_schedule;
 mod rotation;
@@ -31,6 +32,7 @@ use crate::{Db, StoreError};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;
+pub use notify::ExpiringKey;
 pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, NewMaterial, TrustSource};
 pub(crate) use outbox::describe as outbox_describe;
 pub use outbox::{
