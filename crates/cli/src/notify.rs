@@ -2,11 +2,10 @@
 //! them. See docs/notifications.md.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fedkey_crypto::Secret;
-use fedkey_notify::{Channel, Mailer, Notifier, NotifyPolicy, SmtpConfig, SmtpSecurity};
+use fedkey_notify::{Channel, Mailer, NotifyPolicy, SmtpConfig, SmtpSecurity};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
@@ -173,16 +172,6 @@ pub fn channels(s: &Settings, egress: &fedkey_egress::Egress) -> anyhow::Result<
     Ok(out)
 }
 
-/// The notifier of `serve`.
-pub fn notifier(
-    s: &Settings,
-    store: Arc<fedkey_store::Store>,
-    egress: &fedkey_egress::Egress,
-) -> anyhow::Result<Notifier> {
-    let policy = s.notify.policy()?;
-    Ok(Notifier::new(store, channels(s, egress)?, policy, egress.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,8 +209,9 @@ mod tests {
     #[test]
     fn a_refused_chat_url_is_not_shown() {
         let egress = fedkey_egress::Egress::strict().unwrap();
-        let s = Settings::from_toml("[notify]\nchat_webhook_url = \"http://hooks.example.org/services/T0/B0/SECRETTOKEN\"")
-            .unwrap();
+        let s =
+            Settings::from_toml("[notify]\nchat_webhook_url = \"http://hooks.example.org/services/T0/B0/SECRETTOKEN\"")
+                .unwrap();
         let e = channels(&s, &egress).err().unwrap().to_string();
         assert!(e.contains("https") && !e.contains("SECRETTOKEN"), "{e}");
     }

@@ -16,10 +16,15 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where notifications go; several at once.
 pub enum Channel {
     /// The signed alert webhook (the connectors' signature scheme).
-    Webhook { url: Url, secret: Secret },
+    Webhook {
+        url: Url,
+        secret: Secret,
+    },
     /// A Slack incoming webhook or a Teams workflow/connector URL: `{"text": …}`. The URL
     /// itself is a credential (it carries the token), so it is never shown.
-    Chat { url: Secret },
+    Chat {
+        url: Secret,
+    },
     Email(Box<Mailer>),
 }
 
@@ -121,7 +126,10 @@ mod tests {
         let obj = p.as_object().unwrap();
         assert_eq!(obj.len(), 1, "{p}");
         let text = obj["text"].as_str().unwrap();
-        assert_eq!(text, "[fedkey] delivery_dead_lettered: provisioning to acme/scim gave up on 2 change(s): target answered 401");
+        assert_eq!(
+            text,
+            "[fedkey] delivery_dead_lettered: provisioning to acme/scim gave up on 2 change(s): target answered 401"
+        );
     }
 
     #[test]

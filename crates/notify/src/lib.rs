@@ -175,7 +175,13 @@ impl Notifier {
             for k in store.expiring_keys(now.saturating_add(*max)).await? {
                 if let Some(lead) = expiry::due_lead(k.expires_at, now, leads) {
                     report.expiring += 1;
-                    self.notify(Event::key_expiring(&k.trust_id, &k.trust, k.version, &k.expires_at.to_rfc3339(), lead));
+                    self.notify(Event::key_expiring(
+                        &k.trust_id,
+                        &k.trust,
+                        k.version,
+                        &k.expires_at.to_rfc3339(),
+                        lead,
+                    ));
                 }
             }
         }

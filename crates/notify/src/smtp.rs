@@ -125,7 +125,8 @@ impl Mailer {
             b = b.to(t.clone());
         }
         let details = serde_json::to_string_pretty(&event.details).unwrap_or_default();
-        let body = format!("{}\n\nevent: {}\nat: {}\n\n{}\n", event.summary, event.kind.as_str(), now.to_rfc3339(), details);
+        let body =
+            format!("{}\n\nevent: {}\nat: {}\n\n{}\n", event.summary, event.kind.as_str(), now.to_rfc3339(), details);
         b.body(body).map_err(|e| e.to_string())
     }
 
@@ -167,7 +168,9 @@ impl Mailer {
             .map_err(|e| SendError { message: format!("cannot resolve {}: {e}", self.cfg.host), retryable: true })?
             .collect();
         let kept = self.policy.filter_resolved(&self.cfg.host, addrs).map_err(|r| refused(r.0))?;
-        kept.first().copied().ok_or_else(|| SendError { message: format!("{} has no address", self.cfg.host), retryable: true })
+        kept.first()
+            .copied()
+            .ok_or_else(|| SendError { message: format!("{} has no address", self.cfg.host), retryable: true })
     }
 }
 

@@ -251,6 +251,7 @@ on_both_backends!(
     sync_outcomes_need_one_connection,
     connection_settings_reach_every_session,
     failed_authentications_are_summarized_per_window,
+    notifications_are_claimed_once_across_nodes,
 );
 
 #[path = "store/connections.rs"]
@@ -259,6 +260,8 @@ mod connections;
 #[path = "store/auth_failures.rs"]
 mod auth_failures;
 
+#[path = "store/notify.rs"]
+mod notify;
 #[path = "store/outbox.rs"]
 mod outbox;
 #[path = "store/reconcile_schedule.rs"]
@@ -431,6 +434,7 @@ async fn populated(kind: Kind) -> Env {
 mod cases {
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
+    pub use super::notify::notifications_are_claimed_once_across_nodes;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
         outbox_memberships_reach_users_only_where_the_mapping_reads_them, outbox_rows_commit_with_their_change,

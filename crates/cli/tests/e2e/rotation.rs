@@ -365,8 +365,11 @@ async fn wrapped_link_reveals_the_key_once_and_a_reuse_alerts() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let reused =
-            alerts.wait_for("reuse alert", |b| b.contains("wrapped_link_reused")).await.iter().any(|(_, b)| b.contains("wrapped_link_reused"));
+        let reused = alerts
+            .wait_for("reuse alert", |b| b.contains("wrapped_link_reused"))
+            .await
+            .iter()
+            .any(|(_, b)| b.contains("wrapped_link_reused"));
         assert!(reused, "alert raised on reuse");
         let (st, v) = s.api(M::GET, "/api/v1/audit?action=wrap.reuse", Some(&s.token), None).await;
         assert_eq!(st, 200);

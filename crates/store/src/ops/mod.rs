@@ -32,8 +32,8 @@ use crate::{Db, StoreError};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;
-pub use notify::ExpiringKey;
 pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, NewMaterial, TrustSource};
+pub use notify::ExpiringKey;
 pub(crate) use outbox::describe as outbox_describe;
 pub use outbox::{
     Change, DeadLetterFilter, Delivered, MAX_MAPPING_DOC, NewSyncTarget, OAuthSettings, RemoteRef, SyncTarget, SyncWork,
