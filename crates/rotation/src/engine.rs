@@ -105,6 +105,11 @@ impl Engine {
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
         let _pass = self.pass.lock().await;
         let mut report = TickReport::default();
+        // Key expiry ahead, stalled rotations, failing audit writes: found by time, so on the
+        // engine's beat; first, so that a database failing the queries below is still told.
+        if let Err(e) = self.alerts.notifier().scan().await {
+            tracing::warn!(error = %e, "notification scan failed");
+        }
         for r in self.store.due_schedules(100).await? {
             match self.store.start_rotation(&Actor::system("scheduler"), &r, RotationKind::Scheduled, None).await {
                 Ok(rot) => {
@@ -139,10 +144,6 @@ impl Engine {
                 crate::drive::Outcome::Failed => report.failed += 1,
                 crate::drive::Outcome::Waiting => {}
             }
-        }
-        // Key expiry ahead and stalled rotations: found by time, so on the engine's beat.
-        if let Err(e) = self.alerts.notifier().scan().await {
-            tracing::warn!(error = %e, "notification scan failed");
         }
         Ok(report)
     }
