@@ -337,7 +337,24 @@ impl Settings {
     /// `egress.allow_cidrs`.
     pub fn egress(&self) -> anyhow::Result<fedkey_egress::Egress> {
         let allow = fedkey_egress::parse_allow_cidrs(&self.egress.allow_cidrs).map_err(|e| anyhow::anyhow!(e))?;
-        Ok(fedkey_egress::Egress::new(fedkey_egress::EgressConfig::new(allow))?)
+        let mut config = fedkey_egress::EgressConfig::new(allow);
+        if let Some(der) = self.unsafe_egress_root()? {
+            config = config.with_root_der(der);
+        }
+        Ok(fedkey_egress::Egress::new(config)?)
+    }
+
+    /// Tests only: one more root CA for outbound https (`FEDKEY_UNSAFE_EGRESS_CA_DER`, a
+    /// DER file), so end-to-end tests can stand up an https IdP with a test CA. Read only
+    /// with `--unsafe-test-clock`, which a build without the test hooks refuses.
+    fn unsafe_egress_root(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        if !self.unsafe_test_clock || !fedkey_server::TEST_HOOKS {
+            return Ok(None);
+        }
+        let Some(path) = std::env::var_os("FEDKEY_UNSAFE_EGRESS_CA_DER") else { return Ok(None) };
+        let der = std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("FEDKEY_UNSAFE_EGRESS_CA_DER {}: {e}", std::path::Path::new(&path).display()))?;
+        Ok(Some(der))
     }
 
     pub fn engine_interval(&self) -> anyhow::Result<std::time::Duration> {
