@@ -340,7 +340,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         dispatcher.clone(),
         fedkey_sync::SchedulerConfig::new(engine.node_id().to_owned()),
     ));
-    let state = AppState {
+    let state = AppState::from(fedkey_server::state::AppParts {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
         scheme,
@@ -355,7 +355,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         egress,
         leaks: std::sync::Arc::new(leak_intake(s)?),
         metrics_token: s.metrics_token.as_deref().map(|t| fedkey_crypto::sha256(t.as_bytes())),
-    };
+    });
     if s.metrics_token.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!("metrics_token is not set: /metrics is open to anyone who can reach {local_addr}");
     }
