@@ -352,8 +352,9 @@ impl Settings {
             return Ok(None);
         }
         let Some(path) = std::env::var_os("FEDKEY_UNSAFE_EGRESS_CA_DER") else { return Ok(None) };
-        let der = std::fs::read(&path)
-            .map_err(|e| anyhow::anyhow!("FEDKEY_UNSAFE_EGRESS_CA_DER {}: {e}", std::path::Path::new(&path).display()))?;
+        let der = std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!("FEDKEY_UNSAFE_EGRESS_CA_DER {}: {e}", std::path::Path::new(&path).display())
+        })?;
         Ok(Some(der))
     }
 

@@ -242,8 +242,7 @@ impl TlsIdp {
 
 /// The `material.fetch_failed` error recorded for `trust` (empty when there is none).
 async fn fetch_failure(s: &Server, trust: &str) -> String {
-    let (st, v) =
-        s.api(M::GET, "/api/v1/audit?action=material.fetch_failed&limit=100", Some(&s.token), None).await;
+    let (st, v) = s.api(M::GET, "/api/v1/audit?action=material.fetch_failed&limit=100", Some(&s.token), None).await;
     assert_eq!(st, 200, "{v}");
     let records = v["records"].as_array().unwrap();
     let mine = records.iter().find(|r| r["trust"] == trust);
