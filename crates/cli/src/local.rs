@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::output::Output;
 
 /// Creates the data directory (mode 0700) when the database lives in it.
-fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
+pub fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
     let d = &s.data_dir;
     if !d.exists() {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create data directory {}", d.display()))?;
@@ -125,11 +125,13 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     Ok(Opened { store: Arc::new(store), bootstrap_token, clock })
 }
 
+/// The bootstrap admin token, on stdout only: never on stderr, which is the log stream
+/// (`--log-format json` keeps stderr pure JSON, and the token out of log collectors).
 pub fn print_bootstrap(token: &Secret) {
-    eprintln!("┌──────────────────────────────────────────────────────────────────────────┐");
-    eprintln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
-    eprintln!("└──────────────────────────────────────────────────────────────────────────┘");
-    outln!("admin_token: {}", token.expose());
+    outln!("┌──────────────────────────────────────────────────────────────────────────┐");
+    outln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
+    outln!("└──────────────────────────────────────────────────────────────────────────┘");
+    crate::output::secret("admin_token", token.expose());
 }
 
 /// Offline verification of the audit chain and checkpoints.
