@@ -324,9 +324,7 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
             let v = api.get("/directories").await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => {
-                    output::table(v["directories"].as_array().map_or(&[][..], |a| a), DIRECTORY_COLUMNS)
-                }
+                Output::Table => output::table(v["directories"].as_array().map_or(&[][..], |a| a), DIRECTORY_COLUMNS),
             }
         }
         DirectoryCmd::Show { name } => {

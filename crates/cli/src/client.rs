@@ -24,9 +24,10 @@ impl Client {
     /// The admin API of `s.url`, with `s.token`, waiting `s.request_timeout` per request.
     pub fn new(s: &Settings) -> anyhow::Result<Client> {
         let base = server_url(&s.url).map_err(exit::config)?;
-        let token = s.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
-            exit::config("no admin token: pass --token, or set FEDKEY_TOKEN or FEDKEY_TOKEN_FILE")
-        })?;
+        let token =
+            s.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
+                exit::config("no admin token: pass --token, or set FEDKEY_TOKEN or FEDKEY_TOKEN_FILE")
+            })?;
         let timeout = s.request_timeout().map_err(exit::config)?;
         Ok(Client { egress: operator_egress(s)?, base, token: token.to_owned(), timeout })
     }
@@ -51,7 +52,8 @@ impl Client {
             return v.ok_or_else(|| self.not_fedkey(status));
         }
         // Every fedkey error is `{"error": {"code", "message"}}`; anything else is another server.
-        let Some((code, msg)) = v.as_ref().and_then(|v| Some((v["error"]["code"].as_str()?, v["error"]["message"].as_str()?)))
+        let Some((code, msg)) =
+            v.as_ref().and_then(|v| Some((v["error"]["code"].as_str()?, v["error"]["message"].as_str()?)))
         else {
             return Err(self.not_fedkey(status));
         };
@@ -113,7 +115,10 @@ fn read_ca_file(path: &Path) -> Result<Vec<Vec<u8>>, String> {
         .and_then(|it| it.map(|c| c.map(|c| c.to_vec())).collect::<Result<_, _>>())
         .map_err(|e| format!("ca_cert {}: cannot read a PEM certificate: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("ca_cert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file", path.display()));
+        return Err(format!(
+            "ca_cert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file",
+            path.display()
+        ));
     }
     Ok(certs)
 }
@@ -157,9 +162,13 @@ fn transport_hint(e: &EgressError, base: &str) -> String {
     } else if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
         "the server's certificate is not signed by a CA this client trusts: pass the CA \
          certificate with --ca-cert FILE or FEDKEY_CACERT"
-    } else if https && (text.contains("corrupt message") || text.contains("InvalidContentType") || text.contains("CorruptMessage")) {
+    } else if https
+        && (text.contains("corrupt message") || text.contains("InvalidContentType") || text.contains("CorruptMessage"))
+    {
         "the server does not speak TLS on this port: use http:// or the server's TLS port"
-    } else if !https && (text.contains("connection closed") || text.contains("IncompleteMessage") || text.contains("invalid HTTP")) {
+    } else if !https
+        && (text.contains("connection closed") || text.contains("IncompleteMessage") || text.contains("invalid HTTP"))
+    {
         "the server closed the connection: if it serves TLS, use https://"
     } else if text.contains("Connection refused") || text.contains("ConnectionRefused") {
         "nothing listens there: is `fedkey serve` running, and are the host and port of --server / FEDKEY_URL right?"

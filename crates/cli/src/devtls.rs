@@ -38,7 +38,8 @@ pub fn ensure(data_dir: &Path) -> anyhow::Result<DevTls> {
             .create(&dir)
             .map_err(|e| anyhow::anyhow!("dev TLS directory {}: {e}", dir.display()))?;
     }
-    let (ca_pem, cert_pem, key_pem) = generate().map_err(|e| anyhow::anyhow!("cannot make the dev TLS certificates: {e}"))?;
+    let (ca_pem, cert_pem, key_pem) =
+        generate().map_err(|e| anyhow::anyhow!("cannot make the dev TLS certificates: {e}"))?;
     // The key first and the CA last: a start interrupted half-way makes them again.
     write(&files.key, &key_pem, 0o600)?;
     write(&files.cert, &cert_pem, 0o644)?;

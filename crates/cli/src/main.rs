@@ -233,7 +233,11 @@ fn init_tracing(s: &Settings) {
     let filter =
         EnvFilter::try_from_env("FEDKEY_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", s.log_level)));
     let no_color = std::env::var("NO_COLOR").ok();
-    let ansi = output::color_enabled(ColorChoice::Auto, no_color.as_deref(), std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let ansi = output::color_enabled(
+        ColorChoice::Auto,
+        no_color.as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let _ = match s.log_format {
         LogFormat::Json => b.json().try_init(),

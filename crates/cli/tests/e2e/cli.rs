@@ -65,11 +65,8 @@ async fn ca_cert_reaches_a_dev_tls_server() {
         assert!(out.status.success(), "{b:?}: {}", stderr_of(&out));
         // The same through FEDKEY_CACERT, and by host name: the leaf names localhost too.
         let by_name = s.url.replace("127.0.0.1", "localhost");
-        let out = cli_env(
-            &s,
-            &["directory", "list", "--output", "json"],
-            &[("FEDKEY_CACERT", ca), ("FEDKEY_URL", &by_name)],
-        );
+        let out =
+            cli_env(&s, &["directory", "list", "--output", "json"], &[("FEDKEY_CACERT", ca), ("FEDKEY_URL", &by_name)]);
         assert!(out.status.success(), "{b:?}: {}", stderr_of(&out));
         assert!(stdout_of(&out).contains("\"acme\""));
 
@@ -149,8 +146,10 @@ fn tamper_audit(b: Backend, s: &Server) {
                 .unwrap();
             assert!(out.status.success(), "{}", stderr_of(&out));
         }
-        Backend::Postgres => psql_on(&s.db_url, &sql.replace("audit_log_no_update;", "audit_log_no_update ON audit_log;")),
-    };
+        Backend::Postgres => {
+            psql_on(&s.db_url, &sql.replace("audit_log_no_update;", "audit_log_no_update ON audit_log;"));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +178,11 @@ async fn exit_codes_match_the_table_in_docs_cli_md() {
                     ("a bad setting", vec!["directory", "list"], vec![("FEDKEY_REQUEST_TIMEOUT", "banana")]),
                     ("a URL without scheme", vec!["directory", "list"], vec![("FEDKEY_URL", "localhost:8080")]),
                     ("no token", vec!["directory", "list"], vec![("FEDKEY_TOKEN", "")]),
-                    ("a missing config file", vec!["directory", "list", "--config", "/nonexistent/fedkey.toml"], vec![]),
+                    (
+                        "a missing config file",
+                        vec!["directory", "list", "--config", "/nonexistent/fedkey.toml"],
+                        vec![],
+                    ),
                     ("an unknown --field", vec!["directory", "list", "--field", "nope"], vec![]),
                     ("serve on a bad listen address", vec!["serve", "--listen", "not an address"], vec![]),
                 ],
@@ -197,7 +200,10 @@ async fn exit_codes_match_the_table_in_docs_cli_md() {
                 assert_eq!(out.status.code(), Some(code), "{b:?}: {what} (`fedkey {}`): {err}", args.join(" "));
                 assert!(!err.contains("panicked"), "{what}: {err}");
                 if code != 0 {
-                    assert!(err.contains("error") || err.contains("FAILED"), "{what}: an error says what failed: {err}");
+                    assert!(
+                        err.contains("error") || err.contains("FAILED"),
+                        "{what}: an error says what failed: {err}"
+                    );
                 }
             }
         }
@@ -276,7 +282,8 @@ async fn tables_fit_80_columns_and_flags_shape_the_output() {
             assert_eq!(text.lines().filter(|l| l.starts_with(field)).count(), 1, "{b:?}: {field} once in:\n{text}");
         }
         // --quiet: the one-time key alone, bare; --field key the same.
-        let quiet = s.cli(&["trust", "create", "--directory", "acme", "--name", "q", "--direction", "inbound", "--quiet"]);
+        let quiet =
+            s.cli(&["trust", "create", "--directory", "acme", "--name", "q", "--direction", "inbound", "--quiet"]);
         assert!(quiet.status.success());
         let q = stdout_of(&quiet);
         assert!(q.starts_with("fkp_") && q.lines().count() == 1, "{b:?}: {q:?}");
@@ -329,7 +336,8 @@ async fn directory_show_and_delete_refuses_while_not_empty() {
         let t = Some(s.token.as_str());
         s.cli_json(&["directory", "create", "acme"]);
         s.cli_json(&["directory", "create", "empty"]);
-        let created = s.cli_json(&["trust", "create", "--directory", "acme", "--name", "idp", "--direction", "inbound"]);
+        let created =
+            s.cli_json(&["trust", "create", "--directory", "acme", "--name", "idp", "--direction", "inbound"]);
         let key = created["key"].as_str().unwrap().to_owned();
         let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ann"});
         let (st, v) = s.api(M::POST, "/scim/v2/acme/Users", Some(&key), Some(user)).await;
@@ -367,10 +375,8 @@ async fn directory_show_and_delete_refuses_while_not_empty() {
         let (st, page) = s.api(M::GET, "/api/v1/audit?action=directory.delete&limit=100", t, None).await;
         assert_eq!(st, 200);
         let recs = page["records"].as_array().unwrap();
-        let outcomes: Vec<(&str, &str)> = recs
-            .iter()
-            .map(|r| (r["directory"].as_str().unwrap_or(""), r["outcome"].as_str().unwrap_or("")))
-            .collect();
+        let outcomes: Vec<(&str, &str)> =
+            recs.iter().map(|r| (r["directory"].as_str().unwrap_or(""), r["outcome"].as_str().unwrap_or(""))).collect();
         assert_eq!(outcomes, vec![("acme", "failure"), ("empty", "success"), ("acme", "success")], "{b:?}: {page}");
         let (st, _) = s.api(M::DELETE, "/api/v1/directories/acme?force=banana", t, None).await;
         assert_eq!(st, 400);
@@ -390,7 +396,8 @@ async fn revoking_the_last_key_needs_force_and_an_expired_one_is_a_no_op() {
         let s = Server::start(b);
         let t = Some(s.token.as_str());
         s.cli_json(&["directory", "create", "acme"]);
-        let created = s.cli_json(&["trust", "create", "--directory", "acme", "--name", "idp", "--direction", "inbound"]);
+        let created =
+            s.cli_json(&["trust", "create", "--directory", "acme", "--name", "idp", "--direction", "inbound"]);
         let k1 = created["key"].as_str().unwrap().to_owned();
         let revoke = |v: i64| format!("/api/v1/directories/acme/trusts/idp/keys/{v}/revoke");
 
@@ -412,7 +419,10 @@ async fn revoking_the_last_key_needs_force_and_an_expired_one_is_a_no_op() {
         assert!(out.status.success(), "{b:?}: {}", stderr_of(&out));
         assert!(stderr_of(&out).contains("already expired; nothing changed"), "{}", stderr_of(&out));
         let (st, v) = s.api(M::POST, &revoke(2), t, None).await;
-        assert_eq!((st, v["unchanged"].as_bool(), v["key_version"]["state"].as_str()), (200, Some(true), Some("expired")));
+        assert_eq!(
+            (st, v["unchanged"].as_bool(), v["key_version"]["state"].as_str()),
+            (200, Some(true), Some("expired"))
+        );
         let keys = s.cli_json(&["key", "list", "acme/idp"]);
         let v2 = keys["keys"].as_array().unwrap().iter().find(|k| k["version"] == 2).unwrap().clone();
         assert_eq!((v2["state"].as_str(), &v2["revoked_at"]), (Some("expired"), &Value::Null), "{keys}");

@@ -54,7 +54,7 @@ impl Store {
     pub async fn directory_contents(&self, name: &str) -> Result<(Directory, DirectoryContents), StoreError> {
         let d = self.directory(name).await?;
         let mut conn = self.db.pool().acquire().await?;
-        let c = contents(&mut *conn, &d.id).await?;
+        let c = contents(&mut conn, &d.id).await?;
         Ok((d, c))
     }
 
@@ -82,7 +82,7 @@ impl Store {
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
         let d = directory_from_row(&row)?;
-        let c = contents(&mut *tx, &d.id).await?;
+        let c = contents(&mut tx, &d.id).await?;
         if !force && !c.is_empty() {
             return Err(StoreError::Refused {
                 code: "directory_not_empty",
@@ -93,7 +93,8 @@ impl Store {
                 ),
             });
         }
-        for table in ["scim_values", "scim_members", "scim_resources", "sync_work", "sync_outbox", "sync_targets", "trusts"]
+        for table in
+            ["scim_values", "scim_members", "scim_resources", "sync_work", "sync_outbox", "sync_targets", "trusts"]
         {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE directory_id = $1")))
                 .bind(d.id.clone())

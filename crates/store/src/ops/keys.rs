@@ -231,7 +231,8 @@ impl Store {
             self.commit_with(tx, actor, ev).await?;
             return Ok(KeyVersion { state: KeyState::Expired, ..v.clone() });
         }
-        let usable = |k: &KeyVersion| matches!(k.state_at(now), KeyState::Current | KeyState::Previous | KeyState::Pending);
+        let usable =
+            |k: &KeyVersion| matches!(k.state_at(now), KeyState::Current | KeyState::Previous | KeyState::Pending);
         if !force && usable(v) && !versions.iter().any(|k| k.version != version && usable(k)) {
             return Err(StoreError::Refused {
                 code: "last_usable_key",
