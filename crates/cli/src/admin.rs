@@ -272,7 +272,7 @@ fn path(r: &TrustRef) -> String {
 
 // A column written `+name` is shown in tables only with `--wide` (see `output::table`).
 const KEY_COLUMNS: &[&str] =
-    &["version", "state", "scopes", "+created_at", "activated_at", "expires_at", "+last_used_at"];
+    &["version", "state", "scopes", "+created_at", "+activated_at", "expires_at", "last_used_at"];
 const TRUST_COLUMNS: &[&str] = &["ref", "direction", "+peer_kind", "status", "scopes", "+created_at"];
 const DIRECTORY_COLUMNS: &[&str] = &["name", "created_at", "+created_by"];
 const LEAK_COLUMNS: &[&str] = &["ref", "leak_policy", "pending_auth", "updated_at"];
@@ -509,7 +509,7 @@ pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCod
 
 pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
-    let cols = &["name", "role", "created_at", "expires_at", "revoked_at", "last_used_at"];
+    let cols = &["name", "role", "+created_at", "expires_at", "revoked_at", "last_used_at"];
     match c {
         TokenCmd::Create { name, role, ttl } => {
             let mut body = json!({"name": name, "role": role});

@@ -102,7 +102,10 @@ pub struct Opened {
 /// bootstrap admin token on first start.
 pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     ensure_data_dir(s)?;
-    let db = Db::connect_with(&s.database_url(), &s.db_options()?).await?;
+    let db_options = s.db_options().map_err(crate::exit::config)?;
+    let cache_ttl = s.auth_cache_ttl().map_err(crate::exit::config)?;
+    let auth_failures = s.failed_auth_policy().map_err(crate::exit::config)?;
+    let db = Db::connect_with(&s.database_url(), &db_options).await?;
     restrict_sqlite_files(s);
     let keys = keyring_for(s, &db, true).await?;
     if let Keys::Transit(t) = &keys {
@@ -119,8 +122,8 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     }
     let clock = SystemClock::default();
     let (store, _) =
-        Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), s.auth_cache_ttl()?).await?;
-    let store = store.with_auth_failure_policy(s.failed_auth_policy()?);
+        Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), cache_ttl).await?;
+    let store = store.with_auth_failure_policy(auth_failures);
     let bootstrap_token = store.bootstrap_admin().await?;
     Ok(Opened { store: Arc::new(store), bootstrap_token, clock })
 }

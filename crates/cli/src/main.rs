@@ -423,6 +423,10 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
             .check_url(u, fedkey_egress::UrlRules::HTTPS_ONLY)
             .map_err(|e| exit::config(format!("alert_webhook_url: {e}")))?;
     }
+    let leaks = leak_intake(s).map_err(exit::config)?;
+    if s.alert_webhook_url.is_some() && s.alert_webhook_secret.is_none() {
+        return Err(exit::config("alert_webhook_url needs alert_webhook_secret (or _FILE) to sign alerts"));
+    }
     // Bind before opening the store: a busy port must fail before a bootstrap token is
     // created, or that token would be printed by a server that never ran and the next
     // start would print none.
@@ -450,7 +454,7 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
     if s.public_url.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!(%public_url, "public_url is not set: connectors deliver a SCIM base URL and wrapped links built from the listen address; set FEDKEY_PUBLIC_URL to the address peers use");
     }
-    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url, &egress)?);
+    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url, &egress).map_err(exit::config)?);
     let watchers = std::sync::Arc::new(fedkey_rotation::Watchers::new(
         opened.store.clone(),
         std::sync::Arc::new(opened.clock.clone()),
@@ -480,7 +484,7 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
         reconcile_schedule: Some(scheduler.clone()),
         public_url,
         egress,
-        leaks: std::sync::Arc::new(leak_intake(s)?),
+        leaks: std::sync::Arc::new(leaks),
         metrics_token: s.metrics_token.as_deref().map(|t| fedkey_crypto::sha256(t.as_bytes())),
     });
     if s.metrics_token.is_none() && !local_addr.ip().is_loopback() {

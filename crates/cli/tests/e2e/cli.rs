@@ -301,9 +301,9 @@ async fn tables_fit_80_columns_and_flags_shape_the_output() {
         for line in narrow.lines() {
             assert!(line.chars().count() <= 80, "{b:?}: {} columns: {line}\n{narrow}", line.chars().count());
         }
-        assert!(narrow.contains("STATE") && !narrow.contains("LAST_USED_AT"), "{narrow}");
+        assert!(narrow.contains("LAST_USED_AT") && !narrow.contains("ACTIVATED_AT"), "{narrow}");
         let wide = stdout_of(&cli_env(&s, &["key", "list", "acme/entra", "--wide"], &env));
-        assert!(wide.contains("LAST_USED_AT") && wide.contains("CREATED_AT"), "{wide}");
+        assert!(wide.contains("ACTIVATED_AT") && wide.contains("CREATED_AT"), "{wide}");
         assert!(wide.lines().any(|l| l.chars().count() > 80), "{wide}");
 
         // --field: one value per row.
