@@ -198,7 +198,7 @@ pub enum MaterialCmd {
 
 pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
-    let cols = &["version", "status", "digest", "fetched_at", "expires_at", "decided_by"];
+    let cols = &["version", "status", "+digest", "fetched_at", "expires_at", "decided_by"];
     let v = match c {
         MaterialCmd::Source { trust, remove: true, .. } => {
             api.call(reqwest::Method::DELETE, &format!("{}/material/source", path(&trust)), None).await?;
@@ -289,7 +289,7 @@ fn path(r: &TrustRef) -> String {
 }
 
 const ROTATION_COLUMNS: &[&str] =
-    &["ref", "version", "kind", "step", "attempts", "last_error", "next_attempt_at", "started_at", "finished_at"];
+    &["ref", "version", "kind", "step", "+attempts", "last_error", "+next_attempt_at", "started_at", "finished_at"];
 const POLICY_COLUMNS: &[&str] = &[
     "period",
     "overlap",
