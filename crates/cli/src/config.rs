@@ -45,6 +45,9 @@ pub struct Settings {
     pub request_timeout: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// CA certificate file (PEM) the admin commands trust for the server's TLS certificate,
+    /// besides the system's roots (`--ca-cert`, env `FEDKEY_CACERT`).
+    pub cacert: Option<PathBuf>,
     /// Testing only: lets an admin advance the server clock through the API. Refused by
     /// builds without the `test-hooks` feature.
     pub unsafe_test_clock: bool,
@@ -138,6 +141,7 @@ impl Default for Settings {
             request_timeout: "60s".into(),
             token: None,
             token_file: None,
+            cacert: None,
             unsafe_test_clock: false,
             header_read_timeout: "10s".into(),
             idle_timeout: "60s".into(),
@@ -168,7 +172,7 @@ impl Default for Settings {
     }
 }
 
-const ENV_KEYS: [&str; 45] = [
+const ENV_KEYS: [&str; 46] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -188,6 +192,7 @@ const ENV_KEYS: [&str; 45] = [
     "request_timeout",
     "token",
     "token_file",
+    "cacert",
     "unsafe_test_clock",
     "header_read_timeout",
     "idle_timeout",

@@ -28,6 +28,7 @@ use crate::install::Install;
 use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
+pub use directories::DirectoryContents;
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;
