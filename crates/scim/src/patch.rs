@@ -902,9 +902,11 @@ fn hit_indices(hits: &[bool]) -> Vec<usize> {
 /// attribute already holds change nothing. A value is present when a stored one equals it
 /// on every sub-attribute it gives (so `{"value": id}` is a member already listed with its
 /// `type` and `display`), under the sub-attribute's case rule.
+/// Values given together are compared with each other exactly (equal JSON), as before.
 fn add_absent(attr: &AttributeDef, elems: &mut Vec<Value>, new: Vec<Value>) {
+    let stored = elems.len();
     for v in new {
-        if !elems.iter().any(|e| matches_template(attr, e, &v)) {
+        if !elems[..stored].iter().any(|e| matches_template(attr, e, &v)) && !elems[stored..].contains(&v) {
             elems.push(v);
         }
     }
