@@ -1682,12 +1682,15 @@ mod tests {
 
     #[test]
     fn parse_request_is_case_insensitive_and_tolerates_schemas() {
-        let ops = parse_request(&json!({"operations": [
-            {"op": "Add", "path": "emails", "value": []},
-            {"OP": "replace", "value": {"active": false}},
-            {"op": "REMOVE", "path": "  "},
-            {"op": "remove", "path": null},
-        ]}), E)
+        let ops = parse_request(
+            &json!({"operations": [
+                {"op": "Add", "path": "emails", "value": []},
+                {"OP": "replace", "value": {"active": false}},
+                {"op": "REMOVE", "path": "  "},
+                {"op": "remove", "path": null},
+            ]}),
+            E,
+        )
         .unwrap();
         assert_eq!(
             ops.iter().map(|o| o.op).collect::<Vec<_>>(),
@@ -1696,8 +1699,8 @@ mod tests {
         assert!(matches!(&ops[0].path, Some(PatchPath::Attribute { attr, filter: None }) if attr.name == "emails"));
         assert!(ops[1].path.is_none() && ops[2].path.is_none() && ops[3].path.is_none());
         assert_eq!(ops[1].value, Some(json!({"active": false})));
-        let ops =
-            parse_request(&json!({"schemas": ["urn:wrong"], "Operations": [{"op": "remove", "path": "x"}]}), E).unwrap();
+        let ops = parse_request(&json!({"schemas": ["urn:wrong"], "Operations": [{"op": "remove", "path": "x"}]}), E)
+            .unwrap();
         assert_eq!(ops.len(), 1);
     }
 
@@ -1990,7 +1993,8 @@ mod tests {
     #[test]
     fn okta_no_path_replace_active() {
         let mut u = user();
-        let changed = ok_body_as(&Profile::OKTA, 
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "User",
             &mut u,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":false}}]}"#,
@@ -2003,7 +2007,8 @@ mod tests {
     fn okta_no_path_replace_carrying_the_own_id() {
         let mut g = group();
         g["id"] = json!("abf4dd94-a4c0-4f67-89c9-76b03340cb9b");
-        let changed = ok_body_as(&Profile::OKTA, 
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "Group",
             &mut g,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[
@@ -2013,7 +2018,12 @@ mod tests {
         assert_eq!(g["id"], "abf4dd94-a4c0-4f67-89c9-76b03340cb9b");
         assert_eq!(changed, ["displayName"]);
         // Another id is a mutability error, and nothing is applied.
-        let t = fail_as(&Profile::OKTA, "Group", &g, json!([{"op": "replace", "value": {"id": "other", "displayName": "Changed"}}]));
+        let t = fail_as(
+            &Profile::OKTA,
+            "Group",
+            &g,
+            json!([{"op": "replace", "value": {"id": "other", "displayName": "Changed"}}]),
+        );
         assert_eq!(t, ScimType::Mutability);
     }
 
@@ -2021,7 +2031,8 @@ mod tests {
     fn okta_remove_then_add_members() {
         let mut g = group();
         g["members"].as_array_mut().unwrap().push(json!({"value": "89bb1940-b905-4575-9e7f-6f887cfb368e"}));
-        let changed = ok_body_as(&Profile::OKTA, 
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "Group",
             &mut g,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[
@@ -2037,7 +2048,8 @@ mod tests {
     #[test]
     fn okta_replace_members_with_nothing_empties_the_group() {
         let mut g = group();
-        let changed = ok_body_as(&Profile::OKTA, 
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "Group",
             &mut g,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"members","value":[]}]}"#,
@@ -2049,7 +2061,8 @@ mod tests {
     #[test]
     fn okta_password_change_is_stored_as_given() {
         let mut u = user();
-        let changed = ok_as(&Profile::OKTA, "User", &mut u, json!([{"op": "replace", "value": {"password": "t1meMa$heen"}}]));
+        let changed =
+            ok_as(&Profile::OKTA, "User", &mut u, json!([{"op": "replace", "value": {"password": "t1meMa$heen"}}]));
         assert_eq!(u["password"], "t1meMa$heen");
         assert_eq!(changed, ["password"]);
     }
@@ -2059,7 +2072,8 @@ mod tests {
     #[test]
     fn rfc_add_member() {
         let mut g = group();
-        ok_as(RFC, 
+        ok_as(
+            RFC,
             "Group",
             &mut g,
             json!([{"op": "add", "path": "members", "value": [{
@@ -2073,7 +2087,8 @@ mod tests {
     #[test]
     fn rfc_add_without_path() {
         let mut u = user();
-        let changed = ok_as(RFC, 
+        let changed = ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "add", "value": {
@@ -2110,14 +2125,20 @@ mod tests {
         assert_eq!(g["members"][0]["value"], MANDY);
 
         let mut u = user();
-        ok_as(RFC, "User", &mut u, json!([{"op": "remove", "path": "emails[type eq \"work\" and value ew \"EXAMPLE.com\"]"}]));
+        ok_as(
+            RFC,
+            "User",
+            &mut u,
+            json!([{"op": "remove", "path": "emails[type eq \"work\" and value ew \"EXAMPLE.com\"]"}]),
+        );
         assert_eq!(u["emails"], json!([{"value": "babs@jensen.org", "type": "home"}]));
     }
 
     #[test]
     fn rfc_replace_all_members_by_remove_then_add() {
         let mut g = group();
-        ok_as(RFC, 
+        ok_as(
+            RFC,
             "Group",
             &mut g,
             json!([
@@ -2134,7 +2155,8 @@ mod tests {
     #[test]
     fn rfc_replace_members() {
         let mut g = group();
-        ok_as(RFC, 
+        ok_as(
+            RFC,
             "Group",
             &mut g,
             json!([{"op": "replace", "path": "members", "value": [{"display": "James Smith", "value": "08e1d05d"}]}]),
@@ -2149,7 +2171,8 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "work", "streetAddress": "100 Universal City Plaza", "locality": "Hollywood"}));
-        ok_as(RFC, 
+        ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "replace", "path": "addresses[type eq \"work\"]", "value": {
@@ -2167,7 +2190,8 @@ mod tests {
     #[test]
     fn rfc_replace_a_sub_attribute_by_filter() {
         let mut u = user();
-        ok_as(RFC, 
+        ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "replace", "path": "addresses[type eq \"home\"].streetAddress", "value": "1010 Broadway Ave"}]),
@@ -2181,7 +2205,8 @@ mod tests {
     #[test]
     fn rfc_replace_without_path() {
         let mut u = user();
-        ok_as(RFC, 
+        ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "replace", "value": {
@@ -2656,7 +2681,8 @@ mod tests {
         for p in PROFILES {
             let mut g = group();
             let before = g.clone();
-            let changed = ok_as(p, "Group", &mut g, json!([{"op": "add", "path": "members", "value": [{"value": BABS}]}]));
+            let changed =
+                ok_as(p, "Group", &mut g, json!([{"op": "add", "path": "members", "value": [{"value": BABS}]}]));
             assert_eq!((changed, &g), (vec![], &before), "{}", p.name);
         }
         // §3.5.2.3: a replace whose value filter matches nothing is 400 noTarget…
@@ -2664,13 +2690,20 @@ mod tests {
         assert_eq!(fail_as(RFC, "User", &user(), fax.clone()), ScimType::NoTarget);
         assert_eq!(fail_as(&Profile::OKTA, "User", &user(), fax.clone()), ScimType::NoTarget);
         // …with or without a sub-attribute, and on a single complex attribute too.
-        let whole = json!([{"op": "replace", "path": "emails[type eq \"fax\"]", "value": {"value": "f@x", "type": "fax"}}]);
+        let whole =
+            json!([{"op": "replace", "path": "emails[type eq \"fax\"]", "value": {"value": "f@x", "type": "fax"}}]);
         assert_eq!(fail_as(RFC, "User", &user(), whole), ScimType::NoTarget);
-        let boss = json!([{"op": "replace", "path": format!("{}[value eq \"nobody\"].value", ext("manager")), "value": "x"}]);
+        let boss =
+            json!([{"op": "replace", "path": format!("{}[value eq \"nobody\"].value", ext("manager")), "value": "x"}]);
         assert_eq!(fail_as(RFC, "User", &enterprise_user(), boss), ScimType::NoTarget);
         // A filter that matches is still replaced, under the RFC.
         let mut u = user();
-        ok_as(RFC, "User", &mut u, json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "b@j.org"}]));
+        ok_as(
+            RFC,
+            "User",
+            &mut u,
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "b@j.org"}]),
+        );
         assert_eq!(u["emails"][1]["value"], "b@j.org");
         // Under Entra's profile the unmatched replace adds the value the filter describes.
         let mut u = user();
@@ -2678,7 +2711,10 @@ mod tests {
         assert_eq!(u["emails"][2], json!({"type": "fax", "value": "+1 555"}));
         // §3.5.2.2: removing a required attribute is 400 mutability, under every profile.
         for p in PROFILES {
-            assert_eq!(fail_as(p, "User", &user(), json!([{"op": "remove", "path": "userName"}])), ScimType::Mutability);
+            assert_eq!(
+                fail_as(p, "User", &user(), json!([{"op": "remove", "path": "userName"}])),
+                ScimType::Mutability
+            );
             assert_eq!(
                 fail_as(p, "Group", &group(), json!([{"op": "remove", "path": "displayName"}])),
                 ScimType::Mutability
@@ -2693,13 +2729,29 @@ mod tests {
     fn no_op_operations_change_nothing_under_every_profile() {
         let cases: Vec<(&str, Value, Value)> = vec![
             ("Group", group(), json!([{"op": "add", "path": "members", "value": [{"value": MANDY}, {"value": BABS}]}])),
-            ("Group", group(), json!([{"op": "add", "path": "members", "value": [{"value": BABS, "display": "Babs Jensen"}]}])),
+            (
+                "Group",
+                group(),
+                json!([{"op": "add", "path": "members", "value": [{"value": BABS, "display": "Babs Jensen"}]}]),
+            ),
             ("Group", group(), json!([{"op": "replace", "path": "displayName", "value": "Tour Guides"}])),
-            ("User", user(), json!([{"op": "add", "path": "emails", "value": [{"value": "BJensen@example.com", "type": "work"}]}])),
-            ("User", user(), json!([{"op": "add", "path": "emails", "value": [{"value": "babs@jensen.org", "type": "home"}]}])),
+            (
+                "User",
+                user(),
+                json!([{"op": "add", "path": "emails", "value": [{"value": "BJensen@example.com", "type": "work"}]}]),
+            ),
+            (
+                "User",
+                user(),
+                json!([{"op": "add", "path": "emails", "value": [{"value": "babs@jensen.org", "type": "home"}]}]),
+            ),
             ("User", user(), json!([{"op": "replace", "path": "active", "value": true}])),
             ("User", user(), json!([{"op": "replace", "path": "name.givenName", "value": "Barbara"}])),
-            ("User", user(), json!([{"op": "replace", "value": {"displayName": "Babs Jensen", "name": {"familyName": "Jensen"}}}])),
+            (
+                "User",
+                user(),
+                json!([{"op": "replace", "value": {"displayName": "Babs Jensen", "name": {"familyName": "Jensen"}}}]),
+            ),
             ("User", user(), json!([{"op": "replace", "path": "emails", "value": user()["emails"].clone()}])),
             ("User", user(), json!([{"op": "remove", "path": "title"}])),
             ("User", user(), json!([{"op": "remove", "path": "phoneNumbers"}])),
@@ -2743,7 +2795,12 @@ mod tests {
             // Remove with a value.
             ("Group", group(), member_remove.clone(), ScimType::InvalidSyntax),
             // The manager forms: no URN, and a bare value.
-            ("User", enterprise_user(), json!([{"op": "add", "path": "manager", "value": {"value": MANDY}}]), ScimType::InvalidPath),
+            (
+                "User",
+                enterprise_user(),
+                json!([{"op": "add", "path": "manager", "value": {"value": MANDY}}]),
+                ScimType::InvalidPath,
+            ),
             (
                 "User",
                 enterprise_user(),

@@ -72,7 +72,10 @@ async fn no_op_patches_leave_version_last_modified_and_outbox_untouched() {
             // Removing what is absent, without a filter.
             (&up, json!([{"op": "remove", "path": "title"}])),
             (&up, json!([{"op": "remove", "path": "name.middleName"}])),
-            (&up, json!([{"op": "remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"}])),
+            (
+                &up,
+                json!([{"op": "remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"}]),
+            ),
         ];
         for (path, ops) in &no_ops {
             let before = if *path == up { &user0 } else { &group0 };
@@ -95,7 +98,8 @@ async fn no_op_patches_leave_version_last_modified_and_outbox_untouched() {
         assert!(access >= access0 + no_ops.len(), "{b:?}: {access0} then {access}");
 
         // A PATCH that does change something moves all three (so the checks above can fail).
-        let r = c.patch(&gp, json!([{"op": "add", "path": "members", "value": [{"value": ann}, {"value": bob}]}])).await;
+        let r =
+            c.patch(&gp, json!([{"op": "add", "path": "members", "value": [{"value": ann}, {"value": bob}]}])).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let group1 = stamp(&c, &gp).await;
         assert_ne!(group1.0, group0.0, "{b:?}: a new version");
