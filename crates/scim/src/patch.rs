@@ -19,15 +19,16 @@
 //! - A request needs an `Operations` array of at least one operation; its `schemas` may be
 //!   missing or wrong. An empty `path` is no path.
 //! - Values are checked against the attribute's type: `"True"`/`"False"` (any case) are
-//!   booleans (profile), a bare value for a complex attribute with a `value` sub-attribute
-//!   means `{"value": …}` (Entra's `manager`; profile), a one-element array for a single-valued attribute
-//!   is its element, nulls inside objects are dropped, read-only sub-attributes inside a
-//!   value (`manager.displayName`) are ignored, and an extension-level value's own
-//!   `schemas` key is ignored. Unknown attributes are errors: `invalidPath` for keys and
-//!   paths, `invalidValue` for sub-attributes inside a value.
+//!   booleans (profile), a bare value for a complex attribute with a `value`
+//!   sub-attribute means `{"value": …}` (Entra's `manager`; profile), a one-element array
+//!   for a single-valued attribute is its element, nulls inside objects are dropped,
+//!   read-only sub-attributes inside a value (`manager.displayName`) are ignored, and an
+//!   extension-level value's own `schemas` key is ignored. Unknown attributes are errors:
+//!   `invalidPath` for keys and paths, `invalidValue` for sub-attributes inside a value.
 //! - add on a multi-valued attribute appends values that are not already present (a stored
-//!   value equal on every sub-attribute given): adding what is there changes nothing; add or replace on a single complex attribute merges sub-attributes (replace: a
-//!   null sub-attribute removes it), except that a new `value` different from the stored
+//!   value equal on every sub-attribute given): adding what is there changes nothing. add
+//!   or replace on a single complex attribute merges sub-attributes (replace: a null
+//!   sub-attribute removes it), except that a new `value` different from the stored
 //!   one (a new `manager`) replaces the whole complex value.
 //! - replace with a value filter that matches nothing is 400 `noTarget` (RFC 7644
 //!   §3.5.2.3). add, and replace where the profile allows it, adds a value: with a trailing
