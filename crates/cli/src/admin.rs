@@ -51,7 +51,7 @@ pub enum TrustCmd {
         /// inbound (an IdP provisions into fedkey) or outbound (fedkey provisions an app).
         #[arg(long, value_parser = parse_direction)]
         direction: Direction,
-        /// entra, okta or generic.
+        /// entra, okta or generic; also the SCIM PATCH compatibility profile (generic: RFC 7644).
         #[arg(long, value_parser = parse_peer, default_value = "generic")]
         peer_kind: PeerKind,
         /// Scopes of an inbound trust's keys (repeatable); default: all but groups:privileged.

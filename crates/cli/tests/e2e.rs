@@ -1051,14 +1051,20 @@ impl Scim<'_> {
     }
 }
 
-/// Starts a server with directory `acme` and an inbound trust with `scopes` (default
-/// scopes when `None`); returns the server and the provisioning key.
+/// Starts a server with directory `acme` and an inbound `generic` trust (RFC 7644 PATCH)
+/// with `scopes` (default scopes when `None`); returns the server and the provisioning key.
 async fn scim_server(b: Backend, scopes: Option<&[&str]>) -> (Server, String) {
+    scim_server_for(b, scopes, "generic").await
+}
+
+/// [`scim_server`] with a trust of `peer_kind` (`entra`, `okta`, `generic`): its PATCH
+/// compatibility profile.
+async fn scim_server_for(b: Backend, scopes: Option<&[&str]>, peer_kind: &str) -> (Server, String) {
     let s = Server::start(b);
     let t = Some(s.token.as_str());
     let (st, v) = s.api(reqwest::Method::POST, "/api/v1/directories", t, Some(json!({"name": "acme"}))).await;
     assert_eq!(st, 201, "{v}");
-    let mut trust = json!({"name": "idp", "direction": "inbound"});
+    let mut trust = json!({"name": "idp", "direction": "inbound", "peer_kind": peer_kind});
     if let Some(sc) = scopes {
         trust["scopes"] = json!(sc);
     }
@@ -1130,7 +1136,8 @@ async fn scim_discovery_endpoints() {
 async fn scim_users_entra_and_okta_flows() {
     use reqwest::Method as M;
     for b in backends() {
-        let (s, key) = scim_server(b, None).await;
+        // Entra's shapes need its profile; Okta's pass under every profile.
+        let (s, key) = scim_server_for(b, None, "entra").await;
         let c = Scim { s: &s, dir: "acme".into(), key };
 
         // Entra's test connection: a filter on a random GUID is an empty 200 list.
@@ -1394,7 +1401,7 @@ async fn scim_users_entra_and_okta_flows() {
 async fn scim_groups_entra_and_okta_flows() {
     use reqwest::Method as M;
     for b in backends() {
-        let (s, key) = scim_server(b, None).await;
+        let (s, key) = scim_server_for(b, None, "entra").await;
         let c = Scim { s: &s, dir: "acme".into(), key };
         let mut users = Vec::new();
         for n in ["ann", "bob", "cy"] {
@@ -1537,7 +1544,7 @@ async fn concurrent_member_patches_to_one_group_all_apply() {
         for u in &users {
             let (client, url, key) = (client.clone(), format!("{}/scim/v2/acme/Groups/{gid}", s.url), key.clone());
             let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                              "Operations": [{"op": "Add", "path": "members", "value": [{"value": u}]}]});
+                              "Operations": [{"op": "add", "path": "members", "value": [{"value": u}]}]});
             tasks.push(tokio::spawn(async move {
                 client.patch(url).bearer_auth(key).json(&body).send().await.unwrap().status().as_u16()
             }));
@@ -1637,5 +1644,7 @@ mod provisioning;
 mod reconcile;
 #[path = "e2e/rotation.rs"]
 mod rotation;
+#[path = "e2e/scim_patch.rs"]
+mod scim_patch;
 #[path = "e2e/transit.rs"]
 mod transit;
