@@ -376,6 +376,22 @@ impl Dispatcher {
                             report.retried += 1;
                         } else {
                             report.dead_letters += 1;
+                            // An operator must act: a change (perhaps a leaver's
+                            // deprovisioning) will not arrive until the row is retried.
+                            tracing::warn!(
+                                target = %t.trust,
+                                url = %t.base_url,
+                                resource_type = %w.resource_type,
+                                resource = %w.display.as_deref().unwrap_or(&w.resource_id),
+                                resource_id = %w.resource_id,
+                                attempts = attempt,
+                                cause = %f.message,
+                                "sync dead letter: {} {} will not be delivered to {}: {}",
+                                w.resource_type,
+                                w.display.as_deref().unwrap_or(&w.resource_id),
+                                t.trust,
+                                f.message
+                            );
                         }
                     }
                 }

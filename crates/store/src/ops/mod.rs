@@ -2,6 +2,7 @@
 //! record: if the record cannot be written, the change does not happen.
 
 mod directories;
+mod health;
 mod keys;
 mod leaks;
 mod masterkey;
@@ -28,6 +29,7 @@ use crate::install::Install;
 use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
+pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;
