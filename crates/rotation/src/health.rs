@@ -399,7 +399,7 @@ async fn target_findings(
                 if circuit_open { Severity::Critical } else { Severity::Warning },
                 "sync_target_failing",
                 format!(
-                    "{} consecutive failed deliveries{}: {}",
+                    "{} failed delivery round(s) in a row{}: {}",
                     t.consecutive_failures,
                     if circuit_open { ", circuit open" } else { "" },
                     t.last_error.clone().unwrap_or_default()

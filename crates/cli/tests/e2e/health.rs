@@ -215,6 +215,12 @@ async fn target_401_is_seen_by_doctor_and_metrics() {
         assert!(msg.contains("alice@acme.test") && msg.contains("401"), "{b:?}: the cause is readable: {msg}");
         let t = v["targets"].as_array().unwrap().iter().find(|t| t["target"] == "acme/app").unwrap();
         assert_eq!(t["dead_letters"], 1, "{t}");
+        assert!(t["last_error"].as_str().is_some_and(|e| e.contains("401")), "{t}");
+        // `sync status` shows the failing target and why (the circuit stays closed: no outage).
+        let st = s.sync_status("acme").await;
+        let row = &st["targets"][0];
+        assert_eq!((row["circuit"].as_str(), row["dead_letters"].as_u64()), (Some("failing"), Some(1)), "{st}");
+        assert!(row["last_error"].as_str().is_some_and(|e| e.contains("401")), "{st}");
 
         // /metrics: the dead letter, for that target.
         let page = scrape(&s).await;
@@ -233,9 +239,12 @@ async fn target_401_is_seen_by_doctor_and_metrics() {
         assert!(line.contains("acme/app") && line.contains("alice@acme.test") && line.contains("401"), "{line}");
         assert!(!logs.contains("app-key-that-the-target-refuses"), "no secret in the logs");
 
-        // Once the dead letter is dealt with, doctor is back to 0.
+        // Once the dead letter is dealt with, the target is still failing (a warning, exit 1)
+        // until a delivery succeeds.
         s.cli_json(&["sync", "dead-letters", "discard", "acme"]);
         let out = s.cli(&["doctor"]);
-        assert_eq!(out.status.code(), Some(0), "{b:?}: {}", String::from_utf8_lossy(&out.stdout));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{b:?}: {text}");
+        assert!(text.contains("sync_target_failing") && !text.contains("sync_dead_letters"), "{b:?}: {text}");
     }
 }
