@@ -128,6 +128,13 @@ async fn fresh_server_metrics_follow_prometheus_conventions() {
         assert_eq!(s.api(M::GET, "/api/v1/health", None, None).await.0, 401, "the health report needs a token");
         let (st, v) = s.api(M::GET, "/api/v1/health", Some(&s.token), None).await;
         assert_eq!((st, v["status"].as_str()), (200, Some("ok")), "{b:?}: a fresh server is healthy: {v}");
+        assert_eq!(v["audit"]["writable"], true, "{v}");
+        let (st, v) =
+            s.api(M::POST, "/api/v1/tokens", Some(&s.token), Some(json!({"name": "aud", "role": "auditor"}))).await;
+        assert_eq!(st, 201, "{v}");
+        let auditor = v["token"].as_str().unwrap().to_owned();
+        let (st, v) = s.api(M::GET, "/api/v1/health", Some(&auditor), None).await;
+        assert_eq!((st, v["trusts_checked"].as_u64()), (200, Some(0)), "{b:?}: an auditor reads the report: {v}");
     }
 }
 
