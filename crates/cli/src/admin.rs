@@ -22,6 +22,20 @@ pub enum DirectoryCmd {
     },
     /// List directories.
     List,
+    /// Show a directory and what it holds (trusts, users, groups, targets).
+    Show {
+        /// Directory name.
+        name: String,
+    },
+    /// Delete a directory. Refused while it holds trusts, users, groups or targets unless
+    /// --force, which deletes them with it (the audit log keeps their history).
+    Delete {
+        /// Directory name.
+        name: String,
+        /// Also delete everything the directory holds.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +184,9 @@ pub enum KeyCmd {
         /// The version number to revoke (see `key list`).
         #[arg(long)]
         version: i64,
+        /// Revoke even the last usable version, which leaves the peer without a working key.
+        #[arg(long)]
+        force: bool,
     },
     /// List a trust's key versions (never secrets).
     List {
@@ -253,9 +270,11 @@ fn path(r: &TrustRef) -> String {
     format!("/directories/{}/trusts/{}", r.directory, r.trust)
 }
 
+// A column written `+name` is shown in tables only with `--wide` (see `output::table`).
 const KEY_COLUMNS: &[&str] =
-    &["version", "state", "scopes", "created_at", "activated_at", "expires_at", "last_used_at"];
-const TRUST_COLUMNS: &[&str] = &["ref", "direction", "peer_kind", "status", "scopes", "created_at"];
+    &["version", "state", "scopes", "+created_at", "+activated_at", "expires_at", "last_used_at"];
+const TRUST_COLUMNS: &[&str] = &["ref", "direction", "+peer_kind", "status", "scopes", "+created_at"];
+const DIRECTORY_COLUMNS: &[&str] = &["name", "created_at", "+created_by"];
 const LEAK_COLUMNS: &[&str] = &["ref", "leak_policy", "pending_auth", "updated_at"];
 const POLICY_COLUMNS: &[&str] = &["ref", "privileged_groups", "allowed_sources", "rate_limit", "updated_at"];
 
@@ -265,20 +284,28 @@ fn print_with_key(out: Output, v: &Value) {
         Output::Json => output::json(v),
         Output::Table => {
             if let Some(k) = v["key"].as_str() {
-                eprintln!("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
-                outln!("key: {k}");
+                output::note("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
+                output::secret("key", k);
             }
             if let Some(link) = v["wrapped_link"]["url"].as_str() {
-                eprintln!(
-                    "The link below reveals the key once (POST, or `fedkey key unwrap URL`). A second use is refused and alerts."
+                output::note(
+                    "The link below reveals the key once (POST, or `fedkey key unwrap URL`). A second use is refused and alerts.",
                 );
-                outln!("wrapped_link: {link}");
+                output::secret("wrapped_link", link);
                 outln!("expires_at:   {}", v["wrapped_link"]["expires_at"].as_str().unwrap_or_default());
             }
             if v["trust"].is_object() {
                 output::record(&v["trust"], TRUST_COLUMNS);
+                // The trust's lines already gave scopes and created_at: the key's own only.
+                let key_only: Vec<&str> = KEY_COLUMNS
+                    .iter()
+                    .copied()
+                    .filter(|k| !TRUST_COLUMNS.iter().any(|t| t.trim_start_matches('+') == k.trim_start_matches('+')))
+                    .collect();
+                output::record(&v["key_version"], &key_only);
+            } else {
+                output::record(&v["key_version"], KEY_COLUMNS);
             }
-            output::record(&v["key_version"], KEY_COLUMNS);
         }
     }
 }
@@ -290,16 +317,37 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
             let v = api.post("/directories", json!({"name": name})).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::record(&v, &["name", "created_at", "created_by"]),
+                Output::Table => output::record(&v, DIRECTORY_COLUMNS),
             }
         }
         DirectoryCmd::List => {
             let v = api.get("/directories").await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::table(
-                    v["directories"].as_array().map_or(&[][..], |a| a),
-                    &["name", "created_at", "created_by"],
+                Output::Table => output::table(v["directories"].as_array().map_or(&[][..], |a| a), DIRECTORY_COLUMNS),
+            }
+        }
+        DirectoryCmd::Show { name } => {
+            let v = api.get(&format!("/directories/{}", q(&name))).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(
+                    &v,
+                    &["name", "id", "created_at", "created_by", "trusts", "users", "groups", "targets"],
+                ),
+            }
+        }
+        DirectoryCmd::Delete { name, force } => {
+            let p = format!("/directories/{}{}", q(&name), if force { "?force=true" } else { "" });
+            let v = api.delete(&p).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => outln!(
+                    "deleted directory {name} ({} trusts, {} users, {} groups, {} targets)",
+                    v["deleted"]["trusts"],
+                    v["deleted"]["users"],
+                    v["deleted"]["groups"],
+                    v["deleted"]["targets"]
                 ),
             }
         }
@@ -423,7 +471,7 @@ async fn status(api: &Client, out: Output, trust: &TrustRef, what: &str) -> anyh
 pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCode> {
     // Whoever holds a wrapped link needs no admin token to use it.
     if let KeyCmd::Unwrap { url } = &c {
-        return crate::rotation::unwrap(url, out).await;
+        return crate::rotation::unwrap(s, url, out).await;
     }
     let api = client(s)?;
     match c {
@@ -440,8 +488,12 @@ pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCod
             let v = api.post(&format!("{}/keys/rotate", path(&trust)), body).await?;
             print_with_key(out, &v);
         }
-        KeyCmd::Revoke { trust, version } => {
-            let v = api.post(&format!("{}/keys/{version}/revoke", path(&trust)), json!({})).await?;
+        KeyCmd::Revoke { trust, version, force } => {
+            let force = if force { "?force=true" } else { "" };
+            let v = api.post(&format!("{}/keys/{version}/revoke{force}", path(&trust)), json!({})).await?;
+            if v["unchanged"].as_bool() == Some(true) {
+                output::note(&format!("version {version} of {trust} had already expired; nothing changed"));
+            }
             print_with_key(out, &v);
         }
         KeyCmd::List { trust } => {
@@ -457,7 +509,7 @@ pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCod
 
 pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
-    let cols = &["name", "role", "created_at", "expires_at", "revoked_at", "last_used_at"];
+    let cols = &["name", "role", "+created_at", "expires_at", "revoked_at", "last_used_at"];
     match c {
         TokenCmd::Create { name, role, ttl } => {
             let mut body = json!({"name": name, "role": role});
@@ -468,8 +520,8 @@ pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<Exi
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    eprintln!("The token below is shown once; fedkey keeps only its hash.");
-                    outln!("token: {}", v["token"].as_str().unwrap_or_default());
+                    output::note("The token below is shown once; fedkey keeps only its hash.");
+                    output::secret("token", v["token"].as_str().unwrap_or_default());
                     output::record(&v, cols);
                 }
             }

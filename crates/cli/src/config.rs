@@ -45,6 +45,9 @@ pub struct Settings {
     pub request_timeout: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// CA certificate file (PEM) the admin commands trust for the server's TLS certificate,
+    /// besides the system's roots (`--ca-cert`, env `FEDKEY_CACERT`).
+    pub cacert: Option<PathBuf>,
     /// Testing only: lets an admin advance the server clock through the API. Refused by
     /// builds without the `test-hooks` feature.
     pub unsafe_test_clock: bool,
@@ -138,6 +141,7 @@ impl Default for Settings {
             request_timeout: "60s".into(),
             token: None,
             token_file: None,
+            cacert: None,
             unsafe_test_clock: false,
             header_read_timeout: "10s".into(),
             idle_timeout: "60s".into(),
@@ -168,7 +172,7 @@ impl Default for Settings {
     }
 }
 
-const ENV_KEYS: [&str; 45] = [
+const ENV_KEYS: [&str; 46] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -188,6 +192,7 @@ const ENV_KEYS: [&str; 45] = [
     "request_timeout",
     "token",
     "token_file",
+    "cacert",
     "unsafe_test_clock",
     "header_read_timeout",
     "idle_timeout",
@@ -337,7 +342,25 @@ impl Settings {
     /// `egress.allow_cidrs`.
     pub fn egress(&self) -> anyhow::Result<fedkey_egress::Egress> {
         let allow = fedkey_egress::parse_allow_cidrs(&self.egress.allow_cidrs).map_err(|e| anyhow::anyhow!(e))?;
-        Ok(fedkey_egress::Egress::new(fedkey_egress::EgressConfig::new(allow))?)
+        let mut config = fedkey_egress::EgressConfig::new(allow);
+        if let Some(der) = self.unsafe_egress_root()? {
+            config = config.with_root_der(der);
+        }
+        Ok(fedkey_egress::Egress::new(config)?)
+    }
+
+    /// Tests only: one more root CA for outbound https (`FEDKEY_UNSAFE_EGRESS_CA_DER`, a
+    /// DER file), so end-to-end tests can stand up an https IdP with a test CA. Read only
+    /// with `--unsafe-test-clock`, which a build without the test hooks refuses.
+    fn unsafe_egress_root(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        if !self.unsafe_test_clock || !fedkey_server::TEST_HOOKS {
+            return Ok(None);
+        }
+        let Some(path) = std::env::var_os("FEDKEY_UNSAFE_EGRESS_CA_DER") else { return Ok(None) };
+        let der = std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!("FEDKEY_UNSAFE_EGRESS_CA_DER {}: {e}", std::path::Path::new(&path).display())
+        })?;
+        Ok(Some(der))
     }
 
     pub fn engine_interval(&self) -> anyhow::Result<std::time::Duration> {

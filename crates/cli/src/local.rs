@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::output::Output;
 
 /// Creates the data directory (mode 0700) when the database lives in it.
-fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
+pub fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
     let d = &s.data_dir;
     if !d.exists() {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create data directory {}", d.display()))?;
@@ -102,7 +102,10 @@ pub struct Opened {
 /// bootstrap admin token on first start.
 pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     ensure_data_dir(s)?;
-    let db = Db::connect_with(&s.database_url(), &s.db_options()?).await?;
+    let db_options = s.db_options().map_err(crate::exit::config)?;
+    let cache_ttl = s.auth_cache_ttl().map_err(crate::exit::config)?;
+    let auth_failures = s.failed_auth_policy().map_err(crate::exit::config)?;
+    let db = Db::connect_with(&s.database_url(), &db_options).await?;
     restrict_sqlite_files(s);
     let keys = keyring_for(s, &db, true).await?;
     if let Keys::Transit(t) = &keys {
@@ -119,17 +122,19 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     }
     let clock = SystemClock::default();
     let (store, _) =
-        Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), s.auth_cache_ttl()?).await?;
-    let store = store.with_auth_failure_policy(s.failed_auth_policy()?);
+        Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), cache_ttl).await?;
+    let store = store.with_auth_failure_policy(auth_failures);
     let bootstrap_token = store.bootstrap_admin().await?;
     Ok(Opened { store: Arc::new(store), bootstrap_token, clock })
 }
 
+/// The bootstrap admin token, on stdout only: never on stderr, which is the log stream
+/// (`--log-format json` keeps stderr pure JSON, and the token out of log collectors).
 pub fn print_bootstrap(token: &Secret) {
-    eprintln!("┌──────────────────────────────────────────────────────────────────────────┐");
-    eprintln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
-    eprintln!("└──────────────────────────────────────────────────────────────────────────┘");
-    outln!("admin_token: {}", token.expose());
+    outln!("┌──────────────────────────────────────────────────────────────────────────┐");
+    outln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
+    outln!("└──────────────────────────────────────────────────────────────────────────┘");
+    crate::output::secret("admin_token", token.expose());
 }
 
 /// Offline verification of the audit chain and checkpoints.

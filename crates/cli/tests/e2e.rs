@@ -319,8 +319,12 @@ async fn lifecycle(b: Backend) {
     s.cli_json(&["trust", "resume", "acme/entra"]);
     assert_eq!(s.scim_status("acme", &k2).await, 200);
 
-    // Revocation is immediate.
-    let revoked = s.cli_json(&["key", "revoke", "acme/entra", "--version", "2"]);
+    // Revoking the last usable version needs --force; then revocation is immediate.
+    let refused = s.cli(&["key", "revoke", "acme/entra", "--version", "2"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("last_usable_key, HTTP 409"), "{refused:?}");
+    assert_eq!(s.scim_status("acme", &k2).await, 200, "a refused revoke changes nothing");
+    let revoked = s.cli_json(&["key", "revoke", "acme/entra", "--version", "2", "--force"]);
     assert_eq!(revoked["key_version"]["state"], "revoked");
     assert_eq!(s.scim_status("acme", &k2).await, 401);
 
@@ -1605,6 +1609,8 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
 
 #[path = "e2e/bulk.rs"]
 mod bulk;
+#[path = "e2e/cli.rs"]
+mod cli;
 #[path = "e2e/connections.rs"]
 mod connections;
 #[path = "e2e/dbfaults.rs"]

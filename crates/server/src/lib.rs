@@ -41,7 +41,7 @@ pub fn router(state: AppState) -> Router {
     let admin_limit = from_fn_with_state(state.clone(), source_limit::admin);
     Router::new()
         .nest("/api/v1", admin::router().layer(admin_limit.clone()))
-        .nest("/scim/v2", scim::router().layer(from_fn_with_state(state.clone(), source_limit::scim)))
+        .nest("/scim/v2", scim::router(&state))
         .merge(health::router())
         .merge(metrics::router())
         .merge(rotation_api::unwrap_routes().layer(admin_limit))

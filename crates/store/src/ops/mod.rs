@@ -29,6 +29,7 @@ use crate::install::Install;
 use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
+pub use directories::DirectoryContents;
 pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
