@@ -137,8 +137,11 @@ enum Cmd {
     /// `--report URL` sends them to a server's leak endpoint. Exit 0: nothing found,
     /// 1: found, 2: the scan or the report failed.
     Scan(scan::ScanArgs),
-    /// Trusts that need attention: keys near or past their policy age, failing
-    /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
+    /// What needs attention (trusts, sync targets, audit log), with the action to take
+    ///
+    /// Trusts (key expiry, rotations, trust material), sync targets (dead letters,
+    /// failures, lag), connectors and the audit log. Exit 0: healthy or information only,
+    /// 1: warnings, 2: critical.
     Doctor,
     /// Print a shell completion script: `fedkey completions bash > /etc/bash_completion.d/fedkey`.
     Completions {

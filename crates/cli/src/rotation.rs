@@ -440,18 +440,20 @@ pub async fn connector(s: &Settings, out: Output, c: ConnectorCmd) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// Exit status: 0 healthy (or only information), 1 warnings, 2 critical findings.
+/// Exit status: 0 healthy (or only information), 1 warnings, 2 critical findings
+/// (docs/cli.md, "Exit codes"). Reads the server's health model (`GET /health`).
 pub async fn doctor(s: &Settings, out: Output) -> anyhow::Result<ExitCode> {
-    let v = client(s)?.get("/health/trusts").await?;
+    let v = client(s)?.get("/health").await?;
     let findings = v["findings"].as_array().map_or(&[][..], |a| a);
+    let targets = v["targets"].as_array().map_or(0, Vec::len);
     match out {
         Output::Json => output::json(&v),
         Output::Table if findings.is_empty() => {
-            outln!("{} trusts checked: all healthy", v["trusts_checked"]);
+            outln!("{} trusts and {targets} sync targets checked: all healthy", v["trusts_checked"]);
         }
         Output::Table => {
-            outln!("{} trusts checked, {} findings:", v["trusts_checked"], findings.len());
-            output::table(findings, &["severity", "trust", "code", "message", "action"]);
+            outln!("{} trusts and {targets} sync targets checked, {} findings:", v["trusts_checked"], findings.len());
+            output::table(findings, &["severity", "object", "code", "message", "action"]);
         }
     }
     let worst = |sev: &str| findings.iter().any(|f| f["severity"] == sev);

@@ -1628,6 +1628,8 @@ mod delivery;
 mod egress;
 #[path = "e2e/federation.rs"]
 mod federation;
+#[path = "e2e/health.rs"]
+mod health;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/import.rs"]
