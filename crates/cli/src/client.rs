@@ -56,6 +56,24 @@ impl Client {
         anyhow::bail!("{msg} ({code}, HTTP {})", status.as_u16())
     }
 
+    /// A GET whose answer is read as it arrives (an audit export), waiting up to `timeout`
+    /// for all of it. An error status is turned into the API's error message.
+    pub async fn stream(&self, path: &str, timeout: Duration) -> anyhow::Result<reqwest::Response> {
+        let url = reqwest::Url::parse(&format!("{}/api/v1{path}", self.base))
+            .with_context(|| format!("the server URL {:?} is not a URL", self.base))?;
+        let req = self.egress.request(Method::GET, &url, UrlRules::LAB_HTTP)?.bearer_auth(&self.token);
+        let resp = self.egress.send(req, timeout).await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = fedkey_egress::read_text(resp, 64 * 1024, self.timeout).await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let msg = v["error"]["message"].as_str().unwrap_or("request failed");
+        let code = v["error"]["code"].as_str().unwrap_or("http_error");
+        anyhow::bail!("{msg} ({code}, HTTP {})", status.as_u16())
+    }
+
     fn transport_error(&self, e: EgressError) -> anyhow::Error {
         if let EgressError::Timeout(_) = e {
             anyhow::anyhow!(

@@ -9,6 +9,7 @@ macro_rules! outln {
 }
 
 mod admin;
+mod audit_cli;
 mod client;
 mod config;
 mod import;
@@ -306,6 +307,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
             .check_url(u, fedkey_egress::UrlRules::HTTPS_ONLY)
             .map_err(|e| anyhow::anyhow!("alert_webhook_url: {e}"))?;
     }
+    let audit_sinks = s.audit_sinks(&egress)?;
     let opened = local::open(s).await?;
     if let Some(t) = &opened.bootstrap_token {
         local::print_bootstrap(t);
@@ -362,6 +364,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     // With the test clock, the engine, the watchers and deliveries run only when a test asks
     // (`POST /api/v1/test/{engine,watchers,sync}/tick`, `/test/sync/reconcile-tick`), so what a
     // test observes is what it did.
+    let node_id = engine.node_id().to_owned();
     let background = !s.unsafe_test_clock;
     let tasks: Vec<tokio::task::JoinHandle<()>> = if background {
         vec![
@@ -373,6 +376,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    // Audit streaming runs also under the test clock: it only moves records along.
+    let streamer = fedkey_server::audit_stream::Streamer::new(opened.store.clone(), node_id, audit_sinks);
+    let streams = streamer.spawn();
     // Summaries of failed authentications are written by this task (it follows the
     // store's clock, so also under the test clock) and once more on shutdown below.
     let failures = opened.store.spawn_auth_failure_flush(std::time::Duration::from_secs(1));
@@ -382,6 +388,10 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         t.abort();
     }
     failures.abort();
+    for t in streams {
+        t.abort();
+    }
+    streamer.release().await;
     match opened.store.flush_auth_failures(true).await {
         Ok(n) => tracing::info!(summarized = n, "failed-authentication summaries written"),
         Err(e) => tracing::error!(error = %e, "failed-authentication summaries could not be written at shutdown"),

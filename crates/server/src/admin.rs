@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{name}/revoke", post(revoke_token))
         .route("/audit", get(audit_page))
         .route("/audit/verify", get(audit_verify))
+        .merge(crate::audit_api::routes())
         .merge(crate::rotation_api::routes())
         .merge(crate::sync_api::routes());
     #[cfg(feature = "test-hooks")]
