@@ -121,6 +121,9 @@ async fn export(
             return Err(e);
         }
     };
+    // Without `follow`, the export is the log as it was when asked: up to the head now, so
+    // its own `audit.export` record (and anything later) is not part of it.
+    let upto = if ex.follow { None } else { Some(fedkey_store::audit::head(&st.db).await?.0) };
     let format = if ex.format == Format::Csv { "csv" } else { "jsonl" };
     // The read is on the record before any of it leaves.
     a.record(st, "audit.export", Outcome::Success, &target, json!({"format": format, "follow": ex.follow})).await?;
@@ -128,7 +131,7 @@ async fn export(
         Format::Jsonl => "application/x-ndjson",
         Format::Csv => "text/csv; charset=utf-8",
     };
-    let body = Body::from_stream(records(s.store.clone(), ex));
+    let body = Body::from_stream(records(s.store.clone(), ex, upto));
     Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], body).into_response())
 }
 
@@ -136,15 +139,21 @@ struct Cursor {
     store: Arc<Store>,
     ex: Export,
     header_sent: bool,
+    /// The last record of an export that does not follow.
+    upto: Option<i64>,
     /// When a following export stops.
     until: Option<tokio::time::Instant>,
 }
 
 /// The export's body, a page at a time. A database error mid-way aborts the response,
 /// so a client never takes a cut export for a whole one.
-fn records(store: Arc<Store>, ex: Export) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+fn records(
+    store: Arc<Store>,
+    ex: Export,
+    upto: Option<i64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let until = ex.follow.then(|| tokio::time::Instant::now() + FOLLOW_FOR);
-    let start = Cursor { store, ex, header_sent: false, until };
+    let start = Cursor { store, ex, header_sent: false, upto, until };
     futures_util::stream::unfold(Some(start), |state| async move {
         let mut c = state?;
         if !c.header_sent && c.ex.format == Format::Csv {
@@ -152,8 +161,19 @@ fn records(store: Arc<Store>, ex: Export) -> impl futures_util::Stream<Item = Re
             return Some((Ok(Bytes::from_static(CSV_HEADER.as_bytes())), Some(c)));
         }
         loop {
+            if c.upto.is_some_and(|u| c.ex.filter.after_seq.is_some_and(|a| a >= u)) {
+                return None;
+            }
             let page = match fedkey_store::audit::query(&c.store.db, &c.ex.filter).await {
-                Ok(p) => p,
+                Ok(mut p) => {
+                    if let Some(u) = c.upto {
+                        p.retain(|r| r.seq <= u);
+                        if p.is_empty() {
+                            return None;
+                        }
+                    }
+                    p
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "audit export stopped: the log could not be read");
                     return Some((Err(std::io::Error::other("the audit log could not be read")), None));

@@ -59,6 +59,17 @@ pub struct SinkSpec {
     target: Target,
 }
 
+/// Shows no token (the `Authorization` value stays out).
+impl std::fmt::Debug for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSpec")
+            .field("name", &self.name)
+            .field("batch_size", &self.batch_size)
+            .field("max_backoff", &self.max_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 enum Target {
     Syslog(Arc<Endpoint>),
