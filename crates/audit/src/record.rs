@@ -191,7 +191,9 @@ impl Record {
             "prev_hash": hex::encode(self.prev_hash),
             "hash": hex::encode(self.hash),
         });
-        let parsed = serde_json::from_str::<Value>(&self.details).ok().filter(|d| d.to_string() == self.details);
+        let parsed = serde_json::from_str::<Value>(&self.details)
+            .ok()
+            .filter(|d| serde_json::to_string(d).is_ok_and(|t| t == self.details));
         if let Value::Object(m) = &mut v {
             match parsed {
                 Some(d) => m.insert("details".into(), d),

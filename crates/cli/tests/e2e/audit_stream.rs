@@ -102,8 +102,7 @@ fn read_frames(mut tcp: TcpStream, conn: usize, stop: &AtomicBool, received: &Re
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
             Err(_) => return,
         }
-        loop {
-            let Some(sp) = buf.iter().position(|&b| b == b' ') else { break };
+        while let Some(sp) = buf.iter().position(|&b| b == b' ') {
             let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().expect("octet count");
             if buf.len() < sp + 1 + len {
                 break;
@@ -234,7 +233,7 @@ async fn outage(b: Backend) {
     }
     let received = collector.received.clone();
     let got = || received.lock().unwrap().clone();
-    assert_eq!(wait_all_delivered(&s, &got), 0, "{b:?}: no failure, no repeat");
+    assert_eq!(wait_all_delivered(&s, got), 0, "{b:?}: no failure, no repeat");
 
     // The collector goes away: requests keep being served and audited.
     collector.stop();
@@ -260,7 +259,7 @@ async fn outage(b: Backend) {
 
     // Back: everything arrives, in order, nothing lost.
     collector.start();
-    wait_all_delivered(&s, &got);
+    wait_all_delivered(&s, got);
     let v = sink_status(&s).await;
     assert!(v["sinks"][0]["last_error"].is_null(), "{b:?}: the error clears on delivery: {v}");
     assert!(collector.connections.load(Ordering::SeqCst) >= 2, "{b:?}: a new connection after the outage");
@@ -315,6 +314,7 @@ async fn killed_mid_stream(b: Backend) {
     let received = collector.received.clone();
     let dups = wait_all_delivered(&s, || received.lock().unwrap().clone());
     // Only the batch in flight at the kill (sent, cursor not yet moved) may come again.
+    eprintln!("{b:?}: killed with {at_kill} of {total} records streamed; {dups} sent twice after the restart");
     assert!(dups <= batch, "{b:?}: {dups} records repeated, at most one batch of {batch} may");
     let conns: std::collections::BTreeSet<usize> = collector.seqs().iter().map(|(c, _)| *c).collect();
     assert!(conns.len() >= 2, "{b:?}: the restarted server streamed on a new connection");
@@ -324,10 +324,13 @@ async fn killed_mid_stream(b: Backend) {
 
 /// A minimal HTTP/1.1 collector: answers 503 to the first `refuse` requests, 200 after,
 /// and keeps every request it accepted (headers, body).
-fn hec_collector(refuse: usize) -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+/// Requests a collector accepted: (request line and headers, body).
+type Requests = Arc<Mutex<Vec<(String, String)>>>;
+
+fn hec_collector(refuse: usize) -> (u16, Requests) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let got: Arc<Mutex<Vec<(String, String)>>> = Default::default();
+    let got: Requests = Default::default();
     let seen = got.clone();
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
@@ -418,7 +421,7 @@ async fn hec(b: Backend) {
         }
         out
     };
-    wait_all_delivered(&s, &events);
+    wait_all_delivered(&s, events);
     let v = sink_status(&s).await;
     assert_eq!(v["sinks"][0]["sink"], "splunk");
     assert!(!s.logs().contains("11111111-2222"), "the token is never logged");
