@@ -241,4 +241,123 @@ mod tests {
         assert_eq!(v["seq"], 42);
         assert_eq!(Record::from_json(&v).unwrap().compute_hash(), r.hash);
     }
+
+    /// A private CA, a collector on `localhost` with a leaf of it: the sink checks the
+    /// certificate against `ca_file`, and the collector reads octet-counted RFC 5424 frames.
+    #[tokio::test]
+    async fn tls_sink_delivers_framed_messages_to_a_collector_of_a_private_ca() {
+        use base64::Engine as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(leaf.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(ca.der());
+        let body: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        std::fs::write(
+            &ca_file,
+            format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", body.join("\n")),
+        )
+        .unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        // The collector keeps the connection open until the sink's send returned: a close
+        // right after the batch would (rightly) count as no acknowledgement.
+        let (done, sent) = tokio::sync::oneshot::channel::<()>();
+        let collector = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = Vec::new();
+            while got.len() < 3 {
+                let mut chunk = [0u8; 4096];
+                let n = tls.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed early");
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(sp) = buf.iter().position(|&b| b == b' ') {
+                    let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
+                    if buf.len() < sp + 1 + len {
+                        break;
+                    }
+                    got.push(String::from_utf8(buf[sp + 1..sp + 1 + len].to_vec()).unwrap());
+                    buf.drain(..sp + 1 + len);
+                }
+            }
+            let _ = sent.await;
+            got
+        });
+
+        let egress = Egress::strict().unwrap();
+        let settings = SinkSettings {
+            name: "siem".into(),
+            url: format!("syslog+tls://localhost:{port}"),
+            format: None,
+            token_file: None,
+            ca_file: Some(ca_file.clone()),
+            allow_plaintext: false,
+            batch_size: None,
+            max_backoff: None,
+            sourcetype: None,
+            hostname: Some("node1".into()),
+        };
+        let spec = super::super::SinkSpec::parse(&settings, &egress).unwrap();
+        let super::super::Sink::Syslog(mut sink) = spec.connect() else { panic!("a syslog sink") };
+        let mut prev = [0; 32];
+        let records: Vec<Record> = (1..=3)
+            .map(|seq| {
+                let r = Event::new(Timestamp(1_700_000_000_000_000), "token:ops", "directory.create", Outcome::Success)
+                    .into_record(seq, prev);
+                prev = r.hash;
+                r
+            })
+            .collect();
+        sink.send(&records).await.unwrap();
+        let _ = done.send(());
+        let got = collector.await.unwrap();
+        for (i, m) in got.iter().enumerate() {
+            assert!(m.starts_with("<110>1 2023-11-14T22:13:20Z node1 fedkey "), "{m}");
+            let v: serde_json::Value = serde_json::from_str(m.split_once('\u{feff}').unwrap().1).unwrap();
+            assert_eq!(v["seq"], i as i64 + 1);
+        }
+
+        // Without the private CA the collector's certificate is refused.
+        let untrusted = SinkSettings { ca_file: None, ..settings };
+        let spec = super::super::SinkSpec::parse(&untrusted, &egress).unwrap();
+        let super::super::Sink::Syslog(mut sink) = spec.connect() else { panic!("a syslog sink") };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = tokio_rustls::TlsAcceptor::from(Arc::new(
+                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(
+                        vec![CertificateDer::from(leaf.der().to_vec())],
+                        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+                    )
+                    .unwrap(),
+            ))
+            .accept(tcp)
+            .await;
+        });
+        let e = sink.send(&records).await.unwrap_err();
+        assert!(e.contains("TLS handshake"), "{e}");
+    }
 }
