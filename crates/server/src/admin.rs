@@ -665,7 +665,7 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
     s.as_deref()
         .map(|v| {
             Timestamp::parse_rfc3339(v).ok_or_else(|| {

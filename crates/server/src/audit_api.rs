@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::admin::{Admin, Need, Target};
+use crate::admin::{Admin, Need, Target, parse_time};
 use crate::error::ApiError;
 
 /// Records read per page of an export.
@@ -79,18 +79,9 @@ async fn parse(store: &Store, q: ExportQuery) -> Result<Export, ApiError> {
         let (head, _) = fedkey_store::audit::head(&store.db).await?;
         after = after.max(head - n);
     }
-    let time = |field: &str, v: &Option<String>| {
-        v.as_deref()
-            .map(|v| {
-                fedkey_core::Timestamp::parse_rfc3339(v).ok_or_else(|| {
-                    ApiError::invalid_value(format!("{field}: expected RFC 3339 time, e.g. 2026-11-28T00:00:00Z"))
-                })
-            })
-            .transpose()
-    };
     let filter = AuditFilter {
-        since: time("since", &q.since)?,
-        until: time("until", &q.until)?,
+        since: parse_time("since", &q.since)?,
+        until: parse_time("until", &q.until)?,
         directory: q.directory,
         trust: q.trust,
         actor: q.actor,

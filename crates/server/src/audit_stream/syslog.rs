@@ -254,16 +254,19 @@ mod tests {
         let leaf_key = rcgen::KeyPair::generate().unwrap();
         let leaf =
             rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-            )
-            .unwrap();
+        let acceptor = || {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let server = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![CertificateDer::from(leaf.der().to_vec())],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+                )
+                .unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(server))
+        };
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
         let b64 = base64::engine::general_purpose::STANDARD.encode(ca.der());
@@ -276,13 +279,13 @@ mod tests {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let first = acceptor();
         // The collector keeps the connection open until the sink's send returned: a close
         // right after the batch would (rightly) count as no acknowledgement.
         let (done, sent) = tokio::sync::oneshot::channel::<()>();
         let collector = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut tls = first.accept(tcp).await.unwrap();
             let mut got = Vec::new();
             let mut buf = Vec::new();
             while got.len() < 3 {
@@ -341,21 +344,10 @@ mod tests {
         let spec = super::super::SinkSpec::parse(&untrusted, &egress).unwrap();
         let super::super::Sink::Syslog(mut sink) = spec.connect() else { panic!("a syslog sink") };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let second = acceptor();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let _ = tokio_rustls::TlsAcceptor::from(Arc::new(
-                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_no_client_auth()
-                    .with_single_cert(
-                        vec![CertificateDer::from(leaf.der().to_vec())],
-                        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-                    )
-                    .unwrap(),
-            ))
-            .accept(tcp)
-            .await;
+            let _ = second.accept(tcp).await;
         });
         let e = sink.send(&records).await.unwrap_err();
         assert!(e.contains("TLS handshake"), "{e}");
