@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use fedkey_core::{Direction, PeerKind, Role, TrustRef};
-use fedkey_store::audit::AuditFilter;
 use serde_json::{Value, json};
 
 use crate::client::{Client, q};
@@ -229,7 +228,8 @@ pub enum AuditCmd {
         #[arg(long)]
         offline: bool,
     },
-    /// Write records as JSON lines (offline, from the database).
+    /// Write records as JSON lines or CSV: through the API when a token is configured
+    /// (an `auditor` token is enough), else offline from the database.
     Export {
         /// RFC 3339 time or a duration back from now (24h).
         #[arg(long)]
@@ -249,6 +249,24 @@ pub enum AuditCmd {
         /// Write to this file instead of stdout.
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
+        /// jsonl (one JSON object per line) or csv.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: crate::audit_cli::ExportFormat,
+        /// Read the database directly even when a token is configured.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Print the latest records, and with --follow new ones as they are committed (API).
+    Tail {
+        /// How many of the latest records to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: i64,
+        /// Keep printing new records until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only records of this action.
+        #[arg(long)]
+        action: Option<String>,
     },
 }
 
@@ -566,31 +584,11 @@ pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<Exi
             let ok = local::audit_verify(s, public_key.as_deref(), out).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        AuditCmd::Export { since, until, directory, trust, action, out: file } => {
-            let now = fedkey_core::Clock::now(&fedkey_core::SystemClock::default());
-            let f = AuditFilter {
-                since: since.as_deref().map(|v| local::parse_since(v, now)).transpose()?,
-                until: until.as_deref().map(|v| local::parse_since(v, now)).transpose()?,
-                directory,
-                trust,
-                action,
-                ..Default::default()
-            };
-            // Refuse before creating the output file when there is no database.
-            fedkey_store::Db::connect_existing(&s.database_url()).await?.close().await;
-            let n = match file {
-                Some(p) => {
-                    let mut w = std::io::BufWriter::new(std::fs::File::create(&p)?);
-                    local::audit_export(s, f, &mut w).await?
-                }
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut w = std::io::BufWriter::new(stdout.lock());
-                    local::audit_export(s, f, &mut w).await?
-                }
-            };
-            eprintln!("exported {n} records");
-            Ok(ExitCode::SUCCESS)
+        AuditCmd::Export { since, until, directory, trust, action, out: file, format, offline } => {
+            let args =
+                crate::audit_cli::ExportArgs { since, until, directory, trust, action, out: file, format, offline };
+            crate::audit_cli::export(s, args).await
         }
+        AuditCmd::Tail { lines, follow, action } => crate::audit_cli::tail(s, out, lines, follow, action).await,
     }
 }

@@ -69,6 +69,27 @@ impl Client {
         )
     }
 
+    /// A GET whose answer is read as it arrives (an audit export), waiting up to `timeout`
+    /// for all of it. An error status is turned into the API's error message.
+    pub async fn stream(&self, path: &str, timeout: Duration) -> anyhow::Result<reqwest::Response> {
+        let url = reqwest::Url::parse(&format!("{}/api/v1{path}", self.base))
+            .map_err(|e| exit::config(format!("the server URL {:?} is not a URL ({e})", self.base)))?;
+        let req = self.egress.request(Method::GET, &url, UrlRules::LAB_HTTP)?.bearer_auth(&self.token);
+        let resp = self.egress.send(req, timeout).await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = fedkey_egress::read_text(resp, 64 * 1024, self.timeout).await.unwrap_or_default();
+        let v: Option<Value> = serde_json::from_str(&text).ok();
+        let Some((code, msg)) =
+            v.as_ref().and_then(|v| Some((v["error"]["code"].as_str()?, v["error"]["message"].as_str()?)))
+        else {
+            return Err(self.not_fedkey(status));
+        };
+        anyhow::bail!("{msg} ({code}, HTTP {})", status.as_u16())
+    }
+
     fn transport_error(&self, e: EgressError) -> anyhow::Error {
         if let EgressError::Timeout(_) = e {
             return anyhow::anyhow!(

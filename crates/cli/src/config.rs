@@ -101,6 +101,8 @@ pub struct Settings {
     pub leak_github_keys_file: Option<PathBuf>,
     /// Outbound requests (`[egress]` in TOML).
     pub egress: EgressSettings,
+    /// Audit streaming sinks (`[[audit_sinks]]` tables, TOML only). See docs/audit.md#streaming.
+    pub audit_sinks: Vec<fedkey_server::audit_stream::SinkSettings>,
 }
 
 /// The egress policy's settings. See docs/configuration.md#egress.
@@ -161,6 +163,7 @@ impl Default for Settings {
             openbao_transit_mount: "transit".into(),
             openbao_transit_key: "fedkey".into(),
             egress: EgressSettings::default(),
+            audit_sinks: Vec::new(),
             leak_github_keys_file: None,
             delivery_root: None,
             source_rate_limit: 2000,
@@ -336,6 +339,24 @@ impl Settings {
             mount: self.openbao_transit_mount.clone(),
             key: self.openbao_transit_key.clone(),
         })
+    }
+
+    /// The audit streaming sinks, checked against the egress policy.
+    pub fn audit_sinks(
+        &self,
+        egress: &fedkey_egress::Egress,
+    ) -> anyhow::Result<Vec<fedkey_server::audit_stream::SinkSpec>> {
+        let specs = self
+            .audit_sinks
+            .iter()
+            .map(|s| fedkey_server::audit_stream::SinkSpec::parse(s, egress).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (i, a) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|b| b.name == a.name) {
+                anyhow::bail!("audit_sinks: the name {:?} is used twice (each sink needs its own cursor)", a.name);
+            }
+        }
+        Ok(specs)
     }
 
     /// The egress policy for every request to a peer: the deny list, opened by
@@ -554,6 +575,26 @@ mod tests {
         assert!(Settings::from_toml("failed_auth_window = \"0s\"").unwrap().failed_auth_policy().is_err());
         let off = Settings::from_toml("source_rate_limit = 0\nsource_burst = 0").unwrap();
         assert_eq!(off.source_limits().unwrap(), fedkey_server::source_limit::SourceLimits::OFF);
+    }
+
+    #[test]
+    fn audit_sinks_from_toml_are_checked() {
+        let s = Settings::from_toml(
+            "[[audit_sinks]]\nname = \"siem\"\nurl = \"syslog+tcp://127.0.0.1:5140\"\nbatch_size = 50\nmax_backoff = \"2s\"",
+        )
+        .unwrap();
+        let specs = s.audit_sinks(&s.egress().unwrap()).unwrap();
+        assert_eq!((specs[0].name.as_str(), specs[0].batch_size), ("siem", 50));
+        assert_eq!(specs[0].max_backoff, std::time::Duration::from_secs(2));
+        let e = Settings::from_toml("[[audit_sinks]]\nname = \"x\"\nurl = \"syslog+tcp://127.0.0.1:1\"\nurls = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown setting"), "{e}");
+        let twice = Settings::from_toml(
+            "[[audit_sinks]]\nname = \"a\"\nurl = \"syslog+tcp://127.0.0.1:1\"\n[[audit_sinks]]\nname = \"a\"\nurl = \"syslog+tcp://127.0.0.1:2\"",
+        )
+        .unwrap();
+        assert!(twice.audit_sinks(&twice.egress().unwrap()).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -199,18 +199,31 @@ async fn read_install_id(db: &Db) -> anyhow::Result<String> {
 }
 
 /// Writes the log as JSON lines, oldest first.
-pub async fn audit_export(s: &Settings, filter: AuditFilter, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+pub async fn audit_export(
+    s: &Settings,
+    filter: AuditFilter,
+    format: crate::audit_cli::ExportFormat,
+    mut out: Box<dyn std::io::Write + Send>,
+) -> anyhow::Result<u64> {
+    let csv = format == crate::audit_cli::ExportFormat::Csv;
     let db = Db::connect_existing(&s.database_url()).await?;
     let mut f = filter;
     let mut n = 0;
+    if csv {
+        out.write_all(fedkey_audit::CSV_HEADER.as_bytes())?;
+    }
     loop {
         f.limit = 5000;
         let page = fedkey_store::audit::query(&db, &f).await?;
         let Some(last) = page.last() else { break };
         f.after_seq = Some(last.seq);
         for r in &page {
-            serde_json::to_writer(&mut *out, &r.to_json())?;
-            out.write_all(b"\n")?;
+            if csv {
+                out.write_all(r.to_csv_row().as_bytes())?;
+            } else {
+                serde_json::to_writer(&mut out, &r.to_json())?;
+                out.write_all(b"\n")?;
+            }
             n += 1;
         }
     }

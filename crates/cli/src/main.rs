@@ -12,6 +12,7 @@ macro_rules! outln {
 }
 
 mod admin;
+mod audit_cli;
 mod client;
 mod config;
 mod devtls;
@@ -427,6 +428,7 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
             .map_err(|e| exit::config(format!("alert_webhook_url: {e}")))?;
     }
     let leaks = leak_intake(s).map_err(exit::config)?;
+    let audit_sinks = s.audit_sinks(&egress).map_err(exit::config)?;
     if s.alert_webhook_url.is_some() && s.alert_webhook_secret.is_none() {
         return Err(exit::config("alert_webhook_url needs alert_webhook_secret (or _FILE) to sign alerts"));
     }
@@ -496,6 +498,7 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
     // With the test clock, the engine, the watchers and deliveries run only when a test asks
     // (`POST /api/v1/test/{engine,watchers,sync}/tick`, `/test/sync/reconcile-tick`), so what a
     // test observes is what it did.
+    let node_id = engine.node_id().to_owned();
     let background = !s.unsafe_test_clock;
     let tasks: Vec<tokio::task::JoinHandle<()>> = if background {
         vec![
@@ -507,6 +510,9 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    // Audit streaming runs also under the test clock: it only moves records along.
+    let streamer = fedkey_server::audit_stream::Streamer::new(opened.store.clone(), node_id, audit_sinks);
+    let streams = streamer.spawn();
     // Summaries of failed authentications are written by this task (it follows the
     // store's clock, so also under the test clock) and once more on shutdown below.
     let failures = opened.store.spawn_auth_failure_flush(std::time::Duration::from_secs(1));
@@ -516,6 +522,10 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
         t.abort();
     }
     failures.abort();
+    for t in streams {
+        t.abort();
+    }
+    streamer.release().await;
     match opened.store.flush_auth_failures(true).await {
         Ok(n) => tracing::info!(summarized = n, "failed-authentication summaries written"),
         Err(e) => tracing::error!(error = %e, "failed-authentication summaries could not be written at shutdown"),

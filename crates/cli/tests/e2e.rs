@@ -1614,6 +1614,8 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
     }
 }
 
+#[path = "e2e/audit_stream.rs"]
+mod audit_stream;
 #[path = "e2e/bulk.rs"]
 mod bulk;
 #[path = "e2e/cli.rs"]

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{name}/revoke", post(revoke_token))
         .route("/audit", get(audit_page))
         .route("/audit/verify", get(audit_verify))
+        .merge(crate::audit_api::routes())
         .merge(crate::rotation_api::routes())
         .merge(crate::sync_api::routes());
     #[cfg(feature = "test-hooks")]
@@ -708,7 +709,7 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
     s.as_deref()
         .map(|v| {
             Timestamp::parse_rfc3339(v).ok_or_else(|| {

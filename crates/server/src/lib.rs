@@ -2,6 +2,8 @@
 //! health and metrics, served over plain HTTP on loopback or TLS (rustls).
 
 pub mod admin;
+pub mod audit_api;
+pub mod audit_stream;
 pub mod body_limit;
 mod conn;
 pub mod error;

@@ -95,6 +95,7 @@ impl Backend {
                 (13, include_str!("../migrations/sqlite/0013_target_allow_http.sql")),
                 (14, include_str!("../migrations/sqlite/0014_leak_response.sql")),
                 (15, include_str!("../migrations/sqlite/0015_overlap_cap.sql")),
+                (18, include_str!("../migrations/sqlite/0018_audit_sinks.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -111,6 +112,7 @@ impl Backend {
                 (13, include_str!("../migrations/postgres/0013_target_allow_http.sql")),
                 (14, include_str!("../migrations/postgres/0014_leak_response.sql")),
                 (15, include_str!("../migrations/postgres/0015_overlap_cap.sql")),
+                (18, include_str!("../migrations/postgres/0018_audit_sinks.sql")),
             ],
         }
     }

@@ -251,8 +251,11 @@ on_both_backends!(
     sync_outcomes_need_one_connection,
     connection_settings_reach_every_session,
     failed_authentications_are_summarized_per_window,
+    audit_sink_leases_exclude_other_nodes,
 );
 
+#[path = "store/audit_sinks.rs"]
+mod audit_sinks;
 #[path = "store/connections.rs"]
 mod connections;
 
@@ -429,6 +432,7 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
     pub use super::outbox::{
