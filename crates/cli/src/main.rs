@@ -9,6 +9,7 @@ macro_rules! outln {
 }
 
 mod admin;
+mod check;
 mod client;
 mod config;
 mod import;
@@ -119,6 +120,13 @@ enum Cmd {
     /// Trusts that need attention: keys near or past their policy age, failing
     /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
     Doctor,
+    /// The configuration: `config check` validates it as `serve` would and shows it redacted.
+    #[command(subcommand)]
+    Config(check::ConfigCmd),
+    /// GET this node's /healthz, for container health checks (no curl needed).
+    /// Exit 0: healthy, 1: not.
+    #[command(name = "health-probe")]
+    HealthProbe(check::ProbeArgs),
 }
 
 #[derive(clap::Args)]
@@ -262,6 +270,8 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Sync(c) => sync::sync(&s, cli.output, c).await,
         Cmd::Import(a) => import::import(&s, cli.output, a).await,
         Cmd::Scan(a) => scan::scan(&s, cli.output, a).await,
+        Cmd::Config(c) => Ok(check::config(&s, cli.config.as_deref(), cli.output, c).await),
+        Cmd::HealthProbe(a) => check::probe(&s, a).await,
     }
 }
 
