@@ -259,7 +259,10 @@ mod tests {
 
     #[test]
     fn database_passwords_are_hidden_in_both_places() {
-        assert_eq!(redact_url("postgres://fedkey:hunter2@db:5432/fedkey"), "postgres://fedkey:<redacted>@db:5432/fedkey");
+        assert_eq!(
+            redact_url("postgres://fedkey:hunter2@db:5432/fedkey"),
+            "postgres://fedkey:<redacted>@db:5432/fedkey"
+        );
         assert_eq!(
             redact_url("postgres://db/fedkey?user=a&password=hunter2&sslmode=require"),
             "postgres://db/fedkey?user=a&password=<redacted>&sslmode=require"
