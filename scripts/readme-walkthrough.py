@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import difflib
 
 README = "README.md"
@@ -55,8 +56,9 @@ NORMALISE = [
         re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"),
         lambda m: same_length(m, "YYYY-MM-DDThh:mm:ss.fffffffffZ"),
     ),
-    # Hashes, key ids, origins: hex runs of 8 or more.
-    (re.compile(r"\b[0-9a-f]{8,}\b"), lambda m: "0" * len(m.group(0))),
+    # Install ids, then hashes and public keys (hex runs of 8 or more).
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), lambda m: "<uuid>"),
+    (re.compile(r"\b[0-9a-f]{8,}\b"), lambda m: "<hex>"),
     (re.compile(r"bootstrap-[0-9a-f]{8}"), lambda m: "bootstrap-XXXXXXXX"),
 ]
 
@@ -68,23 +70,31 @@ def normalise(text, url):
     return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
 
 
+# A log line (`serve` logs to stderr, which a terminal shows beside stdout): left out of the
+# README, which shows what the operator is told, not the log.
+LOG_LINE = re.compile(r"^\S*\d{4}-\d\d-\d\dT\S+\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s")
+
+
 def start_server(binary, cwd, env):
     proc = subprocess.Popen(
         [binary, "serve", "--listen", "127.0.0.1:0"],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=open(os.path.join(cwd, "serve.log"), "w"),
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    shown = []
+    shown, logs = [], []
     for line in proc.stdout:
-        shown.append(line.rstrip("\n"))
+        line = line.rstrip("\n")
+        (logs if LOG_LINE.match(line) else shown).append(line)
         if line.startswith("fedkey listening on "):
+            # Keep reading what the server prints, so that a full pipe never blocks it.
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
             url = line.split()[-1]
             token = next(re.search(r"fka_\S+", l).group(0) for l in shown if "admin_token:" in l)
             return proc, url, token, "\n".join(shown)
-    sys.exit("fedkey serve exited before listening:\n" + open(os.path.join(cwd, "serve.log")).read())
+    sys.exit("fedkey serve exited before listening:\n" + "\n".join(shown + logs))
 
 
 def run_blocks(binary):
@@ -118,7 +128,7 @@ def run_blocks(binary):
                 key = re.search(r"^key: (fkp_\S+)", out, re.M)
                 if key and "K1" not in env:
                     env["K1"] = key.group(1)
-                lines.append(out)
+                lines.append(out.rstrip("\n"))
             blocks[name] = normalise("\n".join(lines), url)
         return blocks
     finally:
