@@ -18,7 +18,12 @@ pub enum ConfigCmd {
     /// Validate the configuration (file, FEDKEY_* environment, flags) as `serve` would,
     /// without opening the database, and print the effective settings with secrets
     /// redacted. Exit 0: valid, 2: invalid (each problem on its own line).
-    Check,
+    Check {
+        /// Also connect to the database, read only (no migration, no write; a SQLite file
+        /// that does not exist yet is not created).
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -36,14 +41,26 @@ pub struct ProbeArgs {
 const SECRET_KEYS: [&str; 4] = ["token", "metrics_token", "alert_webhook_secret", "openbao_token"];
 const REDACTED: &str = "<redacted>";
 
-pub async fn config(s: &Settings, file: Option<&Path>, out: Output, ConfigCmd::Check: ConfigCmd) -> ExitCode {
-    let problems = problems(s).await;
+pub async fn config(s: &Settings, file: Option<&Path>, out: Output, cmd: ConfigCmd) -> ExitCode {
+    let ConfigCmd::Check { connect } = cmd;
+    let mut problems = problems(s).await;
+    let database = match connect {
+        true => match database(s).await {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        },
+        false => None,
+    };
     let effective = redacted(s);
     match out {
         Output::Json => output::json(&json!({
             "valid": problems.is_empty(),
             "config_file": file,
             "problems": problems,
+            "database": database,
             "settings": effective,
         })),
         Output::Table => {
@@ -52,6 +69,9 @@ pub async fn config(s: &Settings, file: Option<&Path>, out: Output, ConfigCmd::C
                 None => outln!("# no configuration file (defaults, FEDKEY_* environment, flags)"),
             }
             print_toml(&effective, "");
+            if let Some(d) = &database {
+                outln!("# database: {d}");
+            }
         }
     }
     if problems.is_empty() {
@@ -151,6 +171,44 @@ fn delivery_root(s: &Settings) -> anyhow::Result<()> {
         return Ok(());
     }
     fedkey_connectors::DeliveryRoot::new(&dir, &s.secret_files()).map(drop).map_err(anyhow::Error::msg)
+}
+
+/// `--connect`: the database answers. Read only: no migration, no write, and a SQLite file
+/// that does not exist yet is reported, not created.
+async fn database(s: &Settings) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let url = s.database_url();
+    let timeout = s.db_options()?.connect_timeout.unwrap_or(Duration::from_secs(10));
+    let within = |r: Result<Result<String, sqlx::Error>, tokio::time::error::Elapsed>| match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(anyhow::anyhow!("database {}: {e}", redact_url(&url))),
+        Err(_) => Err(anyhow::anyhow!("database {}: no answer within {timeout:?}", redact_url(&url))),
+    };
+    if url.starts_with("postgres") {
+        let version = tokio::time::timeout(timeout, async {
+            let mut c = sqlx::postgres::PgConnection::connect(&url).await?;
+            let v: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut c).await?;
+            c.close().await?;
+            Ok(v)
+        })
+        .await;
+        return within(version).map(|v| format!("PostgreSQL {v} answers"));
+    }
+    let Some(path) = s.sqlite_files().into_iter().next() else {
+        anyhow::bail!("database_url: {:?} is neither sqlite:PATH nor postgres://…", redact_url(&url));
+    };
+    if !path.exists() {
+        return Ok(format!("SQLite database {} does not exist yet; serve creates it", path.display()));
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true);
+    let objects = tokio::time::timeout(timeout, async {
+        let mut c = sqlx::sqlite::SqliteConnection::connect_with(&options).await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master").fetch_one(&mut c).await?;
+        c.close().await?;
+        Ok(n.to_string())
+    })
+    .await;
+    within(objects).map(|n| format!("SQLite database {} opens read only ({n} schema objects)", path.display()))
 }
 
 /// The effective settings as JSON, secrets replaced and a database password hidden.

@@ -133,3 +133,37 @@ fn health_probe_passes_against_a_live_node_and_fails_when_it_is_gone() {
         assert!(stderr.contains("unhealthy") && stderr.contains("/healthz"), "{stderr}");
     }
 }
+
+#[test]
+fn config_check_connect_reaches_the_database_read_only() {
+    for backend in backends() {
+        let server = Server::start(backend);
+        let config = write(server.dir.path(), "fedkey.toml", "");
+        let out = config_check(server.dir.path(), &config, &server.db_url, &["--connect"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{backend:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let answer = match backend {
+            Backend::Postgres => "# database: PostgreSQL ",
+            Backend::Sqlite => "opens read only (",
+        };
+        assert!(stdout.contains(answer), "{backend:?}: {stdout}");
+    }
+
+    // A SQLite database that does not exist yet is reported, not created.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "fedkey.toml", "");
+    let db_url = database_url(Backend::Sqlite, dir.path(), None);
+    let out = config_check(dir.path(), &config, &db_url, &["--connect"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("does not exist yet"), "{stdout}");
+    assert!(!dir.path().join("data").exists(), "config check --connect created the data directory");
+
+    // An unreachable PostgreSQL is a problem (exit 2), named without its password.
+    let unreachable = "postgres://fedkey:pg-pass-4d1e@127.0.0.1:1/fedkey";
+    let out = config_check(dir.path(), &config, unreachable, &["--connect", "--output", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("database postgres://fedkey:<redacted>@127.0.0.1:1/fedkey"), "{stderr}");
+    assert!(!stderr.contains("pg-pass-4d1e") && !String::from_utf8_lossy(&out.stdout).contains("pg-pass-4d1e"));
+}
