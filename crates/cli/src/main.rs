@@ -13,6 +13,7 @@ macro_rules! outln {
 
 mod admin;
 mod audit_cli;
+mod check;
 mod client;
 mod config;
 mod devtls;
@@ -155,6 +156,13 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The configuration: `config check` validates it as `serve` would and shows it redacted.
+    #[command(subcommand)]
+    Config(check::ConfigCmd),
+    /// GET this node's /healthz, for container health checks (no curl needed).
+    /// Exit 0: healthy, 1: not.
+    #[command(name = "health-probe")]
+    HealthProbe(check::ProbeArgs),
 }
 
 #[derive(clap::Args)]
@@ -356,6 +364,8 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Sync(c) => sync::sync(&s, cli.output, c).await,
         Cmd::Import(a) => import::import(&s, cli.output, a).await,
         Cmd::Scan(a) => scan::scan(&s, cli.output, a).await,
+        Cmd::Config(c) => Ok(check::config(&s, cli.config.as_deref(), cli.output, c).await),
+        Cmd::HealthProbe(a) => check::probe(&s, a).await,
     }
 }
 

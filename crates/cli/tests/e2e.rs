@@ -1638,6 +1638,8 @@ mod hostile;
 mod import;
 #[path = "e2e/leaks.rs"]
 mod leaks;
+#[path = "e2e/packaging.rs"]
+mod packaging;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/preauth.rs"]
