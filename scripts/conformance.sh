@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SCIM conformance: starts the real fedkey binary on SQLite and on PostgreSQL, creates a
-# directory and an inbound trust, and runs the pinned scim2-tester suite against it
+# directory and an inbound `generic` trust (RFC 7644 PATCH, no client departures), and runs the pinned scim2-tester suite against it
 # (tools/conformance/run.py). Fails on any ERROR, CRITICAL or SKIPPED check.
 #
 #   scripts/conformance.sh            # both backends (PostgreSQL required under CI=true)
@@ -60,7 +60,7 @@ for backend in $BACKENDS; do
   [ -n "$url" ] || { echo "fedkey did not start ($backend):" >&2; cat "$work/$backend.log" >&2; exit 1; }
   export FEDKEY_URL="$url" FEDKEY_TOKEN="$admin"
   "$BIN" directory create acme --output json >/dev/null
-  key="$("$BIN" trust create --directory acme --name conformance --direction inbound --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+  key="$("$BIN" trust create --directory acme --name conformance --direction inbound --peer-kind generic --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
   echo "==> scim2-tester against fedkey on $backend"
   set +e
   out="$("$VENV/bin/python" tools/conformance/run.py --url "$url/scim/v2/acme" --token "$key")"

@@ -77,8 +77,21 @@ if ! bash scripts/check-release.sh 2>&1 | tee -a "$log"; then
   grep -q '^check-release: ' "$log" || echo "check-release: 0 passed, 1 failed" | tee -a "$log"
 fi
 
+# Packaging: the stripped release binary under its size budget, `cargo install`, and the
+# Dockerfile, compose file, Helm chart and systemd unit checked as far as this machine allows.
+if ! bash scripts/check-packaging.sh 2>&1 | tee -a "$log"; then
+  status=1
+  grep -q '^check-packaging: ' "$log" || echo "check-packaging: 0 passed, 1 failed" | tee -a "$log"
+fi
+
+# The README's walkthrough, run against a real server: its shown output must not drift.
+if ! bash scripts/readme-walkthrough.sh 2>&1 | tee -a "$log"; then
+  status=1
+  grep -q '^readme-walkthrough: ' "$log" || echo "readme-walkthrough: 0 passed, 1 failed" | tee -a "$log"
+fi
+
 # One closing line for the whole suite: every test binary's result plus the conformance checks.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^(conformance|demo-rotation|demo-provisioning|check-release): / { p += $2; f += $4 }
+     /^(conformance|demo-rotation|demo-provisioning|check-release|check-packaging|readme-walkthrough): / { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -171,9 +171,12 @@ impl Record {
         sha256(&buf)
     }
 
-    /// The JSON-lines export form.
+    /// The export form (JSON lines, the API, the streaming sinks). `details` appears once:
+    /// parsed, when serializing it again gives back exactly the stored text that was
+    /// hashed (always, for records fedkey wrote); otherwise verbatim as `details_text`.
+    /// Either way [`Record::from_json`] rebuilds the record and its hash can be checked.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "seq": self.seq,
             "ts": self.ts.to_rfc3339(),
             "ts_us": self.ts.0,
@@ -185,12 +188,97 @@ impl Record {
             "key_version": self.key_version,
             "source": self.source,
             "request_id": self.request_id,
-            "details": serde_json::from_str::<Value>(&self.details).unwrap_or(Value::String(self.details.clone())),
-            "details_text": self.details,
             "prev_hash": hex::encode(self.prev_hash),
             "hash": hex::encode(self.hash),
+        });
+        let parsed = serde_json::from_str::<Value>(&self.details)
+            .ok()
+            .filter(|d| serde_json::to_string(d).is_ok_and(|t| t == self.details));
+        if let Value::Object(m) = &mut v {
+            match parsed {
+                Some(d) => m.insert("details".into(), d),
+                None => m.insert("details_text".into(), Value::String(self.details.clone())),
+            };
+        }
+        v
+    }
+
+    /// Rebuilds a record from its export form (see [`Record::to_json`]), for checking an
+    /// export off-box: `compute_hash()` of the result must equal its `hash`.
+    pub fn from_json(v: &Value) -> Result<Record, String> {
+        let text = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| format!("{k}: missing or not a string"));
+        let opt = |k: &str| match &v[k] {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            _ => Err(format!("{k}: not a string")),
+        };
+        let hash = |k: &str| -> Result<[u8; 32], String> {
+            hex::decode(text(k)?).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| format!("{k}: not 32 hex bytes"))
+        };
+        let details = match (&v["details_text"], &v["details"]) {
+            (Value::String(s), _) => s.clone(),
+            (Value::Null, Value::Null) => return Err("details: missing".into()),
+            (Value::Null, d) => d.to_string(),
+            _ => return Err("details_text: not a string".into()),
+        };
+        Ok(Record {
+            seq: v["seq"].as_i64().ok_or("seq: missing")?,
+            ts: Timestamp(v["ts_us"].as_i64().ok_or("ts_us: missing")?),
+            actor: text("actor")?,
+            action: text("action")?,
+            outcome: Outcome::parse(&text("outcome")?).ok_or("outcome: unknown")?,
+            directory: opt("directory")?,
+            trust: opt("trust")?,
+            key_version: match &v["key_version"] {
+                Value::Null => None,
+                k => Some(k.as_i64().ok_or("key_version: not an integer")?),
+            },
+            source: opt("source")?,
+            request_id: opt("request_id")?,
+            details,
+            prev_hash: hash("prev_hash")?,
+            hash: hash("hash")?,
         })
     }
+
+    /// One CSV row (RFC 4180) under [`CSV_HEADER`]; `details` is the stored JSON text.
+    pub fn to_csv_row(&self) -> String {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let fields = [
+            self.seq.to_string(),
+            self.ts.to_rfc3339(),
+            self.ts.0.to_string(),
+            self.actor.clone(),
+            self.action.clone(),
+            self.outcome.as_str().to_owned(),
+            opt(&self.directory),
+            opt(&self.trust),
+            self.key_version.map(|k| k.to_string()).unwrap_or_default(),
+            opt(&self.source),
+            opt(&self.request_id),
+            self.details.clone(),
+            hex::encode(self.prev_hash),
+            hex::encode(self.hash),
+        ];
+        let mut row = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+        row.push_str("\r\n");
+        row
+    }
+}
+
+/// The header line of the CSV export (with its CRLF).
+pub const CSV_HEADER: &str =
+    "seq,ts,ts_us,actor,action,outcome,directory,trust,key_version,source,request_id,details,prev_hash,hash\r\n";
+
+/// Quotes a field when it holds a comma, a quote or a line break (RFC 4180). A field that
+/// a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is quoted too, and
+/// prefixed with `'`.
+fn csv_field(f: &str) -> String {
+    let formula = f.starts_with(['=', '+', '-', '@']);
+    if formula {
+        return format!("\"'{}\"", f.replace('"', "\"\""));
+    }
+    if f.contains([',', '"', '\n', '\r']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.to_owned() }
 }
 
 /// A signed statement that the chain had `size` records ending in `head_hash`.
@@ -225,4 +313,53 @@ impl Checkpoint {
 
 pub fn checkpoint_message(origin: &str, size: i64, head_hash: &[u8; 32], ts: Timestamp) -> Vec<u8> {
     format!("fedkey-audit-checkpoint/v1\n{origin}\n{size}\n{}\n{}\n", hex::encode(head_hash), ts.0).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(details: &str) -> Record {
+        let mut r = Event::new(Timestamp(1_700_000_000_123_456), "token:ops", "trust.create", Outcome::Success)
+            .directory("acme")
+            .trust("=entra,\"x\"")
+            .key_version(2)
+            .into_record(7, [3; 32]);
+        r.details = details.to_owned();
+        r.hash = r.compute_hash();
+        r
+    }
+
+    #[test]
+    fn export_carries_details_once_and_rebuilds_the_hashed_record() {
+        let r = record(r#"{"a":[1,2.5,"é\n"],"b":{"c":null}}"#);
+        let v = r.to_json();
+        assert!(v["details"].is_object() && v.get("details_text").is_none(), "{v}");
+        let back = Record::from_json(&v).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.compute_hash(), r.hash);
+        // Text that serde_json would write differently travels verbatim instead.
+        let odd = record(r#"{ "b": 1, "a": 2 }"#);
+        let v = odd.to_json();
+        assert!(v.get("details").is_none() && v["details_text"].is_string(), "{v}");
+        assert_eq!(Record::from_json(&v).unwrap().compute_hash(), odd.hash);
+        // Through text, as a JSON line.
+        let line = serde_json::to_string(&r.to_json()).unwrap();
+        let parsed: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(Record::from_json(&parsed).unwrap().compute_hash(), r.hash);
+    }
+
+    #[test]
+    fn csv_rows_quote_what_needs_quoting() {
+        let r = record(r#"{"k":"v,w"}"#);
+        let row = r.to_csv_row();
+        assert!(row.ends_with("\r\n"));
+        assert_eq!(CSV_HEADER.split(',').count(), 14);
+        assert!(
+            row.starts_with("7,2023-11-14T22:13:20.123456Z,1700000000123456,token:ops,trust.create,success,acme,"),
+            "{row}"
+        );
+        assert!(row.contains(r#","'=entra,""x""","#), "{row}");
+        assert!(row.contains(r#",2,,,"{""k"":""v,w""}","#), "{row}");
+    }
 }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use fedkey_core::{Direction, PeerKind, Role, TrustRef};
-use fedkey_store::audit::AuditFilter;
 use serde_json::{Value, json};
 
 use crate::client::{Client, q};
@@ -22,6 +21,20 @@ pub enum DirectoryCmd {
     },
     /// List directories.
     List,
+    /// Show a directory and what it holds (trusts, users, groups, targets).
+    Show {
+        /// Directory name.
+        name: String,
+    },
+    /// Delete a directory. Refused while it holds trusts, users, groups or targets unless
+    /// --force, which deletes them with it (the audit log keeps their history).
+    Delete {
+        /// Directory name.
+        name: String,
+        /// Also delete everything the directory holds.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -37,7 +50,7 @@ pub enum TrustCmd {
         /// inbound (an IdP provisions into fedkey) or outbound (fedkey provisions an app).
         #[arg(long, value_parser = parse_direction)]
         direction: Direction,
-        /// entra, okta or generic.
+        /// entra, okta or generic; also the SCIM PATCH compatibility profile (generic: RFC 7644).
         #[arg(long, value_parser = parse_peer, default_value = "generic")]
         peer_kind: PeerKind,
         /// Scopes of an inbound trust's keys (repeatable); default: all but groups:privileged.
@@ -170,6 +183,9 @@ pub enum KeyCmd {
         /// The version number to revoke (see `key list`).
         #[arg(long)]
         version: i64,
+        /// Revoke even the last usable version, which leaves the peer without a working key.
+        #[arg(long)]
+        force: bool,
     },
     /// List a trust's key versions (never secrets).
     List {
@@ -212,7 +228,8 @@ pub enum AuditCmd {
         #[arg(long)]
         offline: bool,
     },
-    /// Write records as JSON lines (offline, from the database).
+    /// Write records as JSON lines or CSV: through the API when a token is configured
+    /// (an `auditor` token is enough), else offline from the database.
     Export {
         /// RFC 3339 time or a duration back from now (24h).
         #[arg(long)]
@@ -232,6 +249,24 @@ pub enum AuditCmd {
         /// Write to this file instead of stdout.
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
+        /// jsonl (one JSON object per line) or csv.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: crate::audit_cli::ExportFormat,
+        /// Read the database directly even when a token is configured.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Print the latest records, and with --follow new ones as they are committed (API).
+    Tail {
+        /// How many of the latest records to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: i64,
+        /// Keep printing new records until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only records of this action.
+        #[arg(long)]
+        action: Option<String>,
     },
 }
 
@@ -253,9 +288,11 @@ fn path(r: &TrustRef) -> String {
     format!("/directories/{}/trusts/{}", r.directory, r.trust)
 }
 
+// A column written `+name` is shown in tables only with `--wide` (see `output::table`).
 const KEY_COLUMNS: &[&str] =
-    &["version", "state", "scopes", "created_at", "activated_at", "expires_at", "last_used_at"];
-const TRUST_COLUMNS: &[&str] = &["ref", "direction", "peer_kind", "status", "scopes", "created_at"];
+    &["version", "state", "scopes", "+created_at", "+activated_at", "expires_at", "last_used_at"];
+const TRUST_COLUMNS: &[&str] = &["ref", "direction", "+peer_kind", "status", "scopes", "+created_at"];
+const DIRECTORY_COLUMNS: &[&str] = &["name", "created_at", "+created_by"];
 const LEAK_COLUMNS: &[&str] = &["ref", "leak_policy", "pending_auth", "updated_at"];
 const POLICY_COLUMNS: &[&str] = &["ref", "privileged_groups", "allowed_sources", "rate_limit", "updated_at"];
 
@@ -265,20 +302,28 @@ fn print_with_key(out: Output, v: &Value) {
         Output::Json => output::json(v),
         Output::Table => {
             if let Some(k) = v["key"].as_str() {
-                eprintln!("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
-                outln!("key: {k}");
+                output::note("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
+                output::secret("key", k);
             }
             if let Some(link) = v["wrapped_link"]["url"].as_str() {
-                eprintln!(
-                    "The link below reveals the key once (POST, or `fedkey key unwrap URL`). A second use is refused and alerts."
+                output::note(
+                    "The link below reveals the key once (POST, or `fedkey key unwrap URL`). A second use is refused and alerts.",
                 );
-                outln!("wrapped_link: {link}");
+                output::secret("wrapped_link", link);
                 outln!("expires_at:   {}", v["wrapped_link"]["expires_at"].as_str().unwrap_or_default());
             }
             if v["trust"].is_object() {
                 output::record(&v["trust"], TRUST_COLUMNS);
+                // The trust's lines already gave scopes and created_at: the key's own only.
+                let key_only: Vec<&str> = KEY_COLUMNS
+                    .iter()
+                    .copied()
+                    .filter(|k| !TRUST_COLUMNS.iter().any(|t| t.trim_start_matches('+') == k.trim_start_matches('+')))
+                    .collect();
+                output::record(&v["key_version"], &key_only);
+            } else {
+                output::record(&v["key_version"], KEY_COLUMNS);
             }
-            output::record(&v["key_version"], KEY_COLUMNS);
         }
     }
 }
@@ -290,16 +335,37 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
             let v = api.post("/directories", json!({"name": name})).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::record(&v, &["name", "created_at", "created_by"]),
+                Output::Table => output::record(&v, DIRECTORY_COLUMNS),
             }
         }
         DirectoryCmd::List => {
             let v = api.get("/directories").await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::table(
-                    v["directories"].as_array().map_or(&[][..], |a| a),
-                    &["name", "created_at", "created_by"],
+                Output::Table => output::table(v["directories"].as_array().map_or(&[][..], |a| a), DIRECTORY_COLUMNS),
+            }
+        }
+        DirectoryCmd::Show { name } => {
+            let v = api.get(&format!("/directories/{}", q(&name))).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(
+                    &v,
+                    &["name", "id", "created_at", "created_by", "trusts", "users", "groups", "targets"],
+                ),
+            }
+        }
+        DirectoryCmd::Delete { name, force } => {
+            let p = format!("/directories/{}{}", q(&name), if force { "?force=true" } else { "" });
+            let v = api.delete(&p).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => outln!(
+                    "deleted directory {name} ({} trusts, {} users, {} groups, {} targets)",
+                    v["deleted"]["trusts"],
+                    v["deleted"]["users"],
+                    v["deleted"]["groups"],
+                    v["deleted"]["targets"]
                 ),
             }
         }
@@ -423,7 +489,7 @@ async fn status(api: &Client, out: Output, trust: &TrustRef, what: &str) -> anyh
 pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCode> {
     // Whoever holds a wrapped link needs no admin token to use it.
     if let KeyCmd::Unwrap { url } = &c {
-        return crate::rotation::unwrap(url, out).await;
+        return crate::rotation::unwrap(s, url, out).await;
     }
     let api = client(s)?;
     match c {
@@ -440,8 +506,12 @@ pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCod
             let v = api.post(&format!("{}/keys/rotate", path(&trust)), body).await?;
             print_with_key(out, &v);
         }
-        KeyCmd::Revoke { trust, version } => {
-            let v = api.post(&format!("{}/keys/{version}/revoke", path(&trust)), json!({})).await?;
+        KeyCmd::Revoke { trust, version, force } => {
+            let force = if force { "?force=true" } else { "" };
+            let v = api.post(&format!("{}/keys/{version}/revoke{force}", path(&trust)), json!({})).await?;
+            if v["unchanged"].as_bool() == Some(true) {
+                output::note(&format!("version {version} of {trust} had already expired; nothing changed"));
+            }
             print_with_key(out, &v);
         }
         KeyCmd::List { trust } => {
@@ -457,7 +527,7 @@ pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCod
 
 pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
-    let cols = &["name", "role", "created_at", "expires_at", "revoked_at", "last_used_at"];
+    let cols = &["name", "role", "+created_at", "expires_at", "revoked_at", "last_used_at"];
     match c {
         TokenCmd::Create { name, role, ttl } => {
             let mut body = json!({"name": name, "role": role});
@@ -468,8 +538,8 @@ pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<Exi
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    eprintln!("The token below is shown once; fedkey keeps only its hash.");
-                    outln!("token: {}", v["token"].as_str().unwrap_or_default());
+                    output::note("The token below is shown once; fedkey keeps only its hash.");
+                    output::secret("token", v["token"].as_str().unwrap_or_default());
                     output::record(&v, cols);
                 }
             }
@@ -514,31 +584,11 @@ pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<Exi
             let ok = local::audit_verify(s, public_key.as_deref(), out).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        AuditCmd::Export { since, until, directory, trust, action, out: file } => {
-            let now = fedkey_core::Clock::now(&fedkey_core::SystemClock::default());
-            let f = AuditFilter {
-                since: since.as_deref().map(|v| local::parse_since(v, now)).transpose()?,
-                until: until.as_deref().map(|v| local::parse_since(v, now)).transpose()?,
-                directory,
-                trust,
-                action,
-                ..Default::default()
-            };
-            // Refuse before creating the output file when there is no database.
-            fedkey_store::Db::connect_existing(&s.database_url()).await?.close().await;
-            let n = match file {
-                Some(p) => {
-                    let mut w = std::io::BufWriter::new(std::fs::File::create(&p)?);
-                    local::audit_export(s, f, &mut w).await?
-                }
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut w = std::io::BufWriter::new(stdout.lock());
-                    local::audit_export(s, f, &mut w).await?
-                }
-            };
-            eprintln!("exported {n} records");
-            Ok(ExitCode::SUCCESS)
+        AuditCmd::Export { since, until, directory, trust, action, out: file, format, offline } => {
+            let args =
+                crate::audit_cli::ExportArgs { since, until, directory, trust, action, out: file, format, offline };
+            crate::audit_cli::export(s, args).await
         }
+        AuditCmd::Tail { lines, follow, action } => crate::audit_cli::tail(s, out, lines, follow, action).await,
     }
 }

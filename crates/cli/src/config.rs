@@ -45,6 +45,9 @@ pub struct Settings {
     pub request_timeout: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// CA certificate file (PEM) the admin commands trust for the server's TLS certificate,
+    /// besides the system's roots (`--ca-cert`, env `FEDKEY_CACERT`).
+    pub cacert: Option<PathBuf>,
     /// Testing only: lets an admin advance the server clock through the API. Refused by
     /// builds without the `test-hooks` feature.
     pub unsafe_test_clock: bool,
@@ -100,6 +103,8 @@ pub struct Settings {
     pub egress: EgressSettings,
     /// Notifications (`[notify]` in TOML, `FEDKEY_NOTIFY_*` in the environment).
     pub notify: crate::notify::NotifySettings,
+    /// Audit streaming sinks (`[[audit_sinks]]` tables, TOML only). See docs/audit.md#streaming.
+    pub audit_sinks: Vec<fedkey_server::audit_stream::SinkSettings>,
 }
 
 /// The egress policy's settings. See docs/configuration.md#egress.
@@ -140,6 +145,7 @@ impl Default for Settings {
             request_timeout: "60s".into(),
             token: None,
             token_file: None,
+            cacert: None,
             unsafe_test_clock: false,
             header_read_timeout: "10s".into(),
             idle_timeout: "60s".into(),
@@ -160,6 +166,7 @@ impl Default for Settings {
             openbao_transit_key: "fedkey".into(),
             egress: EgressSettings::default(),
             notify: crate::notify::NotifySettings::default(),
+            audit_sinks: Vec::new(),
             leak_github_keys_file: None,
             delivery_root: None,
             source_rate_limit: 2000,
@@ -171,7 +178,7 @@ impl Default for Settings {
     }
 }
 
-const ENV_KEYS: [&str; 45] = [
+const ENV_KEYS: [&str; 46] = [
     "data_dir",
     "database_url",
     "database_url_file",
@@ -191,6 +198,7 @@ const ENV_KEYS: [&str; 45] = [
     "request_timeout",
     "token",
     "token_file",
+    "cacert",
     "unsafe_test_clock",
     "header_read_timeout",
     "idle_timeout",
@@ -341,11 +349,47 @@ impl Settings {
         })
     }
 
+    /// The audit streaming sinks, checked against the egress policy.
+    pub fn audit_sinks(
+        &self,
+        egress: &fedkey_egress::Egress,
+    ) -> anyhow::Result<Vec<fedkey_server::audit_stream::SinkSpec>> {
+        let specs = self
+            .audit_sinks
+            .iter()
+            .map(|s| fedkey_server::audit_stream::SinkSpec::parse(s, egress).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (i, a) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|b| b.name == a.name) {
+                anyhow::bail!("audit_sinks: the name {:?} is used twice (each sink needs its own cursor)", a.name);
+            }
+        }
+        Ok(specs)
+    }
+
     /// The egress policy for every request to a peer: the deny list, opened by
     /// `egress.allow_cidrs`.
     pub fn egress(&self) -> anyhow::Result<fedkey_egress::Egress> {
         let allow = fedkey_egress::parse_allow_cidrs(&self.egress.allow_cidrs).map_err(|e| anyhow::anyhow!(e))?;
-        Ok(fedkey_egress::Egress::new(fedkey_egress::EgressConfig::new(allow))?)
+        let mut config = fedkey_egress::EgressConfig::new(allow);
+        if let Some(der) = self.unsafe_egress_root()? {
+            config = config.with_root_der(der);
+        }
+        Ok(fedkey_egress::Egress::new(config)?)
+    }
+
+    /// Tests only: one more root CA for outbound https (`FEDKEY_UNSAFE_EGRESS_CA_DER`, a
+    /// DER file), so end-to-end tests can stand up an https IdP with a test CA. Read only
+    /// with `--unsafe-test-clock`, which a build without the test hooks refuses.
+    fn unsafe_egress_root(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        if !self.unsafe_test_clock || !fedkey_server::TEST_HOOKS {
+            return Ok(None);
+        }
+        let Some(path) = std::env::var_os("FEDKEY_UNSAFE_EGRESS_CA_DER") else { return Ok(None) };
+        let der = std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!("FEDKEY_UNSAFE_EGRESS_CA_DER {}: {e}", std::path::Path::new(&path).display())
+        })?;
+        Ok(Some(der))
     }
 
     pub fn engine_interval(&self) -> anyhow::Result<std::time::Duration> {
@@ -541,6 +585,26 @@ mod tests {
         assert!(Settings::from_toml("failed_auth_window = \"0s\"").unwrap().failed_auth_policy().is_err());
         let off = Settings::from_toml("source_rate_limit = 0\nsource_burst = 0").unwrap();
         assert_eq!(off.source_limits().unwrap(), fedkey_server::source_limit::SourceLimits::OFF);
+    }
+
+    #[test]
+    fn audit_sinks_from_toml_are_checked() {
+        let s = Settings::from_toml(
+            "[[audit_sinks]]\nname = \"siem\"\nurl = \"syslog+tcp://127.0.0.1:5140\"\nbatch_size = 50\nmax_backoff = \"2s\"",
+        )
+        .unwrap();
+        let specs = s.audit_sinks(&s.egress().unwrap()).unwrap();
+        assert_eq!((specs[0].name.as_str(), specs[0].batch_size), ("siem", 50));
+        assert_eq!(specs[0].max_backoff, std::time::Duration::from_secs(2));
+        let e = Settings::from_toml("[[audit_sinks]]\nname = \"x\"\nurl = \"syslog+tcp://127.0.0.1:1\"\nurls = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown setting"), "{e}");
+        let twice = Settings::from_toml(
+            "[[audit_sinks]]\nname = \"a\"\nurl = \"syslog+tcp://127.0.0.1:1\"\n[[audit_sinks]]\nname = \"a\"\nurl = \"syslog+tcp://127.0.0.1:2\"",
+        )
+        .unwrap();
+        assert!(twice.audit_sinks(&twice.egress().unwrap()).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::output::Output;
 
 /// Creates the data directory (mode 0700) when the database lives in it.
-fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
+pub fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
     let d = &s.data_dir;
     if !d.exists() {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create data directory {}", d.display()))?;
@@ -102,7 +102,10 @@ pub struct Opened {
 /// bootstrap admin token on first start.
 pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     ensure_data_dir(s)?;
-    let db = Db::connect_with(&s.database_url(), &s.db_options()?).await?;
+    let db_options = s.db_options().map_err(crate::exit::config)?;
+    let cache_ttl = s.auth_cache_ttl().map_err(crate::exit::config)?;
+    let auth_failures = s.failed_auth_policy().map_err(crate::exit::config)?;
+    let db = Db::connect_with(&s.database_url(), &db_options).await?;
     restrict_sqlite_files(s);
     let keys = keyring_for(s, &db, true).await?;
     if let Keys::Transit(t) = &keys {
@@ -119,17 +122,19 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     }
     let clock = SystemClock::default();
     let (store, _) =
-        Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), s.auth_cache_ttl()?).await?;
-    let store = store.with_auth_failure_policy(s.failed_auth_policy()?);
+        Store::open(db, keys.source(), Arc::new(clock.clone()), WriterConfig::default(), cache_ttl).await?;
+    let store = store.with_auth_failure_policy(auth_failures);
     let bootstrap_token = store.bootstrap_admin().await?;
     Ok(Opened { store: Arc::new(store), bootstrap_token, clock })
 }
 
+/// The bootstrap admin token, on stdout only: never on stderr, which is the log stream
+/// (`--log-format json` keeps stderr pure JSON, and the token out of log collectors).
 pub fn print_bootstrap(token: &Secret) {
-    eprintln!("┌──────────────────────────────────────────────────────────────────────────┐");
-    eprintln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
-    eprintln!("└──────────────────────────────────────────────────────────────────────────┘");
-    outln!("admin_token: {}", token.expose());
+    outln!("┌──────────────────────────────────────────────────────────────────────────┐");
+    outln!("│ Bootstrap admin token (shown once; store it in your secrets manager):     │");
+    outln!("└──────────────────────────────────────────────────────────────────────────┘");
+    crate::output::secret("admin_token", token.expose());
 }
 
 /// Offline verification of the audit chain and checkpoints.
@@ -194,18 +199,31 @@ async fn read_install_id(db: &Db) -> anyhow::Result<String> {
 }
 
 /// Writes the log as JSON lines, oldest first.
-pub async fn audit_export(s: &Settings, filter: AuditFilter, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+pub async fn audit_export(
+    s: &Settings,
+    filter: AuditFilter,
+    format: crate::audit_cli::ExportFormat,
+    mut out: Box<dyn std::io::Write + Send>,
+) -> anyhow::Result<u64> {
+    let csv = format == crate::audit_cli::ExportFormat::Csv;
     let db = Db::connect_existing(&s.database_url()).await?;
     let mut f = filter;
     let mut n = 0;
+    if csv {
+        out.write_all(fedkey_audit::CSV_HEADER.as_bytes())?;
+    }
     loop {
         f.limit = 5000;
         let page = fedkey_store::audit::query(&db, &f).await?;
         let Some(last) = page.last() else { break };
         f.after_seq = Some(last.seq);
         for r in &page {
-            serde_json::to_writer(&mut *out, &r.to_json())?;
-            out.write_all(b"\n")?;
+            if csv {
+                out.write_all(r.to_csv_row().as_bytes())?;
+            } else {
+                serde_json::to_writer(&mut out, &r.to_json())?;
+                out.write_all(b"\n")?;
+            }
             n += 1;
         }
     }

@@ -1,16 +1,23 @@
 //! `fedkey`: the server (`serve`, `init`) and the admin CLI.
 
-/// `println!` that ignores a closed stdout (`fedkey … | head`) instead of panicking.
+/// `println!` that ignores a closed stdout (`fedkey … | head`) instead of panicking, and
+/// prints nothing under `--quiet` or `--field` (see `output`).
 macro_rules! outln {
     ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        if !crate::output::quiet() {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), $($t)*);
+        }
     }};
 }
 
 mod admin;
+mod audit_cli;
+mod check;
 mod client;
 mod config;
+mod devtls;
+mod exit;
 mod import;
 mod local;
 mod notify;
@@ -29,7 +36,7 @@ use fedkey_server::{AppState, ServeOptions, TlsFiles};
 use serde_json::{Map, Value, json};
 
 use config::{LogFormat, Settings};
-use output::Output;
+use output::{ColorChoice, Output};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +60,10 @@ struct Cli {
     /// Admin API URL for admin commands [env: FEDKEY_URL].
     #[arg(long, global = true)]
     server: Option<String>,
+    /// CA certificate (PEM) the server's TLS certificate must chain to, besides the
+    /// system's roots [env: FEDKEY_CACERT].
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Admin token for admin commands [env: FEDKEY_TOKEN, FEDKEY_TOKEN_FILE].
     #[arg(long, global = true)]
     token: Option<String>,
@@ -63,6 +74,18 @@ struct Cli {
     /// Human-readable tables, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: Output,
+    /// Tables: every column and full timestamps, however wide.
+    #[arg(long, global = true)]
+    wide: bool,
+    /// Print nothing on success but a one-time secret (bare); errors still go to stderr.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+    /// Print only this field: one value per row of a table, or the field of a record.
+    #[arg(long, global = true, value_name = "NAME")]
+    field: Option<String>,
+    /// Colour table cells: auto (a terminal without NO_COLOR), always or never.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    color: ColorChoice,
     /// Log format on stderr [env: FEDKEY_LOG_FORMAT].
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
@@ -117,9 +140,30 @@ enum Cmd {
     /// `--report URL` sends them to a server's leak endpoint. Exit 0: nothing found,
     /// 1: found, 2: the scan or the report failed.
     Scan(scan::ScanArgs),
-    /// Trusts that need attention: keys near or past their policy age, failing
-    /// rotations and connectors — with the action to take. Exit 1: warnings, 2: critical.
+    /// What needs attention (trusts, sync targets, audit log), with the action to take
+    ///
+    /// Trusts (key expiry, rotations, trust material), sync targets (dead letters,
+    /// failures, lag), connectors and the audit log. Exit 0: healthy or information only,
+    /// 1: warnings, 2: critical.
     Doctor,
+    /// Print a shell completion script: `fedkey completions bash > /etc/bash_completion.d/fedkey`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (fedkey.1 and one per subcommand) into --dir, or print fedkey(1).
+    Man {
+        /// Directory to write every page into, e.g. /usr/local/share/man/man1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The configuration: `config check` validates it as `serve` would and shows it redacted.
+    #[command(subcommand)]
+    Config(check::ConfigCmd),
+    /// GET this node's /healthz, for container health checks (no curl needed).
+    /// Exit 0: healthy, 1: not.
+    #[command(name = "health-probe")]
+    HealthProbe(check::ProbeArgs),
 }
 
 #[derive(clap::Args)]
@@ -133,6 +177,10 @@ struct ServeArgs {
     /// PEM private key for TLS [env: FEDKEY_TLS_KEY].
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Development only: serve TLS with a local CA and a certificate for localhost,
+    /// 127.0.0.1 and ::1, made in DATA_DIR/dev-tls (clients: --ca-cert DATA_DIR/dev-tls/ca.pem).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    dev_tls: bool,
     /// How long a verified key stays cached, e.g. 5s; 0s disables [env: FEDKEY_AUTH_CACHE_TTL].
     #[arg(long)]
     auth_cache_ttl: Option<String>,
@@ -175,6 +223,7 @@ fn flags(cli: &Cli) -> Map<String, Value> {
     put("master_key_file", cli.master_key_file.as_ref().map(|p| json!(p)));
     put("url", cli.server.as_ref().map(|v| json!(v)));
     put("token", cli.token.as_ref().map(|v| json!(v)));
+    put("cacert", cli.ca_cert.as_ref().map(|p| json!(p)));
     put("request_timeout", cli.request_timeout.as_ref().map(|v| json!(v)));
     put("log_format", cli.log_format.map(|v| json!(v)));
     put("log_level", cli.log_level.as_ref().map(|v| json!(v)));
@@ -196,7 +245,12 @@ fn init_tracing(s: &Settings) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("FEDKEY_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", s.log_level)));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let no_color = std::env::var("NO_COLOR").ok();
+    let ansi = output::color_enabled(
+        ColorChoice::Auto,
+        no_color.as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let _ = match s.log_format {
         LogFormat::Json => b.json().try_init(),
@@ -206,11 +260,18 @@ fn init_tracing(s: &Settings) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    configure_output(&cli);
+    // Generated from the command definitions alone: no settings to load.
+    match &cli.cmd {
+        Cmd::Completions { shell } => return completions(*shell),
+        Cmd::Man { dir } => return man(dir.as_deref()),
+        _ => {}
+    }
     let settings = match Settings::load(cli.config.as_deref(), &flags(&cli)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::USAGE);
         }
     };
     init_tracing(&settings);
@@ -222,9 +283,49 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli, settings)) {
+        Ok(_) if output::field_missed() => {
+            eprintln!("error: --field names a field that this command's output does not have (see --output json)");
+            ExitCode::from(exit::USAGE)
+        }
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            exit::code_for(&e)
+        }
+    }
+}
+
+fn configure_output(cli: &Cli) {
+    use std::io::IsTerminal as _;
+    let tty = std::io::stdout().is_terminal();
+    let no_color = std::env::var("NO_COLOR").ok();
+    let columns = std::env::var("COLUMNS").ok();
+    output::configure(output::Style {
+        wide: cli.wide,
+        quiet: cli.quiet,
+        field: cli.field.clone(),
+        color: output::color_enabled(cli.color, no_color.as_deref(), tty),
+        width: output::terminal_width(columns.as_deref(), tty),
+    });
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "fedkey", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// fedkey(1) on stdout, or every page (`fedkey.1`, `fedkey-trust-create.1`, …) into `dir`.
+fn man(dir: Option<&std::path::Path>) -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let written = match dir {
+        Some(d) => std::fs::create_dir_all(d).and_then(|_| clap_mangen::generate_to(cmd, d).map(|_| ())),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the manual pages: {e}");
             ExitCode::FAILURE
         }
     }
@@ -232,7 +333,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Serve(_) => serve(&s).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Serve(a) => serve(&s, a.dev_tls).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Completions { .. } | Cmd::Man { .. } => Ok(ExitCode::SUCCESS),
         Cmd::Init => {
             let opened = local::open(&s).await?;
             match (cli.output, &opened.bootstrap_token) {
@@ -263,6 +365,8 @@ async fn run(cli: Cli, s: Settings) -> anyhow::Result<ExitCode> {
         Cmd::Sync(c) => sync::sync(&s, cli.output, c).await,
         Cmd::Import(a) => import::import(&s, cli.output, a).await,
         Cmd::Scan(a) => scan::scan(&s, cli.output, a).await,
+        Cmd::Config(c) => Ok(check::config(&s, cli.config.as_deref(), cli.output, c).await),
+        Cmd::HealthProbe(a) => check::probe(&s, a).await,
     }
 }
 
@@ -273,46 +377,86 @@ fn redact_db_url(url: &str) -> String {
     }
 }
 
-async fn serve(s: &Settings) -> anyhow::Result<()> {
+/// What `serve` checks before it binds: every refusal here is a configuration error (exit 2).
+struct ServePlan {
+    addr: SocketAddr,
+    tls: Option<TlsFiles>,
+    dev_ca: Option<PathBuf>,
+}
+
+async fn serve_plan(s: &Settings, dev_tls: bool) -> anyhow::Result<ServePlan> {
     let addr: SocketAddr = match tokio::net::lookup_host(&s.listen).await.ok().and_then(|mut a| a.next()) {
         Some(a) => a,
-        None => anyhow::bail!("listen: {:?} is not an address like 127.0.0.1:8080 or localhost:8080", s.listen),
+        None => {
+            return Err(exit::config(format!(
+                "listen: {:?} is not an address like 127.0.0.1:8080 or localhost:8080",
+                s.listen
+            )));
+        }
     };
-    let tls = match (&s.tls_cert, &s.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
-        (None, None) => None,
-        _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+    let mut dev_ca = None;
+    let tls = match (&s.tls_cert, &s.tls_key, dev_tls) {
+        (None, None, true) => {
+            local::ensure_data_dir(s)?;
+            let files = devtls::ensure(&s.data_dir)?;
+            dev_ca = Some(files.ca);
+            Some(TlsFiles { cert: files.cert, key: files.key })
+        }
+        (Some(_), _, true) | (_, Some(_), true) => {
+            return Err(exit::config("--dev-tls makes its own certificate: leave out --tls-cert and --tls-key"));
+        }
+        (Some(cert), Some(key), false) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (None, None, false) => None,
+        _ => return Err(exit::config("TLS needs both --tls-cert and --tls-key")),
     };
     if tls.is_none() && !fedkey_server::serve::plain_http_allowed(&addr) && !s.insecure_http {
-        anyhow::bail!(
+        return Err(exit::config(format!(
             "refusing to serve plain HTTP on non-loopback address {addr}: keys travel in headers. Use --tls-cert/--tls-key, or --insecure-http behind a TLS-terminating proxy"
-        );
+        )));
     }
     if let Some(t) = &tls {
-        fedkey_server::serve::tls_acceptor(t)?;
+        fedkey_server::serve::tls_acceptor(t).map_err(exit::config)?;
     }
     if s.unsafe_test_clock && !fedkey_server::TEST_HOOKS {
-        anyhow::bail!(
-            "--unsafe-test-clock (unsafe_test_clock) is refused: this fedkey is built without test hooks (cargo feature test-hooks), which are for tests only"
-        );
+        return Err(exit::config(
+            "--unsafe-test-clock (unsafe_test_clock) is refused: this fedkey is built without test hooks (cargo feature test-hooks), which are for tests only",
+        ));
     }
-    let limits = s.conn_limits()?;
-    let engine_interval = s.engine_interval()?;
-    let source_limits = s.source_limits()?;
-    let trusted_proxies = s.trusted_proxies()?;
-    s.failed_auth_policy()?;
-    let egress = s.egress()?;
-    // Checked before anything is opened or printed: a bad channel stops the start.
-    let channels = notify::channels(s, &egress)?;
-    let notify_policy = s.notify.policy()?;
-    let opened = local::open(s).await?;
-    if let Some(t) = &opened.bootstrap_token {
-        local::print_bootstrap(t);
-    }
+    Ok(ServePlan { addr, tls, dev_ca })
+}
+
+async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
+    let ServePlan { addr, tls, dev_ca } = serve_plan(s, dev_tls).await?;
+    let limits = s.conn_limits().map_err(exit::config)?;
+    let engine_interval = s.engine_interval().map_err(exit::config)?;
+    let source_limits = s.source_limits().map_err(exit::config)?;
+    let trusted_proxies = s.trusted_proxies().map_err(exit::config)?;
+    s.failed_auth_policy().map_err(exit::config)?;
+    let egress = s.egress().map_err(exit::config)?;
+    // Checked before anything is bound, opened or printed: a bad channel stops the start
+    // (the signed webhook needs its secret; chat and SMTP settings are checked too).
+    let channels = notify::channels(s, &egress).map_err(exit::config)?;
+    let notify_policy = s.notify.policy().map_err(exit::config)?;
+    let leaks = leak_intake(s).map_err(exit::config)?;
+    let audit_sinks = s.audit_sinks(&egress).map_err(exit::config)?;
+    // Bind before opening the store: a busy port must fail before a bootstrap token is
+    // created, or that token would be printed by a server that never ran and the next
+    // start would print none.
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local_addr = listener.local_addr()?;
+    let opened = local::open(s).await?;
+    if let Some(t) = &opened.bootstrap_token {
+        local::print_bootstrap(t);
+        tracing::info!("a bootstrap admin token was created and printed on stdout (never logged)");
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(ca) = &dev_ca {
+        outln!("development TLS: clients trust {} (--ca-cert or FEDKEY_CACERT)", ca.display());
+        if !local_addr.ip().is_loopback() {
+            tracing::warn!(%local_addr, "--dev-tls certifies only localhost, 127.0.0.1 and ::1; other clients will refuse it");
+        }
+    }
     outln!("fedkey listening on {scheme}://{local_addr}");
     tracing::info!(%local_addr, scheme, database = %redact_db_url(&s.database_url()), "serving");
     if s.unsafe_test_clock {
@@ -323,7 +467,8 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         tracing::warn!(%public_url, "public_url is not set: connectors deliver a SCIM base URL and wrapped links built from the listen address; set FEDKEY_PUBLIC_URL to the address peers use");
     }
     let notifier = fedkey_notify::Notifier::new(opened.store.clone(), channels, notify_policy, egress.clone());
-    let engine = std::sync::Arc::new(rotation_engine(s, &opened, &public_url, &egress, notifier.clone())?);
+    let engine =
+        std::sync::Arc::new(rotation_engine(s, &opened, &public_url, &egress, notifier.clone()).map_err(exit::config)?);
     let watchers = std::sync::Arc::new(fedkey_rotation::Watchers::new(
         opened.store.clone(),
         std::sync::Arc::new(opened.clock.clone()),
@@ -343,7 +488,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         dispatcher.clone(),
         fedkey_sync::SchedulerConfig::new(engine.node_id().to_owned()),
     ));
-    let state = AppState {
+    let state = AppState::from(fedkey_server::state::AppParts {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
         scheme,
@@ -356,15 +501,16 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         reconcile_schedule: Some(scheduler.clone()),
         public_url,
         egress,
-        leaks: std::sync::Arc::new(leak_intake(s)?),
+        leaks: std::sync::Arc::new(leaks),
         metrics_token: s.metrics_token.as_deref().map(|t| fedkey_crypto::sha256(t.as_bytes())),
-    };
+    });
     if s.metrics_token.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!("metrics_token is not set: /metrics is open to anyone who can reach {local_addr}");
     }
     // With the test clock, the engine, the watchers and deliveries run only when a test asks
     // (`POST /api/v1/test/{engine,watchers,sync}/tick`, `/test/sync/reconcile-tick`), so what a
     // test observes is what it did.
+    let node_id = engine.node_id().to_owned();
     let background = !s.unsafe_test_clock;
     let tasks: Vec<tokio::task::JoinHandle<()>> = if background {
         vec![
@@ -376,6 +522,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    // Audit streaming runs also under the test clock: it only moves records along.
+    let streamer = fedkey_server::audit_stream::Streamer::new(opened.store.clone(), node_id, audit_sinks);
+    let streams = streamer.spawn();
     // Summaries of failed authentications are written by this task (it follows the
     // store's clock, so also under the test clock) and once more on shutdown below.
     let failures = opened.store.spawn_auth_failure_flush(std::time::Duration::from_secs(1));
@@ -385,6 +534,10 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         t.abort();
     }
     failures.abort();
+    for t in streams {
+        t.abort();
+    }
+    streamer.release().await;
     match opened.store.flush_auth_failures(true).await {
         Ok(n) => tracing::info!(summarized = n, "failed-authentication summaries written"),
         Err(e) => tracing::error!(error = %e, "failed-authentication summaries could not be written at shutdown"),

@@ -198,7 +198,7 @@ pub enum MaterialCmd {
 
 pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Result<ExitCode> {
     let api = client(s)?;
-    let cols = &["version", "status", "digest", "fetched_at", "expires_at", "decided_by"];
+    let cols = &["version", "status", "+digest", "fetched_at", "expires_at", "decided_by"];
     let v = match c {
         MaterialCmd::Source { trust, remove: true, .. } => {
             api.call(reqwest::Method::DELETE, &format!("{}/material/source", path(&trust)), None).await?;
@@ -289,7 +289,7 @@ fn path(r: &TrustRef) -> String {
 }
 
 const ROTATION_COLUMNS: &[&str] =
-    &["ref", "version", "kind", "step", "attempts", "last_error", "next_attempt_at", "started_at", "finished_at"];
+    &["ref", "version", "kind", "step", "+attempts", "last_error", "+next_attempt_at", "started_at", "finished_at"];
 const POLICY_COLUMNS: &[&str] = &[
     "period",
     "overlap",
@@ -440,18 +440,20 @@ pub async fn connector(s: &Settings, out: Output, c: ConnectorCmd) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// Exit status: 0 healthy (or only information), 1 warnings, 2 critical findings.
+/// Exit status: 0 healthy (or only information), 1 warnings, 2 critical findings
+/// (docs/cli.md, "Exit codes"). Reads the server's health model (`GET /health`).
 pub async fn doctor(s: &Settings, out: Output) -> anyhow::Result<ExitCode> {
-    let v = client(s)?.get("/health/trusts").await?;
+    let v = client(s)?.get("/health").await?;
     let findings = v["findings"].as_array().map_or(&[][..], |a| a);
+    let targets = v["targets"].as_array().map_or(0, Vec::len);
     match out {
         Output::Json => output::json(&v),
         Output::Table if findings.is_empty() => {
-            outln!("{} trusts checked: all healthy", v["trusts_checked"]);
+            outln!("{} trusts and {targets} sync targets checked: all healthy", v["trusts_checked"]);
         }
         Output::Table => {
-            outln!("{} trusts checked, {} findings:", v["trusts_checked"], findings.len());
-            output::table(findings, &["severity", "trust", "code", "message", "action"]);
+            outln!("{} trusts and {targets} sync targets checked, {} findings:", v["trusts_checked"], findings.len());
+            output::table(findings, &["severity", "object", "code", "message", "action"]);
         }
     }
     let worst = |sev: &str| findings.iter().any(|f| f["severity"] == sev);
@@ -465,12 +467,12 @@ pub async fn doctor(s: &Settings, out: Output) -> anyhow::Result<ExitCode> {
 }
 
 /// Reveals the key behind a wrapped link (works once).
-pub async fn unwrap(url: &str, out: Output) -> anyhow::Result<ExitCode> {
+pub async fn unwrap(s: &crate::config::Settings, url: &str, out: Output) -> anyhow::Result<ExitCode> {
     if !url.contains("/unwrap/") {
         anyhow::bail!("not a fedkey wrapped link (expected …/unwrap/fkw_…)");
     }
     // A link a person pasted: the address is theirs to choose, as for the admin client.
-    let egress = fedkey_egress::Egress::new(fedkey_egress::EgressConfig::operator())?;
+    let egress = crate::client::operator_egress(s)?;
     let parsed = reqwest::Url::parse(url).map_err(|_| anyhow::anyhow!("not a URL"))?;
     let timeout = std::time::Duration::from_secs(30);
     let req = egress.request(reqwest::Method::POST, &parsed, fedkey_egress::UrlRules::LAB_HTTP)?;
@@ -485,8 +487,8 @@ pub async fn unwrap(url: &str, out: Output) -> anyhow::Result<ExitCode> {
     match out {
         Output::Json => output::json(&v),
         Output::Table => {
-            eprintln!("The key below was revealed once; the link no longer works.");
-            outln!("key: {}", v["key"].as_str().unwrap_or_default());
+            output::note("The key below was revealed once; the link no longer works.");
+            output::secret("key", v["key"].as_str().unwrap_or_default());
             output::record(&v, &["trust", "version"]);
         }
     }

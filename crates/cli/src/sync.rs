@@ -238,7 +238,15 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
                 Output::Json => output::json(&v),
                 Output::Table => output::table(
                     v["dead_letters"].as_array().map(Vec::as_slice).unwrap_or_default(),
-                    &["trust", "resource_type", "resource_id", "display", "attempts", "last_error", "next_attempt_at"],
+                    &[
+                        "trust",
+                        "resource_type",
+                        "+resource_id",
+                        "display",
+                        "attempts",
+                        "last_error",
+                        "+next_attempt_at",
+                    ],
                 ),
             }
         }
@@ -434,7 +442,7 @@ fn print_status(out: Output, v: &Value) {
     }
     output::table(
         &rows,
-        &["user", "since", "trust", "state", "confirmed_at", "attempts", "full_after_s", "last_error"],
+        &["user", "since", "trust", "state", "+confirmed_at", "attempts", "+full_after_s", "last_error"],
     );
     let active = v["still_active"].as_array().map(Vec::as_slice).unwrap_or_default();
     if active.is_empty() {

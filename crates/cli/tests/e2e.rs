@@ -319,8 +319,12 @@ async fn lifecycle(b: Backend) {
     s.cli_json(&["trust", "resume", "acme/entra"]);
     assert_eq!(s.scim_status("acme", &k2).await, 200);
 
-    // Revocation is immediate.
-    let revoked = s.cli_json(&["key", "revoke", "acme/entra", "--version", "2"]);
+    // Revoking the last usable version needs --force; then revocation is immediate.
+    let refused = s.cli(&["key", "revoke", "acme/entra", "--version", "2"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("last_usable_key, HTTP 409"), "{refused:?}");
+    assert_eq!(s.scim_status("acme", &k2).await, 200, "a refused revoke changes nothing");
+    let revoked = s.cli_json(&["key", "revoke", "acme/entra", "--version", "2", "--force"]);
     assert_eq!(revoked["key_version"]["state"], "revoked");
     assert_eq!(s.scim_status("acme", &k2).await, 401);
 
@@ -1047,14 +1051,20 @@ impl Scim<'_> {
     }
 }
 
-/// Starts a server with directory `acme` and an inbound trust with `scopes` (default
-/// scopes when `None`); returns the server and the provisioning key.
+/// Starts a server with directory `acme` and an inbound `generic` trust (RFC 7644 PATCH)
+/// with `scopes` (default scopes when `None`); returns the server and the provisioning key.
 async fn scim_server(b: Backend, scopes: Option<&[&str]>) -> (Server, String) {
+    scim_server_for(b, scopes, "generic").await
+}
+
+/// [`scim_server`] with a trust of `peer_kind` (`entra`, `okta`, `generic`): its PATCH
+/// compatibility profile.
+async fn scim_server_for(b: Backend, scopes: Option<&[&str]>, peer_kind: &str) -> (Server, String) {
     let s = Server::start(b);
     let t = Some(s.token.as_str());
     let (st, v) = s.api(reqwest::Method::POST, "/api/v1/directories", t, Some(json!({"name": "acme"}))).await;
     assert_eq!(st, 201, "{v}");
-    let mut trust = json!({"name": "idp", "direction": "inbound"});
+    let mut trust = json!({"name": "idp", "direction": "inbound", "peer_kind": peer_kind});
     if let Some(sc) = scopes {
         trust["scopes"] = json!(sc);
     }
@@ -1126,7 +1136,8 @@ async fn scim_discovery_endpoints() {
 async fn scim_users_entra_and_okta_flows() {
     use reqwest::Method as M;
     for b in backends() {
-        let (s, key) = scim_server(b, None).await;
+        // Entra's shapes need its profile; Okta's pass under every profile.
+        let (s, key) = scim_server_for(b, None, "entra").await;
         let c = Scim { s: &s, dir: "acme".into(), key };
 
         // Entra's test connection: a filter on a random GUID is an empty 200 list.
@@ -1390,7 +1401,7 @@ async fn scim_users_entra_and_okta_flows() {
 async fn scim_groups_entra_and_okta_flows() {
     use reqwest::Method as M;
     for b in backends() {
-        let (s, key) = scim_server(b, None).await;
+        let (s, key) = scim_server_for(b, None, "entra").await;
         let c = Scim { s: &s, dir: "acme".into(), key };
         let mut users = Vec::new();
         for n in ["ann", "bob", "cy"] {
@@ -1533,7 +1544,7 @@ async fn concurrent_member_patches_to_one_group_all_apply() {
         for u in &users {
             let (client, url, key) = (client.clone(), format!("{}/scim/v2/acme/Groups/{gid}", s.url), key.clone());
             let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                              "Operations": [{"op": "Add", "path": "members", "value": [{"value": u}]}]});
+                              "Operations": [{"op": "add", "path": "members", "value": [{"value": u}]}]});
             tasks.push(tokio::spawn(async move {
                 client.patch(url).bearer_auth(key).json(&body).send().await.unwrap().status().as_u16()
             }));
@@ -1603,8 +1614,12 @@ async fn scim_scopes_are_enforced_and_denials_audited() {
     }
 }
 
+#[path = "e2e/audit_stream.rs"]
+mod audit_stream;
 #[path = "e2e/bulk.rs"]
 mod bulk;
+#[path = "e2e/cli.rs"]
+mod cli;
 #[path = "e2e/connections.rs"]
 mod connections;
 #[path = "e2e/dbfaults.rs"]
@@ -1615,6 +1630,8 @@ mod delivery;
 mod egress;
 #[path = "e2e/federation.rs"]
 mod federation;
+#[path = "e2e/health.rs"]
+mod health;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/import.rs"]
@@ -1623,6 +1640,8 @@ mod import;
 mod leaks;
 #[path = "e2e/notify.rs"]
 mod notify;
+#[path = "e2e/packaging.rs"]
+mod packaging;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/preauth.rs"]
@@ -1633,5 +1652,7 @@ mod provisioning;
 mod reconcile;
 #[path = "e2e/rotation.rs"]
 mod rotation;
+#[path = "e2e/scim_patch.rs"]
+mod scim_patch;
 #[path = "e2e/transit.rs"]
 mod transit;

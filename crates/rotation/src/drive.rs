@@ -75,7 +75,10 @@ impl Engine {
         for c in connectors.iter().filter(|c| !rot.deliveries.iter().any(|d| d.connector_id == c.id)) {
             if c.kind == crate::wiring::WRAPPED_LINK {
                 match self.deliver_wrapped(rot, c, &key).await? {
-                    Ok(receipt) => self.store.record_delivery(&self.actor, rot, c, &receipt.to_string()).await?,
+                    Ok(receipt) => {
+                        self.store.record_delivery(&self.actor, rot, c, &receipt.to_string()).await?;
+                        delivered(c);
+                    }
                     Err(e) => return self.connector_failed(c, e, None).await,
                 }
                 continue;
@@ -92,6 +95,7 @@ impl Engine {
                     self.failpoint("after-deliver").await;
                     let receipt = serde_json::to_string(&receipt).unwrap_or_default();
                     self.store.record_delivery(&self.actor, rot, c, &receipt).await?;
+                    delivered(c);
                 }
                 Err(e) => return self.connector_error(c, e).await,
             }
@@ -235,6 +239,8 @@ impl Engine {
         error: String,
         retry_after: Option<Duration>,
     ) -> Result<StepResult, StoreError> {
+        metrics::counter!("fedkey_connector_deliveries_total", "kind" => crate::wiring::kind_label(&c.kind), "result" => "failure")
+            .increment(1);
         let msg = format!("connector {} ({}): {error}", c.name, c.kind);
         self.store.connector_outcome(&c.id, Some(&msg)).await?;
         Ok(StepResult::Fail { error: msg, retry_after })
@@ -294,4 +300,9 @@ fn humanise(d: Duration) -> String {
         s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+fn delivered(c: &ConnectorRow) {
+    metrics::counter!("fedkey_connector_deliveries_total", "kind" => crate::wiring::kind_label(&c.kind), "result" => "success")
+        .increment(1);
 }

@@ -476,6 +476,10 @@ impl Watchers {
         }
         let o = if result.is_ok() { "success" } else { "denied" };
         metrics::counter!("fedkey_jwt_authentications_total", "outcome" => o).increment(1);
+        if result.is_err() {
+            metrics::counter!("fedkey_auth_failures_total", "api" => "scim", "reason" => "assertion_rejected")
+                .increment(1);
+        }
         match result {
             Ok(()) => self.store.audit.record(ev, None).await.map(|_| ()),
             Err(_) => self.store.record_auth_failure(ev).await.map(|_| ()),

@@ -53,6 +53,14 @@ fn default_ttl() -> String {
 
 pub const WRAPPED_LINK: &str = "wrapped_link";
 
+/// Connector kinds as metric labels; anything else counts as `other`, so the label set
+/// stays bounded.
+pub const CONNECTOR_KINDS: [&str; 7] = ["entra", "okta", "openbao", "file", "webhook", WRAPPED_LINK, "other"];
+
+pub fn kind_label(kind: &str) -> &'static str {
+    CONNECTOR_KINDS.iter().find(|k| **k == kind).copied().unwrap_or("other")
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WrappedLinkCredentials {

@@ -9,10 +9,12 @@ pub mod eval;
 pub mod filter;
 pub mod json;
 pub mod patch;
+pub mod profile;
 pub mod resource;
 pub mod schema;
 
 pub use error::{ScimError, ScimType};
+pub use profile::Profile;
 
 /// Media type of SCIM bodies (RFC 7644 §3.1).
 pub const SCIM_MEDIA_TYPE: &str = "application/scim+json";

@@ -7,36 +7,44 @@
 //! URN (listed in `schemas` while that object is not empty), and the common attributes
 //! `id`, `externalId`, `meta` and `schemas`.
 //!
-//! Choices where the RFC is silent or where real clients depart from it (the shapes are
-//! catalogued in the shared notes, scim-interop.md):
-//! - `op` values, attribute names and sub-attribute names are case-insensitive; names
-//!   are stored in the registry's casing.
+//! Departures from the RFC that real clients need are taken only when the trust's
+//! compatibility [`Profile`] allows them (`generic` allows none): capitalised `op` values,
+//! string booleans, an unmatched-filter replace that adds, remove with a `value`, and the
+//! enterprise `manager` forms (an extension attribute without its URN, a bare value for a
+//! complex one). Under the RFC those are 400s with the scimType the RFC names.
+//!
+//! Choices where the RFC is silent, and the departures where a profile allows them:
+//! - attribute names and sub-attribute names are case-insensitive; names are stored in
+//!   the registry's casing. `op` values are lowercase (any case: profile).
 //! - A request needs an `Operations` array of at least one operation; its `schemas` may be
 //!   missing or wrong. An empty `path` is no path.
 //! - Values are checked against the attribute's type: `"True"`/`"False"` (any case) are
-//!   booleans, a bare value for a complex attribute with a `value` sub-attribute means
-//!   `{"value": …}` (Entra's `manager`), a one-element array for a single-valued attribute
-//!   is its element, nulls inside objects are dropped, read-only sub-attributes inside a
-//!   value (`manager.displayName`) are ignored, and an extension-level value's own
-//!   `schemas` key is ignored. Unknown attributes are errors: `invalidPath` for keys and
-//!   paths, `invalidValue` for sub-attributes inside a value.
-//! - add on a multi-valued attribute appends values that are not already present (equal
-//!   JSON); add or replace on a single complex attribute merges sub-attributes (replace: a
-//!   null sub-attribute removes it), except that a new `value` different from the stored
+//!   booleans (profile), a bare value for a complex attribute with a `value`
+//!   sub-attribute means `{"value": …}` (Entra's `manager`; profile), a one-element array
+//!   for a single-valued attribute is its element, nulls inside objects are dropped,
+//!   read-only sub-attributes inside a value (`manager.displayName`) are ignored, and an
+//!   extension-level value's own `schemas` key is ignored. Unknown attributes are errors:
+//!   `invalidPath` for keys and paths, `invalidValue` for sub-attributes inside a value.
+//! - add on a multi-valued attribute appends values that are not already present (a stored
+//!   value equal on every sub-attribute given): adding what is there changes nothing. add
+//!   or replace on a single complex attribute merges sub-attributes (replace: a null
+//!   sub-attribute removes it), except that a new `value` different from the stored
 //!   one (a new `manager`) replaces the whole complex value.
-//! - replace or add with a value filter that matches nothing adds a value: with a trailing
+//! - replace with a value filter that matches nothing is 400 `noTarget` (RFC 7644
+//!   §3.5.2.3). add, and replace where the profile allows it, adds a value: with a trailing
 //!   sub-attribute (`emails[type eq "work"].value`) the new value is built from the
 //!   filter's `eq` terms joined by `and` (400 `noTarget` if the filter is anything else);
 //!   without one the given value is appended. Matching values are replaced whole (replace)
 //!   or merged into (add).
 //! - `attr.sub` without a filter on a multi-valued attribute addresses that sub-attribute
 //!   of every value (creating one value when there is none).
-//! - remove with a `value` on a multi-valued attribute removes the values that match one
-//!   of the given ones on every sub-attribute given (Entra's member removal); a `value`
-//!   on a single-valued attribute is ignored. Removing what is absent succeeds.
+//! - remove with a `value` (profile; otherwise 400 `invalidSyntax`) on a multi-valued
+//!   attribute removes the values that match one of the given ones on every sub-attribute
+//!   given (Entra's member removal); a `value` on a single-valued attribute is ignored.
+//!   Removing what is absent succeeds and changes nothing.
 //! - replace with null (or an empty array) removes. An empty string is no value, as on
 //!   create and replace: it removes too. Removing a required attribute (`userName`) is
-//!   400 `invalidValue`.
+//!   400 `mutability` (RFC 7644 §3.5.2.2); replacing it by nothing is 400 `invalidValue`.
 //! - Read-only targets (`id`, `meta`, `groups`, read-only sub-attributes) may be written
 //!   only when the write changes nothing (Okta echoes `id`); otherwise 400 `mutability`.
 //!   `schemas` may not be a path (it follows the extensions present); as a key in a value
@@ -57,6 +65,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{ScimError, ScimType};
 use crate::filter::{self, AttrPath, CompValue, CompareOp, Filter};
+use crate::profile::Profile;
 use crate::schema::{self, AttrType, AttributeDef, Mutability, ResourceTypeDef, Returned, Uniqueness};
 
 /// URN of a PatchOp request body.
@@ -84,6 +93,20 @@ impl OpKind {
     /// An `op` value, case-insensitively.
     pub fn parse(s: &str) -> Option<OpKind> {
         [OpKind::Add, OpKind::Remove, OpKind::Replace].into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// An `op` value as `profile` reads it: lowercase only, unless it allows capitals.
+    fn parse_as(s: &str, profile: &Profile) -> Result<OpKind, ScimError> {
+        let kind = OpKind::parse(s).ok_or_else(|| {
+            bad(ScimType::InvalidSyntax, format!("unknown op {:?} (expected add, remove or replace)", clip(s)))
+        })?;
+        if kind.as_str() != s && !profile.capitalised_ops {
+            return Err(bad(
+                ScimType::InvalidSyntax,
+                format!("op {:?} must be lowercase, {:?}: {}", clip(s), kind.as_str(), profile.refusal("entra")),
+            ));
+        }
+        Ok(kind)
     }
 }
 
@@ -165,7 +188,7 @@ pub struct PatchOp {
 /// and replace, a `value`; anything else is 400 `invalidSyntax`. A missing or unexpected
 /// `schemas` is tolerated. Paths are parsed here (`invalidPath`, `invalidFilter`) and
 /// resolved against the schema by [`apply`], which also rejects a remove without a path.
-pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
+pub fn parse_request(body: &Value, profile: &Profile) -> Result<Vec<PatchOp>, ScimError> {
     let Some(obj) = body.as_object() else {
         return Err(bad(ScimType::InvalidSyntax, "a PatchOp body must be a JSON object"));
     };
@@ -178,7 +201,7 @@ pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
     ops.iter()
         .enumerate()
         .map(|(i, raw)| {
-            parse_operation(raw).map_err(|mut e| {
+            parse_operation(raw, profile).map_err(|mut e| {
                 e.detail = format!("operation {}: {}", i + 1, e.detail);
                 e
             })
@@ -186,14 +209,12 @@ pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
         .collect()
 }
 
-fn parse_operation(raw: &Value) -> Result<PatchOp, ScimError> {
+fn parse_operation(raw: &Value, profile: &Profile) -> Result<PatchOp, ScimError> {
     let Some(obj) = raw.as_object() else {
         return Err(bad(ScimType::InvalidSyntax, "an operation must be a JSON object"));
     };
     let op = match get_ci(obj, "op") {
-        Some(Value::String(s)) => OpKind::parse(s).ok_or_else(|| {
-            bad(ScimType::InvalidSyntax, format!("unknown op {:?} (expected add, remove or replace)", clip(s)))
-        })?,
+        Some(Value::String(s)) => OpKind::parse_as(s, profile)?,
         Some(_) => return Err(bad(ScimType::InvalidSyntax, "\"op\" must be a string")),
         None => return Err(bad(ScimType::InvalidSyntax, "an operation needs an \"op\"")),
     };
@@ -207,19 +228,35 @@ fn parse_operation(raw: &Value) -> Result<PatchOp, ScimError> {
     if op != OpKind::Remove && value.is_none() {
         return Err(bad(ScimType::InvalidSyntax, format!("{} needs a \"value\"", op.as_str())));
     }
+    if op == OpKind::Remove && value.as_ref().is_some_and(|v| !v.is_null()) && !profile.remove_with_value {
+        return Err(bad(
+            ScimType::InvalidSyntax,
+            format!(
+                "remove takes no \"value\"; select values with a filter, e.g. members[value eq \"id\"]: {}",
+                profile.refusal("entra")
+            ),
+        ));
+    }
     Ok(PatchOp { op, path, value })
 }
 
 /// Applies `ops` in order to `resource`, a resource of type `rt` in the stored layout (see
 /// the module documentation). All or nothing: on error `resource` is left as it was.
 /// Returns the attributes whose value changed, sorted: core and common attributes by
-/// name (`emails`, `name`, `externalId`), extension attributes as `URN:name`.
-pub fn apply(rt: &ResourceTypeDef, resource: &mut Value, ops: &[PatchOp]) -> Result<Vec<String>, ScimError> {
+/// name (`emails`, `name`, `externalId`), extension attributes as `URN:name`. An empty
+/// list means the operations changed nothing (RFC 7644 §3.5.2.1: no new version).
+/// `profile` says which departures from the RFC are accepted.
+pub fn apply(
+    rt: &ResourceTypeDef,
+    resource: &mut Value,
+    ops: &[PatchOp],
+    profile: &Profile,
+) -> Result<Vec<String>, ScimError> {
     let Some(original) = resource.as_object() else {
         return Err(ScimError::new(500, None, "the stored resource is not a JSON object"));
     };
     let mut work = original.clone();
-    let mut engine = Engine { rt, touched: Vec::new() };
+    let mut engine = Engine { rt, profile: *profile, touched: Vec::new() };
     for (i, op) in ops.iter().enumerate() {
         engine.apply_op(&mut work, op).map_err(|mut e| {
             e.detail = format!("operation {}: {}", i + 1, e.detail);
@@ -333,6 +370,7 @@ struct Target<'f> {
 
 struct Engine<'r> {
     rt: &'r ResourceTypeDef,
+    profile: Profile,
     /// Extensions written to, whose presence in `schemas` is settled at the end.
     touched: Vec<&'static str>,
 }
@@ -455,6 +493,19 @@ impl Engine<'_> {
                     bad(ScimType::InvalidPath, format!("{} resources have no attribute {attr}", rt.name))
                 })?;
                 let loc = if r.schema.id == rt.schema { Loc::Core } else { Loc::Extension(r.schema.id) };
+                if attr.uri.is_none() && matches!(loc, Loc::Extension(_)) && !self.profile.manager_forms {
+                    return Err(bad(
+                        ScimType::InvalidPath,
+                        format!(
+                            "{} is an attribute of {}: name it {}:{}; {}",
+                            r.attribute.name,
+                            r.schema.id,
+                            r.schema.id,
+                            r.attribute.name,
+                            self.profile.refusal("entra")
+                        ),
+                    ));
+                }
                 (loc, r.attribute, r.sub)
             }
         };
@@ -483,6 +534,7 @@ impl Engine<'_> {
         t: &Target<'_>,
         value: &Value,
     ) -> Result<(), ScimError> {
+        check_departures(&self.profile, t.sub.unwrap_or(t.attr), value)?;
         let container = match t.loc {
             Loc::Core => res,
             Loc::Extension(id) => {
@@ -498,7 +550,7 @@ impl Engine<'_> {
         let before = container.get(name).cloned();
         let result = match kind {
             OpKind::Add => op_add(container, t, value),
-            OpKind::Replace => op_replace(container, t, value),
+            OpKind::Replace => op_replace(container, t, value, &self.profile),
             OpKind::Remove => op_remove(container, t, value),
         };
         let read_only =
@@ -516,7 +568,10 @@ impl Engine<'_> {
         result?;
         tidy(container, name);
         if t.attr.required && before.is_some() && !container.contains_key(name) {
-            return Err(bad(ScimType::InvalidValue, format!("{name} is required and cannot be removed")));
+            // RFC 7644 §3.5.2.2: removing a required attribute is a mutability error; a
+            // replace by nothing (null, "") is a value the attribute cannot take.
+            let t = if kind == OpKind::Remove { ScimType::Mutability } else { ScimType::InvalidValue };
+            return Err(bad(t, format!("{name} is required and cannot be removed")));
         }
         Ok(())
     }
@@ -581,7 +636,7 @@ fn op_add(container: &mut Map<String, Value>, t: &Target<'_>, value: &Value) -> 
             let new = coerce_multi(attr, value)?;
             let mut elems = take_elements(container, attr.name);
             let start = elems.len();
-            append_unique(&mut elems, new);
+            add_absent(attr, &mut elems, new);
             let written: Vec<usize> = (start..elems.len()).collect();
             put_elements(container, attr, elems, &written);
             Ok(())
@@ -597,8 +652,20 @@ fn op_add(container: &mut Map<String, Value>, t: &Target<'_>, value: &Value) -> 
     }
 }
 
-fn op_replace(container: &mut Map<String, Value>, t: &Target<'_>, value: &Value) -> Result<(), ScimError> {
+fn op_replace(
+    container: &mut Map<String, Value>,
+    t: &Target<'_>,
+    value: &Value,
+    profile: &Profile,
+) -> Result<(), ScimError> {
     if let Some(f) = t.filter {
+        if !profile.unmatched_replace_adds && !any_match(container, t.attr, f) {
+            // RFC 7644 §3.5.2.3.
+            return Err(bad(
+                ScimType::NoTarget,
+                format!("the value filter [{f}] matched no value of {}; {}", t.attr.name, profile.refusal("entra")),
+            ));
+        }
         return filtered(container, t, f, OpKind::Replace, value);
     }
     let attr = t.attr;
@@ -650,6 +717,15 @@ fn op_remove(container: &mut Map<String, Value>, t: &Target<'_>, value: &Value) 
     }
 }
 
+/// Whether a value filter matches any stored value of `attr`.
+fn any_match(container: &Map<String, Value>, attr: &'static AttributeDef, f: &Filter) -> bool {
+    match container.get(attr.name) {
+        Some(Value::Array(elems)) => elems.iter().any(|e| matches(attr, e, f)),
+        None | Some(Value::Null) => false,
+        Some(one) => matches(attr, one, f),
+    }
+}
+
 /// `attr[filter]` and `attr[filter].sub`. A single complex attribute is treated as a list
 /// of at most one value.
 fn filtered(
@@ -678,7 +754,7 @@ fn filtered(
             if let Some(new) = new_element(attr, t.sub, f, value)? {
                 if attr.multi_valued {
                     let start = elems.len();
-                    append_unique(&mut elems, vec![new]);
+                    add_absent(attr, &mut elems, vec![new]);
                     written.extend(start..elems.len());
                 } else {
                     elems = vec![new];
@@ -821,6 +897,20 @@ fn put_elements(container: &mut Map<String, Value>, attr: &AttributeDef, mut ele
 
 fn hit_indices(hits: &[bool]) -> Vec<usize> {
     hits.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i).collect()
+}
+
+/// Appends the values not already present: RFC 7644 §3.5.2.1 makes adding a value the
+/// attribute already holds change nothing. A value is present when a stored one equals it
+/// on every sub-attribute it gives (so `{"value": id}` is a member already listed with its
+/// `type` and `display`), under the sub-attribute's case rule.
+/// Values given together are compared with each other exactly (equal JSON), as before.
+fn add_absent(attr: &AttributeDef, elems: &mut Vec<Value>, new: Vec<Value>) {
+    let stored = elems.len();
+    for v in new {
+        if !elems[..stored].iter().any(|e| matches_template(attr, e, &v)) && !elems[stored..].contains(&v) {
+            elems.push(v);
+        }
+    }
 }
 
 fn append_unique(elems: &mut Vec<Value>, new: Vec<Value>) {
@@ -1021,6 +1111,40 @@ fn fix_primary(elems: &mut [Value], written: &[usize]) {
 
 // ---------------------------------------------------------------------------------------
 // Value checking
+
+/// Refuses a value for `def` that takes a departure `profile` does not allow: a string
+/// where a boolean belongs, or a bare value where a complex one does. The rest of the
+/// checking is [`coerce_value`]'s, which accepts both forms.
+fn check_departures(profile: &Profile, def: &AttributeDef, v: &Value) -> Result<(), ScimError> {
+    if profile.string_booleans && profile.manager_forms {
+        return Ok(());
+    }
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|i| check_departures(profile, def, i)),
+        Value::Object(m) if def.ty == AttrType::Complex => m
+            .iter()
+            .filter_map(|(k, sv)| def.sub_attribute(k).map(|sub| (sub, sv)))
+            .try_for_each(|(sub, sv)| check_departures(profile, sub, sv)),
+        Value::String(_) if def.ty == AttrType::Boolean && !profile.string_booleans => Err(bad(
+            ScimType::InvalidValue,
+            format!("{} takes a JSON boolean, not a string; {}", def.name, profile.refusal("entra")),
+        )),
+        Value::String(_) | Value::Number(_) | Value::Bool(_)
+            if def.ty == AttrType::Complex && def.sub_attribute("value").is_some() && !profile.manager_forms =>
+        {
+            Err(bad(
+                ScimType::InvalidValue,
+                format!(
+                    "{} takes an object such as {{\"value\": …}}, not {}; {}",
+                    def.name,
+                    json_kind(v),
+                    profile.refusal("entra")
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// A value for `def`, multi-valued or not; null stays null.
 fn coerce_value(def: &'static AttributeDef, v: &Value) -> Result<Value, ScimError> {
@@ -1426,6 +1550,10 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// The profile of the tests written for Entra's and Okta's shapes (the widest).
+    const E: &Profile = &Profile::ENTRA;
+    const RFC: &Profile = &Profile::RFC;
+
     const MANAGER_ID: &str = "26118915-6090-4610-87e4-49d8ca9f808d";
     const BABS: &str = "2819c223-7f76-453a-919d-413861904646";
     const MANDY: &str = "902c246b-6245-4190-8e05-00816be7344a";
@@ -1472,23 +1600,35 @@ mod tests {
         })
     }
 
-    /// Applies a full request body.
-    fn run_body(rt: &str, res: &mut Value, body: &Value) -> Result<Vec<String>, ScimError> {
-        let ops = parse_request(body)?;
-        apply(resource_type(rt).unwrap(), res, &ops)
+    /// Applies a full request body under a profile.
+    fn run_body_as(p: &Profile, rt: &str, res: &mut Value, body: &Value) -> Result<Vec<String>, ScimError> {
+        let ops = parse_request(body, p)?;
+        apply(resource_type(rt).unwrap(), res, &ops, p)
+    }
+
+    fn run_as(p: &Profile, rt: &str, res: &mut Value, ops: Value) -> Result<Vec<String>, ScimError> {
+        run_body_as(p, rt, res, &json!({"schemas": [PATCH_OP_SCHEMA], "Operations": ops}))
     }
 
     fn run(rt: &str, res: &mut Value, ops: Value) -> Result<Vec<String>, ScimError> {
-        run_body(rt, res, &json!({"schemas": [PATCH_OP_SCHEMA], "Operations": ops}))
+        run_as(E, rt, res, ops)
+    }
+
+    fn ok_as(p: &Profile, rt: &str, res: &mut Value, ops: Value) -> Vec<String> {
+        run_as(p, rt, res, ops).unwrap_or_else(|e| panic!("{}", e.detail))
     }
 
     fn ok(rt: &str, res: &mut Value, ops: Value) -> Vec<String> {
-        run(rt, res, ops).unwrap_or_else(|e| panic!("{}", e.detail))
+        ok_as(E, rt, res, ops)
     }
 
     fn ok_body(rt: &str, res: &mut Value, body: &str) -> Vec<String> {
+        ok_body_as(E, rt, res, body)
+    }
+
+    fn ok_body_as(p: &Profile, rt: &str, res: &mut Value, body: &str) -> Vec<String> {
         let body: Value = serde_json::from_str(body).unwrap();
-        run_body(rt, res, &body).unwrap_or_else(|e| panic!("{}", e.detail))
+        run_body_as(p, rt, res, &body).unwrap_or_else(|e| panic!("{}", e.detail))
     }
 
     /// Found by the `patch` fuzz harness: PATCH stored `""` where create and replace read
@@ -1519,9 +1659,13 @@ mod tests {
     /// Runs a PATCH that must fail; checks the resource is byte-identical and returns the
     /// error type.
     fn fail(rt: &str, res: &Value, ops: Value) -> ScimType {
+        fail_as(E, rt, res, ops)
+    }
+
+    fn fail_as(p: &Profile, rt: &str, res: &Value, ops: Value) -> ScimType {
         let mut copy = res.clone();
         let before = copy.to_string();
-        let e = run(rt, &mut copy, ops).expect_err("the PATCH should fail");
+        let e = run_as(p, rt, &mut copy, ops).expect_err("the PATCH should fail");
         assert_eq!(copy.to_string(), before, "a failed PATCH must leave the resource as it was");
         assert_eq!(e.status_code(), 400, "{}", e.detail);
         e.scim_type.unwrap()
@@ -1539,12 +1683,15 @@ mod tests {
 
     #[test]
     fn parse_request_is_case_insensitive_and_tolerates_schemas() {
-        let ops = parse_request(&json!({"operations": [
-            {"op": "Add", "path": "emails", "value": []},
-            {"OP": "replace", "value": {"active": false}},
-            {"op": "REMOVE", "path": "  "},
-            {"op": "remove", "path": null},
-        ]}))
+        let ops = parse_request(
+            &json!({"operations": [
+                {"op": "Add", "path": "emails", "value": []},
+                {"OP": "replace", "value": {"active": false}},
+                {"op": "REMOVE", "path": "  "},
+                {"op": "remove", "path": null},
+            ]}),
+            E,
+        )
         .unwrap();
         assert_eq!(
             ops.iter().map(|o| o.op).collect::<Vec<_>>(),
@@ -1553,8 +1700,8 @@ mod tests {
         assert!(matches!(&ops[0].path, Some(PatchPath::Attribute { attr, filter: None }) if attr.name == "emails"));
         assert!(ops[1].path.is_none() && ops[2].path.is_none() && ops[3].path.is_none());
         assert_eq!(ops[1].value, Some(json!({"active": false})));
-        let ops =
-            parse_request(&json!({"schemas": ["urn:wrong"], "Operations": [{"op": "remove", "path": "x"}]})).unwrap();
+        let ops = parse_request(&json!({"schemas": ["urn:wrong"], "Operations": [{"op": "remove", "path": "x"}]}), E)
+            .unwrap();
         assert_eq!(ops.len(), 1);
     }
 
@@ -1575,11 +1722,11 @@ mod tests {
             (json!({"Operations": [{"op": "remove", "path": "a.b.c"}]}), ScimType::InvalidPath),
             (json!({"Operations": [{"op": "remove", "path": "emails[type xx \"w\"]"}]}), ScimType::InvalidFilter),
         ] {
-            let e = parse_request(&body).expect_err(&body.to_string());
+            let e = parse_request(&body, E).expect_err(&body.to_string());
             assert_eq!(e.scim_type, Some(want), "{body}: {}", e.detail);
             assert_eq!(e.status_code(), 400);
         }
-        let e = parse_request(&json!({"Operations": [{"op": "add", "path": "x", "value": 1}, {"op": "nope"}]}))
+        let e = parse_request(&json!({"Operations": [{"op": "add", "path": "x", "value": 1}, {"op": "nope"}]}), E)
             .unwrap_err();
         assert!(e.detail.starts_with("operation 2:"), "{}", e.detail);
     }
@@ -1847,7 +1994,8 @@ mod tests {
     #[test]
     fn okta_no_path_replace_active() {
         let mut u = user();
-        let changed = ok_body(
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "User",
             &mut u,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":false}}]}"#,
@@ -1860,7 +2008,8 @@ mod tests {
     fn okta_no_path_replace_carrying_the_own_id() {
         let mut g = group();
         g["id"] = json!("abf4dd94-a4c0-4f67-89c9-76b03340cb9b");
-        let changed = ok_body(
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "Group",
             &mut g,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[
@@ -1870,7 +2019,12 @@ mod tests {
         assert_eq!(g["id"], "abf4dd94-a4c0-4f67-89c9-76b03340cb9b");
         assert_eq!(changed, ["displayName"]);
         // Another id is a mutability error, and nothing is applied.
-        let t = fail("Group", &g, json!([{"op": "replace", "value": {"id": "other", "displayName": "Changed"}}]));
+        let t = fail_as(
+            &Profile::OKTA,
+            "Group",
+            &g,
+            json!([{"op": "replace", "value": {"id": "other", "displayName": "Changed"}}]),
+        );
         assert_eq!(t, ScimType::Mutability);
     }
 
@@ -1878,7 +2032,8 @@ mod tests {
     fn okta_remove_then_add_members() {
         let mut g = group();
         g["members"].as_array_mut().unwrap().push(json!({"value": "89bb1940-b905-4575-9e7f-6f887cfb368e"}));
-        let changed = ok_body(
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "Group",
             &mut g,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[
@@ -1894,7 +2049,8 @@ mod tests {
     #[test]
     fn okta_replace_members_with_nothing_empties_the_group() {
         let mut g = group();
-        let changed = ok_body(
+        let changed = ok_body_as(
+            &Profile::OKTA,
             "Group",
             &mut g,
             r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"members","value":[]}]}"#,
@@ -1906,7 +2062,8 @@ mod tests {
     #[test]
     fn okta_password_change_is_stored_as_given() {
         let mut u = user();
-        let changed = ok("User", &mut u, json!([{"op": "replace", "value": {"password": "t1meMa$heen"}}]));
+        let changed =
+            ok_as(&Profile::OKTA, "User", &mut u, json!([{"op": "replace", "value": {"password": "t1meMa$heen"}}]));
         assert_eq!(u["password"], "t1meMa$heen");
         assert_eq!(changed, ["password"]);
     }
@@ -1916,7 +2073,8 @@ mod tests {
     #[test]
     fn rfc_add_member() {
         let mut g = group();
-        ok(
+        ok_as(
+            RFC,
             "Group",
             &mut g,
             json!([{"op": "add", "path": "members", "value": [{
@@ -1930,7 +2088,8 @@ mod tests {
     #[test]
     fn rfc_add_without_path() {
         let mut u = user();
-        let changed = ok(
+        let changed = ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "add", "value": {
@@ -1954,7 +2113,7 @@ mod tests {
     #[test]
     fn rfc_remove_all_members() {
         let mut g = group();
-        ok("Group", &mut g, json!([{"op": "remove", "path": "members"}]));
+        ok_as(RFC, "Group", &mut g, json!([{"op": "remove", "path": "members"}]));
         assert!(g.get("members").is_none());
         assert_eq!(g["displayName"], "Tour Guides");
     }
@@ -1962,19 +2121,25 @@ mod tests {
     #[test]
     fn rfc_remove_by_value_filters() {
         let mut g = group();
-        ok("Group", &mut g, json!([{"op": "remove", "path": format!("members[value eq \"{BABS}\"]")}]));
+        ok_as(RFC, "Group", &mut g, json!([{"op": "remove", "path": format!("members[value eq \"{BABS}\"]")}]));
         assert_eq!(g["members"].as_array().unwrap().len(), 1);
         assert_eq!(g["members"][0]["value"], MANDY);
 
         let mut u = user();
-        ok("User", &mut u, json!([{"op": "remove", "path": "emails[type eq \"work\" and value ew \"EXAMPLE.com\"]"}]));
+        ok_as(
+            RFC,
+            "User",
+            &mut u,
+            json!([{"op": "remove", "path": "emails[type eq \"work\" and value ew \"EXAMPLE.com\"]"}]),
+        );
         assert_eq!(u["emails"], json!([{"value": "babs@jensen.org", "type": "home"}]));
     }
 
     #[test]
     fn rfc_replace_all_members_by_remove_then_add() {
         let mut g = group();
-        ok(
+        ok_as(
+            RFC,
             "Group",
             &mut g,
             json!([
@@ -1991,7 +2156,8 @@ mod tests {
     #[test]
     fn rfc_replace_members() {
         let mut g = group();
-        ok(
+        ok_as(
+            RFC,
             "Group",
             &mut g,
             json!([{"op": "replace", "path": "members", "value": [{"display": "James Smith", "value": "08e1d05d"}]}]),
@@ -2006,7 +2172,8 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "work", "streetAddress": "100 Universal City Plaza", "locality": "Hollywood"}));
-        ok(
+        ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "replace", "path": "addresses[type eq \"work\"]", "value": {
@@ -2024,7 +2191,8 @@ mod tests {
     #[test]
     fn rfc_replace_a_sub_attribute_by_filter() {
         let mut u = user();
-        ok(
+        ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "replace", "path": "addresses[type eq \"home\"].streetAddress", "value": "1010 Broadway Ave"}]),
@@ -2038,7 +2206,8 @@ mod tests {
     #[test]
     fn rfc_replace_without_path() {
         let mut u = user();
-        ok(
+        ok_as(
+            RFC,
             "User",
             &mut u,
             json!([{"op": "replace", "value": {
@@ -2391,9 +2560,9 @@ mod tests {
             ("User", &u, json!([{"op": "add", "path": "emails", "value": [{"bogus": 1}]}]), ScimType::InvalidValue),
             ("User", &u, json!([{"op": "add", "path": "emails", "value": [[{"value": "x"}]]}]), ScimType::InvalidValue),
             ("User", &u, json!([{"op": "add", "path": ENTERPRISE_USER, "value": "x"}]), ScimType::InvalidValue),
-            ("User", &u, json!([{"op": "remove", "path": "userName"}]), ScimType::InvalidValue),
+            ("User", &u, json!([{"op": "remove", "path": "userName"}]), ScimType::Mutability),
             ("User", &u, json!([{"op": "replace", "value": {"userName": null}}]), ScimType::InvalidValue),
-            ("Group", &g, json!([{"op": "remove", "path": "displayName"}]), ScimType::InvalidValue),
+            ("Group", &g, json!([{"op": "remove", "path": "displayName"}]), ScimType::Mutability),
             ("User", &u, json!([{"op": "remove"}]), ScimType::NoTarget),
             (
                 "User",
@@ -2501,10 +2670,185 @@ mod tests {
         }
     }
 
+    // --- RFC 7644's SHALLs under `generic`, and the profiles' departures ------------------
+
+    const PROFILES: [&Profile; 3] = [RFC, &Profile::OKTA, E];
+
+    /// The three cases where fedkey used to depart from a SHALL for every client.
+    #[test]
+    fn generic_keeps_the_three_shalls() {
+        // §3.5.2.1: adding a member the group has changes nothing (the stored member
+        // carries `$ref` and `display`, the request only `value`), under every profile.
+        for p in PROFILES {
+            let mut g = group();
+            let before = g.clone();
+            let changed =
+                ok_as(p, "Group", &mut g, json!([{"op": "add", "path": "members", "value": [{"value": BABS}]}]));
+            assert_eq!((changed, &g), (vec![], &before), "{}", p.name);
+        }
+        // §3.5.2.3: a replace whose value filter matches nothing is 400 noTarget…
+        let fax = json!([{"op": "replace", "path": "emails[type eq \"fax\"].value", "value": "+1 555"}]);
+        assert_eq!(fail_as(RFC, "User", &user(), fax.clone()), ScimType::NoTarget);
+        assert_eq!(fail_as(&Profile::OKTA, "User", &user(), fax.clone()), ScimType::NoTarget);
+        // …with or without a sub-attribute, and on a single complex attribute too.
+        let whole =
+            json!([{"op": "replace", "path": "emails[type eq \"fax\"]", "value": {"value": "f@x", "type": "fax"}}]);
+        assert_eq!(fail_as(RFC, "User", &user(), whole), ScimType::NoTarget);
+        let boss =
+            json!([{"op": "replace", "path": format!("{}[value eq \"nobody\"].value", ext("manager")), "value": "x"}]);
+        assert_eq!(fail_as(RFC, "User", &enterprise_user(), boss), ScimType::NoTarget);
+        // A filter that matches is still replaced, under the RFC.
+        let mut u = user();
+        ok_as(
+            RFC,
+            "User",
+            &mut u,
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "b@j.org"}]),
+        );
+        assert_eq!(u["emails"][1]["value"], "b@j.org");
+        // Under Entra's profile the unmatched replace adds the value the filter describes.
+        let mut u = user();
+        assert_eq!(ok_as(E, "User", &mut u, fax), ["emails"]);
+        assert_eq!(u["emails"][2], json!({"type": "fax", "value": "+1 555"}));
+        // §3.5.2.2: removing a required attribute is 400 mutability, under every profile.
+        for p in PROFILES {
+            assert_eq!(
+                fail_as(p, "User", &user(), json!([{"op": "remove", "path": "userName"}])),
+                ScimType::Mutability
+            );
+            assert_eq!(
+                fail_as(p, "Group", &group(), json!([{"op": "remove", "path": "displayName"}])),
+                ScimType::Mutability
+            );
+        }
+    }
+
+    /// §3.5.2: a PATCH that changes nothing reports no change (so no write, no new
+    /// version): an identical add, a replace with the same value, a remove of what is
+    /// absent without a filter.
+    #[test]
+    fn no_op_operations_change_nothing_under_every_profile() {
+        let cases: Vec<(&str, Value, Value)> = vec![
+            ("Group", group(), json!([{"op": "add", "path": "members", "value": [{"value": MANDY}, {"value": BABS}]}])),
+            (
+                "Group",
+                group(),
+                json!([{"op": "add", "path": "members", "value": [{"value": BABS, "display": "Babs Jensen"}]}]),
+            ),
+            ("Group", group(), json!([{"op": "replace", "path": "displayName", "value": "Tour Guides"}])),
+            (
+                "User",
+                user(),
+                json!([{"op": "add", "path": "emails", "value": [{"value": "BJensen@example.com", "type": "work"}]}]),
+            ),
+            (
+                "User",
+                user(),
+                json!([{"op": "add", "path": "emails", "value": [{"value": "babs@jensen.org", "type": "home"}]}]),
+            ),
+            ("User", user(), json!([{"op": "replace", "path": "active", "value": true}])),
+            ("User", user(), json!([{"op": "replace", "path": "name.givenName", "value": "Barbara"}])),
+            (
+                "User",
+                user(),
+                json!([{"op": "replace", "value": {"displayName": "Babs Jensen", "name": {"familyName": "Jensen"}}}]),
+            ),
+            ("User", user(), json!([{"op": "replace", "path": "emails", "value": user()["emails"].clone()}])),
+            ("User", user(), json!([{"op": "remove", "path": "title"}])),
+            ("User", user(), json!([{"op": "remove", "path": "phoneNumbers"}])),
+            ("User", user(), json!([{"op": "remove", "path": "name.middleName"}])),
+            ("User", user(), json!([{"op": "remove", "path": ext("department")}])),
+            ("User", enterprise_user(), json!([{"op": "add", "path": ext("manager"), "value": {"value": MANAGER_ID}}])),
+        ];
+        for p in PROFILES {
+            for (rt, start, ops) in &cases {
+                let mut res = start.clone();
+                let changed = ok_as(p, rt, &mut res, ops.clone());
+                assert!(changed.is_empty(), "{} {ops}: {changed:?}", p.name);
+                assert_eq!(&res, start, "{} {ops}", p.name);
+            }
+        }
+        // The same operations on a resource without those values do change it.
+        let mut g = group();
+        g["members"] = json!([{"value": BABS}]);
+        assert_eq!(ok_as(RFC, "Group", &mut g, cases[0].2.clone()), ["members"]);
+        assert_eq!(g["members"].as_array().unwrap().len(), 2);
+    }
+
+    /// Each departure: refused under `generic` and `okta` with the RFC's scimType, taken
+    /// under `entra`.
+    #[test]
+    fn each_departure_is_taken_only_where_the_profile_allows_it() {
+        let member_remove = json!([{"op": "remove", "path": "members", "value": [{"value": BABS}]}]);
+        let cases: Vec<(&str, Value, Value, ScimType)> = vec![
+            // Capitalised ops.
+            ("User", user(), json!([{"op": "Replace", "path": "displayName", "value": "B"}]), ScimType::InvalidSyntax),
+            ("User", user(), json!([{"op": "ADD", "path": "title", "value": "Boss"}]), ScimType::InvalidSyntax),
+            // String booleans, at a path, inside a value, inside a no-path value.
+            ("User", user(), json!([{"op": "replace", "path": "active", "value": "False"}]), ScimType::InvalidValue),
+            (
+                "User",
+                user(),
+                json!([{"op": "add", "path": "roles", "value": [{"value": "Member", "primary": "false"}]}]),
+                ScimType::InvalidValue,
+            ),
+            ("User", user(), json!([{"op": "replace", "value": {"active": "false"}}]), ScimType::InvalidValue),
+            // Remove with a value.
+            ("Group", group(), member_remove.clone(), ScimType::InvalidSyntax),
+            // The manager forms: no URN, and a bare value.
+            (
+                "User",
+                enterprise_user(),
+                json!([{"op": "add", "path": "manager", "value": {"value": MANDY}}]),
+                ScimType::InvalidPath,
+            ),
+            (
+                "User",
+                enterprise_user(),
+                json!([{"op": "remove", "path": format!("manager[value eq \"{MANAGER_ID}\"]")}]),
+                ScimType::InvalidPath,
+            ),
+            ("User", user(), json!([{"op": "replace", "value": {"employeeNumber": "42"}}]), ScimType::InvalidPath),
+            ("User", user(), json!([{"op": "add", "path": ext("manager"), "value": MANDY}]), ScimType::InvalidValue),
+        ];
+        for (rt, start, ops, want) in &cases {
+            for p in [RFC, &Profile::OKTA] {
+                assert_eq!(fail_as(p, rt, start, ops.clone()), *want, "{} {ops}", p.name);
+                let mut copy = start.clone();
+                let e = run_as(p, rt, &mut copy, ops.clone()).unwrap_err();
+                assert!(e.detail.contains("the entra profile allows it"), "{}", e.detail);
+            }
+            let mut res = start.clone();
+            assert!(!ok_as(E, rt, &mut res, ops.clone()).is_empty(), "entra {ops}");
+        }
+        // Entra's member removal removes only the members named.
+        let mut g = group();
+        ok_as(E, "Group", &mut g, member_remove);
+        assert_eq!(g["members"].as_array().unwrap().iter().map(|m| &m["value"]).collect::<Vec<_>>(), [MANDY]);
+        // The strict forms of the same requests pass everywhere.
+        for p in PROFILES {
+            let mut g = group();
+            ok_as(p, "Group", &mut g, json!([{"op": "remove", "path": format!("members[value eq \"{BABS}\"]")}]));
+            assert_eq!(g["members"].as_array().unwrap().len(), 1);
+            let mut u = enterprise_user();
+            ok_as(
+                p,
+                "User",
+                &mut u,
+                json!([
+                    {"op": "replace", "path": "active", "value": false},
+                    {"op": "add", "path": ext("manager"), "value": {"value": MANDY}},
+                    {"op": "remove", "path": "emails[type eq \"home\"]"}
+                ]),
+            );
+            assert_eq!((&u["active"], &u[ENTERPRISE_USER]["manager"]["value"]), (&json!(false), &json!(MANDY)));
+        }
+    }
+
     #[test]
     fn a_resource_that_is_not_an_object_is_an_internal_error() {
         let mut v = json!([1]);
-        let e = apply(resource_type("User").unwrap(), &mut v, &[]).unwrap_err();
+        let e = apply(resource_type("User").unwrap(), &mut v, &[], E).unwrap_err();
         assert_eq!(e.status_code(), 500);
         assert_eq!(v, json!([1]));
     }
@@ -2586,14 +2930,20 @@ mod tests {
         Ok(())
     }
 
-    fn run_sequence(rt_name: &str, start: Value, pool: &[Value], picks: &[usize]) -> Result<(), TestCaseError> {
+    fn run_sequence(
+        p: &Profile,
+        rt_name: &str,
+        start: Value,
+        pool: &[Value],
+        picks: &[usize],
+    ) -> Result<(), TestCaseError> {
         let rt = resource_type(rt_name).unwrap();
         let mut res = start;
         for chunk in picks.chunks(3) {
             let ops: Vec<Value> = chunk.iter().map(|&i| pool[i % pool.len()].clone()).collect();
             let before = res.to_string();
             let before_value = res.clone();
-            let outcome = parse_request(&json!({"Operations": ops})).and_then(|ops| apply(rt, &mut res, &ops));
+            let outcome = parse_request(&json!({"Operations": ops}), p).and_then(|ops| apply(rt, &mut res, &ops, p));
             match outcome {
                 Err(e) => {
                     prop_assert_eq!(res.to_string(), before, "failed with {:?} yet changed the resource", e.detail);
@@ -2624,14 +2974,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
-        fn user_sequences_fail_atomically_and_keep_invariants(picks in prop::collection::vec(0usize..1000, 1..12), ext in any::<bool>()) {
+        fn user_sequences_fail_atomically_and_keep_invariants(picks in prop::collection::vec(0usize..1000, 1..12), ext in any::<bool>(), strict in any::<bool>()) {
             let start = if ext { enterprise_user() } else { user() };
-            run_sequence("User", start, &user_ops(), &picks)?;
+            run_sequence(if strict { RFC } else { E }, "User", start, &user_ops(), &picks)?;
         }
 
         #[test]
-        fn group_sequences_fail_atomically_and_keep_invariants(picks in prop::collection::vec(0usize..1000, 1..12)) {
-            run_sequence("Group", group(), &group_ops(), &picks)?;
+        fn group_sequences_fail_atomically_and_keep_invariants(picks in prop::collection::vec(0usize..1000, 1..12), strict in any::<bool>()) {
+            run_sequence(if strict { RFC } else { E }, "Group", group(), &group_ops(), &picks)?;
         }
 
         /// Clients retry: applying an operation a second time changes nothing more.
@@ -2641,13 +2991,13 @@ mod tests {
             let rt = resource_type("User").unwrap();
             let mut res = enterprise_user();
             for &i in &prefix {
-                let ops = parse_request(&json!({"Operations": [pool[i % pool.len()].clone()]})).unwrap();
-                let _ = apply(rt, &mut res, &ops);
+                let ops = parse_request(&json!({"Operations": [pool[i % pool.len()].clone()]}), E).unwrap();
+                let _ = apply(rt, &mut res, &ops, E);
             }
-            let ops = parse_request(&json!({"Operations": [pool[pick % pool.len()].clone()]})).unwrap();
-            if apply(rt, &mut res, &ops).is_ok() {
+            let ops = parse_request(&json!({"Operations": [pool[pick % pool.len()].clone()]}), E).unwrap();
+            if apply(rt, &mut res, &ops, E).is_ok() {
                 let once = res.clone();
-                let again = apply(rt, &mut res, &ops);
+                let again = apply(rt, &mut res, &ops, E);
                 prop_assert!(again.is_ok(), "{:?}", again.err().map(|e| e.detail));
                 prop_assert_eq!(&res, &once, "{}", pool[pick % pool.len()]);
                 prop_assert!(again.unwrap_or_default().is_empty());
@@ -2658,8 +3008,8 @@ mod tests {
         fn arbitrary_bodies_never_panic(body in arb_json(), ext in any::<bool>()) {
             let mut res = if ext { enterprise_user() } else { user() };
             let before = res.to_string();
-            if let Ok(ops) = parse_request(&body)
-                && apply(resource_type("User").unwrap(), &mut res, &ops).is_err()
+            if let Ok(ops) = parse_request(&body, E)
+                && apply(resource_type("User").unwrap(), &mut res, &ops, E).is_err()
             {
                 prop_assert_eq!(res.to_string(), before);
             }

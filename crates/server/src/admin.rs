@@ -28,7 +28,7 @@ use crate::extract::ApiJson;
 pub fn router() -> Router<AppState> {
     let routes = Router::new()
         .route("/directories", get(list_directories).post(create_directory))
-        .route("/directories/{d}", get(get_directory))
+        .route("/directories/{d}", get(get_directory).delete(delete_directory))
         .route("/directories/{d}/trusts", get(list_trusts).post(create_trust))
         .route("/directories/{d}/trusts/{t}", get(get_trust).delete(delete_trust))
         .route("/directories/{d}/trusts/{t}/suspend", post(suspend_trust))
@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{name}/revoke", post(revoke_token))
         .route("/audit", get(audit_page))
         .route("/audit/verify", get(audit_verify))
+        .merge(crate::audit_api::routes())
         .merge(crate::rotation_api::routes())
         .merge(crate::sync_api::routes());
     #[cfg(feature = "test-hooks")]
@@ -290,9 +291,36 @@ async fn list_directories(a: Admin, State(s): State<AppState>) -> Result<Json<Va
     .await
 }
 
+/// A directory and what it holds (counts of trusts, users, groups, targets).
 async fn get_directory(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
     let st = &s.store;
-    a.read(st, Need::Read, "directory.show", Target::dir(&d), async { Ok(dir_json(&st.directory(&d).await?)) }).await
+    a.read(st, Need::Read, "directory.show", Target::dir(&d), async {
+        let (dir, contents) = st.directory_contents(&d).await?;
+        let mut v = dir_json(&dir);
+        if let (Value::Object(o), Value::Object(c)) = (&mut v, json!(contents)) {
+            o.extend(c);
+        }
+        Ok(v)
+    })
+    .await
+}
+
+/// Deletes a directory: 409 `directory_not_empty` while it holds anything, unless
+/// `?force=true`. Answers what was deleted.
+async fn delete_directory(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+    q: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    let deleted = a
+        .change(st, Need::Administer, "directory.delete", Target::dir(&d), async {
+            let force = force_query(q)?;
+            Ok(st.delete_directory(&a.actor(), &d, force).await?)
+        })
+        .await?;
+    Ok(Json(json!({"directory": d, "deleted": deleted})))
 }
 
 // ---- trusts ----
@@ -573,24 +601,41 @@ async fn rotate_key(
     Ok(Json(out))
 }
 
+/// `?force=true`: what a refusal to protect the operator (a 409 with its own code) lets through.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ForceQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+fn force_query(q: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejection>) -> Result<bool, ApiError> {
+    q.map(|Query(q)| q.force).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// Refuses to revoke the last usable version without `?force=true` (409 `last_usable_key`);
+/// an expired version is left as it is (200, `"unchanged": true`).
 async fn revoke_key(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t, v)): Path<(String, String, String)>,
+    q: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let st = &s.store;
     let kv = a
         .change(st, Need::Operate, "key.revoke", Target::trust(&d, &t), async {
+            let force = force_query(q)?;
             let r = trust_ref(&d, &t)?;
             let v: i64 = v
                 .parse()
                 .ok()
                 .filter(|v| *v > 0)
                 .ok_or_else(|| ApiError::invalid_value("version must be a positive integer"))?;
-            Ok(st.revoke_key(&a.actor(), &r, v).await?)
+            Ok(st.revoke_version(&a.actor(), &r, v, force).await?)
         })
         .await?;
-    Ok(Json(json!({"trust": format!("{d}/{t}"), "key_version": key_json(&kv, st.now())})))
+    let unchanged = kv.state == fedkey_core::KeyState::Expired;
+    Ok(Json(json!({"trust": format!("{d}/{t}"), "key_version": key_json(&kv, st.now()), "unchanged": unchanged})))
 }
 
 // ---- admin tokens ----
@@ -664,7 +709,7 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
     s.as_deref()
         .map(|v| {
             Timestamp::parse_rfc3339(v).ok_or_else(|| {

@@ -21,10 +21,16 @@ pub fn limit(routes: Router<AppState>, limit: usize) -> Router<AppState> {
 }
 
 async fn refuse_declared(State(limit): State<usize>, mut req: Request, next: Next) -> Response {
+    refuse_declared_over(&mut req, limit);
+    next.run(req).await
+}
+
+/// Replaces the body of a request that declares more than `limit` bytes with one already
+/// over the limit (for routes that check this in a middleware of their own).
+pub fn refuse_declared_over(req: &mut Request, limit: usize) {
     if declared_over(req.headers(), limit) {
         *req.body_mut() = over_limit();
     }
-    next.run(req).await
 }
 
 /// Whether the request declares a body longer than `limit`.

@@ -79,6 +79,7 @@ impl From<StoreError> for ApiError {
             StoreError::Domain(d) => ApiError::invalid_value(d.to_string()),
             StoreError::Invalid(m) => ApiError::invalid_value(m),
             StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
+            StoreError::Refused { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             StoreError::PreconditionFailed(m) => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m)
             }

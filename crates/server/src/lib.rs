@@ -2,6 +2,8 @@
 //! health and metrics, served over plain HTTP on loopback or TLS (rustls).
 
 pub mod admin;
+pub mod audit_api;
+pub mod audit_stream;
 pub mod body_limit;
 mod conn;
 pub mod error;
@@ -41,7 +43,7 @@ pub fn router(state: AppState) -> Router {
     let admin_limit = from_fn_with_state(state.clone(), source_limit::admin);
     Router::new()
         .nest("/api/v1", admin::router().layer(admin_limit.clone()))
-        .nest("/scim/v2", scim::router().layer(from_fn_with_state(state.clone(), source_limit::scim)))
+        .nest("/scim/v2", scim::router(&state))
         .merge(health::router())
         .merge(metrics::router())
         .merge(rotation_api::unwrap_routes().layer(admin_limit))

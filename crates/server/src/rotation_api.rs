@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/directories/{d}/trusts/{t}/material/source", axum::routing::put(set_source).delete(remove_source))
         .route("/directories/{d}/trusts/{t}/material/approve", post(approve_material))
         .route("/directories/{d}/trusts/{t}/material/reject", post(reject_material))
+        .route("/health", get(health))
         .route("/health/trusts", get(trust_health))
 }
 
@@ -246,6 +247,17 @@ async fn remove_connector(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The whole health model (trusts, sync targets, connectors, outbox, audit log): what
+/// `fedkey doctor` prints. Any admin role (auditors included) may read it.
+async fn health(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let st = &s.store;
+    a.read(st, Need::Read, "health.read", Target::default(), async {
+        let report = fedkey_rotation::health::check(st).await?;
+        serde_json::to_value(report).map_err(|e| ApiError::bad_request(e.to_string()))
+    })
+    .await
 }
 
 async fn trust_health(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {

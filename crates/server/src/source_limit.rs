@@ -110,15 +110,11 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Middleware for the SCIM service: over the limit, a SCIM Error.
-pub async fn scim(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match limited(&s, &req, "scim") {
-        None => next.run(req).await,
-        Some(wait) => {
-            let e = ScimError::new(429, None, message(&s, wait));
-            with_retry_after(crate::scim::ScimResponse(e).into_response(), wait)
-        }
-    }
+/// For the SCIM service (its gate middleware): over the limit, the SCIM Error to answer.
+pub fn scim_refusal(s: &AppState, req: &Request) -> Option<Response> {
+    let wait = limited(s, req, "scim")?;
+    let e = ScimError::new(429, None, message(s, wait));
+    Some(with_retry_after(crate::scim::ScimResponse(e).into_response(), wait))
 }
 
 /// Middleware for the admin API and wrapped links: over the limit, the admin JSON error.

@@ -8,8 +8,28 @@ use fedkey_store::policy::Cidr;
 use crate::ratelimit::RateLimiter;
 use crate::source_limit::SourceLimiter;
 
+/// What every handler and middleware layer reads. axum clones the state for each layer and
+/// handler of every request, so it is one reference-counted pointer: a clone is one atomic
+/// increment, not a copy of every field (and of `public_url`'s string).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl From<AppParts> for AppState {
+    fn from(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     pub store: Arc<Store>,
     /// Set only with `--unsafe-test-clock`: lets an admin move the server's clock
     /// forward, for end-to-end tests of expiry. Never enable in production.

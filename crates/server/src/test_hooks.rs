@@ -73,6 +73,7 @@ async fn sync_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, A
     let (Some(_), Some(sync)) = (&s.test_clock, &s.sync) else { return Err(disabled("sync ticks")) };
     a.require(&s.store, Need::Administer, "test.sync.tick", &Target::default()).await?;
     let report = sync.tick().await?;
+    crate::metrics::invalidate().await;
     Ok(Json(json!({"report": report})))
 }
 

@@ -288,7 +288,9 @@ async fn run_writer(
                 gather(&mut rx, &mut batch, cfg.max_batch).await;
                 let mut jobs = std::mem::take(&mut batch);
                 metrics::histogram!("fedkey_audit_batch_size").record(jobs.len() as f64);
+                let started = std::time::Instant::now();
                 let result = commit_batch(&db, &install, clock.as_ref(), &mut jobs, &mut last_checkpoint, cfg.checkpoint_every, &mut touched).await;
+                metrics::histogram!("fedkey_audit_append_seconds").record(started.elapsed().as_secs_f64());
                 match result {
                     Ok(first_seq) => {
                         db.health.write_succeeded();

@@ -62,6 +62,20 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Every reason, for metrics label sets that exist from start-up.
+    pub const ALL: [AuthFailure; 10] = [
+        AuthFailure::Missing,
+        AuthFailure::Malformed,
+        AuthFailure::Unknown,
+        AuthFailure::WrongDirectory,
+        AuthFailure::NotInbound,
+        AuthFailure::TrustSuspended,
+        AuthFailure::Revoked,
+        AuthFailure::Expired,
+        AuthFailure::WrongKind,
+        AuthFailure::NotDelivered,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing_credentials",
@@ -319,6 +333,9 @@ impl Store {
         };
         let outcome = if result.is_ok() { "success" } else { "denied" };
         metrics::counter!("fedkey_key_authentications_total", "outcome" => outcome).increment(1);
+        if let Err(f) = &result {
+            metrics::counter!("fedkey_auth_failures_total", "api" => "scim", "reason" => f.as_str()).increment(1);
+        }
         let record = match result {
             Ok(()) => self.audit.submit(ev, touch).await?,
             Err(_) => self.record_auth_failure(ev).await?.map_or_else(Pending::summarized, Pending::durable),
@@ -380,6 +397,7 @@ impl Store {
                 let _ = &p.id;
             }
             Err(f) => {
+                metrics::counter!("fedkey_auth_failures_total", "api" => "admin", "reason" => f.as_str()).increment(1);
                 let mut d = json!({"reason": f.as_str()});
                 if let Some(p) = presented {
                     d["presented"] = json!(self.install.fingerprint(p.as_bytes()));

@@ -96,6 +96,7 @@ impl Backend {
                 (14, include_str!("../migrations/sqlite/0014_leak_response.sql")),
                 (15, include_str!("../migrations/sqlite/0015_overlap_cap.sql")),
                 (17, include_str!("../migrations/sqlite/0017_notifications.sql")),
+                (18, include_str!("../migrations/sqlite/0018_audit_sinks.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -113,6 +114,7 @@ impl Backend {
                 (14, include_str!("../migrations/postgres/0014_leak_response.sql")),
                 (15, include_str!("../migrations/postgres/0015_overlap_cap.sql")),
                 (17, include_str!("../migrations/postgres/0017_notifications.sql")),
+                (18, include_str!("../migrations/postgres/0018_audit_sinks.sql")),
             ],
         }
     }

@@ -14,6 +14,11 @@ pub enum StoreError {
     /// The request is valid but the object is not in a state that allows it.
     #[error("{0}")]
     InvalidState(String),
+    /// A request refused to protect the operator from its consequences; `code` is the
+    /// stable reason (e.g. `last_usable_key`, `directory_not_empty`), and a flag such as
+    /// `force` overrides it.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// A version precondition (`If-Match`) did not hold.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),

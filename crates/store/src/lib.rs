@@ -6,6 +6,7 @@
 //! real dialect differences live in [`db::Backend`].
 
 pub mod audit;
+pub mod audit_sinks;
 pub mod auth;
 pub mod auth_failures;
 pub mod db;

@@ -252,8 +252,11 @@ on_both_backends!(
     connection_settings_reach_every_session,
     failed_authentications_are_summarized_per_window,
     notifications_are_claimed_once_across_nodes,
+    audit_sink_leases_exclude_other_nodes,
 );
 
+#[path = "store/audit_sinks.rs"]
+mod audit_sinks;
 #[path = "store/connections.rs"]
 mod connections;
 
@@ -432,6 +435,7 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
     pub use super::notify::notifications_are_claimed_once_across_nodes;

@@ -287,7 +287,8 @@ pub fn deactivate() -> PatchOp {
 pub fn replacement_body(rt: &ResourceTypeDef, remote: &Value, ops: &[PatchOp]) -> Result<Value, ScimError> {
     let mut body = remote.clone();
     if !ops.is_empty() {
-        fedkey_scim::patch::apply(rt, &mut body, ops)?;
+        // fedkey's own operations: RFC 7644 requests, read as such.
+        fedkey_scim::patch::apply(rt, &mut body, ops, &fedkey_scim::Profile::RFC)?;
     }
     if let Some(o) = body.as_object_mut() {
         o.remove("meta");
@@ -448,7 +449,7 @@ mod tests {
         // Applying them with the SCIM PATCH engine gives the desired managed attributes
         // and keeps the target's own `nickName`.
         let mut after = remote.clone();
-        patch::apply(&schema::RESOURCE_TYPES[0], &mut after, &ops).unwrap();
+        patch::apply(&schema::RESOURCE_TYPES[0], &mut after, &ops, &fedkey_scim::Profile::RFC).unwrap();
         assert_eq!(user_patch(&after, &desired, &m), vec![]);
         assert_eq!(after["nickName"], "keep");
         assert_eq!(after["name"], json!({"givenName": "Robert", "familyName": "Smith"}));
@@ -476,9 +477,9 @@ mod tests {
         );
         assert!(group_members_patch(&s(&["a", "b"]), &s(&["b", "a"])).is_empty());
         // The serialised body parses back and applies to a group.
-        let parsed = patch::parse_request(&patch_request(&ops)).unwrap();
+        let parsed = patch::parse_request(&patch_request(&ops), &fedkey_scim::Profile::RFC).unwrap();
         let mut g = json!({"displayName": "G", "members": [{"value": "u1"}, {"value": "u2"}, {"value": "we\"ird"}]});
-        patch::apply(&schema::RESOURCE_TYPES[1], &mut g, &parsed).unwrap();
+        patch::apply(&schema::RESOURCE_TYPES[1], &mut g, &parsed, &fedkey_scim::Profile::RFC).unwrap();
         let ids: Vec<&str> = g["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
         assert_eq!(ids, ["u2", "u3", "u4"]);
     }
@@ -538,9 +539,9 @@ mod tests {
             let body = patch_request(&ops);
             let mut after = remote.clone();
             if !ops.is_empty() {
-                let parsed = patch::parse_request(&body).unwrap();
+                let parsed = patch::parse_request(&body, &fedkey_scim::Profile::RFC).unwrap();
                 prop_assert_eq!(&parsed, &ops);
-                patch::apply(&schema::RESOURCE_TYPES[0], &mut after, &parsed).unwrap();
+                patch::apply(&schema::RESOURCE_TYPES[0], &mut after, &parsed, &fedkey_scim::Profile::RFC).unwrap();
             }
             prop_assert_eq!(user_patch(&after, &desired, &m), vec![]);
             prop_assert_eq!(after.get("nickName"), remote.get("nickName"));

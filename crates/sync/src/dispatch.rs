@@ -114,6 +114,18 @@ pub struct Dispatcher {
 /// How one delivery went.
 type Outcome = Result<Delivered, Failure>;
 
+/// What a batch's results mean for its target.
+struct Outcomes {
+    /// An outage message (counts for the circuit breaker).
+    outage: Option<String>,
+    /// The target refused our credentials (401).
+    refused: Option<String>,
+    /// The longest `Retry-After` of a 429.
+    pause: Option<Duration>,
+    /// At least one delivery succeeded.
+    ok: bool,
+}
+
 /// Why a delivery failed.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -303,7 +315,7 @@ impl Dispatcher {
                 .collect(),
         };
         let recorded = self.record_outcomes(t, &batch, results, report).await;
-        let (outage, pause, ok) = match recorded {
+        let Outcomes { outage, refused, pause, ok } = match recorded {
             Ok(r) => r,
             Err(e) => {
                 // A store error part way: give back the leases of the rows not recorded, so
@@ -338,6 +350,13 @@ impl Dispatcher {
                 .await?;
             return Ok(false);
         }
+        if let Some(msg) = refused.filter(|_| !ok) {
+            // The target refused our credentials: no outage (the circuit stays closed), but
+            // the target is failing until a delivery succeeds; `sync status` and the health
+            // model say so, with the error.
+            self.store.sync_target_outcome(&t.trust_id, Some(&msg), None).await?;
+            return Ok(false);
+        }
         if ok && (t.consecutive_failures > 0 || t.circuit_open_until.is_some()) {
             self.store.sync_target_outcome(&t.trust_id, None, None).await?;
         }
@@ -353,9 +372,10 @@ impl Dispatcher {
         batch: &[SyncWork],
         results: Vec<Result<Delivered, Failure>>,
         report: &mut TickReport,
-    ) -> Result<(Option<String>, Option<Duration>, bool), StoreError> {
+    ) -> Result<Outcomes, StoreError> {
         let actor = actor();
         let mut outage: Option<String> = None;
+        let mut refused: Option<String> = None;
         let mut pause: Option<Duration> = None;
         let mut ok = false;
         let mut delivered: Vec<(&SyncWork, Delivered)> = Vec::new();
@@ -369,6 +389,7 @@ impl Dispatcher {
                 Err(f) => {
                     if f.unauthorized {
                         self.clients.lock().await.remove(&t.trust_id);
+                        refused = Some(f.message.clone());
                     }
                     if f.outage {
                         outage = Some(f.message.clone());
@@ -388,6 +409,22 @@ impl Dispatcher {
                             report.dead_letters += 1;
                             let d = dead.get_or_insert_with(|| (0, f.message.clone()));
                             d.0 += 1;
+                            // An operator must act: a change (perhaps a leaver's
+                            // deprovisioning) will not arrive until the row is retried.
+                            tracing::warn!(
+                                target = %t.trust,
+                                url = %t.base_url,
+                                resource_type = %w.resource_type,
+                                resource = %w.display.as_deref().unwrap_or(&w.resource_id),
+                                resource_id = %w.resource_id,
+                                attempts = attempt,
+                                cause = %f.message,
+                                "sync dead letter: {} {} will not be delivered to {}: {}",
+                                w.resource_type,
+                                w.display.as_deref().unwrap_or(&w.resource_id),
+                                t.trust,
+                                f.message
+                            );
                         }
                     }
                 }
@@ -404,7 +441,7 @@ impl Dispatcher {
             let recorded = self.store.finish_sync_many(&actor, &self.cfg.node_id, &rows).await?;
             report.delivered += recorded.iter().filter(|r| **r).count();
         }
-        Ok((outage, pause, ok))
+        Ok(Outcomes { outage, refused, pause, ok })
     }
 
     /// Delivers a claimed batch, one request (or request sequence) per lease at once: the

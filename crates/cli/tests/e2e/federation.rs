@@ -11,14 +11,14 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method as M;
 
-struct IdpKey {
+pub(crate) struct IdpKey {
     kid: String,
     encoding: EncodingKey,
-    jwk: Value,
+    pub(crate) jwk: Value,
 }
 
 impl IdpKey {
-    fn new(kid: &str) -> IdpKey {
+    pub(crate) fn new(kid: &str) -> IdpKey {
         let pair = Ed25519KeyPair::generate().unwrap();
         let pkcs8 = pair.to_pkcs8().unwrap();
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());

@@ -183,7 +183,7 @@ async fn junk_key_flood_keeps_audit_growth_bounded() {
         let pid = s.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         assert!(s.child.wait().unwrap().success());
-        let out = s.cli(&["audit", "export", "--action", "auth.failure_summary"]);
+        let out = s.cli(&["audit", "export", "--offline", "--action", "auth.failure_summary"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let lines: Vec<Value> =
             String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();

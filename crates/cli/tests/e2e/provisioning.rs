@@ -406,11 +406,13 @@ fn fake_handle(
                         s.next += 1;
                         cur["meta"] = json!({"version": format!("W/\"{}\"", s.next)});
                     }
-                    let ops = match fedkey_scim::patch::parse_request(&serde_json::from_str(body).unwrap()) {
+                    // A strict target: fedkey's own requests follow RFC 7644.
+                    let rfc = fedkey_scim::Profile::RFC;
+                    let ops = match fedkey_scim::patch::parse_request(&serde_json::from_str(body).unwrap(), &rfc) {
                         Ok(o) => o,
                         Err(e) => return scim_error(400, Some("invalidSyntax"), &e.detail),
                     };
-                    if let Err(e) = fedkey_scim::patch::apply(rt, cur, &ops) {
+                    if let Err(e) = fedkey_scim::patch::apply(rt, cur, &ops, &rfc) {
                         return scim_error(400, Some("invalidValue"), &e.detail);
                     }
                     scim_json(200, cur.clone())

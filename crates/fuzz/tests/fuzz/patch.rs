@@ -4,6 +4,7 @@
 //! the resource as it was; a successful one leaves a resource that normalises to itself
 //! (it would validate as a replace body) and still has its required attribute.
 
+use fedkey_scim::Profile;
 use fedkey_scim::patch::{apply, parse_request};
 use fedkey_scim::resource::normalize;
 use fedkey_scim::schema::{ENTERPRISE_USER, resource_type};
@@ -175,25 +176,28 @@ fn fuzz_patch_engine() {
     check("patch", (0..start.len(), body()), |(which, body)| {
         let (rt_name, original) = &start[which];
         let rt = resource_type(rt_name).unwrap();
-        let Ok(ops) = parse_request(&body) else { return Ok(()) };
-        let mut res = original.clone();
-        match apply(rt, &mut res, &ops) {
-            Err(e) => {
-                prop_assert_eq!(&res, original, "failed ({}) yet changed the resource", e.detail);
-                prop_assert!(e.status_code() == 400, "status {}", e.status);
-            }
-            Ok(_) => {
-                let required = if *rt_name == "User" { "userName" } else { "displayName" };
-                prop_assert!(res.get(required).is_some(), "{} is gone: {}", required, res);
-                let compared = without_managed(&res);
-                let normal = normalize(rt, &compared);
-                prop_assert!(
-                    normal.is_ok(),
-                    "result does not validate ({:?}): {}",
-                    normal.err().map(|e| e.detail),
-                    res
-                );
-                prop_assert_eq!(normal.ok(), Some(compared), "result is not in normal form");
+        // Under the strict profile and the widest one (which accepts the most requests).
+        for profile in [Profile::RFC, Profile::ENTRA] {
+            let Ok(ops) = parse_request(&body, &profile) else { continue };
+            let mut res = original.clone();
+            match apply(rt, &mut res, &ops, &profile) {
+                Err(e) => {
+                    prop_assert_eq!(&res, original, "failed ({}) yet changed the resource", e.detail);
+                    prop_assert!(e.status_code() == 400, "status {}", e.status);
+                }
+                Ok(_) => {
+                    let required = if *rt_name == "User" { "userName" } else { "displayName" };
+                    prop_assert!(res.get(required).is_some(), "{} is gone: {}", required, res);
+                    let compared = without_managed(&res);
+                    let normal = normalize(rt, &compared);
+                    prop_assert!(
+                        normal.is_ok(),
+                        "result does not validate ({:?}): {}",
+                        normal.err().map(|e| e.detail),
+                        res
+                    );
+                    prop_assert_eq!(normal.ok(), Some(compared), "result is not in normal form");
+                }
             }
         }
         Ok(())

@@ -33,7 +33,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
     };
     let (_, _, key) = store.create_trust(&actor, trust).await.unwrap();
     let key = key.unwrap().expose().to_owned();
-    let state = AppState {
+    let state = AppState::from(fedkey_server::state::AppParts {
         store: Arc::new(store),
         test_clock: None,
         scheme: "http",
@@ -48,7 +48,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         egress: fedkey_egress::Egress::strict().unwrap(),
         leaks: Default::default(),
         metrics_token: None,
-    };
+    });
     (state, key)
 }
 

@@ -38,7 +38,7 @@ pub const SCIM_BODY_LIMIT: usize = 1024 * 1024;
 /// Largest page (`count`) and the default one.
 pub const MAX_RESULTS: usize = 200;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
         .route("/{directory}/ServiceProviderConfig", get(discovery::spc))
         .route("/{directory}/ResourceTypes", get(discovery::resource_types))
@@ -67,7 +67,26 @@ pub fn router() -> Router<AppState> {
         )
         .fallback(unknown)
         .method_not_allowed_fallback(method_not_allowed);
-    crate::body_limit::limit(routes, SCIM_BODY_LIMIT).layer(axum::middleware::from_fn(answer_when_audited))
+    routes
+        .layer(axum::extract::DefaultBodyLimit::max(SCIM_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
+}
+
+/// Every SCIM request passes here first, in one middleware because each layer costs
+/// allocations on every request: the per-source limit before anything else (no key lookup,
+/// no audit record when it refuses), a body declared longer than the limit refused before
+/// any of it is read ([`crate::body_limit`]), and the answer held until the request's
+/// access record is durable ([`AccessRecord`]).
+async fn gate(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(refused) = crate::source_limit::scim_refusal(&s, &req) {
+        return refused;
+    }
+    crate::body_limit::refuse_declared_over(&mut req, SCIM_BODY_LIMIT);
+    answer_when_audited(req, next).await
 }
 
 /// The authentication record of one SCIM request, on its way to the audit log while the

@@ -20,7 +20,7 @@ use fedkey_core::Scope;
 use fedkey_scim::filter::AttrPath;
 use fedkey_scim::resource::{normalize, parse_attr_list, schemas_of};
 use fedkey_scim::schema::{self, ResourceTypeDef};
-use fedkey_scim::{ScimError, ScimType, patch};
+use fedkey_scim::{Profile, ScimError, ScimType, patch};
 use fedkey_store::scim::{Known, ResourceWrite, StoredResource};
 use fedkey_store::{Directory, StoreError};
 use serde_json::{Map, Value, json};
@@ -325,7 +325,10 @@ pub async fn replace_core(
 }
 
 /// PATCH: applies a PatchOp body to resource `id` if its version is one `pre` allows
-/// (without a condition a lost race is retried).
+/// (without a condition a lost race is retried), under the compatibility profile of the
+/// trust's peer kind. A PATCH that changes nothing writes nothing (RFC 7644 §3.5.2.1: no
+/// new version, no new `lastModified`, no outbox entry) and answers the resource as it is;
+/// its access record is written like any request's.
 pub async fn patch_core(
     s: &AppState,
     ctx: &Ctx,
@@ -336,7 +339,8 @@ pub async fn patch_core(
 ) -> Result<(&'static ResourceTypeDef, StoredResource)> {
     let (rt, _, write) = kind(rt_name);
     ctx.require(s, write, &format!("modify a {}", rt.id)).await?;
-    let ops = patch::parse_request(body)?;
+    let profile = Profile::named(ctx.principal.peer_kind.as_str());
+    let ops = patch::parse_request(body, &profile)?;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -345,13 +349,16 @@ pub async fn patch_core(
             return Err(precondition(rt, &current));
         }
         let mut doc = patch_document(rt, &current);
-        let changed = patch::apply(rt, &mut doc, &ops)?;
-        if changed.is_empty() {
+        if patch::apply(rt, &mut doc, &ops, &profile)?.is_empty() {
             return Ok((rt, current));
         }
+        // What is stored may still be the same (a member given without the `display` or
+        // `type` the engine saw): `prepare` compares what would be written.
         let mut w = prepare(s, rt, doc, Some(&current))?;
+        if w.changed.is_empty() {
+            return Ok((rt, current));
+        }
         super::policy::check_group_write(s, ctx, Some(&current), &w).await?;
-        w.changed = changed;
         let version = current.version;
         w.known = known(current);
         let dir = directory_to_write(s, ctx).await?;

@@ -50,6 +50,68 @@ impl Store {
         Ok(d)
     }
 
+    /// What a directory holds: trusts, SCIM users and groups, provisioning targets.
+    pub async fn directory_contents(&self, name: &str) -> Result<(Directory, DirectoryContents), StoreError> {
+        let d = self.directory(name).await?;
+        let mut conn = self.db.pool().acquire().await?;
+        let c = contents(&mut conn, &d.id).await?;
+        Ok((d, c))
+    }
+
+    /// Deletes a directory. Unless `force`, refuses (`directory_not_empty`) while it holds
+    /// anything; with `force`, its trusts (with their keys, connectors, targets and
+    /// material), users, groups and pending deliveries go with it in one transaction. The
+    /// audit record keeps what was deleted; the audit log keeps the history.
+    pub async fn delete_directory(
+        &self,
+        actor: &Actor,
+        name: &str,
+        force: bool,
+    ) -> Result<DirectoryContents, StoreError> {
+        names::validate(name)?;
+        let mut tx = self.db.begin().await?;
+        // On PostgreSQL the row lock waits out writers that reference the directory (their
+        // foreign-key check takes a share lock) and holds off new ones; SQLite's write
+        // transaction is already exclusive.
+        let lock = if self.db.backend == crate::Backend::Postgres { " FOR UPDATE" } else { "" };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, name, created_at, created_by FROM directories WHERE name = $1{lock}"
+        )))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
+        let d = directory_from_row(&row)?;
+        let c = contents(&mut tx, &d.id).await?;
+        if !force && !c.is_empty() {
+            return Err(StoreError::Refused {
+                code: "directory_not_empty",
+                message: format!(
+                    "directory {name:?} is not empty ({} trusts, {} users, {} groups, {} targets): \
+                     delete them first, or delete with force (`fedkey directory delete --force`)",
+                    c.trusts, c.users, c.groups, c.targets
+                ),
+            });
+        }
+        for table in
+            ["scim_values", "scim_members", "scim_resources", "sync_work", "sync_outbox", "sync_targets", "trusts"]
+        {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE directory_id = $1")))
+                .bind(d.id.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM directories WHERE id = $1").bind(d.id.clone()).execute(&mut *tx).await?;
+        let ev = self
+            .event(actor, "directory.delete", Outcome::Success)
+            .directory(name)
+            .details(json!({"before": d, "force": force, "deleted": c}));
+        self.commit_with(tx, actor, ev).await?;
+        self.cached_directories().remove(name);
+        self.bump_generation();
+        Ok(c)
+    }
+
     fn cached_directories(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Directory>> {
         // A panic elsewhere cannot leave an entry half-written: insert and clear are whole.
         self.directories.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -65,5 +127,34 @@ fn directory_from_row(r: &AnyRow) -> Result<Directory, StoreError> {
         name: r.try_get("name")?,
         created_at: Timestamp(r.try_get("created_at")?),
         created_by: r.try_get("created_by")?,
+    })
+}
+
+/// Counts of what a directory holds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct DirectoryContents {
+    pub trusts: i64,
+    pub users: i64,
+    pub groups: i64,
+    pub targets: i64,
+}
+
+impl DirectoryContents {
+    pub fn is_empty(&self) -> bool {
+        self.trusts + self.users + self.groups + self.targets == 0
+    }
+}
+
+async fn contents(conn: &mut sqlx::AnyConnection, directory_id: &str) -> Result<DirectoryContents, StoreError> {
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(directory_id.to_owned());
+    Ok(DirectoryContents {
+        trusts: count("SELECT COUNT(*) FROM trusts WHERE directory_id = $1").fetch_one(&mut *conn).await?,
+        users: count("SELECT COUNT(*) FROM scim_resources WHERE directory_id = $1 AND resource_type = 'User'")
+            .fetch_one(&mut *conn)
+            .await?,
+        groups: count("SELECT COUNT(*) FROM scim_resources WHERE directory_id = $1 AND resource_type = 'Group'")
+            .fetch_one(&mut *conn)
+            .await?,
+        targets: count("SELECT COUNT(*) FROM sync_targets WHERE directory_id = $1").fetch_one(&mut *conn).await?,
     })
 }

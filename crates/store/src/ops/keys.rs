@@ -201,8 +201,22 @@ impl Store {
         Ok((kv, material.plaintext))
     }
 
-    /// Revokes one version immediately.
+    /// Revokes one version immediately, even the last usable one (a leak response).
     pub async fn revoke_key(&self, actor: &Actor, r: &TrustRef, version: i64) -> Result<KeyVersion, StoreError> {
+        self.revoke_version(actor, r, version, true).await
+    }
+
+    /// Revokes one version. Unless `force`, refuses (`last_usable_key`) when no other
+    /// version would be left to authenticate with: current, previous within its overlap,
+    /// or pending. A version that has already expired is left as it is: the call succeeds,
+    /// changes nothing and is audited with `"unchanged": "expired"`.
+    pub async fn revoke_version(
+        &self,
+        actor: &Actor,
+        r: &TrustRef,
+        version: i64,
+        force: bool,
+    ) -> Result<KeyVersion, StoreError> {
         let trust = self.trust(r).await?;
         let mut tx = self.db.begin().await?;
         let now = self.now();
@@ -211,14 +225,26 @@ impl Store {
             .iter()
             .find(|v| v.version == version)
             .ok_or_else(|| StoreError::NotFound(format!("key version {version} of {r}")))?;
+        let event = || self.event(actor, "key.revoke", Outcome::Success).directory(&r.directory).trust(&r.trust);
+        if v.state_at(now) == KeyState::Expired {
+            let ev = event().key_version(version).details(json!({"unchanged": "expired"}));
+            self.commit_with(tx, actor, ev).await?;
+            return Ok(KeyVersion { state: KeyState::Expired, ..v.clone() });
+        }
+        let usable =
+            |k: &KeyVersion| matches!(k.state_at(now), KeyState::Current | KeyState::Previous | KeyState::Pending);
+        if !force && usable(v) && !versions.iter().any(|k| k.version != version && usable(k)) {
+            return Err(StoreError::Refused {
+                code: "last_usable_key",
+                message: format!(
+                    "version {version} is the last usable key of {r}: revoking it locks the peer out. \
+                     Rotate first, or revoke with force (`fedkey key revoke --force`)"
+                ),
+            });
+        }
         let t = lifecycle::plan_revoke(&v.view(), now)?;
         self.apply_transition(&mut tx, &trust.id, &t, now).await?;
-        let ev = self
-            .event(actor, "key.revoke", Outcome::Success)
-            .directory(&r.directory)
-            .trust(&r.trust)
-            .key_version(version)
-            .details(json!({"transitions": transitions_json(&[t])}));
+        let ev = event().key_version(version).details(json!({"transitions": transitions_json(&[t]), "force": force}));
         self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
         Ok(KeyVersion { state: KeyState::Revoked, revoked_at: Some(now), ..v.clone() })

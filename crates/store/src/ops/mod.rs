@@ -2,6 +2,7 @@
 //! record: if the record cannot be written, the change does not happen.
 
 mod directories;
+mod health;
 mod keys;
 mod leaks;
 mod masterkey;
@@ -29,6 +30,8 @@ use crate::install::Install;
 use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
+pub use directories::DirectoryContents;
+pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;

@@ -617,6 +617,7 @@ impl Store {
             }));
         self.commit_with(tx, actor, ev).await?;
         metrics::counter!("fedkey_rotation_step_failures_total", "step" => rot.step.as_str()).increment(1);
+        metrics::counter!("fedkey_rotations_total", "result" => "failed").increment(1);
         Ok(attempts)
     }
 
@@ -676,6 +677,7 @@ impl Store {
         self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
         metrics::counter!("fedkey_rotations_finished_total", "kind" => rot.kind.as_str()).increment(1);
+        metrics::counter!("fedkey_rotations_total", "result" => "succeeded").increment(1);
         Ok(())
     }
 
@@ -718,6 +720,7 @@ impl Store {
             .details(json!({"rotation": id, "step": rot.step, "reason": reason, "transitions": transitions_json(&transitions)}));
         self.commit_with(tx, actor, ev).await?;
         self.bump_generation();
+        metrics::counter!("fedkey_rotations_total", "result" => "cancelled").increment(1);
         self.rotation_by_id(&id).await
     }
 

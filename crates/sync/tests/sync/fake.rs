@@ -392,12 +392,12 @@ fn resources(
                 "PATCH" if !g.config.patch => error(501, None, "PATCH is not supported"),
                 "PATCH" => {
                     let Ok(b) = json_body() else { return error(400, Some("invalidSyntax"), "not JSON") };
-                    let ops = match patch::parse_request(&b) {
+                    let ops = match patch::parse_request(&b, &fedkey_scim::Profile::RFC) {
                         Ok(o) => o,
                         Err(e) => return error(400, e.scim_type.map(|_| "invalidSyntax"), &e.detail),
                     };
                     let mut s = current.clone();
-                    if let Err(e) = patch::apply(rt, &mut s, &ops) {
+                    if let Err(e) = patch::apply(rt, &mut s, &ops, &fedkey_scim::Profile::RFC) {
                         return error(400, Some("invalidValue"), &e.detail);
                     }
                     bump_version(&mut s);

@@ -1,0 +1,13 @@
+-- Audit streaming: one row per configured sink. `seq` is the last record the sink
+-- acknowledged; the streamer sends the records after it, in order, then moves it. A lease
+-- lets one node at a time stream a sink.
+CREATE TABLE audit_sink_cursors (
+    sink TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL DEFAULT 0,
+    delivered_at INTEGER,
+    last_error TEXT,
+    last_error_at INTEGER,
+    failures INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until INTEGER
+);
