@@ -33,9 +33,7 @@ impl Client {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = reqwest::Url::parse(&format!("{}/api/v1{path}", self.base))
-            .map_err(|e| exit::config(format!("the server URL {:?} is not a URL ({e})", self.base)))?;
-        let mut req = self.egress.request(method, &url, UrlRules::LAB_HTTP)?.bearer_auth(&self.token);
+        let mut req = self.request(method, path)?;
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -51,13 +49,22 @@ impl Client {
             }
             return v.ok_or_else(|| self.not_fedkey(status));
         }
-        // Every fedkey error is `{"error": {"code", "message"}}`; anything else is another server.
-        let Some((code, msg)) =
-            v.as_ref().and_then(|v| Some((v["error"]["code"].as_str()?, v["error"]["message"].as_str()?)))
-        else {
-            return Err(self.not_fedkey(status));
-        };
-        anyhow::bail!("{msg} ({code}, HTTP {})", status.as_u16())
+        Err(self.api_error(status, v.as_ref()))
+    }
+
+    fn request(&self, method: Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+        let url = reqwest::Url::parse(&format!("{}/api/v1{path}", self.base))
+            .map_err(|e| exit::config(format!("the server URL {:?} is not a URL ({e})", self.base)))?;
+        Ok(self.egress.request(method, &url, UrlRules::LAB_HTTP)?.bearer_auth(&self.token))
+    }
+
+    /// The error of a failed call: every fedkey error is `{"error": {"code", "message"}}`;
+    /// anything else comes from another server.
+    fn api_error(&self, status: StatusCode, body: Option<&Value>) -> anyhow::Error {
+        match body.and_then(|v| Some((v["error"]["code"].as_str()?, v["error"]["message"].as_str()?))) {
+            Some((code, msg)) => anyhow::anyhow!("{msg} ({code}, HTTP {})", status.as_u16()),
+            None => self.not_fedkey(status),
+        }
     }
 
     fn not_fedkey(&self, status: StatusCode) -> anyhow::Error {
@@ -72,22 +79,14 @@ impl Client {
     /// A GET whose answer is read as it arrives (an audit export), waiting up to `timeout`
     /// for all of it. An error status is turned into the API's error message.
     pub async fn stream(&self, path: &str, timeout: Duration) -> anyhow::Result<reqwest::Response> {
-        let url = reqwest::Url::parse(&format!("{}/api/v1{path}", self.base))
-            .map_err(|e| exit::config(format!("the server URL {:?} is not a URL ({e})", self.base)))?;
-        let req = self.egress.request(Method::GET, &url, UrlRules::LAB_HTTP)?.bearer_auth(&self.token);
+        let req = self.request(Method::GET, path)?;
         let resp = self.egress.send(req, timeout).await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
         let text = fedkey_egress::read_text(resp, 64 * 1024, self.timeout).await.unwrap_or_default();
-        let v: Option<Value> = serde_json::from_str(&text).ok();
-        let Some((code, msg)) =
-            v.as_ref().and_then(|v| Some((v["error"]["code"].as_str()?, v["error"]["message"].as_str()?)))
-        else {
-            return Err(self.not_fedkey(status));
-        };
-        anyhow::bail!("{msg} ({code}, HTTP {})", status.as_u16())
+        Err(self.api_error(status, serde_json::from_str(&text).ok().as_ref()))
     }
 
     fn transport_error(&self, e: EgressError) -> anyhow::Error {

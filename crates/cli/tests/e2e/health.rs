@@ -61,7 +61,7 @@ fn documented_series() -> Vec<(String, String)> {
     out
 }
 
-async fn scrape(s: &Server) -> String {
+pub(crate) async fn scrape(s: &Server) -> String {
     let resp = reqwest::get(format!("{}/metrics", s.url)).await.unwrap();
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
@@ -70,7 +70,7 @@ async fn scrape(s: &Server) -> String {
 }
 
 /// The value of the sample `line_prefix` (name and labels exactly as rendered).
-fn sample(page: &str, line_prefix: &str) -> Option<f64> {
+pub(crate) fn sample(page: &str, line_prefix: &str) -> Option<f64> {
     page.lines().find_map(|l| l.strip_prefix(line_prefix)?.strip_prefix(' ')?.parse().ok())
 }
 

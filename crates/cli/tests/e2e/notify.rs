@@ -143,6 +143,9 @@ fn env_for<'a>(hook: &'a Receiver, smtp_port: &'a str) -> Vec<(&'a str, &'a str)
 
 // ---------------------------------------------------------------- tests
 
+/// Issue 17's first acceptance point in one run: after one dispatcher round against a target
+/// that answers 401, `doctor` exits non-zero naming the target, `/metrics` shows the dead
+/// letter, a signed notification reaches the webhook receiver and an email the SMTP sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_401_notifies_webhook_and_email() {
     for b in backends() {
@@ -161,6 +164,14 @@ async fn target_401_notifies_webhook_and_email() {
         // One dispatcher round: the 401 cannot be fixed by retrying, so it is a dead letter…
         let r = s.sync_tick().await;
         assert!(r["dead_letters"].as_u64().unwrap() >= 1, "{b:?}: {r}");
+        // …which `doctor` calls critical, naming the target, and `/metrics` counts…
+        let out = s.cli(&["doctor"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{b:?}: {text}");
+        assert!(text.contains("acme/app") && text.contains("sync_dead_letters"), "{b:?}: {text}");
+        let page = super::health::scrape(&s).await;
+        let dead = super::health::sample(&page, r#"fedkey_dead_letters{target="acme/app"}"#);
+        assert_eq!(dead, Some(1.0), "{b:?}:\n{page}");
         // …and the operator hears of it: a signed webhook…
         let seen = hook.wait_for("dead-letter notification", |body| body.contains("delivery_dead_lettered")).await;
         let (h, body) = seen.iter().find(|(_, b)| b.contains("delivery_dead_lettered")).unwrap();
