@@ -48,6 +48,8 @@ NORMALISE = [
     (re.compile(r"\b(fka|fkp)_[A-Za-z0-9_-]+"), lambda m: f"{m.group(1)}_…"),
     # RFC 3339 timestamps (their fraction has 0 to 9 digits: trailing zeros are dropped).
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"), lambda m: "YYYY-MM-DDThh:mm:ss.ffffffZ"),
+    # Tables show minutes only (`2026-12-07 21:34`).
+    (re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b"), lambda m: "YYYY-MM-DD hh:mm"),
     (re.compile(r"bootstrap-[0-9a-f]{8}"), lambda m: "bootstrap-XXXXXXXX"),
     # Install ids, then hashes and public keys (hex runs of 8 or more).
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), lambda m: "<uuid>"),
