@@ -108,6 +108,8 @@ pub struct AuditHealth {
     pub state: AuditState,
     /// Writes (and so audit records) go through.
     pub writable: bool,
+    /// The streaming sinks' cursors, lag and last errors (docs/audit.md, streaming).
+    pub sinks: Vec<fedkey_store::audit_sinks::SinkStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -468,7 +470,22 @@ async fn audit_findings(store: &Store, now: Timestamp, findings: &mut Vec<Findin
             "check the server log for `periodic audit checkpoint failed`".into(),
         );
     }
-    Ok(AuditHealth { state, writable })
+    let sinks = store.audit_sink_status().await?;
+    for sink in sinks.iter().filter(|k| k.failures > 0) {
+        push(
+            Severity::Warning,
+            "audit_sink_failing",
+            format!(
+                "audit sink {}: {} send(s) failed in a row, {} record(s) waiting; last error: {}",
+                sink.sink,
+                sink.failures,
+                sink.lag,
+                sink.last_error.as_deref().unwrap_or("-")
+            ),
+            "check the collector; records are kept and sent from the sink's cursor once it answers".into(),
+        );
+    }
+    Ok(AuditHealth { state, writable, sinks })
 }
 
 /// Trust material that is pending approval, expired, or not refreshed when due.

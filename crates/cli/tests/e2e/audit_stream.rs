@@ -256,12 +256,19 @@ async fn outage(b: Backend) {
     assert!(sink["last_error"].as_str().unwrap().contains("127.0.0.1"), "{status}");
     assert!(sink["lag"].as_i64().unwrap() >= 31, "{b:?}: what waits is visible: {status}");
     assert!(offline_export(&s).len() >= before + 31, "{b:?}: records kept committing");
+    // `doctor` warns about the sink (exit 1), naming it.
+    let out = s.cli(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{b:?}: {text}");
+    assert!(text.contains("audit_sink_failing") && text.contains("siem"), "{b:?}: {text}");
 
     // Back: everything arrives, in order, nothing lost.
     collector.start();
     wait_all_delivered(&s, got);
     let v = sink_status(&s).await;
     assert!(v["sinks"][0]["last_error"].is_null(), "{b:?}: the error clears on delivery: {v}");
+    let out = s.cli(&["doctor"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("audit_sink_failing"), "{b:?}: the warning clears");
     assert!(collector.connections.load(Ordering::SeqCst) >= 2, "{b:?}: a new connection after the outage");
     let out = s.cli(&["audit", "verify", "--offline"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
