@@ -157,16 +157,15 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
     for t in trusts.iter().filter(|t| t.status == TrustStatus::Active) {
         let r = fedkey_core::TrustRef { directory: t.directory.clone(), trust: t.name.clone() };
         let name = r.to_string();
-        let mut push = |severity, code, message: String, action: String| {
-            findings.push(Finding {
-                severity,
-                code,
-                scope: scope::TRUST,
-                object: name.clone(),
-                trust: name.clone(),
-                message: format!("trust {name}: {message}"),
-                action,
-            })
+        // A finding about this trust (the closure borrows only `name`, so `findings` stays free).
+        let finding = |severity, code, message: String, action: String| Finding {
+            severity,
+            code,
+            scope: scope::TRUST,
+            object: name.clone(),
+            trust: name.clone(),
+            message: format!("trust {name}: {message}"),
+            action,
         };
         let keys = store.list_keys(&r).await?;
         let current = keys.iter().filter(|k| k.state_at(now) == KeyState::Current).max_by_key(|k| k.version);
@@ -181,12 +180,12 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
             rotation_step: rotation.map(|x| x.step),
         };
         if current.is_none() {
-            push(
+            findings.push(finding(
                 Severity::Critical,
                 "no_current_key",
                 "no key version is current: the peer cannot authenticate".into(),
                 format!("rotate now: `fedkey key rotate {r}` (or `fedkey rotation start {r}` with a connector)"),
-            );
+            ));
         }
         for c in store.list_connectors(&r).await? {
             if c.last_failure_at.is_some() && c.last_failure_at > c.last_success_at {
@@ -213,21 +212,10 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
                 last_failure_at: c.last_failure_at,
             });
         }
-        let mut push = |severity, code, message: String, action: String| {
-            findings.push(Finding {
-                severity,
-                code,
-                scope: scope::TRUST,
-                object: name.clone(),
-                trust: name.clone(),
-                message: format!("trust {name}: {message}"),
-                action,
-            })
-        };
         if let Some(rot) = rotation
             && rot.attempts > 0
         {
-            push(
+            findings.push(finding(
                 Severity::Critical,
                 "rotation_failing",
                 format!(
@@ -238,11 +226,11 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
                     rot.last_error.clone().unwrap_or_default()
                 ),
                 format!("fix the cause, then `fedkey rotation retry {r}`; or `fedkey rotation cancel {r}`"),
-            );
+            ));
         } else if let Some(rot) = rotation
             && rot.next_attempt_at.saturating_add(STALL_AFTER) < now
         {
-            push(
+            findings.push(finding(
                 Severity::Warning,
                 "rotation_stalled",
                 format!(
@@ -252,7 +240,7 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
                     rot.next_attempt_at.to_rfc3339()
                 ),
                 "check that a node runs the rotation engine (`serve` logs, `engine_interval`)".into(),
-            );
+            ));
         }
         if let Some(rot) = rotation
             && rot.kind == RotationKind::Emergency
@@ -260,7 +248,7 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
         {
             // The old versions are revoked: until the new one reaches the peer, it cannot
             // authenticate at all.
-            push(
+            findings.push(finding(
                 Severity::Critical,
                 "emergency_rotation_undelivered",
                 format!(
@@ -270,8 +258,9 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
                 format!(
                     "the peer cannot authenticate until it has the new version: fix any failing connector, then `fedkey rotation retry {r}`"
                 ),
-            );
+            ));
         }
+        let mut push = |severity, code, message, action| findings.push(finding(severity, code, message, action));
         if has_source {
             row.material_fetched_at = material_findings(store, &r, now, &mut push).await?;
         }

@@ -166,7 +166,7 @@ async fn monitoring_files_reference_documented_series() {
 }
 
 /// A SCIM target that refuses every request with 401 (wrong credentials).
-async fn refusing_target() -> (String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn refusing_target() -> (String, tokio::task::JoinHandle<()>) {
     let app = axum::Router::new().fallback(|| async {
         (
             axum::http::StatusCode::UNAUTHORIZED,

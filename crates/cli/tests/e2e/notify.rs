@@ -104,23 +104,6 @@ impl SmtpSink {
     }
 }
 
-/// A SCIM target that refuses every request with 401 (its credentials were revoked).
-async fn refusing_target() -> (String, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new().fallback(|| async {
-        (
-            axum::http::StatusCode::UNAUTHORIZED,
-            [("content-type", "application/scim+json")],
-            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"401","detail":"invalid token"}"#,
-        )
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/scim/v2", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (url, task)
-}
-
 fn check_signed(r: &(axum::http::HeaderMap, String)) {
     let (h, body) = r;
     let ts: i64 = h[fedkey_connectors::webhook::TIMESTAMP_HEADER].to_str().unwrap().parse().unwrap();
@@ -151,7 +134,7 @@ async fn target_401_notifies_webhook_and_email() {
     for b in backends() {
         let hook = receiver(0, 200).await;
         let sink = smtp_sink().await;
-        let (target, _t) = refusing_target().await;
+        let (target, _t) = super::health::refusing_target().await;
         let port = sink.port.to_string();
         let s = Server::start_with(b, &[], &env_for(&hook, &port));
         let hr = directory_with_inbound(&s, "acme", "hr").await;
