@@ -108,7 +108,8 @@ mod tests {
         let a = super::ensure(dir.path()).unwrap();
         let ca = std::fs::read_to_string(&a.ca).unwrap();
         assert!(ca.starts_with("-----BEGIN CERTIFICATE-----\n"));
-        assert!(std::fs::read_to_string(&a.key).unwrap().contains("BEGIN PRIVATE KEY"));
+        use rustls_pki_types::pem::PemObject as _;
+        assert!(rustls_pki_types::PrivateKeyDer::from_pem_file(&a.key).is_ok(), "the key file holds a key");
         use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(&a.key).unwrap().permissions().mode() & 0o777, 0o600);
         let b = super::ensure(dir.path()).unwrap();

@@ -200,6 +200,22 @@ impl Drop for Server {
     }
 }
 
+/// Reads the child's stderr on a thread of its own (so the pipe never fills) into a
+/// buffer the test can read at any time.
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    stderr
+}
+
 /// Starts `fedkey serve` on an initialised data directory; returns once it listens.
 fn spawn_serve(
     data: &Path,
@@ -220,16 +236,7 @@ fn spawn_serve(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let sink = stderr.clone();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
+    let stderr = collect_stderr(&mut child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
         match lines.next() {
