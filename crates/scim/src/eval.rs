@@ -6,6 +6,9 @@
 //! `schemas` and `meta.*`), and every operator is checked against the attribute's type.
 //! All errors come from this step, so whether a filter is rejected never depends on the
 //! data it is run against; [`CompiledFilter::matches`] is then total and cannot fail.
+//! PATCH value paths (`emails[type eq "work"]`) compile their brackets alone with
+//! [`compile_value_filter`] and run them on one value at a time: the same code as the
+//! brackets of a list filter, so the two cannot disagree.
 //!
 //! Rules, where the RFC leaves room:
 //! - Strings compare by the attribute's `caseExact` (case folding is Unicode lower-case,
