@@ -57,6 +57,7 @@ impl Connector {
                     job_id,
                     graph_base_url,
                     login_base_url,
+                    auth,
                 },
                 ConnectorCredentials::Entra { client_secret },
             ) => {
@@ -80,6 +81,7 @@ impl Connector {
                     login,
                     client_secret,
                     egress,
+                    auth,
                 )))
             }
             (ConnectorSpec::Okta { org_url, app_id }, ConnectorCredentials::Okta { api_token }) => {

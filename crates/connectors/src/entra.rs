@@ -1,6 +1,9 @@
-//! Microsoft Entra ID: writes the provisioning secret of an enterprise app through Graph
+//! Microsoft Entra ID: writes the provisioning secrets of an enterprise app through Graph
 //! (`synchronization/secrets`) with an app-only token from the client-credentials grant.
+//! The secrets are either a bearer `SecretToken` or, with [`EntraAuth::OauthClientCredentials`],
+//! the OAuth client-credentials set with which Entra gets its tokens from fedkey.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use fedkey_core::clock::Timestamp;
@@ -15,11 +18,15 @@ use crate::delivery::{Delivery, Receipt, Validation};
 use crate::error::{ConnectorError, Redactor};
 use crate::http;
 use crate::kind::ConnectorKind;
+use crate::spec::EntraAuth;
 
 const KIND: ConnectorKind = ConnectorKind::Entra;
 /// Refresh this long before the token expires (capped at half its lifetime), so a token
 /// never expires between the check and Graph receiving the request.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// `AuthenticationType` for OAuth 2.0 client credentials, as Entra's provisioning
+/// configuration names that method.
+pub const OAUTH2_CLIENT_CREDENTIALS_GRANT: &str = "OAuth2ClientCredentialsGrant";
 
 pub struct EntraConnector {
     pub(crate) service_principal_id: String,
@@ -27,30 +34,58 @@ pub struct EntraConnector {
     pub(crate) graph: Url,
     pub(crate) egress: Egress,
     pub(crate) timeout: Duration,
+    auth: EntraAuth,
     /// Boxed: the cache is large next to the other connectors' fields.
     token: Box<TokenCache>,
 }
 
+/// One `synchronizationSecretKeyStringValuePair`.
 #[derive(Serialize)]
 struct KeyValue<'a> {
     key: &'static str,
-    value: &'a str,
+    value: Cow<'a, str>,
+}
+
+fn pair<'a>(key: &'static str, value: impl Into<Cow<'a, str>>) -> KeyValue<'a> {
+    KeyValue { key, value: value.into() }
 }
 
 #[derive(Serialize)]
 struct SecretsBody<'a> {
-    value: [KeyValue<'a>; 2],
+    value: Vec<KeyValue<'a>>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ValidateBody<'a> {
     use_saved_credentials: bool,
-    credentials: [KeyValue<'a>; 2],
+    credentials: Vec<KeyValue<'a>>,
 }
 
-fn credentials<'a>(d: &Delivery<'a>) -> [KeyValue<'a>; 2] {
-    [KeyValue { key: "BaseAddress", value: d.scim_base_url }, KeyValue { key: "SecretToken", value: d.key.expose() }]
+/// The synchronization secrets that point Entra at fedkey with the delivered key version.
+fn credentials<'a>(auth: EntraAuth, d: &Delivery<'a>) -> Result<Vec<KeyValue<'a>>, ConnectorError> {
+    let base = pair("BaseAddress", d.scim_base_url);
+    Ok(match auth {
+        EntraAuth::Bearer => vec![base, pair("SecretToken", d.key.expose())],
+        EntraAuth::OauthClientCredentials => {
+            let (Some(client_id), Some(token_url)) = (d.trust_name(), d.oauth_token_url()) else {
+                return Err(ConnectorError::config(
+                    KIND,
+                    format!(
+                        "cannot derive the OAuth client id and token URL of trust {:?} from its SCIM URL {}",
+                        d.trust, d.scim_base_url
+                    ),
+                ));
+            };
+            vec![
+                base,
+                pair("AuthenticationType", OAUTH2_CLIENT_CREDENTIALS_GRANT),
+                pair("ClientIdentifier", client_id),
+                pair("ClientSecret", d.key.expose()),
+                pair("Oauth2TokenExchangeUri", token_url),
+            ]
+        }
+    })
 }
 
 impl EntraConnector {
@@ -64,6 +99,7 @@ impl EntraConnector {
         login: Url,
         client_secret: Secret,
         egress: Egress,
+        auth: EntraAuth,
     ) -> Self {
         let creds = ClientCredentials {
             token_url: http::join(&login, &[&tenant_id, "oauth2", "v2.0", "token"]),
@@ -78,6 +114,7 @@ impl EntraConnector {
             graph,
             egress,
             timeout: http::DEFAULT_TIMEOUT,
+            auth,
             token: Box::new(TokenCache::new(creds, REFRESH_MARGIN)),
         }
     }
@@ -133,7 +170,7 @@ impl EntraConnector {
     }
 
     pub async fn deliver(&self, d: &Delivery<'_>, now: Timestamp) -> Result<Receipt, ConnectorError> {
-        let body = SecretsBody { value: credentials(d) };
+        let body = SecretsBody { value: credentials(self.auth, d)? };
         let url = self.service_principal_url(&["secrets"]);
         let http_status = self.graph_call(reqwest::Method::PUT, url, &body, d, now).await?;
         Ok(Receipt::Entra { http_status })
@@ -144,7 +181,7 @@ impl EntraConnector {
         let Some(job_id) = self.job_id.as_deref() else {
             return Ok(Validation::NotSupported);
         };
-        let body = ValidateBody { use_saved_credentials: false, credentials: credentials(d) };
+        let body = ValidateBody { use_saved_credentials: false, credentials: credentials(self.auth, d)? };
         let url = self.service_principal_url(&["jobs", job_id, "validateCredentials"]);
         self.graph_call(reqwest::Method::POST, url, &body, d, now).await?;
         Ok(Validation::Verified)

@@ -30,5 +30,5 @@ pub use error::ConnectorError;
 pub use file::DeliveryRoot;
 pub use http::{DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES};
 pub use kind::ConnectorKind;
-pub use spec::{ConnectorCredentials, ConnectorSpec, CredentialsError};
+pub use spec::{ConnectorCredentials, ConnectorSpec, CredentialsError, EntraAuth};
 pub use transit::TransitClient;

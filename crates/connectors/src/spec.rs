@@ -39,6 +39,9 @@ pub enum ConnectorSpec {
         graph_base_url: String,
         #[serde(default = "default_login")]
         login_base_url: String,
+        /// Which secret set Entra is given for reaching fedkey's SCIM endpoint.
+        #[serde(default, skip_serializing_if = "EntraAuth::is_bearer")]
+        auth: EntraAuth,
     },
     /// Okta: the default provisioning connection of an app.
     Okta { org_url: String, app_id: String },
@@ -55,6 +58,26 @@ pub enum ConnectorSpec {
     File { path: PathBuf },
     /// A signed HTTP POST to a receiver that stores the key itself.
     Webhook { url: String },
+}
+
+/// How Entra's provisioning service authenticates to fedkey, and so which of its
+/// synchronization secrets the connector writes with each key version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntraAuth {
+    /// `SecretToken`: the key version is the bearer token Entra presents.
+    #[default]
+    Bearer,
+    /// OAuth 2.0 client credentials: Entra sends the trust's name and the key version
+    /// (`ClientIdentifier`, `ClientSecret`) to fedkey's token endpoint for the directory
+    /// (`Oauth2TokenExchangeUri`) and provisions with the short-lived tokens it gets.
+    OauthClientCredentials,
+}
+
+impl EntraAuth {
+    pub fn is_bearer(&self) -> bool {
+        *self == EntraAuth::Bearer
+    }
 }
 
 impl ConnectorSpec {
@@ -181,7 +204,22 @@ mod tests {
                 job_id: None,
                 graph_base_url: DEFAULT_GRAPH_BASE_URL.into(),
                 login_base_url: DEFAULT_LOGIN_BASE_URL.into(),
+                auth: EntraAuth::Bearer,
             }
+        );
+        // The default is not written back, so stored specs keep their shape.
+        assert!(serde_json::to_value(&spec).unwrap().get("auth").is_none());
+        let oauth: ConnectorSpec = serde_json::from_str(
+            r#"{"kind":"entra","tenant_id":"t","client_id":"c","service_principal_id":"sp","auth":"oauth_client_credentials"}"#,
+        )
+        .unwrap();
+        assert!(matches!(oauth, ConnectorSpec::Entra { auth: EntraAuth::OauthClientCredentials, .. }));
+        assert_eq!(serde_json::to_value(&oauth).unwrap()["auth"], "oauth_client_credentials");
+        assert!(
+            serde_json::from_str::<ConnectorSpec>(
+                r#"{"kind":"entra","tenant_id":"t","client_id":"c","service_principal_id":"sp","auth":"basic"}"#
+            )
+            .is_err()
         );
         let bao: ConnectorSpec =
             serde_json::from_str(r#"{"kind":"openbao","address":"https://bao:8200","path":"fedkey/acme"}"#).unwrap();

@@ -6,6 +6,9 @@
 //! `schemas` and `meta.*`), and every operator is checked against the attribute's type.
 //! All errors come from this step, so whether a filter is rejected never depends on the
 //! data it is run against; [`CompiledFilter::matches`] is then total and cannot fail.
+//! PATCH value paths (`emails[type eq "work"]`) compile their brackets alone with
+//! [`compile_value_filter`] and run them on one value at a time: the same code as the
+//! brackets of a list filter, so the two cannot disagree.
 //!
 //! Rules, where the RFC leaves room:
 //! - Strings compare by the attribute's `caseExact` (case folding is Unicode lower-case,
@@ -61,7 +64,19 @@ pub fn matches(rt: &ResourceTypeDef, resource: &Value, filter: &Filter) -> Resul
 
 /// Resolves and type-checks `filter` against the resource type `rt`.
 pub fn compile(rt: &ResourceTypeDef, filter: &Filter) -> Result<CompiledFilter, ScimError> {
-    Ok(CompiledFilter { root: compile_node(rt, None, filter)? })
+    Ok(CompiledFilter { root: compile_node(Scope::Resource(rt), filter)? })
+}
+
+/// Resolves and type-checks the value filter of `attr[filter]` (as a PATCH path writes
+/// it, `emails[type eq "work"]`): its paths name sub-attributes of the complex attribute
+/// `attr`. The same compilation as the brackets of a list filter, so an element is
+/// selected by PATCH exactly when `attr[filter]` would match a resource holding only that
+/// element. Errors are 400 `invalidFilter`, as for list filters.
+pub fn compile_value_filter(attr: &'static AttributeDef, filter: &Filter) -> Result<ValueFilter, ScimError> {
+    if attr.ty != AttrType::Complex {
+        return Err(not_complex(attr.name));
+    }
+    Ok(ValueFilter { root: compile_node(Scope::Element(attr), filter)? })
 }
 
 /// A filter resolved against a resource type, ready to run against resources.
@@ -74,6 +89,21 @@ impl CompiledFilter {
     /// Whether `resource` matches. Never fails: malformed data simply does not match.
     pub fn matches(&self, resource: &Value) -> bool {
         self.root.eval(resource)
+    }
+}
+
+/// A value filter resolved against its complex attribute, ready to run against that
+/// attribute's values.
+#[derive(Debug, Clone)]
+pub struct ValueFilter {
+    root: Node,
+}
+
+impl ValueFilter {
+    /// Whether one value (element) of the attribute matches. Never fails; a value that is
+    /// not an object never matches, as inside the brackets of a list filter.
+    pub fn matches(&self, element: &Value) -> bool {
+        element_matches(&self.root, element)
     }
 }
 
@@ -220,6 +250,10 @@ fn invalid(detail: String) -> ScimError {
     ScimError::new(400, Some(ScimType::InvalidFilter), detail)
 }
 
+fn not_complex(path: impl std::fmt::Display) -> ScimError {
+    invalid(format!("\"{path}\" is not a complex attribute and cannot take a value filter"))
+}
+
 /// How to find an attribute's values in a context object (the resource, or one element
 /// of a value path).
 #[derive(Debug, Clone, Copy)]
@@ -308,45 +342,44 @@ enum Test {
     Never,
 }
 
-/// Compiles `filter`; `parent` is the complex attribute of an enclosing value path, whose
-/// sub-attributes the paths name.
-fn compile_node(
-    rt: &ResourceTypeDef,
-    parent: Option<&'static AttributeDef>,
-    filter: &Filter,
-) -> Result<Node, ScimError> {
+/// What the paths of a filter are relative to.
+#[derive(Clone, Copy)]
+enum Scope<'r> {
+    /// A resource: paths name its attributes.
+    Resource(&'r ResourceTypeDef),
+    /// One value of a complex attribute (inside `attr[…]`): paths name its sub-attributes.
+    Element(&'static AttributeDef),
+}
+
+fn compile_node(scope: Scope<'_>, filter: &Filter) -> Result<Node, ScimError> {
     Ok(match filter {
-        Filter::And(a, b) => Node::And(Box::new(compile_node(rt, parent, a)?), Box::new(compile_node(rt, parent, b)?)),
-        Filter::Or(a, b) => Node::Or(Box::new(compile_node(rt, parent, a)?), Box::new(compile_node(rt, parent, b)?)),
-        Filter::Not(a) => Node::Not(Box::new(compile_node(rt, parent, a)?)),
-        Filter::Present(path) => Node::Present(target(rt, parent, path)?.0),
+        Filter::And(a, b) => Node::And(Box::new(compile_node(scope, a)?), Box::new(compile_node(scope, b)?)),
+        Filter::Or(a, b) => Node::Or(Box::new(compile_node(scope, a)?), Box::new(compile_node(scope, b)?)),
+        Filter::Not(a) => Node::Not(Box::new(compile_node(scope, a)?)),
+        Filter::Present(path) => Node::Present(target(scope, path)?.0),
         Filter::Compare(path, op, value) => {
-            let (t, def) = target(rt, parent, path)?;
+            let (t, def) = target(scope, path)?;
             compare(path, t, def, *op, value)?
         }
         Filter::ValuePath(path, inner) => {
-            let (t, def) = target(rt, parent, path)?;
+            let (t, def) = target(scope, path)?;
             if path.sub.is_some() || def.ty != AttrType::Complex || t.sub.is_some() {
-                return Err(invalid(format!("\"{path}\" is not a complex attribute and cannot take a value filter")));
+                return Err(not_complex(path));
             }
-            Node::ValuePath(t, Box::new(compile_node(rt, Some(def), inner)?))
+            Node::ValuePath(t, Box::new(compile_node(Scope::Element(def), inner)?))
         }
     })
 }
 
 /// Where `path` lives and the definition it names.
-fn target(
-    rt: &ResourceTypeDef,
-    parent: Option<&'static AttributeDef>,
-    path: &AttrPath,
-) -> Result<(Target, &'static AttributeDef), ScimError> {
-    match parent {
-        None => {
+fn target(scope: Scope<'_>, path: &AttrPath) -> Result<(Target, &'static AttributeDef), ScimError> {
+    match scope {
+        Scope::Resource(rt) => {
             let (loc, sub) = locate(rt, path, ScimType::InvalidFilter)?;
             let t = Target { container: loc.container, attr: loc.attribute.name, sub: sub.map(|s| s.name) };
             Ok((t, sub.unwrap_or(loc.attribute)))
         }
-        Some(parent) => {
+        Scope::Element(parent) => {
             let def = match (&path.uri, &path.sub) {
                 (None, None) => parent.sub_attribute(&path.name),
                 _ => None,
@@ -454,9 +487,15 @@ impl Node {
             Node::Not(a) => !a.eval(ctx),
             Node::Present(t) => t.values(ctx).into_iter().any(is_present),
             Node::Any(t, test) => t.values(ctx).into_iter().any(|v| test.check(v)),
-            Node::ValuePath(t, inner) => t.values(ctx).into_iter().any(|el| el.is_object() && inner.eval(el)),
+            Node::ValuePath(t, inner) => t.values(ctx).into_iter().any(|el| element_matches(inner, el)),
         }
     }
+}
+
+/// One value of a complex attribute against the node compiled for its brackets: shared by
+/// list filters (`emails[…]`) and PATCH value paths, so both select the same values.
+fn element_matches(inner: &Node, element: &Value) -> bool {
+    element.is_object() && inner.eval(element)
 }
 
 /// Whether an ordering satisfies an ordering operator (`Eq`, `Gt`, `Ge`, `Lt`, `Le`).
@@ -1144,6 +1183,39 @@ mod tests {
             &json!({"emails": {"value": "a@b", "type": "work"}}),
             &[(r#"emails[type eq "work"].value eq "a@b""#, true)],
         );
+    }
+
+    #[test]
+    fn value_filters_run_against_one_value() {
+        let f = |attr: &'static AttributeDef, src: &str| compile_value_filter(attr, &parse(src).unwrap());
+        // dateTimes chronologically, across offsets and precisions.
+        let created =
+            f(&META, r#"created ge "2011-05-13T06:42:34+02:00" and created lt "2011-05-13T04:42:35Z""#).unwrap();
+        assert!(created.matches(&json!({"created": "2011-05-13T04:42:34.000Z"})));
+        assert!(!created.matches(&json!({"created": "2011-05-13T04:42:33Z"})));
+        // Strings by the sub-attribute's caseExact; a value that is not an object never matches.
+        let emails = crate::schema::schema(USER).unwrap().attribute("emails").unwrap();
+        let work = f(emails, r#"type eq "WORK" and not (primary eq false)"#).unwrap();
+        assert!(work.matches(&json!({"type": "work", "primary": "True"})));
+        assert!(work.matches(&json!({"Type": "Work"})));
+        assert!(!work.matches(&json!({"type": "work", "primary": false})));
+        assert!(!work.matches(&json!("work")));
+        let version = f(&META, r#"version eq "W/\"A\"""#).unwrap();
+        assert!(!version.matches(&json!({"version": "W/\"a\""})), "meta.version is case-exact");
+        // The same errors as inside the brackets of a list filter.
+        for (attr, src, needle) in [
+            (emails, r#"bogus eq "x""#, "unknown sub-attribute"),
+            (emails, "primary co true", "does not apply"),
+            (emails, r#"type[value eq "x"]"#, "not a complex attribute"),
+            (&META, "created eq 3 or created gt \"yesterday\"", "not an RFC 3339 date-time"),
+            (&ID, "value pr", "not a complex attribute"),
+        ] {
+            let e = f(attr, src).unwrap_err();
+            assert_eq!((e.status_code(), e.scim_type), (400, Some(ScimType::InvalidFilter)), "{src}");
+            assert!(e.detail.contains(needle), "{src}: {}", e.detail);
+            let whole = Filter::ValuePath(path(None, attr.name, None), Box::new(parse(src).unwrap()));
+            assert_eq!(compile(user_rt(), &whole).err().map(|e| e.detail), Some(e.detail), "{src}");
+        }
     }
 
     #[test]
