@@ -31,6 +31,7 @@ use crate::error::ApiError;
 
 mod catalog;
 mod gauges;
+mod request_series;
 
 pub use catalog::{LATENCY_BUCKETS, MAX_OBJECTS};
 
@@ -125,10 +126,7 @@ pub fn observe_request(method: &str, route: Option<&str>, status: u16, elapsed: 
     if route.is_some_and(|r| r.starts_with("/scim/")) {
         count_scim_request(method, status);
     }
-    let route = route.unwrap_or("unmatched").to_owned();
-    metrics::counter!("fedkey_http_requests_total", "method" => method.to_owned(), "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("fedkey_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+    request_series::observe(method, route.unwrap_or("unmatched"), status, elapsed);
 }
 
 /// The facade's part of the page.

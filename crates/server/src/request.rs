@@ -79,7 +79,15 @@ pub async fn request_context(State(s): State<AppState>, mut req: Request, next: 
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     crate::metrics::observe_request(method.as_str(), path.as_deref(), status, started.elapsed());
-    tracing::info!(request_id = %id, %method, route = path.as_deref().unwrap_or("-"), status, "request");
+    // One line per request only at debug: at info it would cost more than the rest of a
+    // `/healthz` answer, and what an operator needs per request is already in the audit log
+    // (every authenticated call and failure) and the metrics. Server errors stay visible.
+    let route = path.as_deref().unwrap_or("-");
+    if status >= 500 {
+        tracing::warn!(request_id = %id, %method, route, status, "request");
+    } else {
+        tracing::debug!(request_id = %id, %method, route, status, "request");
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID.clone(), v);
     }
