@@ -29,9 +29,9 @@ async fn connect(url: &str) -> Result<Db, StoreError> {
 }
 
 /// version → recorded checksum (`None`: not recorded).
-async fn recorded(db: &Db) -> BTreeMap<i64, Option<String>> {
+async fn recorded(pool: &sqlx::AnyPool) -> BTreeMap<i64, Option<String>> {
     sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version")
-        .fetch_all(db.pool())
+        .fetch_all(pool)
         .await
         .unwrap()
         .iter()
@@ -48,14 +48,14 @@ pub async fn migration_checksums_are_recorded_and_checked(kind: Kind) {
     let files = migration_files(kind);
     let db = connect(&t.url).await.unwrap();
     let all: BTreeMap<i64, Option<String>> = files.iter().map(|(v, c)| (*v, Some(c.clone()))).collect();
-    assert_eq!(recorded(&db).await, all, "a fresh install records every migration's checksum");
+    assert_eq!(recorded(db.pool()).await, all, "a fresh install records every migration's checksum");
 
     // Another build's migration 2 (its checksum differs), and migration 3 applied before
     // checksums were kept: refused, and nothing written (3 stays unrecorded).
     let forged = "ab".repeat(32);
     exec(&db, &format!("UPDATE schema_migrations SET checksum = '{forged}' WHERE version = 2")).await;
     exec(&db, "UPDATE schema_migrations SET checksum = NULL WHERE version = 3").await;
-    let before = recorded(&db).await;
+    let before = recorded(db.pool()).await;
     db.close().await;
     let err = connect(&t.url).await.expect_err("a changed migration is refused");
     let StoreError::MigrationChanged { version, recorded: r, expected } = &err else { panic!("{err:?}") };
@@ -65,7 +65,7 @@ pub async fn migration_checksums_are_recorded_and_checked(kind: Kind) {
         assert!(msg.contains(part), "{part:?} missing from: {msg}");
     }
     let probe = raw_pool(&t.url).await;
-    assert_eq!(recorded_on(&probe).await, before, "a refused start writes nothing");
+    assert_eq!(recorded(&probe).await, before, "a refused start writes nothing");
 
     // Restored: migration 3 gets this binary's checksum.
     sqlx::query(AssertSqlSafe(format!("UPDATE schema_migrations SET checksum = '{}' WHERE version = 2", files[&2])))
@@ -73,13 +73,13 @@ pub async fn migration_checksums_are_recorded_and_checked(kind: Kind) {
         .await
         .unwrap();
     let db = connect(&t.url).await.unwrap();
-    assert_eq!(recorded(&db).await, all);
+    assert_eq!(recorded(db.pool()).await, all);
     db.close().await;
 
     // A database from before checksums were kept (no column) is upgraded in place.
     sqlx::query("ALTER TABLE schema_migrations DROP COLUMN checksum").execute(&probe).await.unwrap();
     let db = connect(&t.url).await.unwrap();
-    assert_eq!(recorded(&db).await, all, "the upgrade records the binary's checksums");
+    assert_eq!(recorded(db.pool()).await, all, "the upgrade records the binary's checksums");
     db.close().await;
     // ...and checks them from then on.
     sqlx::query("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1").execute(&probe).await.unwrap();
@@ -93,21 +93,11 @@ async fn raw_pool(url: &str) -> sqlx::AnyPool {
     sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await.unwrap()
 }
 
-async fn recorded_on(pool: &sqlx::AnyPool) -> BTreeMap<i64, Option<String>> {
-    sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get::<i64, _>("version"), r.get::<Option<String>, _>("checksum")))
-        .collect()
-}
-
 // ------------------------------------------------------------------------- schema parity
 
 /// One table as both backends are compared: columns (normalised type, NOT NULL), primary
 /// key columns, and unique constraints and indexes (columns in order, partial or not).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Table {
     columns: BTreeMap<String, (String, bool)>,
     primary_key: Vec<String>,
@@ -257,6 +247,20 @@ async fn sqlite_and_postgres_migrate_to_the_same_schema() {
         .filter(|i| !diffs.iter().any(|d| (d.0.as_str(), d.1, d.2.as_str()) == (i.0, i.1, i.2)))
         .collect();
     assert!(stale.is_empty(), "listed as intended but no longer different: {stale:?}");
+
+    // The comparison notices what it is meant to: a type, a nullability, a unique index.
+    let mut changed = b.clone();
+    let tokens = changed.get_mut("admin_tokens").expect("admin_tokens on PostgreSQL");
+    let (col, _) =
+        tokens.columns.iter().find(|(_, (ty, _))| ty == "text").map(|(c, v)| (c.clone(), v.clone())).unwrap();
+    tokens.columns.insert(col.clone(), ("bytes".into(), true));
+    let first = tokens.unique.iter().next().cloned().expect("admin_tokens has unique columns");
+    tokens.unique.remove(&first);
+    let found: Vec<_> = schema_differences(&a, &changed).into_iter().map(|d| d.1).collect();
+    assert!(found.contains(&"column type") && found.contains(&"unique"), "{found:?}");
+    let mut nullable = b.clone();
+    nullable.get_mut("admin_tokens").unwrap().columns.get_mut(&col).unwrap().1 ^= true;
+    assert_eq!(schema_differences(&a, &nullable).len(), 1);
     lite.close().await;
     pg.close().await;
 }
