@@ -5,11 +5,11 @@
 //! made it. On PostgreSQL the same transaction also notifies channel `fedkey_auth`, which the
 //! server delivers to every listening node when, and only if, the change commits; each node
 //! keeps one connection listening and bumps its own generation on every other node's
-//! notification (its own changes it has already applied). So a
-//! revocation is refused on every node about one round trip after its commit, instead of
-//! after the cache TTL. The TTL stays as the fallback for the time a listener is
-//! disconnected: after it reconnects it bumps the generation, since it may have missed
-//! notifications. SQLite serves one node, which invalidates in-process.
+//! notification (its own changes it has already applied). So a revocation is refused on
+//! every node about one round trip after its commit, instead of after the cache TTL. The TTL
+//! stays as the fallback for the time a listener is disconnected: after it reconnects it
+//! bumps the generation, since it may have missed notifications. SQLite serves one node,
+//! which invalidates in-process.
 
 use std::str::FromStr;
 use std::sync::Arc;
