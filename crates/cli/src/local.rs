@@ -16,6 +16,15 @@ use fedkey_store::{Actor, Db, Store};
 use crate::config::Settings;
 use crate::output::Output;
 
+/// A database this binary must not run on (its migrations differ) is the operator's to
+/// resolve, like a wrong setting: a configuration error (exit 2).
+fn db_error(e: fedkey_store::StoreError) -> anyhow::Error {
+    match e {
+        e @ fedkey_store::StoreError::MigrationChanged { .. } => crate::exit::config(e),
+        e => e.into(),
+    }
+}
+
 /// Creates the data directory (mode 0700) when the database lives in it.
 pub fn ensure_data_dir(s: &Settings) -> anyhow::Result<()> {
     let d = &s.data_dir;
@@ -105,7 +114,7 @@ pub async fn open(s: &Settings) -> anyhow::Result<Opened> {
     let db_options = s.db_options().map_err(crate::exit::config)?;
     let cache_ttl = s.auth_cache_ttl().map_err(crate::exit::config)?;
     let auth_failures = s.failed_auth_policy().map_err(crate::exit::config)?;
-    let db = Db::connect_with(&s.database_url(), &db_options).await?;
+    let db = Db::connect_with(&s.database_url(), &db_options).await.map_err(db_error)?;
     restrict_sqlite_files(s);
     let keys = keyring_for(s, &db, true).await?;
     if let Keys::Transit(t) = &keys {
@@ -139,7 +148,7 @@ pub fn print_bootstrap(token: &Secret) {
 
 /// Offline verification of the audit chain and checkpoints.
 pub async fn audit_verify(s: &Settings, public_key_hex: Option<&str>, out: Output) -> anyhow::Result<bool> {
-    let db = Db::connect_existing(&s.database_url()).await?;
+    let db = Db::connect_existing(&s.database_url()).await.map_err(db_error)?;
     let (origin, public_key) = install_identity(s, &db, public_key_hex).await?;
     let pk = hex::encode(&public_key);
     match fedkey_store::audit::verify(&db, &origin, &public_key).await? {
@@ -206,7 +215,7 @@ pub async fn audit_export(
     mut out: Box<dyn std::io::Write + Send>,
 ) -> anyhow::Result<u64> {
     let csv = format == crate::audit_cli::ExportFormat::Csv;
-    let db = Db::connect_existing(&s.database_url()).await?;
+    let db = Db::connect_existing(&s.database_url()).await.map_err(db_error)?;
     let mut f = filter;
     let mut n = 0;
     if csv {
@@ -234,7 +243,7 @@ pub async fn audit_export(
 /// Adds a new active master key, re-wraps every DEK under it (one row per transaction;
 /// servers keep running and pick up the new keyring file), then retires the old keys.
 pub async fn master_key_rotate(s: &Settings, progress: bool, out: Output) -> anyhow::Result<()> {
-    let db = Db::connect_existing(&s.database_url()).await?;
+    let db = Db::connect_existing(&s.database_url()).await.map_err(db_error)?;
     let keys = keyring_for(s, &db, false).await?;
     let current = keys.keyring()?;
     let mut ring = Keyring::parse(&current.render())?;

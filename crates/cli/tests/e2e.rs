@@ -1645,6 +1645,8 @@ mod hostile;
 mod import;
 #[path = "e2e/leaks.rs"]
 mod leaks;
+#[path = "e2e/migrations.rs"]
+mod migrations;
 #[path = "e2e/notify.rs"]
 mod notify;
 #[path = "e2e/packaging.rs"]
@@ -1663,3 +1665,5 @@ mod rotation;
 mod scim_patch;
 #[path = "e2e/transit.rs"]
 mod transit;
+#[path = "e2e/twonode.rs"]
+mod twonode;

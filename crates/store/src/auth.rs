@@ -2,8 +2,9 @@
 //!
 //! The presented token is checked for shape, hashed (SHA-256) and looked up by that
 //! verifier — in a small in-process cache, then in the database. The cached entry is
-//! re-read when it is older than the TTL (other nodes' changes) or when this process
-//! changed any key or trust since (generation counter). Expiry is always judged against
+//! re-read when this process changed any key, trust or token since, or heard that another
+//! node did (generation counter, see `crate::invalidate`), or when it is older than the TTL
+//! (the fallback while that news cannot be heard). Expiry is always judged against
 //! the clock, so an overlap ends on time whatever the cache holds. Every attempt,
 //! successful or not, is audited before the caller proceeds; failures under the
 //! per-source aggregation rule of `auth_failures`.

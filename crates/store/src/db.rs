@@ -126,6 +126,28 @@ impl Backend {
             Backend::Postgres => Some("SELECT pg_advisory_xact_lock(4242424242)"),
         }
     }
+
+    /// The names (column `name`) of `schema_migrations`' columns, which the migrator
+    /// upgrades in place.
+    pub(crate) fn migration_columns(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SELECT name FROM pragma_table_info('schema_migrations')",
+            Backend::Postgres => {
+                "SELECT column_name::text AS name FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
+            }
+        }
+    }
+
+    /// Tells the other nodes, when the transaction commits, that cached credentials may be
+    /// stale (see `crate::invalidate`); `$1` names the node that sends it. SQLite has one
+    /// node, which invalidates in-process.
+    pub(crate) fn auth_change_notice(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("SELECT pg_notify('fedkey_auth', $1)"),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -140,6 +162,9 @@ pub struct Db {
     /// The audit chain head this process wrote last (see `audit::append_in_tx`).
     audit_head: Arc<std::sync::Mutex<Option<ChainHead>>>,
     pub(crate) health: Arc<health::Health>,
+    /// The URL connected to, for the PostgreSQL listener of `crate::invalidate` (which
+    /// needs a connection of its own). Never shown: it may hold a password.
+    pub(crate) url: Arc<str>,
 }
 
 /// Connection settings (see docs/configuration.md); `None` keeps the default.
@@ -354,7 +379,7 @@ impl Db {
             .connect_with(opts)
             .await
             .map_err(StoreError::Database)?;
-        let mut db = Db { pool, backend, group: None, audit_head: Arc::default(), health };
+        let mut db = Db { pool, backend, group: None, audit_head: Arc::default(), health, url: url.as_str().into() };
         if !create {
             // An offline tool must not turn an empty or foreign database into a fedkey one.
             let initialised =

@@ -35,6 +35,14 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("corrupt data in {0}")]
     Corrupt(String),
+    /// A migration was applied to this database with other text than this binary carries:
+    /// the schema is not the one the binary was built for, so it does not start on it.
+    #[error(
+        "migration {version:04} applied to this database differs from this binary's (recorded checksum {recorded}, \
+         this binary's {expected}): the database was migrated by another build of fedkey. \
+         Run the build that migrated it, or restore a backup taken before; do not edit schema_migrations"
+    )]
+    MigrationChanged { version: i64, recorded: String, expected: String },
 }
 
 impl StoreError {

@@ -12,6 +12,7 @@ pub mod auth_failures;
 pub mod db;
 pub mod error;
 pub mod install;
+pub mod invalidate;
 pub mod keyfile;
 mod migrate;
 pub mod model;

@@ -253,6 +253,7 @@ on_both_backends!(
     failed_authentications_are_summarized_per_window,
     notifications_are_claimed_once_across_nodes,
     audit_sink_leases_exclude_other_nodes,
+    migration_checksums_are_recorded_and_checked,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -271,6 +272,11 @@ mod outbox;
 mod reconcile_schedule;
 #[path = "store/rotation.rs"]
 mod rotation;
+
+#[path = "store/invalidation.rs"]
+mod invalidation;
+#[path = "store/migrations.rs"]
+mod migrations;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -438,6 +444,7 @@ mod cases {
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
+    pub use super::migrations::migration_checksums_are_recorded_and_checked;
     pub use super::notify::notifications_are_claimed_once_across_nodes;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,

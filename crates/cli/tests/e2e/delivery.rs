@@ -890,10 +890,15 @@ async fn crash(b: Backend) {
 /// Starts a second `fedkey serve` on `a`'s database with a copy of its data directory
 /// (the same master key) and its own node id.
 pub(super) fn second_node(a: &Server, node_id: &str) -> Server {
+    second_node_with(a, node_id, &[])
+}
+
+/// [`second_node`] with more `serve` flags.
+pub(super) fn second_node_with(a: &Server, node_id: &str, extra_args: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     copy_dir(&a.data_dir(), &data);
-    let (child, url, stderr) = spawn_serve(&data, &a.db_url, &[], &[("FEDKEY_NODE_ID", node_id)]);
+    let (child, url, stderr) = spawn_serve(&data, &a.db_url, extra_args, &[("FEDKEY_NODE_ID", node_id)]);
     Server { child, url, token: a.token.clone(), dir, db_url: a.db_url.clone(), stderr, _pg: None }
 }
 

@@ -106,9 +106,8 @@ impl Store {
             .event(actor, "directory.delete", Outcome::Success)
             .directory(name)
             .details(json!({"before": d, "force": force, "deleted": c}));
-        self.commit_with(tx, actor, ev).await?;
+        self.commit_auth_change(tx, actor, ev).await?;
         self.cached_directories().remove(name);
-        self.bump_generation();
         Ok(c)
     }
 

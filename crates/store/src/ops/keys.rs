@@ -195,8 +195,7 @@ impl Store {
                 "new": {"version": plan.new_version, "state": "current", "fingerprint": material.fingerprint},
                 "transitions": transitions_json(&plan.transitions),
             }));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         metrics::counter!("fedkey_key_rotations_total", "kind" => "manual").increment(1);
         Ok((kv, material.plaintext))
     }
@@ -245,8 +244,7 @@ impl Store {
         let t = lifecycle::plan_revoke(&v.view(), now)?;
         self.apply_transition(&mut tx, &trust.id, &t, now).await?;
         let ev = event().key_version(version).details(json!({"transitions": transitions_json(&[t]), "force": force}));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(KeyVersion { state: KeyState::Revoked, revoked_at: Some(now), ..v.clone() })
     }
 
@@ -283,11 +281,8 @@ impl Store {
                 .trust(row.try_get::<String, _>("trust")?)
                 .key_version(version)
                 .details(json!({"transitions": transitions_json(&due)}));
-            self.commit_with(tx, &actor, ev).await?;
+            self.commit_auth_change(tx, &actor, ev).await?;
             n += due.len();
-        }
-        if n > 0 {
-            self.bump_generation();
         }
         Ok(n)
     }

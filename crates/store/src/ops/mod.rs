@@ -91,9 +91,12 @@ pub struct Store {
     pub audit: AuditWriter,
     keyring: Arc<dyn KeyringSource>,
     /// Bumped by every change that can affect authentication; cached credentials from an
-    /// older generation are re-read.
-    generation: AtomicU64,
+    /// older generation are re-read. Shared with the listener that hears other nodes'
+    /// changes (see `crate::invalidate`).
+    generation: Arc<AtomicU64>,
     pub(crate) auth_cache: AuthCache,
+    /// Tells other nodes of this store's changes and (PostgreSQL) listens for theirs.
+    invalidation: crate::invalidate::Invalidation,
     /// Directories by name. A directory is never renamed or deleted, so an entry never goes
     /// stale; every SCIM write names its directory.
     pub(crate) directories: std::sync::Mutex<std::collections::HashMap<String, crate::Directory>>,
@@ -115,14 +118,17 @@ impl Store {
         let (install, created) = Install::load_or_create(&db, &ring).await?;
         let install = Arc::new(install);
         let audit = AuditWriter::spawn(db.clone(), install.clone(), clock.clone(), cfg);
+        let generation = Arc::new(AtomicU64::new(0));
+        let invalidation = crate::invalidate::start(&db, generation.clone()).await;
         let store = Store {
             db,
             clock,
             install,
             audit,
             keyring,
-            generation: AtomicU64::new(0),
+            generation,
             auth_cache: AuthCache::new(auth_cache_ttl),
+            invalidation,
             directories: Default::default(),
             auth_failures: crate::auth_failures::FailedAuths::new(Default::default()),
         };
@@ -174,6 +180,16 @@ impl Store {
     /// Commits `tx` after appending `event`: the change and its record land together.
     pub(crate) async fn commit_with(&self, tx: Tx, actor: &Actor, event: Event) -> Result<(), StoreError> {
         self.commit_with_events(tx, actor, vec![event]).await
+    }
+
+    /// [`commit_with`](Self::commit_with) for a change that can affect authentication: the
+    /// other nodes are told in the same transaction (PostgreSQL), and this node's cached
+    /// credentials are dropped once it has committed.
+    pub(crate) async fn commit_auth_change(&self, mut tx: Tx, actor: &Actor, event: Event) -> Result<(), StoreError> {
+        self.invalidation.announce(&mut tx, self.db.backend).await?;
+        self.commit_with(tx, actor, event).await?;
+        self.bump_generation();
+        Ok(())
     }
 
     /// [`commit_with`](Self::commit_with) for several records.

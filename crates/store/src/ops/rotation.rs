@@ -419,8 +419,7 @@ impl Store {
                 "new": {"version": version, "state": state, "fingerprint": material.fingerprint},
                 "transitions": transitions_json(&transitions), "superseded": superseded,
             }));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         metrics::counter!("fedkey_rotations_started_total", "kind" => kind.as_str()).increment(1);
         self.rotation_by_id(&id).await
     }
@@ -576,10 +575,9 @@ impl Store {
             .trust(&rot.trust)
             .key_version(rot.version)
             .details(json!({"rotation": rot.id, "from": from, "to": to, "result": details}));
-        self.commit_with(tx, actor, ev).await?;
         // Leaving `set` means every connector confirmed the staged version, which a trust may
         // wait for before that version authenticates.
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(())
     }
 
@@ -674,8 +672,7 @@ impl Store {
                 "rotation": rot.id, "overlap_seconds": overlap.as_secs(), "retired_on_first_use": retire_now,
                 "transitions": transitions_json(&transitions),
             }));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         metrics::counter!("fedkey_rotations_finished_total", "kind" => rot.kind.as_str()).increment(1);
         metrics::counter!("fedkey_rotations_total", "result" => "succeeded").increment(1);
         Ok(())
@@ -718,8 +715,7 @@ impl Store {
             .trust(&r.trust)
             .key_version(rot.version)
             .details(json!({"rotation": id, "step": rot.step, "reason": reason, "transitions": transitions_json(&transitions)}));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         metrics::counter!("fedkey_rotations_total", "result" => "cancelled").increment(1);
         self.rotation_by_id(&id).await
     }

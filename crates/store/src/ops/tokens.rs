@@ -80,8 +80,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let ev = self.event(actor, "token.revoke", Outcome::Success).details(json!({"before": before}));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(AdminToken { revoked_at: Some(now), ..before })
     }
 

@@ -119,8 +119,7 @@ impl Store {
             .details(
                 json!({"after": trust, "key": {"version": 1, "state": "current", "fingerprint": material.fingerprint}}),
             );
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok((trust, kv, material.plaintext))
     }
 
@@ -175,8 +174,7 @@ impl Store {
             .directory(&r.directory)
             .trust(&r.trust)
             .details(json!({"before": {"status": before.status}, "after": {"status": status}}));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(Trust { status, updated_at: now, ..before })
     }
 
@@ -208,8 +206,7 @@ impl Store {
             .directory(&r.directory)
             .trust(&r.trust)
             .details(json!({"before": before.policy, "after": policy}));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(Trust { policy, updated_at: now, ..before })
     }
 
@@ -251,8 +248,7 @@ impl Store {
                     "after": {"leak_policy": after.leak_policy(), "pending_auth": after.pending_auth},
                 }),
             );
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(Trust { updated_at: now, ..after })
     }
 
@@ -281,8 +277,7 @@ impl Store {
             .directory(&r.directory)
             .trust(&r.trust)
             .details(json!({"before": before.scopes.to_vec(), "after": scopes.to_vec()}));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(Trust { scopes, updated_at: now, ..before })
     }
 
@@ -300,8 +295,7 @@ impl Store {
             .directory(&r.directory)
             .trust(&r.trust)
             .details(json!({"before": before, "versions": states}));
-        self.commit_with(tx, actor, ev).await?;
-        self.bump_generation();
+        self.commit_auth_change(tx, actor, ev).await?;
         Ok(())
     }
 }
