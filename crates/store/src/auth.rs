@@ -92,6 +92,19 @@ impl AuthFailure {
     }
 }
 
+/// The columns of a key version, its trust and directory that [`Store::key_record`]
+/// reads, without the WHERE clause.
+macro_rules! key_select {
+    () => {
+        "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
+         t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, t.pending_auth, d.id AS directory_id, d.name AS directory, \
+         CASE WHEN EXISTS (SELECT 1 FROM rotations r WHERE r.trust_id = k.trust_id AND r.version = k.version \
+         AND r.step <> 'set') THEN 1 ELSE 0 END AS delivered \
+         FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id"
+    };
+}
+pub(crate) use key_select;
+
 /// What the database says about a provisioning key.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
@@ -177,18 +190,15 @@ impl Store {
         if let Some(Cached::Key(k)) = self.auth_cache.get(&v, generation) {
             return Ok(Some(*k));
         }
-        let row = self
-            .row_by_verifier(
-            "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
-             t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, t.pending_auth, d.id AS directory_id, d.name AS directory, \
-             CASE WHEN EXISTS (SELECT 1 FROM rotations r WHERE r.trust_id = k.trust_id AND r.version = k.version \
-             AND r.step <> 'set') THEN 1 ELSE 0 END AS delivered \
-             FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
-             WHERE k.verifier = $1",
-            &v,
-        )
-        .await?;
+        let row = self.row_by_verifier(concat!(key_select!(), " WHERE k.verifier = $1"), &v).await?;
         let Some(row) = row else { return Ok(None) };
+        let rec = self.key_record(&row, v).await?;
+        self.auth_cache.put(&v, Cached::Key(Box::new(rec.clone())), generation);
+        Ok(Some(rec))
+    }
+
+    /// The record a key row (selected by `key_select!`) describes, with the trust's policy.
+    pub(crate) async fn key_record(&self, row: &sqlx::any::AnyRow, v: Verifier) -> Result<KeyRecord, StoreError> {
         let corrupt = |c: &str| StoreError::Corrupt(c.to_owned());
         let get = |c: &str| row.try_get::<String, _>(c);
         let mut policy =
@@ -214,8 +224,21 @@ impl Store {
             pending_auth: get("pending_auth")?.parse().map_err(|_| corrupt("trusts.pending_auth"))?,
             delivered: row.try_get::<i64, _>("delivered")? != 0,
         };
-        self.auth_cache.put(&v, Cached::Key(Box::new(rec.clone())), generation);
-        Ok(Some(rec))
+        Ok(rec)
+    }
+
+    /// The cached record under `v`, if fresh (see [`AuthCache`]); for authenticators that
+    /// resolve something other than a presented key, e.g. the subject of an access token.
+    pub(crate) fn cached_key(&self, v: &Verifier) -> Option<KeyRecord> {
+        match self.auth_cache.get(v, self.generation()) {
+            Some(Cached::Key(k)) => Some(*k),
+            _ => None,
+        }
+    }
+
+    /// Caches `rec` under `v` for this generation.
+    pub(crate) fn cache_key(&self, v: &Verifier, rec: &KeyRecord, generation: u64) {
+        self.auth_cache.put(v, Cached::Key(Box::new(rec.clone())), generation);
     }
 
     /// Adds the privileged-group patterns of the directory's other trusts to `policy`: a

@@ -15,6 +15,7 @@ pub mod install;
 pub mod keyfile;
 mod migrate;
 pub mod model;
+pub mod oauth;
 pub mod ops;
 pub mod policy;
 mod ready;
