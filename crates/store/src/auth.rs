@@ -153,9 +153,14 @@ impl AuthCache {
     }
 
     fn get(&self, v: &Verifier, generation: u64) -> Option<Cached> {
+        self.get_within(v, generation, self.ttl)
+    }
+
+    /// [`AuthCache::get`] with a tighter age bound than the TTL (never a looser one).
+    fn get_within(&self, v: &Verifier, generation: u64, max_age: Duration) -> Option<Cached> {
         let map = self.map.lock().ok()?;
         let e = map.get(&v.0)?;
-        (e.generation == generation && e.loaded.elapsed() < self.ttl).then(|| e.value.clone())
+        (e.generation == generation && e.loaded.elapsed() < max_age.min(self.ttl)).then(|| e.value.clone())
     }
 
     fn put(&self, v: &Verifier, value: Cached, generation: u64) {
@@ -227,10 +232,11 @@ impl Store {
         Ok(rec)
     }
 
-    /// The cached record under `v`, if fresh (see [`AuthCache`]); for authenticators that
-    /// resolve something other than a presented key, e.g. the subject of an access token.
-    pub(crate) fn cached_key(&self, v: &Verifier) -> Option<KeyRecord> {
-        match self.auth_cache.get(v, self.generation()) {
+    /// The cached record under `v` if it is from this generation and younger than
+    /// `max_age` (and the TTL); for authenticators that resolve something other than a
+    /// presented key, e.g. the subject of an access token.
+    pub(crate) fn cached_key(&self, v: &Verifier, max_age: Duration) -> Option<KeyRecord> {
+        match self.auth_cache.get_within(v, self.generation(), max_age) {
             Some(Cached::Key(k)) => Some(*k),
             _ => None,
         }
@@ -474,5 +480,39 @@ impl Store {
         let _ = rec.verifier;
         self.auth_cache.put(&v, Cached::Token(rec.clone()), generation);
         Ok(Some(rec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str) -> Cached {
+        Cached::Token(TokenRecord {
+            verifier: Verifier([0; 32]),
+            principal: AdminPrincipal { id: id.into(), name: id.into(), role: Role::Admin },
+            expires_at: None,
+            revoked: false,
+        })
+    }
+
+    /// An entry as old as `age`, without waiting for it to age.
+    fn put_aged(c: &AuthCache, v: &Verifier, value: Cached, generation: u64, age: Duration) {
+        let loaded = Instant::now().checked_sub(age).unwrap();
+        c.map.lock().unwrap().insert(v.0, Entry { value, loaded, generation });
+    }
+
+    #[test]
+    fn a_tighter_age_bound_rereads_sooner_never_later() {
+        let c = AuthCache::new(Duration::from_secs(5));
+        let v = Verifier([7; 32]);
+        put_aged(&c, &v, token("a"), 3, Duration::from_millis(1500));
+        assert!(c.get(&v, 3).is_some(), "within the TTL");
+        assert!(c.get_within(&v, 3, Duration::from_secs(1)).is_none(), "older than the tighter bound");
+        assert!(c.get_within(&v, 3, Duration::from_secs(2)).is_some());
+        assert!(c.get_within(&v, 3, Duration::from_secs(60)).is_some());
+        assert!(c.get(&v, 4).is_none(), "another generation");
+        put_aged(&c, &v, token("a"), 3, Duration::from_secs(6));
+        assert!(c.get_within(&v, 3, Duration::from_secs(60)).is_none(), "the TTL still bounds a looser request");
     }
 }

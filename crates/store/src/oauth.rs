@@ -14,6 +14,11 @@ use crate::StoreError;
 use crate::auth::{KeyRecord, key_select};
 use crate::ops::{Actor, Store};
 
+/// How long a token subject's cached record is trusted: a suspension or revocation made
+/// on another node reaches this one's tokens within this bound (or `auth_cache_ttl`, if
+/// shorter). On the node that makes the change it applies at once (generation counter).
+pub const TOKEN_SUBJECT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Access-token lifetime when a trust has no setting of its own.
 pub const DEFAULT_TOKEN_TTL_SECS: i64 = 600;
 /// Bounds of a configured lifetime: tokens are short-lived by design, and every one of
@@ -126,12 +131,13 @@ impl Store {
     /// What an access token's subject is now: the trust, and for a token obtained with a
     /// key version (`version` > 0) that version. `None` when the trust or version is gone.
     /// Cached like a presented key, so [`Store::check_key`] on the result reflects a
-    /// suspension or revocation made on this node at once and on others within the cache TTL.
+    /// suspension or revocation made on this node at once and on others within
+    /// [`TOKEN_SUBJECT_MAX_AGE`].
     pub async fn resolve_token_subject(&self, trust_id: &str, version: i64) -> Result<Option<KeyRecord>, StoreError> {
         // Domain-separated from the verifiers of presented keys (SHA-256 of the key).
         let v = Verifier(fedkey_crypto::sha256(format!("oauth-subject\0{trust_id}\0{version}").as_bytes()));
         let generation = self.generation();
-        if let Some(rec) = self.cached_key(&v) {
+        if let Some(rec) = self.cached_key(&v, TOKEN_SUBJECT_MAX_AGE) {
             return Ok(Some(rec));
         }
         let row = if version == 0 {

@@ -2,7 +2,7 @@
 //! checked first; then, on every request, the token's trust and key version as they are
 //! now, through the store's authentication cache ([`Store::resolve_token_subject`]):
 //! suspending the trust or revoking the version refuses its tokens from the next request
-//! on the node that made the change, and within `auth_cache_ttl` on the others.
+//! on the node that made the change, and within 1 s on the others.
 
 use fedkey_audit::Outcome;
 use fedkey_core::ScopeSet;
