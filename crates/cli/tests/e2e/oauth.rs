@@ -159,6 +159,8 @@ async fn private_key_jwt_client_provisions_with_an_access_token() {
         assert_eq!(r.status, 401, "unregistered key: {}", r.body);
         let r = s.with_assertion(&s.assertion(&ka, "okta", &issuer).await).await;
         assert_eq!(r.status, 401, "unknown client: {}", r.body);
+        let r = s.with_assertion(&s.assertion(&ka, &"x\u{7}".repeat(600), &issuer).await).await;
+        assert_eq!(r.status, 401, "a hostile client name: {}", r.body);
         let late = s.assertion(&ka, "entra", &issuer).await;
         s.advance("2m").await;
         let r = s.with_assertion(&late).await;
@@ -228,6 +230,7 @@ async fn private_key_jwt_client_provisions_with_an_access_token() {
         let issued = s.audit_actions("oauth.token").await;
         assert!(issued.iter().filter(|r| r["outcome"] == "success").count() >= 3, "{issued:?}");
         assert!(issued.iter().any(|r| r["outcome"] == "denied" && r["details"]["error"] == "invalid_client"));
+        assert!(issued.iter().all(|r| r["actor"].as_str().unwrap().len() <= 140), "names are bounded in records");
         let auths = s.audit_actions("key.authenticate").await;
         assert!(auths.iter().any(|r| r["details"]["method"] == "oauth" && r["details"]["reason"] == "trust_suspended"));
         let log = s.logs();

@@ -11,7 +11,7 @@ use fedkey_store::auth::{Principal, RequestMeta};
 use fedkey_store::{Actor, Store, StoreError};
 use serde_json::{Value, json};
 
-use super::{Urls, access_token};
+use super::{Urls, access_token, actor_id, bounded};
 use crate::AppState;
 
 /// Whether a bearer JWT names this directory's authorization server as its issuer, so it
@@ -69,13 +69,6 @@ pub async fn authenticate(
     Ok(Ok(principal))
 }
 
-fn actor_id(directory: &str, client: Option<&str>) -> String {
-    match client {
-        Some(c) => format!("oauth:{directory}/{c}"),
-        None => "anonymous".to_owned(),
-    }
-}
-
 /// Audits a refused token (aggregated per source like every failed authentication).
 async fn refuse(
     store: &Store,
@@ -87,12 +80,10 @@ async fn refuse(
 ) -> Result<Result<Principal, &'static str>, StoreError> {
     details["reason"] = json!(reason);
     let actor = Actor::anonymous(actor_id(directory, client), meta);
-    let mut ev = store
-        .event(&actor, "key.authenticate", Outcome::Denied)
-        .directory(directory.chars().take(64).collect::<String>())
-        .details(details);
+    let mut ev =
+        store.event(&actor, "key.authenticate", Outcome::Denied).directory(bounded(directory)).details(details);
     if let Some(c) = client {
-        ev = ev.trust(c.to_owned());
+        ev = ev.trust(bounded(c));
     }
     metrics::counter!("fedkey_auth_failures_total", "api" => "scim", "reason" => "access_token_rejected").increment(1);
     store.record_auth_failure(ev).await?;

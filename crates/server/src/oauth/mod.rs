@@ -43,6 +43,20 @@ pub fn router(state: &AppState) -> Router<AppState> {
 /// Largest token request: a form with a client assertion of at most 16 KiB.
 const TOKEN_BODY_LIMIT: usize = 32 * 1024;
 
+/// A name from the request (path, assertion) as it may appear in an audit record:
+/// shortened and without control characters, whatever the client sent.
+pub(crate) fn bounded(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+/// The audit actor of a token request or token use: the client, if known.
+pub(crate) fn actor_id(directory: &str, client: Option<&str>) -> String {
+    match client {
+        Some(c) => format!("oauth:{}/{}", bounded(directory), bounded(c)),
+        None => "anonymous".to_owned(),
+    }
+}
+
 /// The URLs of one directory's authorization server.
 #[derive(Debug, Clone)]
 pub struct Urls {

@@ -90,20 +90,14 @@ fn refusal_event(
     e: &OauthError,
     meta: &RequestMeta,
 ) -> fedkey_audit::Event {
-    let actor = Actor::anonymous(
-        attempt.client_id.as_ref().map_or("anonymous".into(), |c| format!("oauth:{directory}/{c}")),
-        meta,
-    );
-    let mut ev = s
-        .store
-        .event(&actor, "oauth.token", Outcome::Denied)
-        .directory(directory.chars().take(64).collect::<String>())
-        .details(json!({
+    let actor = Actor::anonymous(super::actor_id(directory, attempt.client_id.as_deref()), meta);
+    let mut ev =
+        s.store.event(&actor, "oauth.token", Outcome::Denied).directory(super::bounded(directory)).details(json!({
             "error": e.error, "reason": e.description,
             "method": attempt.method.map(Method::as_str),
         }));
     if let Some(c) = &attempt.client_id {
-        ev = ev.trust(c.chars().take(64).collect::<String>());
+        ev = ev.trust(super::bounded(c));
     }
     ev
 }
@@ -147,7 +141,7 @@ async fn issue(
         ttl_secs,
     };
     let issued = access_token::issue(key, &urls, &grant, s.store.now());
-    let actor = Actor::anonymous(format!("oauth:{directory}/{}", client.name), meta);
+    let actor = Actor::anonymous(super::actor_id(directory, Some(&client.name)), meta);
     let ev = s
         .store
         .event(&actor, "oauth.token", Outcome::Success)
