@@ -329,3 +329,36 @@ async fn private_key_jwt_against_the_watched_idp_jwks() {
         assert_eq!(s.with_assertion(&s.assertion(&ka, "entra", &issuer).await).await.status, 200);
     }
 }
+
+/// IPSIE asks a SCIM service to take at least 50 member operations in one PATCH: 60 here,
+/// by a client holding an access token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_token_patches_sixty_members_at_once() {
+    use super::bulk::{GROUP_URN, bulk_ops, id_of, member_ids};
+    for b in backends() {
+        let (s, key) = acme_entra(b);
+        let r = s.token_request("acme", &[("grant_type", "client_credentials")], Some(("entra", &key))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let c = Scim { s: &s, dir: "acme".into(), key: r.body["access_token"].as_str().unwrap().to_owned() };
+        let ops: Vec<Value> = (0..60)
+            .map(|i| {
+                let data = json!({"schemas": [USER_URN], "userName": format!("u{i}@acme.example")});
+                json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"), "data": data})
+            })
+            .collect();
+        let ids: Vec<String> = bulk_ops(&c.bulk(None, json!(ops)).await).iter().map(id_of).collect();
+        assert_eq!(ids.len(), 60);
+        let g = c.post("/Groups", json!({"schemas": [GROUP_URN], "displayName": "everyone"})).await;
+        assert_eq!(g.status, 201, "{}", g.body);
+        let gid = g.body["id"].as_str().unwrap().to_owned();
+        let patch: Vec<Value> =
+            ids.iter().map(|id| json!({"op": "add", "path": "members", "value": [{"value": id}]})).collect();
+        let r = c.patch(&format!("/Groups/{gid}"), json!(patch)).await;
+        assert!(matches!(r.status, 200 | 204), "{}", r.body);
+        let mut got = member_ids(&c.get(&format!("/Groups/{gid}")).await.body);
+        let mut want = ids.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    }
+}
