@@ -171,8 +171,9 @@ struct Form(Vec<(String, String)>);
 impl Form {
     fn parse(bytes: &[u8]) -> Result<Form, OauthError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in form_urlencoded::parse(bytes) {
-            if pairs.iter().any(|(seen, _)| *seen == k) {
+            if !seen.insert(k.clone()) {
                 let name: String = k.chars().filter(|c| !c.is_control()).take(64).collect();
                 return Err(OauthError::invalid_request(format!("parameter {name:?} is repeated")));
             }
@@ -343,4 +344,50 @@ async fn client_keys(s: &AppState, r: &TrustRef) -> Result<Vec<SigningKey>, Oaut
         .filter_map(|v| serde_json::from_value::<Material>(v.material).ok())
         .find(|m| m.kind == MaterialKind::Jwks && !m.is_expired(now));
     Ok(current.map(|m| m.keys).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_parameters_are_single_and_empty_means_absent() {
+        let f = Form::parse(b"grant_type=client_credentials&scope=&client_id=a%2Bb+c").unwrap();
+        assert_eq!(f.get("grant_type"), Some("client_credentials"));
+        assert_eq!(f.get("scope"), None);
+        assert_eq!(f.get("client_id"), Some("a+b c"));
+        let e = Form::parse(b"grant_type=a&grant_type=b").map(|_| ()).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.error), (400, "invalid_request"));
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let with = |raw: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(raw).unwrap());
+            basic_credentials(&h)
+        };
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(
+            with(&format!("Basic {}", b64("en%3Atra:fk_a%2Bb"))),
+            Some(Ok(("en:tra".to_owned(), "fk_a+b".to_owned())))
+        );
+        assert_eq!(with(&format!("basic {}", b64("entra:"))), Some(Err("malformed Basic credentials")));
+        assert_eq!(with("Basic !!!"), Some(Err("malformed Basic credentials")));
+        assert_eq!(with("Bearer abc"), None, "not Basic: not a client secret");
+        assert_eq!(basic_credentials(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_form_bodies_are_read() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_form(&h)
+        };
+        assert!(with("application/x-www-form-urlencoded"));
+        assert!(with("Application/X-WWW-Form-Urlencoded; charset=UTF-8"));
+        assert!(!with("application/json"));
+        assert!(!is_form(&HeaderMap::new()));
+    }
 }
