@@ -290,6 +290,11 @@ async fn client_secret_basic_follows_the_key_rotation() {
             .filter_map(|r| r["key_version"].as_i64())
             .collect();
         assert!(versions.contains(&1) && versions.contains(&2), "{issued:?}");
+        let page = super::health::scrape(&s).await;
+        let count = |outcome: &str| {
+            super::health::sample(&page, &format!("fedkey_oauth_tokens_total{{outcome=\"{outcome}\"}}")).unwrap()
+        };
+        assert_eq!((count("issued"), count("refused")), (5.0, 3.0), "{page}");
         let log = s.logs();
         assert!(!log.contains(&k1) && !log.contains(&k2) && !log.contains(&t2), "secrets are not logged");
     }

@@ -63,6 +63,10 @@ pub async fn token(State(s): State<AppState>, Path(directory): Path<String>, req
         Err(e) if e.status.is_client_error() => (Some(refusal_event(&s, &directory, &attempt, &e, &meta)), Err(e)),
         Err(e) => (None, Err(e)),
     };
+    if let Some(ev) = &ev {
+        let outcome = if ev.outcome == Outcome::Success { "issued" } else { "refused" };
+        metrics::counter!("fedkey_oauth_tokens_total", "outcome" => outcome).increment(1);
+    }
     let recorded = match (ev, &answer) {
         (Some(ev), Ok(_)) => s.store.audit.record(ev, None).await.map(|_| ()),
         (Some(ev), Err(_)) => s.store.record_auth_failure(ev).await.map(|_| ()),
