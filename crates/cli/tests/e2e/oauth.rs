@@ -222,7 +222,10 @@ async fn private_key_jwt_client_provisions_with_an_access_token() {
         assert_eq!((r.status, r.body["error"].as_str()), (400, Some("invalid_grant")), "{}", r.body);
         s.api(M::POST, "/api/v1/directories/acme/trusts/entra/resume", Some(&s.token), None).await;
         assert_eq!(s.users_status(&access).await, 200);
-        // An expired token is refused; so is a token of this directory on another one.
+        // A token of this directory is refused by another one; an expired token everywhere.
+        s.cli_json(&["directory", "create", "other"]);
+        let (st, _) = s.api(M::GET, "/scim/v2/other/Users?count=1", Some(&access), None).await;
+        assert_eq!(st, 401, "another directory's token");
         s.advance("6m").await;
         assert_eq!(s.users_status(&access).await, 401, "expired access token");
 
