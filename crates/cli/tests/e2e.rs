@@ -893,7 +893,7 @@ async fn serves_tls_and_rotates_the_master_key_online() {
     let out = s.cli(&["master-key", "rotate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let msg = String::from_utf8_lossy(&out.stdout);
-    assert!(msg.contains("3 envelopes rewrapped"), "{msg}");
+    assert!(msg.contains("4 envelopes rewrapped"), "{msg}");
     let after = std::fs::read_to_string(s.data_dir().join("master.key")).unwrap();
     assert_ne!(before, after);
     // The running server picks up the new keyring: new secrets are sealed under it.
@@ -1649,6 +1649,8 @@ mod leaks;
 mod migrations;
 #[path = "e2e/notify.rs"]
 mod notify;
+#[path = "e2e/oauth.rs"]
+mod oauth;
 #[path = "e2e/packaging.rs"]
 mod packaging;
 #[path = "e2e/policy.rs"]

@@ -12,6 +12,8 @@ pub mod health;
 pub mod import;
 pub mod leaks;
 pub mod metrics;
+pub mod oauth;
+pub mod oauth_api;
 pub mod ratelimit;
 pub mod request;
 pub mod rotation_api;
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/scim/v2", scim::router(&state))
         .merge(health::router())
         .merge(metrics::router())
+        .merge(oauth::router(&state))
         .merge(rotation_api::unwrap_routes().layer(admin_limit))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

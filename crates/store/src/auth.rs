@@ -93,6 +93,19 @@ impl AuthFailure {
     }
 }
 
+/// The columns of a key version, its trust and directory that [`Store::key_record`]
+/// reads, without the WHERE clause.
+macro_rules! key_select {
+    () => {
+        "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
+         t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, t.pending_auth, d.id AS directory_id, d.name AS directory, \
+         CASE WHEN EXISTS (SELECT 1 FROM rotations r WHERE r.trust_id = k.trust_id AND r.version = k.version \
+         AND r.step <> 'set') THEN 1 ELSE 0 END AS delivered \
+         FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id"
+    };
+}
+pub(crate) use key_select;
+
 /// What the database says about a provisioning key.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
@@ -141,9 +154,14 @@ impl AuthCache {
     }
 
     fn get(&self, v: &Verifier, generation: u64) -> Option<Cached> {
+        self.get_within(v, generation, self.ttl)
+    }
+
+    /// [`AuthCache::get`] with a tighter age bound than the TTL (never a looser one).
+    fn get_within(&self, v: &Verifier, generation: u64, max_age: Duration) -> Option<Cached> {
         let map = self.map.lock().ok()?;
         let e = map.get(&v.0)?;
-        (e.generation == generation && e.loaded.elapsed() < self.ttl).then(|| e.value.clone())
+        (e.generation == generation && e.loaded.elapsed() < max_age.min(self.ttl)).then(|| e.value.clone())
     }
 
     fn put(&self, v: &Verifier, value: Cached, generation: u64) {
@@ -178,18 +196,15 @@ impl Store {
         if let Some(Cached::Key(k)) = self.auth_cache.get(&v, generation) {
             return Ok(Some(*k));
         }
-        let row = self
-            .row_by_verifier(
-            "SELECT k.verifier, k.version, k.state, k.scopes, k.expires_at, t.id AS trust_id, t.name AS trust, t.direction, \
-             t.peer_kind, t.status, t.privileged_groups, t.allowed_sources, t.rate_limit, t.pending_auth, d.id AS directory_id, d.name AS directory, \
-             CASE WHEN EXISTS (SELECT 1 FROM rotations r WHERE r.trust_id = k.trust_id AND r.version = k.version \
-             AND r.step <> 'set') THEN 1 ELSE 0 END AS delivered \
-             FROM key_versions k JOIN trusts t ON t.id = k.trust_id JOIN directories d ON d.id = t.directory_id \
-             WHERE k.verifier = $1",
-            &v,
-        )
-        .await?;
+        let row = self.row_by_verifier(concat!(key_select!(), " WHERE k.verifier = $1"), &v).await?;
         let Some(row) = row else { return Ok(None) };
+        let rec = self.key_record(&row, v).await?;
+        self.auth_cache.put(&v, Cached::Key(Box::new(rec.clone())), generation);
+        Ok(Some(rec))
+    }
+
+    /// The record a key row (selected by `key_select!`) describes, with the trust's policy.
+    pub(crate) async fn key_record(&self, row: &sqlx::any::AnyRow, v: Verifier) -> Result<KeyRecord, StoreError> {
         let corrupt = |c: &str| StoreError::Corrupt(c.to_owned());
         let get = |c: &str| row.try_get::<String, _>(c);
         let mut policy =
@@ -215,8 +230,22 @@ impl Store {
             pending_auth: get("pending_auth")?.parse().map_err(|_| corrupt("trusts.pending_auth"))?,
             delivered: row.try_get::<i64, _>("delivered")? != 0,
         };
-        self.auth_cache.put(&v, Cached::Key(Box::new(rec.clone())), generation);
-        Ok(Some(rec))
+        Ok(rec)
+    }
+
+    /// The cached record under `v` if it is from this generation and younger than
+    /// `max_age` (and the TTL); for authenticators that resolve something other than a
+    /// presented key, e.g. the subject of an access token.
+    pub(crate) fn cached_key(&self, v: &Verifier, max_age: Duration) -> Option<KeyRecord> {
+        match self.auth_cache.get_within(v, self.generation(), max_age) {
+            Some(Cached::Key(k)) => Some(*k),
+            _ => None,
+        }
+    }
+
+    /// Caches `rec` under `v` for this generation.
+    pub(crate) fn cache_key(&self, v: &Verifier, rec: &KeyRecord, generation: u64) {
+        self.auth_cache.put(v, Cached::Key(Box::new(rec.clone())), generation);
     }
 
     /// Adds the privileged-group patterns of the directory's other trusts to `policy`: a
@@ -452,5 +481,39 @@ impl Store {
         let _ = rec.verifier;
         self.auth_cache.put(&v, Cached::Token(rec.clone()), generation);
         Ok(Some(rec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str) -> Cached {
+        Cached::Token(TokenRecord {
+            verifier: Verifier([0; 32]),
+            principal: AdminPrincipal { id: id.into(), name: id.into(), role: Role::Admin },
+            expires_at: None,
+            revoked: false,
+        })
+    }
+
+    /// An entry as old as `age`, without waiting for it to age.
+    fn put_aged(c: &AuthCache, v: &Verifier, value: Cached, generation: u64, age: Duration) {
+        let loaded = Instant::now().checked_sub(age).unwrap();
+        c.map.lock().unwrap().insert(v.0, Entry { value, loaded, generation });
+    }
+
+    #[test]
+    fn a_tighter_age_bound_rereads_sooner_never_later() {
+        let c = AuthCache::new(Duration::from_secs(5));
+        let v = Verifier([7; 32]);
+        put_aged(&c, &v, token("a"), 3, Duration::from_millis(1500));
+        assert!(c.get(&v, 3).is_some(), "within the TTL");
+        assert!(c.get_within(&v, 3, Duration::from_secs(1)).is_none(), "older than the tighter bound");
+        assert!(c.get_within(&v, 3, Duration::from_secs(2)).is_some());
+        assert!(c.get_within(&v, 3, Duration::from_secs(60)).is_some());
+        assert!(c.get(&v, 4).is_none(), "another generation");
+        put_aged(&c, &v, token("a"), 3, Duration::from_secs(6));
+        assert!(c.get_within(&v, 3, Duration::from_secs(60)).is_none(), "the TTL still bounds a looser request");
     }
 }

@@ -1,6 +1,6 @@
 //! Per-install secrets, created once at `init`: the install id (the audit origin), the
-//! Ed25519 checkpoint signing key and the HMAC salt for audit fingerprints. Secrets are
-//! stored envelope-encrypted under the master key.
+//! Ed25519 checkpoint signing key, the HMAC salt for audit fingerprints and the Ed25519 key
+//! that signs OAuth access tokens. Secrets are stored envelope-encrypted under the master key.
 
 use fedkey_crypto::Keyring;
 use fedkey_crypto::signing::SigningKey;
@@ -11,6 +11,7 @@ use crate::{Db, StoreError};
 
 const SIGNING_AAD: &[u8] = b"install/signing_key";
 const SALT_AAD: &[u8] = b"install/hmac_salt";
+const OAUTH_AAD: &[u8] = b"install/oauth_signing_key";
 
 pub struct Install {
     /// The audit log's origin string.
@@ -18,6 +19,10 @@ pub struct Install {
     pub signing: SigningKey,
     pub public_key: [u8; 32],
     salt: Zeroizing<Vec<u8>>,
+    /// Signs the OAuth access tokens of every directory. Its own key, not the checkpoint
+    /// key: a token signature must never be mistaken for a checkpoint signature. `None`
+    /// only for a database read without [`Install::load_or_create`] (older installs).
+    pub oauth_signing: Option<SigningKey>,
 }
 
 impl std::fmt::Debug for Install {
@@ -36,6 +41,12 @@ impl Install {
     /// created now. Concurrent first starts (two nodes) settle on one set.
     pub async fn load_or_create(db: &Db, keyring: &Keyring) -> Result<(Install, bool), StoreError> {
         if let Some(i) = Install::load(db, keyring).await? {
+            if i.oauth_signing.is_none() {
+                // An install from before OAuth: its token key is created on first start.
+                Install::add_oauth_key(db, keyring).await?;
+                let i = Install::load(db, keyring).await?.ok_or_else(|| StoreError::Corrupt("install".into()))?;
+                return Ok((i, false));
+            }
             return Ok((i, false));
         }
         let (signing, pkcs8) = SigningKey::generate().map_err(|e| StoreError::Crypto(e.to_string()))?;
@@ -56,6 +67,7 @@ impl Install {
                 .await?;
         }
         tx.commit().await?;
+        Install::add_oauth_key(db, keyring).await?;
         let loaded = Install::load(db, keyring).await?.ok_or_else(|| StoreError::Corrupt("install".into()))?;
         let created = loaded.id == id;
         Ok((loaded, created))
@@ -83,10 +95,28 @@ impl Install {
             return Err(corrupt("signing_public (does not match the signing key)"));
         }
         let salt = keyring.open(SALT_AAD, &get("hmac_salt").ok_or_else(|| corrupt("hmac_salt"))?)?;
-        Ok(Some(Install { id, signing, public_key, salt: Zeroizing::new(salt.to_vec()) }))
+        let oauth_signing = match get("oauth_signing_key") {
+            Some(sealed) => Some(
+                SigningKey::from_pkcs8(&keyring.open(OAUTH_AAD, &sealed)?).map_err(|_| corrupt("oauth_signing_key"))?,
+            ),
+            None => None,
+        };
+        Ok(Some(Install { id, signing, public_key, salt: Zeroizing::new(salt.to_vec()), oauth_signing }))
+    }
+
+    /// Creates the OAuth token signing key unless one exists; concurrent first starts
+    /// settle on one key (the first insert wins).
+    async fn add_oauth_key(db: &Db, keyring: &Keyring) -> Result<(), StoreError> {
+        let (_, pkcs8) = SigningKey::generate().map_err(|e| StoreError::Crypto(e.to_string()))?;
+        sqlx::query("INSERT INTO install (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind("oauth_signing_key")
+            .bind(keyring.seal(OAUTH_AAD, &pkcs8)?)
+            .execute(db.pool())
+            .await?;
+        Ok(())
     }
 
     /// Envelopes held in the install table, for master-key rotation.
-    pub(crate) const SEALED: [(&'static str, &'static [u8]); 2] =
-        [("signing_key", SIGNING_AAD), ("hmac_salt", SALT_AAD)];
+    pub(crate) const SEALED: [(&'static str, &'static [u8]); 3] =
+        [("signing_key", SIGNING_AAD), ("hmac_salt", SALT_AAD), ("oauth_signing_key", OAUTH_AAD)];
 }

@@ -16,6 +16,7 @@ pub mod invalidate;
 pub mod keyfile;
 mod migrate;
 pub mod model;
+pub mod oauth;
 pub mod ops;
 pub mod policy;
 mod ready;

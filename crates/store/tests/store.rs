@@ -254,6 +254,8 @@ on_both_backends!(
     notifications_are_claimed_once_across_nodes,
     audit_sink_leases_exclude_other_nodes,
     migration_checksums_are_recorded_and_checked,
+    oauth_clients_and_token_subjects,
+    oauth_signing_key_is_added_to_an_older_install,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -266,6 +268,8 @@ mod auth_failures;
 
 #[path = "store/notify.rs"]
 mod notify;
+#[path = "store/oauth.rs"]
+mod oauth;
 #[path = "store/outbox.rs"]
 mod outbox;
 #[path = "store/reconcile_schedule.rs"]
@@ -446,6 +450,7 @@ mod cases {
     pub use super::connections::connection_settings_reach_every_session;
     pub use super::migrations::migration_checksums_are_recorded_and_checked;
     pub use super::notify::notifications_are_claimed_once_across_nodes;
+    pub use super::oauth::{oauth_clients_and_token_subjects, oauth_signing_key_is_added_to_an_older_install};
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
         outbox_memberships_reach_users_only_where_the_mapping_reads_them, outbox_rows_commit_with_their_change,
@@ -949,7 +954,10 @@ mod cases {
         assert_eq!(s.keyring().unwrap().ids(), vec![new_id.as_str(), old_id.as_str()]);
 
         let total = s.envelope_count().await.unwrap();
-        assert_eq!(total, 4, "two install secrets + two outbound key versions");
+        assert_eq!(
+            total, 5,
+            "three install secrets (checkpoint key, salt, OAuth token key) + two outbound key versions"
+        );
         let mut ticks = 0;
         let rep = s.rewrap_all(&a, &ring, |_| ticks += 1).await.unwrap();
         assert_eq!((rep.total, rep.rewrapped, rep.already_current), (total, total, 0));
@@ -961,11 +969,13 @@ mod cases {
             .fetch_all(s.db.pool())
             .await
             .unwrap();
-        let inst = sqlx::query("SELECT value AS envelope FROM install WHERE name IN ('signing_key', 'hmac_salt')")
-            .fetch_all(s.db.pool())
-            .await
-            .unwrap();
-        assert_eq!(envs.len() + inst.len(), 4);
+        let inst = sqlx::query(
+            "SELECT value AS envelope FROM install WHERE name IN ('signing_key', 'hmac_salt', 'oauth_signing_key')",
+        )
+        .fetch_all(s.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(envs.len() + inst.len(), 5);
         for row in envs.iter().chain(&inst) {
             let env: Vec<u8> = row.try_get("envelope").unwrap();
             assert_eq!(fedkey_crypto::envelope::kek_id(&env).unwrap(), new_id);
@@ -981,6 +991,7 @@ mod cases {
         let only_new = KeyringFile::open(&kpath).unwrap();
         let inst = Install::load(&s.db, &only_new.keyring().unwrap()).await.unwrap().expect("install exists");
         assert_eq!((inst.id.as_str(), inst.public_key), (install_id.as_str(), public));
+        assert!(inst.oauth_signing.is_some(), "the OAuth token key opens under the new master key");
         let s2 = open_store(&t.url, Arc::new(only_new), &clock, Duration::from_secs(60)).await;
         assert_eq!(s2.install.id, install_id);
         assert_eq!(s2.outbound_key(&a, &tref("acme", "app")).await.unwrap().1.expose(), "app-key-2");

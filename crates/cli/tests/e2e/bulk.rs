@@ -4,11 +4,11 @@ use super::*;
 
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
-const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub(crate) const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 impl Scim<'_> {
     /// `POST /Bulk` with `Operations` (and `failOnErrors` when given).
-    async fn bulk(&self, fail_on_errors: Option<u64>, ops: Value) -> ScimResp {
+    pub(crate) async fn bulk(&self, fail_on_errors: Option<u64>, ops: Value) -> ScimResp {
         let mut body = json!({"schemas": [BULK_REQUEST], "Operations": ops});
         if let Some(n) = fail_on_errors {
             body["failOnErrors"] = json!(n);
@@ -18,7 +18,7 @@ impl Scim<'_> {
 }
 
 /// The `Operations` of a 200 BulkResponse.
-fn bulk_ops(r: &ScimResp) -> Vec<Value> {
+pub(crate) fn bulk_ops(r: &ScimResp) -> Vec<Value> {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["schemas"][0], BULK_RESPONSE, "{}", r.body);
     r.body["Operations"].as_array().unwrap().clone()
@@ -41,11 +41,11 @@ fn assert_op_error(op: &Value, status: u16, scim_type: Option<&str>) {
 }
 
 /// The id at the end of an operation's `location`.
-fn id_of(op: &Value) -> String {
+pub(crate) fn id_of(op: &Value) -> String {
     op["location"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
 }
 
-fn member_ids(group: &Value) -> Vec<String> {
+pub(crate) fn member_ids(group: &Value) -> Vec<String> {
     let mut v: Vec<String> = group["members"]
         .as_array()
         .map(|m| m.iter().map(|m| m["value"].as_str().unwrap().to_owned()).collect())

@@ -29,7 +29,7 @@ impl IdpKey {
         }
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let mut h = Header::new(Algorithm::EdDSA);
         h.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&h, claims, &self.encoding).unwrap()
@@ -37,14 +37,14 @@ impl IdpKey {
 }
 
 /// A local IdP serving `/jwks` from a document the test swaps, or a 500.
-struct Idp {
-    url: String,
+pub(crate) struct Idp {
+    pub(crate) url: String,
     jwks: Arc<Mutex<Option<String>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
 impl Idp {
-    async fn start() -> Idp {
+    pub(crate) async fn start() -> Idp {
         let jwks: Arc<Mutex<Option<String>>> = Arc::default();
         let doc = jwks.clone();
         let app = axum::Router::new().route(
@@ -71,7 +71,7 @@ impl Idp {
         Idp { url, jwks, _task: task }
     }
 
-    fn publish(&self, keys: &[&IdpKey]) {
+    pub(crate) fn publish(&self, keys: &[&IdpKey]) {
         let doc = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string();
         *self.jwks.lock().unwrap() = Some(doc);
     }
@@ -86,7 +86,7 @@ const AUD: &str = "fedkey-scim";
 
 impl Server {
     /// The server's clock (the test clock may have moved), in seconds.
-    async fn now_secs(&self) -> i64 {
+    pub(crate) async fn now_secs(&self) -> i64 {
         let (st, v) = self.api(M::POST, "/api/v1/test/clock", Some(&self.token), Some(json!({"advance": "0s"}))).await;
         assert_eq!(st, 200, "{v}");
         let t = time::OffsetDateTime::parse(v["now"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)

@@ -61,6 +61,11 @@ pub fn register() {
         }
     }
     counter!("fedkey_auth_failures_total", "api" => "scim", "reason" => "assertion_rejected").absolute(0);
+    counter!("fedkey_auth_failures_total", "api" => "scim", "reason" => "access_token_rejected").absolute(0);
+    describe_counter!("fedkey_oauth_tokens_total", "OAuth access-token requests, by outcome (issued, refused).");
+    for outcome in ["issued", "refused"] {
+        counter!("fedkey_oauth_tokens_total", "outcome" => outcome).absolute(0);
+    }
     describe_counter!(
         "fedkey_auth_failures_summarized_total",
         "Refused authentications folded into a summary audit record instead of one record each."

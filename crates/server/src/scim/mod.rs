@@ -209,6 +209,10 @@ impl FromRequestParts<AppState> for Provisioner {
         let token = bearer(&parts.headers);
         // A bearer JWT signed by the peer's watched keys (federated trusts) instead of a key.
         let attempt = match (token, &s.watchers) {
+            // An access token of this directory's authorization server.
+            (Some(t), _) if looks_like_jwt(t) && crate::oauth::bearer::is_access_token(s, &directory, t) => {
+                crate::oauth::bearer::authenticate(s, &directory, t, &meta).await.map(|r| r.map_err(|_| ()))
+            }
             (Some(t), Some(w)) if looks_like_jwt(t) => {
                 w.authenticate(&directory, t, &meta).await.map(|r| r.map_err(|_| ()))
             }
