@@ -33,8 +33,9 @@ pub struct LeakReportResult {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GithubMatch {
     pub token: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub token_type: String,
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub source: String,
@@ -47,4 +48,20 @@ pub struct GithubLabel {
     pub token_type: String,
     /// `true_positive` or `false_positive`.
     pub label: String,
+}
+
+/// A body of `POST /leaks`: the generic report, or GitHub's array of matches.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LeakReportBody {
+    Generic(LeakReport),
+    Github(Vec<GithubMatch>),
+}
+
+/// The answer to `POST /leaks`, in the shape of the report's format.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LeakReportAnswer {
+    Generic(LeakReportResult),
+    Github(Vec<GithubLabel>),
 }

@@ -1,6 +1,7 @@
 //! The rotation engine: policies, rotations, connectors, trust material, health, and the
 //! wrapped-link retrieval endpoint (outside `/api/v1`).
 
+use fedkey_core::RotationKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -42,7 +43,8 @@ pub struct RotationPolicyPatch(pub serde_json::Map<String, Value>);
 pub struct StartRotation {
     /// `manual` (default) or `emergency` (old versions revoked at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<RotationKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<String>,
 }

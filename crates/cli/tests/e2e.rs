@@ -1647,6 +1647,8 @@ mod import;
 mod leaks;
 #[path = "e2e/notify.rs"]
 mod notify;
+#[path = "e2e/openapi.rs"]
+mod openapi;
 #[path = "e2e/packaging.rs"]
 mod packaging;
 #[path = "e2e/policy.rs"]

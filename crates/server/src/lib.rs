@@ -12,6 +12,7 @@ pub mod health;
 pub mod import;
 pub mod leaks;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod request;
 pub mod rotation_api;
