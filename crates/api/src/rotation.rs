@@ -136,9 +136,42 @@ pub struct MaterialDecision {
 
 /// `GET /api/v1/health` and `/health/trusts`: the health model `fedkey doctor` prints.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = Object)]
-pub struct HealthReport(pub Value);
+pub struct HealthReport {
+    pub generated_at: String,
+    /// The worst severity found: `ok`, `info`, `warning` or `critical`.
+    pub status: String,
+    pub trusts_checked: u64,
+    pub findings: Vec<HealthFinding>,
+    /// Figures of each active trust.
+    #[schema(value_type = Vec<Object>)]
+    pub trusts: Vec<Value>,
+    /// Each sync target's state.
+    #[schema(value_type = Vec<Object>)]
+    pub targets: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub connectors: Vec<Value>,
+    #[schema(value_type = Object)]
+    pub outbox: Value,
+    #[schema(value_type = Object)]
+    pub audit: Value,
+}
+
+/// Something the health check found, with what to do about it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthFinding {
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// Stable machine-readable code.
+    pub code: String,
+    /// `trust`, `sync_target`, `connector` or `audit`.
+    pub scope: String,
+    /// The object by name: `directory/trust`, `directory/trust/connector`, `audit log`.
+    pub object: String,
+    /// The trust the object belongs to (empty for the audit log).
+    pub trust: String,
+    pub message: String,
+    pub action: String,
+}
 
 /// `GET /unwrap/{token}`: a GET never reveals the key.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

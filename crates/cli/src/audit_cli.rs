@@ -183,8 +183,8 @@ pub async fn tail(
 
 /// Where to follow from when the log had nothing to show: its head.
 async fn head_after_empty_tail(api: &Client) -> anyhow::Result<i64> {
-    let v = api.get("/audit/sinks").await.ok();
-    Ok(v.and_then(|v| v["head"].as_i64()).unwrap_or(0))
+    let v: Option<fedkey_api::audit::AuditSinks> = api.get_as("/audit/sinks").await.ok();
+    Ok(v.map_or(0, |v| v.head))
 }
 
 async fn print_lines(mut resp: reqwest::Response, out: Output, after: &mut Option<i64>) -> anyhow::Result<()> {

@@ -35,7 +35,7 @@ impl Client {
         Ok(Client { egress: operator_egress(s)?, base, token: token.to_owned(), timeout })
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = self.request(method, path)?;
         if let Some(b) = body {
             req = req.json(&b);
@@ -136,14 +136,6 @@ impl Client {
         }
         let hint = transport_hint(&e, &self.base);
         anyhow::Error::new(e).context(format!("cannot reach fedkey at {}{hint}", self.base))
-    }
-
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(Method::GET, path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(Method::POST, path, Some(body)).await
     }
 }
 

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use fedkey_api::sync::{
+    DeadLetterFilter, DeadLetterList, DeadLettersDiscarded, DeadLettersRetried, ReconcileEnvelope, ReconcileRequest,
+    SyncStatus, TargetEnvelope,
+};
 use fedkey_core::TrustRef;
 use serde_json::{Value, json};
 
@@ -197,15 +201,15 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
                 body["oauth"] =
                     json!({"token_url": tu, "client_id": id, "client_secret": secret.trim(), "scope": oauth_scope});
             }
-            let v = api.call(reqwest::Method::PUT, &target_path(&trust), Some(body)).await?;
+            let v: TargetEnvelope = api.put_as(&target_path(&trust), &body).await?;
             print_target(out, &v);
         }
         SyncCmd::Target(TargetCmd::Show { trust }) => {
-            let v = api.get(&target_path(&trust)).await?;
+            let v: TargetEnvelope = api.get_as(&target_path(&trust)).await?;
             print_target(out, &v);
         }
         SyncCmd::Status { directory } => {
-            let v = api.get(&format!("/directories/{directory}/sync/status")).await?;
+            let v: SyncStatus = api.get_as(&format!("/directories/{directory}/sync/status")).await?;
             print_status(out, &v);
         }
         SyncCmd::Reconcile { trust, dry_run } => {
@@ -217,12 +221,13 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
                 b.enable_steady_tick(std::time::Duration::from_millis(120));
                 b
             });
-            let v = api.post(&path, json!({"dry_run": dry_run})).await;
+            let v = api.post_as::<ReconcileEnvelope>(&path, &ReconcileRequest { dry_run }).await;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
             let v = v?;
-            let r = &v["reconcile"];
+            // The report is the reconciler's document (see docs/provisioning.md).
+            let r = &v.reconcile;
             print_reconcile(out, &v);
             let incomplete = r["problems"].as_array().is_some_and(|p| !p.is_empty())
                 || r["actions"]
@@ -233,11 +238,11 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             }
         }
         SyncCmd::DeadLetters(DeadLetterCmd::List { directory }) => {
-            let v = api.get(&format!("/directories/{directory}/sync/dead-letters")).await?;
+            let v: DeadLetterList = api.get_as(&format!("/directories/{directory}/sync/dead-letters")).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => output::table(
-                    v["dead_letters"].as_array().map(Vec::as_slice).unwrap_or_default(),
+                    &v.dead_letters,
                     &[
                         "trust",
                         "resource_type",
@@ -251,42 +256,36 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             }
         }
         SyncCmd::DeadLetters(DeadLetterCmd::Retry { directory, trust, resource }) => {
-            let v = api
-                .post(
-                    &format!("/directories/{directory}/sync/dead-letters/retry"),
-                    json!({"trust": trust, "resource_id": resource}),
-                )
-                .await?;
+            let body = DeadLetterFilter { trust, resource_id: resource };
+            let v: DeadLettersRetried =
+                api.post_as(&format!("/directories/{directory}/sync/dead-letters/retry"), &body).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => outln!("{} dead letter(s) queued again", v["retried"]),
+                Output::Table => outln!("{} dead letter(s) queued again", v.retried),
             }
         }
         SyncCmd::DeadLetters(DeadLetterCmd::Discard { directory, trust, resource }) => {
-            let v = api
-                .post(
-                    &format!("/directories/{directory}/sync/dead-letters/discard"),
-                    json!({"trust": trust, "resource_id": resource}),
-                )
-                .await?;
+            let body = DeadLetterFilter { trust, resource_id: resource };
+            let v: DeadLettersDiscarded =
+                api.post_as(&format!("/directories/{directory}/sync/dead-letters/discard"), &body).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => outln!("{} dead letter(s) discarded", v["discarded"]),
+                Output::Table => outln!("{} dead letter(s) discarded", v.discarded),
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_target(out: Output, v: &Value) {
+fn print_target(out: Output, v: &TargetEnvelope) {
     match out {
         Output::Json => output::json(v),
         Output::Table => {
-            let t = &v["target"];
-            if t.is_null() {
-                outln!("{}: no target configured", v["trust"].as_str().unwrap_or(""));
+            // The target is the stored document (docs/provisioning.md), shown as it is.
+            let Some(t) = &v.target else {
+                outln!("{}: no target configured", v.trust);
                 return;
-            }
+            };
             output::record(
                 t,
                 &[
@@ -301,7 +300,12 @@ fn print_target(out: Output, v: &Value) {
                 ],
             );
             outln!("{:<14} {}", "bulk:", bulk_text(t));
-            outln!("{:<14} {}", "reconcile:", schedule_text(t));
+            let schedule = Schedule {
+                every_seconds: t["reconcile_every_seconds"].as_i64(),
+                dry_run: t["reconcile_dry_run"] == true,
+                next_at: t["next_reconcile_at"].as_str(),
+            };
+            outln!("{:<14} {}", "reconcile:", schedule.text());
             outln!("{:<14} {}", "last run:", last_run_text(&t["last_reconcile"]));
             outln!("{:<14} {}", "mapping:", t["mapping"]);
         }
@@ -317,14 +321,23 @@ fn bulk_text(t: &Value) -> String {
     }
 }
 
-/// `every 1h (dry run), next 2026-…` or `off`.
-fn schedule_text(t: &Value) -> String {
-    let Some(secs) = t["reconcile_every_seconds"].as_u64() else {
-        return "off".into();
-    };
-    let every = humantime::format_duration(std::time::Duration::from_secs(secs));
-    let dry = if t["reconcile_dry_run"] == true { " (dry run: report only)" } else { "" };
-    format!("every {every}{dry}, next {}", t["next_reconcile_at"].as_str().unwrap_or("-"))
+/// A target's scheduled reconciliation.
+struct Schedule<'a> {
+    every_seconds: Option<i64>,
+    dry_run: bool,
+    next_at: Option<&'a str>,
+}
+
+impl Schedule<'_> {
+    /// `every 1h (dry run), next 2026-…` or `off`.
+    fn text(&self) -> String {
+        let Some(secs) = self.every_seconds.and_then(|s| u64::try_from(s).ok()) else {
+            return "off".into();
+        };
+        let every = humantime::format_duration(std::time::Duration::from_secs(secs));
+        let dry = if self.dry_run { " (dry run: report only)" } else { "" };
+        format!("every {every}{dry}, next {}", self.next_at.unwrap_or("-"))
+    }
 }
 
 /// `succeeded at …: planned create=1 update=2, applied …` or the error of a failed run.
@@ -353,12 +366,12 @@ fn last_run_text(r: &Value) -> String {
     text
 }
 
-fn print_reconcile(out: Output, v: &Value) {
+fn print_reconcile(out: Output, v: &ReconcileEnvelope) {
     if out == Output::Json {
         output::json(v);
         return;
     }
-    let r = &v["reconcile"];
+    let r = &v.reconcile;
     let c = &r["counts"];
     outln!(
         "{}{}: directory {} users, {} groups; target {} users, {} groups",
@@ -407,36 +420,40 @@ fn print_reconcile(out: Output, v: &Value) {
     }
 }
 
-fn print_status(out: Output, v: &Value) {
+fn print_status(out: Output, v: &SyncStatus) {
     if out == Output::Json {
         output::json(v);
         return;
     }
-    outln!("Targets of {}:", v["directory"].as_str().unwrap_or(""));
-    output::table(
-        v["targets"].as_array().map(Vec::as_slice).unwrap_or_default(),
-        &["trust", "pending", "done", "dead_letters", "circuit", "last_error"],
-    );
-    let scheduled: Vec<Value> = v["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| !t["reconcile_every_seconds"].is_null() || !t["last_reconcile"].is_null())
-        .map(|t| json!({"trust": t["trust"], "schedule": schedule_text(t), "last_run": last_run_text(&t["last_reconcile"])}))
+    outln!("Targets of {}:", v.directory);
+    output::table(&v.targets, &["trust", "pending", "done", "dead_letters", "circuit", "last_error"]);
+    let scheduled: Vec<Value> = v
+        .targets
+        .iter()
+        .filter(|t| t.reconcile_every_seconds.is_some() || t.last_reconcile.is_some())
+        .map(|t| {
+            let schedule = Schedule {
+                every_seconds: t.reconcile_every_seconds,
+                dry_run: t.reconcile_dry_run,
+                next_at: t.next_reconcile_at.as_deref(),
+            };
+            let last_run = last_run_text(t.last_reconcile.as_ref().unwrap_or(&Value::Null));
+            json!({"trust": t.trust, "schedule": schedule.text(), "last_run": last_run})
+        })
         .collect();
     if !scheduled.is_empty() {
         outln!("Scheduled reconciliation:");
         output::table(&scheduled, &["trust", "schedule", "last_run"]);
     }
-    let d = &v["deprovisioning"];
-    outln!("Deprovisioning: {} complete, {} incomplete", d["complete"], d["incomplete"]);
+    let d = &v.deprovisioning;
+    outln!("Deprovisioning: {} complete, {} incomplete", d.complete, d.incomplete);
     let mut rows = Vec::new();
-    for u in d["users"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        for t in u["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for u in &d.users {
+        for t in &u.targets {
             rows.push(json!({
-                "user": u["user"], "since": u["since"], "trust": t["trust"], "state": t["state"],
-                "confirmed_at": t["confirmed_at"], "attempts": t["attempts"], "last_error": t["last_error"],
-                "full_after_s": u["seconds_to_full_deprovisioning"],
+                "user": u.user, "since": u.since, "trust": t.trust, "state": t.state,
+                "confirmed_at": t.confirmed_at, "attempts": t.attempts, "last_error": t.last_error,
+                "full_after_s": u.seconds_to_full_deprovisioning,
             }));
         }
     }
@@ -444,7 +461,7 @@ fn print_status(out: Output, v: &Value) {
         &rows,
         &["user", "since", "trust", "state", "+confirmed_at", "attempts", "+full_after_s", "last_error"],
     );
-    let active = v["still_active"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let active = &v.still_active;
     if active.is_empty() {
         outln!("No leaver has an account left to deprovision.");
     } else {
