@@ -1,6 +1,8 @@
 //! Provisioning: a trust's SCIM target, the directory's sync status and dead letters,
 //! and reconciliation.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -71,9 +73,73 @@ pub enum BulkSetting {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TargetEnvelope {
     pub trust: String,
-    /// The stored target (`null` on a GET when there is none); never its credentials.
+    /// The stored target (`null` on a GET when there is none).
+    pub target: Option<SyncTarget>,
+}
+
+/// A trust's provisioning target as stored; never its credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SyncTarget {
+    /// `directory/trust`.
+    #[serde(rename = "ref")]
+    pub trust_ref: String,
+    pub base_url: String,
+    pub allow_http: bool,
+    /// `bearer` (the trust's app-issued key) or `oauth2`.
+    pub auth: String,
+    /// `token_url`, `client_id` and `scope` of OAuth2 client credentials.
     #[schema(value_type = Option<Object>)]
-    pub target: Option<Value>,
+    pub oauth: Option<Value>,
+    #[schema(value_type = Object)]
+    pub mapping: Value,
+    pub max_attempts: i64,
+    pub concurrency: i64,
+    pub timeout_seconds: i64,
+    /// Operations per SCIM `/Bulk` request: `null` as many as the target allows, 0 never.
+    pub bulk_max_operations: Option<i64>,
+    pub consecutive_failures: i64,
+    pub circuit_open_until: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub updated_by: String,
+    pub active: bool,
+    pub reconcile_every_seconds: Option<i64>,
+    pub reconcile_dry_run: bool,
+    pub next_reconcile_at: Option<String>,
+    pub last_reconcile: Option<ReconcileRun>,
+}
+
+/// The last scheduled reconciliation of a target.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileRun {
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `running`, `succeeded`, `incomplete` or `failed`.
+    pub outcome: String,
+    /// `null` while running or after a failure.
+    pub counts: Option<ReconcileRunCounts>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileRunCounts {
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Actions planned, by kind (`create`, `update`, `deactivate`…).
+    #[serde(default)]
+    pub planned: BTreeMap<String, u64>,
+    /// Actions done, by kind.
+    #[serde(default)]
+    pub applied: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub orphans_reported: u64,
+    #[serde(default)]
+    pub problems: u64,
+    #[serde(default)]
+    pub remote_users: u64,
+    #[serde(default)]
+    pub remote_groups: u64,
 }
 
 /// `GET /directories/{d}/sync/status`.
@@ -105,8 +171,7 @@ pub struct TargetStatus {
     pub reconcile_every_seconds: Option<i64>,
     pub reconcile_dry_run: bool,
     pub next_reconcile_at: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub last_reconcile: Option<Value>,
+    pub last_reconcile: Option<ReconcileRun>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -190,7 +255,77 @@ pub struct ReconcileRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReconcileEnvelope {
-    /// The plan and what was done (see docs/provisioning.md#reconciliation).
+    pub reconcile: ReconcileReport,
+}
+
+/// The plan of a reconciliation and, unless a dry run, what was done
+/// (see docs/provisioning.md#reconciliation).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileReport {
+    pub trust: String,
+    pub dry_run: bool,
+    /// What is done with accounts at the target that the directory does not have.
+    pub orphan_policy: String,
+    pub counts: ReconcileCounts,
+    pub actions: Vec<ReconcileAction>,
+    pub orphans: Vec<ReconcileOrphan>,
+    pub problems: Vec<ReconcileProblem>,
+    /// The delivery of the queued changes (not on a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<ReconcileDelivery>,
+}
+
+impl ReconcileReport {
+    /// A problem, or an action that was not done.
+    pub fn incomplete(&self) -> bool {
+        !self.problems.is_empty() || self.actions.iter().any(|a| a.outcome.as_deref().is_some_and(|o| o != "done"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileCounts {
+    pub directory_users: u64,
+    pub directory_groups: u64,
+    pub remote_users: u64,
+    pub remote_groups: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileAction {
+    /// `create`, `update`, `deactivate`, `delete`, `relink`…
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub display: Option<String>,
+    pub remote_id: Option<String>,
+    /// What differs, attribute by attribute.
     #[schema(value_type = Object)]
-    pub reconcile: Value,
+    pub detail: Value,
+    /// `done` or why not (not on a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileOrphan {
+    pub resource_type: String,
+    pub remote_id: String,
+    pub display: Option<String>,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileProblem {
+    pub resource_type: String,
+    pub resource_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileDelivery {
+    pub fanned_out: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead_letters: u64,
+    pub circuits_open: u64,
 }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use fedkey_api::sync::{
-    DeadLetterFilter, DeadLetterList, DeadLettersDiscarded, DeadLettersRetried, ReconcileEnvelope, ReconcileRequest,
-    SyncStatus, TargetEnvelope,
+    DeadLetterFilter, DeadLetterList, DeadLettersDiscarded, DeadLettersRetried, ReconcileAction, ReconcileEnvelope,
+    ReconcileRequest, ReconcileRun, SyncStatus, TargetEnvelope,
 };
 use fedkey_core::TrustRef;
 use serde_json::{Value, json};
@@ -226,14 +226,8 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
                 b.finish_and_clear();
             }
             let v = v?;
-            // The report is the reconciler's document (see docs/provisioning.md).
-            let r = &v.reconcile;
             print_reconcile(out, &v);
-            let incomplete = r["problems"].as_array().is_some_and(|p| !p.is_empty())
-                || r["actions"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|a| a["outcome"].as_str().is_some_and(|o| o != "done")));
-            if incomplete {
+            if v.reconcile.incomplete() {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -281,7 +275,6 @@ fn print_target(out: Output, v: &TargetEnvelope) {
     match out {
         Output::Json => output::json(v),
         Output::Table => {
-            // The target is the stored document (docs/provisioning.md), shown as it is.
             let Some(t) = &v.target else {
                 outln!("{}: no target configured", v.trust);
                 return;
@@ -299,22 +292,22 @@ fn print_target(out: Output, v: &TargetEnvelope) {
                     "updated_at",
                 ],
             );
-            outln!("{:<14} {}", "bulk:", bulk_text(t));
+            outln!("{:<14} {}", "bulk:", bulk_text(t.bulk_max_operations));
             let schedule = Schedule {
-                every_seconds: t["reconcile_every_seconds"].as_i64(),
-                dry_run: t["reconcile_dry_run"] == true,
-                next_at: t["next_reconcile_at"].as_str(),
+                every_seconds: t.reconcile_every_seconds,
+                dry_run: t.reconcile_dry_run,
+                next_at: t.next_reconcile_at.as_deref(),
             };
             outln!("{:<14} {}", "reconcile:", schedule.text());
-            outln!("{:<14} {}", "last run:", last_run_text(&t["last_reconcile"]));
-            outln!("{:<14} {}", "mapping:", t["mapping"]);
+            outln!("{:<14} {}", "last run:", last_run_text(t.last_reconcile.as_ref()));
+            outln!("{:<14} {}", "mapping:", t.mapping);
         }
     }
 }
 
 /// `auto`, `off` or `at most N operations per request`.
-fn bulk_text(t: &Value) -> String {
-    match t["bulk_max_operations"].as_i64() {
+fn bulk_text(bulk_max_operations: Option<i64>) -> String {
+    match bulk_max_operations {
         None => "auto".into(),
         Some(0) => "off".into(),
         Some(n) => format!("at most {n} operations per request"),
@@ -341,26 +334,26 @@ impl Schedule<'_> {
 }
 
 /// `succeeded at …: planned create=1 update=2, applied …` or the error of a failed run.
-fn last_run_text(r: &Value) -> String {
-    if r.is_null() {
+fn last_run_text(r: Option<&ReconcileRun>) -> String {
+    let Some(r) = r else {
         return "-".into();
-    }
-    let kinds = |v: &Value| {
-        let parts: Vec<String> = v.as_object().into_iter().flatten().map(|(k, n)| format!("{k}={n}")).collect();
+    };
+    let kinds = |v: &std::collections::BTreeMap<String, u64>| {
+        let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k}={n}")).collect();
         if parts.is_empty() { "none".to_owned() } else { parts.join(" ") }
     };
-    let outcome = r["outcome"].as_str().unwrap_or("?");
-    let when = r["finished_at"].as_str().or(r["started_at"].as_str()).unwrap_or("-");
-    let c = &r["counts"];
+    let outcome = r.outcome.as_str();
+    let when = r.finished_at.as_deref().unwrap_or(&r.started_at);
+    let c = r.counts.clone().unwrap_or_default();
     let mut text = format!("{outcome} at {when}");
     if outcome != "failed" && outcome != "running" {
-        text.push_str(&format!("; planned {}", kinds(&c["planned"])));
-        if c["dry_run"] != true {
-            text.push_str(&format!("; applied {}", kinds(&c["applied"])));
+        text.push_str(&format!("; planned {}", kinds(&c.planned)));
+        if !c.dry_run {
+            text.push_str(&format!("; applied {}", kinds(&c.applied)));
         }
-        text.push_str(&format!("; orphans reported {}", c["orphans_reported"]));
+        text.push_str(&format!("; orphans reported {}", c.orphans_reported));
     }
-    if let Some(e) = r["error"].as_str() {
+    if let Some(e) = &r.error {
         text.push_str(&format!("; {e}"));
     }
     text
@@ -372,51 +365,49 @@ fn print_reconcile(out: Output, v: &ReconcileEnvelope) {
         return;
     }
     let r = &v.reconcile;
-    let c = &r["counts"];
+    let c = &r.counts;
     outln!(
         "{}{}: directory {} users, {} groups; target {} users, {} groups",
-        r["trust"].as_str().unwrap_or(""),
-        if r["dry_run"] == true { " (dry run: nothing changed)" } else { "" },
-        c["directory_users"],
-        c["directory_groups"],
-        c["remote_users"],
-        c["remote_groups"],
+        r.trust,
+        if r.dry_run { " (dry run: nothing changed)" } else { "" },
+        c.directory_users,
+        c.directory_groups,
+        c.remote_users,
+        c.remote_groups,
     );
-    let actions = r["actions"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if actions.is_empty() {
+    if r.actions.is_empty() {
         outln!("Nothing to do: the target agrees with the directory.");
     } else {
-        let rows: Vec<Value> = actions
+        // The detail, attribute by attribute, on one line.
+        let rows: Vec<ReconcileAction> = r
+            .actions
             .iter()
             .map(|a| {
-                let mut row = a.clone();
-                row["detail"] = json!(a["detail"].as_object().map(|o| {
+                let detail = a.detail.as_object().map(|o| {
                     o.iter()
                         .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
                         .collect::<Vec<_>>()
                         .join(" ")
-                }));
-                row
+                });
+                ReconcileAction { detail: json!(detail), ..a.clone() }
             })
             .collect();
         let mut cols = vec!["action", "resource_type", "display", "resource_id", "remote_id", "detail"];
-        if r["dry_run"] != true {
+        if !r.dry_run {
             cols.push("outcome");
         }
         output::table(&rows, &cols);
     }
-    let orphans = r["orphans"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if !orphans.is_empty() {
-        outln!("Orphans at the target (policy {}; left alone):", r["orphan_policy"].as_str().unwrap_or("report"));
-        output::table(orphans, &["resource_type", "display", "remote_id", "active"]);
+    if !r.orphans.is_empty() {
+        outln!("Orphans at the target (policy {}; left alone):", r.orphan_policy);
+        output::table(&r.orphans, &["resource_type", "display", "remote_id", "active"]);
     }
-    let problems = r["problems"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if !problems.is_empty() {
+    if !r.problems.is_empty() {
         outln!("Resources the mapping cannot produce:");
-        output::table(problems, &["resource_type", "resource_id", "message"]);
+        output::table(&r.problems, &["resource_type", "resource_id", "message"]);
     }
-    if let Some(d) = r["delivery"].as_object() {
-        outln!("Delivered: {}, retrying: {}, dead letters: {}", d["delivered"], d["retried"], d["dead_letters"]);
+    if let Some(d) = &r.delivery {
+        outln!("Delivered: {}, retrying: {}, dead letters: {}", d.delivered, d.retried, d.dead_letters);
     }
 }
 
@@ -437,7 +428,7 @@ fn print_status(out: Output, v: &SyncStatus) {
                 dry_run: t.reconcile_dry_run,
                 next_at: t.next_reconcile_at.as_deref(),
             };
-            let last_run = last_run_text(t.last_reconcile.as_ref().unwrap_or(&Value::Null));
+            let last_run = last_run_text(t.last_reconcile.as_ref());
             json!({"trust": t.trust, "schedule": schedule.text(), "last_run": last_run})
         })
         .collect();

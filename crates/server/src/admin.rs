@@ -240,6 +240,12 @@ pub(crate) fn doc(x: &impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(x).map_err(ApiError::internal)
 }
 
+/// A stored or computed object in its `fedkey-api` form: the two share the wire shape, and
+/// a mismatch is a bug of this server (answered as `internal`, logged).
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(x: &impl Serialize) -> Result<T, ApiError> {
+    serde_json::from_value(doc(x)?).map_err(ApiError::internal)
+}
+
 fn key_dto(k: &fedkey_store::KeyVersion, now: Timestamp) -> KeyVersion {
     KeyVersion {
         version: k.version,

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::admin::{Admin, Need, Target, doc, parse_duration, trust_ref};
+use crate::admin::{Admin, Need, Target, doc, parse_duration, trust_ref, typed};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 #[allow(unused_imports)] // used by the #[utoipa::path] attributes
@@ -264,9 +264,7 @@ async fn trust_health(a: Admin, State(s): State<AppState>) -> Result<Json<Health
 async fn health_report(a: Admin, s: AppState, action: &str) -> Result<Json<HealthReport>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, action, Target::default(), async {
-        // The engine's report, in the contract's shape (a mismatch is this server's bug).
-        let report = doc(&fedkey_rotation::health::check(st).await?)?;
-        serde_json::from_value::<HealthReport>(report).map_err(ApiError::internal)
+        typed::<HealthReport>(&fedkey_rotation::health::check(st).await?)
     })
     .await
 }

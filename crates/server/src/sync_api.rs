@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::admin::{Admin, Need, Target, doc, trust_ref, ts};
+use crate::admin::{Admin, Need, Target, doc, trust_ref, ts, typed};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 #[allow(unused_imports)] // used by the #[utoipa::path] attributes
@@ -81,7 +81,7 @@ async fn get_target(
     let st = &s.store;
     a.read(st, Need::Read, "sync.target.show", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
-        Ok(TargetEnvelope { trust: r.to_string(), target: st.sync_target(&r).await?.as_ref().map(doc).transpose()? })
+        Ok(TargetEnvelope { trust: r.to_string(), target: st.sync_target(&r).await?.as_ref().map(typed).transpose()? })
     })
     .await
 }
@@ -159,7 +159,7 @@ async fn put_target(
             Ok(st.set_sync_target(&a.actor(), &r, t).await?)
         })
         .await?;
-    Ok(Json(TargetEnvelope { trust: format!("{d}/{t}"), target: Some(doc(&row)?) }))
+    Ok(Json(TargetEnvelope { trust: format!("{d}/{t}"), target: Some(typed(&row)?) }))
 }
 
 /// A mapping setting given beside the mapping (`leaver`, `orphans`): a malformed one is a
@@ -212,7 +212,7 @@ async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> R
                 reconcile_every_seconds: t.reconcile_every_seconds,
                 reconcile_dry_run: t.reconcile_dry_run,
                 next_reconcile_at: ts(t.next_reconcile_at),
-                last_reconcile: t.last_reconcile.as_ref().map(doc).transpose()?,
+                last_reconcile: t.last_reconcile.as_ref().map(typed).transpose()?,
             });
         }
         // Leavers, per user, per target.
@@ -382,5 +382,5 @@ async fn reconcile(
             })
         })
         .await?;
-    Ok(Json(ReconcileEnvelope { reconcile: doc(&report)? }))
+    Ok(Json(ReconcileEnvelope { reconcile: typed(&report)? }))
 }
