@@ -33,7 +33,6 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-#[allow(unused_imports)] // used by the #[utoipa::path] attributes
 use fedkey_api::{DirectoryPath, TrustPath, keys::KeyVersionPath, tokens::TokenPath};
 
 /// Every documented admin route (paths relative to `/api/v1`): the one table that both

@@ -38,7 +38,6 @@ use crate::admin::{Admin, Need, Target};
 use crate::error::{ApiError, ErrorCode};
 use crate::scim::resources::{Upsert, upsert_core};
 use crate::scim::{Ctx, SCIM_BODY_LIMIT, ScimResponse};
-#[allow(unused_imports)] // used by the #[utoipa::path] attribute
 use fedkey_api::DirectoryPath;
 
 /// Most rows in one request.

@@ -37,9 +37,7 @@ use crate::admin::{Admin, Need, Target, doc, trust_envelope, trust_ref};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 use crate::ratelimit::{RateLimiter, retry_after_secs};
-#[allow(unused_imports)] // used by the #[utoipa::path] attributes
 use fedkey_api::TrustPath;
-#[allow(unused_imports)]
 use fedkey_api::leaks::{LeakReportAnswer, LeakReportBody};
 
 pub const GITHUB_KEY_ID_HEADER: &str = "github-public-key-identifier";

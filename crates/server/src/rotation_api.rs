@@ -25,7 +25,6 @@ use crate::AppState;
 use crate::admin::{Admin, Need, Target, doc, parse_duration, trust_ref, typed};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
-#[allow(unused_imports)] // used by the #[utoipa::path] attributes
 use fedkey_api::{TrustPath, rotation::ConnectorPath};
 
 pub fn routes() -> OpenApiRouter<AppState> {

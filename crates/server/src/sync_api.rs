@@ -27,7 +27,6 @@ use crate::AppState;
 use crate::admin::{Admin, Need, Target, doc, trust_ref, ts, typed};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
-#[allow(unused_imports)] // used by the #[utoipa::path] attributes
 use fedkey_api::{DirectoryPath, TrustPath};
 
 pub fn routes() -> OpenApiRouter<AppState> {
