@@ -26,9 +26,7 @@ pub struct AuditQuery {
 /// `GET /audit`: a page of records, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
-    /// Audit records as the log stores them (see docs/audit.md).
-    #[schema(value_type = Vec<Object>)]
-    pub records: Vec<Value>,
+    pub records: Vec<AuditRecord>,
     /// Where the next page starts; `null` on the last page.
     pub next_after: Option<i64>,
 }
@@ -90,4 +88,34 @@ pub struct AuditSinks {
     pub head: i64,
     #[schema(value_type = Vec<Object>)]
     pub sinks: Vec<Value>,
+}
+
+/// One record of the audit log (see docs/audit.md), as `GET /audit` and the JSON-lines
+/// export send it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub ts: String,
+    /// `ts` in microseconds since the Unix epoch.
+    pub ts_us: i64,
+    pub actor: String,
+    pub action: String,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
+    pub directory: Option<String>,
+    pub trust: Option<String>,
+    pub key_version: Option<i64>,
+    pub source: Option<String>,
+    pub request_id: Option<String>,
+    /// Hex SHA-256 of the previous record.
+    pub prev_hash: String,
+    /// Hex SHA-256 of this record.
+    pub hash: String,
+    /// What the action was about, when it is JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+    /// The details as stored, when they are not JSON in canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details_text: Option<String>,
 }

@@ -742,7 +742,8 @@ async fn audit_page(
         };
         let records = fedkey_store::audit::query(&st.db, &f).await?;
         let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.seq)).flatten();
-        Ok(AuditPage { records: records.iter().map(|r| r.to_json()).collect(), next_after: next })
+        let records = records.iter().map(|r| typed(&r.to_json())).collect::<Result<_, _>>()?;
+        Ok(AuditPage { records, next_after: next })
     })
     .await
 }
