@@ -106,8 +106,7 @@ pub struct ConnectorPath {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MaterialOverview {
     pub trust: String,
-    #[schema(value_type = Option<Object>)]
-    pub source: Option<Value>,
+    pub source: Option<MaterialSource>,
     #[schema(value_type = Vec<Object>)]
     pub versions: Vec<Value>,
 }
@@ -121,8 +120,19 @@ pub struct MaterialSourceRequest(pub Value);
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MaterialSourceEnvelope {
+    pub source: MaterialSource,
+}
+
+/// Where a trust's peer publishes its keys, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MaterialSource {
+    /// `directory/trust`.
+    pub trust: String,
+    /// The normalised source settings (URLs, `jwt`…).
     #[schema(value_type = Object)]
-    pub source: Value,
+    pub config: Value,
+    pub updated_at: String,
+    pub updated_by: String,
 }
 
 /// The answer of approve and reject.

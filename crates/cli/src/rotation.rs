@@ -274,7 +274,7 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let config = v.source.as_ref().and_then(|s| s.get("config")).cloned().unwrap_or(Value::Null);
+                    let config = v.source.as_ref().map_or(Value::Null, |s| s.config.clone());
                     outln!("source: {config}");
                     output::table(&v.versions, cols);
                 }

@@ -282,7 +282,7 @@ async fn show_material(
         let source = st.trust_sources().await?.into_iter().find(|x| x.trust == r);
         Ok(MaterialOverview {
             trust: r.to_string(),
-            source: source.as_ref().map(doc).transpose()?,
+            source: source.as_ref().map(typed).transpose()?,
             versions: docs(&st.material_versions(&r, 20).await?)?,
         })
     })
@@ -314,7 +314,7 @@ async fn set_source(
     if let Some(w) = &s.watchers {
         w.sync_sources().await?;
     }
-    Ok(Json(MaterialSourceEnvelope { source: doc(&src)? }))
+    Ok(Json(MaterialSourceEnvelope { source: typed(&src)? }))
 }
 
 #[utoipa::path(delete, path = "/directories/{d}/trusts/{t}/material/source", tag = "material", params(TrustPath), responses((status = 204, description = "removed")))]
