@@ -4,8 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use fedkey_api::audit::AuditVerification;
+use fedkey_api::directories::{CreateDirectory, Directory, DirectoryDeleted, DirectoryDetail, DirectoryList};
+use fedkey_api::keys::{KeyList, KeyVersion, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, WrappedLink};
+use fedkey_api::tokens::{AdminToken, CreateToken, TokenCreated, TokenList};
+use fedkey_api::trusts::{
+    CreateTrust, ScopesRequest, Trust, TrustCreated, TrustDetail, TrustEnvelope, TrustList, TrustPolicyRequest,
+};
 use fedkey_core::{Direction, PeerKind, Role, TrustRef};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::client::{Client, q};
 use crate::config::Settings;
@@ -143,12 +150,12 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    fn json(&self) -> Value {
-        json!({
-            "privileged_groups": self.privileged_groups,
-            "allowed_sources": self.allowed_sources,
-            "rate_limit": self.rate_limit,
-        })
+    fn request(&self) -> TrustPolicyRequest {
+        TrustPolicyRequest {
+            privileged_groups: self.privileged_groups.clone(),
+            allowed_sources: self.allowed_sources.clone(),
+            rate_limit: self.rate_limit,
+        }
     }
 }
 
@@ -296,33 +303,42 @@ const DIRECTORY_COLUMNS: &[&str] = &["name", "created_at", "+created_by"];
 const LEAK_COLUMNS: &[&str] = &["ref", "leak_policy", "pending_auth", "updated_at"];
 const POLICY_COLUMNS: &[&str] = &["ref", "privileged_groups", "allowed_sources", "rate_limit", "updated_at"];
 
+/// What a response carrying a one-time key holds, for [`print_with_key`].
+struct WithKey<'a> {
+    key: Option<&'a str>,
+    wrapped_link: Option<&'a WrappedLink>,
+    /// The trust, when the answer has it (a trust's creation).
+    trust: Option<&'a Trust>,
+    key_version: &'a KeyVersion,
+}
+
 /// Prints a response carrying a one-time key: the key first, then what it belongs to.
-fn print_with_key(out: Output, v: &Value) {
+fn print_with_key(out: Output, answer: &impl serde::Serialize, v: WithKey<'_>) {
     match out {
-        Output::Json => output::json(v),
+        Output::Json => output::json(answer),
         Output::Table => {
-            if let Some(k) = v["key"].as_str() {
+            if let Some(k) = v.key {
                 output::note("The key below is shown once. Deliver it to the peer now; fedkey keeps only its hash.");
                 output::secret("key", k);
             }
-            if let Some(link) = v["wrapped_link"]["url"].as_str() {
+            if let Some(link) = v.wrapped_link {
                 output::note(
                     "The link below reveals the key once (POST, or `fedkey key unwrap URL`). A second use is refused and alerts.",
                 );
-                output::secret("wrapped_link", link);
-                outln!("expires_at:   {}", v["wrapped_link"]["expires_at"].as_str().unwrap_or_default());
+                output::secret("wrapped_link", &link.url);
+                outln!("expires_at:   {}", link.expires_at);
             }
-            if v["trust"].is_object() {
-                output::record(&v["trust"], TRUST_COLUMNS);
+            if let Some(trust) = v.trust {
+                output::record(trust, TRUST_COLUMNS);
                 // The trust's lines already gave scopes and created_at: the key's own only.
                 let key_only: Vec<&str> = KEY_COLUMNS
                     .iter()
                     .copied()
                     .filter(|k| !TRUST_COLUMNS.iter().any(|t| t.trim_start_matches('+') == k.trim_start_matches('+')))
                     .collect();
-                output::record(&v["key_version"], &key_only);
+                output::record(v.key_version, &key_only);
             } else {
-                output::record(&v["key_version"], KEY_COLUMNS);
+                output::record(v.key_version, KEY_COLUMNS);
             }
         }
     }
@@ -332,21 +348,21 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
     let api = client(s)?;
     match c {
         DirectoryCmd::Create { name } => {
-            let v = api.post("/directories", json!({"name": name})).await?;
+            let v: Directory = api.post_as("/directories", &CreateDirectory { name }).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => output::record(&v, DIRECTORY_COLUMNS),
             }
         }
         DirectoryCmd::List => {
-            let v = api.get("/directories").await?;
+            let v: DirectoryList = api.get_as("/directories").await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::table(v["directories"].as_array().map_or(&[][..], |a| a), DIRECTORY_COLUMNS),
+                Output::Table => output::table(&v.directories, DIRECTORY_COLUMNS),
             }
         }
         DirectoryCmd::Show { name } => {
-            let v = api.get(&format!("/directories/{}", q(&name))).await?;
+            let v: DirectoryDetail = api.get_as(&format!("/directories/{}", q(&name))).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => output::record(
@@ -357,15 +373,16 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
         }
         DirectoryCmd::Delete { name, force } => {
             let p = format!("/directories/{}{}", q(&name), if force { "?force=true" } else { "" });
-            let v = api.delete(&p).await?;
+            let v: DirectoryDeleted = api.send(reqwest::Method::DELETE, &p, None::<&()>).await?;
+            let d = &v.deleted;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => outln!(
                     "deleted directory {name} ({} trusts, {} users, {} groups, {} targets)",
-                    v["deleted"]["trusts"],
-                    v["deleted"]["users"],
-                    v["deleted"]["groups"],
-                    v["deleted"]["targets"]
+                    d.trusts,
+                    d.users,
+                    d.groups,
+                    d.targets
                 ),
             }
         }
@@ -388,40 +405,45 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
             policy,
         } => {
             let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
-            let mut body = json!({"name": name, "direction": direction, "peer_kind": peer_kind});
-            if let (Value::Object(b), Value::Object(p)) = (&mut body, policy.json()) {
-                b.extend(p);
-            }
-            if !scopes.is_empty() {
-                body["scopes"] = json!(scopes);
-            }
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
-            if let Some(k) = &key {
-                body["key"] = json!(k.expose());
-            }
-            let v = api.post(&format!("/directories/{directory}/trusts"), body).await?;
-            print_with_key(out, &v);
+            let policy = policy.request();
+            let body = CreateTrust {
+                name,
+                direction,
+                peer_kind: Some(peer_kind),
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                description,
+                key: key.as_ref().map(|k| k.expose().to_owned()),
+                privileged_groups: policy.privileged_groups,
+                allowed_sources: policy.allowed_sources,
+                rate_limit: policy.rate_limit,
+            };
+            let v: TrustCreated = api.post_as(&format!("/directories/{directory}/trusts"), &body).await?;
+            let shown = WithKey {
+                key: v.key.as_deref(),
+                wrapped_link: None,
+                trust: Some(&v.trust),
+                key_version: &v.key_version,
+            };
+            print_with_key(out, &v, shown);
         }
         TrustCmd::List { directory } => {
             let p = match directory {
                 Some(d) => format!("/directories/{d}/trusts"),
                 None => "/trusts".into(),
             };
-            let v = api.get(&p).await?;
+            let v: TrustList = api.get_as(&p).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::table(v["trusts"].as_array().map_or(&[][..], |a| a), TRUST_COLUMNS),
+                Output::Table => output::table(&v.trusts, TRUST_COLUMNS),
             }
         }
         TrustCmd::Show { trust } => {
-            let v = api.get(&path(&trust)).await?;
+            let v: TrustDetail = api.get_as(&path(&trust)).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => {
                     output::record(
-                        &v["trust"],
+                        &v.trust,
                         &[
                             "ref",
                             "direction",
@@ -437,37 +459,37 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
                         ],
                     );
                     outln!();
-                    output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS);
+                    output::table(&v.keys, KEY_COLUMNS);
                 }
             }
         }
         TrustCmd::Policy { trust, policy } => {
-            let v = api.call(reqwest::Method::PUT, &format!("{}/policy", path(&trust)), Some(policy.json())).await?;
+            let v: TrustEnvelope = api.put_as(&format!("{}/policy", path(&trust)), &policy.request()).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::record(&v["trust"], POLICY_COLUMNS),
+                Output::Table => output::record(&v.trust, POLICY_COLUMNS),
             }
         }
         TrustCmd::LeakSettings { trust, leak_policy, pending_auth } => {
+            // Sent as given: the server names a value it does not know.
             let body = json!({"leak_policy": leak_policy, "pending_auth": pending_auth});
-            let v = api.call(reqwest::Method::PUT, &format!("{}/leak-settings", path(&trust)), Some(body)).await?;
+            let v: TrustEnvelope = api.put_as(&format!("{}/leak-settings", path(&trust)), &body).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::record(&v["trust"], LEAK_COLUMNS),
+                Output::Table => output::record(&v.trust, LEAK_COLUMNS),
             }
         }
         TrustCmd::Scopes { trust, scopes } => {
-            let body = json!({"scopes": scopes});
-            let v = api.call(reqwest::Method::PUT, &format!("{}/scopes", path(&trust)), Some(body)).await?;
+            let v: TrustEnvelope = api.put_as(&format!("{}/scopes", path(&trust)), &ScopesRequest { scopes }).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::record(&v["trust"], TRUST_COLUMNS),
+                Output::Table => output::record(&v.trust, TRUST_COLUMNS),
             }
         }
         TrustCmd::Suspend { trust } => status(&api, out, &trust, "suspend").await?,
         TrustCmd::Resume { trust } => status(&api, out, &trust, "resume").await?,
         TrustCmd::Delete { trust } => {
-            api.call(reqwest::Method::DELETE, &path(&trust), None).await?;
+            api.send::<()>(reqwest::Method::DELETE, &path(&trust), None::<&()>).await?;
             match out {
                 Output::Json => output::json(&json!({"deleted": trust.to_string()})),
                 Output::Table => outln!("deleted {trust}"),
@@ -478,10 +500,10 @@ pub async fn trust(s: &Settings, out: Output, c: TrustCmd) -> anyhow::Result<Exi
 }
 
 async fn status(api: &Client, out: Output, trust: &TrustRef, what: &str) -> anyhow::Result<()> {
-    let v = api.post(&format!("{}/{what}", path(trust)), json!({})).await?;
+    let v: TrustEnvelope = api.post_as(&format!("{}/{what}", path(trust)), &json!({})).await?;
     match out {
         Output::Json => output::json(&v),
-        Output::Table => output::record(&v["trust"], TRUST_COLUMNS),
+        Output::Table => output::record(&v.trust, TRUST_COLUMNS),
     }
     Ok(())
 }
@@ -496,29 +518,35 @@ pub async fn key(s: &Settings, out: Output, c: KeyCmd) -> anyhow::Result<ExitCod
         KeyCmd::Unwrap { .. } => {}
         KeyCmd::Rotate { trust, overlap, key_file, key_stdin, wrap } => {
             let key = local::read_key_input(key_file.as_deref(), key_stdin)?;
-            let mut body = json!({"overlap": overlap});
-            if let Some(w) = wrap {
-                body["wrap"] = json!(w);
-            }
-            if let Some(k) = &key {
-                body["key"] = json!(k.expose());
-            }
-            let v = api.post(&format!("{}/keys/rotate", path(&trust)), body).await?;
-            print_with_key(out, &v);
+            let body =
+                RotateKeyRequest { overlap: Some(overlap), key: key.as_ref().map(|k| k.expose().to_owned()), wrap };
+            let v: RotateKeyResponse = api.post_as(&format!("{}/keys/rotate", path(&trust)), &body).await?;
+            let shown = WithKey {
+                key: v.key.as_deref(),
+                wrapped_link: v.wrapped_link.as_ref(),
+                trust: None,
+                key_version: &v.key_version,
+            };
+            print_with_key(out, &v, shown);
         }
         KeyCmd::Revoke { trust, version, force } => {
             let force = if force { "?force=true" } else { "" };
-            let v = api.post(&format!("{}/keys/{version}/revoke{force}", path(&trust)), json!({})).await?;
-            if v["unchanged"].as_bool() == Some(true) {
+            let v: RevokeKeyResponse =
+                api.post_as(&format!("{}/keys/{version}/revoke{force}", path(&trust)), &json!({})).await?;
+            if v.unchanged {
                 output::note(&format!("version {version} of {trust} had already expired; nothing changed"));
             }
-            print_with_key(out, &v);
+            print_with_key(
+                out,
+                &v,
+                WithKey { key: None, wrapped_link: None, trust: None, key_version: &v.key_version },
+            );
         }
         KeyCmd::List { trust } => {
-            let v = api.get(&format!("{}/keys", path(&trust))).await?;
+            let v: KeyList = api.get_as(&format!("{}/keys", path(&trust))).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::table(v["keys"].as_array().map_or(&[][..], |a| a), KEY_COLUMNS),
+                Output::Table => output::table(&v.keys, KEY_COLUMNS),
             }
         }
     }
@@ -530,29 +558,25 @@ pub async fn token(s: &Settings, out: Output, c: TokenCmd) -> anyhow::Result<Exi
     let cols = &["name", "role", "+created_at", "expires_at", "revoked_at", "last_used_at"];
     match c {
         TokenCmd::Create { name, role, ttl } => {
-            let mut body = json!({"name": name, "role": role});
-            if let Some(t) = ttl {
-                body["ttl"] = json!(t);
-            }
-            let v = api.post("/tokens", body).await?;
+            let v: TokenCreated = api.post_as("/tokens", &CreateToken { name, role, ttl }).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => {
                     output::note("The token below is shown once; fedkey keeps only its hash.");
-                    output::secret("token", v["token"].as_str().unwrap_or_default());
+                    output::secret("token", &v.token);
                     output::record(&v, cols);
                 }
             }
         }
         TokenCmd::List => {
-            let v = api.get("/tokens").await?;
+            let v: TokenList = api.get_as("/tokens").await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::table(v["tokens"].as_array().map_or(&[][..], |a| a), cols),
+                Output::Table => output::table(&v.tokens, cols),
             }
         }
         TokenCmd::Revoke { name } => {
-            let v = api.post(&format!("/tokens/{}/revoke", q(&name)), json!({})).await?;
+            let v: AdminToken = api.post_as(&format!("/tokens/{}/revoke", q(&name)), &json!({})).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => output::record(&v, cols),
@@ -566,20 +590,27 @@ pub async fn audit(s: &Settings, out: Output, c: AuditCmd) -> anyhow::Result<Exi
     match c {
         AuditCmd::Verify { public_key, offline } => {
             if s.token.is_some() && !offline && public_key.is_none() {
-                let v = client(s)?.get("/audit/verify").await?;
-                match out {
-                    Output::Json => output::json(&v),
-                    Output::Table if v["ok"] == json!(true) => {
+                let v: AuditVerification = client(s)?.get_as("/audit/verify").await?;
+                let ok = match (&v, out) {
+                    (_, Output::Json) => {
+                        output::json(&v);
+                        matches!(v, AuditVerification::Intact(_))
+                    }
+                    (AuditVerification::Intact(i), Output::Table) => {
                         outln!(
                             "audit log OK: {} records, {} checkpoints verified, head {}",
-                            v["records"],
-                            v["checkpoints"],
-                            v["head"].as_str().unwrap_or("")
-                        )
+                            i.records,
+                            i.checkpoints,
+                            i.head
+                        );
+                        true
                     }
-                    Output::Table => eprintln!("audit verification FAILED: {}", v["error"].as_str().unwrap_or("")),
-                }
-                return Ok(if v["ok"] == json!(true) { ExitCode::SUCCESS } else { ExitCode::from(3) });
+                    (AuditVerification::Broken(b), Output::Table) => {
+                        eprintln!("audit verification FAILED: {}", b.error);
+                        false
+                    }
+                };
+                return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) });
             }
             let ok = local::audit_verify(s, public_key.as_deref(), out).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use fedkey_api::audit::AuditRecord;
 use fedkey_core::Timestamp;
 use fedkey_store::audit::AuditFilter;
-use serde_json::Value;
 
 use crate::client::{Client, q};
 use crate::config::Settings;
@@ -183,8 +183,8 @@ pub async fn tail(
 
 /// Where to follow from when the log had nothing to show: its head.
 async fn head_after_empty_tail(api: &Client) -> anyhow::Result<i64> {
-    let v = api.get("/audit/sinks").await.ok();
-    Ok(v.and_then(|v| v["head"].as_i64()).unwrap_or(0))
+    let v: Option<fedkey_api::audit::AuditSinks> = api.get_as("/audit/sinks").await.ok();
+    Ok(v.map_or(0, |v| v.head))
 }
 
 async fn print_lines(mut resp: reqwest::Response, out: Output, after: &mut Option<i64>) -> anyhow::Result<()> {
@@ -195,28 +195,26 @@ async fn print_lines(mut resp: reqwest::Response, out: Output, after: &mut Optio
         buf.extend_from_slice(&chunk);
         while let Some(i) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=i).collect();
-            let v: Value = serde_json::from_slice(&line)
-                .map_err(|_| anyhow::anyhow!("the server sent a line that is not JSON"))?;
-            if let Some(seq) = v["seq"].as_i64() {
-                *after = Some(seq);
-            }
-            print_record(&v, out);
+            let r: AuditRecord = serde_json::from_slice(&line)
+                .map_err(|e| anyhow::anyhow!("the server sent a line that is not an audit record ({e})"))?;
+            *after = Some(r.seq);
+            print_record(&r, &line, out);
         }
     }
     Ok(())
 }
 
-fn print_record(v: &Value, out: Output) {
+/// A record: as the server sent it (`line`) for programs, one line for people.
+fn print_record(r: &AuditRecord, line: &[u8], out: Output) {
     match out {
-        Output::Json => outln!("{v}"),
+        Output::Json => outln!("{}", String::from_utf8_lossy(line).trim_end()),
         Output::Table => {
-            let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
-            let about = match (v["directory"].as_str(), v["trust"].as_str()) {
+            let about = match (&r.directory, &r.trust) {
                 (Some(d), Some(t)) => format!(" {d}/{t}"),
                 (Some(d), None) => format!(" {d}"),
                 _ => String::new(),
             };
-            outln!("{:>6}  {}  {:<7}  {}  {}{about}", v["seq"], s("ts"), s("outcome"), s("action"), s("actor"));
+            outln!("{:>6}  {}  {:<7}  {}  {}{about}", r.seq, r.ts, r.outcome, r.action, r.actor);
         }
     }
 }

@@ -3,8 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use fedkey_api::ErrorBody;
 use fedkey_egress::{Egress, EgressConfig, EgressError, UrlRules};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Settings;
@@ -32,7 +35,7 @@ impl Client {
         Ok(Client { egress: operator_egress(s)?, base, token: token.to_owned(), timeout })
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = self.request(method, path)?;
         if let Some(b) = body {
             req = req.json(&b);
@@ -52,6 +55,37 @@ impl Client {
         Err(self.api_error(status, v.as_ref()))
     }
 
+    /// A call whose answer is read into its `fedkey-api` type. An answer of another shape
+    /// is an error that names the endpoint, rather than fields silently read as empty.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        let body = body.map(serde_json::to_value).transpose()?;
+        let v = self.call(method.clone(), path, body).await?;
+        serde_json::from_value(v).map_err(|e| {
+            anyhow::anyhow!(
+                "the answer of {} to {method} /api/v1{path} is not what this fedkey client expects ({e}); \
+                 are the client and the server the same version?",
+                self.base
+            )
+        })
+    }
+
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post_as<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<T> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put_as<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<T> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
     fn request(&self, method: Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
         let url = reqwest::Url::parse(&format!("{}/api/v1{path}", self.base))
             .map_err(|e| exit::config(format!("the server URL {:?} is not a URL ({e})", self.base)))?;
@@ -61,8 +95,10 @@ impl Client {
     /// The error of a failed call: every fedkey error is `{"error": {"code", "message"}}`;
     /// anything else comes from another server.
     fn api_error(&self, status: StatusCode, body: Option<&Value>) -> anyhow::Error {
-        match body.and_then(|v| Some((v["error"]["code"].as_str()?, v["error"]["message"].as_str()?))) {
-            Some((code, msg)) => anyhow::anyhow!("{msg} ({code}, HTTP {})", status.as_u16()),
+        match body.and_then(|v| ErrorBody::deserialize(v).ok()) {
+            Some(ErrorBody { error }) => {
+                anyhow::anyhow!("{} ({}, HTTP {})", error.message, error.code, status.as_u16())
+            }
             None => self.not_fedkey(status),
         }
     }
@@ -100,18 +136,6 @@ impl Client {
         }
         let hint = transport_hint(&e, &self.base);
         anyhow::Error::new(e).context(format!("cannot reach fedkey at {}{hint}", self.base))
-    }
-
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(Method::GET, path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(Method::DELETE, path, None).await
     }
 }
 

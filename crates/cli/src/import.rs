@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use fedkey_api::directories::{DirectoryDetail, ImportSummary};
 use serde_json::{Value, json};
 
 use crate::client::{Client, q};
@@ -256,26 +257,23 @@ impl Sender<'_> {
         if !self.batch_planned.is_empty() {
             body["planned"] = json!(std::mem::take(&mut self.batch_planned));
         }
-        let v = self
+        let v: ImportSummary = self
             .api
-            .post(&self.path, body)
+            .post_as(&self.path, &body)
             .await
             .with_context(|| format!("the import stopped at the batch starting on line {first}"))?;
         let mut user_keys = std::mem::take(&mut self.user_keys);
-        for r in v["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for r in v.results {
             self.tally.rows += 1;
-            match r["status"].as_str() {
-                Some("created") => {
+            match r.status.as_str() {
+                "created" => {
                     self.tally.created += 1;
-                    let keys = r["line"].as_u64().and_then(|l| user_keys.remove(&l)).unwrap_or_default();
+                    let keys = user_keys.remove(&r.line).unwrap_or_default();
                     self.planned.extend(keys.iter().map(|k| k.to_lowercase()));
                 }
-                Some("updated") => self.tally.updated += 1,
-                Some("unchanged") => self.tally.unchanged += 1,
-                _ => self.tally.errors.push((
-                    r["line"].as_u64().unwrap_or(0),
-                    r["error"].as_str().unwrap_or("rejected by the server").to_owned(),
-                )),
+                "updated" => self.tally.updated += 1,
+                "unchanged" => self.tally.unchanged += 1,
+                _ => self.tally.errors.push((r.line, r.error.unwrap_or_else(|| "rejected by the server".to_owned()))),
             }
         }
         self.tick(n);
@@ -306,7 +304,7 @@ pub async fn import(s: &Settings, out: Output, a: ImportArgs) -> anyhow::Result<
         }
     }
     // The directory must exist (a clear error now, not one per batch).
-    api.get(&format!("/directories/{}", q(&a.directory))).await?;
+    api.get_as::<DirectoryDetail>(&format!("/directories/{}", q(&a.directory))).await?;
     let bar = (out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let b = indicatif::ProgressBar::new(users + groups);
         b.set_style(

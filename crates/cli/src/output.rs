@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use serde::Serialize;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,7 +94,13 @@ fn crossterm_width() -> Option<u16> {
 
 /// The whole answer as JSON (`--field` does not apply). `--quiet` drops it unless it
 /// carries a one-time secret, which would otherwise be lost.
-pub fn json(v: &Value) {
+/// What the renderers work on: a typed answer as its JSON value (the wire form).
+fn value(v: &impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+pub fn json(v: &impl Serialize) {
+    let v = &value(v);
     let secret = ["key", "token", "admin_token", "wrapped_link"].iter().any(|k| v.get(k).is_some_and(|x| !x.is_null()));
     if !style().quiet || secret {
         print_line(&serde_json::to_string_pretty(v).unwrap_or_default());
@@ -157,7 +164,9 @@ fn visible<'a>(columns: &[&'a str], wide: bool) -> Vec<&'a str> {
 /// Prints `rows` (objects) as a table of the given columns. A column written `+name` is
 /// shown only with `--wide`; without it timestamps are shortened and the table is
 /// wrapped to the terminal's width.
-pub fn table(rows: &[Value], columns: &[&str]) {
+pub fn table<T: Serialize>(rows: &[T], columns: &[&str]) {
+    let rows: Vec<Value> = rows.iter().map(value).collect();
+    let rows = &rows[..];
     let s = style();
     if let Some(f) = &s.field {
         let known = columns.iter().any(|c| c.trim_start_matches('+') == f) || rows.iter().any(|r| r.get(f).is_some());
@@ -221,7 +230,8 @@ fn render(rows: &[Value], columns: &[&str], s: &Style) -> String {
 }
 
 /// Prints key/value pairs of one object (`+name` fields too: a record has room).
-pub fn record(v: &Value, fields: &[&str]) {
+pub fn record(v: &impl Serialize, fields: &[&str]) {
+    let v = &value(v);
     let s = style();
     if let Some(f) = &s.field {
         match v.get(f.as_str()) {

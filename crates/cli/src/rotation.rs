@@ -4,7 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use fedkey_core::TrustRef;
+use fedkey_api::ErrorBody;
+use fedkey_api::rotation::{
+    AddConnector, CancelRotation, ConnectorEnvelope, ConnectorList, HealthReport, MaterialDecision, MaterialOverview,
+    MaterialSourceEnvelope, RotationEnvelope, RotationOverview, RotationPolicyEnvelope, StartRotation, UnwrappedKey,
+};
+use fedkey_core::{RotationKind, TrustRef};
 use serde_json::{Map, Value, json};
 
 use crate::client::{Client, q};
@@ -201,8 +206,9 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
     let cols = &["version", "status", "+digest", "fetched_at", "expires_at", "decided_by"];
     let v = match c {
         MaterialCmd::Source { trust, remove: true, .. } => {
-            api.call(reqwest::Method::DELETE, &format!("{}/material/source", path(&trust)), None).await?;
-            json!({"removed": trust.to_string()})
+            api.send::<()>(reqwest::Method::DELETE, &format!("{}/material/source", path(&trust)), None::<&()>).await?;
+            output::json(&json!({"removed": trust.to_string()}));
+            return Ok(ExitCode::SUCCESS);
         }
         MaterialCmd::Source {
             trust,
@@ -258,24 +264,32 @@ pub async fn material(s: &Settings, out: Output, c: MaterialCmd) -> anyhow::Resu
                 body.insert("jwt".into(), jwt);
             }
             let path = format!("{}/material/source", path(&trust));
-            api.call(reqwest::Method::PUT, &path, Some(Value::Object(body))).await?
+            let v: MaterialSourceEnvelope = api.put_as(&path, &Value::Object(body)).await?;
+            // A source has no table form: it is its settings.
+            output::json(&v);
+            return Ok(ExitCode::SUCCESS);
         }
         MaterialCmd::Show { trust } => {
-            let v = api.get(&format!("{}/material", path(&trust))).await?;
-            if out == Output::Table {
-                outln!("source: {}", v["source"]["config"]);
-                output::table(v["versions"].as_array().map_or(&[][..], |a| a), cols);
-                return Ok(ExitCode::SUCCESS);
+            let v: MaterialOverview = api.get_as(&format!("{}/material", path(&trust))).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    let config = v.source.as_ref().map_or(Value::Null, |s| s.config.clone());
+                    outln!("source: {config}");
+                    output::table(&v.versions, cols);
+                }
             }
-            v
+            return Ok(ExitCode::SUCCESS);
         }
-        MaterialCmd::Approve { trust } => api.post(&format!("{}/material/approve", path(&trust)), json!({})).await?,
-        MaterialCmd::Reject { trust } => api.post(&format!("{}/material/reject", path(&trust)), json!({})).await?,
+        MaterialCmd::Approve { trust } => {
+            api.post_as(&format!("{}/material/approve", path(&trust)), &json!({})).await?
+        }
+        MaterialCmd::Reject { trust } => api.post_as(&format!("{}/material/reject", path(&trust)), &json!({})).await?,
     };
+    let v: MaterialDecision = v;
     match out {
         Output::Json => output::json(&v),
-        Output::Table if v["version"].is_object() => output::record(&v["version"], cols),
-        Output::Table => output::json(&v),
+        Output::Table => output::record(&v.version, cols),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -335,68 +349,63 @@ pub async fn rotation(s: &Settings, out: Output, c: RotationCmd) -> anyhow::Resu
             put("rotate_on_material_change", rotate_on_material_change.map(Value::from));
             put("enabled", enabled.map(Value::from));
             put("schedule", schedule.map(|c| if c.is_empty() { Value::Null } else { Value::from(c) }));
-            let v = api
-                .call(reqwest::Method::PUT, &format!("{}/rotation/policy", path(&trust)), Some(Value::Object(body)))
-                .await?;
+            let v = api.put_as(&format!("{}/rotation/policy", path(&trust)), &Value::Object(body)).await?;
             print_policy(out, &v);
             return Ok(ExitCode::SUCCESS);
         }
         RotationCmd::Policy(PolicyCmd::Show { trust }) => {
-            let v = api.get(&format!("{}/rotation/policy", path(&trust))).await?;
+            let v = api.get_as(&format!("{}/rotation/policy", path(&trust))).await?;
             print_policy(out, &v);
             return Ok(ExitCode::SUCCESS);
         }
         RotationCmd::Start { trust, emergency, overlap } => {
-            let mut body = json!({"kind": if emergency { "emergency" } else { "manual" }});
-            if let Some(o) = overlap {
-                body["overlap"] = json!(o);
-            }
-            api.post(&format!("{}/rotation/start", path(&trust)), body).await?
+            let kind = if emergency { RotationKind::Emergency } else { RotationKind::Manual };
+            let body = StartRotation { kind: Some(kind), overlap };
+            api.post_as(&format!("{}/rotation/start", path(&trust)), &body).await?
         }
         RotationCmd::Show { trust } => {
-            let v = api.get(&format!("{}/rotation", path(&trust))).await?;
+            let v: RotationOverview = api.get_as(&format!("{}/rotation", path(&trust))).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    match v["active"].as_object() {
-                        Some(_) => outln!("rotation in progress:"),
+                    match &v.active {
+                        Some(active) => {
+                            outln!("rotation in progress:");
+                            output::record(active, ROTATION_COLUMNS);
+                        }
                         None => outln!("no rotation in progress"),
                     }
-                    if !v["active"].is_null() {
-                        output::record(&v["active"], ROTATION_COLUMNS);
-                    }
                     outln!("\npolicy:");
-                    if v["policy"].is_null() {
-                        outln!("  none (scheduled rotation is off)");
-                    } else {
-                        output::record(&v["policy"], POLICY_COLUMNS);
+                    match &v.policy {
+                        Some(policy) => output::record(policy, POLICY_COLUMNS),
+                        None => outln!("  none (scheduled rotation is off)"),
                     }
                     outln!("\nconnectors:");
-                    output::table(v["connectors"].as_array().map_or(&[][..], |a| a), CONNECTOR_COLUMNS);
+                    output::table(&v.connectors, CONNECTOR_COLUMNS);
                     outln!("\nrecent rotations:");
-                    output::table(v["history"].as_array().map_or(&[][..], |a| a), ROTATION_COLUMNS);
+                    output::table(&v.history, ROTATION_COLUMNS);
                 }
             }
             return Ok(ExitCode::SUCCESS);
         }
-        RotationCmd::Retry { trust } => api.post(&format!("{}/rotation/retry", path(&trust)), json!({})).await?,
+        RotationCmd::Retry { trust } => api.post_as(&format!("{}/rotation/retry", path(&trust)), &json!({})).await?,
         RotationCmd::Cancel { trust, reason } => {
-            let body = reason.map_or_else(|| json!({}), |r| json!({"reason": r}));
-            api.post(&format!("{}/rotation/cancel", path(&trust)), body).await?
+            api.post_as(&format!("{}/rotation/cancel", path(&trust)), &CancelRotation { reason }).await?
         }
     };
+    let v: RotationEnvelope = v;
     match out {
         Output::Json => output::json(&v),
-        Output::Table => output::record(&v["rotation"], ROTATION_COLUMNS),
+        Output::Table => output::record(&v.rotation, ROTATION_COLUMNS),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_policy(out: Output, v: &Value) {
-    match out {
-        Output::Json => output::json(v),
-        Output::Table if v["policy"].is_null() => outln!("no rotation policy"),
-        Output::Table => output::record(&v["policy"], POLICY_COLUMNS),
+fn print_policy(out: Output, v: &RotationPolicyEnvelope) {
+    match (out, &v.policy) {
+        (Output::Json, _) => output::json(v),
+        (Output::Table, None) => outln!("no rotation policy"),
+        (Output::Table, Some(policy)) => output::record(policy, POLICY_COLUMNS),
     }
 }
 
@@ -413,25 +422,23 @@ pub async fn connector(s: &Settings, out: Output, c: ConnectorCmd) -> anyhow::Re
             let spec: Value =
                 serde_json::from_str(&spec_text).map_err(|e| anyhow::anyhow!("the spec is not JSON: {e}"))?;
             let creds = local::read_key_input(credentials_file.as_deref(), credentials_stdin)?;
-            let mut body = json!({"name": name, "spec": spec});
-            if let Some(c) = &creds {
-                body["credentials"] = json!(c.expose());
-            }
-            let v = api.post(&format!("{}/connectors", path(&trust)), body).await?;
+            let body = AddConnector { name, spec, credentials: creds.as_ref().map(|c| c.expose().to_owned()) };
+            let v: ConnectorEnvelope = api.post_as(&format!("{}/connectors", path(&trust)), &body).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::record(&v["connector"], CONNECTOR_COLUMNS),
+                Output::Table => output::record(&v.connector, CONNECTOR_COLUMNS),
             }
         }
         ConnectorCmd::List { trust } => {
-            let v = api.get(&format!("{}/connectors", path(&trust))).await?;
+            let v: ConnectorList = api.get_as(&format!("{}/connectors", path(&trust))).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => output::table(v["connectors"].as_array().map_or(&[][..], |a| a), CONNECTOR_COLUMNS),
+                Output::Table => output::table(&v.connectors, CONNECTOR_COLUMNS),
             }
         }
         ConnectorCmd::Remove { trust, name } => {
-            api.call(reqwest::Method::DELETE, &format!("{}/connectors/{}", path(&trust), q(&name)), None).await?;
+            let p = format!("{}/connectors/{}", path(&trust), q(&name));
+            api.send::<()>(reqwest::Method::DELETE, &p, None::<&()>).await?;
             if out == Output::Json {
                 output::json(&json!({"removed": name}));
             }
@@ -443,20 +450,20 @@ pub async fn connector(s: &Settings, out: Output, c: ConnectorCmd) -> anyhow::Re
 /// Exit status: 0 healthy (or only information), 1 warnings, 2 critical findings
 /// (docs/cli.md, "Exit codes"). Reads the server's health model (`GET /health`).
 pub async fn doctor(s: &Settings, out: Output) -> anyhow::Result<ExitCode> {
-    let v = client(s)?.get("/health").await?;
-    let findings = v["findings"].as_array().map_or(&[][..], |a| a);
-    let targets = v["targets"].as_array().map_or(0, Vec::len);
+    let v: HealthReport = client(s)?.get_as("/health").await?;
+    let findings = &v.findings;
+    let targets = v.targets.len();
     match out {
         Output::Json => output::json(&v),
         Output::Table if findings.is_empty() => {
-            outln!("{} trusts and {targets} sync targets checked: all healthy", v["trusts_checked"]);
+            outln!("{} trusts and {targets} sync targets checked: all healthy", v.trusts_checked);
         }
         Output::Table => {
-            outln!("{} trusts and {targets} sync targets checked, {} findings:", v["trusts_checked"], findings.len());
+            outln!("{} trusts and {targets} sync targets checked, {} findings:", v.trusts_checked, findings.len());
             output::table(findings, &["severity", "object", "code", "message", "action"]);
         }
     }
-    let worst = |sev: &str| findings.iter().any(|f| f["severity"] == sev);
+    let worst = |sev: &str| findings.iter().any(|f| f.severity == sev);
     Ok(if worst("critical") {
         ExitCode::from(2)
     } else if worst("warning") {
@@ -479,16 +486,18 @@ pub async fn unwrap(s: &crate::config::Settings, url: &str, out: Output) -> anyh
     let resp = egress.send(req, timeout).await.map_err(|e| anyhow::anyhow!("cannot reach the link's server: {e}"))?;
     let status = resp.status();
     let text = fedkey_egress::read_text(resp, 64 * 1024, timeout).await.unwrap_or_default();
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !status.is_success() {
-        let msg = v["error"]["message"].as_str().unwrap_or("the link was refused");
+        let e = serde_json::from_str::<ErrorBody>(&text).ok();
+        let msg = e.as_ref().map_or("the link was refused", |e| e.error.message.as_str());
         anyhow::bail!("{msg} (HTTP {})", status.as_u16());
     }
+    let v: UnwrappedKey = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("the link's server answered something that is not a fedkey key ({e})"))?;
     match out {
         Output::Json => output::json(&v),
         Output::Table => {
             output::note("The key below was revealed once; the link no longer works.");
-            output::secret("key", v["key"].as_str().unwrap_or_default());
+            output::secret("key", &v.key);
             output::record(&v, &["trust", "version"]);
         }
     }

@@ -239,11 +239,9 @@ async fn report(s: &Settings, url: &str, findings: &[Finding]) -> anyhow::Result
     let mut ours = 0;
     for batch in findings.chunks(REPORT_BATCH) {
         let body = json!({"findings": batch.iter().map(|f| json!({"token": f.token, "location": f.location})).collect::<Vec<_>>()});
-        let v = api.post("/leaks", body).await?;
-        ours += v["ours"].as_u64().unwrap_or(0);
-        if let Some(a) = v["findings"].as_array() {
-            answers.extend(a.iter().cloned());
-        }
+        let v: fedkey_api::leaks::LeakReportResult = api.post_as("/leaks", &body).await?;
+        ours += v.ours;
+        answers.extend(v.findings);
     }
     Ok(json!({"ours": ours, "findings": answers}))
 }

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use fedkey_api::sync::{
+    DeadLetterFilter, DeadLetterList, DeadLettersDiscarded, DeadLettersRetried, ReconcileAction, ReconcileEnvelope,
+    ReconcileRequest, ReconcileRun, SyncStatus, TargetEnvelope,
+};
 use fedkey_core::TrustRef;
 use serde_json::{Value, json};
 
@@ -197,15 +201,15 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
                 body["oauth"] =
                     json!({"token_url": tu, "client_id": id, "client_secret": secret.trim(), "scope": oauth_scope});
             }
-            let v = api.call(reqwest::Method::PUT, &target_path(&trust), Some(body)).await?;
+            let v: TargetEnvelope = api.put_as(&target_path(&trust), &body).await?;
             print_target(out, &v);
         }
         SyncCmd::Target(TargetCmd::Show { trust }) => {
-            let v = api.get(&target_path(&trust)).await?;
+            let v: TargetEnvelope = api.get_as(&target_path(&trust)).await?;
             print_target(out, &v);
         }
         SyncCmd::Status { directory } => {
-            let v = api.get(&format!("/directories/{directory}/sync/status")).await?;
+            let v: SyncStatus = api.get_as(&format!("/directories/{directory}/sync/status")).await?;
             print_status(out, &v);
         }
         SyncCmd::Reconcile { trust, dry_run } => {
@@ -217,27 +221,22 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
                 b.enable_steady_tick(std::time::Duration::from_millis(120));
                 b
             });
-            let v = api.post(&path, json!({"dry_run": dry_run})).await;
+            let v = api.post_as::<ReconcileEnvelope>(&path, &ReconcileRequest { dry_run }).await;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
             let v = v?;
-            let r = &v["reconcile"];
             print_reconcile(out, &v);
-            let incomplete = r["problems"].as_array().is_some_and(|p| !p.is_empty())
-                || r["actions"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|a| a["outcome"].as_str().is_some_and(|o| o != "done")));
-            if incomplete {
+            if v.reconcile.incomplete() {
                 return Ok(ExitCode::from(1));
             }
         }
         SyncCmd::DeadLetters(DeadLetterCmd::List { directory }) => {
-            let v = api.get(&format!("/directories/{directory}/sync/dead-letters")).await?;
+            let v: DeadLetterList = api.get_as(&format!("/directories/{directory}/sync/dead-letters")).await?;
             match out {
                 Output::Json => output::json(&v),
                 Output::Table => output::table(
-                    v["dead_letters"].as_array().map(Vec::as_slice).unwrap_or_default(),
+                    &v.dead_letters,
                     &[
                         "trust",
                         "resource_type",
@@ -251,42 +250,35 @@ pub async fn sync(s: &Settings, out: Output, c: SyncCmd) -> anyhow::Result<ExitC
             }
         }
         SyncCmd::DeadLetters(DeadLetterCmd::Retry { directory, trust, resource }) => {
-            let v = api
-                .post(
-                    &format!("/directories/{directory}/sync/dead-letters/retry"),
-                    json!({"trust": trust, "resource_id": resource}),
-                )
-                .await?;
+            let body = DeadLetterFilter { trust, resource_id: resource };
+            let v: DeadLettersRetried =
+                api.post_as(&format!("/directories/{directory}/sync/dead-letters/retry"), &body).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => outln!("{} dead letter(s) queued again", v["retried"]),
+                Output::Table => outln!("{} dead letter(s) queued again", v.retried),
             }
         }
         SyncCmd::DeadLetters(DeadLetterCmd::Discard { directory, trust, resource }) => {
-            let v = api
-                .post(
-                    &format!("/directories/{directory}/sync/dead-letters/discard"),
-                    json!({"trust": trust, "resource_id": resource}),
-                )
-                .await?;
+            let body = DeadLetterFilter { trust, resource_id: resource };
+            let v: DeadLettersDiscarded =
+                api.post_as(&format!("/directories/{directory}/sync/dead-letters/discard"), &body).await?;
             match out {
                 Output::Json => output::json(&v),
-                Output::Table => outln!("{} dead letter(s) discarded", v["discarded"]),
+                Output::Table => outln!("{} dead letter(s) discarded", v.discarded),
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_target(out: Output, v: &Value) {
+fn print_target(out: Output, v: &TargetEnvelope) {
     match out {
         Output::Json => output::json(v),
         Output::Table => {
-            let t = &v["target"];
-            if t.is_null() {
-                outln!("{}: no target configured", v["trust"].as_str().unwrap_or(""));
+            let Some(t) = &v.target else {
+                outln!("{}: no target configured", v.trust);
                 return;
-            }
+            };
             output::record(
                 t,
                 &[
@@ -300,143 +292,159 @@ fn print_target(out: Output, v: &Value) {
                     "updated_at",
                 ],
             );
-            outln!("{:<14} {}", "bulk:", bulk_text(t));
-            outln!("{:<14} {}", "reconcile:", schedule_text(t));
-            outln!("{:<14} {}", "last run:", last_run_text(&t["last_reconcile"]));
-            outln!("{:<14} {}", "mapping:", t["mapping"]);
+            outln!("{:<14} {}", "bulk:", bulk_text(t.bulk_max_operations));
+            let schedule = Schedule {
+                every_seconds: t.reconcile_every_seconds,
+                dry_run: t.reconcile_dry_run,
+                next_at: t.next_reconcile_at.as_deref(),
+            };
+            outln!("{:<14} {}", "reconcile:", schedule.text());
+            outln!("{:<14} {}", "last run:", last_run_text(t.last_reconcile.as_ref()));
+            outln!("{:<14} {}", "mapping:", t.mapping);
         }
     }
 }
 
 /// `auto`, `off` or `at most N operations per request`.
-fn bulk_text(t: &Value) -> String {
-    match t["bulk_max_operations"].as_i64() {
+fn bulk_text(bulk_max_operations: Option<i64>) -> String {
+    match bulk_max_operations {
         None => "auto".into(),
         Some(0) => "off".into(),
         Some(n) => format!("at most {n} operations per request"),
     }
 }
 
-/// `every 1h (dry run), next 2026-…` or `off`.
-fn schedule_text(t: &Value) -> String {
-    let Some(secs) = t["reconcile_every_seconds"].as_u64() else {
-        return "off".into();
-    };
-    let every = humantime::format_duration(std::time::Duration::from_secs(secs));
-    let dry = if t["reconcile_dry_run"] == true { " (dry run: report only)" } else { "" };
-    format!("every {every}{dry}, next {}", t["next_reconcile_at"].as_str().unwrap_or("-"))
+/// A target's scheduled reconciliation.
+struct Schedule<'a> {
+    every_seconds: Option<i64>,
+    dry_run: bool,
+    next_at: Option<&'a str>,
+}
+
+impl Schedule<'_> {
+    /// `every 1h (dry run), next 2026-…` or `off`.
+    fn text(&self) -> String {
+        let Some(secs) = self.every_seconds.and_then(|s| u64::try_from(s).ok()) else {
+            return "off".into();
+        };
+        let every = humantime::format_duration(std::time::Duration::from_secs(secs));
+        let dry = if self.dry_run { " (dry run: report only)" } else { "" };
+        format!("every {every}{dry}, next {}", self.next_at.unwrap_or("-"))
+    }
 }
 
 /// `succeeded at …: planned create=1 update=2, applied …` or the error of a failed run.
-fn last_run_text(r: &Value) -> String {
-    if r.is_null() {
+fn last_run_text(r: Option<&ReconcileRun>) -> String {
+    let Some(r) = r else {
         return "-".into();
-    }
-    let kinds = |v: &Value| {
-        let parts: Vec<String> = v.as_object().into_iter().flatten().map(|(k, n)| format!("{k}={n}")).collect();
+    };
+    let kinds = |v: &std::collections::BTreeMap<String, u64>| {
+        let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k}={n}")).collect();
         if parts.is_empty() { "none".to_owned() } else { parts.join(" ") }
     };
-    let outcome = r["outcome"].as_str().unwrap_or("?");
-    let when = r["finished_at"].as_str().or(r["started_at"].as_str()).unwrap_or("-");
-    let c = &r["counts"];
+    let outcome = r.outcome.as_str();
+    let when = r.finished_at.as_deref().unwrap_or(&r.started_at);
+    let c = r.counts.clone().unwrap_or_default();
     let mut text = format!("{outcome} at {when}");
     if outcome != "failed" && outcome != "running" {
-        text.push_str(&format!("; planned {}", kinds(&c["planned"])));
-        if c["dry_run"] != true {
-            text.push_str(&format!("; applied {}", kinds(&c["applied"])));
+        text.push_str(&format!("; planned {}", kinds(&c.planned)));
+        if !c.dry_run {
+            text.push_str(&format!("; applied {}", kinds(&c.applied)));
         }
-        text.push_str(&format!("; orphans reported {}", c["orphans_reported"]));
+        text.push_str(&format!("; orphans reported {}", c.orphans_reported));
     }
-    if let Some(e) = r["error"].as_str() {
+    if let Some(e) = &r.error {
         text.push_str(&format!("; {e}"));
     }
     text
 }
 
-fn print_reconcile(out: Output, v: &Value) {
+fn print_reconcile(out: Output, v: &ReconcileEnvelope) {
     if out == Output::Json {
         output::json(v);
         return;
     }
-    let r = &v["reconcile"];
-    let c = &r["counts"];
+    let r = &v.reconcile;
+    let c = &r.counts;
     outln!(
         "{}{}: directory {} users, {} groups; target {} users, {} groups",
-        r["trust"].as_str().unwrap_or(""),
-        if r["dry_run"] == true { " (dry run: nothing changed)" } else { "" },
-        c["directory_users"],
-        c["directory_groups"],
-        c["remote_users"],
-        c["remote_groups"],
+        r.trust,
+        if r.dry_run { " (dry run: nothing changed)" } else { "" },
+        c.directory_users,
+        c.directory_groups,
+        c.remote_users,
+        c.remote_groups,
     );
-    let actions = r["actions"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if actions.is_empty() {
+    if r.actions.is_empty() {
         outln!("Nothing to do: the target agrees with the directory.");
     } else {
-        let rows: Vec<Value> = actions
+        // The detail, attribute by attribute, on one line.
+        let rows: Vec<ReconcileAction> = r
+            .actions
             .iter()
             .map(|a| {
-                let mut row = a.clone();
-                row["detail"] = json!(a["detail"].as_object().map(|o| {
+                let detail = a.detail.as_object().map(|o| {
                     o.iter()
                         .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
                         .collect::<Vec<_>>()
                         .join(" ")
-                }));
-                row
+                });
+                ReconcileAction { detail: json!(detail), ..a.clone() }
             })
             .collect();
         let mut cols = vec!["action", "resource_type", "display", "resource_id", "remote_id", "detail"];
-        if r["dry_run"] != true {
+        if !r.dry_run {
             cols.push("outcome");
         }
         output::table(&rows, &cols);
     }
-    let orphans = r["orphans"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if !orphans.is_empty() {
-        outln!("Orphans at the target (policy {}; left alone):", r["orphan_policy"].as_str().unwrap_or("report"));
-        output::table(orphans, &["resource_type", "display", "remote_id", "active"]);
+    if !r.orphans.is_empty() {
+        outln!("Orphans at the target (policy {}; left alone):", r.orphan_policy);
+        output::table(&r.orphans, &["resource_type", "display", "remote_id", "active"]);
     }
-    let problems = r["problems"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if !problems.is_empty() {
+    if !r.problems.is_empty() {
         outln!("Resources the mapping cannot produce:");
-        output::table(problems, &["resource_type", "resource_id", "message"]);
+        output::table(&r.problems, &["resource_type", "resource_id", "message"]);
     }
-    if let Some(d) = r["delivery"].as_object() {
-        outln!("Delivered: {}, retrying: {}, dead letters: {}", d["delivered"], d["retried"], d["dead_letters"]);
+    if let Some(d) = &r.delivery {
+        outln!("Delivered: {}, retrying: {}, dead letters: {}", d.delivered, d.retried, d.dead_letters);
     }
 }
 
-fn print_status(out: Output, v: &Value) {
+fn print_status(out: Output, v: &SyncStatus) {
     if out == Output::Json {
         output::json(v);
         return;
     }
-    outln!("Targets of {}:", v["directory"].as_str().unwrap_or(""));
-    output::table(
-        v["targets"].as_array().map(Vec::as_slice).unwrap_or_default(),
-        &["trust", "pending", "done", "dead_letters", "circuit", "last_error"],
-    );
-    let scheduled: Vec<Value> = v["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| !t["reconcile_every_seconds"].is_null() || !t["last_reconcile"].is_null())
-        .map(|t| json!({"trust": t["trust"], "schedule": schedule_text(t), "last_run": last_run_text(&t["last_reconcile"])}))
+    outln!("Targets of {}:", v.directory);
+    output::table(&v.targets, &["trust", "pending", "done", "dead_letters", "circuit", "last_error"]);
+    let scheduled: Vec<Value> = v
+        .targets
+        .iter()
+        .filter(|t| t.reconcile_every_seconds.is_some() || t.last_reconcile.is_some())
+        .map(|t| {
+            let schedule = Schedule {
+                every_seconds: t.reconcile_every_seconds,
+                dry_run: t.reconcile_dry_run,
+                next_at: t.next_reconcile_at.as_deref(),
+            };
+            let last_run = last_run_text(t.last_reconcile.as_ref());
+            json!({"trust": t.trust, "schedule": schedule.text(), "last_run": last_run})
+        })
         .collect();
     if !scheduled.is_empty() {
         outln!("Scheduled reconciliation:");
         output::table(&scheduled, &["trust", "schedule", "last_run"]);
     }
-    let d = &v["deprovisioning"];
-    outln!("Deprovisioning: {} complete, {} incomplete", d["complete"], d["incomplete"]);
+    let d = &v.deprovisioning;
+    outln!("Deprovisioning: {} complete, {} incomplete", d.complete, d.incomplete);
     let mut rows = Vec::new();
-    for u in d["users"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        for t in u["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for u in &d.users {
+        for t in &u.targets {
             rows.push(json!({
-                "user": u["user"], "since": u["since"], "trust": t["trust"], "state": t["state"],
-                "confirmed_at": t["confirmed_at"], "attempts": t["attempts"], "last_error": t["last_error"],
-                "full_after_s": u["seconds_to_full_deprovisioning"],
+                "user": u.user, "since": u.since, "trust": t.trust, "state": t.state,
+                "confirmed_at": t.confirmed_at, "attempts": t.attempts, "last_error": t.last_error,
+                "full_after_s": u.seconds_to_full_deprovisioning,
             }));
         }
     }
@@ -444,7 +452,7 @@ fn print_status(out: Output, v: &Value) {
         &rows,
         &["user", "since", "trust", "state", "+confirmed_at", "attempts", "+full_after_s", "last_error"],
     );
-    let active = v["still_active"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let active = &v.still_active;
     if active.is_empty() {
         outln!("No leaver has an account left to deprovision.");
     } else {

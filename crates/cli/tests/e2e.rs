@@ -1651,6 +1651,8 @@ mod migrations;
 mod notify;
 #[path = "e2e/oauth.rs"]
 mod oauth;
+#[path = "e2e/openapi.rs"]
+mod openapi;
 #[path = "e2e/packaging.rs"]
 mod packaging;
 #[path = "e2e/policy.rs"]

@@ -7,53 +7,73 @@ use std::time::Duration;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{StatusCode, request::Parts};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::{Json, Router};
+use fedkey_api::audit::{AuditBroken, AuditIntact, AuditPage, AuditQuery, AuditVerification};
+use fedkey_api::directories::{
+    CreateDirectory, Directory, DirectoryContents, DirectoryDeleted, DirectoryDetail, DirectoryList, ForceQuery,
+};
+use fedkey_api::keys::{KeyList, KeyVersion, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, WrappedLink};
+use fedkey_api::tokens::{AdminToken, CreateToken, TokenCreated, TokenList};
+use fedkey_api::trusts::{
+    CreateTrust, ScopesRequest, Trust, TrustCreated, TrustDetail, TrustEnvelope, TrustList, TrustPolicyRequest,
+};
 use fedkey_audit::Outcome;
-use fedkey_core::{Direction, PeerKind, Role, Timestamp, TrustRef, TrustStatus};
+use fedkey_core::{PeerKind, Timestamp, TrustRef, TrustStatus};
 use fedkey_crypto::Secret;
 use fedkey_store::audit::AuditFilter;
 use fedkey_store::audit::Touch;
 use fedkey_store::auth::{AdminPrincipal, RequestMeta};
 use fedkey_store::ops::{NewTrust, RotateKey};
-use fedkey_store::{Actor, KeyVersion, Store, TrustPolicy};
-use serde::Deserialize;
+use fedkey_store::{Actor, Store, TrustPolicy};
+use serde::Serialize;
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use fedkey_api::{DirectoryPath, TrustPath, keys::KeyVersionPath, tokens::TokenPath};
 
-pub fn router() -> Router<AppState> {
-    let routes = Router::new()
-        .route("/directories", get(list_directories).post(create_directory))
-        .route("/directories/{d}", get(get_directory).delete(delete_directory))
-        .route("/directories/{d}/trusts", get(list_trusts).post(create_trust))
-        .route("/directories/{d}/trusts/{t}", get(get_trust).delete(delete_trust))
-        .route("/directories/{d}/trusts/{t}/suspend", post(suspend_trust))
-        .route("/directories/{d}/trusts/{t}/resume", post(resume_trust))
-        .route("/directories/{d}/trusts/{t}/policy", axum::routing::put(set_policy))
-        .route("/directories/{d}/trusts/{t}/scopes", axum::routing::put(set_scopes))
-        .route("/directories/{d}/trusts/{t}/keys", get(list_keys))
-        .route("/directories/{d}/trusts/{t}/keys/rotate", post(rotate_key))
-        .route("/directories/{d}/trusts/{t}/keys/{v}/revoke", post(revoke_key))
-        .route("/trusts", get(list_all_trusts))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{name}/revoke", post(revoke_token))
-        .route("/audit", get(audit_page))
-        .route("/audit/verify", get(audit_verify))
+/// Every documented admin route (paths relative to `/api/v1`): the one table that both
+/// the router and the OpenAPI document ([`crate::openapi`]) are built from.
+pub fn documented() -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(list_directories, create_directory))
+        .routes(routes!(get_directory, delete_directory))
+        .routes(routes!(list_trusts, create_trust))
+        .routes(routes!(get_trust, delete_trust))
+        .routes(routes!(suspend_trust))
+        .routes(routes!(resume_trust))
+        .routes(routes!(set_policy))
+        .routes(routes!(set_scopes))
+        .routes(routes!(list_keys))
+        .routes(routes!(rotate_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(list_all_trusts))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(audit_page))
+        .routes(routes!(audit_verify))
+        .routes(routes!(crate::openapi::serve))
         .merge(crate::audit_api::routes())
+        .merge(crate::oauth_api::routes())
         .merge(crate::rotation_api::routes())
         .merge(crate::sync_api::routes());
-    #[cfg(feature = "test-hooks")]
-    let routes = routes.merge(crate::test_hooks::routes());
     crate::body_limit::limit(routes, crate::ADMIN_BODY_LIMIT)
         // Import has its own, larger limit.
         .merge(crate::import::routes())
         .merge(crate::leaks::routes())
-        .fallback(crate::error::not_found)
-        .method_not_allowed_fallback(crate::error::method_not_allowed)
+}
+
+pub fn router() -> Router<AppState> {
+    let (routes, _) = documented().split_for_parts();
+    // The test hooks are not part of the API: they are in test builds only, undocumented.
+    #[cfg(feature = "test-hooks")]
+    let routes = routes.merge(
+        crate::body_limit::limit(crate::test_hooks::routes().into(), crate::ADMIN_BODY_LIMIT).split_for_parts().0,
+    );
+    routes.fallback(crate::error::not_found).method_not_allowed_fallback(crate::error::method_not_allowed)
 }
 
 /// What a role must be able to do for an endpoint.
@@ -184,14 +204,14 @@ impl Admin {
 
     /// A read: role check, then `op`, then its audit record (with outcome) — the
     /// response leaves only once that record is durable.
-    pub(crate) async fn read(
+    pub(crate) async fn read<T>(
         &self,
         store: &Store,
         need: Need,
         action: &str,
         target: Target,
-        op: impl Future<Output = Result<Value, ApiError>>,
-    ) -> Result<Json<Value>, ApiError> {
+        op: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<Json<T>, ApiError> {
         self.require(store, need, action, &target).await?;
         let result = op.await;
         match &result {
@@ -209,47 +229,78 @@ pub(crate) fn trust_ref(d: &str, t: &str) -> Result<TrustRef, ApiError> {
     format!("{d}/{t}").parse::<TrustRef>().map_err(|e| ApiError::invalid_value(e.to_string()))
 }
 
-pub(crate) fn ts(t: Option<Timestamp>) -> Value {
-    t.map(|t| json!(t.to_rfc3339())).unwrap_or(Value::Null)
+/// A time as the API sends it: RFC 3339, or `null`.
+pub(crate) fn ts(t: Option<Timestamp>) -> Option<String> {
+    t.map(|t| t.to_rfc3339())
 }
 
-fn key_json(k: &KeyVersion, now: Timestamp) -> Value {
-    json!({
-        "version": k.version,
-        "state": k.state_at(now),
-        "scopes": k.scopes.to_vec(),
-        "created_at": ts(Some(k.created_at)),
-        "created_by": k.created_by,
-        "activated_at": ts(k.activated_at),
-        "expires_at": ts(k.expires_at),
-        "revoked_at": ts(k.revoked_at),
-        "last_used_at": ts(k.last_used_at),
-    })
+/// A stored document (rotation, connector, material version…) as the JSON object the
+/// API passes through.
+pub(crate) fn doc(x: &impl Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(x).map_err(ApiError::internal)
 }
 
-pub(crate) fn trust_json(t: &fedkey_store::Trust) -> Value {
-    json!({
-        "directory": t.directory,
-        "name": t.name,
-        "ref": format!("{}/{}", t.directory, t.name),
-        "direction": t.direction,
-        "peer_kind": t.peer_kind,
-        "status": t.status,
-        "scopes": t.scopes.to_vec(),
-        "description": t.description,
-        "created_at": ts(Some(t.created_at)),
-        "created_by": t.created_by,
-        "updated_at": ts(Some(t.updated_at)),
-        "privileged_groups": t.policy.privileged_groups,
-        "allowed_sources": t.policy.sources(),
-        "rate_limit": t.policy.rate_limit,
-        "leak_policy": t.leak_policy(),
-        "pending_auth": t.pending_auth,
-    })
+/// A stored or computed object in its `fedkey-api` form: the two share the wire shape, and
+/// a mismatch is a bug of this server (answered as `internal`, logged).
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(x: &impl Serialize) -> Result<T, ApiError> {
+    serde_json::from_value(doc(x)?).map_err(ApiError::internal)
 }
 
-fn dir_json(d: &fedkey_store::Directory) -> Value {
-    json!({"name": d.name, "id": d.id, "created_at": ts(Some(d.created_at)), "created_by": d.created_by})
+fn key_dto(k: &fedkey_store::KeyVersion, now: Timestamp) -> KeyVersion {
+    KeyVersion {
+        version: k.version,
+        state: k.state_at(now),
+        scopes: k.scopes.to_vec(),
+        created_at: ts(Some(k.created_at)),
+        created_by: k.created_by.clone(),
+        activated_at: ts(k.activated_at),
+        expires_at: ts(k.expires_at),
+        revoked_at: ts(k.revoked_at),
+        last_used_at: ts(k.last_used_at),
+    }
+}
+
+fn keys_dto(keys: &[fedkey_store::KeyVersion], now: Timestamp) -> Vec<KeyVersion> {
+    keys.iter().map(|k| key_dto(k, now)).collect()
+}
+
+pub(crate) fn trust_dto(t: &fedkey_store::Trust) -> Trust {
+    Trust {
+        directory: t.directory.clone(),
+        name: t.name.clone(),
+        trust_ref: format!("{}/{}", t.directory, t.name),
+        direction: t.direction,
+        peer_kind: t.peer_kind,
+        status: t.status,
+        scopes: t.scopes.to_vec(),
+        description: t.description.clone(),
+        created_at: ts(Some(t.created_at)),
+        created_by: t.created_by.clone(),
+        updated_at: ts(Some(t.updated_at)),
+        privileged_groups: t.policy.privileged_groups.clone(),
+        allowed_sources: t.policy.sources(),
+        rate_limit: t.policy.rate_limit,
+        leak_policy: t.leak_policy(),
+        pending_auth: t.pending_auth,
+    }
+}
+
+/// The answer of every change to one trust.
+pub(crate) fn trust_envelope(t: &fedkey_store::Trust) -> Json<TrustEnvelope> {
+    Json(TrustEnvelope { trust: trust_dto(t) })
+}
+
+fn dir_dto(d: &fedkey_store::Directory) -> Directory {
+    Directory {
+        name: d.name.clone(),
+        id: d.id.clone(),
+        created_at: ts(Some(d.created_at)),
+        created_by: d.created_by.clone(),
+    }
+}
+
+fn contents_dto(c: &fedkey_store::ops::DirectoryContents) -> DirectoryContents {
+    DirectoryContents { trusts: c.trusts, users: c.users, groups: c.groups, targets: c.targets }
 }
 
 /// Durations as `24h`, `90m`, `0s`, `1d 12h`.
@@ -260,12 +311,7 @@ pub(crate) fn parse_duration(field: &str, s: &str) -> Result<Duration, ApiError>
 
 // ---- directories ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateDirectory {
-    name: String,
-}
-
+#[utoipa::path(post, path = "/directories", tag = "directories", request_body = CreateDirectory, responses((status = 201, body = Directory)))]
 async fn create_directory(
     a: Admin,
     State(s): State<AppState>,
@@ -279,40 +325,43 @@ async fn create_directory(
             Ok(st.create_directory(&a.actor(), &b.name).await?)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(dir_json(&d))))
+    Ok((StatusCode::CREATED, Json(dir_dto(&d))))
 }
 
-async fn list_directories(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/directories", tag = "directories", responses((status = 200, body = DirectoryList)))]
+async fn list_directories(a: Admin, State(s): State<AppState>) -> Result<Json<DirectoryList>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "directory.list", Target::default(), async {
         let ds = st.list_directories().await?;
-        Ok(json!({"directories": ds.iter().map(dir_json).collect::<Vec<_>>()}))
+        Ok(DirectoryList { directories: ds.iter().map(dir_dto).collect() })
     })
     .await
 }
 
 /// A directory and what it holds (counts of trusts, users, groups, targets).
-async fn get_directory(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/directories/{d}", tag = "directories", params(DirectoryPath), responses((status = 200, body = DirectoryDetail)))]
+async fn get_directory(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+) -> Result<Json<DirectoryDetail>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "directory.show", Target::dir(&d), async {
         let (dir, contents) = st.directory_contents(&d).await?;
-        let mut v = dir_json(&dir);
-        if let (Value::Object(o), Value::Object(c)) = (&mut v, json!(contents)) {
-            o.extend(c);
-        }
-        Ok(v)
+        Ok(DirectoryDetail { directory: dir_dto(&dir), contents: contents_dto(&contents) })
     })
     .await
 }
 
 /// Deletes a directory: 409 `directory_not_empty` while it holds anything, unless
 /// `?force=true`. Answers what was deleted.
+#[utoipa::path(delete, path = "/directories/{d}", tag = "directories", params(DirectoryPath, ForceQuery), responses((status = 200, body = DirectoryDeleted)))]
 async fn delete_directory(
     a: Admin,
     State(s): State<AppState>,
     Path(d): Path<String>,
     q: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DirectoryDeleted>, ApiError> {
     let st = &s.store;
     let deleted = a
         .change(st, Need::Administer, "directory.delete", Target::dir(&d), async {
@@ -320,33 +369,12 @@ async fn delete_directory(
             Ok(st.delete_directory(&a.actor(), &d, force).await?)
         })
         .await?;
-    Ok(Json(json!({"directory": d, "deleted": deleted})))
+    Ok(Json(DirectoryDeleted { directory: d, deleted: contents_dto(&deleted) }))
 }
 
 // ---- trusts ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateTrust {
-    name: String,
-    direction: Direction,
-    #[serde(default)]
-    peer_kind: Option<PeerKind>,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-    #[serde(default)]
-    description: Option<String>,
-    /// The app-issued key of an outbound trust.
-    #[serde(default)]
-    key: Option<Zeroizing<String>>,
-    #[serde(default)]
-    privileged_groups: Vec<String>,
-    #[serde(default)]
-    allowed_sources: Vec<String>,
-    #[serde(default)]
-    rate_limit: i64,
-}
-
+#[utoipa::path(post, path = "/directories/{d}/trusts", tag = "trusts", params(DirectoryPath), request_body = CreateTrust, responses((status = 201, body = TrustCreated)))]
 async fn create_trust(
     a: Admin,
     State(s): State<AppState>,
@@ -375,53 +403,57 @@ async fn create_trust(
                 peer_kind: b.peer_kind.unwrap_or(PeerKind::Generic),
                 scopes,
                 description: b.description.clone(),
-                outbound_key: b.key.as_ref().map(|k| Secret::new(k.to_string())),
+                outbound_key: b.key.map(Secret::new),
             };
             Ok(st.create_trust_with_policy(&a.actor(), new, policy).await?)
         })
         .await?;
-    let mut body = json!({"trust": trust_json(&trust), "key_version": key_json(&kv, st.now())});
-    if let Some(k) = key {
-        // Shown exactly once: only the hash is kept.
-        body["key"] = json!(k.expose());
-    }
+    // The key is shown exactly once: only its hash is kept.
+    let body = TrustCreated {
+        trust: trust_dto(&trust),
+        key_version: key_dto(&kv, st.now()),
+        key: key.map(|k| k.expose().to_string()),
+    };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list_trusts(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/directories/{d}/trusts", tag = "trusts", params(DirectoryPath), responses((status = 200, body = TrustList)))]
+async fn list_trusts(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<TrustList>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "trust.list", Target::dir(&d), async {
         let ts = st.list_trusts(Some(&d)).await?;
-        Ok(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}))
+        Ok(TrustList { trusts: ts.iter().map(trust_dto).collect() })
     })
     .await
 }
 
-async fn list_all_trusts(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/trusts", tag = "trusts", responses((status = 200, body = TrustList)))]
+async fn list_all_trusts(a: Admin, State(s): State<AppState>) -> Result<Json<TrustList>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "trust.list", Target::default(), async {
         let ts = st.list_trusts(None).await?;
-        Ok(json!({"trusts": ts.iter().map(trust_json).collect::<Vec<_>>()}))
+        Ok(TrustList { trusts: ts.iter().map(trust_dto).collect() })
     })
     .await
 }
 
+#[utoipa::path(get, path = "/directories/{d}/trusts/{t}", tag = "trusts", params(TrustPath), responses((status = 200, body = TrustDetail)))]
 async fn get_trust(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TrustDetail>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "trust.show", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
         let trust = st.trust(&r).await?;
         let keys = st.list_keys(&r).await?;
-        let now = st.now();
-        Ok(json!({"trust": trust_json(&trust), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}))
+        Ok(TrustDetail { trust: trust_dto(&trust), keys: keys_dto(&keys, st.now()) })
     })
     .await
 }
 
+#[utoipa::path(delete, path = "/directories/{d}/trusts/{t}", tag = "trusts", params(TrustPath), responses((status = 204, description = "deleted")))]
 async fn delete_trust(
     a: Admin,
     State(s): State<AppState>,
@@ -435,7 +467,13 @@ async fn delete_trust(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_status(a: Admin, s: AppState, d: String, t: String, status: TrustStatus) -> Result<Json<Value>, ApiError> {
+async fn set_status(
+    a: Admin,
+    s: AppState,
+    d: String,
+    t: String,
+    status: TrustStatus,
+) -> Result<Json<TrustEnvelope>, ApiError> {
     let st = &s.store;
     let action = if status == TrustStatus::Active { "trust.resume" } else { "trust.suspend" };
     let trust = a
@@ -443,28 +481,17 @@ async fn set_status(a: Admin, s: AppState, d: String, t: String, status: TrustSt
             Ok(st.set_trust_status(&a.actor(), &trust_ref(&d, &t)?, status).await?)
         })
         .await?;
-    Ok(Json(json!({"trust": trust_json(&trust)})))
-}
-
-/// `PUT …/policy`: replaces the whole policy; omitted fields are cleared.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyBody {
-    #[serde(default)]
-    privileged_groups: Vec<String>,
-    #[serde(default)]
-    allowed_sources: Vec<String>,
-    #[serde(default)]
-    rate_limit: i64,
+    Ok(trust_envelope(&trust))
 }
 
 /// Widens or narrows what a trust's keys may do, so it needs the admin role.
+#[utoipa::path(put, path = "/directories/{d}/trusts/{t}/policy", tag = "trusts", params(TrustPath), request_body = TrustPolicyRequest, responses((status = 200, body = TrustEnvelope)))]
 async fn set_policy(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-    body: Result<ApiJson<PolicyBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<ApiJson<TrustPolicyRequest>, ApiError>,
+) -> Result<Json<TrustEnvelope>, ApiError> {
     let st = &s.store;
     let trust = a
         .change(st, Need::Administer, "trust.policy", Target::trust(&d, &t), async {
@@ -474,22 +501,17 @@ async fn set_policy(
             Ok(st.set_trust_policy(&a.actor(), &r, policy).await?)
         })
         .await?;
-    Ok(Json(json!({"trust": trust_json(&trust)})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScopesBody {
-    scopes: Vec<String>,
+    Ok(trust_envelope(&trust))
 }
 
 /// Widens or narrows what a trust's keys may do: admin only, like the policy.
+#[utoipa::path(put, path = "/directories/{d}/trusts/{t}/scopes", tag = "trusts", params(TrustPath), request_body = ScopesRequest, responses((status = 200, body = TrustEnvelope)))]
 async fn set_scopes(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-    body: Result<ApiJson<ScopesBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<ApiJson<ScopesRequest>, ApiError>,
+) -> Result<Json<TrustEnvelope>, ApiError> {
     let st = &s.store;
     let trust = a
         .change(st, Need::Administer, "trust.scopes", Target::trust(&d, &t), async {
@@ -500,66 +522,56 @@ async fn set_scopes(
             Ok(st.set_trust_scopes(&a.actor(), &r, scopes).await?)
         })
         .await?;
-    Ok(Json(json!({"trust": trust_json(&trust)})))
+    Ok(trust_envelope(&trust))
 }
 
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/suspend", tag = "trusts", params(TrustPath), responses((status = 200, body = TrustEnvelope)))]
 async fn suspend_trust(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TrustEnvelope>, ApiError> {
     set_status(a, s, d, t, TrustStatus::Suspended).await
 }
 
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/resume", tag = "trusts", params(TrustPath), responses((status = 200, body = TrustEnvelope)))]
 async fn resume_trust(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TrustEnvelope>, ApiError> {
     set_status(a, s, d, t, TrustStatus::Active).await
 }
 
 // ---- keys ----
 
+#[utoipa::path(get, path = "/directories/{d}/trusts/{t}/keys", tag = "keys", params(TrustPath), responses((status = 200, body = KeyList)))]
 async fn list_keys(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "key.list", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
         let keys = st.list_keys(&r).await?;
-        let now = st.now();
-        Ok(json!({"trust": r.to_string(), "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()}))
+        Ok(KeyList { trust: r.to_string(), keys: keys_dto(&keys, st.now()) })
     })
     .await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    /// How long the old version keeps working; default 24h, `0s` for an emergency.
-    #[serde(default)]
-    overlap: Option<String>,
-    #[serde(default)]
-    key: Option<Zeroizing<String>>,
-    /// Return a single-use retrieval link valid this long instead of the key itself.
-    #[serde(default)]
-    wrap: Option<String>,
-}
-
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/keys/rotate", tag = "keys", params(TrustPath), request_body(content = RotateKeyRequest, description = "optional"), responses((status = 200, body = RotateKeyResponse)))]
 async fn rotate_key(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotateKeyResponse>, ApiError> {
     let st = &s.store;
     let (kv, key, wrap) = a
         .change(st, Need::Operate, "key.rotate", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
-            let b: RotateBody = crate::extract::optional_json(body)?;
+            let b: RotateKeyRequest = crate::extract::optional_json(body)?;
             let wrap = b.wrap.as_deref().map(|w| parse_duration("wrap", w)).transpose()?;
             if let Some(w) = wrap
                 && (w.is_zero() || w > fedkey_store::ops::MAX_WRAP_TTL)
@@ -571,7 +583,7 @@ async fn rotate_key(
                 None => Duration::from_secs(24 * 3600),
             };
             fedkey_core::rotation::check_overlap(overlap).map_err(ApiError::invalid_value)?;
-            let req = RotateKey { overlap, outbound_key: b.key.map(|k| Secret::new(k.to_string())) };
+            let req = RotateKey { overlap, outbound_key: b.key.map(Secret::new) };
             if wrap.is_some() && req.outbound_key.is_some() {
                 return Err(ApiError::invalid_value(
                     "wrap: only fedkey-generated (inbound) keys are handed over through a link",
@@ -586,27 +598,24 @@ async fn rotate_key(
             Ok((kv, key, wrapped))
         })
         .await?;
-    let mut out = json!({"trust": format!("{d}/{t}"), "key_version": key_json(&kv, st.now())});
+    let mut out = RotateKeyResponse {
+        trust: format!("{d}/{t}"),
+        key_version: key_dto(&kv, st.now()),
+        key: None,
+        wrapped_link: None,
+    };
     match (wrap, key) {
         (Some(w), _) => {
-            out["wrapped_link"] = json!({
-                "url": format!("{}/unwrap/{}", s.public_url.trim_end_matches('/'), w.token.expose()),
-                "expires_at": w.expires_at.to_rfc3339(),
-                "single_use": true,
+            out.wrapped_link = Some(WrappedLink {
+                url: format!("{}/unwrap/{}", s.public_url.trim_end_matches('/'), w.token.expose()),
+                expires_at: w.expires_at.to_rfc3339(),
+                single_use: true,
             });
         }
-        (None, Some(k)) => out["key"] = json!(k.expose()),
+        (None, Some(k)) => out.key = Some(k.expose().to_string()),
         (None, None) => {}
     }
     Ok(Json(out))
-}
-
-/// `?force=true`: what a refusal to protect the operator (a 409 with its own code) lets through.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ForceQuery {
-    #[serde(default)]
-    force: bool,
 }
 
 fn force_query(q: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejection>) -> Result<bool, ApiError> {
@@ -615,12 +624,13 @@ fn force_query(q: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejec
 
 /// Refuses to revoke the last usable version without `?force=true` (409 `last_usable_key`);
 /// an expired version is left as it is (200, `"unchanged": true`).
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/keys/{v}/revoke", tag = "keys", params(KeyVersionPath, ForceQuery), responses((status = 200, body = RevokeKeyResponse)))]
 async fn revoke_key(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t, v)): Path<(String, String, String)>,
     q: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokeKeyResponse>, ApiError> {
     let st = &s.store;
     let kv = a
         .change(st, Need::Operate, "key.revoke", Target::trust(&d, &t), async {
@@ -635,27 +645,24 @@ async fn revoke_key(
         })
         .await?;
     let unchanged = kv.state == fedkey_core::KeyState::Expired;
-    Ok(Json(json!({"trust": format!("{d}/{t}"), "key_version": key_json(&kv, st.now()), "unchanged": unchanged})))
+    Ok(Json(RevokeKeyResponse { trust: format!("{d}/{t}"), key_version: key_dto(&kv, st.now()), unchanged }))
 }
 
 // ---- admin tokens ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateToken {
-    name: String,
-    role: Role,
-    #[serde(default)]
-    ttl: Option<String>,
+fn token_dto(t: &fedkey_store::AdminToken) -> AdminToken {
+    AdminToken {
+        name: t.name.clone(),
+        role: t.role,
+        created_at: ts(Some(t.created_at)),
+        created_by: t.created_by.clone(),
+        expires_at: ts(t.expires_at),
+        revoked_at: ts(t.revoked_at),
+        last_used_at: ts(t.last_used_at),
+    }
 }
 
-fn token_json(t: &fedkey_store::AdminToken) -> Value {
-    json!({
-        "name": t.name, "role": t.role, "created_at": ts(Some(t.created_at)), "created_by": t.created_by,
-        "expires_at": ts(t.expires_at), "revoked_at": ts(t.revoked_at), "last_used_at": ts(t.last_used_at),
-    })
-}
-
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = CreateToken, responses((status = 201, body = TokenCreated)))]
 async fn create_token(
     a: Admin,
     State(s): State<AppState>,
@@ -669,45 +676,37 @@ async fn create_token(
             Ok(st.create_admin_token(&a.actor(), &b.name, b.role, ttl).await?)
         })
         .await?;
-    let mut body = token_json(&t);
-    body["token"] = json!(secret.expose());
+    let body = TokenCreated { token_info: token_dto(&t), token: secret.expose().to_string() };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
 /// Admin credentials are listed to admins only, even as metadata.
-async fn list_tokens(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/tokens", tag = "tokens", responses((status = 200, body = TokenList)))]
+async fn list_tokens(a: Admin, State(s): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Administer, "token.list", Target::default(), async {
         let ts = st.list_admin_tokens().await?;
-        Ok(json!({"tokens": ts.iter().map(token_json).collect::<Vec<_>>()}))
+        Ok(TokenList { tokens: ts.iter().map(token_dto).collect() })
     })
     .await
 }
 
-async fn revoke_token(a: Admin, State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/tokens/{name}/revoke", tag = "tokens", params(TokenPath), responses((status = 200, body = AdminToken)))]
+async fn revoke_token(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<AdminToken>, ApiError> {
     let st = &s.store;
     let t = a
         .change(st, Need::Administer, "token.revoke", Target::default(), async {
             Ok(st.revoke_admin_token(&a.actor(), &name).await?)
         })
         .await?;
-    Ok(Json(token_json(&t)))
+    Ok(Json(token_dto(&t)))
 }
 
 // ---- audit ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    directory: Option<String>,
-    trust: Option<String>,
-    actor: Option<String>,
-    action: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    after: Option<i64>,
-    limit: Option<i64>,
-}
 
 pub(crate) fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
     s.as_deref()
@@ -719,11 +718,12 @@ pub(crate) fn parse_time(field: &str, s: &Option<String>) -> Result<Option<Times
         .transpose()
 }
 
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = AuditPage)))]
 async fn audit_page(
     a: Admin,
     State(s): State<AppState>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Audit, "audit.read", Target::default(), async {
         let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -743,19 +743,26 @@ async fn audit_page(
         };
         let records = fedkey_store::audit::query(&st.db, &f).await?;
         let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.seq)).flatten();
-        Ok(json!({"records": records.iter().map(|r| r.to_json()).collect::<Vec<_>>(), "next_after": next}))
+        let records = records.iter().map(|r| typed(&r.to_json())).collect::<Result<_, _>>()?;
+        Ok(AuditPage { records, next_after: next })
     })
     .await
 }
 
-async fn audit_verify(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/audit/verify", tag = "audit", responses((status = 200, body = AuditVerification)))]
+async fn audit_verify(a: Admin, State(s): State<AppState>) -> Result<Json<AuditVerification>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Audit, "audit.verify", Target::default(), async {
-        let pk = hex::encode(st.install.public_key);
         Ok(match fedkey_store::audit::verify(&st.db, &st.install.id, &st.install.public_key).await? {
-            Ok(rep) => json!({"ok": true, "records": rep.records, "checkpoints": rep.checkpoints,
-                "head": hex::encode(rep.head_hash), "origin": st.install.id, "public_key": pk}),
-            Err(e) => json!({"ok": false, "seq": e.seq, "error": e.to_string()}),
+            Ok(rep) => AuditVerification::Intact(AuditIntact {
+                ok: true,
+                records: rep.records,
+                checkpoints: rep.checkpoints as u64,
+                head: hex::encode(rep.head_hash),
+                origin: st.install.id.clone(),
+                public_key: hex::encode(st.install.public_key),
+            }),
+            Err(e) => AuditVerification::Broken(AuditBroken { ok: false, seq: e.seq, error: e.to_string() }),
         })
     })
     .await

@@ -10,15 +10,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use fedkey_api::audit::{AuditExportQuery, AuditSinks};
 use fedkey_audit::{CSV_HEADER, Outcome, Record};
 use fedkey_store::Store;
 use fedkey_store::audit::AuditFilter;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::admin::{Admin, Need, Target, parse_time};
+use crate::admin::{Admin, Need, Target, doc, parse_time};
 use crate::error::ApiError;
 
 /// Records read per page of an export.
@@ -31,23 +32,8 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// Most records a `tail` may ask for.
 const MAX_TAIL: i64 = 10_000;
 
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new().route("/audit/export", get(export)).route("/audit/sinks", get(sinks))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExportQuery {
-    format: Option<String>,
-    directory: Option<String>,
-    trust: Option<String>,
-    actor: Option<String>,
-    action: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    after: Option<i64>,
-    tail: Option<i64>,
-    follow: Option<bool>,
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(export)).routes(routes!(sinks))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -62,7 +48,7 @@ struct Export {
     follow: bool,
 }
 
-async fn parse(store: &Store, q: ExportQuery) -> Result<Export, ApiError> {
+async fn parse(store: &Store, q: AuditExportQuery) -> Result<Export, ApiError> {
     let format = match q.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => Format::Jsonl,
         "csv" => Format::Csv,
@@ -92,10 +78,11 @@ async fn parse(store: &Store, q: ExportQuery) -> Result<Export, ApiError> {
     Ok(Export { filter, format, follow: q.follow.unwrap_or(false) })
 }
 
+#[utoipa::path(get, path = "/audit/export", tag = "audit", params(AuditExportQuery), responses((status = 200, description = "the records as JSON lines or CSV", content((String = "application/x-ndjson"), (String = "text/csv")))))]
 async fn export(
     a: Admin,
     State(s): State<AppState>,
-    q: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<AuditExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let st = &s.store;
     let target = Target::default();
@@ -197,11 +184,13 @@ fn render(format: Format, page: &[Record]) -> Vec<u8> {
     out
 }
 
-async fn sinks(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/audit/sinks", tag = "audit", responses((status = 200, body = AuditSinks)))]
+async fn sinks(a: Admin, State(s): State<AppState>) -> Result<Json<AuditSinks>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Audit, "audit.sinks", Target::default(), async {
         let (head, _) = fedkey_store::audit::head(&st.db).await?;
-        Ok(json!({"head": head, "sinks": st.audit_sink_status().await?}))
+        let sinks = st.audit_sink_status().await?.iter().map(doc).collect::<Result<_, _>>()?;
+        Ok(AuditSinks { head, sinks })
     })
     .await
 }

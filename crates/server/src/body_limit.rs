@@ -6,17 +6,18 @@
 //! lingering drain ([`crate::conn`]), so a client still sending its body reads the 413
 //! instead of a connection reset.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::AppState;
 
 /// Limits the request bodies of `routes` to `limit` bytes.
-pub fn limit(routes: Router<AppState>, limit: usize) -> Router<AppState> {
+pub fn limit(routes: OpenApiRouter<AppState>, limit: usize) -> OpenApiRouter<AppState> {
     routes.layer(DefaultBodyLimit::max(limit)).layer(from_fn_with_state(limit, refuse_declared))
 }
 

@@ -4,47 +4,62 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+pub use fedkey_api::ErrorCode;
+use fedkey_api::{ErrorBody, ErrorDetail};
 use fedkey_store::StoreError;
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into() }
     }
 
+    /// A failure this server should not have: logged in full, answered as `internal`.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %detail, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error; see the server log")
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
 
     /// Well-formed input that names something invalid (a bad name, scope, duration…).
     pub fn invalid_value(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidValue, message)
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing, malformed, unknown, expired or revoked token")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "missing, malformed, unknown, expired or revoked token",
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// A request body over `limit` bytes.
     pub fn too_large(limit: usize) -> ApiError {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {limit} bytes"),
+        )
     }
 
     pub fn audit_unavailable() -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
+            ErrorCode::AuditUnavailable,
             "the audit log could not record this request, so it was not performed",
         )
     }
@@ -52,8 +67,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp =
-            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        let mut resp = (
+            self.status,
+            Json(ErrorBody { error: ErrorDetail { code: self.code.as_str().into(), message: self.message } }),
+        )
+            .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -68,20 +86,28 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound(what) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("{what} not found"))
             }
             StoreError::Conflict(what) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, format!("{what} already exists"))
             }
             StoreError::Domain(d @ fedkey_core::DomainError::InvalidTransition { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "invalid_state", d.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::InvalidState, d.to_string())
             }
             StoreError::Domain(d) => ApiError::invalid_value(d.to_string()),
             StoreError::Invalid(m) => ApiError::invalid_value(m),
-            StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
-            StoreError::Refused { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, ErrorCode::InvalidState, m),
+            StoreError::Refused { code, message } => {
+                // The store names its refusals by their wire code; one it adds without a
+                // code here is still a conflict, and the log says which.
+                let known = ErrorCode::from_wire(code);
+                if known.is_none() {
+                    tracing::warn!(code, "store refusal without an API error code");
+                }
+                ApiError::new(StatusCode::CONFLICT, known.unwrap_or(ErrorCode::Conflict), message)
+            }
             StoreError::PreconditionFailed(m) => {
-                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m)
+                ApiError::new(StatusCode::PRECONDITION_FAILED, ErrorCode::PreconditionFailed, m)
             }
             e @ StoreError::AuditUnavailable(_) => {
                 tracing::error!(error = ?e, "audit unavailable; request refused");
@@ -91,22 +117,23 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = ?e, "database unavailable; request refused");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
+                    ErrorCode::DatabaseUnavailable,
                     "the database is unavailable; the request was not performed, retry later",
                 )
             }
-            e => {
-                tracing::error!(error = ?e, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
-            }
+            e => ApiError::internal(format_args!("{e:?}")),
         }
     }
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not support that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not support that method",
+    )
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint")
 }

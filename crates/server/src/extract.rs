@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 pub struct ApiJson<T>(pub T);
 
@@ -32,11 +32,11 @@ fn rejection(r: JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(format!("malformed JSON: {}", e.body_text())),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(crate::ADMIN_BODY_LIMIT),
-        other => ApiError::new(other.status(), "invalid_request", other.body_text()),
+        other => ApiError::new(other.status(), ErrorCode::InvalidRequest, other.body_text()),
     }
 }
 
@@ -48,7 +48,7 @@ pub fn optional_json<T: DeserializeOwned + Default>(
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(crate::ADMIN_BODY_LIMIT)
         } else {
-            ApiError::new(r.status(), "invalid_request", r.body_text())
+            ApiError::new(r.status(), ErrorCode::InvalidRequest, r.body_text())
         }
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde_json::json;
+use fedkey_api::health::{Liveness, Readiness};
 
 use crate::AppState;
 
@@ -15,7 +15,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+    axum::Json(Liveness { status: "ok".into() })
 }
 
 /// Ready when the database answers and writes go through (see `Store::readiness`: at most
@@ -27,5 +27,10 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let database = if r.database { "ok" } else { "unreachable" };
     let audit = if r.writes { "ok" } else { "not writable" };
-    (status, axum::Json(json!({"status": if ready {"ready"} else {"not ready"}, "database": database, "audit": audit})))
+    let body = Readiness {
+        status: if ready { "ready" } else { "not ready" }.into(),
+        database: database.into(),
+        audit: audit.into(),
+    };
+    (status, axum::Json(body))
 }

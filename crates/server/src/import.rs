@@ -16,12 +16,12 @@
 
 use std::collections::HashSet;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
+use fedkey_api::directories::{ImportRequest, ImportRow, ImportRowResult, ImportSummary};
 use fedkey_audit::Outcome;
 use fedkey_scim::ScimError;
 use fedkey_scim::resource::normalize;
@@ -29,14 +29,16 @@ use fedkey_scim::schema;
 use fedkey_store::scim::{ListQuery, SqlFragment, SqlValue, StoredResource};
 use fedkey_store::scim_sql::fold;
 use fedkey_store::{Directory, StoreError};
-use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::admin::{Admin, Need, Target};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::scim::resources::{Upsert, upsert_core};
 use crate::scim::{Ctx, SCIM_BODY_LIMIT, ScimResponse};
+use fedkey_api::DirectoryPath;
 
 /// Most rows in one request.
 pub const MAX_ROWS: usize = 500;
@@ -47,32 +49,8 @@ pub const MAX_ROW_BYTES: usize = SCIM_BODY_LIMIT;
 /// Row errors kept in the request's audit record (the response has them all).
 const AUDITED_ERRORS: usize = 20;
 
-pub fn routes() -> Router<AppState> {
-    crate::body_limit::limit(Router::new().route("/directories/{d}/import", post(import)), IMPORT_BODY_LIMIT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportBody {
-    rows: Vec<Row>,
-    /// Decide every row (created, updated, unchanged, error) without writing.
-    #[serde(default)]
-    dry_run: bool,
-    /// Dry run only: `userName`s and `externalId`s of users the same dry run would create,
-    /// which group members may name although they are not stored.
-    #[serde(default)]
-    planned: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Row {
-    /// The row's line in the caller's file, echoed in its result.
-    line: u64,
-    /// `User` or `Group`; otherwise taken from the resource's `schemas`.
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    resource: Value,
+pub fn routes() -> OpenApiRouter<AppState> {
+    crate::body_limit::limit(OpenApiRouter::new().routes(routes!(import)), IMPORT_BODY_LIMIT)
 }
 
 /// What became of one row.
@@ -93,13 +71,14 @@ impl RowResult {
 /// after it are not attempted.
 struct Fatal(ApiError);
 
+#[utoipa::path(post, path = "/directories/{d}/import", tag = "directories", params(DirectoryPath), request_body = ImportRequest, responses((status = 200, body = ImportSummary)))]
 async fn import(
     a: Admin,
     State(s): State<AppState>,
     Path(d): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ImportSummary>, ApiError> {
     let st = &s.store;
     let target = Target::dir(&d);
     let v = a
@@ -130,15 +109,17 @@ async fn import(
         .await?;
     let (summary, fatal) = v;
     // One record for the request: counts and the first errors (the writes have their own).
-    let failed = summary["failed"].as_u64().unwrap_or(0);
-    let errors: Vec<Value> = summary["results"]
-        .as_array()
-        .map(|rs| rs.iter().filter(|r| r["status"] == "error").take(AUDITED_ERRORS).cloned().collect())
-        .unwrap_or_default();
+    let failed = summary.failed;
+    let errors: Vec<Value> = summary
+        .results
+        .iter()
+        .filter(|r| r.status == "error")
+        .take(AUDITED_ERRORS)
+        .map(|e| json!({"line": e.line, "error": e.error}))
+        .collect();
     let details = json!({
-        "dry_run": summary["dry_run"], "created": summary["created"], "updated": summary["updated"],
-        "unchanged": summary["unchanged"], "failed": failed,
-        "errors": errors.iter().map(|e| json!({"line": e["line"], "error": e["error"]})).collect::<Vec<_>>(),
+        "dry_run": summary.dry_run, "created": summary.created, "updated": summary.updated,
+        "unchanged": summary.unchanged, "failed": failed, "errors": errors,
     });
     let outcome = if failed == 0 { Outcome::Success } else { Outcome::Failure };
     a.record(st, "directory.import", outcome, &target, details).await?;
@@ -151,19 +132,19 @@ async fn import(
     Ok(Json(summary))
 }
 
-fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ImportBody, ApiError> {
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ImportRequest, ApiError> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("import request body exceeds {IMPORT_BODY_LIMIT} bytes; send smaller batches"),
             )
         } else {
-            ApiError::new(r.status(), "invalid_request", r.body_text())
+            ApiError::new(r.status(), ErrorCode::InvalidRequest, r.body_text())
         }
     })?;
-    let b: ImportBody = serde_json::from_slice(&bytes).map_err(|e| {
+    let b: ImportRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("invalid import body (expected {{\"rows\": [{{\"line\", \"resource\"}}]}}): {e}"))
     })?;
     if b.rows.is_empty() {
@@ -181,32 +162,26 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ImportBody, ApiErro
     Ok(b)
 }
 
-fn summarize(results: &[(u64, RowResult)], dry_run: bool) -> Value {
-    let count = |st: &str| results.iter().filter(|(_, r)| r.status == st).count();
-    let rows: Vec<Value> = results
+fn summarize(results: &[(u64, RowResult)], dry_run: bool) -> ImportSummary {
+    let count = |st: &str| results.iter().filter(|(_, r)| r.status == st).count() as u64;
+    let rows = results
         .iter()
-        .map(|(line, r)| {
-            let mut v = json!({"line": line, "status": r.status});
-            if let Some(t) = r.resource_type {
-                v["resource_type"] = json!(t);
-            }
-            if let Some(id) = &r.id {
-                v["id"] = json!(id);
-            }
-            if let Some(e) = &r.error {
-                v["error"] = json!(e);
-            }
-            v
+        .map(|(line, r)| ImportRowResult {
+            line: *line,
+            status: r.status.into(),
+            resource_type: r.resource_type.map(Into::into),
+            id: r.id.clone(),
+            error: r.error.clone(),
         })
         .collect();
-    json!({
-        "dry_run": dry_run,
-        "created": count("created"),
-        "updated": count("updated"),
-        "unchanged": count("unchanged"),
-        "failed": count("error"),
-        "results": rows,
-    })
+    ImportSummary {
+        dry_run,
+        created: count("created"),
+        updated: count("updated"),
+        unchanged: count("unchanged"),
+        failed: count("error"),
+        results: rows,
+    }
 }
 
 /// Validates, resolves and upserts one row. A row's own problem is its error; a store
@@ -215,7 +190,7 @@ async fn import_row(
     s: &AppState,
     ctx: &Ctx,
     dir: &Directory,
-    row: &Row,
+    row: &ImportRow,
     dry_run: bool,
     planned: &HashSet<String>,
 ) -> Result<RowResult, Fatal> {
@@ -262,7 +237,7 @@ fn row_error(rt: Option<&'static str>, e: ScimError) -> Result<RowResult, Fatal>
     match e.status_code() {
         400..=499 => Ok(RowResult::error(rt, e.detail)),
         503 => Err(Fatal(ApiError::audit_unavailable())),
-        _ => Err(Fatal(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.detail))),
+        _ => Err(Fatal(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, e.detail))),
     }
 }
 
@@ -271,7 +246,7 @@ fn fatal(e: StoreError) -> Fatal {
 }
 
 /// `User` or `Group`, from the row's `type` or else the resource's `schemas`.
-fn row_type(row: &Row) -> Result<&'static str, String> {
+fn row_type(row: &ImportRow) -> Result<&'static str, String> {
     if let Some(t) = &row.kind {
         return match schema::resource_type(t.trim()) {
             Some(def) if def.id == "Group" => Ok("Group"),

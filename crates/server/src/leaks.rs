@@ -15,26 +15,30 @@
 //! Also `PUT /api/v1/directories/{d}/trusts/{t}/leak-settings`: a trust's leak policy and
 //! pending-version rule.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
-use axum::{Json, Router};
+use fedkey_api::leaks::{GithubLabel, GithubMatch, LeakReport, LeakReportResult};
+use fedkey_api::trusts::{LeakSettingsRequest, TrustEnvelope};
 use fedkey_audit::Outcome;
-use fedkey_core::{LeakPolicy, PendingAuth};
 use fedkey_crypto::ecdsa::P256PublicKey;
 use fedkey_store::auth::RequestMeta;
 use fedkey_store::ops::{LeakAction, LeakCandidate, LeakFinding};
 use fedkey_store::{Actor, Store};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::admin::{Admin, Need, Target, trust_json, trust_ref};
-use crate::error::ApiError;
+use crate::admin::{Admin, Need, Target, doc, trust_envelope, trust_ref};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 use crate::ratelimit::{RateLimiter, retry_after_secs};
+use fedkey_api::TrustPath;
+use fedkey_api::leaks::{LeakReportAnswer, LeakReportBody};
 
 pub const GITHUB_KEY_ID_HEADER: &str = "github-public-key-identifier";
 pub const GITHUB_SIGNATURE_HEADER: &str = "github-public-key-signature";
@@ -45,10 +49,8 @@ pub const REPORTS_PER_SECOND: i64 = 10;
 /// Longest candidate token considered; a fedkey token has 42 characters.
 const MAX_TOKEN_CHARS: usize = 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/leaks", post(report))
-        .route("/directories/{d}/trusts/{t}/leak-settings", put(set_leak_settings))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(report)).routes(routes!(set_leak_settings))
 }
 
 /// The leak endpoint's configuration and rate limit.
@@ -100,12 +102,13 @@ impl Default for LeakIntake {
     }
 }
 
+#[utoipa::path(post, path = "/leaks", tag = "leaks", request_body = LeakReportBody, responses((status = 200, body = LeakReportAnswer)))]
 async fn report(State(s): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
     let meta = request.extensions().get::<RequestMeta>().cloned().unwrap_or_default();
     let headers = request.headers().clone();
     if let Err(wait) = s.leaks.limiter.check("leaks", REPORTS_PER_SECOND) {
         let mut resp =
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many leak reports; retry later")
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many leak reports; retry later")
                 .into_response();
         if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_secs(wait).to_string()) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
@@ -122,23 +125,12 @@ async fn report(State(s): State<AppState>, request: axum::extract::Request) -> R
     }
 }
 
-#[derive(Deserialize)]
-struct GithubMatch {
-    token: String,
-    #[serde(rename = "type", default)]
-    token_type: String,
-    #[serde(default)]
-    url: String,
-    #[serde(default)]
-    source: String,
-}
-
 async fn github_report(
     s: &AppState,
     meta: &RequestMeta,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<GithubLabel>>, ApiError> {
     let actor = Actor::anonymous("github-secret-scanning".into(), meta);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let key_id = header(GITHUB_KEY_ID_HEADER);
@@ -163,26 +155,13 @@ async fn github_report(
     for m in &matches {
         let location = if m.source.is_empty() { m.url.clone() } else { format!("{} ({})", m.url, m.source) };
         let f = handle(s, &actor, &m.token, &location, "github").await?;
-        out.push(json!({
-            "token_hash": token_hash(&m.token),
-            "token_type": m.token_type,
-            "label": if f.ours { "true_positive" } else { "false_positive" },
-        }));
+        out.push(GithubLabel {
+            token_hash: token_hash(&m.token),
+            token_type: m.token_type.clone(),
+            label: if f.ours { "true_positive" } else { "false_positive" }.into(),
+        });
     }
-    Ok(Json(Value::Array(out)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GenericReport {
-    findings: Vec<GenericFinding>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GenericFinding {
-    token: String,
-    location: String,
+    Ok(Json(out))
 }
 
 async fn generic_report(
@@ -190,22 +169,23 @@ async fn generic_report(
     meta: RequestMeta,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeakReportResult>, ApiError> {
     let admin = Admin::authenticate(&s.store, headers, meta).await?;
     admin.require(&s.store, Need::Operate, "leak.report", &Target::default()).await?;
-    let r: GenericReport = serde_json::from_slice(body)
+    let r: LeakReport = serde_json::from_slice(body)
         .map_err(|_| ApiError::bad_request("expected {\"findings\": [{\"token\": …, \"location\": …}]}"))?;
     check_count(r.findings.len())?;
     let actor = admin.actor();
     let mut out = Vec::with_capacity(r.findings.len());
+    let mut ours = 0;
     for f in &r.findings {
         let found = handle(s, &actor, &f.token, &f.location, "report").await?;
-        let mut v = serde_json::to_value(&found).unwrap_or(Value::Null);
+        ours += u64::from(found.ours);
+        let mut v = doc(&found)?;
         v["token_hash"] = json!(token_hash(&f.token));
         out.push(v);
     }
-    let ours = out.iter().filter(|v| v["ours"] == true).count();
-    Ok(Json(json!({"findings": out, "ours": ours})))
+    Ok(Json(LeakReportResult { findings: out, ours }))
 }
 
 fn check_count(n: usize) -> Result<(), ApiError> {
@@ -251,23 +231,15 @@ fn token_hash(token: &str) -> String {
     hex::encode(fedkey_crypto::sha256(token.as_bytes()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeakSettingsBody {
-    #[serde(default)]
-    leak_policy: Option<LeakPolicy>,
-    #[serde(default)]
-    pending_auth: Option<PendingAuth>,
-}
-
 /// Changes how a trust answers a leak and when its pending versions authenticate; only the
 /// fields given change. Admin only, like the trust policy.
+#[utoipa::path(put, path = "/directories/{d}/trusts/{t}/leak-settings", tag = "trusts", params(TrustPath), request_body = LeakSettingsRequest, responses((status = 200, body = TrustEnvelope)))]
 async fn set_leak_settings(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-    body: Result<ApiJson<LeakSettingsBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<ApiJson<LeakSettingsRequest>, ApiError>,
+) -> Result<Json<TrustEnvelope>, ApiError> {
     let st: &Store = &s.store;
     let trust = a
         .change(st, Need::Administer, "trust.leak_settings", Target::trust(&d, &t), async {
@@ -276,5 +248,5 @@ async fn set_leak_settings(
             Ok(st.set_trust_leak_settings(&a.actor(), &r, b.leak_policy, b.pending_auth).await?)
         })
         .await?;
-    Ok(Json(json!({"trust": trust_json(&trust)})))
+    Ok(trust_envelope(&trust))
 }

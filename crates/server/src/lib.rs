@@ -14,6 +14,7 @@ pub mod leaks;
 pub mod metrics;
 pub mod oauth;
 pub mod oauth_api;
+pub mod openapi;
 pub mod ratelimit;
 pub mod request;
 pub mod rotation_api;

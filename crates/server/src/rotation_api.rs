@@ -3,8 +3,13 @@
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use fedkey_api::rotation::{
+    AddConnector, CancelRotation, ConnectorEnvelope, ConnectorList, HealthReport, MaterialDecision, MaterialOverview,
+    MaterialSourceEnvelope, MaterialSourceRequest, RotationEnvelope, RotationOverview, RotationPolicyEnvelope,
+    RotationPolicyPatch, StartRotation, UnwrapNotice, UnwrappedKey,
+};
 use fedkey_core::RotationKind;
 use fedkey_core::rotation::RotationPolicy;
 use fedkey_crypto::Secret;
@@ -12,30 +17,31 @@ use fedkey_rotation::alert::AlertKind;
 use fedkey_store::auth::RequestMeta;
 use fedkey_store::ops::UnwrapRefusal;
 use fedkey_store::{Actor, Rotation};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::admin::{Admin, Need, Target, parse_duration, trust_ref};
-use crate::error::ApiError;
+use crate::admin::{Admin, Need, Target, doc, parse_duration, trust_ref, typed};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
+use fedkey_api::{TrustPath, rotation::ConnectorPath};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/directories/{d}/trusts/{t}/rotation", get(show_rotation))
-        .route("/directories/{d}/trusts/{t}/rotation/policy", get(get_policy).put(put_policy))
-        .route("/directories/{d}/trusts/{t}/rotation/start", post(start_rotation))
-        .route("/directories/{d}/trusts/{t}/rotation/retry", post(retry_rotation))
-        .route("/directories/{d}/trusts/{t}/rotation/cancel", post(cancel_rotation))
-        .route("/directories/{d}/trusts/{t}/connectors", get(list_connectors).post(add_connector))
-        .route("/directories/{d}/trusts/{t}/connectors/{name}", delete(remove_connector))
-        .route("/directories/{d}/trusts/{t}/material", get(show_material))
-        .route("/directories/{d}/trusts/{t}/material/source", axum::routing::put(set_source).delete(remove_source))
-        .route("/directories/{d}/trusts/{t}/material/approve", post(approve_material))
-        .route("/directories/{d}/trusts/{t}/material/reject", post(reject_material))
-        .route("/health", get(health))
-        .route("/health/trusts", get(trust_health))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show_rotation))
+        .routes(routes!(get_policy, put_policy))
+        .routes(routes!(start_rotation))
+        .routes(routes!(retry_rotation))
+        .routes(routes!(cancel_rotation))
+        .routes(routes!(list_connectors, add_connector))
+        .routes(routes!(remove_connector))
+        .routes(routes!(show_material))
+        .routes(routes!(set_source, remove_source))
+        .routes(routes!(approve_material))
+        .routes(routes!(reject_material))
+        .routes(routes!(health))
+        .routes(routes!(trust_health))
 }
 
 /// The retrieval endpoint of wrapped links, outside `/api/v1`: whoever holds the link
@@ -44,58 +50,73 @@ pub fn unwrap_routes() -> Router<AppState> {
     Router::new().route("/unwrap/{token}", get(describe_unwrap).post(unwrap))
 }
 
-fn rotation_json(r: &Rotation) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+/// A rotation as stored, with the `ref` of its trust.
+fn rotation_doc(r: &Rotation) -> Result<Value, ApiError> {
+    let mut v = doc(r)?;
     v["ref"] = json!(r.trust_ref().to_string());
-    v
+    Ok(v)
 }
 
+fn rotation_envelope(r: &Rotation) -> Result<Json<RotationEnvelope>, ApiError> {
+    Ok(Json(RotationEnvelope { rotation: rotation_doc(r)? }))
+}
+
+fn docs<T: serde::Serialize>(xs: &[T]) -> Result<Vec<Value>, ApiError> {
+    xs.iter().map(doc).collect()
+}
+
+#[utoipa::path(get, path = "/directories/{d}/trusts/{t}/rotation", tag = "rotation", params(TrustPath), responses((status = 200, body = RotationOverview)))]
 async fn show_rotation(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotationOverview>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "rotation.show", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
         let history = st.rotations(&r, 10).await?;
-        let active = history.iter().find(|x| x.is_active()).map(rotation_json);
-        Ok(json!({
-            "trust": r.to_string(),
-            "policy": st.rotation_policy(&r).await?,
-            "active": active,
-            "history": history.iter().map(rotation_json).collect::<Vec<_>>(),
-            "connectors": st.list_connectors(&r).await?,
-        }))
+        let active = history.iter().find(|x| x.is_active()).map(rotation_doc).transpose()?;
+        Ok(RotationOverview {
+            trust: r.to_string(),
+            policy: st.rotation_policy(&r).await?.as_ref().map(doc).transpose()?,
+            active,
+            history: history.iter().map(rotation_doc).collect::<Result<_, _>>()?,
+            connectors: docs(&st.list_connectors(&r).await?)?,
+        })
     })
     .await
 }
 
+#[utoipa::path(get, path = "/directories/{d}/trusts/{t}/rotation/policy", tag = "rotation", params(TrustPath), responses((status = 200, body = RotationPolicyEnvelope)))]
 async fn get_policy(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotationPolicyEnvelope>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "rotation.policy.show", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
-        Ok(json!({"trust": r.to_string(), "policy": st.rotation_policy(&r).await?}))
+        Ok(RotationPolicyEnvelope {
+            trust: r.to_string(),
+            policy: st.rotation_policy(&r).await?.as_ref().map(doc).transpose()?,
+        })
     })
     .await
 }
 
 /// Sets the policy. Fields left out keep their current value (or the default).
+#[utoipa::path(put, path = "/directories/{d}/trusts/{t}/rotation/policy", tag = "rotation", params(TrustPath), request_body = RotationPolicyPatch, responses((status = 200, body = RotationPolicyEnvelope)))]
 async fn put_policy(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-    body: Result<ApiJson<serde_json::Map<String, Value>>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<ApiJson<RotationPolicyPatch>, ApiError>,
+) -> Result<Json<RotationPolicyEnvelope>, ApiError> {
     let st = &s.store;
     let row = a
         .change(st, Need::Operate, "rotation.policy.set", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
-            let ApiJson(patch) = body?;
+            let ApiJson(RotationPolicyPatch(patch)) = body?;
             let base = st.rotation_policy(&r).await?.map(|p| p.policy).unwrap_or_default();
             let mut merged = serde_json::to_value(base).map_err(|e| ApiError::bad_request(e.to_string()))?;
             for (k, v) in patch {
@@ -106,30 +127,21 @@ async fn put_policy(
             Ok(st.set_rotation_policy(&a.actor(), &r, policy).await?)
         })
         .await?;
-    Ok(Json(json!({"trust": format!("{d}/{t}"), "policy": row})))
+    Ok(Json(RotationPolicyEnvelope { trust: format!("{d}/{t}"), policy: Some(doc(&row)?) }))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StartBody {
-    /// `manual` (default) or `emergency` (old versions revoked at once).
-    #[serde(default)]
-    kind: Option<RotationKind>,
-    #[serde(default)]
-    overlap: Option<String>,
-}
-
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/rotation/start", tag = "rotation", params(TrustPath), request_body(content = StartRotation, description = "optional"), responses((status = 202, body = RotationEnvelope)))]
 async fn start_rotation(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RotationEnvelope>), ApiError> {
     let st = &s.store;
     let rot = a
         .change(st, Need::Operate, "rotation.start", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
-            let b: StartBody = crate::extract::optional_json(body)?;
+            let b: StartRotation = crate::extract::optional_json(body)?;
             let kind = b.kind.unwrap_or(RotationKind::Manual);
             if !matches!(kind, RotationKind::Manual | RotationKind::Emergency) {
                 return Err(ApiError::invalid_value("kind: manual or emergency"));
@@ -141,41 +153,36 @@ async fn start_rotation(
             Ok(st.start_rotation(&a.actor(), &r, kind, overlap).await?)
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"rotation": rotation_json(&rot)}))))
+    Ok((StatusCode::ACCEPTED, rotation_envelope(&rot)?))
 }
 
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/rotation/retry", tag = "rotation", params(TrustPath), responses((status = 200, body = RotationEnvelope)))]
 async fn retry_rotation(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotationEnvelope>, ApiError> {
     let st = &s.store;
     let rot = a
         .change(st, Need::Operate, "rotation.retry", Target::trust(&d, &t), async {
             Ok(st.retry_rotation(&a.actor(), &trust_ref(&d, &t)?).await?)
         })
         .await?;
-    Ok(Json(json!({"rotation": rotation_json(&rot)})))
+    rotation_envelope(&rot)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/rotation/cancel", tag = "rotation", params(TrustPath), request_body(content = CancelRotation, description = "optional"), responses((status = 200, body = RotationEnvelope)))]
 async fn cancel_rotation(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotationEnvelope>, ApiError> {
     let st = &s.store;
     let rot = a
         .change(st, Need::Operate, "rotation.cancel", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
-            let b: CancelBody = crate::extract::optional_json(body)?;
+            let b: CancelRotation = crate::extract::optional_json(body)?;
             let reason = b.reason.unwrap_or_else(|| "canceled by an operator".into());
             if reason.len() > 500 {
                 return Err(ApiError::invalid_value("reason: at most 500 bytes"));
@@ -183,46 +190,37 @@ async fn cancel_rotation(
             Ok(st.cancel_rotation(&a.actor(), &r, &reason).await?)
         })
         .await?;
-    Ok(Json(json!({"rotation": rotation_json(&rot)})))
+    rotation_envelope(&rot)
 }
 
+#[utoipa::path(get, path = "/directories/{d}/trusts/{t}/connectors", tag = "connectors", params(TrustPath), responses((status = 200, body = ConnectorList)))]
 async fn list_connectors(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConnectorList>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "connector.list", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
-        Ok(json!({"trust": r.to_string(), "connectors": st.list_connectors(&r).await?}))
+        Ok(ConnectorList { trust: r.to_string(), connectors: docs(&st.list_connectors(&r).await?)? })
     })
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddConnector {
-    name: String,
-    /// Non-secret settings, with `kind`.
-    spec: Value,
-    /// The secret part (API token, client secret…), with the same `kind`. Sealed at rest.
-    #[serde(default)]
-    credentials: Option<Zeroizing<String>>,
-}
-
 /// Connectors decide where keys go, so only admins configure them.
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/connectors", tag = "connectors", params(TrustPath), request_body = AddConnector, responses((status = 201, body = ConnectorEnvelope)))]
 async fn add_connector(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
     body: Result<ApiJson<AddConnector>, ApiError>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ConnectorEnvelope>), ApiError> {
     let st = &s.store;
     let row = a
         .change(st, Need::Administer, "connector.create", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
             let ApiJson(b) = body?;
-            let creds = b.credentials.map(|c| Secret::new(c.to_string()));
+            let creds = b.credentials.map(Secret::new);
             let (kind, spec) = fedkey_rotation::wiring::check(
                 &b.spec,
                 creds.as_ref(),
@@ -233,9 +231,10 @@ async fn add_connector(
             Ok(st.add_connector(&a.actor(), &r, &b.name, &kind, spec, creds).await?)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"connector": row}))))
+    Ok((StatusCode::CREATED, Json(ConnectorEnvelope { connector: doc(&row)? })))
 }
 
+#[utoipa::path(delete, path = "/directories/{d}/trusts/{t}/connectors/{name}", tag = "connectors", params(ConnectorPath), responses((status = 204, description = "removed")))]
 async fn remove_connector(
     a: Admin,
     State(s): State<AppState>,
@@ -251,56 +250,58 @@ async fn remove_connector(
 
 /// The whole health model (trusts, sync targets, connectors, outbox, audit log): what
 /// `fedkey doctor` prints. Any admin role (auditors included) may read it.
-async fn health(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let st = &s.store;
-    a.read(st, Need::Read, "health.read", Target::default(), async {
-        let report = fedkey_rotation::health::check(st).await?;
-        serde_json::to_value(report).map_err(|e| ApiError::bad_request(e.to_string()))
-    })
-    .await
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = HealthReport)))]
+async fn health(a: Admin, State(s): State<AppState>) -> Result<Json<HealthReport>, ApiError> {
+    health_report(a, s, "health.read").await
 }
 
-async fn trust_health(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/health/trusts", tag = "health", responses((status = 200, body = HealthReport)))]
+async fn trust_health(a: Admin, State(s): State<AppState>) -> Result<Json<HealthReport>, ApiError> {
+    health_report(a, s, "health.trusts").await
+}
+
+async fn health_report(a: Admin, s: AppState, action: &str) -> Result<Json<HealthReport>, ApiError> {
     let st = &s.store;
-    a.read(st, Need::Read, "health.trusts", Target::default(), async {
-        let report = fedkey_rotation::health::check(st).await?;
-        serde_json::to_value(report).map_err(|e| ApiError::bad_request(e.to_string()))
+    a.read(st, Need::Read, action, Target::default(), async {
+        typed::<HealthReport>(&fedkey_rotation::health::check(st).await?)
     })
     .await
 }
 
 // ---- trust material ----
 
+#[utoipa::path(get, path = "/directories/{d}/trusts/{t}/material", tag = "material", params(TrustPath), responses((status = 200, body = MaterialOverview)))]
 async fn show_material(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MaterialOverview>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "material.show", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
         let source = st.trust_sources().await?.into_iter().find(|x| x.trust == r);
-        Ok(json!({
-            "trust": r.to_string(),
-            "source": source,
-            "versions": st.material_versions(&r, 20).await?,
-        }))
+        Ok(MaterialOverview {
+            trust: r.to_string(),
+            source: source.as_ref().map(typed).transpose()?,
+            versions: docs(&st.material_versions(&r, 20).await?)?,
+        })
     })
     .await
 }
 
 /// Where the peer publishes its keys, and whether its JWTs authenticate: admin only.
+#[utoipa::path(put, path = "/directories/{d}/trusts/{t}/material/source", tag = "material", params(TrustPath), request_body = MaterialSourceRequest, responses((status = 200, body = MaterialSourceEnvelope)))]
 async fn set_source(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-    body: Result<ApiJson<Value>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<ApiJson<MaterialSourceRequest>, ApiError>,
+) -> Result<Json<MaterialSourceEnvelope>, ApiError> {
     let st = &s.store;
     let src = a
         .change(st, Need::Administer, "material.source.set", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
-            let ApiJson(v) = body?;
+            let ApiJson(MaterialSourceRequest(v)) = body?;
             let cfg = fedkey_rotation::SourceConfig::parse(&v, &s.egress).map_err(ApiError::invalid_value)?;
             let trust = st.trust(&r).await?;
             if cfg.jwt.is_some() && trust.direction != fedkey_core::Direction::Inbound {
@@ -313,9 +314,10 @@ async fn set_source(
     if let Some(w) = &s.watchers {
         w.sync_sources().await?;
     }
-    Ok(Json(json!({"source": src})))
+    Ok(Json(MaterialSourceEnvelope { source: typed(&src)? }))
 }
 
+#[utoipa::path(delete, path = "/directories/{d}/trusts/{t}/material/source", tag = "material", params(TrustPath), responses((status = 204, description = "removed")))]
 async fn remove_source(
     a: Admin,
     State(s): State<AppState>,
@@ -332,46 +334,58 @@ async fn remove_source(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/material/approve", tag = "material", params(TrustPath), responses((status = 200, body = MaterialDecision)))]
 async fn approve_material(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MaterialDecision>, ApiError> {
     decide(a, s, d, t, true).await
 }
 
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/material/reject", tag = "material", params(TrustPath), responses((status = 200, body = MaterialDecision)))]
 async fn reject_material(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MaterialDecision>, ApiError> {
     decide(a, s, d, t, false).await
 }
 
 /// Accepting keys that share nothing with the trusted ones is a trust decision: admin only.
-async fn decide(a: Admin, s: AppState, d: String, t: String, approve: bool) -> Result<Json<Value>, ApiError> {
+async fn decide(
+    a: Admin,
+    s: AppState,
+    d: String,
+    t: String,
+    approve: bool,
+) -> Result<Json<MaterialDecision>, ApiError> {
     let st = &s.store;
     let action = if approve { "material.approve" } else { "material.reject" };
     let v = a
         .change(st, Need::Administer, action, Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
             let Some(w) = &s.watchers else {
-                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "watchers are not running"));
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    "watchers are not running",
+                ));
             };
             Ok(if approve { w.approve(&a.actor(), &r).await? } else { w.reject(&a.actor(), &r).await? })
         })
         .await?;
-    Ok(Json(json!({"trust": format!("{d}/{t}"), "version": v})))
+    Ok(Json(MaterialDecision { trust: format!("{d}/{t}"), version: doc(&v)? }))
 }
 
 // ---- wrapped links ----
 
 /// A GET never reveals the key: chat tools and mail scanners fetch links to preview
 /// them, which would burn a single-use link.
-async fn describe_unwrap() -> Json<Value> {
-    Json(json!({
-        "message": "This is a single-use fedkey key link. POST to this URL to reveal the key; it works once.",
-    }))
+async fn describe_unwrap() -> Json<UnwrapNotice> {
+    Json(UnwrapNotice {
+        message: "This is a single-use fedkey key link. POST to this URL to reveal the key; it works once.".into(),
+    })
 }
 
 async fn unwrap(
@@ -379,7 +393,7 @@ async fn unwrap(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     meta: Option<axum::Extension<RequestMeta>>,
     Path(token): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UnwrappedKey>, ApiError> {
     let meta = meta.map(|m| m.0).unwrap_or_default();
     let actor = Actor {
         id: "wrapped-link".into(),
@@ -389,13 +403,15 @@ async fn unwrap(
         token_id: None,
     };
     if token.len() > 200 {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such link"));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such link"));
     }
     match s.store.unwrap_key(&actor, &token).await? {
-        Ok((r, version, key)) => Ok(Json(json!({"trust": r.to_string(), "version": version, "key": key.expose()}))),
-        Err(UnwrapRefusal::Unknown) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such link")),
+        Ok((r, version, key)) => {
+            Ok(Json(UnwrappedKey { trust: r.to_string(), version, key: key.expose().to_string() }))
+        }
+        Err(UnwrapRefusal::Unknown) => Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such link")),
         Err(UnwrapRefusal::Expired { .. }) => {
-            Err(ApiError::new(StatusCode::GONE, "link_expired", "this link has expired; ask for a new one"))
+            Err(ApiError::new(StatusCode::GONE, ErrorCode::LinkExpired, "this link has expired; ask for a new one"))
         }
         Err(UnwrapRefusal::Reused { trust, version, used_at }) => {
             if let Some(engine) = &s.engine {
@@ -410,7 +426,7 @@ async fn unwrap(
             }
             Err(ApiError::new(
                 StatusCode::GONE,
-                "link_used",
+                ErrorCode::LinkUsed,
                 "this link was already used; if that was not you, the key may be compromised: rotate it now",
             ))
         }

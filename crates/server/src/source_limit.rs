@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use fedkey_scim::ScimError;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::{TokenBucket, retry_after_secs};
 use crate::request::ClientAddr;
 
@@ -122,7 +122,7 @@ pub async fn admin(State(s): State<AppState>, req: Request, next: Next) -> Respo
     match limited(&s, &req, "admin") {
         None => next.run(req).await,
         Some(wait) => {
-            let e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message(&s, wait));
+            let e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message(&s, wait));
             with_retry_after(e.into_response(), wait)
         }
     }

@@ -3,91 +3,40 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use fedkey_api::sync::{
+    BulkSetting, DeadLetterFilter, DeadLetterList, DeadLettersDiscarded, DeadLettersRetried, Deprovisioning, Leaver,
+    LeaverTarget, ReconcileEnvelope, ReconcileRequest, StillActive, SyncStatus, TargetEnvelope, TargetRequest,
+    TargetStatus,
+};
 use fedkey_crypto::Secret;
 use fedkey_egress::UrlRules;
 use fedkey_store::ops::{
-    DeadLetterFilter, MAX_RECONCILE_EVERY, MIN_RECONCILE_EVERY, NewSyncTarget, OAuthSettings, ReconcileSchedule,
-    SyncWork,
+    MAX_RECONCILE_EVERY, MIN_RECONCILE_EVERY, NewSyncTarget, OAuthSettings, ReconcileSchedule, SyncWork,
 };
 use fedkey_sync::ReconcileError;
-use fedkey_sync::mapping::{LeaverPolicy, Mapping, OrphanPolicy};
+use fedkey_sync::mapping::Mapping;
 use fedkey_sync::{ScimClient, TargetConfig};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use zeroize::Zeroizing;
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::admin::{Admin, Need, Target, trust_ref, ts};
-use crate::error::ApiError;
+use crate::admin::{Admin, Need, Target, doc, trust_ref, ts, typed};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
+use fedkey_api::{DirectoryPath, TrustPath};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/directories/{d}/trusts/{t}/target", get(get_target).put(put_target))
-        .route("/directories/{d}/sync/status", get(status))
-        .route("/directories/{d}/sync/dead-letters", get(dead_letters))
-        .route("/directories/{d}/sync/dead-letters/retry", post(retry_dead_letters))
-        .route("/directories/{d}/sync/dead-letters/discard", post(discard_dead_letters))
-        .route("/directories/{d}/trusts/{t}/reconcile", post(reconcile))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OAuthBody {
-    token_url: String,
-    client_id: String,
-    client_secret: Zeroizing<String>,
-    #[serde(default)]
-    scope: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetBody {
-    /// The application's SCIM base URL (before `/Users`).
-    url: String,
-    #[serde(default)]
-    mapping: Option<Value>,
-    /// Overrides the mapping's `leaver`.
-    #[serde(default)]
-    leaver: Option<LeaverPolicy>,
-    /// Overrides the mapping's `orphans` (what reconciliation does with unknown accounts).
-    #[serde(default)]
-    orphans: Option<OrphanPolicy>,
-    /// OAuth2 client credentials instead of the trust's app-issued key as bearer.
-    #[serde(default)]
-    oauth: Option<OAuthBody>,
-    /// Lab opt-in: plain http to a host that is not loopback (URL and token URL).
-    #[serde(default)]
-    allow_http: bool,
-    #[serde(default)]
-    max_attempts: Option<i64>,
-    #[serde(default)]
-    concurrency: Option<i64>,
-    /// SCIM `/Bulk` use: `"auto"` (default: when the target supports it, as many
-    /// operations per request as it allows), `"off"`, or the most operations per request.
-    #[serde(default)]
-    bulk: Option<BulkSetting>,
-    /// Limit for each request to the target, e.g. `30s` (default).
-    #[serde(default)]
-    timeout: Option<String>,
-    /// Scheduled reconciliation, e.g. `24h` (off when absent).
-    #[serde(default)]
-    reconcile_every: Option<String>,
-    /// Scheduled runs only report the drift.
-    #[serde(default)]
-    reconcile_dry_run: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BulkSetting {
-    Word(String),
-    Max(i64),
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_target, put_target))
+        .routes(routes!(status))
+        .routes(routes!(dead_letters))
+        .routes(routes!(retry_dead_letters))
+        .routes(routes!(discard_dead_letters))
+        .routes(routes!(reconcile))
 }
 
 /// `bulk` as stored: `None` = auto, `Some(0)` = off, `Some(n)` = at most n per request.
@@ -122,25 +71,27 @@ fn reconcile_schedule(every: Option<&str>, dry_run: bool) -> Result<Option<Recon
     Ok(Some(ReconcileSchedule { every_seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), dry_run }))
 }
 
+#[utoipa::path(get, path = "/directories/{d}/trusts/{t}/target", tag = "sync", params(TrustPath), responses((status = 200, body = TargetEnvelope)))]
 async fn get_target(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TargetEnvelope>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "sync.target.show", Target::trust(&d, &t), async {
         let r = trust_ref(&d, &t)?;
-        Ok(json!({"trust": r.to_string(), "target": st.sync_target(&r).await?}))
+        Ok(TargetEnvelope { trust: r.to_string(), target: st.sync_target(&r).await?.as_ref().map(typed).transpose()? })
     })
     .await
 }
 
+#[utoipa::path(put, path = "/directories/{d}/trusts/{t}/target", tag = "sync", params(TrustPath), request_body = TargetRequest, responses((status = 200, body = TargetEnvelope)))]
 async fn put_target(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-    body: Result<ApiJson<TargetBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<ApiJson<TargetRequest>, ApiError>,
+) -> Result<Json<TargetEnvelope>, ApiError> {
     let st = &s.store;
     let row = a
         .change(st, Need::Administer, "sync.target.set", Target::trust(&d, &t), async {
@@ -151,10 +102,10 @@ async fn put_target(
                 None => Mapping::default(),
             };
             if let Some(l) = b.leaver {
-                mapping.leaver = l;
+                mapping.leaver = override_field("leaver", l)?;
             }
             if let Some(o) = b.orphans {
-                mapping.orphans = o;
+                mapping.orphans = override_field("orphans", o)?;
             }
             mapping.validate().map_err(|e| ApiError::invalid_value(e.to_string()))?;
             let url = b.url.trim().to_owned();
@@ -180,7 +131,7 @@ async fn put_target(
                         .map_err(|e| ApiError::invalid_value(format!("oauth.token_url: {e}")))?;
                     Some((
                         OAuthSettings { token_url: o.token_url, client_id: o.client_id, scope: o.scope },
-                        Secret::new(o.client_secret.to_string()),
+                        Secret::new(o.client_secret),
                     ))
                 }
                 None => None,
@@ -207,7 +158,13 @@ async fn put_target(
             Ok(st.set_sync_target(&a.actor(), &r, t).await?)
         })
         .await?;
-    Ok(Json(json!({"trust": format!("{d}/{t}"), "target": row})))
+    Ok(Json(TargetEnvelope { trust: format!("{d}/{t}"), target: Some(typed(&row)?) }))
+}
+
+/// A mapping setting given beside the mapping (`leaver`, `orphans`): a malformed one is a
+/// malformed body, as when it was part of the body's own type.
+fn override_field<T: serde::de::DeserializeOwned>(field: &str, v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid request body: {field}: {e}")))
 }
 
 /// Per target: `confirmed` once the application confirmed the deactivation or deletion,
@@ -222,7 +179,8 @@ fn deprovision_state(w: &SyncWork) -> &'static str {
     }
 }
 
-async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/directories/{d}/sync/status", tag = "sync", params(DirectoryPath), responses((status = 200, body = SyncStatus)))]
+async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<SyncStatus>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "sync.status", Target::dir(&d), async {
         st.directory(&d).await?;
@@ -233,20 +191,28 @@ async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> R
         for t in &targets {
             let r = t.trust.to_string();
             let mine: Vec<&SyncWork> = work.iter().filter(|w| w.trust == r).collect();
-            let count = |st: &str| mine.iter().filter(|w| w.status == st).count();
+            let count = |st: &str| mine.iter().filter(|w| w.status == st).count() as u64;
             let circuit = match t.circuit_open_until {
                 Some(u) if u > now => "open",
                 _ if t.consecutive_failures > 0 => "failing",
                 _ => "closed",
             };
-            target_rows.push(json!({
-                "trust": r, "url": t.base_url, "active": t.active,
-                "pending": count("pending"), "done": count("done"), "dead_letters": count("dead"),
-                "circuit": circuit, "circuit_open_until": ts(t.circuit_open_until),
-                "consecutive_failures": t.consecutive_failures, "last_error": t.last_error,
-                "reconcile_every_seconds": t.reconcile_every_seconds, "reconcile_dry_run": t.reconcile_dry_run,
-                "next_reconcile_at": ts(t.next_reconcile_at), "last_reconcile": t.last_reconcile,
-            }));
+            target_rows.push(TargetStatus {
+                pending: count("pending"),
+                done: count("done"),
+                dead_letters: count("dead"),
+                trust: r,
+                url: t.base_url.clone(),
+                active: t.active,
+                circuit: circuit.into(),
+                circuit_open_until: ts(t.circuit_open_until),
+                consecutive_failures: t.consecutive_failures,
+                last_error: t.last_error.clone(),
+                reconcile_every_seconds: t.reconcile_every_seconds,
+                reconcile_dry_run: t.reconcile_dry_run,
+                next_reconcile_at: ts(t.next_reconcile_at),
+                last_reconcile: t.last_reconcile.as_ref().map(typed).transpose()?,
+            });
         }
         // Leavers, per user, per target.
         // Rows come ordered by leaver_since; a user's rows share the key of their first.
@@ -273,80 +239,95 @@ async fn status(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> R
             } else {
                 incomplete_n += 1;
             }
-            let per_target: Vec<Value> = rows
+            let per_target: Vec<LeaverTarget> = rows
                 .iter()
                 .map(|w| {
                     if w.deprovisioned_at.is_none() {
-                        still_active.push(json!({"user_id": id, "user": display, "trust": w.trust, "remote_id": w.remote_id, "state": deprovision_state(w)}));
+                        still_active.push(StillActive {
+                            user_id: id.clone(),
+                            user: display.clone(),
+                            trust: w.trust.clone(),
+                            remote_id: w.remote_id.clone(),
+                            state: deprovision_state(w).into(),
+                        });
                     }
-                    json!({
-                        "trust": w.trust, "state": deprovision_state(w), "confirmed_at": ts(w.deprovisioned_at),
-                        "attempts": w.attempts, "last_error": w.last_error, "dead_letter": w.status == "dead",
-                        "next_attempt_at": if w.deprovisioned_at.is_none() { ts(Some(w.next_attempt_at)) } else { Value::Null },
-                    })
+                    LeaverTarget {
+                        trust: w.trust.clone(),
+                        state: deprovision_state(w).into(),
+                        confirmed_at: ts(w.deprovisioned_at),
+                        attempts: w.attempts,
+                        last_error: w.last_error.clone(),
+                        dead_letter: w.status == "dead",
+                        next_attempt_at: if w.deprovisioned_at.is_none() { ts(Some(w.next_attempt_at)) } else { None },
+                    }
                 })
                 .collect();
-            leavers.push(json!({
-                "user_id": id, "user": display, "deleted": rows.iter().any(|w| w.deleted),
-                "since": ts(since), "complete": complete, "completed_at": ts(completed_at),
-                "seconds_to_full_deprovisioning": took, "targets": per_target,
-            }));
+            leavers.push(Leaver {
+                user_id: id.clone(),
+                user: display,
+                deleted: rows.iter().any(|w| w.deleted),
+                since: ts(since),
+                complete,
+                completed_at: ts(completed_at),
+                seconds_to_full_deprovisioning: took,
+                targets: per_target,
+            });
         }
-        Ok(json!({
-            "directory": d,
-            "now": now.to_rfc3339(),
-            "outbox": st.outbox_len().await?,
-            "targets": target_rows,
-            "deprovisioning": {"complete": complete_n, "incomplete": incomplete_n, "users": leavers},
-            "still_active": still_active,
-        }))
+        Ok(SyncStatus {
+            directory: d.clone(),
+            now: now.to_rfc3339(),
+            outbox: st.outbox_len().await?,
+            targets: target_rows,
+            deprovisioning: Deprovisioning { complete: complete_n, incomplete: incomplete_n, users: leavers },
+            still_active,
+        })
     })
     .await
 }
 
-async fn dead_letters(a: Admin, State(s): State<AppState>, Path(d): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/directories/{d}/sync/dead-letters", tag = "sync", params(DirectoryPath), responses((status = 200, body = DeadLetterList)))]
+async fn dead_letters(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+) -> Result<Json<DeadLetterList>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Read, "sync.dead_letter.list", Target::dir(&d), async {
         let rows = st.sync_work_of(&d, Some("dead")).await?;
-        Ok(json!({"directory": d, "dead_letters": rows}))
+        Ok(DeadLetterList { directory: d.clone(), dead_letters: rows.iter().map(doc).collect::<Result<_, _>>()? })
     })
     .await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DeadLetterBody {
-    #[serde(default)]
-    trust: Option<String>,
-    #[serde(default)]
-    resource_id: Option<String>,
-}
-
+#[utoipa::path(post, path = "/directories/{d}/sync/dead-letters/retry", tag = "sync", params(DirectoryPath), request_body = DeadLetterFilter, responses((status = 200, body = DeadLettersRetried)))]
 async fn retry_dead_letters(
     a: Admin,
     s: State<AppState>,
     d: Path<String>,
-    body: Result<ApiJson<DeadLetterBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
-    act_on_dead_letters(a, s, d, body, true).await
+    body: Result<ApiJson<DeadLetterFilter>, ApiError>,
+) -> Result<Json<DeadLettersRetried>, ApiError> {
+    let (directory, retried) = act_on_dead_letters(a, s, d, body, true).await?;
+    Ok(Json(DeadLettersRetried { directory, retried }))
 }
 
+#[utoipa::path(post, path = "/directories/{d}/sync/dead-letters/discard", tag = "sync", params(DirectoryPath), request_body = DeadLetterFilter, responses((status = 200, body = DeadLettersDiscarded)))]
 async fn discard_dead_letters(
     a: Admin,
     s: State<AppState>,
     d: Path<String>,
-    body: Result<ApiJson<DeadLetterBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
-    act_on_dead_letters(a, s, d, body, false).await
+    body: Result<ApiJson<DeadLetterFilter>, ApiError>,
+) -> Result<Json<DeadLettersDiscarded>, ApiError> {
+    let (directory, discarded) = act_on_dead_letters(a, s, d, body, false).await?;
+    Ok(Json(DeadLettersDiscarded { directory, discarded }))
 }
 
 async fn act_on_dead_letters(
     a: Admin,
     State(s): State<AppState>,
     Path(d): Path<String>,
-    body: Result<ApiJson<DeadLetterBody>, ApiError>,
+    body: Result<ApiJson<DeadLetterFilter>, ApiError>,
     retry: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(String, u64), ApiError> {
     let st = &s.store;
     let action = if retry { "sync.dead_letter.retry" } else { "sync.dead_letter.discard" };
     let n = a
@@ -355,7 +336,7 @@ async fn act_on_dead_letters(
             if let Some(t) = &b.trust {
                 trust_ref(&d, t)?;
             }
-            let f = DeadLetterFilter { trust: b.trust, resource_id: b.resource_id };
+            let f = fedkey_store::ops::DeadLetterFilter { trust: b.trust, resource_id: b.resource_id };
             let n = if retry {
                 st.retry_dead_letters(&a.actor(), &d, &f).await?
             } else {
@@ -364,39 +345,41 @@ async fn act_on_dead_letters(
             Ok(n)
         })
         .await?;
-    Ok(Json(json!({"directory": d, if retry { "retried" } else { "discarded" }: n})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReconcileBody {
-    #[serde(default)]
-    dry_run: bool,
+    Ok((d, n))
 }
 
 /// Compares the trust's target with the directory and repairs the drift (`dry_run`: only
 /// the plan). Audited by the reconciliation itself (`sync.reconcile.*`).
+#[utoipa::path(post, path = "/directories/{d}/trusts/{t}/reconcile", tag = "sync", params(TrustPath), request_body = ReconcileRequest, responses((status = 200, body = ReconcileEnvelope)))]
 async fn reconcile(
     a: Admin,
     State(s): State<AppState>,
     Path((d, t)): Path<(String, String)>,
-    body: Result<ApiJson<ReconcileBody>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<ApiJson<ReconcileRequest>, ApiError>,
+) -> Result<Json<ReconcileEnvelope>, ApiError> {
     let st = &s.store;
     let Some(sync) = &s.sync else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "provisioning is not running"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "provisioning is not running",
+        ));
     };
     let report = a
         .change(st, Need::Operate, "sync.reconcile", Target::trust(&d, &t), async {
             let r = trust_ref(&d, &t)?;
             let ApiJson(b) = body?;
             sync.reconcile(&a.actor(), &r, b.dry_run).await.map_err(|e| match e {
-                ReconcileError::NoTarget(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-                ReconcileError::Target(_) => ApiError::new(StatusCode::BAD_GATEWAY, "target_failed", e.to_string()),
-                ReconcileError::Suspended(_) => ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string()),
+                ReconcileError::NoTarget(_) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, e.to_string()),
+                ReconcileError::Target(_) => {
+                    ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::TargetFailed, e.to_string())
+                }
+                ReconcileError::Suspended(_) => {
+                    ApiError::new(StatusCode::CONFLICT, ErrorCode::InvalidState, e.to_string())
+                }
                 ReconcileError::Store(e) => e.into(),
             })
         })
         .await?;
-    Ok(Json(json!({"reconcile": report})))
+    Ok(Json(ReconcileEnvelope { reconcile: typed(&report)? }))
 }

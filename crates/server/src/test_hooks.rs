@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::admin::{Admin, Need, Target, parse_duration};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::ApiJson;
 
 pub fn routes() -> Router<AppState> {
@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn disabled(what: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} need --unsafe-test-clock"))
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("{what} need --unsafe-test-clock"))
 }
 
 #[derive(Deserialize)]

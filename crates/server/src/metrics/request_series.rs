@@ -94,7 +94,9 @@ mod tests {
             page.contains(r#"fedkey_http_requests_total{method="GET",route="/test/request-series",status="200"} 3"#),
             "{page}"
         );
-        assert!(page.contains(r#"fedkey_http_requests_total{method="other",route="/test/request-series",status="418"} 1"#));
+        assert!(
+            page.contains(r#"fedkey_http_requests_total{method="other",route="/test/request-series",status="418"} 1"#)
+        );
         assert!(page.contains(r#"fedkey_http_request_duration_seconds_count{route="/test/request-series"} 4"#));
     }
 }

@@ -27,7 +27,8 @@ use crate::AppState;
 pub use error::OauthError;
 
 /// The public routes (no admin token): metadata, JWKS, token endpoint. Token requests
-/// pass the per-source limit first, as SCIM requests do.
+/// pass the per-source limit first, as SCIM requests do. A trust's OAuth client settings are
+/// part of the admin API (`oauth_api`).
 pub fn router(state: &AppState) -> Router<AppState> {
     let token = Router::new()
         .route("/oauth/{directory}/token", post(token::token))
@@ -37,7 +38,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/.well-known/oauth-authorization-server/oauth/{directory}", get(metadata::metadata))
         .route("/oauth/{directory}/jwks", get(metadata::jwks))
         .merge(token)
-        .merge(crate::oauth_api::routes(state))
 }
 
 /// Largest token request: a form with a client assertion of at most 16 KiB.
