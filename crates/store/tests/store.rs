@@ -255,6 +255,7 @@ on_both_backends!(
     audit_sink_leases_exclude_other_nodes,
     keyset_walk_under_concurrent_writes,
     keyset_pages_are_in_the_default_order_only,
+    keyset_pages_seek_the_creation_index,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -442,7 +443,10 @@ mod cases {
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
-    pub use super::keyset::{keyset_pages_are_in_the_default_order_only, keyset_walk_under_concurrent_writes};
+    pub use super::keyset::{
+        keyset_pages_are_in_the_default_order_only, keyset_pages_seek_the_creation_index,
+        keyset_walk_under_concurrent_writes,
+    };
     pub use super::notify::notifications_are_claimed_once_across_nodes;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,

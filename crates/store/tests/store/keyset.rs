@@ -147,3 +147,34 @@ pub async fn keyset_pages_are_in_the_default_order_only(kind: Kind) {
     let q = ListQuery { after: Some(ListKey::of(&all[1])), limit: 10, descending: true, ..Default::default() };
     assert!(matches!(s.scim_list(&dir.id, "User", &q).await, Err(StoreError::Invalid(_))));
 }
+
+/// A keyset page seeks the `(directory_id, resource_type, created_at, id)` index to its key
+/// and reads in index order: no sort, no scan of what lies before the key.
+pub async fn keyset_pages_seek_the_creation_index(kind: Kind) {
+    let e = env_on(TestDb::new(kind).await).await;
+    let s = &e.store;
+    let dir = s.create_directory(&actor(), "acme").await.unwrap();
+    let d = &dir.id;
+    let fill = match kind {
+        Kind::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+             INSERT INTO scim_resources SELECT '{d}', 'u' || i, 'User', 1, i, i, 'n' || i, NULL, '{{}}', '{{}}' FROM n; ANALYZE;"
+        ),
+        Kind::Postgres => format!(
+            "INSERT INTO scim_resources SELECT '{d}', 'u' || i, 'User', 1, i, i, 'n' || i, NULL, '{{}}', '{{}}' \
+             FROM generate_series(1, 5000) i; ANALYZE;"
+        ),
+    };
+    e.exec(&fill).await;
+    let q = ListQuery { after: Some(ListKey { created: 4000, id: "u4000".into() }), limit: 201, ..Default::default() };
+    let (total, rows) = s.scim_list(d, "User", &q).await.unwrap();
+    assert_eq!((total, rows.len(), rows[0].id.as_str()), (5000, 201, "u4001"));
+    let text = s.scim_list_plan(d, "User", &q).await.unwrap().join("\n");
+    // The page's plan, then the count's (which has no order and no key).
+    let seek = match kind {
+        Kind::Sqlite => text.lines().any(|l| l.contains("scim_resources_created") && l.contains("(created_at,id)>")),
+        Kind::Postgres => text.lines().any(|l| l.contains("Index Cond") && l.contains("ROW(created_at, id) >")),
+    };
+    assert!(seek, "{kind:?}: the page does not seek the creation index to the key:\n{text}");
+    assert!(!text.contains("TEMP B-TREE FOR ORDER BY") && !text.contains("Sort"), "{kind:?}: the page sorts:\n{text}");
+}
