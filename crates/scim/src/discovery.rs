@@ -15,6 +15,22 @@ pub struct Capabilities {
     pub sort: bool,
     pub etag: bool,
     pub documentation_uri: Option<String>,
+    /// The RFC 9865 `pagination` block; `None` leaves it out (index pagination only).
+    pub pagination: Option<Pagination>,
+}
+
+/// What RFC 9865 §4 lets a service provider advertise about paging: both methods, the
+/// one used when a request names neither, page sizes and how long a cursor stays valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Pagination {
+    pub cursor: bool,
+    pub index: bool,
+    /// `"index"` or `"cursor"`.
+    pub default_method: &'static str,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    /// Seconds a cursor stays valid after it was issued.
+    pub cursor_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +63,19 @@ pub fn service_provider_config(caps: &Capabilities, location: &str) -> Value {
         }],
         "meta": {"resourceType": "ServiceProviderConfig", "location": location}
     });
+    if let (Some(p), Some(obj)) = (&caps.pagination, doc.as_object_mut()) {
+        obj.insert(
+            "pagination".into(),
+            json!({
+                "cursor": p.cursor,
+                "index": p.index,
+                "defaultPaginationMethod": p.default_method,
+                "defaultPageSize": p.default_page_size,
+                "maxPageSize": p.max_page_size,
+                "cursorTimeout": p.cursor_timeout,
+            }),
+        );
+    }
     if let (Some(uri), Some(obj)) = (&caps.documentation_uri, doc.as_object_mut()) {
         obj.insert("documentationUri".into(), Value::String(uri.clone()));
     }
@@ -67,8 +96,22 @@ mod tests {
             sort: false,
             etag: false,
             documentation_uri: None,
+            pagination: Some(Pagination {
+                cursor: true,
+                index: true,
+                default_method: "index",
+                default_page_size: 50,
+                max_page_size: 200,
+                cursor_timeout: 600,
+            }),
         };
         let doc = service_provider_config(&caps, "http://x/ServiceProviderConfig");
+        assert_eq!(doc["pagination"]["cursor"], true);
+        assert_eq!(doc["pagination"]["defaultPaginationMethod"], "index");
+        assert_eq!(doc["pagination"]["maxPageSize"], 200);
+        assert_eq!(doc["pagination"]["cursorTimeout"], 600);
+        let without = service_provider_config(&Capabilities { pagination: None, ..caps }, "http://x/SPC");
+        assert!(without.get("pagination").is_none());
         assert_eq!(doc["bulk"]["maxOperations"], 7);
         assert_eq!(doc["filter"]["maxResults"], 200);
         assert_eq!(doc["patch"]["supported"], false);

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
-/// The `scimType` keywords of RFC 7644 table 9.
+/// The `scimType` keywords of RFC 7644 table 9, and those RFC 9865 (cursor pagination) adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ScimType {
@@ -18,6 +18,12 @@ pub enum ScimType {
     InvalidValue,
     InvalidVers,
     Sensitive,
+    /// RFC 9865: the cursor was not issued for this query, or was altered.
+    InvalidCursor,
+    /// RFC 9865: the cursor is older than the advertised `cursorTimeout`.
+    ExpiredCursor,
+    /// RFC 9865: `count` is not an integer between 1 and `maxPageSize`.
+    InvalidCount,
 }
 
 /// A SCIM Error body. `status` is a string on the wire, as the RFC requires.

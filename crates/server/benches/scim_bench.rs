@@ -32,19 +32,18 @@
 
 mod common;
 
+use common::{pg_scratch, sqlite_file, start_fedkey};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fedkey_scim::resource::normalize;
-use fedkey_server::AppState;
 use fedkey_store::scim::ResourceWrite;
 use fedkey_store::scim_sql::fold;
 use fedkey_store::{Actor, Directory, Store};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const MEMBERS_PER_GROUP: u64 = 20;
 const SCIM_JSON: &str = "application/scim+json";
 
@@ -199,56 +198,6 @@ async fn seed_store_groups(
 }
 
 // ---------------------------------------------------------------- fedkey in-process
-
-async fn start_fedkey(url: &str) -> (AppState, String, String) {
-    let (state, key) = common::fedkey_state(url).await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let app = fedkey_server::router(state.clone());
-    tokio::spawn(async move {
-        axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap()
-    });
-    (state, key, format!("http://{addr}/scim/v2/acme"))
-}
-
-struct PgScratch {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-async fn pg_scratch() -> Result<PgScratch, String> {
-    let admin = std::env::var("FEDKEY_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-    let mut c = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(format!("no PostgreSQL server: {e}")),
-        Err(_) => return Err("no PostgreSQL server: connection timed out".into()),
-    };
-    let name = format!("fedkey_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut c)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = c.close().await;
-    let (base, query) = match admin.split_once('?') {
-        Some((b, q)) => (b.to_owned(), format!("?{q}")),
-        None => (admin.clone(), String::new()),
-    };
-    let (scheme, rest) = base.split_once("://").ok_or("URL without scheme")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let url = format!("{scheme}://{authority}/{name}{query}");
-    Ok(PgScratch { admin, name, url })
-}
-
-impl PgScratch {
-    async fn drop_now(self) {
-        if let Ok(mut c) = PgConnection::connect(&self.admin).await {
-            let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-            let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await;
-            let _ = c.close().await;
-        }
-    }
-}
 
 // ---------------------------------------------------------------- scim2-server
 
@@ -674,20 +623,6 @@ fn print_table(backend: &str, fk: &[Stats], reference: Option<&[Stats]>) -> bool
 }
 
 // ---------------------------------------------------------------- main
-
-/// A fresh SQLite database file: removed at the end, or kept (and its path printed) with
-/// BENCH_KEEP_DB=1, to inspect query plans and the WAL afterwards with `sqlite3`.
-fn sqlite_file() -> (Option<tempfile::TempDir>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    if std::env::var("BENCH_KEEP_DB").is_ok_and(|v| v == "1") {
-        println!("[sqlite] BENCH_KEEP_DB=1: the database stays at {}", dir.path().join("bench.db").display());
-        let _kept = dir.keep();
-        (None, url)
-    } else {
-        (Some(dir), url)
-    }
-}
 
 /// Sizes of a SQLite database file and its WAL, in MB, for the report.
 fn sqlite_sizes(url: &str) -> Option<(f64, f64)> {

@@ -283,6 +283,7 @@ async fn lookup(
         descending: false,
         offset: 0,
         limit: 2,
+        after: None,
     };
     Ok(s.store.scim_list(&dir.id, rt, &q).await?.1)
 }

@@ -37,6 +37,14 @@ impl Install {
         fedkey_crypto::fingerprint::fingerprint(&self.salt, value)
     }
 
+    /// A 32-byte key for one purpose, derived from the per-install secret (HMAC-SHA256 of
+    /// the purpose under it): each use gets its own key, none reveals the secret or another
+    /// use's key, and every node of the install derives the same one without storing it.
+    pub fn derive_key(&self, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        let label = format!("fedkey/install-key/{purpose}");
+        Zeroizing::new(fedkey_crypto::fingerprint::hmac_sha256(&self.salt, label.as_bytes()))
+    }
+
     /// Loads the install secrets, creating them on first use. Returns whether they were
     /// created now. Concurrent first starts (two nodes) settle on one set.
     pub async fn load_or_create(db: &Db, keyring: &Keyring) -> Result<(Install, bool), StoreError> {

@@ -256,6 +256,9 @@ on_both_backends!(
     migration_checksums_are_recorded_and_checked,
     oauth_clients_and_token_subjects,
     oauth_signing_key_is_added_to_an_older_install,
+    keyset_walk_under_concurrent_writes,
+    keyset_pages_are_in_the_default_order_only,
+    keyset_pages_seek_the_creation_index,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -266,6 +269,8 @@ mod connections;
 #[path = "store/auth_failures.rs"]
 mod auth_failures;
 
+#[path = "store/keyset.rs"]
+mod keyset;
 #[path = "store/notify.rs"]
 mod notify;
 #[path = "store/oauth.rs"]
@@ -448,6 +453,10 @@ mod cases {
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
+    pub use super::keyset::{
+        keyset_pages_are_in_the_default_order_only, keyset_pages_seek_the_creation_index,
+        keyset_walk_under_concurrent_writes,
+    };
     pub use super::migrations::migration_checksums_are_recorded_and_checked;
     pub use super::notify::notifications_are_claimed_once_across_nodes;
     pub use super::oauth::{oauth_clients_and_token_subjects, oauth_signing_key_is_added_to_an_older_install};
@@ -2285,7 +2294,7 @@ async fn agree(
 /// The plan of the list query for `frag`.
 /// The plan of the real list statements (page and count) for `frag`.
 async fn explain_list(s: &Store, dir: &str, rt: &str, frag: &SqlFragment) -> String {
-    let q = ListQuery { filter: Some(frag.clone()), order: None, descending: false, offset: 0, limit: 100 };
+    let q = ListQuery { filter: Some(frag.clone()), limit: 100, ..Default::default() };
     s.scim_list_plan(dir, rt, &q).await.unwrap().join("\n")
 }
 

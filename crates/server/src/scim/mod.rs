@@ -9,6 +9,7 @@
 
 mod body;
 mod bulk;
+pub mod cursor;
 mod discovery;
 mod list;
 pub mod policy;
@@ -24,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fedkey_audit::Outcome;
 use fedkey_core::{Scope, ScopeSet};
-use fedkey_scim::discovery::{BulkLimits, Capabilities, service_provider_config};
+use fedkey_scim::discovery::{BulkLimits, Capabilities, Pagination, service_provider_config};
 use fedkey_scim::{SCIM_MEDIA_TYPE, ScimError, ScimType};
 use fedkey_store::audit::Pending;
 use fedkey_store::auth::{Principal, RequestMeta};
@@ -401,6 +402,15 @@ pub fn capabilities() -> Capabilities {
         sort: true,
         etag: true,
         documentation_uri: None,
+        // RFC 9865: both methods; index stays the default so existing clients see no change.
+        pagination: Some(Pagination {
+            cursor: true,
+            index: true,
+            default_method: "index",
+            default_page_size: MAX_RESULTS as u32,
+            max_page_size: MAX_RESULTS as u32,
+            cursor_timeout: cursor::CURSOR_TIMEOUT_SECS,
+        }),
     }
 }
 
