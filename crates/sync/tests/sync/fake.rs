@@ -287,6 +287,7 @@ async fn scim(
                 sort: false,
                 etag: true,
                 documentation_uri: None,
+                pagination: None,
             };
             scim_json(200, &service_provider_config(&caps, &format!("{base}/ServiceProviderConfig")))
         }
