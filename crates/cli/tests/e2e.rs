@@ -1629,6 +1629,8 @@ mod bulk;
 mod cli;
 #[path = "e2e/connections.rs"]
 mod connections;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/dbfaults.rs"]
 mod dbfaults;
 #[path = "e2e/delivery.rs"]

@@ -22,6 +22,7 @@ pub mod state;
 pub mod sync_api;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod ui;
 
 pub use serve::{ConnLimits, ServeOptions, TlsFiles, serve};
 
@@ -46,7 +47,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/scim/v2", scim::router(&state))
         .merge(health::router())
         .merge(metrics::router())
-        .merge(rotation_api::unwrap_routes().layer(admin_limit))
+        .merge(rotation_api::unwrap_routes().layer(admin_limit.clone()))
+        .nest("/ui", body_limit::limit(ui::router(&state), ADMIN_BODY_LIMIT).layer(admin_limit))
+        .route("/", axum::routing::get(ui::root))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), request::request_context))

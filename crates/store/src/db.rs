@@ -97,6 +97,7 @@ impl Backend {
                 (15, include_str!("../migrations/sqlite/0015_overlap_cap.sql")),
                 (17, include_str!("../migrations/sqlite/0017_notifications.sql")),
                 (18, include_str!("../migrations/sqlite/0018_audit_sinks.sql")),
+                (20, include_str!("../migrations/sqlite/0020_console_sessions.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -115,6 +116,7 @@ impl Backend {
                 (15, include_str!("../migrations/postgres/0015_overlap_cap.sql")),
                 (17, include_str!("../migrations/postgres/0017_notifications.sql")),
                 (18, include_str!("../migrations/postgres/0018_audit_sinks.sql")),
+                (20, include_str!("../migrations/postgres/0020_console_sessions.sql")),
             ],
         }
     }

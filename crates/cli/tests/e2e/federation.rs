@@ -37,14 +37,14 @@ impl IdpKey {
 }
 
 /// A local IdP serving `/jwks` from a document the test swaps, or a 500.
-struct Idp {
-    url: String,
+pub(crate) struct Idp {
+    pub(crate) url: String,
     jwks: Arc<Mutex<Option<String>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
 impl Idp {
-    async fn start() -> Idp {
+    pub(crate) async fn start() -> Idp {
         let jwks: Arc<Mutex<Option<String>>> = Arc::default();
         let doc = jwks.clone();
         let app = axum::Router::new().route(
@@ -71,7 +71,7 @@ impl Idp {
         Idp { url, jwks, _task: task }
     }
 
-    fn publish(&self, keys: &[&IdpKey]) {
+    pub(crate) fn publish(&self, keys: &[&IdpKey]) {
         let doc = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string();
         *self.jwks.lock().unwrap() = Some(doc);
     }
@@ -105,7 +105,7 @@ impl Server {
         self.api(M::GET, "/scim/v2/acme/Users?count=1", Some(bearer), None).await.0
     }
 
-    async fn watch(&self) -> Value {
+    pub(crate) async fn watch(&self) -> Value {
         let (st, v) = self.api(M::POST, "/api/v1/test/watchers/tick", Some(&self.token), None).await;
         assert_eq!(st, 200, "{v}");
         v["report"].clone()

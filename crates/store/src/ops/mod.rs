@@ -1,6 +1,7 @@
 //! Domain operations. Each change runs in one transaction together with its audit
 //! record: if the record cannot be written, the change does not happen.
 
+pub mod console;
 mod directories;
 mod health;
 mod keys;
