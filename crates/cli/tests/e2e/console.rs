@@ -332,7 +332,13 @@ async fn sign_in(b: &webdriver::Browser, s: &Server, token: &str) {
     assert!(b.url().await.ends_with("/ui/login"), "{}", b.url().await);
     b.find("#token").await.type_text(token).await;
     b.find("form button[type=submit]").await.click().await;
-    assert!(b.url().await.ends_with("/ui"), "{}", b.url().await);
+    for _ in 0..200 {
+        if b.url().await.ends_with("/ui") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("sign-in did not reach the overview: {}", b.url().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,6 +389,9 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     s.advance("20m").await;
     assert_eq!(s.watch().await["held"], 1);
 
+    // A rotation policy whose period ends within 14 days: the key shows as expiring.
+    s.cli_json(&["rotation", "policy", "set", "acme/okta", "--period", "10d", "--overlap", "1h"]);
+
     let profile = tempfile::tempdir().unwrap();
     let b = driver.browser(chromium, profile.path(), 1280, 800).await;
 
@@ -397,6 +406,7 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     assert_eq!((c["httpOnly"].as_bool(), c["secure"].as_bool()), (Some(true), Some(false)), "{c}");
     assert_eq!((c["sameSite"].as_str(), c["path"].as_str()), (Some("Strict"), Some("/ui")), "{c}");
     assert_eq!(b.execute("return document.cookie").await, "", "HttpOnly: invisible to scripts");
+    assert!(b.find("#panel-expiring").await.text().await.contains("acme/okta"));
     let material_panel = b.find("#panel-material").await.text().await;
     assert!(material_panel.contains("acme/entra"), "{material_panel}");
     if let Some(d) = shots {
@@ -406,15 +416,17 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     // Find a trust.
     b.find("#q").await.type_text("okta").await;
     b.find("form[role=search] button").await.click().await;
+    b.wait_url("q=okta").await;
     let rows = b.find("#trust-table tbody").await.text().await;
     assert!(rows.contains("acme/okta") && !rows.contains("acme/crm"), "{rows}");
     b.find("#trust-table a").await.click().await;
-    assert!(b.url().await.ends_with("/ui/trusts/acme/okta"));
+    b.wait_url("/ui/trusts/acme/okta").await;
 
     // Rotate (the script asks first), and see the new version.
     b.find("#overlap").await.property("value").await;
     b.find("#rotate").await.click().await;
     assert!(b.accept_dialog().await.contains("Rotate the key of acme/okta"));
+    b.wait_url("/rotate").await;
     let shown = b.find("#newkey").await.property("value").await;
     assert!(shown.as_str().unwrap().starts_with("fkp_"), "{shown}");
     b.goto(&format!("{}/ui/trusts/acme/okta", s.url)).await;
@@ -432,6 +444,7 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     b.find("#confirm-1").await.type_text("okta").await;
     assert_eq!(button.property("disabled").await, false);
     button.click().await;
+    b.wait_url("done=revoked").await;
     assert!(b.find("#v1 .badge").await.text().await.contains("revoked"));
     assert!(b.find(".notice").await.text().await.contains("revoked"));
     assert_eq!(key_states(&s, "acme/okta").await[0].1, "revoked");
@@ -443,6 +456,7 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     b.execute("document.querySelector('form[action$=\"/suspend\"] input[name=csrf]').remove(); return 1").await;
     b.find("#suspend").await.click().await;
     b.accept_dialog().await;
+    b.wait_url("/suspend").await;
     assert!(b.find("h1").await.text().await.contains("403"), "{}", b.source().await);
     assert_eq!(trust_status(&s, "acme/okta").await, "active");
 
@@ -451,6 +465,7 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     assert!(b.source().await.contains("mat-pending"));
     b.find("#approve-material").await.click().await;
     b.accept_dialog().await;
+    b.wait_url("done=approved").await;
     assert!(b.find(".notice").await.text().await.contains("approved"));
     assert!(!b.source().await.contains("mat-pending"));
 
@@ -478,7 +493,7 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     // Sign out, then an auditor: it sees the trust but no action, and its POST is refused.
     b.goto(&format!("{}/ui", s.url)).await;
     b.find(".who button").await.click().await;
-    assert!(b.url().await.contains("/ui/login"));
+    b.wait_url("/ui/login").await;
     let token = auditor_token(&s, "auditor").await;
     sign_in(&b, &s, &token).await;
     b.goto(&format!("{}/ui/trusts/acme/okta", s.url)).await;

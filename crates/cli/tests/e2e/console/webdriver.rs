@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use base64::Engine;
 use serde_json::{Value, json};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f27da1cd5cf";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where Debian installs the browser and its driver.
 pub fn installed() -> Option<(String, String)> {
@@ -58,7 +58,10 @@ impl Driver {
         }}});
         let v = call(&self.http, reqwest::Method::POST, &format!("{}/session", self.url), Some(caps)).await;
         let id = v["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {v}")).to_owned();
-        Browser { http: self.http.clone(), base: format!("{}/session/{id}", self.url) }
+        let b = Browser { http: self.http.clone(), base: format!("{}/session/{id}", self.url) };
+        // Element look-ups wait for the element to appear (bounded).
+        b.cmd(reqwest::Method::POST, "/timeouts", Some(json!({"implicit": 5000, "pageLoad": 30000}))).await;
+        b
     }
 }
 
@@ -107,6 +110,18 @@ impl Browser {
         self.cmd(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Waits (at most 10 s) until the address contains `part`: a click that submits a form
+    /// or follows a link returns before the next page has loaded.
+    pub async fn wait_url(&self, part: &str) {
+        for _ in 0..200 {
+            if self.url().await.contains(part) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the browser never reached {part:?}; it is at {}", self.url().await);
+    }
+
     pub async fn source(&self) -> String {
         self.cmd(reqwest::Method::GET, "/source", None).await.as_str().unwrap_or_default().to_owned()
     }
@@ -119,7 +134,8 @@ impl Browser {
         let v = self
             .try_cmd(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
             .await?;
-        Ok(Element { b: self, id: v[ELEMENT].as_str().ok_or("no element id")?.to_owned() })
+        let id = v[ELEMENT].as_str().ok_or_else(|| format!("no element id in {v}"))?;
+        Ok(Element { b: self, id: id.to_owned() })
     }
 
     /// The text of the open confirmation dialog, which is then accepted.
