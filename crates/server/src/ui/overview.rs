@@ -17,6 +17,9 @@ use crate::AppState;
 const EXPIRY_HORIZON: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Trusts per page of the overview's table.
 const PAGE_SIZE: usize = 50;
+/// Entries shown per health panel (the rest are counted): a thousand trusts without a
+/// rotation policy must not make the page a thousand entries longer.
+const PANEL_ITEMS: usize = 10;
 
 /// One entry of a health panel, linking to where it is acted on.
 pub struct Item {
@@ -90,11 +93,18 @@ pub struct Panel {
     pub title: &'static str,
     pub empty: &'static str,
     pub items: Vec<Item>,
+    /// Entries beyond the ones shown.
+    pub more: usize,
+    pub total: usize,
 }
 
 impl Panels {
     fn into_vec(self) -> Vec<Panel> {
-        let p = |id, title, empty, items| Panel { id, title, empty, items };
+        let p = |id, title, empty, mut items: Vec<Item>| {
+            let total = items.len();
+            items.truncate(PANEL_ITEMS);
+            Panel { id, title, empty, more: total - items.len(), total, items }
+        };
         vec![
             p("expiring", "Keys expiring within 14 days", "No key expires within 14 days.", self.expiring),
             p("rotations", "Failed or stalled rotations", "No rotation is failing.", self.rotations),

@@ -32,7 +32,7 @@ use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
 pub use directories::DirectoryContents;
-pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue};
+pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue, TrustFigures};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;

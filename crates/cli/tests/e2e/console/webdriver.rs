@@ -138,6 +138,14 @@ impl Browser {
         Ok(Element { b: self, id: id.to_owned() })
     }
 
+    /// Whether no element matches `css` now (without the implicit wait for one to appear).
+    pub async fn absent(&self, css: &str) -> bool {
+        self.cmd(reqwest::Method::POST, "/timeouts", Some(json!({"implicit": 0}))).await;
+        let found = self.try_find(css).await.is_ok();
+        self.cmd(reqwest::Method::POST, "/timeouts", Some(json!({"implicit": 5000}))).await;
+        !found
+    }
+
     /// The text of the open confirmation dialog, which is then accepted.
     pub async fn accept_dialog(&self) -> String {
         let text = self.try_cmd(reqwest::Method::GET, "/alert/text", None).await.expect("a confirmation dialog");
