@@ -197,7 +197,8 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         return PageError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("form body over {FORM_LIMIT} bytes"))
             .into_response();
     };
-    if parts.uri.path().ends_with("/login") {
+    // Sign-in has no session yet; the origin check above is what protects it.
+    if matches!(parts.uri.path(), "/login" | "/ui/login") {
         return next.run(Request::from_parts(parts, Body::from(bytes))).await;
     }
     let console = match lookup(&s, &parts).await {

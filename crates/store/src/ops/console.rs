@@ -63,6 +63,13 @@ impl Store {
         let expires_at = now.saturating_add(CONSOLE_ABSOLUTE);
         let actor = Actor::token(who, meta);
         let mut tx = self.db.begin().await?;
+        // Sessions nobody came back to are swept here, so the table stays as small as the
+        // number of live sessions.
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+            .bind(now.0)
+            .bind(now.saturating_sub(CONSOLE_IDLE).0)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, last_seen_at, expires_at) \
              VALUES ($1, $2, $3, $4, $4, $5)",
