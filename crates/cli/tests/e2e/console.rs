@@ -91,18 +91,6 @@ impl<'a> Ui<'a> {
     }
 }
 
-async fn key_states(s: &Server, trust: &str) -> Vec<(i64, String)> {
-    let path = format!("/api/v1/directories/{}/keys", trust.replace('/', "/trusts/"));
-    let (st, v) = s.api(M::GET, &path, Some(&s.token), None).await;
-    assert_eq!(st, 200, "{v}");
-    v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| (k["version"].as_i64().unwrap(), k["state"].as_str().unwrap().to_owned()))
-        .collect()
-}
-
 async fn trust_status(s: &Server, trust: &str) -> String {
     let path = format!("/api/v1/directories/{}", trust.replace('/', "/trusts/"));
     let (st, v) = s.api(M::GET, &path, Some(&s.token), None).await;
@@ -186,7 +174,7 @@ async fn console_over_http(b: Backend) {
         let p = ui.send(M::POST, "/ui/trusts/acme/okta/rotate", Some(&form), &extra).await;
         assert_eq!(p.status, 403, "{form:?} {extra:?}: {}", p.body);
     }
-    assert_eq!(key_states(&s, "acme/okta").await.len(), 1, "refused POSTs rotated nothing");
+    assert_eq!(s.key_states("okta").await.len(), 1, "refused POSTs rotated nothing");
     assert!(audit_count(&s, "console.request", "denied").await >= 2, "CSRF refusals are audited");
 
     // Rotate with an overlap: the new key is shown once, never cached.
@@ -194,22 +182,22 @@ async fn console_over_http(b: Backend) {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.headers.get("cache-control").unwrap(), "no-store");
     assert!(r.body.contains("value=\"fkp_") && r.body.contains("shown once"), "{}", r.body);
-    assert_eq!(key_states(&s, "acme/okta").await, vec![(1, "previous".into()), (2, "current".into())]);
+    assert_eq!(s.key_states("okta").await, vec![(1, "previous".into()), (2, "current".into())]);
     let bad_overlap = ui.post("/ui/trusts/acme/okta/rotate", &[("csrf", &csrf), ("overlap", "soon")]).await;
     assert_eq!(bad_overlap.status, 400, "{}", bad_overlap.body);
-    assert_eq!(key_states(&s, "acme/okta").await.len(), 2);
+    assert_eq!(s.key_states("okta").await.len(), 2);
 
     // Revoke: the typed confirmation must match; the last usable key needs force.
     let wrong = ui.post("/ui/trusts/acme/okta/revoke", &[("csrf", &csrf), ("version", "1"), ("confirm", "okt")]).await;
     assert_eq!(wrong.status, 400);
-    assert_eq!(key_states(&s, "acme/okta").await[0].1, "previous");
+    assert_eq!(s.key_states("okta").await[0].1, "previous");
     let ok = ui.post("/ui/trusts/acme/okta/revoke", &[("csrf", &csrf), ("version", "1"), ("confirm", "okta")]).await;
     assert_eq!((ok.status, ok.location()), (303, "/ui/trusts/acme/okta?done=revoked"), "{}", ok.body);
-    assert_eq!(key_states(&s, "acme/okta").await[0].1, "revoked");
+    assert_eq!(s.key_states("okta").await[0].1, "revoked");
     let last = ui.post("/ui/trusts/acme/okta/revoke", &[("csrf", &csrf), ("version", "2"), ("confirm", "okta")]).await;
     assert_eq!(last.status, 409, "{}", last.body);
     assert!(last.body.contains("last"), "{}", last.body);
-    assert_eq!(key_states(&s, "acme/okta").await[1].1, "current");
+    assert_eq!(s.key_states("okta").await[1].1, "current");
 
     // Suspend and resume.
     let p = ui.post("/ui/trusts/acme/okta/suspend", &[("csrf", &csrf)]).await;
@@ -250,7 +238,7 @@ async fn console_over_http(b: Backend) {
     assert_eq!(aud.get("/ui/audit").await.status, 200);
     let p = aud.post("/ui/trusts/acme/okta/rotate", &[("csrf", &page.csrf())]).await;
     assert_eq!(p.status, 403, "{}", p.body);
-    assert_eq!(key_states(&s, "acme/okta").await.len(), 2);
+    assert_eq!(s.key_states("okta").await.len(), 2);
     assert_eq!(audit_count(&s, "key.rotate", "denied").await, 1);
 
     // Sign-out ends the session on the server: the old cookie no longer works.
@@ -447,7 +435,7 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     b.wait_url("done=revoked").await;
     assert!(b.find("#v1 .badge").await.text().await.contains("revoked"));
     assert!(b.find(".notice").await.text().await.contains("revoked"));
-    assert_eq!(key_states(&s, "acme/okta").await[0].1, "revoked");
+    assert_eq!(s.key_states("okta").await[0].1, "revoked");
     if let Some(d) = shots {
         shot(&b, d, "trust").await;
     }
@@ -512,6 +500,6 @@ async fn browser_scenario(backend: Backend, driver: &webdriver::Driver, chromium
     aud.cookie = cookie.as_str().map(str::to_owned);
     let csrf = aud.get("/ui/trusts/acme/okta").await.csrf();
     assert_eq!(aud.post("/ui/trusts/acme/okta/rotate", &[("csrf", &csrf)]).await.status, 403);
-    assert_eq!(key_states(&s, "acme/okta").await.len(), 2);
+    assert_eq!(s.key_states("okta").await.len(), 2);
     b.close().await;
 }
