@@ -253,12 +253,15 @@ on_both_backends!(
     failed_authentications_are_summarized_per_window,
     notifications_are_claimed_once_across_nodes,
     audit_sink_leases_exclude_other_nodes,
+    console_sessions_end_on_time_and_on_revocation,
 );
 
 #[path = "store/audit_sinks.rs"]
 mod audit_sinks;
 #[path = "store/connections.rs"]
 mod connections;
+#[path = "store/console.rs"]
+mod console;
 
 #[path = "store/auth_failures.rs"]
 mod auth_failures;
@@ -438,6 +441,7 @@ mod cases {
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
+    pub use super::console::console_sessions_end_on_time_and_on_revocation;
     pub use super::notify::notifications_are_claimed_once_across_nodes;
     pub use super::outbox::{
         outbox_claims_exclude_other_owners, outbox_claims_put_deprovisioning_first,
