@@ -207,6 +207,14 @@ async fn console_over_http(b: Backend) {
     assert_eq!(p.status, 303);
     assert_eq!(trust_status(&s, "acme/okta").await, "active");
 
+    // A reconcile dry run needs a target: a readable 404 page, not a crash.
+    let p = ui.post("/ui/trusts/acme/okta/reconcile", &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 404, "{}", p.body);
+    assert!(p.body.contains("<h1>404"), "{}", p.body);
+    // Retrying the dead letters of a directory that has none changes nothing and says so.
+    let p = ui.post("/ui/directories/acme/dead-letters/retry", &[("csrf", &csrf)]).await;
+    assert_eq!((p.status, p.location()), (303, "/ui/provisioning?done=retried"));
+
     // The other pages render.
     for path in [
         "/ui/provisioning",
