@@ -1631,6 +1631,8 @@ mod cli;
 mod connections;
 #[path = "e2e/cursor.rs"]
 mod cursor;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/dbfaults.rs"]
 mod dbfaults;
 #[path = "e2e/delivery.rs"]

@@ -151,6 +151,7 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
     let trusts = store.list_trusts(None).await?;
     let active = store.active_rotations().await?;
     let sources = store.trust_sources().await?;
+    let figures = store.trust_figures().await?;
     let mut findings = Vec::new();
     let mut trust_rows = Vec::new();
     let mut connector_rows = Vec::new();
@@ -167,7 +168,7 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
             message: format!("trust {name}: {message}"),
             action,
         };
-        let keys = store.list_keys(&r).await?;
+        let keys = figures.keys.get(&t.id).map_or(&[][..], Vec::as_slice);
         let current = keys.iter().filter(|k| k.state_at(now) == KeyState::Current).max_by_key(|k| k.version);
         let rotation = active.iter().find(|x| x.trust_id == t.id);
         let has_source = sources.iter().any(|s| s.trust_id == t.id);
@@ -187,7 +188,7 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
                 format!("rotate now: `fedkey key rotate {r}` (or `fedkey rotation start {r}` with a connector)"),
             ));
         }
-        for c in store.list_connectors(&r).await? {
+        for c in figures.connectors.get(&t.id).cloned().unwrap_or_default() {
             if c.last_failure_at.is_some() && c.last_failure_at > c.last_success_at {
                 let object = format!("{name}/{}", c.name);
                 findings.push(Finding {
@@ -265,7 +266,7 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
             row.material_fetched_at = material_findings(store, &r, now, &mut push).await?;
         }
         if t.direction == Direction::Inbound {
-            policy_findings(store, &r, current, now, &mut row, &mut push).await?;
+            policy_findings(figures.policies.get(&t.id), &r, current, now, &mut row, &mut push);
         }
         trust_rows.push(row);
     }
@@ -290,15 +291,15 @@ pub async fn check(store: &Store) -> Result<HealthReport, StoreError> {
 
 /// Key age against the rotation policy (inbound trusts); sets the row's expiry to the
 /// policy's due time when the key itself does not expire.
-async fn policy_findings(
-    store: &Store,
+fn policy_findings(
+    policy: Option<&fedkey_store::PolicyRow>,
     r: &fedkey_core::TrustRef,
     current: Option<&fedkey_store::KeyVersion>,
     now: Timestamp,
     row: &mut TrustHealth,
     push: &mut impl FnMut(Severity, &'static str, String, String),
-) -> Result<(), StoreError> {
-    let Some(policy) = store.rotation_policy(r).await? else {
+) {
+    let Some(policy) = policy else {
         if let Some(k) = current {
             let age_days = (now.0 - k.activated_at.unwrap_or(k.created_at).0) / 86_400_000_000;
             push(
@@ -308,9 +309,9 @@ async fn policy_findings(
                 format!("set one: `fedkey rotation policy set {r} --period 30d --overlap 24h`"),
             );
         }
-        return Ok(());
+        return;
     };
-    let Some(k) = current else { return Ok(()) };
+    let Some(k) = current else { return };
     let due = policy.policy.due_at(k.activated_at.unwrap_or(k.created_at));
     if row.key_expires_at.is_none() {
         row.key_expires_at = Some(due);
@@ -338,7 +339,6 @@ async fn policy_findings(
             },
         );
     }
-    Ok(())
 }
 
 /// Every sync target: dead letters (critical: a change, possibly a leaver's

@@ -16,8 +16,13 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
-/// Limits the request bodies of `routes` to `limit` bytes.
+/// Limits the request bodies of the documented `routes` to `limit` bytes.
 pub fn limit(routes: OpenApiRouter<AppState>, limit: usize) -> OpenApiRouter<AppState> {
+    routes.layer(DefaultBodyLimit::max(limit)).layer(from_fn_with_state(limit, refuse_declared))
+}
+
+/// The same for routes outside the API document (the console).
+pub fn limit_router(routes: axum::Router<AppState>, limit: usize) -> axum::Router<AppState> {
     routes.layer(DefaultBodyLimit::max(limit)).layer(from_fn_with_state(limit, refuse_declared))
 }
 

@@ -25,6 +25,7 @@ pub mod state;
 pub mod sync_api;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod ui;
 
 pub use serve::{ConnLimits, ServeOptions, TlsFiles, serve};
 
@@ -50,7 +51,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(oauth::router(&state))
-        .merge(rotation_api::unwrap_routes().layer(admin_limit))
+        .merge(rotation_api::unwrap_routes().layer(admin_limit.clone()))
+        .nest("/ui", body_limit::limit_router(ui::router(&state), ADMIN_BODY_LIMIT).layer(admin_limit))
+        .route("/", axum::routing::get(ui::root))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), request::request_context))

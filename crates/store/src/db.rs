@@ -98,6 +98,7 @@ impl Backend {
                 (17, include_str!("../migrations/sqlite/0017_notifications.sql")),
                 (18, include_str!("../migrations/sqlite/0018_audit_sinks.sql")),
                 (19, include_str!("../migrations/sqlite/0019_oauth_clients.sql")),
+                (20, include_str!("../migrations/sqlite/0020_console_sessions.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -117,6 +118,7 @@ impl Backend {
                 (17, include_str!("../migrations/postgres/0017_notifications.sql")),
                 (18, include_str!("../migrations/postgres/0018_audit_sinks.sql")),
                 (19, include_str!("../migrations/postgres/0019_oauth_clients.sql")),
+                (20, include_str!("../migrations/postgres/0020_console_sessions.sql")),
             ],
         }
     }

@@ -259,12 +259,15 @@ on_both_backends!(
     keyset_walk_under_concurrent_writes,
     keyset_pages_are_in_the_default_order_only,
     keyset_pages_seek_the_creation_index,
+    console_sessions_end_on_time_and_on_revocation,
 );
 
 #[path = "store/audit_sinks.rs"]
 mod audit_sinks;
 #[path = "store/connections.rs"]
 mod connections;
+#[path = "store/console.rs"]
+mod console;
 
 #[path = "store/auth_failures.rs"]
 mod auth_failures;
@@ -458,6 +461,7 @@ mod cases {
         keyset_walk_under_concurrent_writes,
     };
     pub use super::migrations::migration_checksums_are_recorded_and_checked;
+    pub use super::console::console_sessions_end_on_time_and_on_revocation;
     pub use super::notify::notifications_are_claimed_once_across_nodes;
     pub use super::oauth::{oauth_clients_and_token_subjects, oauth_signing_key_is_added_to_an_older_install};
     pub use super::outbox::{

@@ -105,7 +105,7 @@ impl Server {
         self.api(M::GET, "/scim/v2/acme/Users?count=1", Some(bearer), None).await.0
     }
 
-    async fn watch(&self) -> Value {
+    pub(crate) async fn watch(&self) -> Value {
         let (st, v) = self.api(M::POST, "/api/v1/test/watchers/tick", Some(&self.token), None).await;
         assert_eq!(st, 200, "{v}");
         v["report"].clone()

@@ -58,7 +58,40 @@ fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
     v.map(Timestamp)
 }
 
+/// Every trust's key versions, connectors and rotation policy, by trust id: what the health
+/// model needs of each trust, read in three statements instead of several per trust (the
+/// console's overview renders it with a thousand trusts).
+#[derive(Debug, Default)]
+pub struct TrustFigures {
+    /// Ordered by version.
+    pub keys: std::collections::HashMap<String, Vec<crate::KeyVersion>>,
+    pub connectors: std::collections::HashMap<String, Vec<super::ConnectorRow>>,
+    pub policies: std::collections::HashMap<String, super::PolicyRow>,
+}
+
 impl Store {
+    /// See [`TrustFigures`].
+    pub async fn trust_figures(&self) -> Result<TrustFigures, StoreError> {
+        let mut f = TrustFigures::default();
+        let pool = self.db.pool();
+        let sql = format!("{} ORDER BY trust_id, version", super::keys::KEY_SELECT);
+        for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await? {
+            let k = super::keys::key_from_row(&row)?;
+            f.keys.entry(k.trust_id.clone()).or_default().push(k);
+        }
+        let sql = format!("{} ORDER BY trust_id, created_at, name", super::rotation::CONNECTOR_SELECT);
+        for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await? {
+            let c = super::rotation::connector_from_row(&row)?;
+            f.connectors.entry(c.trust_id.clone()).or_default().push(c);
+        }
+        let sql = super::rotation::POLICY_SELECT.replacen("SELECT ", "SELECT trust_id, ", 1);
+        for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await? {
+            let trust_id: String = row.try_get("trust_id")?;
+            f.policies.insert(trust_id, super::rotation::policy_from_row(&row)?);
+        }
+        Ok(f)
+    }
+
     /// Queue figures of every target that has work rows (targets without rows have none).
     pub async fn target_queues(&self) -> Result<Vec<TargetQueue>, StoreError> {
         let rows = sqlx::query(

@@ -41,7 +41,7 @@ pub(crate) fn key_aad(trust_id: &str, version: i64) -> Vec<u8> {
     format!("key/{trust_id}/{version}").into_bytes()
 }
 
-const KEY_SELECT: &str = "SELECT trust_id, version, state, scopes, created_at, created_by, activated_at, expires_at, revoked_at, last_used_at FROM key_versions";
+pub(crate) const KEY_SELECT: &str = "SELECT trust_id, version, state, scopes, created_at, created_by, activated_at, expires_at, revoked_at, last_used_at FROM key_versions";
 
 impl Store {
     pub(crate) fn new_material(

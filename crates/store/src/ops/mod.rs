@@ -1,6 +1,7 @@
 //! Domain operations. Each change runs in one transaction together with its audit
 //! record: if the record cannot be written, the change does not happen.
 
+pub mod console;
 mod directories;
 mod health;
 mod keys;
@@ -31,7 +32,7 @@ use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
 pub use directories::DirectoryContents;
-pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue};
+pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue, TrustFigures};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
 pub use masterkey::RewrapReport;

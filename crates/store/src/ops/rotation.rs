@@ -103,10 +103,10 @@ const ROTATION_SELECT: &str = "SELECT r.id, r.trust_id, d.name AS directory, t.n
     r.overlap_seconds, r.attempts, r.next_attempt_at, r.last_error, r.started_at, r.started_by, r.updated_at, \
     r.finished_at FROM rotations r JOIN trusts t ON t.id = r.trust_id JOIN directories d ON d.id = t.directory_id";
 
-const CONNECTOR_SELECT: &str = "SELECT id, trust_id, name, kind, spec, CASE WHEN credentials IS NULL THEN 0 ELSE 1 END AS has_credentials, \
+pub(crate) const CONNECTOR_SELECT: &str = "SELECT id, trust_id, name, kind, spec, CASE WHEN credentials IS NULL THEN 0 ELSE 1 END AS has_credentials, \
     created_at, created_by, last_success_at, last_failure_at, last_error FROM connectors";
 
-const POLICY_SELECT: &str = "SELECT period_seconds, overlap_seconds, validation, validation_timeout_seconds, \
+pub(crate) const POLICY_SELECT: &str = "SELECT period_seconds, overlap_seconds, validation, validation_timeout_seconds, \
     finish_on_first_use, warn_before_seconds, rotate_on_material_change, enabled, next_rotation_at, updated_at, \
     updated_by, schedule FROM rotation_policies";
 
@@ -871,7 +871,7 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-fn policy_from_row(r: &AnyRow) -> Result<PolicyRow, StoreError> {
+pub(crate) fn policy_from_row(r: &AnyRow) -> Result<PolicyRow, StoreError> {
     let validation: String = r.try_get("validation")?;
     Ok(PolicyRow {
         policy: RotationPolicy {
@@ -891,7 +891,7 @@ fn policy_from_row(r: &AnyRow) -> Result<PolicyRow, StoreError> {
     })
 }
 
-fn connector_from_row(r: &AnyRow) -> Result<ConnectorRow, StoreError> {
+pub(crate) fn connector_from_row(r: &AnyRow) -> Result<ConnectorRow, StoreError> {
     let spec: String = r.try_get("spec")?;
     Ok(ConnectorRow {
         id: r.try_get("id")?,
