@@ -1629,10 +1629,10 @@ mod bulk;
 mod cli;
 #[path = "e2e/connections.rs"]
 mod connections;
-#[path = "e2e/cursor.rs"]
-mod cursor;
 #[path = "e2e/console.rs"]
 mod console;
+#[path = "e2e/cursor.rs"]
+mod cursor;
 #[path = "e2e/dbfaults.rs"]
 mod dbfaults;
 #[path = "e2e/delivery.rs"]

@@ -456,12 +456,12 @@ mod cases {
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
+    pub use super::console::console_sessions_end_on_time_and_on_revocation;
     pub use super::keyset::{
         keyset_pages_are_in_the_default_order_only, keyset_pages_seek_the_creation_index,
         keyset_walk_under_concurrent_writes,
     };
     pub use super::migrations::migration_checksums_are_recorded_and_checked;
-    pub use super::console::console_sessions_end_on_time_and_on_revocation;
     pub use super::notify::notifications_are_claimed_once_across_nodes;
     pub use super::oauth::{oauth_clients_and_token_subjects, oauth_signing_key_is_added_to_an_older_install};
     pub use super::outbox::{
