@@ -89,8 +89,9 @@ fn pct(lat: &[f64], p: f64) -> f64 {
 }
 
 /// What the real binary does on every request besides routing: the Prometheus recorder and
-/// one info-level log line (JSON, to a file here instead of stderr). `BENCH_OBSERVE=off`
-/// leaves both out, to measure their share.
+/// a JSON log at `info` (to a file here instead of stderr). `BENCH_OBSERVE=off` leaves the
+/// log out; `BENCH_LOG=…` replaces its filter (e.g. `info,fedkey_server::request=debug`
+/// writes a line per request).
 fn observe_like_serve(dir: &std::path::Path) {
     if std::env::var("BENCH_OBSERVE").as_deref() == Ok("off") {
         return;
@@ -98,7 +99,9 @@ fn observe_like_serve(dir: &std::path::Path) {
     fedkey_server::metrics::handle();
     let log = std::fs::File::create(dir.join("requests.log")).unwrap();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        ))
         .with_writer(std::sync::Mutex::new(log))
         .json()
         .try_init();
