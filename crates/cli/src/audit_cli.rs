@@ -146,7 +146,10 @@ pub async fn tail(
     action: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let api = Client::new(s)?;
-    let mut after: Option<i64> = None;
+    // Following with no lines starts at the head as it is now. Asking the server for "the
+    // last 0" and reading the head only once that stream ends would skip what was committed
+    // in between.
+    let mut after: Option<i64> = if follow && lines == 0 { Some(log_head(&api).await?) } else { None };
     let filter = action.map(|a| format!("&action={}", q(&a))).unwrap_or_default();
     loop {
         let from = match after {
@@ -176,15 +179,16 @@ pub async fn tail(
         }
         // A tail of nothing starts following from the head.
         if after.is_none() {
-            after = Some(head_after_empty_tail(&api).await?);
+            after = Some(log_head(&api).await?);
         }
     }
 }
 
-/// Where to follow from when the log had nothing to show: its head.
-async fn head_after_empty_tail(api: &Client) -> anyhow::Result<i64> {
-    let v: Option<fedkey_api::audit::AuditSinks> = api.get_as("/audit/sinks").await.ok();
-    Ok(v.map_or(0, |v| v.head))
+/// The log's head: where following starts when there is nothing before it to show.
+async fn log_head(api: &Client) -> anyhow::Result<i64> {
+    // Same role as the export itself (auditor); a failure here is the export's failure too,
+    // rather than a silent start from the beginning of the log.
+    Ok(api.get_as::<fedkey_api::audit::AuditSinks>("/audit/sinks").await?.head)
 }
 
 async fn print_lines(mut resp: reqwest::Response, out: Output, after: &mut Option<i64>) -> anyhow::Result<()> {

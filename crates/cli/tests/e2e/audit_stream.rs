@@ -538,6 +538,13 @@ async fn auditor_export(b: Backend) {
             sink.lock().unwrap().push(l);
         }
     });
+    // `-n 0` follows from the head as of the command's start: wait until its export request
+    // is on the record, so the change below comes after that point.
+    let start = Instant::now();
+    while !offline_export(&s).values().any(|r| r["action"] == "audit.export" && r["details"]["follow"] == true) {
+        assert!(start.elapsed() < DEADLINE, "{b:?}: the follower never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     s.cli_json(&["directory", "create", "tailed-dir"]);
     let start = Instant::now();
     while !printed.lock().unwrap().iter().any(|l| l.contains("directory.create") && l.contains("tailed-dir")) {
