@@ -41,7 +41,7 @@ VENV="${FEDKEY_CONFORMANCE_VENV:-.venv-conformance}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 
 # The SCIM conformance suite against the real binary (Python venv; SQLite and PostgreSQL).
 if [ "${FEDKEY_SKIP_CONFORMANCE:-}" = "1" ] && [ "${CI:-}" != "true" ]; then
