@@ -139,8 +139,29 @@ async fn run_backend(label: &str, url: &str, users: u64, count: u64, repeat: u64
         out.push((name, t));
     }
     assert!(!out[2].1.has_next, "the last cursor page has no nextCursor");
+    println!("[{label}] memory of this process (server and load client) after paging: {}", memory());
     drop(state);
     out
+}
+
+/// Resident memory from /proc/self/status: total, anonymous (heap, caches) and file-backed
+/// (SQLite's memory-mapped database pages, shared and reclaimable), and the peak.
+fn memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            .map_or_else(|| "n/a".to_owned(), |kb| format!("{} MiB", kb / 1024))
+    };
+    format!(
+        "VmRSS {}, RssAnon {}, RssFile {}, VmHWM {}",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("VmHWM:")
+    )
 }
 
 fn main() {
