@@ -698,6 +698,17 @@ fn sqlite_script(s: &Server, sql: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Rewrites who did what in audit record 3 from outside fedkey, so that verification fails.
+fn tamper_audit(b: Backend, s: &Server) {
+    let sql = "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'token:nobody' WHERE seq = 3;";
+    match b {
+        Backend::Sqlite => sqlite_script(s, sql),
+        Backend::Postgres => {
+            psql_on(&s.db_url, &sql.replace("audit_log_no_update;", "audit_log_no_update ON audit_log;"));
+        }
+    }
+}
+
 /// Makes every insert into the audit log fail (or stop failing), from outside fedkey.
 fn block_audit(b: Backend, s: &Server, on: bool) {
     FailingTrigger {
@@ -940,21 +951,7 @@ async fn cli_verify_names_the_tampered_record() {
         let ok = s.cli(&["audit", "verify", "--offline"]);
         assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
         // Someone with database access rewrites who did what in record 3.
-        let sql = "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'token:nobody' WHERE seq = 3;";
-        match b {
-            Backend::Sqlite => {
-                let out = Command::new("python3")
-                    .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()"])
-                    .arg(s.data_dir().join("fedkey.db"))
-                    .arg(sql)
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            }
-            Backend::Postgres => {
-                psql_on(&s.db_url, &sql.replace("audit_log_no_update;", "audit_log_no_update ON audit_log;"));
-            }
-        }
+        tamper_audit(b, &s);
         let out = s.cli(&["audit", "verify", "--offline"]);
         assert_eq!(out.status.code(), Some(3), "{b:?}: verification must fail");
         let err = String::from_utf8_lossy(&out.stderr);

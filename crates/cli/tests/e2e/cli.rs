@@ -133,25 +133,6 @@ fn documented_exit_codes() -> Vec<(i32, String)> {
         .collect()
 }
 
-/// Rewrites audit record 3, so that verification fails.
-fn tamper_audit(b: Backend, s: &Server) {
-    let sql = "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'token:nobody' WHERE seq = 3;";
-    match b {
-        Backend::Sqlite => {
-            let out = Command::new("python3")
-                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()"])
-                .arg(s.data_dir().join("fedkey.db"))
-                .arg(sql)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", stderr_of(&out));
-        }
-        Backend::Postgres => {
-            psql_on(&s.db_url, &sql.replace("audit_log_no_update;", "audit_log_no_update ON audit_log;"));
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_match_the_table_in_docs_cli_md() {
     let rows = documented_exit_codes();
