@@ -43,6 +43,9 @@ pub enum StoreError {
          Run the build that migrated it, or restore a backup taken before; do not edit schema_migrations"
     )]
     MigrationChanged { version: i64, recorded: String, expected: String },
+    /// A migration source this binary carries cannot be rendered (a build defect).
+    #[error(transparent)]
+    MigrationSource(#[from] crate::migrate::MigrationSourceError),
 }
 
 impl StoreError {
