@@ -25,6 +25,9 @@ pub enum StoreError {
     /// A request the domain rules refuse (e.g. supplying a key for an inbound trust).
     #[error("{0}")]
     Invalid(String),
+    /// A trust policy the rules refuse (a 400, like `Invalid`), with the part that failed.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("the audit log could not record this operation, so it was not performed")]
     AuditUnavailable(#[source] Box<StoreError>),
     #[error("configuration: {0}")]
