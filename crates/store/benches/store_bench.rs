@@ -200,7 +200,7 @@ async fn audit_appends(backend: &'static str, url: &str, p: Params) -> Vec<Line>
     let mut single_n = 0;
     while single_n < p.baseline_max && t.elapsed() < p.baseline_budget {
         let mut tx = store.raw_for_tests().begin().await.unwrap();
-        audit::append_in_tx(&mut tx, &store.raw_for_tests(), vec![event(single_n)]).await.unwrap();
+        audit::append_in_tx(&mut tx, store.raw_for_tests(), vec![event(single_n)]).await.unwrap();
         tx.commit().await.unwrap();
         single_n += 1;
     }
@@ -208,7 +208,7 @@ async fn audit_appends(backend: &'static str, url: &str, p: Params) -> Vec<Line>
 
     // Sanity: everything landed in one intact chain.
     let rep =
-        audit::verify(&store.raw_for_tests(), &store.install.id, &store.install.public_key).await.unwrap().unwrap();
+        audit::verify(store.raw_for_tests(), &store.install.id, &store.install.public_key).await.unwrap().unwrap();
     let expected = (50 + total + single_n) as i64;
     assert_eq!(rep.records, expected, "chain length after the benchmark");
 

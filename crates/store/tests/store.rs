@@ -345,7 +345,7 @@ impl Env {
     }
 
     async fn exec(&self, sql: &str) {
-        exec(&self.store.raw_for_tests(), sql).await;
+        exec(self.store.raw_for_tests(), sql).await;
     }
 }
 
@@ -599,7 +599,7 @@ mod cases {
         assert!(summarized > 0, "this test makes more than 10 denials in a minute");
         assert_eq!(count_action(s, "key.authenticate").await + summarized, n);
         let denied = audit::query(
-            &s.raw_for_tests(),
+            s.raw_for_tests(),
             &AuditFilter { action: Some("key.authenticate".into()), limit: 10_000, ..Default::default() },
         )
         .await
@@ -685,10 +685,10 @@ mod cases {
         assert!(verify(s).await.is_ok());
         // A checkpoint of the current head verifies too, and is counted.
         let mut last = 0;
-        let size = audit::checkpoint_if_new(&s.raw_for_tests(), &s.install, &e.clock, &mut last, 1).await.unwrap();
+        let size = audit::checkpoint_if_new(s.raw_for_tests(), &s.install, &e.clock, &mut last, 1).await.unwrap();
         assert_eq!(size, Some(head_seq(s).await));
         assert_eq!(
-            audit::checkpoint_if_new(&s.raw_for_tests(), &s.install, &e.clock, &mut last, 1).await.unwrap(),
+            audit::checkpoint_if_new(s.raw_for_tests(), &s.install, &e.clock, &mut last, 1).await.unwrap(),
             None
         );
         // Checkpoints are append-only as well.
@@ -777,7 +777,7 @@ mod cases {
         let e = populated(kind).await;
         let s = &e.store;
         let mut last = 0;
-        let n = audit::checkpoint_if_new(&s.raw_for_tests(), &s.install, &e.clock, &mut last, 1)
+        let n = audit::checkpoint_if_new(s.raw_for_tests(), &s.install, &e.clock, &mut last, 1)
             .await
             .unwrap()
             .expect("a new checkpoint");
@@ -1007,7 +1007,7 @@ mod cases {
         // Reopen with only the new key (a fresh process): same install, same data.
         let only_new = KeyringFile::open(&kpath).unwrap();
         let inst =
-            Install::load(&s.raw_for_tests(), &only_new.keyring().unwrap()).await.unwrap().expect("install exists");
+            Install::load(s.raw_for_tests(), &only_new.keyring().unwrap()).await.unwrap().expect("install exists");
         assert_eq!((inst.id.as_str(), inst.public_key), (install_id.as_str(), public));
         assert!(inst.oauth_signing.is_some(), "the OAuth token key opens under the new master key");
         let s2 = open_store(&t.url, Arc::new(only_new), &clock, Duration::from_secs(60)).await;
@@ -1019,7 +1019,7 @@ mod cases {
         assert_eq!(count_action(&s2, "master_key.rotate").await, 2);
         // The retired key alone no longer opens anything.
         let old_only = Keyring::parse(&old_text).unwrap();
-        assert!(matches!(Install::load(&s2.raw_for_tests(), &old_only).await, Err(StoreError::Crypto(_))));
+        assert!(matches!(Install::load(s2.raw_for_tests(), &old_only).await, Err(StoreError::Crypto(_))));
     }
 
     /// Many concurrent authentications (group commit) interleaved with domain changes
@@ -1059,7 +1059,7 @@ mod cases {
         assert!(rep.checkpoints >= 1, "{rep:?}");
         // Each request is recorded exactly once.
         let recs = audit::query(
-            &s.raw_for_tests(),
+            s.raw_for_tests(),
             &AuditFilter { action: Some("key.authenticate".into()), limit: 10_000, ..Default::default() },
         )
         .await
@@ -1096,7 +1096,7 @@ mod cases {
         let rep = verify(s).await.unwrap();
         assert_eq!(rep.records, before + 10);
         let auths = audit::query(
-            &s.raw_for_tests(),
+            s.raw_for_tests(),
             &AuditFilter {
                 action: Some("key.authenticate".into()),
                 after_seq: Some(before),
@@ -1579,7 +1579,7 @@ mod cases {
             assert_eq!(rep.records, expected);
         }
         let denied = audit::query(
-            &other.raw_for_tests(),
+            other.raw_for_tests(),
             &AuditFilter { action: Some("key.authenticate".into()), limit: 10_000, ..Default::default() },
         )
         .await

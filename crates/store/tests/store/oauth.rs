@@ -65,7 +65,7 @@ pub async fn oauth_signing_key_is_added_to_an_older_install(kind: Kind) {
         .await
         .unwrap();
     let ring = e.keyring.keyring().unwrap();
-    let old = Install::load(&e.store.raw_for_tests(), &ring).await.unwrap().unwrap();
+    let old = Install::load(e.store.raw_for_tests(), &ring).await.unwrap().unwrap();
     assert!(old.oauth_signing.is_none(), "an older install reads without one");
     let s2 = open_store(&e.t.url, e.keyring.clone(), &e.clock, std::time::Duration::from_secs(60)).await;
     let key = s2.install.oauth_signing.as_ref().expect("created on open").public_key();
