@@ -542,7 +542,7 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
         Ok(n) => tracing::info!(summarized = n, "failed-authentication summaries written"),
         Err(e) => tracing::error!(error = %e, "failed-authentication summaries could not be written at shutdown"),
     }
-    opened.store.db.close().await;
+    opened.store.close().await;
     Ok(())
 }
 

@@ -40,7 +40,7 @@ fn user_id(i: u64) -> String {
 /// Loads users `0..n` into directory `dir_id`, created at `base + i` microseconds.
 async fn load_users(state: &AppState, dir_id: &str, n: u64, base: i64) {
     const BATCH: u64 = 100_000;
-    let db = &state.store.db;
+    let db = state.store.raw_for_tests();
     let mut from = 0;
     while from < n {
         let to = (from + BATCH).min(n);

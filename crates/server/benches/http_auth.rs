@@ -170,7 +170,7 @@ fn main() {
                 v.lat = lat;
             }
         }
-        let records = fedkey_store::audit::head(&state.store.db).await.unwrap().0;
+        let records = state.store.audit_head().await.unwrap().0;
         if smoke {
             assert!(variants.iter().all(|v| v.failed == 0 && median(&mut v.rps.clone()) > 0.0), "smoke run failed");
             println!("http_auth smoke run ok ({records} audit records); run `cargo bench -p fedkey-server --bench http_auth` for figures");

@@ -646,7 +646,7 @@ async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
     let (state, key, base) = start_fedkey(url).await;
     let store = state.store.clone();
     if backend == "sqlite-single" {
-        store.db.set_group_commit_limit(1);
+        store.set_group_commit_limit(1);
     }
     let dir = store.directory("acme").await.unwrap();
     let tasks = env_num("BENCH_SEED_TASKS", if backend.starts_with("sqlite") { 32 } else { 16 });
@@ -666,7 +666,7 @@ async fn run_backend(cfg: &Config, backend: &str, url: &str) -> Vec<Stats> {
         // What autovacuum does shortly after a bulk load; measuring before it runs would
         // measure the load's aftermath (no planner statistics, dead audit_head versions).
         let t = Instant::now();
-        sqlx::query("VACUUM ANALYZE").execute(store.db.pool()).await.unwrap();
+        sqlx::query("VACUUM ANALYZE").execute(store.raw_for_tests().pool()).await.unwrap();
         println!("[postgres] VACUUM ANALYZE after seeding: {:.1} s", t.elapsed().as_secs_f64());
     }
     let mut target = Target {

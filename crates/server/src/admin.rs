@@ -763,7 +763,7 @@ async fn audit_page(
             after_seq: q.after,
             limit,
         };
-        let records = fedkey_store::audit::query(&st.db, &f).await?;
+        let records = st.audit_records(&f).await?;
         let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.seq)).flatten();
         let records = records.iter().map(|r| typed(&r.to_json())).collect::<Result<_, _>>()?;
         Ok(AuditPage { records, next_after: next })
@@ -775,7 +775,7 @@ async fn audit_page(
 async fn audit_verify(a: Admin, State(s): State<AppState>) -> Result<Json<AuditVerification>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Audit, "audit.verify", Target::default(), async {
-        Ok(match fedkey_store::audit::verify(&st.db, &st.install.id, &st.install.public_key).await? {
+        Ok(match st.verify_audit().await? {
             Ok(rep) => AuditVerification::Intact(AuditIntact {
                 ok: true,
                 records: rep.records,

@@ -62,7 +62,7 @@ async fn parse(store: &Store, q: AuditExportQuery) -> Result<Export, ApiError> {
         if !(0..=MAX_TAIL).contains(&n) {
             return Err(ApiError::invalid_value(format!("tail must be between 0 and {MAX_TAIL}")));
         }
-        let (head, _) = fedkey_store::audit::head(&store.db).await?;
+        let (head, _) = store.audit_head().await?;
         after = after.max(head - n);
     }
     let filter = AuditFilter {
@@ -101,7 +101,7 @@ async fn export(
     };
     // Without `follow`, the export is the log as it was when asked: up to the head now, so
     // its own `audit.export` record (and anything later) is not part of it.
-    let upto = if ex.follow { None } else { Some(fedkey_store::audit::head(&st.db).await?.0) };
+    let upto = if ex.follow { None } else { Some(st.audit_head().await?.0) };
     let format = if ex.format == Format::Csv { "csv" } else { "jsonl" };
     // The read is on the record before any of it leaves.
     a.record(st, "audit.export", Outcome::Success, &target, json!({"format": format, "follow": ex.follow})).await?;
@@ -142,7 +142,7 @@ fn records(
             if c.upto.is_some_and(|u| c.ex.filter.after_seq.is_some_and(|a| a >= u)) {
                 return None;
             }
-            let page = match fedkey_store::audit::query(&c.store.db, &c.ex.filter).await {
+            let page = match c.store.audit_records(&c.ex.filter).await {
                 Ok(mut p) => {
                     if let Some(u) = c.upto {
                         p.retain(|r| r.seq <= u);
@@ -188,7 +188,7 @@ fn render(format: Format, page: &[Record]) -> Vec<u8> {
 async fn sinks(a: Admin, State(s): State<AppState>) -> Result<Json<AuditSinks>, ApiError> {
     let st = &s.store;
     a.read(st, Need::Audit, "audit.sinks", Target::default(), async {
-        let (head, _) = fedkey_store::audit::head(&st.db).await?;
+        let (head, _) = st.audit_head().await?;
         let sinks = st.audit_sink_status().await?.iter().map(doc).collect::<Result<_, _>>()?;
         Ok(AuditSinks { head, sinks })
     })

@@ -96,6 +96,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Domain(d) => ApiError::invalid_value(d.to_string()),
             StoreError::Invalid(m) => ApiError::invalid_value(m),
+            StoreError::Policy(e) => ApiError::invalid_value(e.to_string()),
             StoreError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, ErrorCode::InvalidState, m),
             StoreError::Refused { code, message } => {
                 // The store names its refusals by their wire code; one it adds without a

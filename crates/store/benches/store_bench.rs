@@ -199,15 +199,16 @@ async fn audit_appends(backend: &'static str, url: &str, p: Params) -> Vec<Line>
     let t = Instant::now();
     let mut single_n = 0;
     while single_n < p.baseline_max && t.elapsed() < p.baseline_budget {
-        let mut tx = store.db.begin().await.unwrap();
-        audit::append_in_tx(&mut tx, &store.db, vec![event(single_n)]).await.unwrap();
+        let mut tx = store.raw_for_tests().begin().await.unwrap();
+        audit::append_in_tx(&mut tx, store.raw_for_tests(), vec![event(single_n)]).await.unwrap();
         tx.commit().await.unwrap();
         single_n += 1;
     }
     let single = single_n as f64 / t.elapsed().as_secs_f64();
 
     // Sanity: everything landed in one intact chain.
-    let rep = audit::verify(&store.db, &store.install.id, &store.install.public_key).await.unwrap().unwrap();
+    let rep =
+        audit::verify(store.raw_for_tests(), &store.install.id, &store.install.public_key).await.unwrap().unwrap();
     let expected = (50 + total + single_n) as i64;
     assert_eq!(rep.records, expected, "chain length after the benchmark");
 

@@ -25,6 +25,9 @@ pub enum StoreError {
     /// A request the domain rules refuse (e.g. supplying a key for an inbound trust).
     #[error("{0}")]
     Invalid(String),
+    /// A trust policy the rules refuse (a 400, like `Invalid`), with the part that failed.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("the audit log could not record this operation, so it was not performed")]
     AuditUnavailable(#[source] Box<StoreError>),
     #[error("configuration: {0}")]
@@ -43,6 +46,9 @@ pub enum StoreError {
          Run the build that migrated it, or restore a backup taken before; do not edit schema_migrations"
     )]
     MigrationChanged { version: i64, recorded: String, expected: String },
+    /// A migration source this binary carries cannot be rendered (a build defect).
+    #[error(transparent)]
+    MigrationSource(#[from] crate::migrate::MigrationSourceError),
 }
 
 impl StoreError {

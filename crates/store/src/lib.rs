@@ -25,6 +25,7 @@ pub mod scim_sql;
 
 pub use db::{Backend, Db, DbOptions, Readiness};
 pub use error::StoreError;
+pub use migrate::{MigrationSourceError, SourceProblem, checksums as migration_checksums};
 pub use model::*;
 pub use ops::{Actor, ConnectorRow, DeliveryRow, PolicyRow, Rotation, Store};
 pub use policy::TrustPolicy;

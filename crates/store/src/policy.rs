@@ -19,6 +19,47 @@ pub const MAX_PATTERN_CHARS: usize = 256;
 /// Highest rate limit, requests per second.
 pub const MAX_RATE_LIMIT: i64 = 1_000_000;
 
+/// Why a CIDR was refused. Each variant shows the input (its first 64 characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{input:?} is not a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)")]
+    NotAnAddress {
+        input: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("{input:?}: the prefix length must be a number")]
+    PrefixNotANumber { input: String },
+    #[error("{input:?}: prefix length must be at most {max}")]
+    PrefixTooLong { input: String, max: u8 },
+    #[error("{input:?}: address has bits set beyond the /{prefix} prefix")]
+    HostBitsSet { input: String, prefix: u8 },
+}
+
+/// Why a privileged-group pattern was refused (see [`validate_pattern`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("a privileged-group pattern must not be empty")]
+    Empty,
+    #[error("pattern {shown:?}…: at most {max} characters", max = MAX_PATTERN_CHARS)]
+    TooLong { shown: String },
+    #[error("pattern {shown:?}: character {c:?} is not allowed (only * and ? are special; use ? for a space)")]
+    Character { shown: String, c: char },
+}
+
+/// Why a trust policy was refused: a 400 with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("at most {max} privileged groups and {max} sources", max = MAX_ENTRIES)]
+    TooManyEntries,
+    #[error("privileged_groups: {0}")]
+    PrivilegedGroup(#[source] PatternError),
+    #[error("allowed_sources: {0}")]
+    AllowedSource(#[source] CidrError),
+    #[error("rate_limit: must be between 0 (unlimited) and {max} requests per second", max = MAX_RATE_LIMIT)]
+    RateLimit,
+}
+
 /// An IPv4 or IPv6 network: an address with no host bits set and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -28,14 +69,13 @@ pub struct Cidr {
 
 impl Cidr {
     /// Parses `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a single host).
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let shown: String = s.chars().take(64).collect();
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
+        let shown = || -> String { s.chars().take(64).collect() };
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr =
-            a.parse().map_err(|_| format!("{shown:?} is not a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)"))?;
+        let addr: IpAddr = a.parse().map_err(|source| CidrError::NotAnAddress { input: shown(), source })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -43,12 +83,12 @@ impl Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|n| *n <= max)
-                .ok_or_else(|| format!("{shown:?}: prefix length must be at most {max}"))?,
-            Some(_) => return Err(format!("{shown:?}: the prefix length must be a number")),
+                .ok_or_else(|| CidrError::PrefixTooLong { input: shown(), max })?,
+            Some(_) => return Err(CidrError::PrefixNotANumber { input: shown() }),
         };
         let c = Cidr { addr, prefix };
         if c.network() != bits(addr) {
-            return Err(format!("{shown:?}: address has bits set beyond the /{prefix} prefix"));
+            return Err(CidrError::HostBitsSet { input: shown(), prefix });
         }
         Ok(c)
     }
@@ -94,18 +134,16 @@ fn bits(ip: IpAddr) -> u128 {
 /// Checks a group-name pattern: non-empty, at most [`MAX_PATTERN_CHARS`] characters, no
 /// whitespace or control characters (use `?` for a space), none of `[ ] { } \` (kept for
 /// future syntax).
-pub fn validate_pattern(p: &str) -> Result<(), String> {
-    let shown: String = p.chars().take(64).collect();
+pub fn validate_pattern(p: &str) -> Result<(), PatternError> {
+    let shown = || -> String { p.chars().take(64).collect() };
     if p.is_empty() {
-        return Err("a privileged-group pattern must not be empty".into());
+        return Err(PatternError::Empty);
     }
     if p.chars().count() > MAX_PATTERN_CHARS {
-        return Err(format!("pattern {shown:?}…: at most {MAX_PATTERN_CHARS} characters"));
+        return Err(PatternError::TooLong { shown: shown() });
     }
     if let Some(c) = p.chars().find(|c| c.is_whitespace() || c.is_control() || "[]{}\\".contains(*c)) {
-        return Err(format!(
-            "pattern {shown:?}: character {c:?} is not allowed (only * and ? are special; use ? for a space)"
-        ));
+        return Err(PatternError::Character { shown: shown(), c });
     }
     Ok(())
 }
@@ -157,36 +195,32 @@ fn ser_cidrs<S: serde::Serializer>(c: &[Cidr], ser: S) -> Result<S::Ok, S::Error
 }
 
 impl TrustPolicy {
-    /// Validates caller input; every problem is a 400-style [`StoreError::Invalid`].
+    /// Validates caller input; every problem is a 400-style [`StoreError::Policy`].
     pub fn parse<P: AsRef<str>, C: AsRef<str>>(
         privileged_groups: &[P],
         allowed_sources: &[C],
         rate_limit: i64,
     ) -> Result<TrustPolicy, StoreError> {
         if privileged_groups.len() > MAX_ENTRIES || allowed_sources.len() > MAX_ENTRIES {
-            return Err(StoreError::Invalid(format!(
-                "at most {MAX_ENTRIES} privileged groups and {MAX_ENTRIES} sources"
-            )));
+            return Err(PolicyError::TooManyEntries.into());
         }
         let mut patterns: Vec<String> = Vec::new();
         for p in privileged_groups {
             let p = p.as_ref().trim();
-            validate_pattern(p).map_err(|e| StoreError::Invalid(format!("privileged_groups: {e}")))?;
+            validate_pattern(p).map_err(PolicyError::PrivilegedGroup)?;
             if !patterns.iter().any(|q| q == p) {
                 patterns.push(p.to_owned());
             }
         }
         let mut cidrs: Vec<Cidr> = Vec::new();
         for c in allowed_sources {
-            let c = Cidr::parse(c.as_ref().trim()).map_err(|e| StoreError::Invalid(format!("allowed_sources: {e}")))?;
+            let c = Cidr::parse(c.as_ref().trim()).map_err(PolicyError::AllowedSource)?;
             if !cidrs.contains(&c) {
                 cidrs.push(c);
             }
         }
         if !(0..=MAX_RATE_LIMIT).contains(&rate_limit) {
-            return Err(StoreError::Invalid(format!(
-                "rate_limit: must be between 0 (unlimited) and {MAX_RATE_LIMIT} requests per second"
-            )));
+            return Err(PolicyError::RateLimit.into());
         }
         Ok(TrustPolicy { privileged_groups: patterns, allowed_sources: cidrs, rate_limit })
     }
@@ -328,5 +362,53 @@ mod tests {
         assert!(TrustPolicy::parse::<&str, &str>(&[], &[], MAX_RATE_LIMIT + 1).is_err());
         assert!(TrustPolicy::parse::<&str, &str>(&["a b"], &[], 0).is_err());
         assert!(TrustPolicy::parse::<&str, &str>(&[], &["300.0.0.0/8"], 0).is_err());
+    }
+
+    /// Callers can tell the failures apart; the text users see is what it always was.
+    #[test]
+    fn errors_are_typed_and_keep_their_messages() {
+        let e = Cidr::parse("x").unwrap_err();
+        assert!(matches!(&e, CidrError::NotAnAddress { input, .. } if input == "x"));
+        assert!(std::error::Error::source(&e).is_some(), "the address parser's error is kept");
+        assert_eq!(e.to_string(), r#""x" is not a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)"#);
+        assert_eq!(
+            Cidr::parse("10.0.0.0/33").unwrap_err(),
+            CidrError::PrefixTooLong { input: "10.0.0.0/33".into(), max: 32 }
+        );
+        assert_eq!(
+            Cidr::parse("10.0.0.0/+8").unwrap_err().to_string(),
+            r#""10.0.0.0/+8": the prefix length must be a number"#
+        );
+        assert_eq!(
+            Cidr::parse("10.0.0.1/8").unwrap_err().to_string(),
+            r#""10.0.0.1/8": address has bits set beyond the /8 prefix"#
+        );
+        assert_eq!(validate_pattern("").unwrap_err(), PatternError::Empty);
+        let long = "x".repeat(300);
+        assert_eq!(
+            validate_pattern(&long).unwrap_err().to_string(),
+            format!("pattern {:?}…: at most 256 characters", &long[..64])
+        );
+
+        let err = TrustPolicy::parse::<&str, &str>(&["a b"], &[], 0).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Policy(PolicyError::PrivilegedGroup(PatternError::Character { c: ' ', .. }))
+        ));
+        assert_eq!(
+            err.to_string(),
+            r#"privileged_groups: pattern "a b": character ' ' is not allowed (only * and ? are special; use ? for a space)"#
+        );
+        let err = TrustPolicy::parse::<&str, &str>(&[], &["10.0.0.1/8"], 0).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Policy(PolicyError::AllowedSource(CidrError::HostBitsSet { prefix: 8, .. }))
+        ));
+        assert_eq!(err.to_string(), r#"allowed_sources: "10.0.0.1/8": address has bits set beyond the /8 prefix"#);
+        let err = TrustPolicy::parse::<&str, &str>(&[], &[], -1).unwrap_err();
+        assert_eq!(err.to_string(), "rate_limit: must be between 0 (unlimited) and 1000000 requests per second");
+        let many = vec!["x"; MAX_ENTRIES + 1];
+        let err = TrustPolicy::parse::<&str, &str>(&many, &[], 0).unwrap_err();
+        assert_eq!(err.to_string(), "at most 256 privileged groups and 256 sources");
     }
 }

@@ -82,6 +82,7 @@ use fedkey_scim::schema::{self, AttrType, AttributeDef, ResourceTypeDef, Returne
 use serde_json::{Map, Value, json};
 
 use crate::Backend;
+use crate::db::Substring;
 use crate::scim::{SqlFragment, SqlValue};
 
 /// Keys of the query document that are not attribute names (which cannot start with `#`).
@@ -500,13 +501,9 @@ impl Builder<'_> {
         format!("{prefix}{}", self.aliases)
     }
 
-    fn sqlite(&self) -> bool {
-        self.backend == Backend::Sqlite
-    }
-
     /// The query document of `r`.
-    fn root(&self) -> &'static str {
-        if self.sqlite() { "r.body_ci" } else { "(r.body_ci::jsonb)" }
+    fn root(&self) -> String {
+        self.backend.json_doc("r.body_ci")
     }
 
     /// `base` navigated by `keys`: a JSON path (SQLite) or a `->` chain (PostgreSQL).
@@ -518,31 +515,20 @@ impl Builder<'_> {
                 return Err(internal(format!("unexpected key {k:?}")));
             }
         }
-        Ok(if self.sqlite() {
-            let path: String = keys.iter().map(|k| format!(".\"{k}\"")).collect();
-            format!("{base}, '${path}'")
-        } else {
-            let chain: String = keys.iter().map(|k| format!(" -> '{k}'")).collect();
-            format!("{base}{chain}")
-        })
+        Ok(self.backend.json_path(base, keys))
     }
 
     /// A FROM item over the array at `keys`, with the SQL of one value: strings as text,
     /// booleans as 1/0 (SQLite) or 'true'/'false' (PostgreSQL), objects as JSON.
     fn each(&self, base: &str, keys: &[&str], alias: &str, objects: bool) -> Result<(String, String), ScimError> {
         let at = self.nav(base, keys)?;
-        Ok(if self.sqlite() {
-            (format!("json_each({at}) {alias}"), format!("{alias}.value"))
-        } else {
-            let f = if objects { "jsonb_array_elements" } else { "jsonb_array_elements_text" };
-            (format!("{f}({at}) {alias}(v)"), format!("{alias}.v"))
-        })
+        Ok(self.backend.json_elements(&at, alias, objects))
     }
 
     /// Whether the presence flag at `keys` is set.
     fn flag(&self, base: &str, keys: &[&str]) -> Result<String, ScimError> {
         let at = self.nav(base, keys)?;
-        Ok(if self.sqlite() { format!("(json_extract({at}) IS NOT NULL)") } else { format!("(({at}) IS NOT NULL)") })
+        Ok(self.backend.json_is_set(&at))
     }
 
     fn node(&mut self, ctx: &Ctx, f: &Filter, positive: bool) -> Result<String, ScimError> {
@@ -634,7 +620,7 @@ impl Builder<'_> {
             Source::Doc(container) => {
                 let e = self.alias("e");
                 let keys = doc_keys(container, loc.attr.name);
-                let (from, elem) = self.each(self.root(), &keys, &e, true)?;
+                let (from, elem) = self.each(&self.root(), &keys, &e, true)?;
                 let cond = self.node(&Ctx::Elem(Elem::Doc { expr: elem, parent: loc.attr }), inner, positive)?;
                 let mut sql = format!("EXISTS (SELECT 1 FROM {from} WHERE {cond})");
                 if positive && is_emails(self.rt, &loc) {
@@ -689,7 +675,7 @@ impl Builder<'_> {
         match t {
             Target::Root(loc) => match loc.src {
                 Source::Doc(c) => {
-                    self.flag(self.root(), &[PRESENT, &path_key(c, loc.attr.name, loc.sub.map(|s| s.name))])
+                    self.flag(&self.root(), &[PRESENT, &path_key(c, loc.attr.name, loc.sub.map(|s| s.name))])
                 }
                 Source::Id => Ok(TRUE.to_owned()),
                 Source::ExternalId => Ok("(r.external_id IS NOT NULL AND r.external_id <> '')".to_owned()),
@@ -731,10 +717,10 @@ impl Builder<'_> {
                     let keys = doc_keys(container, loc.attr.name);
                     let s = self.alias("s");
                     let (from, val) = match loc.sub {
-                        None => self.each(self.root(), &keys, &s, false)?,
+                        None => self.each(&self.root(), &keys, &s, false)?,
                         Some(sub) => {
                             let e = self.alias("e");
-                            let (outer, elem) = self.each(self.root(), &keys, &e, true)?;
+                            let (outer, elem) = self.each(&self.root(), &keys, &e, true)?;
                             let (inner, val) = self.each(&elem, &[sub.name], &s, false)?;
                             (format!("{outer}, {inner}"), val)
                         }
@@ -819,11 +805,7 @@ impl Builder<'_> {
     fn display_sql(&self, m: &str, groups: bool) -> String {
         let other = if groups { "group_id" } else { "member_id" };
         let d = format!("d_{m}");
-        let value = if self.sqlite() {
-            format!("json_extract({d}.body_ci, '$.\"{DISPLAY}\"')")
-        } else {
-            format!("(({d}.body_ci::jsonb) ->> '{DISPLAY}')")
-        };
+        let value = self.backend.json_text(&format!("{d}.body_ci"), DISPLAY);
         let own = format!(
             "(SELECT {value} FROM scim_resources {d} WHERE {d}.directory_id = {m}.directory_id AND {d}.id = {m}.{other})"
         );
@@ -831,11 +813,7 @@ impl Builder<'_> {
             return own;
         }
         // A group's member shows the display the client sent for it, if any (as presented).
-        let sent = if self.sqlite() {
-            format!("json_extract(r.body_ci, '$.\"{MEMBER_DISPLAY}\".\"' || {m}.member_id || '\"')")
-        } else {
-            format!("((r.body_ci::jsonb) -> '{MEMBER_DISPLAY}' ->> {m}.member_id)")
-        };
+        let sent = self.backend.json_text_at_key("r.body_ci", MEMBER_DISPLAY, &format!("{m}.member_id"));
         format!("COALESCE({sent}, {own})")
     }
 
@@ -852,44 +830,23 @@ impl Builder<'_> {
 
     /// `test` on the non-null SQL value `val`.
     fn test_sql(&mut self, val: &str, test: &Test) -> String {
-        let sqlite = self.sqlite();
+        let backend = self.backend;
         match test {
             Test::Text { op, literal, .. } => {
                 let p = self.bind_text(literal);
                 match op {
                     CompareOp::Eq => format!("({val} = {p})"),
-                    CompareOp::Co if sqlite => format!("(instr({val}, {p}) > 0)"),
-                    CompareOp::Co => format!("(strpos({val}, {p}) > 0)"),
-                    CompareOp::Sw if sqlite => format!("(substr({val}, 1, length({p})) = {p})"),
-                    CompareOp::Sw => format!("starts_with({val}, {p})"),
-                    CompareOp::Ew if sqlite => format!("(substr({val}, length({val}) - length({p}) + 1) = {p})"),
-                    CompareOp::Ew => format!("(right({val}, length({p})) = {p})"),
-                    op => {
-                        let c = if sqlite { "" } else { " COLLATE \"C\"" };
-                        format!("({val}{c} {} {p})", sql_op(*op))
-                    }
+                    CompareOp::Co => backend.substring_test(Substring::Contains, val, &p),
+                    CompareOp::Sw => backend.substring_test(Substring::StartsWith, val, &p),
+                    CompareOp::Ew => backend.substring_test(Substring::EndsWith, val, &p),
+                    op => backend.text_order_test(val, sql_op(*op), &p),
                 }
             }
-            Test::Bool(b) => match (sqlite, b) {
-                (true, true) => format!("({val} = 1)"),
-                (true, false) => format!("({val} = 0)"),
-                (false, b) => format!("({val} = '{b}')"),
-            },
-            Test::Num { op, literal } => {
-                if sqlite {
-                    let p = match (literal.as_i64(), literal.as_f64()) {
-                        (Some(i), _) => self.bind(SqlValue::Int(i)),
-                        (None, Some(f)) => self.bind(SqlValue::Float(f)),
-                        (None, None) => self.bind_text(&literal.to_string()),
-                    };
-                    format!("({val} {} {p})", sql_op(*op))
-                } else {
-                    let p = self.bind_text(&literal.to_string());
-                    format!("(CAST({val} AS NUMERIC) {} CAST({p} AS NUMERIC))", sql_op(*op))
-                }
-            }
+            Test::Bool(b) => backend.json_bool_test(val, *b),
+            // A number's text never holds a NUL, so it binds as `bind_text` would.
+            Test::Num { op, literal } => backend.json_number_test(val, sql_op(*op), literal, &mut |v| self.bind(v)),
             Test::Date { op, floor, exact } => {
-                let val = if sqlite { val.to_owned() } else { format!("CAST({val} AS BIGINT)") };
+                let val = backend.json_integer(val);
                 let (op, holds) = match (exact, op) {
                     (true, op) => (*op, true),
                     // Between `floor` and `floor + 1`: never equal.
@@ -996,30 +953,16 @@ fn required_value_eqs(f: &Filter, out: &mut Vec<String>) {
 pub fn order_by(backend: Backend, rt: &ResourceTypeDef, path: &AttrPath) -> Result<SqlFragment, ScimError> {
     let (def, _) = eval::sort_value(rt, &Value::Null, path)?;
     let loc = locate(rt, path).ok_or_else(|| internal(format!("unresolved path {path}")))?;
-    let sqlite = backend == Backend::Sqlite;
     // Strings in code point order; NULL (missing) greater than any value.
-    let text = |sql: String, nullable: bool| match (sqlite, nullable) {
-        (true, true) => format!("COALESCE({sql}, x'ff')"),
-        (true, false) => sql,
-        (false, _) => format!("({sql} COLLATE \"C\")"),
-    };
+    let text = |sql: String, nullable: bool| backend.sort_text(&sql, nullable);
     // Every resource of the list has the same value (or none).
     let constant = || "r.resource_type".to_owned();
     let sql = match loc.src {
         Source::Doc(_) if is_name_attr(&loc) => text("r.name_key".into(), false),
         Source::Doc(container) => {
             let key = path_key(container, loc.attr.name, loc.sub.map(|s| s.name));
-            let b = Builder { backend, rt, binds: Vec::new(), aliases: 0 };
             let numeric = matches!(key_type(def), AttrType::Integer | AttrType::Decimal | AttrType::DateTime);
-            if sqlite {
-                format!("COALESCE(json_extract({}), x'ff')", b.nav("r.body_ci", &[SORT, &key])?)
-            } else if numeric {
-                format!("({})", b.nav("(r.body_ci::jsonb)", &[SORT, &key])?)
-            } else {
-                let nav = b.nav("(r.body_ci::jsonb)", &[SORT])?;
-                // `->>` of the last key: text of strings, 'false' < 'true' for booleans.
-                format!("(({nav} ->> '{}') COLLATE \"C\")", check_key(&key)?)
-            }
+            backend.json_sort_key("r.body_ci", SORT, check_key(&key)?, numeric)
         }
         Source::Id => text("r.id".into(), false),
         Source::ExternalId => text("r.external_id".into(), true),

@@ -328,7 +328,7 @@ async fn env_on(t: TestDb) -> Env {
     let clock = ManualClock::new(T0);
     let keyring = static_keyring();
     let store = Arc::new(open_store(&t.url, keyring.clone(), &clock, Duration::from_secs(60)).await);
-    assert_eq!(store.db.backend, if kind == Kind::Sqlite { Backend::Sqlite } else { Backend::Postgres });
+    assert_eq!(store.raw_for_tests().backend, if kind == Kind::Sqlite { Backend::Sqlite } else { Backend::Postgres });
     Env { store, keyring, clock, auths: AtomicUsize::new(0), t }
 }
 
@@ -346,7 +346,7 @@ impl Env {
     }
 
     async fn exec(&self, sql: &str) {
-        exec(&self.store.db, sql).await;
+        exec(self.store.raw_for_tests(), sql).await;
     }
 }
 
@@ -388,11 +388,11 @@ fn rotate(overlap: Duration) -> RotateKey {
 }
 
 async fn verify(s: &Store) -> Result<VerifyReport, VerifyError> {
-    audit::verify(&s.db, &s.install.id, &s.install.public_key).await.expect("verification could read the log")
+    s.verify_audit().await.expect("verification could read the log")
 }
 
 async fn head_seq(s: &Store) -> i64 {
-    audit::head(&s.db).await.unwrap().0
+    s.audit_head().await.unwrap().0
 }
 
 fn states(keys: &[KeyVersion]) -> Vec<(i64, KeyState)> {
@@ -401,7 +401,7 @@ fn states(keys: &[KeyVersion]) -> Vec<(i64, KeyState)> {
 
 async fn count_action(s: &Store, action: &str) -> usize {
     let f = AuditFilter { action: Some(action.into()), limit: 10_000, ..Default::default() };
-    audit::query(&s.db, &f).await.unwrap().len()
+    s.audit_records(&f).await.unwrap().len()
 }
 
 async fn drop_append_only_triggers(e: &Env) {
@@ -590,7 +590,8 @@ mod cases {
         let n = e.auths.load(Ordering::SeqCst);
         s.flush_auth_failures(true).await.unwrap();
         let f = AuditFilter { action: Some("auth.failure_summary".into()), limit: 1000, ..Default::default() };
-        let summarized: usize = audit::query(&s.db, &f)
+        let summarized: usize = s
+            .audit_records(&f)
             .await
             .unwrap()
             .iter()
@@ -599,7 +600,7 @@ mod cases {
         assert!(summarized > 0, "this test makes more than 10 denials in a minute");
         assert_eq!(count_action(s, "key.authenticate").await + summarized, n);
         let denied = audit::query(
-            &s.db,
+            s.raw_for_tests(),
             &AuditFilter { action: Some("key.authenticate".into()), limit: 10_000, ..Default::default() },
         )
         .await
@@ -699,27 +700,30 @@ mod cases {
         let e = populated(kind).await;
         let s = &e.store;
         // The records are what happened, in order.
-        let all = audit::query(&s.db, &AuditFilter { limit: 10_000, ..Default::default() }).await.unwrap();
+        let all = s.audit_records(&AuditFilter { limit: 10_000, ..Default::default() }).await.unwrap();
         assert_eq!(all.len() as i64, head_seq(s).await);
         assert!(all.iter().enumerate().all(|(i, r)| r.seq == i as i64 + 1));
         assert_eq!(all[0].action, "directory.create");
         assert_eq!(all.last().unwrap().action, "key.revoke");
         assert!(all.iter().any(|r| r.action == "key.read"));
         // The database refuses to change audit rows.
-        let upd = sqlx::query("UPDATE audit_log SET actor = 'x' WHERE seq = 1").execute(s.db.pool()).await;
+        let upd = sqlx::query("UPDATE audit_log SET actor = 'x' WHERE seq = 1").execute(s.raw_for_tests().pool()).await;
         assert!(upd.unwrap_err().to_string().contains("append-only"));
-        let del = sqlx::query("DELETE FROM audit_log WHERE seq = 1").execute(s.db.pool()).await;
+        let del = sqlx::query("DELETE FROM audit_log WHERE seq = 1").execute(s.raw_for_tests().pool()).await;
         assert!(del.unwrap_err().to_string().contains("append-only"));
         assert!(verify(s).await.is_ok());
         // A checkpoint of the current head verifies too, and is counted.
         let mut last = 0;
-        let size = audit::checkpoint_if_new(&s.db, &s.install, &e.clock, &mut last, 1).await.unwrap();
+        let size = audit::checkpoint_if_new(s.raw_for_tests(), &s.install, &e.clock, &mut last, 1).await.unwrap();
         assert_eq!(size, Some(head_seq(s).await));
-        assert_eq!(audit::checkpoint_if_new(&s.db, &s.install, &e.clock, &mut last, 1).await.unwrap(), None);
+        assert_eq!(
+            audit::checkpoint_if_new(s.raw_for_tests(), &s.install, &e.clock, &mut last, 1).await.unwrap(),
+            None
+        );
         // Checkpoints are append-only as well.
-        let upd = sqlx::query("UPDATE audit_checkpoints SET ts = 0").execute(s.db.pool()).await;
+        let upd = sqlx::query("UPDATE audit_checkpoints SET ts = 0").execute(s.raw_for_tests().pool()).await;
         assert!(upd.unwrap_err().to_string().contains("append-only"));
-        let del = sqlx::query("DELETE FROM audit_checkpoints").execute(s.db.pool()).await;
+        let del = sqlx::query("DELETE FROM audit_checkpoints").execute(s.raw_for_tests().pool()).await;
         assert!(del.unwrap_err().to_string().contains("append-only"));
         let rep = verify(s).await.unwrap();
         assert!(rep.checkpoints >= 2, "{rep:?}");
@@ -764,7 +768,7 @@ mod cases {
     async fn forged_checkpoint_case(kind: Kind, sign: impl FnOnce(&Store, i64, [u8; 32]) -> Vec<u8>) {
         let e = populated(kind).await;
         let s = &e.store;
-        let (size, hash) = audit::head(&s.db).await.unwrap();
+        let (size, hash) = s.audit_head().await.unwrap();
         let ts = s.now();
         let signature = sign(s, size, hash);
         sqlx::query("INSERT INTO audit_checkpoints (size, head_hash, ts, signature) VALUES ($1, $2, $3, $4)")
@@ -772,7 +776,7 @@ mod cases {
             .bind(hash.to_vec())
             .bind(ts.0)
             .bind(signature)
-            .execute(s.db.pool())
+            .execute(s.raw_for_tests().pool())
             .await
             .unwrap();
         let err = verify(s).await.unwrap_err();
@@ -802,7 +806,7 @@ mod cases {
         let e = populated(kind).await;
         let s = &e.store;
         let mut last = 0;
-        let n = audit::checkpoint_if_new(&s.db, &s.install, &e.clock, &mut last, 1)
+        let n = audit::checkpoint_if_new(s.raw_for_tests(), &s.install, &e.clock, &mut last, 1)
             .await
             .unwrap()
             .expect("a new checkpoint");
@@ -907,7 +911,7 @@ mod cases {
         let dirs = s.list_directories().await.unwrap().len();
         let trusts = s.list_trusts(None).await.unwrap().len();
         let keys = s.list_keys(&r).await.unwrap();
-        let head = audit::head(&s.db).await.unwrap();
+        let head = s.audit_head().await.unwrap();
 
         match kind {
             Kind::Sqlite => {
@@ -952,7 +956,7 @@ mod cases {
             keys.iter().map(|k| k.last_used_at).collect::<Vec<_>>()
         );
         assert_eq!(s.trust(&r).await.unwrap().status, TrustStatus::Active);
-        assert_eq!(audit::head(&s.db).await.unwrap(), head);
+        assert_eq!(s.audit_head().await.unwrap(), head);
         assert!(s.list_admin_tokens().await.unwrap().is_empty());
 
         // Unblocked, everything works again and the chain is whole.
@@ -1008,13 +1012,13 @@ mod cases {
         assert_eq!((again.total, again.rewrapped, again.already_current), (total, 0, total));
         // Every envelope now names the new key.
         let envs = sqlx::query("SELECT envelope FROM key_versions WHERE envelope IS NOT NULL")
-            .fetch_all(s.db.pool())
+            .fetch_all(s.raw_for_tests().pool())
             .await
             .unwrap();
         let inst = sqlx::query(
             "SELECT value AS envelope FROM install WHERE name IN ('signing_key', 'hmac_salt', 'oauth_signing_key')",
         )
-        .fetch_all(s.db.pool())
+        .fetch_all(s.raw_for_tests().pool())
         .await
         .unwrap();
         assert_eq!(envs.len() + inst.len(), 5);
@@ -1031,7 +1035,8 @@ mod cases {
 
         // Reopen with only the new key (a fresh process): same install, same data.
         let only_new = KeyringFile::open(&kpath).unwrap();
-        let inst = Install::load(&s.db, &only_new.keyring().unwrap()).await.unwrap().expect("install exists");
+        let inst =
+            Install::load(s.raw_for_tests(), &only_new.keyring().unwrap()).await.unwrap().expect("install exists");
         assert_eq!((inst.id.as_str(), inst.public_key), (install_id.as_str(), public));
         assert!(inst.oauth_signing.is_some(), "the OAuth token key opens under the new master key");
         let s2 = open_store(&t.url, Arc::new(only_new), &clock, Duration::from_secs(60)).await;
@@ -1043,7 +1048,7 @@ mod cases {
         assert_eq!(count_action(&s2, "master_key.rotate").await, 2);
         // The retired key alone no longer opens anything.
         let old_only = Keyring::parse(&old_text).unwrap();
-        assert!(matches!(Install::load(&s2.db, &old_only).await, Err(StoreError::Crypto(_))));
+        assert!(matches!(Install::load(s2.raw_for_tests(), &old_only).await, Err(StoreError::Crypto(_))));
     }
 
     /// Many concurrent authentications (group commit) interleaved with domain changes
@@ -1083,7 +1088,7 @@ mod cases {
         assert!(rep.checkpoints >= 1, "{rep:?}");
         // Each request is recorded exactly once.
         let recs = audit::query(
-            &s.db,
+            s.raw_for_tests(),
             &AuditFilter { action: Some("key.authenticate".into()), limit: 10_000, ..Default::default() },
         )
         .await
@@ -1120,7 +1125,7 @@ mod cases {
         let rep = verify(s).await.unwrap();
         assert_eq!(rep.records, before + 10);
         let auths = audit::query(
-            &s.db,
+            s.raw_for_tests(),
             &AuditFilter {
                 action: Some("key.authenticate".into()),
                 after_seq: Some(before),
@@ -1146,7 +1151,7 @@ mod cases {
         let dir = s.create_directory(&a, "acme").await.unwrap();
         s.scim_create(&a, &dir, user_write(&json!({"userName": "taken"}))).await.unwrap();
         let before = count_action(&s, "scim.create").await;
-        let counts = s.db.group_commit_counts();
+        let counts = s.raw_for_tests().group_commit_counts();
         let mut tasks = Vec::new();
         for i in 0..40 {
             let (s, dir, a) = (s.clone(), dir.clone(), a.clone());
@@ -1159,7 +1164,7 @@ mod cases {
                     }
                     // A transaction dropped after writing: undone.
                     1 => {
-                        let mut tx = s.db.begin().await.unwrap();
+                        let mut tx = s.raw_for_tests().begin().await.unwrap();
                         sqlx::query("INSERT INTO install (name, value) VALUES ($1, $2)")
                             .bind(format!("dropped-{i}"))
                             .bind(vec![1u8])
@@ -1178,7 +1183,7 @@ mod cases {
             t.await.unwrap();
         }
         let dropped: i64 = sqlx::query("SELECT COUNT(*) AS n FROM install WHERE name LIKE 'dropped-%'")
-            .fetch_one(s.db.pool())
+            .fetch_one(s.raw_for_tests().pool())
             .await
             .unwrap()
             .try_get("n")
@@ -1193,7 +1198,7 @@ mod cases {
         want.sort();
         assert_eq!(names, want, "every successful create landed, nothing else");
         assert_eq!(count_action(&s, "scim.create").await, before + 20, "one record per successful create");
-        if let (Some((c0, w0)), Some((c1, w1))) = (counts, s.db.group_commit_counts()) {
+        if let (Some((c0, w0)), Some((c1, w1))) = (counts, s.raw_for_tests().group_commit_counts()) {
             // 20 creates (and the audit writer's batches) in fewer commits than writers.
             assert!(w1 - w0 >= 20 && c1 - c0 < w1 - w0, "{} commits for {} writers", c1 - c0, w1 - w0);
         }
@@ -1477,10 +1482,10 @@ mod cases {
             });
         }
         while set.join_next().await.is_some() {}
-        let recs =
-            audit::query(&s.db, &AuditFilter { actor: Some(actor.id.clone()), limit: 100, ..Default::default() })
-                .await
-                .unwrap();
+        let recs = s
+            .audit_records(&AuditFilter { actor: Some(actor.id.clone()), limit: 100, ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(recs.len(), 20);
         for r in &recs {
             assert_eq!(r.source.as_deref(), Some(nasty));
@@ -1535,7 +1540,7 @@ mod cases {
         let (other, _) = SigningKey::generate().unwrap();
         sqlx::query("UPDATE install SET value = $1 WHERE name = 'signing_public'")
             .bind(other.public_key().to_vec())
-            .execute(e.store.db.pool())
+            .execute(e.store.raw_for_tests().pool())
             .await
             .unwrap();
         let db = Db::connect(&e.t.url).await.unwrap();
@@ -1603,7 +1608,7 @@ mod cases {
             assert_eq!(rep.records, expected);
         }
         let denied = audit::query(
-            &other.db,
+            other.raw_for_tests(),
             &AuditFilter { action: Some("key.authenticate".into()), limit: 10_000, ..Default::default() },
         )
         .await
@@ -1808,7 +1813,7 @@ mod cases {
                 .collect();
             for (filter, want) in cases {
                 let f = fedkey_scim::filter::parse(&filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
-                let frag = scim_sql::translate(s.db.backend, rt, &f).unwrap_or_else(|e| panic!("{filter}: {e:?}"));
+                let frag = s.scim_filter_sql(rt, &f).unwrap_or_else(|e| panic!("{filter}: {e:?}"));
                 let got = list_ids(s, &dir.id, rt_name, Some(frag.clone()), None, false).await;
                 let mut want: Vec<&str> = want;
                 want.sort();
@@ -1824,7 +1829,7 @@ mod cases {
         let rt = fedkey_scim::schema::resource_type("User").unwrap();
         for bad in [r#"userName[value eq "x"]"#, r#"members eq "x""#, "active gt true", r#"meta.created eq "2011""#] {
             let f = fedkey_scim::filter::parse(bad).unwrap();
-            let err = scim_sql::translate(s.db.backend, rt, &f).unwrap_err();
+            let err = s.scim_filter_sql(rt, &f).unwrap_err();
             assert_eq!((err.status_code(), err.scim_type), (400, Some(fedkey_scim::ScimType::InvalidFilter)), "{bad}");
         }
     }
@@ -1903,7 +1908,7 @@ mod cases {
         for (rt_name, filter, want, [sqlite_key, pg_key]) in cases {
             let rt = fedkey_scim::schema::resource_type(rt_name).unwrap();
             let f = fedkey_scim::filter::parse(&filter).unwrap();
-            let frag = scim_sql::translate(s.db.backend, rt, &f).unwrap();
+            let frag = s.scim_filter_sql(rt, &f).unwrap();
             assert_eq!(list_ids(s, d, rt_name, Some(frag.clone()), None, false).await, [want], "{filter}");
             let plan = explain_list(s, d, rt_name, &frag).await;
             let ok = match kind {
@@ -1938,7 +1943,7 @@ mod cases {
         let e = env_on(TestDb::with_pg_options(kind, icu).await).await;
         if kind == Kind::Postgres {
             let row = sqlx::query("SELECT CASE WHEN 'a' < 'B' THEN 'linguistic' ELSE 'code point' END AS o")
-                .fetch_one(e.store.db.pool())
+                .fetch_one(e.store.raw_for_tests().pool())
                 .await
                 .unwrap();
             loud(&format!("default string order of the test database: {}", row.try_get::<String, _>("o").unwrap()));
@@ -2076,7 +2081,7 @@ mod cases {
             let resources = &presented[rt_name];
             for path in sort_paths(rt) {
                 let expected = fedkey_scim::eval::sort_value(rt, &serde_json::Value::Null, &path);
-                let frag = scim_sql::order_by(s.db.backend, rt, &path);
+                let frag = s.scim_order_sql(rt, &path);
                 let frag = match (expected, frag) {
                     (Err(want), Err(got)) => {
                         assert_eq!((got.scim_type, got.detail), (want.scim_type, want.detail), "sortBy {path}");
@@ -2291,7 +2296,7 @@ async fn agree(
 ) -> Option<usize> {
     use std::collections::BTreeSet;
     let rt = fedkey_scim::schema::resource_type(rt_name).unwrap();
-    let kind = s.db.backend;
+    let kind = s.raw_for_tests().backend;
     let (compiled, frag) = match (fedkey_scim::eval::compile(rt, f), scim_sql::translate(kind, rt, f)) {
         (Err(want), Err(got)) => {
             assert_eq!((got.scim_type, &got.detail), (want.scim_type, &want.detail), "{f}");

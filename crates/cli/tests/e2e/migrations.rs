@@ -53,13 +53,10 @@ async fn serve_refuses_a_database_whose_migration_changed() {
         let mut s = Server::start(b);
         let _ = s.child.kill();
         let _ = s.child.wait();
-        let dialect = if b == Backend::Sqlite { "sqlite" } else { "postgres" };
-        let file = std::fs::read_dir(format!("{}/../store/migrations/{dialect}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("0002_"))
-            .unwrap();
-        let ours = hex::encode(fedkey_crypto::sha256(std::fs::read_to_string(&file).unwrap().as_bytes()));
+        let backend =
+            if b == Backend::Sqlite { fedkey_store::Backend::Sqlite } else { fedkey_store::Backend::Postgres };
+        let sums = fedkey_store::migration_checksums(backend).unwrap();
+        let ours = sums.iter().find(|(v, _)| *v == 2).map(|(_, c)| c.clone()).unwrap();
         let forged = "0f".repeat(32);
         run_sql(b, &s, &format!("UPDATE schema_migrations SET checksum = '{forged}' WHERE version = 2"));
 

@@ -127,7 +127,7 @@ impl SinkRun {
             };
             let filter =
                 AuditFilter { after_seq: Some(cursor), limit: self.spec.batch_size as i64, ..Default::default() };
-            let records = match fedkey_store::audit::query(&self.store.db, &filter).await {
+            let records = match self.store.audit_records(&filter).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, "audit records could not be read for streaming");
@@ -148,7 +148,7 @@ impl SinkRun {
                     match self.store.audit_sink_advance(&name, &self.node, last).await {
                         Ok(true) => {
                             held = held.map(|(_, at)| (last, at));
-                            if let Ok((head, _)) = fedkey_store::audit::head(&self.store.db).await {
+                            if let Ok((head, _)) = self.store.audit_head().await {
                                 metrics::gauge!("fedkey_audit_sink_lag", "sink" => name.clone())
                                     .set((head - last).max(0) as f64);
                             }

@@ -29,7 +29,6 @@ use fedkey_scim::resource::{parse_attr_list, parse_attr_path, project};
 use fedkey_scim::schema::ResourceTypeDef;
 use fedkey_scim::{ScimError, ScimType};
 use fedkey_store::scim::{ListKey, ListQuery, StoredResource};
-use fedkey_store::scim_sql;
 use serde_json::{Value, json};
 
 use super::body::ScimBody;
@@ -312,9 +311,8 @@ async fn list(s: AppState, ctx: Ctx, rt_name: &str, p: ListParams) -> Result<Res
     let compiled: Option<CompiledFilter> =
         filter.as_ref().map(|f| eval::compile(rt, f)).transpose().map_err(invalid_filter)?;
     let sort = p.sort_by.as_deref().map(|x| sort_path(rt, x)).transpose()?;
-    let backend = s.store.db.backend;
-    let sql_filter = filter.as_ref().map(|f| scim_sql::translate(backend, rt, f)).transpose();
-    let sql_order = sort.as_ref().map(|x| scim_sql::order_by(backend, rt, x)).transpose();
+    let sql_filter = filter.as_ref().map(|f| s.store.scim_filter_sql(rt, f)).transpose();
+    let sql_order = sort.as_ref().map(|x| s.store.scim_order_sql(rt, x)).transpose();
     let dir_id = &ctx.principal.directory_id;
     if let (Some(c), Ok(filter)) = (&cursor, &sql_filter) {
         let q = ListQuery {

@@ -172,12 +172,12 @@ pub async fn page(
     require_audit(&c, &s, "audit.read").await?;
     let Query(q) = q.map_err(|e| PageError::bad_request(e.body_text()))?;
     let st = &s.store;
-    let records = fedkey_store::audit::query(&st.db, &filter(&q, PAGE_SIZE)?).await?;
+    let records = st.audit_records(&filter(&q, PAGE_SIZE)?).await?;
     c.record(st, "audit.read", Outcome::Success, (None, None), json!({"via": "console"})).await?;
     let state = st.audit_state().await?;
     let chain = if q.verify.is_some() {
         c.record(st, "audit.verify", Outcome::Success, (None, None), json!({"via": "console"})).await?;
-        Some(match fedkey_store::audit::verify(&st.db, &st.install.id, &st.install.public_key).await? {
+        Some(match st.verify_audit().await? {
             Ok(rep) => ChainView {
                 ok: true,
                 text: format!("{} records and {} signed checkpoints verified", rep.records, rep.checkpoints),
@@ -223,7 +223,7 @@ pub async fn export(
     let mut out = String::new();
     let mut n = 0;
     loop {
-        let page = fedkey_store::audit::query(&st.db, &filter(&q, 1000)?).await?;
+        let page = st.audit_records(&filter(&q, 1000)?).await?;
         for r in &page {
             out.push_str(&r.to_json().to_string());
             out.push('\n');

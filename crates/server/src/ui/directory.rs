@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use fedkey_scim::{filter, schema};
 use fedkey_store::scim::ListQuery;
-use fedkey_store::scim_sql;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -80,7 +79,7 @@ pub async fn page(
         f => filter::parse(f)
             .map_err(|e| format!("invalid filter: {e}"))
             .and_then(|parsed| {
-                scim_sql::translate(st.db.backend, rt, &parsed)
+                st.scim_filter_sql(rt, &parsed)
                     .map_err(|e| format!("this filter cannot be used in the browser: {}", e.detail))
             })
             .map(Some),

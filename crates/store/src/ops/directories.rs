@@ -81,7 +81,7 @@ impl Store {
         // On PostgreSQL the row lock waits out writers that reference the directory (their
         // foreign-key check takes a share lock) and holds off new ones; SQLite's write
         // transaction is already exclusive.
-        let lock = if self.db.backend == crate::Backend::Postgres { " FOR UPDATE" } else { "" };
+        let lock = self.db.backend.for_update();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, name, created_at, created_by, password_policy FROM directories WHERE name = $1{lock}"
         )))

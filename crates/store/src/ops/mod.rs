@@ -1,6 +1,7 @@
 //! Domain operations. Each change runs in one transaction together with its audit
 //! record: if the record cannot be written, the change does not happen.
 
+mod access;
 pub mod console;
 mod directories;
 mod health;
@@ -86,7 +87,7 @@ impl Actor {
 }
 
 pub struct Store {
-    pub db: Db,
+    pub(crate) db: Db,
     pub clock: Arc<dyn Clock>,
     pub install: Arc<Install>,
     pub audit: AuditWriter,

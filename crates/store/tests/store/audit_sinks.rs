@@ -15,7 +15,7 @@ pub async fn audit_sink_leases_exclude_other_nodes(kind: Kind) {
     for d in ["one", "two", "three"] {
         a.create_directory(&actor(), d).await.unwrap();
     }
-    let (head, _) = fedkey_store::audit::head(&a.db).await.unwrap();
+    let (head, _) = a.audit_head().await.unwrap();
     assert!(head >= 3);
 
     // Node a takes the new sink, from the start of the log; node b is kept off.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fedkey_store::StoreError;
-use fedkey_store::audit::{self, AuditFilter};
+use fedkey_store::audit::AuditFilter;
 use fedkey_store::auth::RequestMeta;
 use fedkey_store::auth_failures::SUMMARY_ACTION;
 use serde_json::Value;
@@ -17,7 +17,7 @@ fn from(source: &str) -> RequestMeta {
 
 async fn summaries(e: &Env) -> Vec<Value> {
     let f = AuditFilter { action: Some(SUMMARY_ACTION.into()), limit: 1000, ..Default::default() };
-    let recs = audit::query(&e.store.db, &f).await.unwrap();
+    let recs = e.store.audit_records(&f).await.unwrap();
     recs.iter()
         .map(|r| {
             let mut v: Value = serde_json::from_str(&r.details).unwrap();
@@ -72,7 +72,7 @@ pub async fn failed_authentications_are_summarized_per_window(kind: Kind) {
         assert!(s.authenticate_provisioning("acme", Some(key.expose()), &from(a)).await.unwrap().is_ok());
     }
     let f = AuditFilter { action: Some("key.authenticate".into()), limit: 1000, ..Default::default() };
-    let auths = audit::query(&s.db, &f).await.unwrap();
+    let auths = s.audit_records(&f).await.unwrap();
     let count = |src: &str, outcome: &str| {
         auths.iter().filter(|r| r.source.as_deref() == Some(src) && r.outcome.as_str() == outcome).count()
     };
@@ -117,7 +117,7 @@ pub async fn failed_authentications_are_summarized_per_window(kind: Kind) {
     for _ in 0..10 {
         assert!(s.authenticate_provisioning("acme", Some("fkp_bad0"), &from(a)).await.unwrap().is_err());
     }
-    let denied = audit::query(&s.db, &f).await.unwrap().iter().filter(|r| r.outcome.as_str() == "denied").count();
+    let denied = s.audit_records(&f).await.unwrap().iter().filter(|r| r.outcome.as_str() == "denied").count();
     assert_eq!(denied, 10 + 3 + 10 + 10, "the refused attempt left the new window 10 records");
     verify(s).await.unwrap();
 }

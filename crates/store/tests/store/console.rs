@@ -24,7 +24,7 @@ pub async fn console_sessions_end_on_time_and_on_revocation(kind: Kind) {
     assert_eq!(id.len(), 64);
     // Only the hash is stored.
     let stored: Vec<u8> = sqlx::query("SELECT id_hash FROM console_sessions")
-        .fetch_one(s.db.pool())
+        .fetch_one(s.raw_for_tests().pool())
         .await
         .unwrap()
         .try_get("id_hash")

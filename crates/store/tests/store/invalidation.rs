@@ -66,9 +66,9 @@ async fn changes_reach_another_stores_cache_at_once() {
         assert_eq!(key_result(&other, "acme", k).await, Ok(()), "cached on the other store");
     }
     // A change it is not told of (SQL by hand) stays unseen: the TTL is long.
-    exec(&s.db, "UPDATE trusts SET status = 'suspended' WHERE name = 'k1'").await;
+    exec(s.raw_for_tests(), "UPDATE trusts SET status = 'suspended' WHERE name = 'k1'").await;
     assert_eq!(key_result(&other, "acme", &keys[0]).await, Ok(()), "served from the warm cache");
-    exec(&s.db, "UPDATE trusts SET status = 'active' WHERE name = 'k1'").await;
+    exec(s.raw_for_tests(), "UPDATE trusts SET status = 'active' WHERE name = 'k1'").await;
 
     s.revoke_key(&a, &tref("acme", "k1"), 1).await.unwrap();
     refused_within(&other, "acme", &keys[0], AuthFailure::Revoked, "key revoked").await;
@@ -111,13 +111,13 @@ async fn a_lost_listener_reconnects_and_drops_the_cache() {
     let keys = trusts_with_keys(s, &["entra"]).await;
     assert_eq!(key_result(&other, "acme", &keys[0]).await, Ok(()));
     // Revoked behind every store's back (no notice), while the listeners are cut off.
-    exec(&s.db, "UPDATE key_versions SET state = 'revoked'").await;
+    exec(s.raw_for_tests(), "UPDATE key_versions SET state = 'revoked'").await;
     let listeners = format!(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = '{LISTENER_APPLICATION_NAME}'"
     );
     let killed =
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT pg_terminate_backend(pid) AS k FROM ({listeners}) l")))
-            .fetch_all(s.db.pool())
+            .fetch_all(s.raw_for_tests().pool())
             .await
             .unwrap();
     assert_eq!(killed.len(), 2, "one listener per store");
@@ -128,7 +128,7 @@ async fn a_lost_listener_reconnects_and_drops_the_cache() {
     let took = took.expect("the reconnected listener dropped the cache");
     loud(&format!("listener reconnected and dropped the cache after {took:?}"));
     // And it hears changes again.
-    exec(&s.db, "UPDATE key_versions SET state = 'current'").await;
+    exec(s.raw_for_tests(), "UPDATE key_versions SET state = 'current'").await;
     let (_, k2) = s.rotate_key(&a, &tref("acme", "entra"), rotate(HOUR)).await.unwrap();
     let k2 = k2.unwrap();
     assert_eq!(key_result(&other, "acme", &k2).await, Ok(()));

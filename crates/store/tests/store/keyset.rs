@@ -10,7 +10,6 @@ use std::time::Duration;
 use fedkey_core::ManualClock;
 use fedkey_store::StoreError;
 use fedkey_store::scim::{ListKey, ListQuery};
-use fedkey_store::scim_sql;
 use serde_json::json;
 
 use super::{Kind, T0, TestDb, actor, env_on, open_store, user_write};
@@ -25,7 +24,7 @@ where
     let rt = fedkey_scim::schema::resource_type("User").unwrap();
     let filter = filtered.then(|| {
         let f = fedkey_scim::filter::parse(r#"userName sw "u""#).unwrap();
-        scim_sql::translate(s.db.backend, rt, &f).unwrap()
+        s.scim_filter_sql(rt, &f).unwrap()
     });
     let mut seen = Vec::new();
     let mut after: Option<ListKey> = None;

@@ -1,26 +1,17 @@
 //! Migration checksums (both backends) and the schema parity of the two backends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use fedkey_store::{Db, StoreError};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Kind, TestDb, exec, loud, pg_admin_url, redact};
 
-/// The binary's migrations for `kind`, read from the source tree: version → checksum.
+/// The binary's migrations for `kind`: version → checksum.
 fn migration_files(kind: Kind) -> BTreeMap<i64, String> {
-    let dialect = if kind == Kind::Sqlite { "sqlite" } else { "postgres" };
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let path = e.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        let version: i64 = name.split('_').next().unwrap().parse().unwrap_or_else(|_| panic!("{name}"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        out.insert(version, hex::encode(fedkey_crypto::sha256(text.as_bytes())));
-    }
-    assert!(out.len() >= 10, "found the migrations in {}", dir.display());
+    let backend = if kind == Kind::Sqlite { fedkey_store::Backend::Sqlite } else { fedkey_store::Backend::Postgres };
+    let out: BTreeMap<i64, String> = fedkey_store::migration_checksums(backend).unwrap().into_iter().collect();
+    assert!(out.len() >= 10, "found {} migrations", out.len());
     out
 }
 

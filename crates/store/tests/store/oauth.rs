@@ -60,9 +60,12 @@ pub async fn oauth_clients_and_token_subjects(kind: Kind) {
 pub async fn oauth_signing_key_is_added_to_an_older_install(kind: Kind) {
     let e = env(kind).await;
     assert!(e.store.install.oauth_signing.is_some(), "a new install has one");
-    sqlx::query("DELETE FROM install WHERE name = 'oauth_signing_key'").execute(e.store.db.pool()).await.unwrap();
+    sqlx::query("DELETE FROM install WHERE name = 'oauth_signing_key'")
+        .execute(e.store.raw_for_tests().pool())
+        .await
+        .unwrap();
     let ring = e.keyring.keyring().unwrap();
-    let old = Install::load(&e.store.db, &ring).await.unwrap().unwrap();
+    let old = Install::load(e.store.raw_for_tests(), &ring).await.unwrap().unwrap();
     assert!(old.oauth_signing.is_none(), "an older install reads without one");
     let s2 = open_store(&e.t.url, e.keyring.clone(), &e.clock, std::time::Duration::from_secs(60)).await;
     let key = s2.install.oauth_signing.as_ref().expect("created on open").public_key();

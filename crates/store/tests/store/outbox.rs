@@ -447,7 +447,7 @@ pub async fn sync_outcomes_need_one_connection(kind: Kind) {
     s.fan_out(100).await.unwrap();
     let w = s.claim_sync_work(&trust.id, "node-a", 2, Duration::from_secs(30)).await.unwrap();
     assert_eq!(w.len(), 2);
-    let pool = s.db.pool();
+    let pool = s.raw_for_tests().pool();
     let max = pool.options().get_max_connections() as usize;
     // The writers share one connection of the pool (group commit) once one has written.
     let mut held = Vec::new();

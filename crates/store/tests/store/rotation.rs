@@ -182,7 +182,7 @@ pub async fn wrapped_links_reveal_once(kind: Kind) {
     assert!(s.wrap_key(&a, &r, 1, &k1, Duration::ZERO).await.is_err());
     // Neither the key nor the link token is stored in clear.
     let dump: Vec<(Option<Vec<u8>>,)> =
-        sqlx::query_as("SELECT envelope FROM wrapped_links").fetch_all(s.db.pool()).await.unwrap();
+        sqlx::query_as("SELECT envelope FROM wrapped_links").fetch_all(s.raw_for_tests().pool()).await.unwrap();
     assert!(dump.iter().all(|(e,)| e.is_none()), "envelopes are erased after use or expiry");
     verify(s).await.unwrap();
 }
@@ -326,10 +326,14 @@ pub async fn user_groups_lookup_uses_the_member_index(kind: Kind) {
     if kind == Kind::Sqlite {
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT {} FROM scim_resources r WHERE r.directory_id = $1 AND r.id = $2",
-            fedkey_store::scim::read_columns(s.db.backend, "User")
+            fedkey_store::scim::read_columns(s.raw_for_tests().backend, "User")
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(d.clone()).bind("u77").fetch_all(s.db.pool()).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(d.clone())
+            .bind("u77")
+            .fetch_all(s.raw_for_tests().pool())
+            .await
+            .unwrap();
         let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, "detail").unwrap()).collect();
         let members = plan.iter().find(|l| l.contains(" m ")).unwrap();
         assert!(members.contains("scim_members_member") && members.contains("member_id=?"), "{plan:?}");
@@ -405,7 +409,7 @@ pub async fn lookups_by_id_use_the_primary_key(kind: Kind) {
     // So is a list whose filter pins the id (Entra ID's `id eq … and members eq …`).
     let rt = fedkey_scim::schema::resource_type("User").unwrap();
     let f = fedkey_scim::filter::parse(r#"id eq "u77" and active eq true"#).unwrap();
-    let frag = fedkey_store::scim_sql::translate(s.db.backend, rt, &f).unwrap();
+    let frag = s.scim_filter_sql(rt, &f).unwrap();
     assert!(frag.pins_id);
     let q = fedkey_store::scim::ListQuery { filter: Some(frag), limit: 10, ..Default::default() };
     let plans = s.scim_list_plan(&d, "User", &q).await.unwrap();
@@ -435,7 +439,7 @@ pub async fn lookups_by_id_use_the_primary_key(kind: Kind) {
     assert_eq!(s.scim_get(&d, "User", &alice.id).await.unwrap().version, 1, "a user is not replaced as a group");
     let rt = fedkey_scim::schema::resource_type("Group").unwrap();
     let f = fedkey_scim::filter::parse(&format!(r#"id eq "{}""#, alice.id)).unwrap();
-    let frag = fedkey_store::scim_sql::translate(s.db.backend, rt, &f).unwrap();
+    let frag = s.scim_filter_sql(rt, &f).unwrap();
     let q = fedkey_store::scim::ListQuery { filter: Some(frag), limit: 10, ..Default::default() };
     assert_eq!(s.scim_list(&d, "Group", &q).await.unwrap().0, 0, "a user's id lists no group");
     let q = fedkey_store::scim::ListQuery { filter: q.filter, limit: 10, ..Default::default() };
@@ -498,10 +502,7 @@ pub async fn leak_reports_and_pending_auth(kind: Kind) {
     assert_eq!(f.action, LeakAction::Revoked);
     assert_eq!(states(&s.list_keys(&r).await.unwrap()).last(), Some(&(4, KeyState::Revoked)));
     assert_eq!(count_action(s, "leak.report").await, 4);
-    let all =
-        fedkey_store::audit::query(&s.db, &fedkey_store::audit::AuditFilter { limit: 10_000, ..Default::default() })
-            .await
-            .unwrap();
+    let all = s.audit_records(&fedkey_store::audit::AuditFilter { limit: 10_000, ..Default::default() }).await.unwrap();
     for rec in &all {
         for t in [k1.expose(), k3.expose(), k4.expose(), bad.as_str()] {
             assert!(!rec.details.contains(t), "a candidate in audit record {}", rec.seq);

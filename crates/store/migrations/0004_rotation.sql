@@ -26,7 +26,7 @@ CREATE TABLE connectors (
     name            TEXT NOT NULL,
     kind            TEXT NOT NULL,
     spec            TEXT NOT NULL,
-    credentials     BLOB,
+    credentials     {{blob}},
     created_at      BIGINT NOT NULL,
     created_by      TEXT NOT NULL,
     last_success_at BIGINT,
@@ -73,10 +73,10 @@ CREATE TABLE leases (
 -- Single-use retrieval links. Only the SHA-256 of the link token is stored; the key
 -- envelope (AAD wrap/HASH_HEX) is erased at first use or expiry.
 CREATE TABLE wrapped_links (
-    token_hash BLOB PRIMARY KEY,
+    token_hash {{blob}} PRIMARY KEY,
     trust_id   TEXT NOT NULL REFERENCES trusts(id) ON DELETE CASCADE,
     version    BIGINT NOT NULL,
-    envelope   BLOB,
+    envelope   {{blob}},
     created_at BIGINT NOT NULL,
     created_by TEXT NOT NULL,
     expires_at BIGINT NOT NULL,

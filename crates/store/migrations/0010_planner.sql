@@ -1,3 +1,4 @@
+-- @sqlite
 -- Plans that do not depend on how much data a database happens to hold.
 --
 -- Without statistics SQLite assumes that `directory_id = ? AND resource_type = ?` picks out
@@ -9,9 +10,16 @@
 -- member. A later ANALYZE (or PRAGMA optimize) replaces them with measured ones.
 ANALYZE sqlite_schema;
 
+-- @end
 -- Pages of an unfiltered list (`GET /Users?startIndex=…`, reconciliation) in their stable
+-- @sqlite
 -- order without sorting the directory for every page.
+-- @postgres
+-- order without sorting the directory for every page. (SQLite's migration 0010 also pins
+-- planner statistics; PostgreSQL keeps its own, gathered by autovacuum.)
+-- @end
 CREATE INDEX scim_resources_created ON scim_resources (directory_id, resource_type, created_at, id);
+-- @sqlite
 
 DELETE FROM sqlite_stat1 WHERE tbl IN ('scim_resources', 'scim_members', 'scim_values');
 INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
@@ -27,3 +35,4 @@ INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
 
 -- Makes this connection load the figures above (others load them when they open).
 ANALYZE sqlite_schema;
+-- @end

@@ -3,11 +3,11 @@
 -- lets one node at a time stream a sink.
 CREATE TABLE audit_sink_cursors (
     sink TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL DEFAULT 0,
-    delivered_at BIGINT,
+    seq {{integer}} NOT NULL DEFAULT 0,
+    delivered_at {{integer}},
     last_error TEXT,
-    last_error_at BIGINT,
-    failures BIGINT NOT NULL DEFAULT 0,
+    last_error_at {{integer}},
+    failures {{integer}} NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until BIGINT
+    lease_until {{integer}}
 );

@@ -5,7 +5,7 @@
 -- that records the per-target work, so a change whose transaction commits late is
 -- never skipped (there is no "last seen" cursor).
 CREATE TABLE sync_outbox (
-    seq           BIGSERIAL PRIMARY KEY,
+    seq           {{serial_pk}},
     directory_id  TEXT NOT NULL,
     resource_type TEXT NOT NULL,
     resource_id   TEXT NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE sync_targets (
     directory_id         TEXT NOT NULL,
     base_url             TEXT NOT NULL,
     oauth                TEXT,
-    oauth_secret         BYTEA,
+    oauth_secret         {{blob}},
     mapping              TEXT NOT NULL,
     max_attempts         BIGINT NOT NULL,
     concurrency          BIGINT NOT NULL,

@@ -1,4 +1,4 @@
--- fedkey foundation schema (SQLite). Timestamps are integer microseconds since the epoch.
+-- fedkey foundation schema ({{dialect}}). Timestamps are integer microseconds since the epoch.
 CREATE TABLE directories (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -26,8 +26,8 @@ CREATE TABLE key_versions (
     version      BIGINT NOT NULL,
     state        TEXT NOT NULL,
     scopes       TEXT NOT NULL,
-    verifier     BLOB UNIQUE,
-    envelope     BLOB,
+    verifier     {{blob}} UNIQUE,
+    envelope     {{blob}},
     created_at   BIGINT NOT NULL,
     created_by   TEXT NOT NULL,
     activated_at BIGINT,
@@ -41,7 +41,7 @@ CREATE TABLE admin_tokens (
     id           TEXT PRIMARY KEY,
     name         TEXT NOT NULL UNIQUE,
     role         TEXT NOT NULL,
-    verifier     BLOB NOT NULL UNIQUE,
+    verifier     {{blob}} NOT NULL UNIQUE,
     created_at   BIGINT NOT NULL,
     created_by   TEXT NOT NULL,
     expires_at   BIGINT,
@@ -51,7 +51,7 @@ CREATE TABLE admin_tokens (
 
 CREATE TABLE install (
     name  TEXT PRIMARY KEY,
-    value BLOB NOT NULL
+    value {{blob}} NOT NULL
 );
 
 CREATE TABLE audit_log (
@@ -66,32 +66,46 @@ CREATE TABLE audit_log (
     source      TEXT,
     request_id  TEXT,
     details     TEXT NOT NULL,
-    prev_hash   BLOB NOT NULL,
-    hash        BLOB NOT NULL
+    prev_hash   {{blob}} NOT NULL,
+    hash        {{blob}} NOT NULL
 );
 CREATE INDEX audit_log_ts ON audit_log (ts);
 CREATE INDEX audit_log_directory ON audit_log (directory, seq);
 
 -- Append-only: the application never updates or deletes audit rows.
+-- @sqlite
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+-- @postgres
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit_log is append-only'; END; $$;
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+-- @end
 
 CREATE TABLE audit_head (
-    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    id   {{integer}} PRIMARY KEY CHECK (id = 1),
     seq  BIGINT NOT NULL,
-    hash BLOB NOT NULL
+    hash {{blob}} NOT NULL
 );
-INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, zeroblob(32));
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, {{zero_bytes_32}});
 
 CREATE TABLE audit_checkpoints (
     size      BIGINT PRIMARY KEY,
-    head_hash BLOB NOT NULL,
+    head_hash {{blob}} NOT NULL,
     ts        BIGINT NOT NULL,
-    signature BLOB NOT NULL
+    signature {{blob}} NOT NULL
 );
+-- @sqlite
 CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
 BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
 CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
 BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+-- @postgres
+CREATE FUNCTION audit_checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit_checkpoints is append-only'; END; $$;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE OR DELETE ON audit_checkpoints
+FOR EACH ROW EXECUTE FUNCTION audit_checkpoints_append_only();
+-- @end

@@ -28,7 +28,7 @@ CREATE INDEX trust_material_status ON trust_material (trust_id, status);
 -- JWT ids already accepted, until the token expires: a replayed assertion is refused.
 CREATE TABLE jwt_replay (
     trust_id   TEXT NOT NULL,
-    jti_hash   BYTEA NOT NULL,
+    jti_hash   {{blob}} NOT NULL,
     expires_at BIGINT NOT NULL,
     PRIMARY KEY (trust_id, jti_hash)
 );
