@@ -121,15 +121,18 @@ impl Pusher {
             match self.post(s, auth.as_ref(), token).await {
                 Outcome::Delivered => {
                     self.store.finish_push_events(&self.cfg.owner, e).await?;
+                    metrics::counter!("fedkey_security_event_pushes_total", "outcome" => "delivered").increment(1);
                     report.delivered += 1;
                 }
                 Outcome::Refused { err, description } => {
                     tracing::warn!(stream = %s.id, jti = %e.jti, %err, "receiver refused a SET; dropped");
                     self.store.refuse_push_event(&self.cfg.owner, e, &err, &description).await?;
+                    metrics::counter!("fedkey_security_event_pushes_total", "outcome" => "refused").increment(1);
                     report.refused += 1;
                 }
                 Outcome::Retry(why) => {
                     self.retry(e, &why).await?;
+                    metrics::counter!("fedkey_security_event_pushes_total", "outcome" => "retry").increment(1);
                     report.retrying += 1;
                 }
             }
