@@ -261,6 +261,10 @@ on_both_backends!(
     keyset_pages_are_in_the_default_order_only,
     keyset_pages_seek_the_creation_index,
     console_sessions_end_on_time_and_on_revocation,
+    events_fan_out_per_stream_and_type,
+    events_poll_acks_and_errors,
+    events_push_leases_and_outcomes,
+    events_stream_configuration,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -269,6 +273,8 @@ mod audit_sinks;
 mod connections;
 #[path = "store/console.rs"]
 mod console;
+#[path = "store/events.rs"]
+mod events;
 
 #[path = "store/auth_failures.rs"]
 mod auth_failures;
@@ -458,6 +464,10 @@ mod cases {
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
     pub use super::console::console_sessions_end_on_time_and_on_revocation;
+    pub use super::events::{
+        events_fan_out_per_stream_and_type, events_poll_acks_and_errors, events_push_leases_and_outcomes,
+        events_stream_configuration,
+    };
     pub use super::keyset::{
         keyset_pages_are_in_the_default_order_only, keyset_pages_seek_the_creation_index,
         keyset_walk_under_concurrent_writes,
@@ -630,7 +640,7 @@ mod cases {
         assert_eq!(fresh.directory("acme").await.unwrap().password_policy, PasswordPolicy::Refuse);
         assert_eq!(fresh.list_directories().await.unwrap()[0].password_policy, PasswordPolicy::Refuse);
         let f = AuditFilter { action: Some("directory.settings".into()), limit: 10, ..Default::default() };
-        let recs = audit::query(&s.db, &f).await.unwrap();
+        let recs = s.audit_records(&f).await.unwrap();
         assert_eq!(recs.len(), 1);
         assert!(recs[0].details.contains(r#""before":{"password_policy":"fingerprint"}"#), "{}", recs[0].details);
         assert!(recs[0].details.contains(r#""after":{"password_policy":"refuse"}"#), "{}", recs[0].details);
