@@ -8,7 +8,9 @@
 //! Run: `cargo bench -p fedkey-cli --bench import`.
 //! Env: BENCH_USERS (10000), BENCH_BATCH (500), BENCH_ROUNDS (1: fresh servers per round),
 //! BENCH_BACKENDS (sqlite,postgres; PostgreSQL is reported skipped when unreachable),
-//! FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test).
+//! FEDKEY_TEST_PG_URL (postgres://postgres@127.0.0.1:5432/test), BENCH_FEDKEY_BIN (the
+//! `fedkey` binary to run, default the one built with the benchmark: a same-run A/B runs
+//! the benchmark once per binary in each round, see docs/benchmarks.md).
 //! Under `cargo test --all-targets` (no `--bench`) it runs a small smoke version on SQLite
 //! that asserts the same things.
 
@@ -103,6 +105,7 @@ async fn bench() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("users.csv");
     write_csv(&csv, users);
+    println!("binary: {}", fleet::bin());
     println!("| backend | round | users | batch | seconds | rows/s | audit verify |");
     println!("|---|---|---|---|---|---|---|");
     for backend in backends {
