@@ -18,7 +18,7 @@ fn user(i: usize, emails: usize) -> ResourceWrite {
         name_key: name.to_lowercase(),
         external_id: Some(format!("E{i}")),
         body: json!({
-            "userName": name, "externalId": format!("E{i}"), "active": i % 2 == 0,
+            "userName": name, "externalId": format!("E{i}"), "active": i.is_multiple_of(2),
             "emails": emails.iter().map(|e| json!({"value": e})).collect::<Vec<_>>(),
         }),
         members: None,
