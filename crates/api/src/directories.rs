@@ -1,5 +1,6 @@
 //! Directories: `/directories`, `/directories/{d}` and the bulk import.
 
+use fedkey_core::PasswordPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +18,19 @@ pub struct Directory {
     pub id: String,
     pub created_at: Option<String>,
     pub created_by: String,
+    /// What the SCIM service does with a `password` a client sends: `fingerprint` (keep
+    /// only a keyed fingerprint; the default), `ignore` (drop it) or `refuse` (400).
+    #[schema(value_type = String)]
+    pub password_policy: PasswordPolicy,
+}
+
+/// `PUT /directories/{d}/settings`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySettings {
+    /// `fingerprint`, `ignore` or `refuse`.
+    #[schema(value_type = String)]
+    pub password_policy: PasswordPolicy,
 }
 
 /// `GET /directories`.

@@ -5,13 +5,15 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use fedkey_api::audit::AuditVerification;
-use fedkey_api::directories::{CreateDirectory, Directory, DirectoryDeleted, DirectoryDetail, DirectoryList};
+use fedkey_api::directories::{
+    CreateDirectory, Directory, DirectoryDeleted, DirectoryDetail, DirectoryList, DirectorySettings,
+};
 use fedkey_api::keys::{KeyList, KeyVersion, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, WrappedLink};
 use fedkey_api::tokens::{AdminToken, CreateToken, TokenCreated, TokenList};
 use fedkey_api::trusts::{
     CreateTrust, ScopesRequest, Trust, TrustCreated, TrustDetail, TrustEnvelope, TrustList, TrustPolicyRequest,
 };
-use fedkey_core::{Direction, PeerKind, Role, TrustRef};
+use fedkey_core::{Direction, PasswordPolicy, PeerKind, Role, TrustRef};
 use serde_json::json;
 
 use crate::client::{Client, q};
@@ -41,6 +43,15 @@ pub enum DirectoryCmd {
         /// Also delete everything the directory holds.
         #[arg(long)]
         force: bool,
+    },
+    /// Change a directory's settings.
+    Settings {
+        /// Directory name.
+        name: String,
+        /// What the SCIM service does with a `password` a client sends: fingerprint (keep
+        /// only a keyed fingerprint), ignore (drop it) or refuse (answer 400).
+        #[arg(long, value_parser = parse_password_policy)]
+        password_policy: PasswordPolicy,
     },
 }
 
@@ -283,6 +294,9 @@ fn parse_direction(s: &str) -> Result<Direction, String> {
 fn parse_peer(s: &str) -> Result<PeerKind, String> {
     s.parse().map_err(|e: fedkey_core::DomainError| e.to_string())
 }
+fn parse_password_policy(s: &str) -> Result<PasswordPolicy, String> {
+    s.parse().map_err(|e: fedkey_core::DomainError| e.to_string())
+}
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse().map_err(|e: fedkey_core::DomainError| e.to_string())
 }
@@ -299,7 +313,7 @@ fn path(r: &TrustRef) -> String {
 const KEY_COLUMNS: &[&str] =
     &["version", "state", "scopes", "+created_at", "+activated_at", "expires_at", "last_used_at"];
 const TRUST_COLUMNS: &[&str] = &["ref", "direction", "+peer_kind", "status", "scopes", "+created_at"];
-const DIRECTORY_COLUMNS: &[&str] = &["name", "created_at", "+created_by"];
+const DIRECTORY_COLUMNS: &[&str] = &["name", "password_policy", "created_at", "+created_by"];
 const LEAK_COLUMNS: &[&str] = &["ref", "leak_policy", "pending_auth", "updated_at"];
 const POLICY_COLUMNS: &[&str] = &["ref", "privileged_groups", "allowed_sources", "rate_limit", "updated_at"];
 
@@ -367,8 +381,26 @@ pub async fn directory(s: &Settings, out: Output, c: DirectoryCmd) -> anyhow::Re
                 Output::Json => output::json(&v),
                 Output::Table => output::record(
                     &v,
-                    &["name", "id", "created_at", "created_by", "trusts", "users", "groups", "targets"],
+                    &[
+                        "name",
+                        "id",
+                        "password_policy",
+                        "created_at",
+                        "created_by",
+                        "trusts",
+                        "users",
+                        "groups",
+                        "targets",
+                    ],
                 ),
+            }
+        }
+        DirectoryCmd::Settings { name, password_policy } => {
+            let p = format!("/directories/{}/settings", q(&name));
+            let v: Directory = api.put_as(&p, &DirectorySettings { password_policy }).await?;
+            match out {
+                Output::Json => output::json(&v),
+                Output::Table => output::record(&v, DIRECTORY_COLUMNS),
             }
         }
         DirectoryCmd::Delete { name, force } => {

@@ -1656,6 +1656,8 @@ mod oauth;
 mod openapi;
 #[path = "e2e/packaging.rs"]
 mod packaging;
+#[path = "e2e/passwords.rs"]
+mod passwords;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/preauth.rs"]

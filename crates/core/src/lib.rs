@@ -13,7 +13,7 @@ pub mod scope;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::DomainError;
 pub use model::{
-    Direction, KeyState, LeakPolicy, PeerKind, PendingAuth, Role, RotationKind, RotationStep, TrustRef, TrustStatus,
-    Validation,
+    Direction, KeyState, LeakPolicy, PasswordPolicy, PeerKind, PendingAuth, Role, RotationKind, RotationStep, TrustRef,
+    TrustStatus, Validation,
 };
 pub use scope::{Scope, ScopeSet};

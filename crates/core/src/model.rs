@@ -67,6 +67,12 @@ string_enum!(
     /// version, or run an emergency rotation (every old version revoked, a new one delivered).
     LeakPolicy, "leak policy", { Report => "report", Revoke => "revoke", Rotate => "rotate" });
 
+string_enum!(
+    /// What a directory does with the SCIM `password` attribute a client sends: keep only its
+    /// keyed fingerprint (write-only, never returned), drop it, or refuse the request (400).
+    /// The IPSIE AL SCIM profile asks for refuse or ignore, as configured.
+    PasswordPolicy, "password policy", { Fingerprint => "fingerprint", Ignore => "ignore", Refuse => "refuse" });
+
 impl LeakPolicy {
     /// The policy of a trust that has not chosen one: an inbound key is replaced by an
     /// emergency rotation; an outbound key is issued by the application, so fedkey can only

@@ -10,7 +10,8 @@ use axum::response::IntoResponse;
 use axum::{Json, Router};
 use fedkey_api::audit::{AuditBroken, AuditIntact, AuditPage, AuditQuery, AuditVerification};
 use fedkey_api::directories::{
-    CreateDirectory, Directory, DirectoryContents, DirectoryDeleted, DirectoryDetail, DirectoryList, ForceQuery,
+    CreateDirectory, Directory, DirectoryContents, DirectoryDeleted, DirectoryDetail, DirectoryList, DirectorySettings,
+    ForceQuery,
 };
 use fedkey_api::keys::{KeyList, KeyVersion, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, WrappedLink};
 use fedkey_api::tokens::{AdminToken, CreateToken, TokenCreated, TokenList};
@@ -41,6 +42,7 @@ pub fn documented() -> OpenApiRouter<AppState> {
     let routes = OpenApiRouter::new()
         .routes(routes!(list_directories, create_directory))
         .routes(routes!(get_directory, delete_directory))
+        .routes(routes!(set_directory_settings))
         .routes(routes!(list_trusts, create_trust))
         .routes(routes!(get_trust, delete_trust))
         .routes(routes!(suspend_trust))
@@ -296,6 +298,7 @@ fn dir_dto(d: &fedkey_store::Directory) -> Directory {
         id: d.id.clone(),
         created_at: ts(Some(d.created_at)),
         created_by: d.created_by.clone(),
+        password_policy: d.password_policy,
     }
 }
 
@@ -351,6 +354,25 @@ async fn get_directory(
         Ok(DirectoryDetail { directory: dir_dto(&dir), contents: contents_dto(&contents) })
     })
     .await
+}
+
+/// Sets a directory's settings: what its SCIM service does with a `password` a client sends.
+/// Every node applies the change from its next request.
+#[utoipa::path(put, path = "/directories/{d}/settings", tag = "directories", params(DirectoryPath), request_body = DirectorySettings, responses((status = 200, body = Directory)))]
+async fn set_directory_settings(
+    a: Admin,
+    State(s): State<AppState>,
+    Path(d): Path<String>,
+    body: Result<ApiJson<DirectorySettings>, ApiError>,
+) -> Result<Json<Directory>, ApiError> {
+    let st = &s.store;
+    let dir = a
+        .change(st, Need::Administer, "directory.settings", Target::dir(&d), async {
+            let ApiJson(b) = body?;
+            Ok(st.set_password_policy(&a.actor(), &d, b.password_policy).await?)
+        })
+        .await?;
+    Ok(Json(dir_dto(&dir)))
 }
 
 /// Deletes a directory: 409 `directory_not_empty` while it holds anything, unless

@@ -1,6 +1,6 @@
 //! Rows as the rest of fedkey sees them. None of these carries secret material.
 
-use fedkey_core::{Direction, KeyState, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle};
+use fedkey_core::{Direction, KeyState, PasswordPolicy, PeerKind, Role, ScopeSet, Timestamp, TrustStatus, lifecycle};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -9,6 +9,8 @@ pub struct Directory {
     pub name: String,
     pub created_at: Timestamp,
     pub created_by: String,
+    /// What the directory's SCIM service does with a `password` a client sends.
+    pub password_policy: PasswordPolicy,
 }
 
 #[derive(Debug, Clone, Serialize)]

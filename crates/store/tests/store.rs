@@ -207,6 +207,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     lifecycle,
+    directory_password_policy,
     auth_cache_invalidation,
     audit_chain_verifies_and_append_only,
     tamper_update_row,
@@ -618,6 +619,34 @@ mod cases {
         assert_eq!(denied, 2);
         let rep = verify(s).await.unwrap();
         assert_eq!(rep.records, head_seq(s).await);
+    }
+
+    /// A directory's password policy: `fingerprint` by default, changed and audited with
+    /// its before and after, kept across a restart, and refused for an unknown directory.
+    pub async fn directory_password_policy(kind: Kind) {
+        use fedkey_core::PasswordPolicy;
+        let e = env(kind).await;
+        let (s, a) = (&e.store, actor());
+        let d = s.create_directory(&a, "acme").await.unwrap();
+        assert_eq!(d.password_policy, PasswordPolicy::Fingerprint);
+        assert_eq!(s.directory("acme").await.unwrap().password_policy, PasswordPolicy::Fingerprint);
+        let d = s.set_password_policy(&a, "acme", PasswordPolicy::Refuse).await.unwrap();
+        assert_eq!(d.password_policy, PasswordPolicy::Refuse);
+        // Seen at once through this store's cache, and by a store opened afresh.
+        assert_eq!(s.directory("acme").await.unwrap().password_policy, PasswordPolicy::Refuse);
+        let fresh = open_store(&e.t.url, e.keyring.clone(), &e.clock, Duration::ZERO).await;
+        assert_eq!(fresh.directory("acme").await.unwrap().password_policy, PasswordPolicy::Refuse);
+        assert_eq!(fresh.list_directories().await.unwrap()[0].password_policy, PasswordPolicy::Refuse);
+        let f = AuditFilter { action: Some("directory.settings".into()), limit: 10, ..Default::default() };
+        let recs = audit::query(&s.db, &f).await.unwrap();
+        assert_eq!(recs.len(), 1);
+        assert!(recs[0].details.contains(r#""before":{"password_policy":"fingerprint"}"#), "{}", recs[0].details);
+        assert!(recs[0].details.contains(r#""after":{"password_policy":"refuse"}"#), "{}", recs[0].details);
+        assert!(matches!(
+            s.set_password_policy(&a, "nosuch", PasswordPolicy::Ignore).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(count_action(s, "directory.settings").await, 1, "nothing written for the refusal");
     }
 
     /// The cache really caches, and every change through the store invalidates it.

@@ -3,8 +3,9 @@
 //!
 //! - Bodies are normalised against the schema ([`fedkey_scim::resource::normalize`]);
 //!   read-only attributes are ignored, so Okta's PUT of a whole fetched object works.
-//! - `password` is write-only: it is replaced by the install's keyed fingerprint before
-//!   it is stored and never returned. A PUT without `password` keeps the stored one.
+//! - `password` is write-only and follows the directory's password policy: replaced by the
+//!   install's keyed fingerprint before it is stored (the default), dropped, or refused
+//!   with 400. It is never returned. A PUT without `password` keeps the stored one.
 //! - `If-Match` (PUT, PATCH, DELETE) must name the current version (412 otherwise);
 //!   `If-None-Match` on GET answers 304 when it names the current version.
 //! - PATCH reads, applies the operations in memory and writes back conditionally on the
@@ -16,7 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fedkey_audit::Outcome;
-use fedkey_core::Scope;
+use fedkey_core::{PasswordPolicy, Scope};
 use fedkey_scim::filter::AttrPath;
 use fedkey_scim::resource::{normalize, parse_attr_list, schemas_of};
 use fedkey_scim::schema::{self, ResourceTypeDef};
@@ -72,6 +73,11 @@ async fn directory_to_write(s: &AppState, ctx: &Ctx) -> Result<Directory> {
     Ok(s.store.directory(&ctx.principal.directory).await?)
 }
 
+/// What the directory does with a `password` a client sends (from the directory cache).
+async fn password_policy(s: &AppState, ctx: &Ctx) -> Result<PasswordPolicy> {
+    Ok(s.store.directory(&ctx.principal.directory).await?.password_policy)
+}
+
 fn not_found(rt: &ResourceTypeDef, id: &str) -> ScimResponse {
     ScimResponse(ScimError::new(404, None, format!("{} {:?} not found", rt.id, super::discovery::clip(id))))
 }
@@ -90,6 +96,7 @@ async fn fetch(s: &AppState, ctx: &Ctx, rt: &ResourceTypeDef, id: &str) -> Resul
 fn prepare(
     s: &AppState,
     rt: &ResourceTypeDef,
+    passwords: PasswordPolicy,
     mut body: Value,
     previous: Option<&StoredResource>,
 ) -> std::result::Result<ResourceWrite, ScimError> {
@@ -127,12 +134,30 @@ fn prepare(
         }
         members = Some(ids);
     }
-    // Write-only password: store only its keyed fingerprint.
+    // Write-only password, as the directory's policy says: only its keyed fingerprint is
+    // ever stored. A value equal to the stored one is what a replace or patch carried over.
     let prev_pw = previous.and_then(|p| p.body.get("password")).and_then(Value::as_str).map(str::to_owned);
     match obj.get("password").cloned() {
-        Some(Value::String(pw)) if prev_pw.as_deref() != Some(pw.as_str()) => {
-            obj.insert("password".into(), Value::String(s.store.install.fingerprint(pw.as_bytes())));
-        }
+        Some(Value::String(pw)) if prev_pw.as_deref() != Some(pw.as_str()) => match passwords {
+            PasswordPolicy::Fingerprint => {
+                obj.insert("password".into(), Value::String(s.store.install.fingerprint(pw.as_bytes())));
+            }
+            PasswordPolicy::Ignore => match prev_pw {
+                Some(p) => {
+                    obj.insert("password".into(), Value::String(p));
+                }
+                None => {
+                    obj.remove("password");
+                }
+            },
+            PasswordPolicy::Refuse => {
+                return Err(ScimError::new(
+                    400,
+                    Some(ScimType::InvalidValue),
+                    "this directory does not accept passwords (its password policy is refuse): send the user without `password`",
+                ));
+            }
+        },
         Some(Value::String(_)) | None => {}
         Some(_) => {
             obj.remove("password");
@@ -283,7 +308,7 @@ pub async fn create_core(
     let (rt, _, write) = kind(rt_name);
     ctx.require(s, write, &format!("create a {}", rt.id)).await?;
     let normalized = normalize(rt, body)?;
-    let w = prepare(s, rt, normalized, None)?;
+    let w = prepare(s, rt, password_policy(s, ctx).await?, normalized, None)?;
     super::policy::check_group_write(s, ctx, None, &w).await?;
     let dir = directory_to_write(s, ctx).await?;
     let r = s.store.scim_create(&ctx.actor, &dir, w).await?;
@@ -312,7 +337,7 @@ pub async fn replace_core(
     {
         obj.insert("password".into(), pw.clone());
     }
-    let mut w = prepare(s, rt, normalized, Some(&current))?;
+    let mut w = prepare(s, rt, password_policy(s, ctx).await?, normalized, Some(&current))?;
     super::policy::check_group_write(s, ctx, Some(&current), &w).await?;
     let dir = directory_to_write(s, ctx).await?;
     let version = expected.unwrap_or(current.version);
@@ -354,7 +379,7 @@ pub async fn patch_core(
         }
         // What is stored may still be the same (a member given without the `display` or
         // `type` the engine saw): `prepare` compares what would be written.
-        let mut w = prepare(s, rt, doc, Some(&current))?;
+        let mut w = prepare(s, rt, password_policy(s, ctx).await?, doc, Some(&current))?;
         if w.changed.is_empty() {
             return Ok((rt, current));
         }
@@ -436,7 +461,7 @@ pub(crate) async fn upsert_core(
     {
         obj.insert("password".into(), pw.clone());
     }
-    let mut w = prepare(s, rt, normalized, Some(current))?;
+    let mut w = prepare(s, rt, password_policy(s, ctx).await?, normalized, Some(current))?;
     if w.changed.is_empty() {
         return Ok((Upsert::Unchanged, Some(current.id.clone())));
     }
@@ -459,7 +484,7 @@ pub(crate) async fn upsert_core(
 pub(crate) async fn import_create(s: &AppState, ctx: &Ctx, rt_name: &str, normalized: Value) -> Result<ResourceWrite> {
     let (rt, _, write) = kind(rt_name);
     ctx.require(s, write, &format!("import a {}", rt.id)).await?;
-    let w = prepare(s, rt, normalized, None)?;
+    let w = prepare(s, rt, password_policy(s, ctx).await?, normalized, None)?;
     super::policy::check_group_write(s, ctx, None, &w).await?;
     Ok(w)
 }

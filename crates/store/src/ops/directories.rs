@@ -1,5 +1,5 @@
 use fedkey_audit::Outcome;
-use fedkey_core::{Timestamp, names};
+use fedkey_core::{PasswordPolicy, Timestamp, names};
 use serde_json::json;
 use sqlx::{Row, any::AnyRow};
 
@@ -9,7 +9,13 @@ use crate::{Directory, StoreError};
 impl Store {
     pub async fn create_directory(&self, actor: &Actor, name: &str) -> Result<Directory, StoreError> {
         names::validate(name)?;
-        let d = Directory { id: new_id(), name: name.to_owned(), created_at: self.now(), created_by: actor.id.clone() };
+        let d = Directory {
+            id: new_id(),
+            name: name.to_owned(),
+            created_at: self.now(),
+            created_by: actor.id.clone(),
+            password_policy: PasswordPolicy::Fingerprint,
+        };
         let mut tx = self.db.begin().await?;
         sqlx::query("INSERT INTO directories (id, name, created_at, created_by) VALUES ($1, $2, $3, $4)")
             .bind(d.id.clone())
@@ -25,28 +31,30 @@ impl Store {
     }
 
     pub async fn list_directories(&self) -> Result<Vec<Directory>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, created_at, created_by FROM directories ORDER BY name")
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, name, created_at, created_by, password_policy FROM directories ORDER BY name")
+                .fetch_all(self.db.pool())
+                .await?;
         rows.iter().map(directory_from_row).collect()
     }
 
     pub async fn directory(&self, name: &str) -> Result<Directory, StoreError> {
         names::validate(name)?;
-        if let Some(d) = self.cached_directories().get(name) {
+        if let Some(d) = self.cached_directories().by_name.get(name) {
             return Ok(d.clone());
         }
-        let row = sqlx::query("SELECT id, name, created_at, created_by FROM directories WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
+        let row =
+            sqlx::query("SELECT id, name, created_at, created_by, password_policy FROM directories WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.db.pool())
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
         let d = directory_from_row(&row)?;
         let mut cache = self.cached_directories();
-        if cache.len() >= DIRECTORY_CACHE_SIZE {
-            cache.clear();
+        if cache.by_name.len() >= DIRECTORY_CACHE_SIZE {
+            cache.by_name.clear();
         }
-        cache.insert(d.name.clone(), d.clone());
+        cache.by_name.insert(d.name.clone(), d.clone());
         Ok(d)
     }
 
@@ -75,7 +83,7 @@ impl Store {
         // transaction is already exclusive.
         let lock = if self.db.backend == crate::Backend::Postgres { " FOR UPDATE" } else { "" };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, name, created_at, created_by FROM directories WHERE name = $1{lock}"
+            "SELECT id, name, created_at, created_by, password_policy FROM directories WHERE name = $1{lock}"
         )))
         .bind(name)
         .fetch_optional(&mut *tx)
@@ -107,14 +115,61 @@ impl Store {
             .directory(name)
             .details(json!({"before": d, "force": force, "deleted": c}));
         self.commit_auth_change(tx, actor, ev).await?;
-        self.cached_directories().remove(name);
+        self.cached_directories().by_name.remove(name);
         Ok(c)
     }
 
-    fn cached_directories(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Directory>> {
-        // A panic elsewhere cannot leave an entry half-written: insert and clear are whole.
-        self.directories.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Sets what the directory's SCIM service does with a `password` a client sends. Every
+    /// node applies it from its next request: the change is announced like an
+    /// authentication change, which empties the directory caches.
+    pub async fn set_password_policy(
+        &self,
+        actor: &Actor,
+        name: &str,
+        policy: PasswordPolicy,
+    ) -> Result<Directory, StoreError> {
+        names::validate(name)?;
+        let mut tx = self.db.begin().await?;
+        let before =
+            sqlx::query("SELECT id, name, created_at, created_by, password_policy FROM directories WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("directory {name:?}")))?;
+        let before = directory_from_row(&before)?;
+        sqlx::query("UPDATE directories SET password_policy = $1 WHERE id = $2")
+            .bind(policy.as_str())
+            .bind(before.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        let after = Directory { password_policy: policy, ..before.clone() };
+        let ev = self.event(actor, "directory.settings", Outcome::Success).directory(name).details(
+            json!({"before": {"password_policy": before.password_policy}, "after": {"password_policy": policy}}),
+        );
+        self.commit_auth_change(tx, actor, ev).await?;
+        Ok(after)
     }
+
+    /// The directory cache, emptied first when an authentication-relevant change (a
+    /// directory's settings, deletion, …) was made here or announced by another node since
+    /// it was filled.
+    fn cached_directories(&self) -> std::sync::MutexGuard<'_, DirectoryCache> {
+        // A panic elsewhere cannot leave an entry half-written: insert and clear are whole.
+        let mut cache = self.directories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.generation();
+        if cache.generation != generation {
+            cache.by_name.clear();
+            cache.generation = generation;
+        }
+        cache
+    }
+}
+
+/// Directories by name, as of one cache generation.
+#[derive(Default)]
+pub(crate) struct DirectoryCache {
+    generation: u64,
+    pub(crate) by_name: std::collections::HashMap<String, Directory>,
 }
 
 /// Directories kept by [`Store::directory`] (found ones only; a miss is asked again).
@@ -126,6 +181,7 @@ fn directory_from_row(r: &AnyRow) -> Result<Directory, StoreError> {
         name: r.try_get("name")?,
         created_at: Timestamp(r.try_get("created_at")?),
         created_by: r.try_get("created_by")?,
+        password_policy: r.try_get::<String, _>("password_policy")?.parse()?,
     })
 }
 

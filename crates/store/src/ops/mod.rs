@@ -100,7 +100,7 @@ pub struct Store {
     invalidation: crate::invalidate::Invalidation,
     /// Directories by name. A directory is never renamed or deleted, so an entry never goes
     /// stale; every SCIM write names its directory.
-    pub(crate) directories: std::sync::Mutex<std::collections::HashMap<String, crate::Directory>>,
+    pub(crate) directories: std::sync::Mutex<directories::DirectoryCache>,
     /// Failed authentications per source and window (see `auth_failures`).
     pub(crate) auth_failures: crate::auth_failures::FailedAuths,
 }

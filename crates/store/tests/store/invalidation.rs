@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedkey_core::{Role, TrustStatus};
+use fedkey_core::{PasswordPolicy, Role, TrustStatus};
 use fedkey_crypto::Secret;
 use fedkey_store::Store;
 use fedkey_store::auth::{AuthFailure, RequestMeta};
@@ -134,4 +134,31 @@ async fn a_lost_listener_reconnects_and_drops_the_cache() {
     assert_eq!(key_result(&other, "acme", &k2).await, Ok(()));
     s.revoke_key(&a, &tref("acme", "entra"), 2).await.unwrap();
     refused_within(&other, "acme", &k2, AuthFailure::Revoked, "after reconnecting").await;
+}
+
+/// A directory's settings (and its deletion) reach another store's directory cache like an
+/// authentication change: the other node applies the new password policy from its next
+/// request, not after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_settings_reach_another_stores_cache_at_once() {
+    if pg_admin_url().await.is_none() {
+        loud("*** SKIPPED directory_settings_reach_another_stores_cache_at_once: no PostgreSQL server ***");
+        return;
+    }
+    let e = env_on(TestDb::new(Kind::Postgres).await).await;
+    let (s, a) = (&e.store, actor());
+    s.create_directory(&a, "acme").await.unwrap();
+    let other = Arc::new(open_store(&e.t.url, e.keyring.clone(), &e.clock, TTL).await);
+    assert_eq!(other.directory("acme").await.unwrap().password_policy, PasswordPolicy::Fingerprint, "cached");
+
+    s.set_password_policy(&a, "acme", PasswordPolicy::Refuse).await.unwrap();
+    let took =
+        within(DEADLINE, || async { other.directory("acme").await.unwrap().password_policy == PasswordPolicy::Refuse })
+            .await;
+    loud(&format!("password policy seen by the other store after {took:?}"));
+    assert!(took.is_some(), "the other store still has the old policy");
+
+    s.delete_directory(&a, "acme", false).await.unwrap();
+    let gone = within(DEADLINE, || async { other.directory("acme").await.is_err() }).await;
+    assert!(gone.is_some(), "the other store still finds the deleted directory");
 }
