@@ -4,8 +4,9 @@
 //!
 //! The file is read three times, streaming: a check (UTF-8, header and columns, size)
 //! before anything is written, then the users, then the groups — so a group can name
-//! members that come later in the file. Rows are sent in batches; each row is its own
-//! transaction on the server, so one bad row never stops the others.
+//! members that come later in the file. Rows are sent in batches; the server writes the
+//! new users of a batch in one transaction and every other row in its own, and one bad
+//! row never stops the others.
 
 mod columns;
 #[cfg(test)]

@@ -1,10 +1,15 @@
 //! `POST /api/v1/directories/{d}/import`: a batch of SCIM Users and Groups upserted into
 //! a directory by an admin (`fedkey import` sends files through it).
 //!
-//! - Each row goes through the SCIM handlers' own write ([`upsert_core`]): validated and
-//!   normalised like a SCIM write, policy-checked, written with its audit record and its
-//!   outbox events in one transaction. One row = one transaction: a bad row gets its
-//!   error and changes nothing; the other rows proceed.
+//! - Each row is validated and normalised like a SCIM write and policy-checked
+//!   ([`import_create`], [`upsert_core`]), and written with its audit record and its outbox
+//!   events. A bad row gets its error and changes nothing; the other rows proceed.
+//! - Rows that create a user nothing else in the batch or the directory touches ([`fresh`])
+//!   are written together: one transaction per run of such rows, one `scim.create` record
+//!   each. Every other row is its own transaction, in file order. If the shared
+//!   transaction meets a conflict (a concurrent writer took a userName meanwhile) it is
+//!   rolled back and its rows go row by row, so the outcome per row is what the
+//!   row-by-row import gives.
 //! - Upsert: a User matches by `externalId`, then `userName` (case-insensitive); a Group by
 //!   `externalId`, then `displayName`. A match is replaced like a PUT, unless nothing would
 //!   change (`unchanged`: nothing written, no outbox event), so an import can be re-run.
@@ -13,6 +18,8 @@
 //!   the row, naming it. A dry run writes no users, so the caller may list the users it
 //!   would create (`planned`) for its groups to name.
 //! - Admin role only: an import changes identities that fan out to every target.
+
+mod fresh;
 
 use std::collections::HashSet;
 
@@ -26,7 +33,7 @@ use fedkey_audit::Outcome;
 use fedkey_scim::ScimError;
 use fedkey_scim::resource::normalize;
 use fedkey_scim::schema;
-use fedkey_store::scim::{ListQuery, SqlFragment, SqlValue, StoredResource};
+use fedkey_store::scim::{ResourceKey, ResourceWrite, StoredResource};
 use fedkey_store::scim_sql::fold;
 use fedkey_store::{Directory, StoreError};
 use serde_json::{Value, json};
@@ -36,7 +43,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::admin::{Admin, Need, Target};
 use crate::error::{ApiError, ErrorCode};
-use crate::scim::resources::{Upsert, upsert_core};
+use crate::scim::resources::{Upsert, import_create, upsert_core};
 use crate::scim::{Ctx, SCIM_BODY_LIMIT, ScimResponse};
 use fedkey_api::DirectoryPath;
 
@@ -88,22 +95,38 @@ async fn import(
             let planned: HashSet<String> = b.planned.iter().map(|p| fold(p)).collect();
             let base = crate::scim::base_url(s.scheme, &dir.name, &headers);
             let ctx = Ctx::admin(&dir, a.actor(), base);
-            let mut results = Vec::with_capacity(b.rows.len());
-            let mut fatal: Option<ApiError> = None;
-            for row in &b.rows {
-                let r = match &fatal {
-                    Some(e) => RowResult::error(None, format!("not attempted: {}", e.message)),
-                    None => match import_row(&s, &ctx, &dir, row, b.dry_run, &planned).await {
-                        Ok(r) => r,
-                        Err(Fatal(e)) => {
-                            let r = RowResult::error(None, e.message.clone());
-                            fatal = Some(e);
-                            r
-                        }
-                    },
-                };
-                results.push((row.line, r));
+            let mut run = Run {
+                s: &s,
+                ctx: &ctx,
+                dir: &dir,
+                dry_run: b.dry_run,
+                planned: &planned,
+                results: std::iter::repeat_with(|| None).take(b.rows.len()).collect(),
+                pending: Vec::new(),
+                fatal: None,
+            };
+            match fresh::fresh_users(&s, &dir, &b.rows).await {
+                Ok(fresh) => {
+                    for (i, (row, fresh)) in b.rows.iter().zip(fresh).enumerate() {
+                        run.row(i, row, fresh).await;
+                    }
+                    run.flush().await;
+                }
+                Err(e) => run.fatal = Some(ApiError::from(e)),
             }
+            let fatal = run.fatal.take();
+            let results: Vec<(u64, RowResult)> = b
+                .rows
+                .iter()
+                .zip(run.results)
+                .map(|(row, r)| {
+                    let not_attempted = || {
+                        let why = fatal.as_ref().map_or("", |e| e.message.as_str());
+                        RowResult::error(None, format!("not attempted: {why}"))
+                    };
+                    (row.line, r.unwrap_or_else(not_attempted))
+                })
+                .collect();
             Ok((summarize(&results, b.dry_run), fatal))
         })
         .await?;
@@ -181,6 +204,101 @@ fn summarize(results: &[(u64, RowResult)], dry_run: bool) -> ImportSummary {
         unchanged: count("unchanged"),
         failed: count("error"),
         results: rows,
+    }
+}
+
+/// One request's rows on their way: results by row index (`None`: not attempted), the
+/// fresh users waiting to be written together, and the failure that stopped the batch.
+struct Run<'a> {
+    s: &'a AppState,
+    ctx: &'a Ctx,
+    dir: &'a Directory,
+    dry_run: bool,
+    planned: &'a HashSet<String>,
+    results: Vec<Option<RowResult>>,
+    pending: Vec<(usize, &'a ImportRow, ResourceWrite)>,
+    fatal: Option<ApiError>,
+}
+
+impl<'a> Run<'a> {
+    /// Row `i`: a fresh user (its normalised body) is checked and queued; any other row
+    /// first writes the queue (file order), then goes row by row.
+    async fn row(&mut self, i: usize, row: &'a ImportRow, fresh: Option<Value>) {
+        if self.fatal.is_some() {
+            return;
+        }
+        if let Some(body) = fresh {
+            match import_create(self.s, self.ctx, "User", body).await {
+                Ok(_) if self.dry_run => {
+                    self.results[i] =
+                        Some(RowResult { status: "created", resource_type: Some("User"), id: None, error: None })
+                }
+                Ok(w) => self.pending.push((i, row, w)),
+                Err(ScimResponse(e)) => self.done(i, row_error(Some("User"), e)),
+            }
+            return;
+        }
+        self.flush().await;
+        self.one(i, row).await;
+    }
+
+    /// Row `i` on its own: validated, resolved and upserted in its own transaction.
+    async fn one(&mut self, i: usize, row: &ImportRow) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let r = import_row(self.s, self.ctx, self.dir, row, self.dry_run, self.planned).await;
+        self.done(i, r);
+    }
+
+    fn done(&mut self, i: usize, r: Result<RowResult, Fatal>) {
+        self.results[i] = Some(match r {
+            Ok(r) => r,
+            Err(Fatal(e)) => {
+                let r = RowResult::error(None, e.message.clone());
+                self.fatal = Some(e);
+                r
+            }
+        });
+    }
+
+    /// Writes the queued fresh users in one transaction. A conflict or a refused row
+    /// (another writer took a key since the batch was checked) rolls it back, and the
+    /// rows go one by one; a store or audit failure fails them all and stops the batch.
+    async fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() || self.fatal.is_some() {
+            return;
+        }
+        if let Err(ScimResponse(e)) = self.ctx.audited().await {
+            let Err(Fatal(e)) = row_error(None, e) else { return self.one_by_one(pending).await };
+            return self.fail_all(&pending, e);
+        }
+        let writes: Vec<ResourceWrite> = pending.iter().map(|(_, _, w)| w.clone()).collect();
+        match self.s.store.scim_create_many(&self.ctx.actor, self.dir, &writes).await {
+            Ok(ids) => {
+                for ((i, _, _), id) in pending.iter().zip(ids) {
+                    let r = RowResult { status: "created", resource_type: Some("User"), id: Some(id), error: None };
+                    self.results[*i] = Some(r);
+                }
+            }
+            Err(StoreError::Conflict(_) | StoreError::Invalid(_)) => self.one_by_one(pending).await,
+            Err(e) => self.fail_all(&pending, ApiError::from(e)),
+        }
+    }
+
+    async fn one_by_one(&mut self, pending: Vec<(usize, &'a ImportRow, ResourceWrite)>) {
+        for (i, row, _) in pending {
+            self.one(i, row).await;
+        }
+    }
+
+    /// Nothing of `pending` was written: each row says why, and the batch stops.
+    fn fail_all(&mut self, pending: &[(usize, &ImportRow, ResourceWrite)], e: ApiError) {
+        for (i, _, _) in pending {
+            self.results[*i] = Some(RowResult::error(Some("User"), e.message.clone()));
+        }
+        self.fatal = Some(e);
     }
 }
 
@@ -265,27 +383,14 @@ fn row_type(row: &ImportRow) -> Result<&'static str, String> {
     }
 }
 
-/// Resources of a type in the directory matching one SQL condition on `r` (bound `$1`).
+/// Resources of a type in the directory with a key (two at most: enough to tell one from many).
 async fn lookup(
     s: &AppState,
     dir: &Directory,
     rt: &str,
-    cond: &str,
-    value: &str,
+    key: ResourceKey<'_>,
 ) -> Result<Vec<StoredResource>, StoreError> {
-    let q = ListQuery {
-        filter: Some(SqlFragment {
-            sql: cond.to_owned(),
-            binds: vec![SqlValue::Text(value.to_owned())],
-            pins_id: false,
-        }),
-        order: None,
-        descending: false,
-        offset: 0,
-        limit: 2,
-        after: None,
-    };
-    Ok(s.store.scim_list(&dir.id, rt, &q).await?.1)
+    s.store.scim_find(&dir.id, rt, key, 2).await
 }
 
 /// The resource a row updates: by `externalId`, then by name. `Err` for an ambiguous
@@ -297,7 +402,7 @@ async fn find_existing(
     body: &Value,
 ) -> Result<Result<Option<StoredResource>, String>, Fatal> {
     if let Some(x) = body.get("externalId").and_then(Value::as_str) {
-        let found = lookup(s, dir, rt, "r.external_id = $1", x).await.map_err(fatal)?;
+        let found = lookup(s, dir, rt, ResourceKey::ExternalId(x)).await.map_err(fatal)?;
         match found.len() {
             0 => {}
             1 => return Ok(Ok(found.into_iter().next())),
@@ -307,7 +412,7 @@ async fn find_existing(
     let name_attr = if rt == "Group" { "displayName" } else { "userName" };
     let Some(name) = body.get(name_attr).and_then(Value::as_str) else { return Ok(Ok(None)) };
     let key = fold(name);
-    let found = lookup(s, dir, rt, "r.name_key = $1", &key).await.map_err(fatal)?;
+    let found = lookup(s, dir, rt, ResourceKey::Name(&key)).await.map_err(fatal)?;
     Ok(Ok(found.into_iter().next()))
 }
 
@@ -349,11 +454,11 @@ async fn resolve(s: &AppState, dir: &Directory, v: &str) -> Result<Option<String
             Err(e) => return Err(e),
         }
     }
-    let by_ext = lookup(s, dir, "User", "r.external_id = $1", v).await?;
+    let by_ext = lookup(s, dir, "User", ResourceKey::ExternalId(v)).await?;
     if by_ext.len() == 1 {
         return Ok(by_ext.into_iter().next().map(|r| r.id));
     }
-    let by_name = lookup(s, dir, "User", "r.name_key = $1", &fold(v)).await?;
+    let by_name = lookup(s, dir, "User", ResourceKey::Name(&fold(v))).await?;
     Ok(by_name.into_iter().next().map(|r| r.id))
 }
 

@@ -4,6 +4,8 @@
 //! and the server; this module stores what it is given and enforces uniqueness,
 //! referential integrity of members, and version preconditions.
 
+mod bulk_load;
+
 use std::collections::HashSet;
 
 use fedkey_audit::Outcome;
@@ -14,6 +16,8 @@ use sqlx::{Row, any::AnyRow};
 use crate::db::Tx;
 use crate::ops::{Actor, Change, Store, WriteEvents, new_id};
 use crate::{Backend, Directory, StoreError};
+
+pub use bulk_load::{KeysInUse, ResourceKey, max_binds};
 
 /// A member of a group, or a group a resource belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]

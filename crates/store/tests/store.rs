@@ -265,10 +265,15 @@ on_both_backends!(
     events_poll_acks_and_errors,
     events_push_leases_and_outcomes,
     events_stream_configuration,
+    bulk_create_writes_each_row_with_its_record,
+    bulk_create_is_all_or_nothing,
+    bulk_create_crosses_the_statement_chunks,
 );
 
 #[path = "store/audit_sinks.rs"]
 mod audit_sinks;
+#[path = "store/bulk_load.rs"]
+mod bulk_load;
 #[path = "store/connections.rs"]
 mod connections;
 #[path = "store/console.rs"]
@@ -462,6 +467,10 @@ async fn populated(kind: Kind) -> Env {
 mod cases {
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
+    pub use super::bulk_load::{
+        bulk_create_crosses_the_statement_chunks, bulk_create_is_all_or_nothing,
+        bulk_create_writes_each_row_with_its_record,
+    };
     pub use super::connections::connection_settings_reach_every_session;
     pub use super::console::console_sessions_end_on_time_and_on_revocation;
     pub use super::events::{

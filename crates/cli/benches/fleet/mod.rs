@@ -12,6 +12,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fedkey");
+
+/// The `fedkey` binary the processes run: `BENCH_FEDKEY_BIN` when set (a same-run A/B of
+/// two builds with one benchmark binary), else the one cargo built with the benchmark.
+pub fn bin() -> String {
+    std::env::var("BENCH_FEDKEY_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
 pub const SCIM_JSON: &str = "application/scim+json";
 pub const USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -261,7 +267,7 @@ impl std::ops::Sub for RequestCounts {
 }
 
 fn fedkey_cmd(data: &Path, db_url: &str) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("--data-dir")
         .arg(data)
         .args(["--database-url", db_url])

@@ -191,6 +191,48 @@ async fn import_csv(b: Backend) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Rows of one request that interact (a duplicate userName, an externalId of a stored user)
+/// between new users that are written together: each row ends as it would row by row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_batches_keep_row_by_row_outcomes() {
+    for b in backends() {
+        import_batches(b).await;
+    }
+}
+
+async fn import_batches(b: Backend) {
+    let s = Server::start(b);
+    let hr = directory_with_inbound(&s, "acme", "hr").await;
+    let acme = Scim { s: &s, dir: "acme".into(), key: hr };
+    let head = "userName,externalId,title\n";
+    let first = s.file("first.csv", format!("{head}kept@acme.test,E900,Clerk\n").as_bytes());
+    assert_eq!(counts(&s.import("acme", &first, &[]).1), (1, 0, 0, 0));
+    let creates = audit(&s, "scim.create").await.len();
+    let file = s.file(
+        "batch.csv",
+        format!(
+            "{head}new1@acme.test,E1,Engineer\n\
+             new2@acme.test,E2,Engineer\n\
+             NEW1@acme.test,E1,Manager\n\
+             ,E5,Nobody\n\
+             renamed@acme.test,E900,Clerk\n\
+             new4@acme.test,E4,Engineer\n"
+        )
+        .as_bytes(),
+    );
+    let (code, v, err) = s.import("acme", &file, &["--batch", "500"]);
+    assert_eq!(code, 1, "{v} {err}");
+    // Line 4 updates the user line 2 created; line 6 the stored user (by externalId).
+    assert_eq!(counts(&v), (3, 2, 0, 1), "{b:?}: {v}");
+    assert_eq!(error_lines(&v), vec![5]);
+    assert_eq!(total(&acme, "Users").await, 4);
+    assert_eq!(one(&acme, "Users", "externalId eq \"E1\"").await["title"], "Manager");
+    assert_eq!(one(&acme, "Users", "externalId eq \"E900\"").await["userName"], "renamed@acme.test");
+    assert_eq!(audit(&s, "scim.create").await.len(), creates + 3, "one record per created user");
+    let out = s.cli(&["audit", "verify", "--offline"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_json_lines_with_dry_run() {
     for b in backends() {

@@ -448,8 +448,7 @@ pub(crate) async fn upsert_core(
     let (rt, _, write) = kind(rt_name);
     ctx.require(s, write, &format!("import a {}", rt.id)).await?;
     let Some(current) = existing else {
-        let w = prepare(s, rt, password_policy(s, ctx).await?, normalized, None)?;
-        super::policy::check_group_write(s, ctx, None, &w).await?;
+        let w = import_create(s, ctx, rt_name, normalized).await?;
         if dry_run {
             return Ok((Upsert::Created, None));
         }
@@ -477,6 +476,17 @@ pub(crate) async fn upsert_core(
         Err(StoreError::NotFound(_)) => Err(not_found(rt, &current.id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// What the import writes for a row that creates a resource (from a normalised body):
+/// scope, validation and policy checked like [`upsert_core`]'s create. Rows checked so go
+/// to the store together ([`fedkey_store::Store::scim_create_many`]).
+pub(crate) async fn import_create(s: &AppState, ctx: &Ctx, rt_name: &str, normalized: Value) -> Result<ResourceWrite> {
+    let (rt, _, write) = kind(rt_name);
+    ctx.require(s, write, &format!("import a {}", rt.id)).await?;
+    let w = prepare(s, rt, password_policy(s, ctx).await?, normalized, None)?;
+    super::policy::check_group_write(s, ctx, None, &w).await?;
+    Ok(w)
 }
 
 /// Audits a write the service refused for what was sent (400, 404, 409, 412), with the

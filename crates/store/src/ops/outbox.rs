@@ -47,7 +47,7 @@ pub enum Change {
 }
 
 impl Change {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Change::Create => "create",
             Change::Update => "update",
