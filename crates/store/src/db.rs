@@ -99,6 +99,7 @@ impl Backend {
                 (18, include_str!("../migrations/sqlite/0018_audit_sinks.sql")),
                 (19, include_str!("../migrations/sqlite/0019_oauth_clients.sql")),
                 (20, include_str!("../migrations/sqlite/0020_console_sessions.sql")),
+                (21, include_str!("../migrations/sqlite/0021_security_events.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -119,6 +120,7 @@ impl Backend {
                 (18, include_str!("../migrations/postgres/0018_audit_sinks.sql")),
                 (19, include_str!("../migrations/postgres/0019_oauth_clients.sql")),
                 (20, include_str!("../migrations/postgres/0020_console_sessions.sql")),
+                (21, include_str!("../migrations/postgres/0021_security_events.sql")),
             ],
         }
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::{Row, any::AnyRow};
 
 use crate::db::Tx;
-use crate::ops::{Actor, Change, Store, new_id};
+use crate::ops::{Actor, Change, Store, WriteEvents, new_id};
 use crate::{Backend, Directory, StoreError};
 
 /// A member of a group, or a group a resource belongs to.
@@ -279,13 +279,14 @@ impl Store {
         .await
         .map_err(|e| StoreError::from(e).conflict_or(uniqueness(w.resource_type)))?;
         self.write_side_tables(&mut tx, dir, &id, &w, Some(&[]), &[]).await?;
-        self.outbox_for_write(&mut tx, dir, &id, &w, Change::Create, &[]).await?;
+        let events = write_events(&w, None, false, Some(1));
+        self.outbox_for_write(&mut tx, dir, &id, &w, Change::Create, &[], &events).await?;
         let ev = self.scim_event(actor, dir, "scim.create", w.resource_type, &id, &w.changed);
         self.commit_with(tx, actor, ev).await?;
         self.scim_get(&dir.id, w.resource_type, &id).await
     }
 
-    /// Replaces a resource. `expected_version` (from `If-Match`) must match when given.
+    /// Replaces a resource (a PUT). `expected_version` (from `If-Match`) must match when given.
     pub async fn scim_replace(
         &self,
         actor: &Actor,
@@ -294,8 +295,40 @@ impl Store {
         expected_version: Option<i64>,
         w: ResourceWrite,
     ) -> Result<StoredResource, StoreError> {
+        self.scim_write_over(actor, dir, id, expected_version, w, true).await
+    }
+
+    /// [`scim_replace`](Self::scim_replace) of the resource a PATCH produced: the same
+    /// write, recorded as a patch for the security events.
+    pub async fn scim_patch(
+        &self,
+        actor: &Actor,
+        dir: &Directory,
+        id: &str,
+        expected_version: Option<i64>,
+        w: ResourceWrite,
+    ) -> Result<StoredResource, StoreError> {
+        self.scim_write_over(actor, dir, id, expected_version, w, false).await
+    }
+
+    async fn scim_write_over(
+        &self,
+        actor: &Actor,
+        dir: &Directory,
+        id: &str,
+        expected_version: Option<i64>,
+        w: ResourceWrite,
+        put: bool,
+    ) -> Result<StoredResource, StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
+        // The events tell activations and credential changes from what the resource was:
+        // the caller's read when it is of the version replaced, else the stored body.
+        let known_before = w.known.as_ref().filter(|k| expected_version == Some(k.resource.version));
+        let reread = known_before.is_none()
+            && w.changed.iter().any(|c| matches!(c.as_str(), "active" | "password" | "x509Certificates"));
+        let stored_before = if reread { self.stored_body(&mut tx, &dir.id, id).await? } else { None };
+        let before = known_before.map(|k| k.resource.body.clone()).or(stored_before).unwrap_or(Value::Null);
         // The version check is part of the UPDATE (one statement fewer in the writers'
         // turn). On PostgreSQL the UPDATE locks the row: a concurrent replace waits, then
         // re-checks the version against the committed row and updates nothing.
@@ -332,7 +365,8 @@ impl Store {
         };
         let old_values = known.map(|k| k.indexed.as_slice());
         self.write_side_tables(&mut tx, dir, id, &w, old_values, &old_members).await?;
-        self.outbox_for_write(&mut tx, dir, id, &w, Change::Update, &old_members).await?;
+        let events = write_events(&w, Some(&before), put, expected_version.map(|v| v + 1));
+        self.outbox_for_write(&mut tx, dir, id, &w, Change::Update, &old_members, &events).await?;
         let ev = self.scim_event(actor, dir, "scim.replace", w.resource_type, id, &w.changed);
         let trusted = known.is_some();
         self.commit_with(tx, actor, ev).await?;
@@ -359,7 +393,7 @@ impl Store {
         if expected_version.is_some_and(|v| v != version) {
             return Err(StoreError::PreconditionFailed(format!("{resource_type} {id} is at version {version}")));
         }
-        self.outbox_for_delete(&mut tx, dir, resource_type, id).await?;
+        self.outbox_for_delete(&mut tx, dir, resource_type, id, version).await?;
         for sql in [
             "DELETE FROM scim_members WHERE directory_id = $1 AND (group_id = $2 OR member_id = $2)",
             "DELETE FROM scim_values WHERE directory_id = $1 AND resource_id = $2",
@@ -546,9 +580,10 @@ impl Store {
         w: &ResourceWrite,
         change: Change,
         old_members: &[String],
+        events: &WriteEvents,
     ) -> Result<(), StoreError> {
         let (display, leaver) = crate::ops::outbox_describe(w.resource_type, &w.body);
-        self.outbox_insert(tx, &dir.id, w.resource_type, id, change, display.as_deref(), leaver).await?;
+        self.outbox_insert(tx, &dir.id, w.resource_type, id, change, display.as_deref(), leaver, events).await?;
         let Some(members) = &w.members else { return Ok(()) };
         let new: HashSet<&String> = members.iter().collect();
         let old: HashSet<&String> = old_members.iter().collect();
@@ -567,19 +602,31 @@ impl Store {
         dir: &Directory,
         resource_type: &str,
         id: &str,
+        version: i64,
     ) -> Result<(), StoreError> {
         self.outbox_insert_related(tx, &dir.id, id).await?;
-        let body = sqlx::query("SELECT body FROM scim_resources WHERE directory_id = $1 AND id = $2")
-            .bind(dir.id.clone())
+        let body = self.stored_body(tx, &dir.id, id).await?.unwrap_or(Value::Null);
+        let (display, _) = crate::ops::outbox_describe(resource_type, &body);
+        let events = WriteEvents {
+            kinds: vec!["delete".into()],
+            attributes: Vec::new(),
+            external_id: body.get("externalId").and_then(Value::as_str).map(str::to_owned),
+            version: Some(version),
+        };
+        self.outbox_insert(tx, &dir.id, resource_type, id, Change::Delete, display.as_deref(), Some(true), &events)
+            .await
+    }
+
+    /// The stored body of a resource, in `tx` (`None`: missing or unreadable).
+    async fn stored_body(&self, tx: &mut Tx, directory_id: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        Ok(sqlx::query("SELECT body FROM scim_resources WHERE directory_id = $1 AND id = $2")
+            .bind(directory_id.to_owned())
             .bind(id.to_owned())
             .fetch_optional(&mut **tx)
             .await?
             .map(|r| r.try_get::<String, _>("body"))
             .transpose()?
-            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-            .unwrap_or(Value::Null);
-        let (display, _) = crate::ops::outbox_describe(resource_type, &body);
-        self.outbox_insert(tx, &dir.id, resource_type, id, Change::Delete, display.as_deref(), Some(true)).await
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok()))
     }
 
     async fn member_ids(&self, tx: &mut Tx, directory_id: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
@@ -731,6 +778,16 @@ impl Store {
             ev.key_version = version.parse().ok();
         }
         ev
+    }
+}
+
+/// The security-event record of a create (`before` = `None`) or a replace.
+fn write_events(w: &ResourceWrite, before: Option<&Value>, put: bool, version: Option<i64>) -> WriteEvents {
+    WriteEvents {
+        kinds: crate::ops::events::write_kinds(w.resource_type, before, &w.body, &w.changed, put),
+        attributes: w.changed.clone(),
+        external_id: w.external_id.clone(),
+        version,
     }
 }
 

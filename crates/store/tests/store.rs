@@ -260,6 +260,10 @@ on_both_backends!(
     keyset_pages_are_in_the_default_order_only,
     keyset_pages_seek_the_creation_index,
     console_sessions_end_on_time_and_on_revocation,
+    events_fan_out_per_stream_and_type,
+    events_poll_acks_and_errors,
+    events_push_leases_and_outcomes,
+    events_stream_configuration,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -268,6 +272,8 @@ mod audit_sinks;
 mod connections;
 #[path = "store/console.rs"]
 mod console;
+#[path = "store/events.rs"]
+mod events;
 
 #[path = "store/auth_failures.rs"]
 mod auth_failures;
@@ -457,6 +463,10 @@ mod cases {
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
     pub use super::console::console_sessions_end_on_time_and_on_revocation;
+    pub use super::events::{
+        events_fan_out_per_stream_and_type, events_poll_acks_and_errors, events_push_leases_and_outcomes,
+        events_stream_configuration,
+    };
     pub use super::keyset::{
         keyset_pages_are_in_the_default_order_only, keyset_pages_seek_the_creation_index,
         keyset_walk_under_concurrent_writes,

@@ -362,7 +362,7 @@ pub async fn patch_core(
         let version = current.version;
         w.known = known(current);
         let dir = directory_to_write(s, ctx).await?;
-        match s.store.scim_replace(&ctx.actor, &dir, id, Some(version), w).await {
+        match s.store.scim_patch(&ctx.actor, &dir, id, Some(version), w).await {
             Ok(r) => return Ok((rt, r)),
             // Lost a race with another write (clients send concurrent membership PATCHes to one
             // group). Writers take turns in order, so each round lets at least one through:

@@ -3,6 +3,7 @@
 
 pub mod console;
 mod directories;
+pub mod events;
 mod health;
 mod keys;
 mod leaks;
@@ -32,6 +33,7 @@ use crate::keyfile::KeyringSource;
 use crate::{Db, StoreError};
 
 pub use directories::DirectoryContents;
+pub use events::{Delivery, EventStream, EventStreamUpdate, NewEventStream, QueuedEvent, StreamKind, StreamStatus};
 pub use health::{AuditState, DeadLetterSample, OutboxQueue, TargetQueue, TrustFigures};
 pub use keys::RotateKey;
 pub use leaks::{LeakAction, LeakCandidate, LeakFinding};
@@ -40,7 +42,8 @@ pub use material::{Arrival, MAX_SOURCE_CONFIG, MaterialVersion, NewMaterial, Tru
 pub use notify::ExpiringKey;
 pub(crate) use outbox::describe as outbox_describe;
 pub use outbox::{
-    Change, DeadLetterFilter, Delivered, MAX_MAPPING_DOC, NewSyncTarget, OAuthSettings, RemoteRef, SyncTarget, SyncWork,
+    Change, DeadLetterFilter, Delivered, MAX_MAPPING_DOC, NewSyncTarget, OAuthSettings, RemoteRef, SyncTarget,
+    SyncWork, WriteEvents,
 };
 pub use reconcile_schedule::{MAX_RECONCILE_EVERY, MIN_RECONCILE_EVERY, ReconcileRun, ReconcileSchedule, RunOutcome};
 pub use rotation::{ConnectorRow, DeliveryRow, MAX_CONNECTOR_DOC, PolicyRow, Rotation};

@@ -57,6 +57,19 @@ impl Change {
     }
 }
 
+/// What a write did, for the security-event pipeline (see `ops::events`): stored with its
+/// outbox row. Membership-only rows carry none.
+#[derive(Debug, Clone, Default)]
+pub struct WriteEvents {
+    /// `create`, `patch`, `put`, `delete`, `activate`, `deactivate`, `credential:…`.
+    pub kinds: Vec<String>,
+    /// Names of the attributes the write changed.
+    pub attributes: Vec<String>,
+    pub external_id: Option<String>,
+    /// The resource's version after the write (before it, for a delete).
+    pub version: Option<i64>,
+}
+
 /// OAuth2 client credentials settings of a target (the secret is stored apart, sealed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OAuthSettings {
@@ -210,7 +223,7 @@ pub(super) fn clip(s: &str, max: usize) -> String {
 }
 
 const OUTBOX_INSERT: &str =
-    "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at)";
+    "INSERT INTO sync_outbox (directory_id, resource_type, resource_id, change, display, leaver, created_at";
 /// The `leaver` column of a row that does not change whether the user is a leaver.
 const NO_LEAVER_CHANGE: i64 = -1;
 /// How often a transaction PostgreSQL aborted to break a deadlock is run in all.
@@ -234,13 +247,17 @@ impl Store {
         change: Change,
         display: Option<&str>,
         leaver: Option<bool>,
+        events: &WriteEvents,
     ) -> Result<(), StoreError> {
         let flag: i64 = match leaver {
             None => NO_LEAVER_CHANGE,
             Some(false) => 0,
             Some(true) => 1,
         };
-        sqlx::query(sqlx::AssertSqlSafe(format!("{OUTBOX_INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7)")))
+        let sql = format!(
+            "{OUTBOX_INSERT}, events, attributes, external_id, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(directory_id.to_owned())
             .bind(resource_type.to_owned())
             .bind(resource_id.to_owned())
@@ -248,6 +265,10 @@ impl Store {
             .bind(display.map(str::to_owned))
             .bind(flag)
             .bind(self.now().0)
+            .bind(json!(events.kinds).to_string())
+            .bind(json!(events.attributes).to_string())
+            .bind(events.external_id.clone())
+            .bind(events.version)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -265,7 +286,7 @@ impl Store {
         let now = self.now().0;
         for chunk in ids.chunks(MEMBERSHIP_CHUNK) {
             let sql = format!(
-                "{OUTBOX_INSERT} SELECT r.directory_id, r.resource_type, r.id, $2, NULL, {NO_LEAVER_CHANGE}, $3 \
+                "{OUTBOX_INSERT}) SELECT r.directory_id, r.resource_type, r.id, $2, NULL, {NO_LEAVER_CHANGE}, $3 \
                  FROM scim_resources r WHERE r.directory_id = $1 AND r.id IN ({}) ORDER BY r.id",
                 (0..chunk.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ")
             );
@@ -290,7 +311,7 @@ impl Store {
         id: &str,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "{OUTBOX_INSERT} SELECT $1, related.kind, related.rid, $3, NULL, {NO_LEAVER_CHANGE}, $4 FROM ( \
+            "{OUTBOX_INSERT}) SELECT $1, related.kind, related.rid, $3, NULL, {NO_LEAVER_CHANGE}, $4 FROM ( \
              SELECT group_id AS rid, 'Group' AS kind FROM scim_members WHERE directory_id = $1 AND member_id = $2 \
              UNION SELECT member_id AS rid, member_type AS kind FROM scim_members WHERE directory_id = $1 AND group_id = $2 \
              ) AS related ORDER BY related.rid"
@@ -317,8 +338,8 @@ impl Store {
         let now = self.now().0;
         let mut tx = self.db.begin().await?;
         let sql = format!(
-            "SELECT seq, directory_id, resource_type, resource_id, change, display, leaver FROM sync_outbox \
-             ORDER BY seq LIMIT $1{}",
+            "SELECT seq, directory_id, resource_type, resource_id, change, display, leaver, events, attributes, \
+             external_id, version, created_at FROM sync_outbox ORDER BY seq LIMIT $1{}",
             self.db.backend.skip_locked()
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *tx).await?;
@@ -328,8 +349,12 @@ impl Store {
         // Per directory: its targets, and whether their user deliveries follow groups.
         let mut targets: std::collections::HashMap<String, Vec<(String, bool)>> = std::collections::HashMap::new();
         let mut work: Vec<WorkChange> = Vec::new();
+        let mut streams = HashMap::new();
         for row in &rows {
             let dir: String = row.try_get("directory_id")?;
+            if let Some(change) = outbox_change(row)? {
+                self.queue_change_events(&mut tx, &mut streams, &dir, row.try_get("seq")?, &change).await?;
+            }
             if !targets.contains_key(&dir) {
                 let ts = sqlx::query("SELECT trust_id, users_follow_groups FROM sync_targets WHERE directory_id = $1")
                     .bind(dir.clone())
@@ -1133,6 +1158,28 @@ pub(crate) fn describe(resource_type: &str, body: &Value) -> (Option<String>, Op
     } else {
         (body.get("displayName").and_then(Value::as_str).map(str::to_owned), None)
     }
+}
+
+/// The change an outbox row describes for the event pipeline (`None`: it has no events).
+fn outbox_change(row: &AnyRow) -> Result<Option<super::events::OutboxChange>, StoreError> {
+    let Some(kinds) = row.try_get::<Option<String>, _>("events")? else {
+        return Ok(None);
+    };
+    let corrupt = |c: &str| StoreError::Corrupt(format!("sync_outbox.{c}"));
+    let attributes: Option<String> = row.try_get("attributes")?;
+    Ok(Some(super::events::OutboxChange {
+        resource_type: row.try_get("resource_type")?,
+        resource_id: row.try_get("resource_id")?,
+        kinds: serde_json::from_str(&kinds).map_err(|_| corrupt("events"))?,
+        attributes: match attributes {
+            Some(a) => serde_json::from_str(&a).map_err(|_| corrupt("attributes"))?,
+            None => Vec::new(),
+        },
+        display: row.try_get("display")?,
+        external_id: row.try_get("external_id")?,
+        version: row.try_get("version")?,
+        at: row.try_get("created_at")?,
+    }))
 }
 
 /// One outbox change for one target, before it is folded into the work row.
