@@ -100,6 +100,7 @@ impl Backend {
                 (19, include_str!("../migrations/sqlite/0019_oauth_clients.sql")),
                 (20, include_str!("../migrations/sqlite/0020_console_sessions.sql")),
                 (21, include_str!("../migrations/sqlite/0021_security_events.sql")),
+                (22, include_str!("../migrations/sqlite/0022_ssf_verifications.sql")),
             ],
             Backend::Postgres => &[
                 (1, include_str!("../migrations/postgres/0001_foundation.sql")),
@@ -121,6 +122,7 @@ impl Backend {
                 (19, include_str!("../migrations/postgres/0019_oauth_clients.sql")),
                 (20, include_str!("../migrations/postgres/0020_console_sessions.sql")),
                 (21, include_str!("../migrations/postgres/0021_security_events.sql")),
+                (22, include_str!("../migrations/postgres/0022_ssf_verifications.sql")),
             ],
         }
     }

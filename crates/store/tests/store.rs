@@ -264,6 +264,7 @@ on_both_backends!(
     events_poll_acks_and_errors,
     events_push_leases_and_outcomes,
     events_stream_configuration,
+    ssf_verification_slots_hold_across_nodes,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -290,6 +291,8 @@ mod outbox;
 mod reconcile_schedule;
 #[path = "store/rotation.rs"]
 mod rotation;
+#[path = "store/ssf.rs"]
+mod ssf;
 
 #[path = "store/invalidation.rs"]
 mod invalidation;
@@ -486,6 +489,7 @@ mod cases {
         rotation_cancel_and_emergency, rotation_steps_persist_and_promote, trust_material_versions_and_replay,
         trust_scopes_change_applies_to_live_keys, user_groups_lookup_uses_the_member_index, wrapped_links_reveal_once,
     };
+    pub use super::ssf::ssf_verification_slots_hold_across_nodes;
     use super::*;
 
     /// Key lifecycle as authentication sees it, through a warm auth cache.

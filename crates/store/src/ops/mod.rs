@@ -13,6 +13,7 @@ mod notify;
 mod outbox;
 mod reconcile_schedule;
 mod rotation;
+mod ssf;
 mod tokens;
 mod trusts;
 mod wrap;
