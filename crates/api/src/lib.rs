@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod directories;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod keys;
 pub mod leaks;

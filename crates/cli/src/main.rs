@@ -488,6 +488,12 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
         dispatcher.clone(),
         fedkey_sync::SchedulerConfig::new(engine.node_id().to_owned()),
     ));
+    let pusher = std::sync::Arc::new(fedkey_server::events::push::Pusher::new(
+        opened.store.clone(),
+        egress.clone(),
+        public_url.clone(),
+        fedkey_server::events::push::PushConfig::new(engine.node_id().to_owned()),
+    ));
     let state = AppState::from(fedkey_server::state::AppParts {
         store: opened.store.clone(),
         test_clock: s.unsafe_test_clock.then(|| opened.clock.clone()),
@@ -499,6 +505,7 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
         watchers: Some(watchers.clone()),
         sync: Some(dispatcher.clone()),
         reconcile_schedule: Some(scheduler.clone()),
+        events: Some(pusher.clone()),
         public_url,
         egress,
         leaks: std::sync::Arc::new(leaks),
@@ -518,6 +525,7 @@ async fn serve(s: &Settings, dev_tls: bool) -> anyhow::Result<()> {
             tokio::spawn(watchers.run(engine_interval)),
             tokio::spawn(dispatcher.run(std::time::Duration::from_secs(2))),
             tokio::spawn(scheduler.run(std::time::Duration::from_secs(30))),
+            tokio::spawn(pusher.run(std::time::Duration::from_secs(1))),
         ]
     } else {
         Vec::new()

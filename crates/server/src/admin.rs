@@ -57,6 +57,7 @@ pub fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_verify))
         .routes(routes!(crate::openapi::serve))
         .merge(crate::audit_api::routes())
+        .merge(crate::events_api::routes())
         .merge(crate::oauth_api::routes())
         .merge(crate::rotation_api::routes())
         .merge(crate::sync_api::routes());

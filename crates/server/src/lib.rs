@@ -7,6 +7,8 @@ pub mod audit_stream;
 pub mod body_limit;
 mod conn;
 pub mod error;
+pub mod events;
+pub mod events_api;
 pub mod extract;
 pub mod health;
 pub mod import;
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(oauth::router(&state))
         .merge(ssf::router(&state))
+        .merge(events::router())
         .merge(rotation_api::unwrap_routes().layer(admin_limit.clone()))
         .nest("/ui", body_limit::limit_router(ui::router(&state), ADMIN_BODY_LIMIT).layer(admin_limit))
         .route("/", axum::routing::get(ui::root))

@@ -50,6 +50,8 @@ pub struct AppParts {
     pub sync: Option<Arc<fedkey_sync::Dispatcher>>,
     /// Scheduled reconciliation of the targets (absent in benchmarks).
     pub reconcile_schedule: Option<Arc<fedkey_sync::Scheduler>>,
+    /// The RFC 8935 security-event pusher (absent in benchmarks).
+    pub events: Option<Arc<crate::events::push::Pusher>>,
     /// Where peers and people reach this server, e.g. `https://fedkey.example.com`; used
     /// in wrapped links and the SCIM base URL connectors deliver.
     pub public_url: String,

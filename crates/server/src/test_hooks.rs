@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/test/watchers/tick", post(watchers_tick))
         .route("/test/sync/tick", post(sync_tick))
         .route("/test/sync/reconcile-tick", post(reconcile_tick))
+        .route("/test/events/tick", post(events_tick))
 }
 
 fn disabled(what: &str) -> ApiError {
@@ -85,4 +86,12 @@ async fn reconcile_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Valu
     a.require(&s.store, Need::Administer, "test.sync.reconcile_tick", &Target::default()).await?;
     let runs = sched.tick().await?;
     Ok(Json(json!({"runs": runs})))
+}
+
+/// One security-event push pass now.
+async fn events_tick(a: Admin, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (Some(_), Some(p)) = (&s.test_clock, &s.events) else { return Err(disabled("event push ticks")) };
+    a.require(&s.store, Need::Administer, "test.events.tick", &Target::default()).await?;
+    let report = p.tick().await?;
+    Ok(Json(json!({"report": report})))
 }

@@ -956,8 +956,9 @@ pub(crate) fn member_ids(group: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `base · 2^(attempt-1)`, capped at `max`, plus up to 25 % jitter drawn from `random`.
-fn backoff(base: Duration, max: Duration, attempt: i64, random: u64) -> Duration {
+/// `base · 2^(attempt-1)`, capped at `max`, plus up to 25 % jitter drawn from `random`
+/// (shared with the security-event pusher).
+pub fn backoff(base: Duration, max: Duration, attempt: i64, random: u64) -> Duration {
     let exp = u32::try_from(attempt.clamp(1, 30) - 1).unwrap_or(0);
     let d = base.saturating_mul(2u32.saturating_pow(exp)).min(max);
     let jitter_ms = u64::try_from(d.as_millis() / 4).unwrap_or(0);

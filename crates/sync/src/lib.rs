@@ -25,7 +25,7 @@ pub mod target;
 
 pub use client::{ListPage, Remote, ResourceKind, ScimClient};
 pub use discovery::Capabilities;
-pub use dispatch::{Dispatcher, DispatcherConfig, TickReport};
+pub use dispatch::{Dispatcher, DispatcherConfig, TickReport, backoff};
 pub use error::ClientError;
 pub use http::{MAX_RESPONSE_BYTES, parse_retry_after};
 pub use reconcile::{ReconcileError, ReconcileReport};

@@ -45,6 +45,7 @@ pub async fn fedkey_state(url: &str) -> (AppState, String) {
         watchers: None,
         sync: None,
         reconcile_schedule: None,
+        events: None,
         public_url: "http://127.0.0.1".into(),
         egress: fedkey_egress::Egress::strict().unwrap(),
         leaks: Default::default(),

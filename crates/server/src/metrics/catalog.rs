@@ -36,6 +36,13 @@ pub fn register() {
     describe_gauge!("fedkey_ready", "1 when the database answers and writes (audit records included) go through.");
     gauge!("fedkey_ready").set(0.0);
 
+    describe_counter!(
+        "fedkey_security_event_pushes_total",
+        "RFC 8935 SET pushes, by outcome (delivered, retry, refused)."
+    );
+    for outcome in ["delivered", "retry", "refused"] {
+        counter!("fedkey_security_event_pushes_total", "outcome" => outcome).absolute(0);
+    }
     describe_counter!("fedkey_scim_rate_limited_total", "SCIM requests refused by a trust's rate limit.");
     counter!("fedkey_scim_rate_limited_total").absolute(0);
     describe_counter!("fedkey_source_rate_limited_total", "Requests refused by the per-source limit, by API.");

@@ -418,7 +418,14 @@ pub fn capabilities() -> Capabilities {
 /// unauthenticated baseline, so both measure the same work).
 pub fn render_spc(scheme: &str, directory: &str, headers: &HeaderMap) -> Response {
     let location = format!("{}/ServiceProviderConfig", base_url(scheme, directory, headers));
-    scim_json(StatusCode::OK, &service_provider_config(&capabilities(), &location))
+    let mut spc = service_provider_config(&capabilities(), &location);
+    // RFC 9967 §4: the SET event types fedkey can deliver to receivers of this directory
+    // (streams are registered through the admin API); no asynchronous requests.
+    spc["securityEvents"] = serde_json::json!({
+        "asyncRequest": "none",
+        "eventUris": fedkey_store::ops::events::SCIM_EVENT_TYPES,
+    });
+    scim_json(StatusCode::OK, &spc)
 }
 
 /// A JSON body with the SCIM media type.

@@ -2,6 +2,8 @@
 //! Which directory change raises which type is decided at fan-out, in the store
 //! (`fedkey_store` event mapping); this list is what a receiver may ask for.
 
+use fedkey_store::ops::events as ev;
+
 /// RFC 8935 push delivery.
 pub const PUSH: &str = "urn:ietf:rfc:8935";
 /// RFC 8936 poll delivery.
@@ -10,15 +12,15 @@ pub const POLL: &str = "urn:ietf:rfc:8936";
 /// SSF 1.0 §8.1.4: sent when a receiver asks for it, whatever the stream requested.
 pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 /// CAEP 1.0: a user's sessions are revoked (deactivated or deleted).
-pub const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+pub const SESSION_REVOKED: &str = ev::CAEP_SESSION_REVOKED;
 /// CAEP 1.0: a password or certificate was added, changed or removed.
-pub const CREDENTIAL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+pub const CREDENTIAL_CHANGE: &str = ev::CAEP_CREDENTIAL_CHANGE;
 /// RISC 1.0: the account was deactivated.
-pub const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+pub const ACCOUNT_DISABLED: &str = ev::RISC_ACCOUNT_DISABLED;
 /// RISC 1.0: the account was reactivated.
-pub const ACCOUNT_ENABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-enabled";
+pub const ACCOUNT_ENABLED: &str = ev::RISC_ACCOUNT_ENABLED;
 /// RISC 1.0: the account was deleted.
-pub const ACCOUNT_PURGED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-purged";
+pub const ACCOUNT_PURGED: &str = ev::RISC_ACCOUNT_PURGED;
 
 /// `events_supported` of every stream: the types a directory change can raise.
 pub const SUPPORTED: [&str; 5] =

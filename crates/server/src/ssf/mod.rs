@@ -18,6 +18,7 @@ mod control;
 mod discovery;
 mod error;
 pub mod events;
+mod poll;
 mod receiver;
 mod streams;
 
@@ -48,7 +49,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
                 .delete(streams::delete),
         )
         .route("/ssf/{directory}/status", get(control::read_status).post(control::update_status))
-        .route("/ssf/{directory}/verify", post(control::verify));
+        .route("/ssf/{directory}/verify", post(control::verify))
+        .route("/ssf/{directory}/streams/{stream_id}/poll", post(poll::poll));
     let api = crate::body_limit::limit_router(api, SSF_BODY_LIMIT)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::source_limit::admin));
     Router::new().route("/.well-known/ssf-configuration/ssf/{directory}", get(discovery::configuration)).merge(api)

@@ -51,7 +51,7 @@ pub use map::{
     RISC_ACCOUNT_ENABLED, RISC_ACCOUNT_PURGED, SCIM_ACTIVATE, SCIM_CREATE, SCIM_DEACTIVATE, SCIM_DELETE,
     SCIM_EVENT_TYPES, SCIM_PATCH, SCIM_PUT, SSF_EVENT_TYPES, events_for, supported_event_types, write_kinds,
 };
-pub use queue::QueuedEvent;
+pub use queue::{MAX_POLL_ITEMS, QueuedEvent};
 
 /// Longest accepted description, endpoint URL and Authorization value.
 const MAX_TEXT: usize = 2048;
