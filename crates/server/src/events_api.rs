@@ -68,7 +68,10 @@ fn delivery(v: &str) -> Result<Delivery, ApiError> {
 /// The endpoint passes the egress policy (scheme, host, address literal) now, not only at
 /// the first push.
 fn check_endpoint(s: &AppState, url: &str, allow_http: bool) -> Result<(), ApiError> {
-    s.egress.check_url(url, UrlRules { allow_http }).map(|_| ()).map_err(|e| ApiError::invalid_value(format!("endpoint_url: {e}")))
+    s.egress
+        .check_url(url, UrlRules { allow_http })
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid_value(format!("endpoint_url: {e}")))
 }
 
 /// A header value that cannot smuggle another header.
@@ -124,7 +127,10 @@ async fn create(
             allow_http: b.allow_http,
             authorization: b.authorization.clone().map(authorization).transpose()?,
             audience,
-            events_requested: b.events.clone().unwrap_or_else(|| SCIM_EVENT_TYPES.iter().map(|e| (*e).to_owned()).collect()),
+            events_requested: b
+                .events
+                .clone()
+                .unwrap_or_else(|| SCIM_EVENT_TYPES.iter().map(|e| (*e).to_owned()).collect()),
             description: b.description.clone(),
             status: StreamStatus::Enabled,
         };
@@ -165,7 +171,10 @@ async fn update(
         let status = b
             .status
             .as_deref()
-            .map(|v| StreamStatus::parse(v).ok_or_else(|| ApiError::invalid_value("status must be enabled, paused or disabled")))
+            .map(|v| {
+                StreamStatus::parse(v)
+                    .ok_or_else(|| ApiError::invalid_value("status must be enabled, paused or disabled"))
+            })
             .transpose()?;
         let how = b.delivery.as_deref().map(delivery).transpose()?;
         if let Some(u) = &b.endpoint_url {
@@ -197,7 +206,11 @@ async fn update(
 }
 
 #[utoipa::path(delete, path = "/directories/{d}/event-receivers/{id}", tag = "events", params(ReceiverPath), responses((status = 204)))]
-async fn remove(a: Admin, State(s): State<AppState>, Path((d, id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    a: Admin,
+    State(s): State<AppState>,
+    Path((d, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let st = &s.store;
     a.change(st, Need::Administer, "events.receiver.delete", Target::dir(&d), async {
         receiver(&s, &d, &id).await?;

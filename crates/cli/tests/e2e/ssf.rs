@@ -85,9 +85,17 @@ fn about(claims: &Value, id: &str) -> bool {
 
 impl SetReceiver {
     /// The verified SETs received once `pred` holds for them, waiting up to 20 s.
-    async fn wait(&self, t: &Transmitter, aud: &str, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    async fn wait(
+        &self,
+        s: &Server,
+        t: &Transmitter,
+        aud: &str,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
+            s.pump().await;
             let seen = self.seen.lock().unwrap().clone();
             let sets: Vec<Value> = seen.iter().map(|(_, b)| t.verify(b, aud)).collect();
             if pred(&sets) {
@@ -100,6 +108,14 @@ impl SetReceiver {
 }
 
 impl Server {
+    /// Runs one fan-out pass and one push pass now instead of waiting for their timers.
+    async fn pump(&self) {
+        for tick in ["/api/v1/test/sync/tick", "/api/v1/test/events/tick"] {
+            let (st, v) = self.api(M::POST, tick, Some(&self.token), None).await;
+            assert_eq!(st, 200, "{tick}: {v}");
+        }
+    }
+
     /// Directory `acme` with a provisioning trust `idp` and two receivers `rx` and `rx2`
     /// (scope `ssf` only); their keys.
     fn ssf_setup(&self) -> (String, String, String) {
@@ -182,7 +198,7 @@ async fn push_flow(b: Backend) {
     let (st, _) = s.api(M::POST, "/ssf/acme/verify", Some(&rx), Some(json!({"stream_id": id, "state": "st-2"}))).await;
     assert_eq!(st, 429);
     let sets =
-        rcv.wait(&t, "rx", "the verification SET", |sets| sets.iter().any(|c| event_type(c) == VERIFICATION)).await;
+        rcv.wait(&s, &t, "rx", "the verification SET", |sets| sets.iter().any(|c| event_type(c) == VERIFICATION)).await;
     let ver = sets.iter().find(|c| event_type(c) == VERIFICATION).unwrap();
     assert_eq!(ver["events"][VERIFICATION]["state"], "st-1");
     assert_eq!(ver["sub_id"], json!({"format": "opaque", "id": id}));
@@ -203,7 +219,7 @@ async fn push_flow(b: Backend) {
     let want = [SESSION_REVOKED, ACCOUNT_DISABLED, ACCOUNT_ENABLED, ACCOUNT_PURGED];
     let count = |sets: &[Value], ty: &str| sets.iter().filter(|c| event_type(c) == ty && about(c, &uid)).count();
     let sets = rcv
-        .wait(&t, "rx", "CAEP/RISC SETs", |sets| {
+        .wait(&s, &t, "rx", "CAEP/RISC SETs", |sets| {
             count(sets, SESSION_REVOKED) >= 2 && want[1..].iter().all(|w| count(sets, w) >= 1)
         })
         .await;
@@ -292,9 +308,10 @@ async fn ssf_poll_stream_with_acknowledgements() {
     let uid = user["id"].as_str().unwrap().to_owned();
     s.set_active(&idp, &uid, false).await;
 
-    // Poll until both SETs are there (fan-out runs in the background), then acknowledge.
+    // Poll until both SETs are there (a fan-out pass each round), then acknowledge.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let sets = loop {
+        s.pump().await;
         let (st, v) =
             s.api(M::POST, &poll_path, Some(&rx), Some(json!({"returnImmediately": true, "maxEvents": 10}))).await;
         assert_eq!(st, 200, "{v}");

@@ -12,8 +12,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fedkey_store::ops::{Delivery, EventStream, StreamKind};
 use fedkey_store::StoreError;
+use fedkey_store::ops::{Delivery, EventStream, StreamKind};
 use serde_json::{Map, Value, json};
 
 use super::set;
@@ -97,7 +97,8 @@ pub fn parse_request(body: &[u8]) -> Result<PollRequest, PollError> {
                 r.max_events = usize::try_from(n).unwrap_or(usize::MAX).min(fedkey_store::ops::events::MAX_POLL_ITEMS);
             }
             "returnImmediately" => {
-                r.return_immediately = v.as_bool().ok_or_else(|| PollError::bad("returnImmediately must be a boolean"))?;
+                r.return_immediately =
+                    v.as_bool().ok_or_else(|| PollError::bad("returnImmediately must be a boolean"))?;
             }
             "ack" => {
                 let a = v.as_array().ok_or_else(|| PollError::bad("ack must be an array of jti strings"))?;
@@ -110,7 +111,8 @@ pub fn parse_request(body: &[u8]) -> Result<PollRequest, PollError> {
                 for (j, e) in m {
                     let j = jti(&Value::String(j.clone()), "setErrs")?;
                     let field = |name: &str| e.get(name).and_then(Value::as_str).map(str::to_owned);
-                    let err = field("err").ok_or_else(|| PollError::bad(format!("setErrs.{j}.err must be a string")))?;
+                    let err =
+                        field("err").ok_or_else(|| PollError::bad(format!("setErrs.{j}.err must be a string")))?;
                     r.errors.push((j, err, field("description").unwrap_or_default()));
                 }
             }
@@ -167,8 +169,11 @@ pub async fn poll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PollError> {
-    let unauthorized =
-        || PollError { status: StatusCode::UNAUTHORIZED, err: "authentication_failed", description: "a valid poll secret is required".into() };
+    let unauthorized = || PollError {
+        status: StatusCode::UNAUTHORIZED,
+        err: "authentication_failed",
+        description: "a valid poll secret is required".into(),
+    };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

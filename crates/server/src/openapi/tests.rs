@@ -125,8 +125,16 @@ fn every_admin_route_is_in_the_committed_document() {
 /// admin API modules register theirs through `routes!` only.
 #[test]
 fn admin_modules_register_routes_only_through_the_table() {
-    for file in ["admin.rs", "events_api.rs", "oauth_api.rs", "rotation_api.rs", "sync_api.rs", "audit_api.rs", "import.rs", "leaks.rs"]
-    {
+    for file in [
+        "admin.rs",
+        "events_api.rs",
+        "oauth_api.rs",
+        "rotation_api.rs",
+        "sync_api.rs",
+        "audit_api.rs",
+        "import.rs",
+        "leaks.rs",
+    ] {
         let src = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src").join(file)).unwrap();
         for (n, line) in src.lines().enumerate() {
             // The wrapped-link retrieval endpoint is outside /api/v1, on purpose.
