@@ -1636,6 +1636,8 @@ mod dbfaults;
 mod delivery;
 #[path = "e2e/egress.rs"]
 mod egress;
+#[path = "e2e/events.rs"]
+mod events;
 #[path = "e2e/federation.rs"]
 mod federation;
 #[path = "e2e/health.rs"]

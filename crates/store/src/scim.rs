@@ -572,6 +572,7 @@ impl Store {
 
     /// Outbox rows of a create or replace, in its transaction: the resource itself, and
     /// every member whose membership of this group changed (its `groups` changed).
+    #[allow(clippy::too_many_arguments)]
     async fn outbox_for_write(
         &self,
         tx: &mut Tx,

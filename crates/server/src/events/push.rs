@@ -39,7 +39,7 @@ impl PushConfig {
             batch: 100,
             lease: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
-            base_backoff: Duration::from_secs(2),
+            base_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(3600),
         }
     }

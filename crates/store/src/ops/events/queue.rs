@@ -76,7 +76,8 @@ impl Store {
         for s in streams {
             for e in events_for(s.kind, change) {
                 if s.events.iter().any(|r| r == e.event_type) {
-                    insert_event(tx, &s.id, e.event_type, &e.subject, &e.payload, Some(&txn), change.at).await?;
+                    let now = self.now().0;
+                    insert_event(tx, &s.id, e.event_type, &e.subject, &e.payload, Some(&txn), change.at, now).await?;
                 }
             }
         }
@@ -100,7 +101,8 @@ impl Store {
             return Err(StoreError::InvalidState(format!("event stream {stream_id} is disabled")));
         }
         let mut tx = self.db.begin().await?;
-        let jti = insert_event(&mut tx, stream_id, event_type, &subject, &payload, None, self.now().0).await?;
+        let now = self.now().0;
+        let jti = insert_event(&mut tx, stream_id, event_type, &subject, &payload, None, now, now).await?;
         tx.commit().await?;
         Ok(jti)
     }
@@ -304,6 +306,8 @@ impl Store {
     }
 }
 
+/// Queues one SET: `at` is its event time (`iat`), `due` when it may first be pushed.
+#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     tx: &mut Tx,
     stream_id: &str,
@@ -312,11 +316,12 @@ async fn insert_event(
     payload: &Value,
     txn: Option<&str>,
     at: i64,
+    due: i64,
 ) -> Result<String, StoreError> {
     let jti = uuid::Uuid::new_v4().simple().to_string();
     sqlx::query(
         "INSERT INTO security_events (stream_id, jti, event_type, subject, payload, txn, created_at, attempts, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
     )
     .bind(stream_id.to_owned())
     .bind(jti.clone())
@@ -325,6 +330,7 @@ async fn insert_event(
     .bind(payload.to_string())
     .bind(txn.map(str::to_owned))
     .bind(at)
+    .bind(due)
     .execute(&mut **tx)
     .await?;
     Ok(jti)
