@@ -1672,6 +1672,8 @@ mod reconcile;
 mod rotation;
 #[path = "e2e/scim_patch.rs"]
 mod scim_patch;
+#[path = "e2e/ssf.rs"]
+mod ssf;
 #[path = "e2e/transit.rs"]
 mod transit;
 #[path = "e2e/twonode.rs"]

@@ -14,16 +14,20 @@ pub enum Scope {
     GroupsWrite,
     GroupsPrivileged,
     Bulk,
+    /// An OpenID SSF receiver: manage its own event streams of the directory. Grants no
+    /// access to SCIM resources, so a receiver trust carries this scope alone.
+    Ssf,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::UsersRead,
         Scope::UsersWrite,
         Scope::GroupsRead,
         Scope::GroupsWrite,
         Scope::GroupsPrivileged,
         Scope::Bulk,
+        Scope::Ssf,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +38,7 @@ impl Scope {
             Scope::GroupsWrite => "groups:write",
             Scope::GroupsPrivileged => "groups:privileged",
             Scope::Bulk => "bulk",
+            Scope::Ssf => "ssf",
         }
     }
 
@@ -112,6 +117,9 @@ mod tests {
         assert_eq!(ScopeSet::parse_stored(&s.to_string()).unwrap(), s);
         assert!(ScopeSet::parse_list(&["users:admin"]).is_err());
         assert!(!ScopeSet::default_inbound().contains(Scope::GroupsPrivileged));
+        // A provisioning trust is no event receiver unless asked for.
+        assert!(!ScopeSet::default_inbound().contains(Scope::Ssf));
+        assert_eq!(ScopeSet::parse_list(&["ssf"]).unwrap().to_string(), "ssf");
     }
 
     #[test]

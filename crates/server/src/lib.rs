@@ -23,6 +23,7 @@ pub mod rotation_api;
 pub mod scim;
 pub mod serve;
 pub mod source_limit;
+pub mod ssf;
 pub mod state;
 pub mod sync_api;
 #[cfg(feature = "test-hooks")]
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(oauth::router(&state))
+        .merge(ssf::router(&state))
         .merge(events::router())
         .merge(rotation_api::unwrap_routes().layer(admin_limit.clone()))
         .nest("/ui", body_limit::limit_router(ui::router(&state), ADMIN_BODY_LIMIT).layer(admin_limit))

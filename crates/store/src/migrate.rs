@@ -44,6 +44,7 @@ const SOURCES: &[(i64, &str)] = &[
     (19, include_str!("../migrations/0019_oauth_clients.sql")),
     (20, include_str!("../migrations/0020_console_sessions.sql")),
     (21, include_str!("../migrations/0021_security_events.sql")),
+    (22, include_str!("../migrations/0022_ssf_verifications.sql")),
     (25, include_str!("../migrations/0025_directory_password_policy.sql")),
 ];
 

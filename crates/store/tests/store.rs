@@ -268,6 +268,7 @@ on_both_backends!(
     bulk_create_writes_each_row_with_its_record,
     bulk_create_is_all_or_nothing,
     bulk_create_crosses_the_statement_chunks,
+    ssf_verification_slots_hold_across_nodes,
 );
 
 #[path = "store/audit_sinks.rs"]
@@ -296,6 +297,8 @@ mod outbox;
 mod reconcile_schedule;
 #[path = "store/rotation.rs"]
 mod rotation;
+#[path = "store/ssf.rs"]
+mod ssf;
 
 #[path = "store/invalidation.rs"]
 mod invalidation;
@@ -496,6 +499,7 @@ mod cases {
         rotation_cancel_and_emergency, rotation_steps_persist_and_promote, trust_material_versions_and_replay,
         trust_scopes_change_applies_to_live_keys, user_groups_lookup_uses_the_member_index, wrapped_links_reveal_once,
     };
+    pub use super::ssf::ssf_verification_slots_hold_across_nodes;
     use super::*;
 
     /// Key lifecycle as authentication sees it, through a warm auth cache.

@@ -14,6 +14,7 @@ mod notify;
 mod outbox;
 mod reconcile_schedule;
 mod rotation;
+mod ssf;
 mod tokens;
 mod trusts;
 mod wrap;

@@ -183,7 +183,8 @@ impl Store {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM security_events WHERE next_attempt_at <= $1 \
              AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
-             AND stream_id IN (SELECT id FROM event_streams WHERE status = 'enabled' AND delivery = 'push') \
+             AND stream_id IN (SELECT s.id FROM event_streams s LEFT JOIN trusts t ON t.id = s.receiver_trust_id \
+             WHERE s.status = 'enabled' AND s.delivery = 'push' AND (t.id IS NULL OR t.status = 'active')) \
              ORDER BY seq LIMIT $2{}",
             self.db.backend.skip_locked()
         );
