@@ -163,8 +163,8 @@ async fn verify_applied(db: &Db) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    /// SHA-256 of every migration as each backend applied it before migrations were written
-    /// once (computed from the per-dialect files they replace): what existing databases
+    /// SHA-256 of every released migration as each backend applies it (0001–0020 as computed
+    /// from the per-dialect files they were once written as): what existing databases
     /// recorded, so the rendered text must keep matching it byte for byte.
     const APPLIED: &[(i64, &str, &str)] = &[
         (
@@ -256,6 +256,21 @@ mod tests {
             20,
             "82c8b501f911c48057963de21ae0809be0cda4bf2310f0b28a9cd56d6fc6e21b",
             "707c7773744635a29c905c242835e8b1a5eb0116bafdfb5668a6824f68b64cfc",
+        ),
+        (
+            21,
+            "5edf49d573675932a089ed2c5e84898794e07441a21f36566a751e5cf23deabf",
+            "c8a789123b420d99dc7817f58e48b05350900af58f0a0fae827382269faf442b",
+        ),
+        (
+            22,
+            "3ca2df25886a132b24aa3fc06f83699a9d223bf42a816b6c2888e2d100d9e164",
+            "3ca2df25886a132b24aa3fc06f83699a9d223bf42a816b6c2888e2d100d9e164",
+        ),
+        (
+            25,
+            "d3fdc9db3cd864ec6d777a925f23cb702cdc506d0ee578f64927d766846ef196",
+            "d3fdc9db3cd864ec6d777a925f23cb702cdc506d0ee578f64927d766846ef196",
         ),
     ];
 

@@ -54,7 +54,10 @@ pub async fn ssf_verification_slots_hold_across_nodes(kind: Kind) {
     assert_eq!(u8::from(x.unwrap()) + u8::from(y.unwrap()), 1);
     // The row goes with its stream.
     s.delete_event_stream(&a, &stream.id).await.unwrap();
-    let n: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM ssf_verifications").fetch_one(s.raw_for_tests().pool()).await.unwrap().get("n");
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM ssf_verifications")
+        .fetch_one(s.raw_for_tests().pool())
+        .await
+        .unwrap()
+        .get("n");
     assert_eq!(n, 0);
 }
