@@ -50,7 +50,8 @@ impl Chained {
     /// read). The group-commit writer does this before its turn, on the head it wrote
     /// last: inside the turn only a moved head costs hashing again.
     fn on(records: Vec<Sealed>, base: Option<ChainHead>) -> Chained {
-        let mut c = Chained { records, base: None, appended: Appended { first_seq: 0, last_seq: 0, last_hash: GENESIS } };
+        let mut c =
+            Chained { records, base: None, appended: Appended { first_seq: 0, last_seq: 0, last_hash: GENESIS } };
         if let Some(head) = base {
             c.link(head);
         }
@@ -680,11 +681,8 @@ mod tests {
             assert!(2 * max * AUDIT_COLUMNS > max_params(backend), "{backend:?}: the largest power of two that fits");
             let sql = insert_sql(backend, max);
             assert!(std::ptr::eq(sql, insert_sql(backend, max)), "cached");
-            let params = if backend == crate::Backend::Sqlite {
-                sql.matches('?').count()
-            } else {
-                sql.matches('$').count()
-            };
+            let params =
+                if backend == crate::Backend::Sqlite { sql.matches('?').count() } else { sql.matches('$').count() };
             assert_eq!(params, max * AUDIT_COLUMNS);
         }
         assert_eq!((max_insert_rows(crate::Backend::Sqlite), max_insert_rows(crate::Backend::Postgres)), (2048, 4096));

@@ -260,8 +260,12 @@ on_both_backends!(
     keyset_pages_are_in_the_default_order_only,
     keyset_pages_seek_the_creation_index,
     console_sessions_end_on_time_and_on_revocation,
+    audit_batches_cross_the_insert_limit,
+    a_failing_audit_batch_loses_nothing,
 );
 
+#[path = "store/audit_batch.rs"]
+mod audit_batch;
 #[path = "store/audit_sinks.rs"]
 mod audit_sinks;
 #[path = "store/connections.rs"]
@@ -453,6 +457,7 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::audit_batch::{a_failing_audit_batch_loses_nothing, audit_batches_cross_the_insert_limit};
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::connections::connection_settings_reach_every_session;
