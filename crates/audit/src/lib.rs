@@ -10,5 +10,5 @@
 mod record;
 mod verify;
 
-pub use record::{CSV_HEADER, Checkpoint, Event, GENESIS, Outcome, Record, checkpoint_message};
+pub use record::{CSV_HEADER, Checkpoint, Event, GENESIS, Outcome, Record, Sealed, checkpoint_message};
 pub use verify::{Verifier, VerifyError, VerifyReport};

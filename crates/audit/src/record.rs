@@ -2,8 +2,6 @@ use fedkey_core::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
-use fedkey_crypto::sha256;
-
 /// `prev_hash` of the first record.
 pub const GENESIS: [u8; 32] = [0u8; 32];
 
@@ -98,8 +96,17 @@ impl Event {
 
     /// Seals the event as record `seq` after `prev_hash`.
     pub fn into_record(self, seq: i64, prev_hash: [u8; 32]) -> Record {
-        let mut r = Record {
-            seq,
+        let mut s = self.seal();
+        s.link(seq, prev_hash);
+        s.record
+    }
+
+    /// Encodes what the hash covers beyond the chain position, so that linking the event
+    /// into the chain later costs one SHA-256 and nothing else. The group-commit writer
+    /// seals events in the callers' tasks, before its turn.
+    pub fn seal(self) -> Sealed {
+        let record = Record {
+            seq: 0,
             ts: self.ts,
             actor: self.actor,
             action: self.action,
@@ -110,12 +117,40 @@ impl Event {
             source: self.source,
             request_id: self.request_id,
             details: self.details.to_string(),
-            prev_hash,
+            prev_hash: GENESIS,
             hash: [0; 32],
         };
-        r.hash = r.compute_hash();
-        r
+        let body = record.body();
+        Sealed { record, body }
     }
+}
+
+/// An event encoded for the chain, waiting for its place in it ([`Sealed::link`]).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The record; `seq`, `prev_hash` and `hash` are set by [`Sealed::link`].
+    pub record: Record,
+    /// [`Record::body`] of `record`: the same bytes whatever the position.
+    body: Vec<u8>,
+}
+
+impl Sealed {
+    /// Places the record at `seq` after `prev_hash` (again, if it was placed before) and
+    /// returns its hash.
+    pub fn link(&mut self, seq: i64, prev_hash: [u8; 32]) -> [u8; 32] {
+        self.record.seq = seq;
+        self.record.prev_hash = prev_hash;
+        self.record.hash = link_hash(&prev_hash, seq, &self.body);
+        self.record.hash
+    }
+}
+
+/// The first bytes of every canonical encoding: the format's name and version.
+const CANONICAL_TAG: &[u8] = b"fedkey-audit/v1\0";
+
+/// `SHA-256(prev_hash ‖ canonical)`, with `canonical = tag ‖ seq ‖ body`.
+fn link_hash(prev_hash: &[u8; 32], seq: i64, body: &[u8]) -> [u8; 32] {
+    fedkey_crypto::sha256_parts(&[prev_hash, CANONICAL_TAG, &seq.to_be_bytes(), body])
 }
 
 /// A stored audit record. `details` is JSON text and is hashed as stored.
@@ -137,8 +172,20 @@ pub struct Record {
 }
 
 impl Record {
-    /// Length-prefixed encoding of every field but `hash`.
+    /// Length-prefixed encoding of every field but `hash` (and `prev_hash`, which the
+    /// hash covers in front of it).
     pub fn canonical(&self) -> Vec<u8> {
+        let body = self.body();
+        let mut out = Vec::with_capacity(CANONICAL_TAG.len() + 8 + body.len());
+        out.extend_from_slice(CANONICAL_TAG);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// The canonical encoding after `seq`: every field that does not depend on the
+    /// record's position in the chain.
+    fn body(&self) -> Vec<u8> {
         fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
             match v {
                 Some(b) => {
@@ -148,9 +195,7 @@ impl Record {
                 None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
             }
         }
-        let mut out = Vec::with_capacity(256 + self.details.len());
-        out.extend_from_slice(b"fedkey-audit/v1\0");
-        out.extend_from_slice(&self.seq.to_be_bytes());
+        let mut out = Vec::with_capacity(224 + self.details.len());
         out.extend_from_slice(&self.ts.0.to_be_bytes());
         field(&mut out, Some(self.actor.as_bytes()));
         field(&mut out, Some(self.action.as_bytes()));
@@ -166,9 +211,7 @@ impl Record {
     }
 
     pub fn compute_hash(&self) -> [u8; 32] {
-        let mut buf = self.prev_hash.to_vec();
-        buf.extend_from_slice(&self.canonical());
-        sha256(&buf)
+        link_hash(&self.prev_hash, self.seq, &self.body())
     }
 
     /// The export form (JSON lines, the API, the streaming sinks). `details` appears once:
@@ -347,6 +390,44 @@ mod tests {
         let line = serde_json::to_string(&r.to_json()).unwrap();
         let parsed: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(Record::from_json(&parsed).unwrap().compute_hash(), r.hash);
+    }
+
+    /// The hash a sealed event gets when linked is the hash of the v1 format, written
+    /// out here byte by byte (old logs must keep verifying), wherever it is linked.
+    #[test]
+    fn sealed_events_hash_as_the_v1_format_at_any_position() {
+        let ev = Event::new(Timestamp(1_700_000_000_123_456), "token:ops", "key.authenticate", Outcome::Denied)
+            .directory("acme")
+            .key_version(3)
+            .details(serde_json::json!({"reason": "unknown"}));
+        let mut sealed = ev.clone().seal();
+        for (seq, prev) in [(1, GENESIS), (42, [7; 32]), (i64::MAX, [0xff; 32])] {
+            let mut expected = prev.to_vec();
+            expected.extend_from_slice(b"fedkey-audit/v1\0");
+            expected.extend_from_slice(&seq.to_be_bytes());
+            expected.extend_from_slice(&1_700_000_000_123_456i64.to_be_bytes());
+            for f in [Some(&b"token:ops"[..]), Some(b"key.authenticate"), Some(b"denied"), Some(b"acme"), None] {
+                match f {
+                    Some(b) => {
+                        expected.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                        expected.extend_from_slice(b);
+                    }
+                    None => expected.extend_from_slice(&u32::MAX.to_be_bytes()),
+                }
+            }
+            expected.extend_from_slice(&8u32.to_be_bytes());
+            expected.extend_from_slice(&3i64.to_be_bytes());
+            expected.extend_from_slice(&u32::MAX.to_be_bytes());
+            expected.extend_from_slice(&u32::MAX.to_be_bytes());
+            let details = br#"{"reason":"unknown"}"#;
+            expected.extend_from_slice(&(details.len() as u32).to_be_bytes());
+            expected.extend_from_slice(details);
+            let want = fedkey_crypto::sha256(&expected);
+            assert_eq!(sealed.link(seq, prev), want, "seq {seq}");
+            assert_eq!((sealed.record.seq, sealed.record.prev_hash, sealed.record.hash), (seq, prev, want));
+            assert_eq!(sealed.record.compute_hash(), want);
+            assert_eq!(ev.clone().into_record(seq, prev), sealed.record);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedkey_audit::{Checkpoint, Event, Outcome, Record, Verifier, VerifyReport};
+use fedkey_audit::{Checkpoint, Event, GENESIS, Outcome, Record, Sealed, Verifier, VerifyReport};
 use fedkey_core::{Clock, Timestamp};
 use sqlx::{Row, any::AnyRow};
 use tokio::sync::{mpsc, oneshot};
@@ -20,95 +20,86 @@ use crate::{Db, StoreError};
 /// Appends `events` to the chain inside `tx`. Nothing is durable until the caller
 /// commits, and the caller's change commits only with its audit records.
 pub async fn append_in_tx(tx: &mut Tx, db: &Db, events: Vec<Event>) -> Result<Appended, StoreError> {
-    // A writer of the shared transaction tries the head this process wrote last first.
-    // One guarded UPDATE checks that it is still the head and moves it, instead of reading
-    // the head and then updating it (one round trip fewer inside the writers' turn, on
-    // every audited write). When something else moved it (another process, a write rolled
-    // back), the head is read and the records chained again. Not in a transaction of its
-    // own on PostgreSQL: other transactions move the head all the time, and a failed guess
-    // would wait for the row lock only to read the head afterwards anyway (the shared
-    // transaction locks the head when it begins, and refreshes the hint then).
-    let hint = if tx.is_grouped() || db.backend == crate::Backend::Sqlite { db.audit_head_hint() } else { None };
-    let (out, appended) = match hint {
-        Some((seq, hash)) => {
-            let (mut out, mut appended) = chain(events, seq, hash);
-            if !move_head(tx, &appended, Some((seq, hash))).await? {
-                let (seq, hash) = read_head(tx, db).await?;
-                appended = rechain(&mut out, seq, hash);
-                move_head(tx, &appended, None).await?;
-            }
-            (out, appended)
+    let chained = Chained::on(events.into_iter().map(Event::seal).collect(), head_guess(tx, db));
+    append_chained(tx, db, chained).await
+}
+
+/// The head to chain on without reading it: the one this process wrote last.
+///
+/// A writer of the shared transaction tries it first: one guarded UPDATE checks that it
+/// is still the head and moves it, instead of reading the head and then updating it (one
+/// round trip fewer inside the writers' turn, on every audited write). When something
+/// else moved it (another process, a write rolled back), the head is read and the records
+/// chained again. Not in a transaction of its own on PostgreSQL: other transactions move
+/// the head all the time, and a failed guess would wait for the row lock only to read the
+/// head afterwards anyway (the shared transaction locks the head when it begins, and
+/// refreshes the hint then).
+fn head_guess(tx: &Tx, db: &Db) -> Option<ChainHead> {
+    if tx.is_grouped() || db.backend == crate::Backend::Sqlite { db.audit_head_hint() } else { None }
+}
+
+/// Sealed records, linked after `base` when there was a head to guess.
+struct Chained {
+    records: Vec<Sealed>,
+    base: Option<ChainHead>,
+    appended: Appended,
+}
+
+impl Chained {
+    /// Links `records` after `base` (if any; otherwise they are linked once the head is
+    /// read). The group-commit writer does this before its turn, on the head it wrote
+    /// last: inside the turn only a moved head costs hashing again.
+    fn on(records: Vec<Sealed>, base: Option<ChainHead>) -> Chained {
+        let mut c =
+            Chained { records, base: None, appended: Appended { first_seq: 0, last_seq: 0, last_hash: GENESIS } };
+        if let Some(head) = base {
+            c.link(head);
         }
-        None => {
-            let (seq, hash) = read_head(tx, db).await?;
-            let (out, appended) = chain(events, seq, hash);
-            move_head(tx, &appended, None).await?;
-            (out, appended)
-        }
-    };
-    // Multi-row INSERTs: one round trip per chunk instead of per record (a group-commit
-    // batch holds up to `max_batch` records). Chunk sizes are powers of two so only a
-    // handful of distinct statements reach the prepared-statement cache, and at most
-    // 64 rows × 13 columns stays under SQLite's historic 999-parameter limit.
-    // Records are moved into the statements, not cloned: this is the hot path.
-    let mut rest = out.into_iter();
-    while rest.len() > 0 {
-        let n = chunk_len(rest.len());
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(db.backend, n)));
-        for r in rest.by_ref().take(n) {
-            q = q
-                .bind(r.seq)
-                .bind(r.ts.0)
-                .bind(r.actor)
-                .bind(r.action)
-                .bind(r.outcome.as_str())
-                .bind(r.directory)
-                .bind(r.trust)
-                .bind(r.key_version)
-                .bind(r.source)
-                .bind(r.request_id)
-                .bind(r.details)
-                .bind(r.prev_hash.to_vec())
-                .bind(r.hash.to_vec());
-        }
-        q.execute(&mut **tx).await?;
+        c
     }
+
+    /// Links the records after `head`, unless they already are.
+    fn link(&mut self, head: ChainHead) {
+        if self.base == Some(head) {
+            return;
+        }
+        let (mut seq, mut prev) = head;
+        for r in &mut self.records {
+            seq += 1;
+            prev = r.link(seq, prev);
+        }
+        let first_seq = self.records.first().map_or(seq, |r| r.record.seq);
+        self.base = Some(head);
+        self.appended = Appended { first_seq, last_seq: seq, last_hash: prev };
+    }
+}
+
+/// Moves the chain head past `c` (linking it again if the head is not where it was
+/// linked) and inserts its records, inside `tx`.
+async fn append_chained(tx: &mut Tx, db: &Db, mut c: Chained) -> Result<Appended, StoreError> {
+    let moved = match head_guess(tx, db) {
+        Some(guess) => {
+            c.link(guess);
+            move_head(tx, &c.appended, Some(guess)).await?
+        }
+        None => false,
+    };
+    if !moved {
+        let head = read_head(tx, db).await?;
+        c.link(head);
+        move_head(tx, &c.appended, None).await?;
+    }
+    insert_records(tx, db.backend, c.records).await?;
     // If this transaction rolls back, the hint is ahead of the head: the next guarded
     // UPDATE finds out.
-    db.set_audit_head_hint(Some((appended.last_seq, appended.last_hash)));
-    Ok(appended)
+    db.set_audit_head_hint(Some((c.appended.last_seq, c.appended.last_hash)));
+    Ok(c.appended)
 }
 
 /// The chain head, locked for this transaction.
 async fn read_head(tx: &mut Tx, db: &Db) -> Result<ChainHead, StoreError> {
     let head = sqlx::query(db.backend.lock_audit_head()).fetch_one(&mut **tx).await?;
     Ok((head.try_get("seq")?, hash32(head.try_get("hash")?, "audit_head")?))
-}
-
-/// `events` chained after (`seq`, `hash`).
-fn chain(events: Vec<Event>, mut seq: i64, mut prev: [u8; 32]) -> (Vec<Record>, Appended) {
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        seq += 1;
-        let r = e.into_record(seq, prev);
-        prev = r.hash;
-        out.push(r);
-    }
-    let first_seq = out.first().map_or(seq, |r| r.seq);
-    (out, Appended { first_seq, last_seq: seq, last_hash: prev })
-}
-
-/// `records` chained again, after (`seq`, `hash`).
-fn rechain(records: &mut [Record], mut seq: i64, mut prev: [u8; 32]) -> Appended {
-    for r in records.iter_mut() {
-        seq += 1;
-        r.seq = seq;
-        r.prev_hash = prev;
-        r.hash = r.compute_hash();
-        prev = r.hash;
-    }
-    let first_seq = records.first().map_or(seq, |r| r.seq);
-    Appended { first_seq, last_seq: seq, last_hash: prev }
 }
 
 /// Moves the head to the end of `appended`; with `from`, only if that is still the head
@@ -137,20 +128,92 @@ pub struct Appended {
     pub last_hash: [u8; 32],
 }
 
-const AUDIT_COLUMNS: usize = 13;
-const MAX_INSERT_ROWS: usize = 64;
-
-/// The largest power of two not above `remaining` (capped at [`MAX_INSERT_ROWS`]).
-fn chunk_len(remaining: usize) -> usize {
-    let n = remaining.min(MAX_INSERT_ROWS);
-    if n == 0 { 0 } else { 1 << n.ilog2() }
+/// Inserts `records` in one statement per [`max_insert_rows`] of them: a group-commit
+/// batch (at most `max_batch` records) is one round trip. The statement for `n` records
+/// has room for the next power of two (the rest of the rows are NULLs, which its `WHERE`
+/// drops), so a dozen statement shapes reach the prepared-statement cache, whatever the
+/// batch sizes. Records are moved into the statement, not cloned: this is the hot path.
+async fn insert_records(tx: &mut Tx, backend: crate::Backend, records: Vec<Sealed>) -> Result<(), StoreError> {
+    let mut rest = records.into_iter();
+    while rest.len() > 0 {
+        let n = rest.len().min(max_insert_rows(backend));
+        let rows = n.next_power_of_two();
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, rows)));
+        for Sealed { record: r, .. } in rest.by_ref().take(n) {
+            q = q
+                .bind(r.seq)
+                .bind(r.ts.0)
+                .bind(r.actor)
+                .bind(r.action)
+                .bind(r.outcome.as_str())
+                .bind(r.directory)
+                .bind(r.trust)
+                .bind(r.key_version)
+                .bind(r.source)
+                .bind(r.request_id)
+                .bind(r.details)
+                .bind(r.prev_hash.to_vec())
+                .bind(r.hash.to_vec());
+        }
+        for _ in n..rows {
+            // Typed NULLs: PostgreSQL takes the column types from the parameters.
+            q = q
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<i64>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<Vec<u8>>)
+                .bind(None::<Vec<u8>>);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
-fn insert_sql(backend: crate::Backend, rows: usize) -> String {
+const AUDIT_COLUMNS: usize = 13;
+
+/// Bound parameters per statement at most: SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`
+/// (32,766 since 3.32) and PostgreSQL's protocol limit (a 16-bit count).
+const fn max_params(backend: crate::Backend) -> usize {
+    match backend {
+        crate::Backend::Sqlite => 32_766,
+        crate::Backend::Postgres => 65_535,
+    }
+}
+
+/// Records per INSERT at most: the largest power of two whose parameters fit (2,048 rows
+/// on SQLite, 4,096 on PostgreSQL), so a padded statement never exceeds the limit.
+const fn max_insert_rows(backend: crate::Backend) -> usize {
+    let fit = max_params(backend) / AUDIT_COLUMNS;
+    1 << fit.ilog2()
+}
+
+/// The INSERT of `rows` records (a power of two), cached per backend and size: the text
+/// of the big ones is long, and it is the prepared-statement cache's key.
+fn insert_sql(backend: crate::Backend, rows: usize) -> &'static str {
+    use std::sync::OnceLock;
+    const SHAPES: usize = 13; // 2^0 ..= 2^12 rows
+    static SQLITE: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
+    static POSTGRES: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
+    let cache = match backend {
+        crate::Backend::Sqlite => &SQLITE,
+        crate::Backend::Postgres => &POSTGRES,
+    };
+    cache[rows.ilog2() as usize].get_or_init(|| build_insert_sql(backend, rows))
+}
+
+fn build_insert_sql(backend: crate::Backend, rows: usize) -> String {
     use std::fmt::Write;
-    let mut sql = String::from(
-        "INSERT INTO audit_log (seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash) VALUES ",
-    );
+    const COLUMNS: &str =
+        "seq, ts, actor, action, outcome, directory, trust, key_version, source, request_id, details, prev_hash, hash";
+    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) SELECT * FROM (VALUES ");
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for col in 0..AUDIT_COLUMNS {
@@ -164,6 +227,11 @@ fn insert_sql(backend: crate::Backend, rows: usize) -> String {
         }
         sql.push(')');
     }
+    // The padding rows are all NULL; every real record has a `seq`.
+    match backend {
+        crate::Backend::Sqlite => sql.push_str(") WHERE column1 IS NOT NULL"),
+        crate::Backend::Postgres => write!(sql, ") AS v ({COLUMNS}) WHERE v.seq IS NOT NULL").unwrap_or(()),
+    }
     sql
 }
 
@@ -175,8 +243,9 @@ pub enum Touch {
 }
 
 struct Job {
-    /// Taken by the writer when the batch is appended.
-    event: Option<Event>,
+    /// Sealed by the caller (off the writer's path); taken by the writer when the batch
+    /// is appended.
+    record: Option<Sealed>,
     touch: Option<Touch>,
     done: oneshot::Sender<Result<i64, String>>,
 }
@@ -220,7 +289,8 @@ impl AuditWriter {
     /// the record before [`Pending::wait`] has returned `Ok` (fail-closed).
     pub async fn submit(&self, event: Event, touch: Option<Touch>) -> Result<Pending, StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Job { event: Some(event), touch, done }).await.map_err(|_| unavailable("audit writer stopped"))?;
+        let record = Some(event.seal());
+        self.tx.send(Job { record, touch, done }).await.map_err(|_| unavailable("audit writer stopped"))?;
         Ok(Pending(PendingState::Waiting(wait)))
     }
 }
@@ -378,9 +448,12 @@ async fn commit_batch(
     every: i64,
     touched: &mut Touched,
 ) -> Result<i64, StoreError> {
+    // Linked on the head this writer wrote last before taking the turn, which other
+    // writers wait for: inside it, only a head that moved meanwhile costs hashing.
+    let records = jobs.iter_mut().filter_map(|j| j.record.take()).collect();
+    let chained = Chained::on(records, db.audit_head_hint());
     let mut tx = db.begin().await?;
-    let events = jobs.iter_mut().filter_map(|j| j.event.take()).collect();
-    let appended = append_in_tx(&mut tx, db, events).await?;
+    let appended = append_chained(&mut tx, db, chained).await?;
     let ts = clock.now();
     let touches: HashSet<&Touch> =
         jobs.iter().filter_map(|j| j.touch.as_ref()).filter(|t| touched.due(t, ts)).collect();
@@ -601,24 +674,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn insert_chunks_cover_every_record_with_few_statement_shapes() {
-        let mut shapes = HashSet::new();
-        for total in 0..=2048 {
-            let mut rest = total;
-            while rest > 0 {
-                let n = chunk_len(rest);
-                assert!(n.is_power_of_two() && n <= rest && n <= MAX_INSERT_ROWS, "{total}: {n}");
-                shapes.insert(n);
-                rest -= n;
-            }
+    fn insert_statements_fit_the_parameter_limits_in_few_shapes() {
+        for backend in [crate::Backend::Sqlite, crate::Backend::Postgres] {
+            let max = max_insert_rows(backend);
+            assert!(max.is_power_of_two() && max * AUDIT_COLUMNS <= max_params(backend));
+            assert!(2 * max * AUDIT_COLUMNS > max_params(backend), "{backend:?}: the largest power of two that fits");
+            let sql = insert_sql(backend, max);
+            assert!(std::ptr::eq(sql, insert_sql(backend, max)), "cached");
+            let params =
+                if backend == crate::Backend::Sqlite { sql.matches('?').count() } else { sql.matches('$').count() };
+            assert_eq!(params, max * AUDIT_COLUMNS);
         }
-        assert_eq!(shapes.len(), 7);
+        assert_eq!((max_insert_rows(crate::Backend::Sqlite), max_insert_rows(crate::Backend::Postgres)), (2048, 4096));
         let sql = insert_sql(crate::Backend::Sqlite, 2);
-        assert_eq!(sql.matches('?').count(), 2 * AUDIT_COLUMNS);
-        assert!(!sql.contains('$'));
+        assert!(!sql.contains('$') && sql.ends_with("?)) WHERE column1 IS NOT NULL"), "{sql}");
         let sql = insert_sql(crate::Backend::Postgres, 2);
-        assert_eq!(sql.matches('$').count(), 2 * AUDIT_COLUMNS);
-        assert!(sql.ends_with("($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"), "{sql}");
-        const { assert!(MAX_INSERT_ROWS * AUDIT_COLUMNS <= 999) };
+        assert!(sql.contains("($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)) AS v (seq,"), "{sql}");
+        assert!(sql.ends_with("WHERE v.seq IS NOT NULL"), "{sql}");
+    }
+
+    #[test]
+    fn records_are_linked_again_only_when_the_head_moved() {
+        let ev = |a: &str| Event::new(Timestamp(1), "t", a, Outcome::Success).seal();
+        let head = (5, [1; 32]);
+        let mut c = Chained::on(vec![ev("a"), ev("b")], Some(head));
+        let first = c.appended;
+        assert_eq!((first.first_seq, first.last_seq), (6, 7));
+        assert_eq!(c.records[1].record.prev_hash, c.records[0].record.hash);
+        c.link(head);
+        assert_eq!(c.appended, first);
+        c.link((9, [2; 32]));
+        assert_eq!((c.appended.first_seq, c.appended.last_seq), (10, 11));
+        assert_eq!(c.records[0].record.prev_hash, [2; 32]);
+        assert_eq!(c.appended.last_hash, c.records[1].record.compute_hash());
+        let unlinked = Chained::on(vec![ev("a")], None);
+        assert_eq!(unlinked.base, None);
     }
 }

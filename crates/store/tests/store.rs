@@ -269,8 +269,12 @@ on_both_backends!(
     bulk_create_is_all_or_nothing,
     bulk_create_crosses_the_statement_chunks,
     ssf_verification_slots_hold_across_nodes,
+    audit_batches_cross_the_insert_limit,
+    a_failing_audit_batch_loses_nothing,
 );
 
+#[path = "store/audit_batch.rs"]
+mod audit_batch;
 #[path = "store/audit_sinks.rs"]
 mod audit_sinks;
 #[path = "store/bulk_load.rs"]
@@ -468,6 +472,7 @@ async fn populated(kind: Kind) -> Env {
 // ---------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::audit_batch::{a_failing_audit_batch_loses_nothing, audit_batches_cross_the_insert_limit};
     pub use super::audit_sinks::audit_sink_leases_exclude_other_nodes;
     pub use super::auth_failures::failed_authentications_are_summarized_per_window;
     pub use super::bulk_load::{
