@@ -64,6 +64,15 @@ impl Backend {
 
     /// Locks the rows a `SELECT` reads until commit. SQLite's write transaction
     /// (`BEGIN IMMEDIATE`) is already exclusive.
+    /// Most bound parameters in one statement: SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`
+    /// (32766) and PostgreSQL's wire protocol limit (65535).
+    pub fn max_binds(self) -> usize {
+        match self {
+            Backend::Sqlite => 32_766,
+            Backend::Postgres => 65_535,
+        }
+    }
+
     pub(crate) fn for_update(self) -> &'static str {
         match self {
             Backend::Sqlite => "",

@@ -36,13 +36,9 @@ pub struct KeysInUse {
     pub external_ids: HashSet<String>,
 }
 
-/// Most bound parameters in one statement: SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`
-/// (32766) and PostgreSQL's wire protocol limit (65535).
+/// Most bound parameters in one statement ([`Backend::max_binds`]).
 pub fn max_binds(backend: Backend) -> usize {
-    match backend {
-        Backend::Sqlite => 32_766,
-        Backend::Postgres => 65_535,
-    }
+    backend.max_binds()
 }
 
 /// Rows per multi-row statement whose rows bind `per_row` parameters each after `shared`
