@@ -257,6 +257,22 @@ pub struct Ctx {
     access: AccessRecord,
 }
 
+/// The audit actor of an authenticated provisioner's request: its key version, or `jwt:` for
+/// a signed assertion (version 0).
+pub(crate) fn provisioner_actor(p: &Principal, parts: &Parts) -> Actor {
+    let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
+    Actor {
+        id: match p.version {
+            0 => format!("jwt:{}/{}", p.directory, p.trust),
+            v => format!("key:{}/{}#{v}", p.directory, p.trust),
+        },
+        role: None,
+        source: meta.source,
+        request_id: meta.request_id,
+        token_id: None,
+    }
+}
+
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ScimResponse;
 
@@ -269,18 +285,7 @@ impl FromRequestParts<AppState> for Ctx {
                 "malformed query string: percent-encoded bytes that are not UTF-8",
             )));
         }
-        let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
-        let actor = Actor {
-            // Version 0: authenticated by a signed assertion, not a key version.
-            id: match p.version {
-                0 => format!("jwt:{}/{}", p.directory, p.trust),
-                v => format!("key:{}/{}#{v}", p.directory, p.trust),
-            },
-            role: None,
-            source: meta.source,
-            request_id: meta.request_id,
-            token_id: None,
-        };
+        let actor = provisioner_actor(&p, parts);
         let base = base_url(s.scheme, &p.directory, &parts.headers);
         let access = parts.extensions.get::<AccessRecord>().cloned().unwrap_or_default();
         Ok(Ctx { principal: p, actor, base, access })

@@ -13,7 +13,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use fedkey_core::Scope;
 use fedkey_store::Actor;
-use fedkey_store::auth::{Principal, RequestMeta};
+use fedkey_store::auth::Principal;
 use serde_json::json;
 
 use super::error::SsfError;
@@ -32,17 +32,7 @@ impl FromRequestParts<AppState> for Receiver {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, SsfError> {
         let Provisioner(p) = Provisioner::from_request_parts(parts, s).await?;
-        let meta = parts.extensions.get::<RequestMeta>().cloned().unwrap_or_default();
-        let actor = Actor {
-            id: match p.version {
-                0 => format!("jwt:{}/{}", p.directory, p.trust),
-                v => format!("key:{}/{}#{v}", p.directory, p.trust),
-            },
-            role: None,
-            source: meta.source,
-            request_id: meta.request_id,
-            token_id: None,
-        };
+        let actor = crate::scim::provisioner_actor(&p, parts);
         if !p.scopes.contains(Scope::Ssf) {
             let details = json!({"directory": p.directory, "operation": "manage SSF streams", "missing_scope": "ssf"});
             crate::scim::audit_denied(s, &actor, &p, details).await?;
